@@ -41,18 +41,17 @@ impl CniArgs {
             .get("IgnoreUnknown")
             .map(|v| v == "1" || v.eq_ignore_ascii_case("true"))
             .unwrap_or(false);
-        if !ignore_unknown {
-            if let Some((k, _)) = args
+        if !ignore_unknown
+            && let Some((k, _)) = args
                 .pairs
                 .iter()
                 .find(|(k, _)| !KNOWN_KEYS.contains(&k.as_str()))
-            {
-                return Err(CniError::new(
-                    Code::InvalidEnvironment,
-                    format!("CNI_ARGS: unknown key \"{k}\""),
-                )
-                .with_details("set IgnoreUnknown=1 to pass keys weft does not use"));
-            }
+        {
+            return Err(CniError::new(
+                Code::InvalidEnvironment,
+                format!("CNI_ARGS: unknown key \"{k}\""),
+            )
+            .with_details("set IgnoreUnknown=1 to pass keys weft does not use"));
         }
         Ok(args)
     }

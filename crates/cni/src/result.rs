@@ -309,10 +309,8 @@ impl CniResult {
                     if let Some(mac) = &i.mac {
                         o["mac"] = json!(mac);
                     }
-                    if v1 {
-                        if let Some(mtu) = i.mtu {
-                            o["mtu"] = json!(mtu);
-                        }
+                    if v1 && let Some(mtu) = i.mtu {
+                        o["mtu"] = json!(mtu);
                     }
                     if let Some(s) = &i.sandbox {
                         o["sandbox"] = json!(s);

@@ -3,6 +3,10 @@
 //! `runtimeConfig` from capability arguments, `prevResult` threading, DEL in reverse order.
 //! Used by `weftctl`, the benchmarks and the tests; the plugins themselves never need it.
 
+// ExecError carries the plugin's whole stderr for people to read; it is built once per failed
+// process execution, so its size costs nothing worth boxing for.
+#![allow(clippy::result_large_err)]
+
 use crate::error::CniError;
 use serde_json::{Map, Value, json};
 use std::io::Write;
@@ -305,10 +309,10 @@ fn request(
         let mut rc = Map::new();
         if let Some(caps) = caps {
             for (cap, on) in caps {
-                if on.as_bool() == Some(true) {
-                    if let Some(v) = att.capability_args.get(cap) {
-                        rc.insert(cap.clone(), v.clone());
-                    }
+                if on.as_bool() == Some(true)
+                    && let Some(v) = att.capability_args.get(cap)
+                {
+                    rc.insert(cap.clone(), v.clone());
                 }
             }
         }

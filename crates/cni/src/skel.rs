@@ -257,13 +257,13 @@ fn run(
         Command::Gc => Some((Semver(1, 1, 0), "GC")),
         _ => None,
     };
-    if let Some((min, verb)) = min {
-        if !Semver::at_least(&version, min)? {
-            return Err(CniError::new(
-                Code::IncompatibleVersion,
-                format!("config version does not allow {verb}"),
-            ));
-        }
+    if let Some((min, verb)) = min
+        && !Semver::at_least(&version, min)?
+    {
+        return Err(CniError::new(
+            Code::IncompatibleVersion,
+            format!("config version does not allow {verb}"),
+        ));
     }
     if !version::is_supported(&version) {
         return Err(

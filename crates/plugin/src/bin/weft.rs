@@ -1,0 +1,4 @@
+//! `weft`: the CNI main plugin (and `weft-ipam` when installed under that name).
+fn main() {
+    std::process::exit(weft_plugin::main_entry());
+}
