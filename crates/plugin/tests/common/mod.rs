@@ -365,9 +365,9 @@ pub fn run_command(mut cmd: Command, stdin: &[u8], netns: Option<&str>) -> Plugi
     let stdout = String::from_utf8_lossy(&out_t.join().unwrap()).into_owned();
     let stderr = String::from_utf8_lossy(&err_t.join().unwrap()).into_owned();
     PluginOutput {
-        status: status
-            .code()
-            .unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)),
+        status: status.code().unwrap_or_else(|| {
+            128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
+        }),
         stdout,
         stderr,
     }
@@ -391,7 +391,12 @@ fn spawn_retry(cmd: &mut Command) -> std::process::Child {
 
 /// The standard environment `ENV(v)` of cni-spec.md §10: CNI_COMMAND, CNI_CONTAINERID,
 /// CNI_NETNS, CNI_IFNAME and CNI_PATH (= [`bin_dir`]).
-pub fn cni_env(command: &str, container_id: &str, netns: &str, ifname: &str) -> Vec<(String, String)> {
+pub fn cni_env(
+    command: &str,
+    container_id: &str,
+    netns: &str,
+    ifname: &str,
+) -> Vec<(String, String)> {
     vec![
         ("CNI_COMMAND".into(), command.into()),
         ("CNI_CONTAINERID".into(), container_id.into()),
@@ -532,7 +537,14 @@ impl Fixture {
     }
 
     /// Run `weft` with `ENV(command)` for (container_id, pod, ifname) and `conf` on stdin.
-    pub fn weft(&self, command: &str, conf: &Value, container_id: &str, netns: &str, ifname: &str) -> PluginOutput {
+    pub fn weft(
+        &self,
+        command: &str,
+        conf: &Value,
+        container_id: &str,
+        netns: &str,
+        ifname: &str,
+    ) -> PluginOutput {
         let env = cni_env(command, container_id, netns, ifname);
         self.run(weft_bin(), &env, &bytes(conf))
     }
@@ -542,7 +554,11 @@ impl Fixture {
     pub fn add(&self, conf: &Value, container_id: &str, pod: &Pod) -> Value {
         let out = self.weft("ADD", conf, container_id, &pod.path, "eth0");
         if out.status != 0 {
-            panic!("ADD {container_id} failed\n{}\n--- log ---\n{}", out.dump(), self.log());
+            panic!(
+                "ADD {container_id} failed\n{}\n--- log ---\n{}",
+                out.dump(),
+                self.log()
+            );
         }
         out.expect_ok_json()
     }
@@ -712,7 +728,9 @@ pub fn weft_veths(ns: &str) -> Vec<Value> {
             let n = l["ifname"].as_str().unwrap_or("");
             n.len() == 15
                 && n.starts_with("wv")
-                && n[2..].chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+                && n[2..]
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
         })
         .collect()
 }
@@ -767,9 +785,9 @@ pub fn routes(ns: &str) -> Vec<Value> {
 /// Whether `ns` has a route with `dst` (as `ip` prints it: `default`, `10.99.0.0/24`,
 /// `fd00::/64`), optionally via `gw`.
 pub fn has_route(ns: &str, dst: &str, gw: Option<&str>) -> bool {
-    routes(ns).iter().any(|r| {
-        r["dst"] == dst && gw.is_none_or(|g| r["gateway"].as_str() == Some(g))
-    })
+    routes(ns)
+        .iter()
+        .any(|r| r["dst"] == dst && gw.is_none_or(|g| r["gateway"].as_str() == Some(g)))
 }
 
 /// `nft -j list ruleset` in `ns` (metainfo stripped).
@@ -787,7 +805,8 @@ pub fn nft_ruleset(ns: &str) -> Value {
     if s.trim().is_empty() {
         return json!([]);
     }
-    let v: Value = serde_json::from_str(&s).unwrap_or_else(|e| panic!("nft -j not JSON ({e}): {s}"));
+    let v: Value =
+        serde_json::from_str(&s).unwrap_or_else(|e| panic!("nft -j not JSON ({e}): {s}"));
     let items = v["nftables"].as_array().cloned().unwrap_or_default();
     Value::Array(
         items
@@ -951,7 +970,11 @@ impl Snapshot {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
         };
-        assert_eq!(strip(&self.files), strip(&after.files), "IPAM dataDir changed");
+        assert_eq!(
+            strip(&self.files),
+            strip(&after.files),
+            "IPAM dataDir changed"
+        );
     }
 }
 
@@ -993,7 +1016,12 @@ pub struct Attachment {
 /// Build the request config of plugin `plugin` of a conflist as libcni does: inject
 /// `name`, `cniVersion`, `runtimeConfig` (capabilities the plugin sets true and the runtime
 /// has), `prevResult`.
-pub fn chain_request(conflist: &Value, plugin: &Value, att: &Attachment, prev: Option<&Value>) -> Value {
+pub fn chain_request(
+    conflist: &Value,
+    plugin: &Value,
+    att: &Attachment,
+    prev: Option<&Value>,
+) -> Value {
     let mut c = plugin.clone();
     c["name"] = conflist["name"].clone();
     c["cniVersion"] = conflist["cniVersion"].clone();
@@ -1053,7 +1081,12 @@ fn chain_exec(
 
 /// ADD over a conflist, in order, each plugin getting the previous result. Returns the
 /// final result, or the failing plugin's output.
-pub fn chain_add(node: &Node, cni_path: &str, conflist: &Value, att: &Attachment) -> Result<Value, PluginOutput> {
+pub fn chain_add(
+    node: &Node,
+    cni_path: &str,
+    conflist: &Value,
+    att: &Attachment,
+) -> Result<Value, PluginOutput> {
     let mut prev: Option<Value> = None;
     for p in conflist["plugins"].as_array().expect("plugins") {
         let req = chain_request(conflist, p, att, prev.as_ref());
@@ -1095,7 +1128,12 @@ pub fn chain_del(
     att: &Attachment,
     result: Option<&Value>,
 ) -> Result<(), PluginOutput> {
-    for p in conflist["plugins"].as_array().expect("plugins").iter().rev() {
+    for p in conflist["plugins"]
+        .as_array()
+        .expect("plugins")
+        .iter()
+        .rev()
+    {
         let req = chain_request(conflist, p, att, result);
         let out = chain_exec(node, cni_path, "DEL", &req, Some(att));
         if out.status != 0 {
@@ -1103,4 +1141,100 @@ pub fn chain_del(
         }
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Stub plugins (fixtures written into the test's temp dir)
+// ---------------------------------------------------------------------------------------
+
+/// A `#!/bin/sh` stub CNI plugin in `<tmp>/bin/<name>`. Every call appends `CNI_COMMAND`
+/// to `<log>/calls`, saves its stdin to `<log>/stdin.<VERB>` and its `CNI_*` environment to
+/// `<log>/env.<VERB>`, then prints `<log>/reply.<VERB>` (if any) and exits with
+/// `<log>/exit.<VERB>` (default 0). VERSION answers with all of 0.3.0..1.1.0 by default.
+pub struct Stub {
+    pub name: String,
+    pub bin_dir: PathBuf,
+    pub log_dir: PathBuf,
+}
+
+impl Stub {
+    /// Canned reply for `verb`: exit code and stdout.
+    pub fn reply(&self, verb: &str, exit_code: i32, stdout: &str) {
+        std::fs::write(self.log_dir.join(format!("reply.{verb}")), stdout).unwrap();
+        std::fs::write(
+            self.log_dir.join(format!("exit.{verb}")),
+            exit_code.to_string(),
+        )
+        .unwrap();
+    }
+
+    /// The verbs it was called with, in order.
+    pub fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(self.log_dir.join("calls"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Calls other than VERSION probes.
+    pub fn verb_calls(&self) -> Vec<String> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c != "VERSION")
+            .collect()
+    }
+
+    /// Stdin bytes of the last call with `verb`.
+    pub fn stdin(&self, verb: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.log_dir.join(format!("stdin.{verb}"))).ok()
+    }
+
+    /// `CNI_*` environment of the last call with `verb`.
+    pub fn env(&self, verb: &str) -> Option<BTreeMap<String, String>> {
+        let s = std::fs::read_to_string(self.log_dir.join(format!("env.{verb}"))).ok()?;
+        Some(
+            s.lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    /// `CNI_PATH` = the stub's dir, then the weft binaries' dir.
+    pub fn cni_path(&self) -> String {
+        format!("{}:{}", self.bin_dir.display(), bin_dir())
+    }
+}
+
+impl Fixture {
+    /// Create a stub plugin named `name` (see [`Stub`]).
+    pub fn stub_plugin(&self, name: &str) -> Stub {
+        let log_dir = self.tmp.path().join(format!("stub-{name}"));
+        std::fs::create_dir_all(&log_dir).unwrap();
+        let d = log_dir.display();
+        let script = format!(
+            r#"#!/bin/sh
+d='{d}'
+echo "$CNI_COMMAND" >> "$d/calls"
+cat > "$d/stdin.$CNI_COMMAND"
+env | grep '^CNI_' | sort > "$d/env.$CNI_COMMAND"
+if [ -f "$d/reply.$CNI_COMMAND" ]; then cat "$d/reply.$CNI_COMMAND"; fi
+if [ -f "$d/exit.$CNI_COMMAND" ]; then exit "$(cat "$d/exit.$CNI_COMMAND")"; fi
+exit 0
+"#
+        );
+        let bin_dir = self.write_stub(name, &script);
+        let stub = Stub {
+            name: name.to_string(),
+            bin_dir,
+            log_dir,
+        };
+        stub.reply(
+            "VERSION",
+            0,
+            r#"{"cniVersion":"1.1.0","supportedVersions":["0.3.0","0.3.1","0.4.0","1.0.0","1.1.0"]}"#,
+        );
+        stub
+    }
 }

@@ -215,10 +215,7 @@ impl Drop for Ns {
 }
 
 /// Run `f` on a new thread whose network namespace is `ns`.
-pub fn in_ns<T: Send + 'static>(
-    ns: &Ns,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> JoinHandle<T> {
+pub fn in_ns<T: Send + 'static>(ns: &Ns, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
     let file = ns.file();
     thread::spawn(move || {
         // SAFETY: setns on the calling thread with a valid namespace fd.
@@ -319,7 +316,10 @@ impl Out {
 
     /// Failure with exactly one error object carrying `code` and a non-empty msg.
     pub fn assert_error(&self, code: u64, what: &str) -> Value {
-        assert!(!self.ok(), "{what}: expected failure with code {code}, got {self:?}");
+        assert!(
+            !self.ok(),
+            "{what}: expected failure with code {code}, got {self:?}"
+        );
         let v: Value = serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
             panic!("{what}: stdout is not exactly one JSON object ({e}): {self:?}")
         });
@@ -377,7 +377,12 @@ impl Node {
     }
 
     pub fn log_file(&self) -> String {
-        self.dir.path().join("cni.log").to_str().unwrap().to_string()
+        self.dir
+            .path()
+            .join("cni.log")
+            .to_str()
+            .unwrap()
+            .to_string()
     }
 
     /// A Command for `bin` that runs inside this node's netns, with a clean environment
@@ -413,14 +418,7 @@ impl Node {
     }
 
     /// One CNI verb for `cid`/`ifname` in `pod` (None = CNI_NETNS unset) with weft.
-    pub fn cni(
-        &self,
-        verb: &str,
-        conf: &Value,
-        cid: &str,
-        pod: Option<&Ns>,
-        ifname: &str,
-    ) -> Out {
+    pub fn cni(&self, verb: &str, conf: &Value, cid: &str, pod: Option<&Ns>, ifname: &str) -> Out {
         let env = cni_env(verb, cid, pod.map(|p| p.path.as_str()), ifname, &bin_dir());
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         self.run_env(&weft_bin(), &env, &conf.to_string())
@@ -711,98 +709,35 @@ pub fn wait_out(child: Child) -> Out {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// A small libcni-like conflist runner (ADD in order with prevResult, CHECK in order, DEL in
-// reverse), executing each plugin inside the node's netns.
-// ---------------------------------------------------------------------------------------------
-
-pub struct Chain<'a> {
-    pub node: &'a Node,
-    pub cni_path: String,
+/// A `weft_cni::runtime::Runtime` over `cni_path` (`:`-separated) whose plugin processes run
+/// inside `node`'s network namespace.
+pub fn runtime_in(node: &Node, cni_path: &str) -> weft_cni::runtime::Runtime {
+    let file = std::sync::Arc::new(node.ns.file());
+    weft_cni::runtime::Runtime {
+        cni_path: cni_path.split(':').map(PathBuf::from).collect(),
+        customize: Some(Box::new(move |cmd: &mut Command| {
+            let f = file.clone();
+            cmd.env("PATH", SYS_PATH);
+            // SAFETY: only setns(2) between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        })),
+    }
 }
 
-pub struct Att<'a> {
-    pub cid: &'a str,
-    pub pod: &'a Ns,
-    pub ifname: &'a str,
-    pub cap_args: Value,
-}
-
-impl Chain<'_> {
-    fn find(&self, ty: &str) -> PathBuf {
-        for d in self.cni_path.split(':') {
-            let p = Path::new(d).join(ty);
-            if p.is_file() {
-                return p;
-            }
-        }
-        panic!("plugin {ty} not in {}", self.cni_path)
-    }
-
-    fn plugin_conf(&self, list: &Value, plugin: &Value, att: &Att, prev: Option<&Value>) -> Value {
-        let mut c = plugin.clone();
-        c["name"] = list["name"].clone();
-        c["cniVersion"] = list["cniVersion"].clone();
-        let mut rc = serde_json::Map::new();
-        if let Some(caps) = plugin["capabilities"].as_object() {
-            for (k, on) in caps {
-                if on.as_bool() == Some(true)
-                    && let Some(v) = att.cap_args.get(k)
-                {
-                    rc.insert(k.clone(), v.clone());
-                }
-            }
-        }
-        if !rc.is_empty() {
-            c["runtimeConfig"] = Value::Object(rc);
-        }
-        if let Some(p) = prev {
-            c["prevResult"] = p.clone();
-        }
-        c
-    }
-
-    fn exec(&self, verb: &str, conf: &Value, att: &Att) -> Out {
-        let ty = conf["type"].as_str().expect("type");
-        let env = cni_env(verb, att.cid, Some(&att.pod.path), att.ifname, &self.cni_path);
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        self.node.run_env(&self.find(ty), &env, &conf.to_string())
-    }
-
-    pub fn add(&self, list: &Value, att: &Att) -> Result<Value, (String, Out)> {
-        let mut prev: Option<Value> = None;
-        for p in list["plugins"].as_array().unwrap() {
-            let conf = self.plugin_conf(list, p, att, prev.as_ref());
-            let out = self.exec("ADD", &conf, att);
-            if !out.ok() {
-                return Err((p["type"].as_str().unwrap().to_string(), out));
-            }
-            prev = Some(serde_json::from_str(&out.stdout).map_err(|_| {
-                (p["type"].as_str().unwrap().to_string(), out)
-            })?);
-        }
-        Ok(prev.unwrap())
-    }
-
-    pub fn check(&self, list: &Value, att: &Att, prev: &Value) -> Result<(), (String, Out)> {
-        for p in list["plugins"].as_array().unwrap() {
-            let conf = self.plugin_conf(list, p, att, Some(prev));
-            let out = self.exec("CHECK", &conf, att);
-            if !out.ok() {
-                return Err((p["type"].as_str().unwrap().to_string(), out));
-            }
-        }
-        Ok(())
-    }
-
-    pub fn del(&self, list: &Value, att: &Att, prev: Option<&Value>) -> Result<(), (String, Out)> {
-        for p in list["plugins"].as_array().unwrap().iter().rev() {
-            let conf = self.plugin_conf(list, p, att, prev);
-            let out = self.exec("DEL", &conf, att);
-            if !out.ok() {
-                return Err((p["type"].as_str().unwrap().to_string(), out));
-            }
-        }
-        Ok(())
+/// An attachment of `pod` as `eth0` for the runtime.
+pub fn attachment(cid: &str, pod: &Ns, caps: Value) -> weft_cni::runtime::Attachment {
+    weft_cni::runtime::Attachment {
+        container_id: cid.to_string(),
+        netns: pod.path.clone(),
+        ifname: "eth0".to_string(),
+        cni_args: None,
+        capability_args: caps.as_object().cloned().unwrap_or_default(),
     }
 }

@@ -1,0 +1,260 @@
+//! The `weft` main plugin: the order of each verb, undo on failure, and what DEL, CHECK,
+//! STATUS and GC must tolerate. Mode-specific kernel work lives in `modes`.
+
+use crate::config::{MASQ_TABLE, Mode, NetConf};
+use crate::errors::{kernel, nft};
+use crate::ipam::{self, Verb};
+use crate::modes::{self, Ctx};
+use crate::names;
+use ipnet::IpNet;
+use std::path::Path;
+use weft_cni::{CniError, CniResult, Code, Request};
+use weft_net::{Handle, NetNs};
+
+pub struct Weft;
+
+fn open_netns(path: &str) -> Result<NetNs, CniError> {
+    NetNs::open(Path::new(path)).map_err(|e| {
+        CniError::new(
+            Code::InvalidEnvironment,
+            format!("CNI_NETNS {path}: cannot use it as a network namespace: {e}"),
+        )
+    })
+}
+
+/// Refuses the plugin's own namespace: configuring "the pod" there would rewire the node.
+fn refuse_own_netns(ns: &NetNs) -> Result<(), CniError> {
+    let own = NetNs::current().map_err(|e| kernel("opening the plugin's own netns", e))?;
+    if ns
+        .same_as(&own)
+        .map_err(|e| kernel("comparing namespaces", e))?
+    {
+        return Err(CniError::new(
+            Code::InvalidNetns,
+            format!(
+                "CNI_NETNS {} is the plugin's own network namespace",
+                ns.path().display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn masq_ranges(result: &CniResult) -> Vec<IpNet> {
+    let mut v: Vec<IpNet> = result.ips.iter().map(|ip| ip.address.trunc()).collect();
+    v.dedup();
+    v
+}
+
+impl Weft {
+    fn attach(
+        &self,
+        req: &Request,
+        conf: &NetConf,
+        pod_ns: &NetNs,
+        host: &mut Handle,
+        pod: &mut Handle,
+        ipam_result: CniResult,
+    ) -> Result<CniResult, CniError> {
+        if conf.ip_masq {
+            weft_nft::Masquerade::new(MASQ_TABLE)
+                .ensure(&masq_ranges(&ipam_result))
+                .map_err(|e| nft("installing masquerade for the pod ranges", e))?;
+        }
+        let mut ctx = Ctx {
+            req,
+            conf,
+            pod_ns,
+            host,
+            pod,
+        };
+        let mut result = match conf.mode {
+            Mode::Bridge => modes::bridge::add(&mut ctx, ipam_result)?,
+            Mode::Ptp => modes::ptp::add(&mut ctx, ipam_result)?,
+            Mode::Macvlan => modes::macvlan::add(&mut ctx, ipam_result)?,
+        };
+        if let Some(dns) = &conf.dns {
+            result.dns = dns.clone();
+        }
+        Ok(result)
+    }
+
+    /// Removes this attachment's links; absent links are fine. Errors are collected so a
+    /// failure on one side does not leave the other behind.
+    fn detach_links(&self, req: &Request, conf: &NetConf, host: &mut Handle) -> Vec<CniError> {
+        let mut errors = Vec::new();
+        let mut pod_side_gone = false;
+        if let Some(path) = &req.netns
+            && let Ok(ns) = NetNs::open(Path::new(path))
+        {
+            match Handle::new_in(&ns).and_then(|mut h| h.delete_link_by_name(&req.ifname)) {
+                Ok(_) => pod_side_gone = true,
+                Err(e) => errors.push(kernel(&format!("deleting {} in the pod", req.ifname), e)),
+            }
+        }
+        // Deleting either end of a veth removes both; the host end is only needed by name
+        // when the pod namespace is unknown or was not reachable.
+        if conf.mode != Mode::Macvlan && !pod_side_gone {
+            let name = names::host_veth(&req.name, &req.container_id, &req.ifname);
+            if let Err(e) = host.delete_link_by_name(&name) {
+                errors.push(kernel(&format!("deleting host veth {name}"), e));
+            }
+        }
+        errors
+    }
+}
+
+fn first_error(mut errors: Vec<CniError>) -> Result<(), CniError> {
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let first = errors.remove(0);
+    if errors.is_empty() {
+        return Err(first);
+    }
+    let rest: Vec<String> = errors.iter().map(|e| e.msg.clone()).collect();
+    Err(CniError::raw(first.code, first.msg, rest.join("; ")))
+}
+
+impl weft_cni::Plugin for Weft {
+    fn add(&self, req: &Request) -> Result<CniResult, CniError> {
+        let conf = NetConf::parse(req)?;
+        let netns = req.netns.as_deref().unwrap_or_default();
+        let pod_ns = open_netns(netns)?;
+        refuse_own_netns(&pod_ns)?;
+        let mut host = Handle::new().map_err(|e| kernel("opening netlink", e))?;
+        let mut pod =
+            Handle::new_in(&pod_ns).map_err(|e| kernel("opening netlink in the pod", e))?;
+        if pod
+            .link_by_name(&req.ifname)
+            .map_err(|e| kernel("looking up the pod interface", e))?
+            .is_some()
+        {
+            return Err(CniError::raw(
+                ipam::CODE_DUPLICATE,
+                format!("interface {} already exists in {netns}", req.ifname),
+                "",
+            ));
+        }
+        let ipam_result = ipam::run(&conf.ipam_type, Verb::Add, req)?
+            .ok_or_else(|| CniError::internal("IPAM ADD returned no result"))?;
+        if ipam_result.ips.is_empty() {
+            let _ = ipam::run(&conf.ipam_type, Verb::Del, req);
+            return Err(CniError::internal(format!(
+                "IPAM plugin {} returned no addresses",
+                conf.ipam_type
+            )));
+        }
+        match self.attach(req, &conf, &pod_ns, &mut host, &mut pod, ipam_result) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                // Undo in reverse: links first, then the lease, so no address is freed while
+                // an interface still carries it.
+                let _ = self.detach_links(req, &conf, &mut host);
+                let _ = ipam::run(&conf.ipam_type, Verb::Del, req);
+                Err(e)
+            }
+        }
+    }
+
+    fn del(&self, req: &Request) -> Result<(), CniError> {
+        let conf = NetConf::parse(req)?;
+        let mut host = Handle::new().map_err(|e| kernel("opening netlink", e))?;
+        let mut errors = self.detach_links(req, &conf, &mut host);
+        if let Err(e) = ipam::run(&conf.ipam_type, Verb::Del, req) {
+            errors.push(e);
+        }
+        first_error(errors)
+    }
+
+    fn check(&self, req: &Request) -> Result<(), CniError> {
+        let conf = NetConf::parse(req)?;
+        let prev = req.prev_result()?.ok_or_else(|| {
+            CniError::invalid_config("CHECK needs prevResult (the ADD result) in the config")
+        })?;
+        ipam::run(&conf.ipam_type, Verb::Check, req)?;
+        let netns = req.netns.as_deref().unwrap_or_default();
+        let pod_ns = open_netns(netns)?;
+        let mut host = Handle::new().map_err(|e| kernel("opening netlink", e))?;
+        let mut pod =
+            Handle::new_in(&pod_ns).map_err(|e| kernel("opening netlink in the pod", e))?;
+        crate::check::pod_side(&mut pod, req, &prev)?;
+        let mut ctx = Ctx {
+            req,
+            conf: &conf,
+            pod_ns: &pod_ns,
+            host: &mut host,
+            pod: &mut pod,
+        };
+        match conf.mode {
+            Mode::Bridge => modes::bridge::check(&mut ctx)?,
+            Mode::Ptp => modes::ptp::check(&mut ctx, &prev)?,
+            Mode::Macvlan => modes::macvlan::check(&mut ctx)?,
+        }
+        if conf.ip_masq {
+            let have = weft_nft::Masquerade::new(MASQ_TABLE)
+                .ranges()
+                .map_err(|e| nft("reading the masquerade sets", e))?;
+            for want in prev.ips.iter().map(|i| i.address.trunc()) {
+                let covered = have.iter().any(|h| h.contains(&want));
+                // ptp results carry /32 addresses, which any configured range covers.
+                if !covered {
+                    return Err(CniError::internal(format!(
+                        "masquerade for {want} is missing from table inet {MASQ_TABLE}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn status(&self, req: &Request) -> Result<(), CniError> {
+        let conf = NetConf::parse(req)?;
+        if let (Mode::Macvlan, Some(master)) = (conf.mode, &conf.master) {
+            let mut host = Handle::new().map_err(|e| kernel("opening netlink", e))?;
+            if host
+                .link_by_name(master)
+                .map_err(|e| kernel("looking up the macvlan master", e))?
+                .is_none()
+            {
+                return Err(CniError::new(
+                    Code::NotAvailable,
+                    format!("macvlan master {master} does not exist"),
+                ));
+            }
+        }
+        ipam::run(&conf.ipam_type, Verb::Status, req).map(|_| ())
+    }
+
+    fn gc(&self, req: &Request) -> Result<(), CniError> {
+        let conf = NetConf::parse(req)?;
+        let valid = req.valid_attachments()?;
+        let mut errors = Vec::new();
+        if let Err(e) = ipam::run(&conf.ipam_type, Verb::Gc, req) {
+            errors.push(e);
+        }
+        match Handle::new().and_then(|mut h| h.links().map(|l| (h, l))) {
+            Ok((mut host, links)) => {
+                for link in links {
+                    let Some(alias) = &link.alias else { continue };
+                    let Some((id, ifname)) = names::parse_alias(alias, &req.name) else {
+                        continue;
+                    };
+                    if valid
+                        .iter()
+                        .any(|(v_id, v_if)| v_id == id && v_if == ifname)
+                    {
+                        continue;
+                    }
+                    if let Err(e) = host.delete_link(link.index)
+                        && !e.is_not_found()
+                    {
+                        errors.push(kernel(&format!("deleting stray veth {}", link.name), e));
+                    }
+                }
+            }
+            Err(e) => errors.push(kernel("listing host links", e)),
+        }
+        first_error(errors)
+    }
+}
