@@ -1,0 +1,404 @@
+//! The on-disk lease store, byte-compatible with host-local so both can share a dataDir:
+//!
+//! ```text
+//! <dataDir>/<network>/           0755
+//!   lock                         empty; exclusive flock held for every operation
+//!   last_reserved_ip.<N>         last address handed out from range set N (no newline)
+//!   <ip>                         one lease, canonical IP text; "<id>\r\n<ifname>", 0600
+//!   .tmp-<pid>-<seq>             ours only: a lease/last_reserved_ip being written
+//! ```
+//!
+//! Crash safety: a lease is written whole into a `.tmp-` file, fsynced, then hard-linked to
+//! its `<ip>` name. `link(2)` fails with EEXIST if the name exists, so it is an atomic
+//! create-if-absent that never exposes a half-written file — unlike host-local's
+//! `O_EXCL`-then-write, which a SIGKILL can leave empty. Temp files are only created under
+//! the lock, so any seen by a lock holder are stale and removed. Files torn by others are
+//! kept as "taken" until GC.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use crate::error::StoreError;
+use crate::range::RangeSet;
+
+const LOCK_FILE: &str = "lock";
+const LAST_RESERVED_PREFIX: &str = "last_reserved_ip.";
+const TEMP_PREFIX: &str = ".tmp-";
+
+/// Who holds a lease. `ifname` is empty for legacy (pre-0.3 host-local) leases, which
+/// store only the container id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Owner {
+    pub id: String,
+    pub ifname: String,
+}
+
+impl Owner {
+    /// Parse lease file content; `None` for an empty (torn) or non-UTF-8 file.
+    fn parse(content: &[u8]) -> Option<Owner> {
+        // host-local compares trimmed content, so whitespace around it is not significant.
+        let text = std::str::from_utf8(content).ok()?.trim();
+        let (id, ifname) = text.split_once("\r\n").unwrap_or((text, ""));
+        let id = id.trim();
+        if id.is_empty() {
+            return None;
+        }
+        Some(Owner {
+            id: id.to_owned(),
+            ifname: ifname.to_owned(),
+        })
+    }
+
+    /// host-local's matching: `id\r\nifname` exactly, or a legacy lease with the same id.
+    pub fn matches(&self, id: &str, ifname: &str) -> bool {
+        self.id == id.trim() && (self.ifname == ifname || self.ifname.is_empty())
+    }
+}
+
+/// A network's lease directory. Open one per operation; [`Store::lock`] before touching it.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    lock_file: File,
+    /// flock is per open file description, so it does not exclude two threads sharing this
+    /// `Store`; this mutex does.
+    in_process: Mutex<()>,
+}
+
+/// Exclusive access to a [`Store`]; the flock is released on drop.
+#[derive(Debug)]
+pub struct Locked<'a> {
+    pub(crate) store: &'a Store,
+    _guard: MutexGuard<'a, ()>,
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        // Nothing useful can be done on failure; closing the Store's file releases it anyway.
+        let _ = self.store.lock_file.unlock();
+    }
+}
+
+/// What a directory scan found.
+pub(crate) struct Scan {
+    pub leases: Vec<(IpAddr, Option<Owner>)>,
+    pub temps: Vec<PathBuf>,
+}
+
+static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A `.tmp-` file that is removed when dropped unless [`TempFile::keep`] was called
+/// (after a rename). A removal that fails in drop is left to the next locked scan.
+pub(crate) struct TempFile {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl TempFile {
+    fn remove(mut self) -> Result<(), StoreError> {
+        self.armed = false;
+        fs::remove_file(&self.path).map_err(StoreError::io("remove temp file", &self.path))
+    }
+
+    fn keep(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl Store {
+    /// Open (creating as needed) `<data_dir>/<network>/` and its lock file.
+    pub fn open(data_dir: &Path, network: &str) -> Result<Store, StoreError> {
+        if network.is_empty() || network == "." || network == ".." || network.contains(['/', '\0'])
+        {
+            return Err(StoreError::InvalidNetworkName(network.to_owned()));
+        }
+        let dir = data_dir.join(network);
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&dir)
+            .map_err(StoreError::io("create directory", &dir))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(StoreError::io("open", &lock_path))?;
+        Ok(Store {
+            dir,
+            lock_file,
+            in_process: Mutex::new(()),
+        })
+    }
+
+    /// The network's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Block until this process holds the store exclusively (also against host-local).
+    pub fn lock(&self) -> Result<Locked<'_>, StoreError> {
+        // The mutex protects no data, so a poisoned one is still a valid lock.
+        let guard = self.in_process.lock().unwrap_or_else(|p| p.into_inner());
+        self.lock_file
+            .lock()
+            .map_err(StoreError::io("lock", self.dir.join(LOCK_FILE)))?;
+        Ok(Locked {
+            store: self,
+            _guard: guard,
+        })
+    }
+
+    /// Read every lease and temp file. Any I/O error except a file vanishing mid-scan is
+    /// returned: a lease we fail to read must not be mistaken for a free address.
+    fn scan(&self) -> Result<Scan, StoreError> {
+        let mut scan = Scan {
+            leases: Vec::new(),
+            temps: Vec::new(),
+        };
+        let entries =
+            fs::read_dir(&self.dir).map_err(StoreError::io("read directory", &self.dir))?;
+        for entry in entries {
+            let entry = entry.map_err(StoreError::io("read directory", &self.dir))?;
+            let path = entry.path();
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with(TEMP_PREFIX) {
+                scan.temps.push(path);
+                continue;
+            }
+            let Ok(ip) = name.parse::<IpAddr>() else {
+                continue;
+            };
+            let file_type = entry.file_type().map_err(StoreError::io("stat", &path))?;
+            if file_type.is_dir() {
+                continue;
+            }
+            match fs::read(&path) {
+                Ok(content) => scan.leases.push((ip, Owner::parse(&content))),
+                // Removed by someone not taking the lock: it is simply not a lease any more.
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io("read lease", path)(e)),
+            }
+        }
+        scan.leases.sort_by_key(|(ip, _)| *ip);
+        Ok(scan)
+    }
+
+    fn lease_path(&self, ip: IpAddr) -> PathBuf {
+        self.dir.join(ip.to_string())
+    }
+
+    fn sync_dir(&self) -> Result<(), StoreError> {
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(StoreError::io("fsync directory", &self.dir))
+    }
+
+    /// Write `content` to a new, fsynced temp file in the store directory.
+    fn write_temp(&self, content: &[u8]) -> Result<TempFile, StoreError> {
+        let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
+        let path = self
+            .dir
+            .join(format!("{TEMP_PREFIX}{}-{seq}", std::process::id()));
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(StoreError::io("create temp file", &path))?;
+        let temp = TempFile { path, armed: true };
+        file.write_all(content)
+            .and_then(|()| file.sync_all())
+            .map_err(StoreError::io("write temp file", &temp.path))?;
+        Ok(temp)
+    }
+}
+
+impl Locked<'_> {
+    /// Scan, removing stale temp files (safe: we hold the lock, and only lock holders
+    /// create them).
+    pub(crate) fn scan_cleaning(&mut self) -> Result<Scan, StoreError> {
+        let scan = self.store.scan()?;
+        for temp in &scan.temps {
+            remove_if_present(temp, "remove stale temp file")?;
+        }
+        Ok(scan)
+    }
+
+    /// Write the lease content once; link it to each address with [`Locked::link_lease`].
+    pub(crate) fn lease_content(&self, id: &str, ifname: &str) -> Result<TempFile, StoreError> {
+        self.store
+            .write_temp(format!("{}\r\n{ifname}", id.trim()).as_bytes())
+    }
+
+    /// Atomically create the lease `<ip>` from `temp`; `Ok(false)` if the address is taken.
+    pub(crate) fn link_lease(&self, temp: &TempFile, ip: IpAddr) -> Result<bool, StoreError> {
+        let path = self.store.lease_path(ip);
+        match fs::hard_link(&temp.path, &path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(StoreError::io("link lease", path)(e)),
+        }
+    }
+
+    pub(crate) fn remove_lease(&self, ip: IpAddr) -> Result<(), StoreError> {
+        remove_if_present(&self.store.lease_path(ip), "remove lease")
+    }
+
+    /// Finish an allocation: drop the temp name and make the new links durable.
+    pub(crate) fn commit(&self, temp: TempFile) -> Result<(), StoreError> {
+        temp.remove()?;
+        self.store.sync_dir()
+    }
+
+    pub(crate) fn last_reserved(&self, set_index: usize) -> Result<Option<IpAddr>, StoreError> {
+        let path = self
+            .store
+            .dir
+            .join(format!("{LAST_RESERVED_PREFIX}{set_index}"));
+        match fs::read_to_string(&path) {
+            // Only a round-robin hint: garbage content just restarts at rangeStart.
+            Ok(text) => Ok(text.trim().parse().ok()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io("read", path)(e)),
+        }
+    }
+
+    /// Replace `last_reserved_ip.<N>` atomically (temp + rename).
+    pub(crate) fn set_last_reserved(&self, set_index: usize, ip: IpAddr) -> Result<(), StoreError> {
+        let path = self
+            .store
+            .dir
+            .join(format!("{LAST_RESERVED_PREFIX}{set_index}"));
+        let temp = self.store.write_temp(ip.to_string().as_bytes())?;
+        fs::rename(&temp.path, &path).map_err(StoreError::io("rename", &path))?;
+        temp.keep();
+        Ok(())
+    }
+
+    /// Release every lease of the pair (and legacy leases of `id`) in this network.
+    /// Idempotent: releasing nothing is success. Returns the released addresses.
+    pub fn release(&mut self, id: &str, ifname: &str) -> Result<Vec<IpAddr>, StoreError> {
+        let scan = self.scan_cleaning()?;
+        let mine = scan
+            .leases
+            .into_iter()
+            .filter(|(_, owner)| owner.as_ref().is_some_and(|o| o.matches(id, ifname)))
+            .map(|(ip, _)| ip)
+            .collect();
+        self.remove_all(mine)
+    }
+
+    /// Addresses leased to the pair (or legacy leases of `id`), sorted.
+    pub fn find(&self, id: &str, ifname: &str) -> Result<Vec<IpAddr>, StoreError> {
+        Ok(self
+            .store
+            .scan()?
+            .leases
+            .into_iter()
+            .filter(|(_, owner)| owner.as_ref().is_some_and(|o| o.matches(id, ifname)))
+            .map(|(ip, _)| ip)
+            .collect())
+    }
+
+    /// Every lease file, sorted by address; owner `None` = torn or unreadable content.
+    pub fn leases(&self) -> Result<Vec<(IpAddr, Option<Owner>)>, StoreError> {
+        Ok(self.store.scan()?.leases)
+    }
+
+    /// Release every lease whose owner is not in `valid` (pairs of container id, ifname;
+    /// a legacy lease survives if its id appears), every torn lease file, and leftover
+    /// temp files. Returns the released addresses.
+    pub fn gc(&mut self, valid: &[(String, String)]) -> Result<Vec<IpAddr>, StoreError> {
+        let scan = self.scan_cleaning()?;
+        let stale = scan
+            .leases
+            .into_iter()
+            .filter(|(_, owner)| match owner {
+                None => true,
+                Some(o) => !valid.iter().any(|(id, ifname)| o.matches(id, ifname)),
+            })
+            .map(|(ip, _)| ip)
+            .collect();
+        self.remove_all(stale)
+    }
+
+    /// Addresses of `set` still available (capacity minus leased addresses in its ranges).
+    pub fn free_count(&self, set: &RangeSet) -> Result<u128, StoreError> {
+        let capacity = set
+            .0
+            .iter()
+            .fold(0u128, |acc, r| acc.saturating_add(r.capacity()));
+        let used = self
+            .store
+            .scan()?
+            .leases
+            .iter()
+            .filter(|(ip, _)| set.range_for(*ip).is_some_and(|r| r.gateway != Some(*ip)))
+            .count();
+        Ok(capacity.saturating_sub(used as u128))
+    }
+
+    fn remove_all(&self, ips: Vec<IpAddr>) -> Result<Vec<IpAddr>, StoreError> {
+        for ip in &ips {
+            self.remove_lease(*ip)?;
+        }
+        if !ips.is_empty() {
+            self.store.sync_dir()?;
+        }
+        Ok(ips)
+    }
+}
+
+fn remove_if_present(path: &Path, op: &'static str) -> Result<(), StoreError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != ErrorKind::NotFound => Err(StoreError::io(op, path)(e)),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_parsing() {
+        let o = Owner::parse(b"c1\r\neth0").expect("pair");
+        assert_eq!((o.id.as_str(), o.ifname.as_str()), ("c1", "eth0"));
+        assert!(o.matches("c1", "eth0") && !o.matches("c1", "eth1") && !o.matches("c2", "eth0"));
+        let legacy = Owner::parse(b"c1\n").expect("legacy");
+        assert_eq!(legacy.ifname, "");
+        assert!(legacy.matches("c1", "eth7"));
+        assert_eq!(Owner::parse(b""), None);
+        assert_eq!(Owner::parse(b"  \r\n"), None);
+        assert_eq!(Owner::parse(b"\xff\xfe"), None);
+    }
+
+    #[test]
+    fn rejects_bad_network_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for bad in ["", ".", "..", "a/b", "x\0"] {
+            assert!(matches!(
+                Store::open(dir.path(), bad),
+                Err(StoreError::InvalidNetworkName(_))
+            ));
+        }
+    }
+}

@@ -1,0 +1,496 @@
+//! Raw NETLINK_NETFILTER plumbing: message/attribute encoding, the batch framing nf_tables
+//! requires for every change, and reply collection.
+//!
+//! Everything here is hand-rolled on purpose: the plugin runs per pod and must not pull in
+//! libnftnl (C) or spawn `nft`. The wire layout mirrors what `nft --debug=mnl` emits.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use nix::errno::Errno;
+
+use crate::Error;
+
+// --- netlink / nfnetlink constants (linux/netlink.h, linux/netfilter/nfnetlink.h) ---------
+const NLMSG_HDRLEN: usize = 16;
+const NFGENMSG_LEN: usize = 4;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+
+pub const NLM_F_REQUEST: u16 = 0x001;
+const NLM_F_MULTI: u16 = 0x002;
+pub const NLM_F_ACK: u16 = 0x004;
+const NLM_F_DUMP: u16 = 0x300;
+pub const NLM_F_EXCL: u16 = 0x200;
+pub const NLM_F_CREATE: u16 = 0x400;
+pub const NLM_F_APPEND: u16 = 0x800;
+
+const NLA_F_NESTED: u16 = 0x8000;
+const SOL_NETLINK: libc::c_int = 270;
+const NETLINK_CAP_ACK: libc::c_int = 10;
+
+const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+const NFNL_MSG_BATCH_END: u16 = 0x11;
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+
+/// Address family in nfgenmsg: `inet` tables see both IPv4 and IPv6.
+pub const NFPROTO_INET: u8 = 1;
+
+/// nf_tables message types (low byte of nlmsg_type, subsystem in the high byte).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    NewTable = 0,
+    DelTable = 2,
+    NewChain = 3,
+    NewRule = 6,
+    NewSet = 9,
+    NewSetElem = 12,
+    GetSetElem = 13,
+    DelSetElem = 14,
+}
+
+impl Op {
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::NewTable => "NEWTABLE",
+            Op::DelTable => "DELTABLE",
+            Op::NewChain => "NEWCHAIN",
+            Op::NewRule => "NEWRULE",
+            Op::NewSet => "NEWSET",
+            Op::NewSetElem => "NEWSETELEM",
+            Op::GetSetElem => "GETSETELEM",
+            Op::DelSetElem => "DELSETELEM",
+        }
+    }
+
+    fn msg_type(self) -> u16 {
+        (NFNL_SUBSYS_NFTABLES << 8) | self as u16
+    }
+}
+
+// --- attribute writer ----------------------------------------------------------------------
+
+/// Appends netlink attributes (TLVs, 4-byte aligned) to a message buffer.
+pub struct Attrs<'a> {
+    buf: &'a mut Vec<u8>,
+}
+
+fn pad4(buf: &mut Vec<u8>) {
+    while !buf.len().is_multiple_of(4) {
+        buf.push(0);
+    }
+}
+
+impl Attrs<'_> {
+    pub fn bytes(&mut self, ty: u16, data: &[u8]) -> &mut Self {
+        let len = u16::try_from(4 + data.len())
+            .expect("attributes are bounded: names validated, elements chunked");
+        self.buf.extend_from_slice(&len.to_ne_bytes());
+        self.buf.extend_from_slice(&ty.to_ne_bytes());
+        self.buf.extend_from_slice(data);
+        pad4(self.buf);
+        self
+    }
+
+    /// nf_tables keeps all its integer attributes in network byte order.
+    pub fn be32(&mut self, ty: u16, v: u32) -> &mut Self {
+        self.bytes(ty, &v.to_be_bytes())
+    }
+
+    /// Strings are NUL-terminated on the wire (NLA_STRING with the kernel's nla_strcmp).
+    pub fn str(&mut self, ty: u16, s: &str) -> &mut Self {
+        let mut v = Vec::with_capacity(s.len() + 1);
+        v.extend_from_slice(s.as_bytes());
+        v.push(0);
+        self.bytes(ty, &v)
+    }
+
+    pub fn nest(&mut self, ty: u16, f: impl FnOnce(&mut Attrs<'_>)) -> &mut Self {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0; 4]);
+        f(&mut Attrs { buf: self.buf });
+        let len = u16::try_from(self.buf.len() - start)
+            .expect("nests are bounded: names validated, elements chunked");
+        self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+        self.buf[start + 2..start + 4].copy_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
+        self
+    }
+}
+
+fn push_header(buf: &mut Vec<u8>, ty: u16, flags: u16, seq: u32, family: u8, res_id: u16) -> usize {
+    let start = buf.len();
+    buf.extend_from_slice(&0u32.to_ne_bytes()); // length, patched by finish_msg
+    buf.extend_from_slice(&ty.to_ne_bytes());
+    buf.extend_from_slice(&flags.to_ne_bytes());
+    buf.extend_from_slice(&seq.to_ne_bytes());
+    buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: 0 = let the kernel fill it in
+    buf.push(family);
+    buf.push(0); // NFNETLINK_V0
+    buf.extend_from_slice(&res_id.to_be_bytes());
+    start
+}
+
+fn finish_msg(buf: &mut [u8], start: usize) {
+    let len = (buf.len() - start) as u32;
+    buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
+}
+
+// --- batch -----------------------------------------------------------------------------------
+
+/// A transaction: BATCH_BEGIN, the messages, BATCH_END. The kernel applies it atomically
+/// (under the per-netns nf_tables commit mutex) or not at all. Sequence numbers are stamped
+/// in by [`Socket::transact`], so a batch can be built while the socket runs dumps.
+pub struct Batch {
+    buf: Vec<u8>,
+    /// Header offset, operation and human context of every message (all request an ACK).
+    msgs: Vec<(usize, Op, String)>,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Batch {
+    pub fn new() -> Batch {
+        let mut buf = Vec::with_capacity(2048);
+        // res_id of the batch messages names the subsystem, big-endian (as nft sends it).
+        let s = push_header(
+            &mut buf,
+            NFNL_MSG_BATCH_BEGIN,
+            NLM_F_REQUEST,
+            0,
+            0,
+            NFNL_SUBSYS_NFTABLES,
+        );
+        finish_msg(&mut buf, s);
+        Batch {
+            buf,
+            msgs: Vec::new(),
+        }
+    }
+
+    /// Add one message; `context` names the object for error reports.
+    pub fn msg(&mut self, op: Op, flags: u16, context: String, f: impl FnOnce(&mut Attrs<'_>)) {
+        let flags = flags | NLM_F_REQUEST | NLM_F_ACK;
+        let s = push_header(&mut self.buf, op.msg_type(), flags, 0, NFPROTO_INET, 0);
+        f(&mut Attrs { buf: &mut self.buf });
+        finish_msg(&mut self.buf, s);
+        self.msgs.push((s, op, context));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.msgs.is_empty()
+    }
+}
+
+fn set_seq(buf: &mut [u8], hdr: usize, seq: u32) {
+    buf[hdr + 8..hdr + 12].copy_from_slice(&seq.to_ne_bytes());
+}
+
+// --- parsed replies -------------------------------------------------------------------------
+
+/// One attribute of a received message.
+pub struct Attr<'a> {
+    pub ty: u16,
+    pub data: &'a [u8],
+}
+
+/// Iterate the attributes in `buf`; malformed tails are reported, not skipped silently.
+pub fn parse_attrs(mut buf: &[u8]) -> Result<Vec<Attr<'_>>, Error> {
+    let mut out = Vec::new();
+    while buf.len() >= 4 {
+        let len = u16::from_ne_bytes([buf[0], buf[1]]) as usize;
+        let ty = u16::from_ne_bytes([buf[2], buf[3]]) & !(NLA_F_NESTED | 0x4000);
+        if len < 4 || len > buf.len() {
+            return Err(Error::protocol(format!("bad attribute length {len}")));
+        }
+        out.push(Attr {
+            ty,
+            data: &buf[4..len],
+        });
+        let adv = (len + 3) & !3;
+        buf = if adv >= buf.len() { &[] } else { &buf[adv..] };
+    }
+    Ok(out)
+}
+
+pub fn be32(data: &[u8]) -> Result<u32, Error> {
+    let b: [u8; 4] = data
+        .try_into()
+        .map_err(|_| Error::protocol(format!("expected 4-byte u32, got {} bytes", data.len())))?;
+    Ok(u32::from_be_bytes(b))
+}
+
+struct RawMsg<'a> {
+    ty: u16,
+    flags: u16,
+    seq: u32,
+    payload: &'a [u8],
+}
+
+fn split_msgs(mut buf: &[u8]) -> Result<Vec<RawMsg<'_>>, Error> {
+    let mut out = Vec::new();
+    while buf.len() >= NLMSG_HDRLEN {
+        let len = u32::from_ne_bytes(buf[0..4].try_into().expect("4 bytes")) as usize;
+        if len < NLMSG_HDRLEN || len > buf.len() {
+            return Err(Error::protocol(format!("bad netlink message length {len}")));
+        }
+        out.push(RawMsg {
+            ty: u16::from_ne_bytes([buf[4], buf[5]]),
+            flags: u16::from_ne_bytes([buf[6], buf[7]]),
+            seq: u32::from_ne_bytes(buf[8..12].try_into().expect("4 bytes")),
+            payload: &buf[NLMSG_HDRLEN..len],
+        });
+        let adv = (len + 3) & !3;
+        buf = if adv >= buf.len() { &[] } else { &buf[adv..] };
+    }
+    Ok(out)
+}
+
+/// NLMSG_ERROR payload: negative errno (0 = ACK) followed by the offending header.
+fn error_code(payload: &[u8]) -> Result<i32, Error> {
+    let b: [u8; 4] = payload
+        .get(0..4)
+        .and_then(|s| s.try_into().ok())
+        .ok_or_else(|| Error::protocol("truncated NLMSG_ERROR"))?;
+    Ok(-i32::from_ne_bytes(b))
+}
+
+// --- socket ---------------------------------------------------------------------------------
+
+/// One NETLINK_NETFILTER socket. Sockets belong to the network namespace of the thread that
+/// creates them, so callers open one per operation on their own thread.
+pub struct Socket {
+    fd: OwnedFd,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl Socket {
+    pub fn open() -> Result<Socket, Error> {
+        // SAFETY: plain socket(2); the result is checked before being wrapped.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_NETFILTER,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+        // SAFETY: fd is a fresh, owned descriptor.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: zeroed sockaddr_nl is valid; pid 0 asks the kernel to assign our port id.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        // SAFETY: addr is a properly sized sockaddr_nl.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&raw const addr).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+        // Errors then carry only the failing message's header, not the whole request back;
+        // best effort (old kernels lack it and we parse either form).
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt with a c_int option value.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                SOL_NETLINK,
+                NETLINK_CAP_ACK,
+                (&raw const one).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        Ok(Socket {
+            fd,
+            seq: 1,
+            buf: vec![0; 64 * 1024],
+        })
+    }
+
+    fn send(&self, data: &[u8]) -> Result<(), Error> {
+        // SAFETY: data is a valid slice; unconnected netlink sockets send to the kernel.
+        let n = unsafe { libc::send(self.fd.as_raw_fd(), data.as_ptr().cast(), data.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+        if n as usize != data.len() {
+            return Err(Error::protocol(format!(
+                "short netlink send: {n} of {}",
+                data.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Receive one datagram. `Ok(None)` when `nonblock` and nothing is queued.
+    fn recv(&mut self, nonblock: bool) -> Result<Option<usize>, Error> {
+        let flags = libc::MSG_TRUNC | if nonblock { libc::MSG_DONTWAIT } else { 0 };
+        loop {
+            // SAFETY: buf is a valid writable buffer of the given length.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    self.buf.as_mut_ptr().cast(),
+                    self.buf.len(),
+                    flags,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(libc::EAGAIN) if nonblock => return Ok(None),
+                    _ => return Err(e.into()),
+                }
+            }
+            let n = n as usize;
+            if n > self.buf.len() {
+                return Err(Error::protocol(format!(
+                    "netlink reply truncated ({n} bytes)"
+                )));
+            }
+            return Ok(Some(n));
+        }
+    }
+
+    /// Send a batch and collect one ACK or error per message. Returns the error of the
+    /// earliest failing message: later ones are usually knock-on failures of the same abort.
+    pub fn transact(&mut self, batch: Batch) -> Result<(), Error> {
+        let Batch { mut buf, msgs } = batch;
+        let first_seq = self.seq;
+        set_seq(&mut buf, 0, first_seq);
+        let mut ops: HashMap<u32, (Op, String)> = HashMap::with_capacity(msgs.len());
+        for (i, (hdr, op, ctx)) in msgs.into_iter().enumerate() {
+            let seq = first_seq + 1 + i as u32;
+            set_seq(&mut buf, hdr, seq);
+            ops.insert(seq, (op, ctx));
+        }
+        let end_seq = first_seq + 1 + ops.len() as u32;
+        let e = push_header(
+            &mut buf,
+            NFNL_MSG_BATCH_END,
+            NLM_F_REQUEST,
+            end_seq,
+            0,
+            NFNL_SUBSYS_NFTABLES,
+        );
+        finish_msg(&mut buf, e);
+        self.seq = end_seq + 1;
+        self.send(&buf)?;
+        let mut remaining: HashSet<u32> = ops.keys().copied().collect();
+        let mut failures: Vec<(u32, i32)> = Vec::new();
+        // The kernel processes the whole batch inside our send() and queues every ACK/error
+        // before returning, and it keeps going after a failure so each message gets a reply.
+        // Block until each message is accounted for, but once an error has been seen only
+        // drain what is queued, so a framing error (one reply for the whole batch) cannot
+        // hang the caller.
+        while !remaining.is_empty() {
+            let Some(n) = self.recv(!failures.is_empty())? else {
+                break;
+            };
+            for m in split_msgs(&self.buf[..n])? {
+                if m.ty != NLMSG_ERROR || m.seq < first_seq || m.seq > end_seq {
+                    continue; // not a reply to this batch
+                }
+                let code = error_code(m.payload)?;
+                remaining.remove(&m.seq);
+                if code != 0 {
+                    failures.push((m.seq, code));
+                }
+            }
+        }
+        if let Some(&(seq, code)) = failures.iter().min_by_key(|f| f.0) {
+            let (op, context) = match ops.get(&seq) {
+                Some((op, ctx)) => (op.name(), ctx.clone()),
+                None => ("BATCH", "batch framing".to_string()),
+            };
+            return Err(Error::Kernel {
+                op,
+                errno: Errno::from_raw(code),
+                context,
+            });
+        }
+        if !remaining.is_empty() {
+            return Err(Error::protocol(format!(
+                "batch finished with {} unacknowledged messages",
+                remaining.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Run a dump request and hand every reply message's attributes (after nfgenmsg) to `f`.
+    pub fn dump(
+        &mut self,
+        op: Op,
+        context: &str,
+        build: impl FnOnce(&mut Attrs<'_>),
+        mut f: impl FnMut(&[u8]) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let seq = self.seq;
+        self.seq += 1;
+        let mut req = Vec::with_capacity(128);
+        let s = push_header(
+            &mut req,
+            op.msg_type(),
+            NLM_F_REQUEST | NLM_F_DUMP,
+            seq,
+            NFPROTO_INET,
+            0,
+        );
+        build(&mut Attrs { buf: &mut req });
+        finish_msg(&mut req, s);
+        self.send(&req)?;
+        loop {
+            let Some(n) = self.recv(false)? else { continue };
+            let buf = std::mem::take(&mut self.buf);
+            let res = (|| {
+                for m in split_msgs(&buf[..n])? {
+                    if m.seq != seq {
+                        continue;
+                    }
+                    match m.ty {
+                        NLMSG_DONE => return Ok(true),
+                        NLMSG_ERROR => {
+                            let code = error_code(m.payload)?;
+                            if code == 0 {
+                                return Ok(true);
+                            }
+                            return Err(Error::Kernel {
+                                op: op.name(),
+                                errno: Errno::from_raw(code),
+                                context: context.to_string(),
+                            });
+                        }
+                        _ => {
+                            let p = m
+                                .payload
+                                .get(NFGENMSG_LEN..)
+                                .ok_or_else(|| Error::protocol("reply shorter than nfgenmsg"))?;
+                            f(p)?;
+                            if m.flags & NLM_F_MULTI == 0 {
+                                return Ok(true);
+                            }
+                        }
+                    }
+                }
+                Ok(false)
+            })();
+            self.buf = buf;
+            if res? {
+                return Ok(());
+            }
+        }
+    }
+}
