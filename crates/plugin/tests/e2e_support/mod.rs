@@ -601,10 +601,12 @@ pub fn result_host_veth(res: &Value) -> String {
         .to_string()
 }
 
-/// Is any address on `dev` in `ns` tentative or dadfailed? Returns the offending entries.
+/// Is any global (pod) address on `dev` in `ns` tentative or dadfailed? Returns the
+/// offending entries. (The kernel's own link-local address is not the pod address.)
 pub fn tentative(ns: &Ns, dev: &str) -> Vec<Value> {
     ns.addr_info(dev)
         .into_iter()
+        .filter(|a| a["scope"] == "global")
         .filter(|a| {
             a["tentative"].as_bool() == Some(true) || a["dadfailed"].as_bool() == Some(true)
         })
