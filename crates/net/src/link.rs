@@ -161,9 +161,18 @@ impl Handle {
     }
 
     /// Makes sure a bridge `name` exists and is up. An existing bridge is kept as it is
-    /// (MTU included); an existing non-bridge is `Error::WrongKind`. Safe against a
+    /// (MTU and MAC included); an existing non-bridge is `Error::WrongKind`. Safe against a
     /// concurrent creator: losing the race reads the winner's bridge.
-    pub fn create_bridge(&mut self, name: &str, mtu: Option<u32>) -> Result<Link> {
+    ///
+    /// Give a `mac` when the bridge holds a gateway address: a bridge without an explicit
+    /// MAC takes its lowest port's, and changes it when that port leaves, which strands every
+    /// neighbour cache pointing at the old one.
+    pub fn create_bridge(
+        &mut self,
+        name: &str,
+        mtu: Option<u32>,
+        mac: Option<[u8; 6]>,
+    ) -> Result<Link> {
         if let Some(link) = self.link_by_name(name)? {
             return self.existing_bridge(link);
         }
@@ -173,6 +182,9 @@ impl Handle {
         ];
         if let Some(mtu) = mtu {
             attrs.push(LinkAttribute::Mtu(mtu));
+        }
+        if let Some(mac) = mac {
+            attrs.push(LinkAttribute::Address(mac.to_vec()));
         }
         let mut msg = link_msg(0, attrs);
         msg.header.flags = LinkFlags::Up;

@@ -60,16 +60,16 @@ fn bridge_is_idempotent_and_checks_kind() {
     require_root!();
     let a = TestNs::new();
     let mut h = Handle::new_in(&a.open()).unwrap();
-    let br = h.create_bridge("br-test", Some(1450)).unwrap();
+    let br = h.create_bridge("br-test", Some(1450), None).unwrap();
     assert_eq!(br.kind.as_deref(), Some("bridge"));
     assert!(br.up);
     assert_eq!(br.mtu, 1450);
-    let again = h.create_bridge("br-test", Some(1450)).unwrap();
+    let again = h.create_bridge("br-test", Some(1450), None).unwrap();
     assert_eq!(again.index, br.index);
 
     // Someone downed it: creating again brings it back up.
     a.ip(&["link", "set", "br-test", "down"]);
-    assert!(h.create_bridge("br-test", None).unwrap().up);
+    assert!(h.create_bridge("br-test", None, None).unwrap().up);
     assert!(a.ip(&["link", "show", "br-test"]).contains(",UP"));
 
     a.ip(&[
@@ -82,7 +82,7 @@ fn bridge_is_idempotent_and_checks_kind() {
         "name",
         "nb-peer",
     ]);
-    match h.create_bridge("notabridge", None) {
+    match h.create_bridge("notabridge", None, None) {
         Err(Error::WrongKind { name, found, .. }) => {
             assert_eq!(name, "notabridge");
             assert_eq!(found, "veth");
@@ -97,7 +97,9 @@ fn master_and_hairpin() {
     let (a, b) = (TestNs::new(), TestNs::new());
     let (nsa, nsb) = (a.open(), b.open());
     let mut h = Handle::new_in(&nsa).unwrap();
-    let br = h.create_bridge("br0", None).unwrap();
+    let br = h
+        .create_bridge("br0", None, Some([0x02, 0, 0, 0, 0, 0x42]))
+        .unwrap();
     h.create_veth(&VethSpec {
         host_name: "port0",
         host_alias: None,
@@ -113,6 +115,9 @@ fn master_and_hairpin() {
     let port = h.link_by_index(port.index).unwrap().unwrap();
     assert_eq!(port.master, Some(br.index));
     assert!(port.up);
+    // An explicit MAC holds even though the port's MAC would otherwise be adopted.
+    let br_now = h.link_by_index(br.index).unwrap().unwrap();
+    assert_eq!(br_now.mac, Some([0x02, 0, 0, 0, 0, 0x42]));
 
     let hairpin = || {
         let (ok, out) = a.exec(&["cat", "/sys/class/net/port0/brport/hairpin_mode"]);

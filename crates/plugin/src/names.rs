@@ -19,6 +19,13 @@ pub fn host_veth(network: &str, container_id: &str, ifname: &str) -> String {
     format!("wv{:013x}", h & 0x000f_ffff_ffff_ffff)
 }
 
+/// A stable, locally administered unicast MAC for a bridge, so the gateway's MAC never
+/// changes as ports come and go (and is the same after the bridge is recreated).
+pub fn bridge_mac(bridge: &str) -> [u8; 6] {
+    let h = fnv64(&["weft-bridge", bridge]).to_be_bytes();
+    [(h[0] & 0xfc) | 0x02, h[1], h[2], h[3], h[4], h[5]]
+}
+
 const ALIAS_PREFIX: &str = "weft:";
 
 /// The host veth's alias: how GC recognises weft's links and their owner.

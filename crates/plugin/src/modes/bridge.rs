@@ -24,7 +24,11 @@ pub fn add(ctx: &mut Ctx<'_>, mut result: CniResult) -> Result<CniResult, CniErr
     let conf = ctx.conf;
     let br = ctx
         .host
-        .create_bridge(&conf.bridge, Some(conf.mtu))
+        .create_bridge(
+            &conf.bridge,
+            Some(conf.mtu),
+            Some(crate::names::bridge_mac(&conf.bridge)),
+        )
         .map_err(|e| kernel(&format!("creating bridge {}", conf.bridge), e))?;
     if conf.is_gateway {
         for ip in &mut result.ips {
