@@ -104,8 +104,35 @@ impl Locked<'_> {
         sets: &[RangeSet],
         requested: &[IpAddr],
     ) -> Result<Vec<Lease>, AllocError> {
-        let scan = self.scan_cleaning()?;
-        for set in sets {
+        self.allocate_inner(id, ifname, sets, requested, true)
+    }
+
+    /// [`Locked::allocate`] for a caller that has already established that (`id`, `ifname`)
+    /// is a new attachment (the `weft` plugin refuses an ADD whose interface exists in the
+    /// pod). It skips reading every lease file to look for the pair's own, which is the only
+    /// part of an allocation whose cost grows with the number of pods. Should the caller be
+    /// wrong (a retried ADD after a crash), the pair holds two leases until its DEL, which
+    /// releases every lease of the pair: never a duplicate address, at most a short leak.
+    pub fn allocate_new(
+        &mut self,
+        id: &str,
+        ifname: &str,
+        sets: &[RangeSet],
+        requested: &[IpAddr],
+    ) -> Result<Vec<Lease>, AllocError> {
+        self.allocate_inner(id, ifname, sets, requested, false)
+    }
+
+    fn allocate_inner(
+        &mut self,
+        id: &str,
+        ifname: &str,
+        sets: &[RangeSet],
+        requested: &[IpAddr],
+        check_duplicate: bool,
+    ) -> Result<Vec<Lease>, AllocError> {
+        let scan = self.scan_cleaning(check_duplicate)?;
+        for set in sets.iter().filter(|_| check_duplicate) {
             let held = scan.leases.iter().any(|(ip, owner)| {
                 set.contains(*ip) && owner.as_ref().is_some_and(|o| o.matches(id, ifname))
             });

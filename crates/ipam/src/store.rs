@@ -168,6 +168,13 @@ impl Store {
     /// Read every lease and temp file. Any I/O error except a file vanishing mid-scan is
     /// returned: a lease we fail to read must not be mistaken for a free address.
     fn scan(&self) -> Result<Scan, StoreError> {
+        self.scan_with(true)
+    }
+
+    /// `read_owners: false` lists lease names only (owners all `None`): what an allocation
+    /// needs when it does not have to look for the pair's existing leases. Reading every
+    /// lease file is the part of a scan that grows with the number of pods.
+    fn scan_with(&self, read_owners: bool) -> Result<Scan, StoreError> {
         let mut scan = Scan {
             leases: Vec::new(),
             temps: Vec::new(),
@@ -188,6 +195,10 @@ impl Store {
             };
             let file_type = entry.file_type().map_err(StoreError::io("stat", &path))?;
             if file_type.is_dir() {
+                continue;
+            }
+            if !read_owners {
+                scan.leases.push((ip, None));
                 continue;
             }
             match fs::read(&path) {
@@ -211,8 +222,8 @@ impl Store {
             .map_err(StoreError::io("fsync directory", &self.dir))
     }
 
-    /// Write `content` to a new, fsynced temp file in the store directory.
-    fn write_temp(&self, content: &[u8]) -> Result<TempFile, StoreError> {
+    /// Write `content` to a new temp file in the store directory, fsynced when `durable`.
+    fn write_temp(&self, content: &[u8], durable: bool) -> Result<TempFile, StoreError> {
         let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
         let path = self
             .dir
@@ -225,7 +236,7 @@ impl Store {
             .map_err(StoreError::io("create temp file", &path))?;
         let temp = TempFile { path, armed: true };
         file.write_all(content)
-            .and_then(|()| file.sync_all())
+            .and_then(|()| if durable { file.sync_all() } else { Ok(()) })
             .map_err(StoreError::io("write temp file", &temp.path))?;
         Ok(temp)
     }
@@ -234,8 +245,8 @@ impl Store {
 impl Locked<'_> {
     /// Scan, removing stale temp files (safe: we hold the lock, and only lock holders
     /// create them).
-    pub(crate) fn scan_cleaning(&mut self) -> Result<Scan, StoreError> {
-        let scan = self.store.scan()?;
+    pub(crate) fn scan_cleaning(&mut self, read_owners: bool) -> Result<Scan, StoreError> {
+        let scan = self.store.scan_with(read_owners)?;
         for temp in &scan.temps {
             remove_if_present(temp, "remove stale temp file")?;
         }
@@ -245,7 +256,7 @@ impl Locked<'_> {
     /// Write the lease content once; link it to each address with [`Locked::link_lease`].
     pub(crate) fn lease_content(&self, id: &str, ifname: &str) -> Result<TempFile, StoreError> {
         self.store
-            .write_temp(format!("{}\r\n{ifname}", id.trim()).as_bytes())
+            .write_temp(format!("{}\r\n{ifname}", id.trim()).as_bytes(), true)
     }
 
     /// Atomically create the lease `<ip>` from `temp`; `Ok(false)` if the address is taken.
@@ -287,7 +298,9 @@ impl Locked<'_> {
             .store
             .dir
             .join(format!("{LAST_RESERVED_PREFIX}{set_index}"));
-        let temp = self.store.write_temp(ip.to_string().as_bytes())?;
+        // Only a round-robin hint: losing it to a crash restarts the walk at rangeStart,
+        // which the lease files keep correct, so it is not worth an fsync per ADD.
+        let temp = self.store.write_temp(ip.to_string().as_bytes(), false)?;
         fs::rename(&temp.path, &path).map_err(StoreError::io("rename", &path))?;
         temp.keep();
         Ok(())
@@ -296,7 +309,7 @@ impl Locked<'_> {
     /// Release every lease of the pair (and legacy leases of `id`) in this network.
     /// Idempotent: releasing nothing is success. Returns the released addresses.
     pub fn release(&mut self, id: &str, ifname: &str) -> Result<Vec<IpAddr>, StoreError> {
-        let scan = self.scan_cleaning()?;
+        let scan = self.scan_cleaning(true)?;
         let mine = scan
             .leases
             .into_iter()
@@ -327,7 +340,7 @@ impl Locked<'_> {
     /// a legacy lease survives if its id appears), every torn lease file, and leftover
     /// temp files. Returns the released addresses.
     pub fn gc(&mut self, valid: &[(String, String)]) -> Result<Vec<IpAddr>, StoreError> {
-        let scan = self.scan_cleaning()?;
+        let scan = self.scan_cleaning(true)?;
         let stale = scan
             .leases
             .into_iter()

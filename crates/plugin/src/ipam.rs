@@ -39,7 +39,8 @@ impl Verb {
 pub fn run(ipam_type: &str, verb: Verb, req: &Request) -> Result<Option<CniResult>, CniError> {
     if ipam_type == IN_PROCESS {
         return match verb {
-            Verb::Add => add(req).map(Some),
+            // weft has already refused an ADD whose interface exists in the pod.
+            Verb::Add => add(req, true).map(Some),
             Verb::Del => del(req).map(|_| None),
             Verb::Check => check(req).map(|_| None),
             Verb::Status => status(req).map(|_| None),
@@ -167,19 +168,20 @@ fn open(conf: &IpamConfig) -> Result<Store, CniError> {
     Store::open(&conf.data_dir, &conf.network).map_err(store_error)
 }
 
-pub fn add(req: &Request) -> Result<CniResult, CniError> {
+/// `known_new`: the caller has checked that this attachment does not exist yet, so the
+/// store need not search every lease for the pair (see `Locked::allocate_new`).
+pub fn add(req: &Request, known_new: bool) -> Result<CniResult, CniError> {
     let conf = load(req, false)?;
     let store = open(&conf)?;
     let leases = {
         let mut locked = store.lock().map_err(store_error)?;
-        locked
-            .allocate(
-                &req.container_id,
-                &req.ifname,
-                &conf.ranges,
-                &conf.requested,
-            )
-            .map_err(alloc_error)?
+        let (id, ifname) = (&req.container_id, &req.ifname);
+        if known_new {
+            locked.allocate_new(id, ifname, &conf.ranges, &conf.requested)
+        } else {
+            locked.allocate(id, ifname, &conf.ranges, &conf.requested)
+        }
+        .map_err(alloc_error)?
     };
     let dns = conf
         .dns
@@ -279,7 +281,7 @@ pub struct IpamPlugin;
 
 impl weft_cni::Plugin for IpamPlugin {
     fn add(&self, req: &Request) -> Result<CniResult, CniError> {
-        add(req)
+        add(req, false)
     }
     fn del(&self, req: &Request) -> Result<(), CniError> {
         del(req)
