@@ -104,7 +104,7 @@ impl Locked<'_> {
         sets: &[RangeSet],
         requested: &[IpAddr],
     ) -> Result<Vec<Lease>, AllocError> {
-        self.allocate_inner(id, ifname, sets, requested, true)
+        self.allocate_inner(id, ifname, sets, requested, true, true)
     }
 
     /// [`Locked::allocate`] for a caller that has already established that (`id`, `ifname`)
@@ -120,7 +120,22 @@ impl Locked<'_> {
         sets: &[RangeSet],
         requested: &[IpAddr],
     ) -> Result<Vec<Lease>, AllocError> {
-        self.allocate_inner(id, ifname, sets, requested, false)
+        self.allocate_inner(id, ifname, sets, requested, false, true)
+    }
+
+    /// An allocation that leaves the fsyncs to the caller: the leases exist (and exclude
+    /// everyone else) when it returns, and [`crate::Store::sync_leases`] makes them durable,
+    /// off the lock and possibly in parallel with the caller's other work. `known_new` as in
+    /// [`Locked::allocate_new`] (skip the search for the pair's existing leases).
+    pub fn allocate_deferred(
+        &mut self,
+        id: &str,
+        ifname: &str,
+        sets: &[RangeSet],
+        requested: &[IpAddr],
+        known_new: bool,
+    ) -> Result<Vec<Lease>, AllocError> {
+        self.allocate_inner(id, ifname, sets, requested, !known_new, false)
     }
 
     fn allocate_inner(
@@ -130,6 +145,7 @@ impl Locked<'_> {
         sets: &[RangeSet],
         requested: &[IpAddr],
         check_duplicate: bool,
+        durable: bool,
     ) -> Result<Vec<Lease>, AllocError> {
         let scan = self.scan_cleaning(check_duplicate)?;
         for set in sets.iter().filter(|_| check_duplicate) {
@@ -146,10 +162,10 @@ impl Locked<'_> {
         let taken: HashSet<IpAddr> = scan.leases.iter().map(|(ip, _)| *ip).collect();
         let wanted = match_requested(sets, requested, &taken)?;
 
-        let temp = self.lease_content(id, ifname)?;
+        let temp = self.lease_content(id, ifname, durable)?;
         let mut leases = Vec::with_capacity(sets.len());
         let outcome = match self.reserve_all(sets, &wanted, &temp, &taken, &mut leases) {
-            Ok(()) => self.commit(temp).map_err(AllocError::from),
+            Ok(()) => self.commit(temp, durable).map_err(AllocError::from),
             // `temp` is dropped (removed) at the end of this function.
             Err(e) => Err(e),
         };

@@ -148,6 +148,22 @@ impl Store {
     }
 
     /// The network's directory.
+    /// Makes leases written by [`Locked::allocate_deferred`] durable: fsync each lease file,
+    /// then the directory. Needs no lock (it changes nothing), so a caller can run it on
+    /// another thread while it configures the interface, and must wait for it before
+    /// reporting the addresses. Until it returns, a power loss may leave a lease empty or
+    /// missing: an empty lease reads as taken-by-nobody and GC reclaims it, and a missing one
+    /// belonged to a pod that did not survive the power loss either.
+    pub fn sync_leases(&self, ips: &[IpAddr]) -> Result<(), StoreError> {
+        for ip in ips {
+            let path = self.lease_path(*ip);
+            File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(StoreError::io("fsync lease", &path))?;
+        }
+        self.sync_dir()
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -254,9 +270,16 @@ impl Locked<'_> {
     }
 
     /// Write the lease content once; link it to each address with [`Locked::link_lease`].
-    pub(crate) fn lease_content(&self, id: &str, ifname: &str) -> Result<TempFile, StoreError> {
+    /// `durable`: fsync the content before it is linked (else [`Store::sync_leases`] must
+    /// follow before the allocation is reported).
+    pub(crate) fn lease_content(
+        &self,
+        id: &str,
+        ifname: &str,
+        durable: bool,
+    ) -> Result<TempFile, StoreError> {
         self.store
-            .write_temp(format!("{}\r\n{ifname}", id.trim()).as_bytes(), true)
+            .write_temp(format!("{}\r\n{ifname}", id.trim()).as_bytes(), durable)
     }
 
     /// Atomically create the lease `<ip>` from `temp`; `Ok(false)` if the address is taken.
@@ -274,9 +297,12 @@ impl Locked<'_> {
     }
 
     /// Finish an allocation: drop the temp name and make the new links durable.
-    pub(crate) fn commit(&self, temp: TempFile) -> Result<(), StoreError> {
+    pub(crate) fn commit(&self, temp: TempFile, durable: bool) -> Result<(), StoreError> {
         temp.remove()?;
-        self.store.sync_dir()
+        if durable {
+            self.store.sync_dir()?;
+        }
+        Ok(())
     }
 
     pub(crate) fn last_reserved(&self, set_index: usize) -> Result<Option<IpAddr>, StoreError> {

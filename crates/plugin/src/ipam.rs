@@ -39,8 +39,7 @@ impl Verb {
 pub fn run(ipam_type: &str, verb: Verb, req: &Request) -> Result<Option<CniResult>, CniError> {
     if ipam_type == IN_PROCESS {
         return match verb {
-            // weft has already refused an ADD whose interface exists in the pod.
-            Verb::Add => add(req, true).map(Some),
+            Verb::Add => add(req).map(Some),
             Verb::Del => del(req).map(|_| None),
             Verb::Check => check(req).map(|_| None),
             Verb::Status => status(req).map(|_| None),
@@ -168,21 +167,85 @@ fn open(conf: &IpamConfig) -> Result<Store, CniError> {
     Store::open(&conf.data_dir, &conf.network).map_err(store_error)
 }
 
-/// `known_new`: the caller has checked that this attachment does not exist yet, so the
-/// store need not search every lease for the pair (see `Locked::allocate_new`).
-pub fn add(req: &Request, known_new: bool) -> Result<CniResult, CniError> {
+/// The standalone `weft-ipam` ADD: durable before it returns.
+pub fn add(req: &Request) -> Result<CniResult, CniError> {
     let conf = load(req, false)?;
     let store = open(&conf)?;
     let leases = {
         let mut locked = store.lock().map_err(store_error)?;
-        let (id, ifname) = (&req.container_id, &req.ifname);
-        if known_new {
-            locked.allocate_new(id, ifname, &conf.ranges, &conf.requested)
-        } else {
-            locked.allocate(id, ifname, &conf.ranges, &conf.requested)
-        }
-        .map_err(alloc_error)?
+        locked
+            .allocate(
+                &req.container_id,
+                &req.ifname,
+                &conf.ranges,
+                &conf.requested,
+            )
+            .map_err(alloc_error)?
     };
+    Ok(ipam_result(conf, leases))
+}
+
+/// Lease durability still being written by a background thread (see [`add_for_weft`]).
+pub struct PendingSync(Option<std::thread::JoinHandle<Result<(), CniError>>>);
+
+impl PendingSync {
+    pub fn wait(self) -> Result<(), CniError> {
+        match self.0 {
+            None => Ok(()),
+            Some(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(CniError::internal("the lease fsync thread panicked"))),
+        }
+    }
+}
+
+/// ADD for the `weft` main plugin. In-process, the leases are taken under the store's lock
+/// and their fsyncs run on a thread while the caller builds the interface: the caller must
+/// `wait()` before it reports the addresses. `known_new`: the caller has already refused an
+/// attachment that exists, so the store may skip its scan of every lease for the pair.
+pub fn add_for_weft(
+    ipam_type: &str,
+    req: &Request,
+    known_new: bool,
+) -> Result<(CniResult, PendingSync), CniError> {
+    if ipam_type != IN_PROCESS {
+        let result = delegate(ipam_type, Verb::Add, req)?
+            .ok_or_else(|| CniError::internal("IPAM ADD returned no result"))?;
+        return Ok((result, PendingSync(None)));
+    }
+    let conf = load(req, false)?;
+    let store = open(&conf)?;
+    let leases = {
+        let mut locked = store.lock().map_err(store_error)?;
+        locked
+            .allocate_deferred(
+                &req.container_id,
+                &req.ifname,
+                &conf.ranges,
+                &conf.requested,
+                known_new,
+            )
+            .map_err(alloc_error)?
+    };
+    let ips: Vec<IpAddr> = leases.iter().map(|l| l.address.addr()).collect();
+    let sync = move || store.sync_leases(&ips).map_err(store_error);
+    let pending = match std::thread::Builder::new()
+        .name("lease-fsync".into())
+        .spawn(sync)
+    {
+        Ok(handle) => PendingSync(Some(handle)),
+        // No thread to be had: the moved closure is gone, so redo the sync inline.
+        Err(_) => {
+            let store = open(&conf)?;
+            let ips: Vec<IpAddr> = leases.iter().map(|l| l.address.addr()).collect();
+            store.sync_leases(&ips).map_err(store_error)?;
+            PendingSync(None)
+        }
+    };
+    Ok((ipam_result(conf, leases), pending))
+}
+
+fn ipam_result(conf: IpamConfig, leases: Vec<weft_ipam::Lease>) -> CniResult {
     let dns = conf
         .dns
         .map(|d| Dns {
@@ -192,7 +255,7 @@ pub fn add(req: &Request, known_new: bool) -> Result<CniResult, CniError> {
             options: d.options,
         })
         .unwrap_or_default();
-    Ok(CniResult {
+    CniResult {
         interfaces: Vec::new(),
         ips: leases
             .into_iter()
@@ -208,7 +271,7 @@ pub fn add(req: &Request, known_new: bool) -> Result<CniResult, CniError> {
             .map(|r| Route::new(r.dst, r.gw))
             .collect(),
         dns,
-    })
+    }
 }
 
 pub fn del(req: &Request) -> Result<(), CniError> {
@@ -281,7 +344,7 @@ pub struct IpamPlugin;
 
 impl weft_cni::Plugin for IpamPlugin {
     fn add(&self, req: &Request) -> Result<CniResult, CniError> {
-        add(req, false)
+        add(req)
     }
     fn del(&self, req: &Request) -> Result<(), CniError> {
         del(req)

@@ -57,9 +57,15 @@ impl Weft {
         ipam_result: CniResult,
     ) -> Result<CniResult, CniError> {
         if conf.ip_masq {
-            weft_nft::Masquerade::new(MASQ_TABLE)
-                .ensure(&masq_ranges(&ipam_result))
-                .map_err(|e| nft("installing masquerade for the pod ranges", e))?;
+            let masq = weft_nft::Masquerade::new(MASQ_TABLE);
+            let want = masq_ranges(&ipam_result);
+            // Reading the sets is a plain dump; ensure() commits a transaction, which costs
+            // several times more, and every pod after a network's first finds its range there.
+            let have = masq.ranges().unwrap_or_default();
+            if !want.iter().all(|w| have.iter().any(|h| h.contains(w))) {
+                masq.ensure(&want)
+                    .map_err(|e| nft("installing masquerade for the pod ranges", e))?;
+            }
         }
         let mut ctx = Ctx {
             req,
@@ -83,22 +89,21 @@ impl Weft {
     /// failure on one side does not leave the other behind.
     fn detach_links(&self, req: &Request, conf: &NetConf, host: &mut Handle) -> Vec<CniError> {
         let mut errors = Vec::new();
-        let mut pod_side_gone = false;
-        if let Some(path) = &req.netns
-            && let Ok(ns) = NetNs::open(Path::new(path))
-        {
-            match Handle::new_in(&ns).and_then(|mut h| h.delete_link_by_name(&req.ifname)) {
-                Ok(_) => pod_side_gone = true,
-                Err(e) => errors.push(kernel(&format!("deleting {} in the pod", req.ifname), e)),
+        // Deleting either end of a veth removes both. The host end is found by its name
+        // alone, with no pod namespace to enter, and works when that namespace is gone.
+        if conf.mode != Mode::Macvlan {
+            let name = names::host_veth(&req.name, &req.container_id, &req.ifname);
+            match host.delete_link_by_name(&name) {
+                Ok(true) => return errors,
+                Ok(false) => {}
+                Err(e) => errors.push(kernel(&format!("deleting host veth {name}"), e)),
             }
         }
-        // Deleting either end of a veth removes both; the host end is only needed by name
-        // when the pod namespace is unknown or was not reachable.
-        if conf.mode != Mode::Macvlan && !pod_side_gone {
-            let name = names::host_veth(&req.name, &req.container_id, &req.ifname);
-            if let Err(e) = host.delete_link_by_name(&name) {
-                errors.push(kernel(&format!("deleting host veth {name}"), e));
-            }
+        if let Some(path) = &req.netns
+            && let Ok(ns) = NetNs::open(Path::new(path))
+            && let Err(e) = Handle::new_in(&ns).and_then(|mut h| h.delete_link_by_name(&req.ifname))
+        {
+            errors.push(kernel(&format!("deleting {} in the pod", req.ifname), e));
         }
         errors
     }
@@ -136,16 +141,39 @@ impl weft_cni::Plugin for Weft {
                 "",
             ));
         }
-        let ipam_result = ipam::run(&conf.ipam_type, Verb::Add, req)?
-            .ok_or_else(|| CniError::internal("IPAM ADD returned no result"))?;
+        // A veth mode's host end is named after the attachment, so its presence says the
+        // attachment exists (perhaps in another netns) for the price of one lookup instead
+        // of reading every lease. macvlan has no host end: the IPAM store checks instead.
+        let known_new = conf.mode != Mode::Macvlan;
+        if known_new {
+            let name = names::host_veth(&req.name, &req.container_id, &req.ifname);
+            if host
+                .link_by_name(&name)
+                .map_err(|e| kernel("looking up the host veth", e))?
+                .is_some()
+            {
+                return Err(CniError::raw(
+                    ipam::CODE_DUPLICATE,
+                    format!(
+                        "container {} already has {} attached to network {} (host veth {name})",
+                        req.container_id, req.ifname, req.name
+                    ),
+                    "",
+                ));
+            }
+        }
+        let (ipam_result, durable) = ipam::add_for_weft(&conf.ipam_type, req, known_new)?;
         if ipam_result.ips.is_empty() {
+            let _ = durable.wait();
             let _ = ipam::run(&conf.ipam_type, Verb::Del, req);
             return Err(CniError::internal(format!(
                 "IPAM plugin {} returned no addresses",
                 conf.ipam_type
             )));
         }
-        match self.attach(req, &conf, &pod_ns, &mut host, &mut pod, ipam_result) {
+        let attached = self.attach(req, &conf, &pod_ns, &mut host, &mut pod, ipam_result);
+        // The addresses are reported only once their leases are on disk.
+        match durable.wait().and(attached) {
             Ok(r) => Ok(r),
             Err(e) => {
                 // Undo in reverse: links first, then the lease, so no address is freed while
