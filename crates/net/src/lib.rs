@@ -39,7 +39,7 @@ pub use addr::Address;
 pub use error::{Error, Result};
 pub use handle::Handle;
 pub use ipnet::IpNet;
-pub use link::{Link, VethSpec};
+pub use link::{Link, VethOptions, VethSpec};
 pub use mac::{format_mac, parse_mac};
 pub use netns::NetNs;
 pub use route::Route;

@@ -267,3 +267,38 @@ fn dump_spanning_many_datagrams() {
     // The handle keeps working after a large dump (sequence numbers stay in step).
     assert!(h.link_by_name("dm399").unwrap().is_some());
 }
+
+#[test]
+fn veth_created_up_and_enslaved_in_one_request() {
+    require_root!();
+    let (a, b) = (TestNs::new(), TestNs::new());
+    let (nsa, nsb) = (a.open(), b.open());
+    let mut h = Handle::new_in(&nsa).unwrap();
+    let br = h.create_bridge("br1", None, None).unwrap();
+    let spec = VethSpec {
+        host_name: "port1",
+        host_alias: Some("weft:n:c:eth0"),
+        peer_name: "eth0",
+        peer_ns: &nsb,
+        mtu: None,
+        peer_mac: None,
+    };
+    let opts = weft_net::VethOptions {
+        master: Some(br.index),
+        up: true,
+    };
+    h.create_veth_with(&spec, opts).unwrap();
+    let port = h.link_by_name("port1").unwrap().expect("host end");
+    assert_eq!(port.master, Some(br.index));
+    assert!(port.up);
+    assert_eq!(port.alias.as_deref(), Some("weft:n:c:eth0"));
+    let peer = Handle::new_in(&nsb)
+        .unwrap()
+        .link_by_name("eth0")
+        .unwrap()
+        .expect("peer");
+    assert!(
+        !peer.up,
+        "the peer is left down for the caller to configure"
+    );
+}

@@ -14,6 +14,7 @@ pub fn configure(
     pod_ns: &NetNs,
     ifname: &str,
     index: u32,
+    already_up: bool,
     ips: &[IpConfig],
     routes: &[Route],
 ) -> Result<(), CniError> {
@@ -30,8 +31,10 @@ pub fn configure(
             Err(e) => return Err(kernel(&format!("adding {} to {ifname}", ip.address), e)),
         }
     }
-    pod.set_up(index)
-        .map_err(|e| kernel(&format!("setting {ifname} up in the pod"), e))?;
+    if !already_up {
+        pod.set_up(index)
+            .map_err(|e| kernel(&format!("setting {ifname} up in the pod"), e))?;
+    }
     for r in routes {
         // A link-scoped route has no next hop by definition; the fallback would invent one.
         let link_scoped = r.scope == Some(route::RT_SCOPE_LINK);

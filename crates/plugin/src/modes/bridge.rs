@@ -58,23 +58,18 @@ pub fn add(ctx: &mut Ctx<'_>, mut result: CniResult) -> Result<CniResult, CniErr
             }
         }
     }
-    let (host, pod_link) = ctx.create_veth()?;
-    ctx.host
-        .set_master(host.index, br.index)
-        .map_err(|e| kernel(&format!("attaching {} to {}", host.name, conf.bridge), e))?;
+    let (host, pod_link) = ctx.create_veth(Some(br.index))?;
     if conf.hairpin {
         ctx.host
             .set_hairpin(host.index, true)
             .map_err(|e| kernel(&format!("hairpin mode on {}", host.name), e))?;
     }
-    ctx.host
-        .set_up(host.index)
-        .map_err(|e| kernel(&format!("setting {} up", host.name), e))?;
     pod::configure(
         ctx.pod,
         ctx.pod_ns,
         &ctx.req.ifname,
         pod_link.index,
+        pod_link.up,
         &result.ips,
         &result.routes,
     )?;

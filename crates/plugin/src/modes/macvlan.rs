@@ -35,6 +35,7 @@ pub fn add(ctx: &mut Ctx<'_>, mut result: CniResult) -> Result<CniResult, CniErr
         ctx.pod_ns,
         &ctx.req.ifname,
         link.index,
+        link.up,
         &result.ips,
         &result.routes,
     )?;

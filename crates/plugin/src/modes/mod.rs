@@ -8,7 +8,7 @@ pub mod ptp;
 use crate::config::NetConf;
 use crate::errors::kernel;
 use weft_cni::{CniError, Interface, Request};
-use weft_net::{Handle, Link, NetNs, VethSpec};
+use weft_net::{Handle, Link, NetNs, VethOptions, VethSpec};
 
 pub struct Ctx<'a> {
     pub req: &'a Request,
@@ -23,9 +23,9 @@ impl Ctx<'_> {
         crate::names::host_veth(&self.req.name, &self.req.container_id, &self.req.ifname)
     }
 
-    /// Creates the veth pair with its pod end already inside the pod namespace and returns
-    /// (host end, pod end).
-    pub fn create_veth(&mut self) -> Result<(Link, Link), CniError> {
+    /// Creates the veth pair in one request: its pod end already inside the pod namespace,
+    /// its host end up and enslaved to `master`. Returns (host end, pod end).
+    pub fn create_veth(&mut self, master: Option<u32>) -> Result<(Link, Link), CniError> {
         let host_name = self.host_veth_name();
         let alias = crate::names::alias(&self.req.name, &self.req.container_id, &self.req.ifname);
         let spec = VethSpec {
@@ -36,8 +36,9 @@ impl Ctx<'_> {
             mtu: Some(self.conf.mtu),
             peer_mac: self.conf.mac,
         };
+        let opts = VethOptions { master, up: true };
         self.host
-            .create_veth(&spec)
+            .create_veth_with(&spec, opts)
             .map_err(|e| kernel(&format!("creating veth {host_name}/{}", self.req.ifname), e))?;
         let host = find(self.host, &host_name, "host veth")?;
         let pod = find(self.pod, &self.req.ifname, "pod interface")?;

@@ -64,10 +64,7 @@ pub fn pod_plan(ipam: &CniResult) -> (Vec<IpConfig>, Vec<Route>) {
 
 pub fn add(ctx: &mut Ctx<'_>, ipam: CniResult) -> Result<CniResult, CniError> {
     let (ips, routes) = pod_plan(&ipam);
-    let (host, pod_link) = ctx.create_veth()?;
-    ctx.host
-        .set_up(host.index)
-        .map_err(|e| kernel(&format!("setting {} up", host.name), e))?;
+    let (host, pod_link) = ctx.create_veth(None)?;
     let v4 = ips.iter().any(|i| i.address.addr().is_ipv4());
     let v6 = ips.iter().any(|i| i.address.addr().is_ipv6());
     if v4 {
@@ -89,6 +86,7 @@ pub fn add(ctx: &mut Ctx<'_>, ipam: CniResult) -> Result<CniResult, CniError> {
         ctx.pod_ns,
         &ctx.req.ifname,
         pod_link.index,
+        pod_link.up,
         &ips,
         &routes,
     )?;
