@@ -104,10 +104,6 @@ impl TempFile {
         self.armed = false;
         fs::remove_file(&self.path).map_err(StoreError::io("remove temp file", &self.path))
     }
-
-    fn keep(mut self) {
-        self.armed = false;
-    }
 }
 
 impl Drop for TempFile {
@@ -324,12 +320,10 @@ impl Locked<'_> {
             .store
             .dir
             .join(format!("{LAST_RESERVED_PREFIX}{set_index}"));
-        // Only a round-robin hint: losing it to a crash restarts the walk at rangeStart,
-        // which the lease files keep correct, so it is not worth an fsync per ADD.
-        let temp = self.store.write_temp(ip.to_string().as_bytes(), false)?;
-        fs::rename(&temp.path, &path).map_err(StoreError::io("rename", &path))?;
-        temp.keep();
-        Ok(())
+        // Only a round-robin hint, written in place under the lock: a write torn by a kill
+        // reads as garbage, which restarts the walk at rangeStart (host-local does the same),
+        // and the lease files keep the walk correct. Not worth a temp file or an fsync.
+        fs::write(&path, ip.to_string()).map_err(StoreError::io("write", &path))
     }
 
     /// Release every lease of the pair (and legacy leases of `id`) in this network.
@@ -395,14 +389,40 @@ impl Locked<'_> {
         Ok(capacity.saturating_sub(used as u128))
     }
 
+    /// No fsync: a release undone by a power loss is a lease of a pod that did not survive
+    /// it either, which DEL or GC reclaims; never an address handed out twice.
     fn remove_all(&self, ips: Vec<IpAddr>) -> Result<Vec<IpAddr>, StoreError> {
         for ip in &ips {
             self.remove_lease(*ip)?;
         }
-        if !ips.is_empty() {
-            self.store.sync_dir()?;
-        }
         Ok(ips)
+    }
+
+    /// [`Locked::release`] when the caller knows the pair's addresses (DEL's `prevResult`):
+    /// reads only those lease files instead of every one. Falls back to the full release
+    /// when any of them is not the pair's (already released, or the hint is wrong). A lease
+    /// of the pair outside the hint can only come from an ADD that crashed and was retried
+    /// without a DEL in between; it stays until GC, as its address is not in use.
+    pub fn release_hinted(
+        &mut self,
+        id: &str,
+        ifname: &str,
+        hint: &[IpAddr],
+    ) -> Result<Vec<IpAddr>, StoreError> {
+        let mut mine = Vec::with_capacity(hint.len());
+        for ip in hint {
+            let path = self.store.lease_path(*ip);
+            match fs::read(&path) {
+                Ok(c) if Owner::parse(&c).is_some_and(|o| o.matches(id, ifname)) => mine.push(*ip),
+                Ok(_) => return self.release(id, ifname),
+                Err(e) if e.kind() == ErrorKind::NotFound => return self.release(id, ifname),
+                Err(e) => return Err(StoreError::io("read lease", path)(e)),
+            }
+        }
+        if mine.is_empty() {
+            return self.release(id, ifname);
+        }
+        self.remove_all(mine)
     }
 }
 
