@@ -104,6 +104,11 @@ impl TempFile {
         self.armed = false;
         fs::remove_file(&self.path).map_err(StoreError::io("remove temp file", &self.path))
     }
+
+    /// The file was renamed into place: nothing to clean up.
+    fn keep(mut self) {
+        self.armed = false;
+    }
 }
 
 impl Drop for TempFile {
@@ -320,10 +325,13 @@ impl Locked<'_> {
             .store
             .dir
             .join(format!("{LAST_RESERVED_PREFIX}{set_index}"));
-        // Only a round-robin hint, written in place under the lock: a write torn by a kill
-        // reads as garbage, which restarts the walk at rangeStart (host-local does the same),
-        // and the lease files keep the walk correct. Not worth a temp file or an fsync.
-        fs::write(&path, ip.to_string()).map_err(StoreError::io("write", &path))
+        // Only a round-robin hint: losing it to a crash restarts the walk at rangeStart,
+        // which the lease files keep correct, so no fsync; temp + rename still keeps a kill
+        // from leaving it torn for the next reader (host-local reads it too).
+        let temp = self.store.write_temp(ip.to_string().as_bytes(), false)?;
+        fs::rename(&temp.path, &path).map_err(StoreError::io("rename", &path))?;
+        temp.keep();
+        Ok(())
     }
 
     /// Release every lease of the pair (and legacy leases of `id`) in this network.
