@@ -15,6 +15,7 @@ mod log;
 mod modes;
 mod names;
 mod pod;
+mod teardown;
 mod weft;
 
 use std::io::Write;

@@ -93,10 +93,10 @@ impl Weft {
         // alone, with no pod namespace to enter, and works when that namespace is gone.
         if conf.mode != Mode::Macvlan {
             let name = names::host_veth(&req.name, &req.container_id, &req.ifname);
-            match host.delete_link_by_name(&name) {
+            match crate::teardown::delete_link(host, &name) {
                 Ok(true) => return errors,
                 Ok(false) => {}
-                Err(e) => errors.push(kernel(&format!("deleting host veth {name}"), e)),
+                Err(e) => errors.push(e),
             }
         }
         if let Some(path) = &req.netns
