@@ -185,64 +185,67 @@ pub fn add(req: &Request) -> Result<CniResult, CniError> {
     Ok(ipam_result(conf, leases))
 }
 
-/// Lease durability still being written by a background thread (see [`add_for_weft`]).
-pub struct PendingSync(Option<std::thread::JoinHandle<Result<(), CniError>>>);
+/// The fsyncs that make in-process leases durable, to run off the critical path.
+pub struct SyncJob {
+    store: Store,
+    ips: Vec<IpAddr>,
+}
 
-impl PendingSync {
-    pub fn wait(self) -> Result<(), CniError> {
-        match self.0 {
-            None => Ok(()),
-            Some(h) => h
-                .join()
-                .unwrap_or_else(|_| Err(CniError::internal("the lease fsync thread panicked"))),
-        }
+impl SyncJob {
+    pub fn run(self) -> Result<(), CniError> {
+        self.store.sync_leases(&self.ips).map_err(store_error)
     }
 }
 
-/// ADD for the `weft` main plugin. In-process, the leases are taken under the store's lock
-/// and their fsyncs run on a thread while the caller builds the interface: the caller must
-/// `wait()` before it reports the addresses. `known_new`: the caller has already refused an
-/// attachment that exists, so the store may skip its scan of every lease for the pair.
-pub fn add_for_weft(
-    ipam_type: &str,
-    req: &Request,
-    known_new: bool,
-) -> Result<(CniResult, PendingSync), CniError> {
-    if ipam_type != IN_PROCESS {
-        let result = delegate(ipam_type, Verb::Add, req)?
-            .ok_or_else(|| CniError::internal("IPAM ADD returned no result"))?;
-        return Ok((result, PendingSync(None)));
+/// An IPAM ADD for the `weft` main plugin, validated up front so that a bad IPAM config
+/// fails before the node is touched, then run (possibly on another thread) by [`AddJob::run`].
+pub enum AddJob {
+    InProcess(IpamConfig),
+    Delegated(String),
+}
+
+pub fn plan_add(ipam_type: &str, req: &Request) -> Result<AddJob, CniError> {
+    if ipam_type == IN_PROCESS {
+        load(req, false).map(AddJob::InProcess)
+    } else {
+        Ok(AddJob::Delegated(ipam_type.to_string()))
     }
-    let conf = load(req, false)?;
-    let store = open(&conf)?;
-    let leases = {
-        let mut locked = store.lock().map_err(store_error)?;
-        locked
-            .allocate_deferred(
-                &req.container_id,
-                &req.ifname,
-                &conf.ranges,
-                &conf.requested,
-                known_new,
-            )
-            .map_err(alloc_error)?
-    };
-    let ips: Vec<IpAddr> = leases.iter().map(|l| l.address.addr()).collect();
-    let sync = move || store.sync_leases(&ips).map_err(store_error);
-    let pending = match std::thread::Builder::new()
-        .name("lease-fsync".into())
-        .spawn(sync)
-    {
-        Ok(handle) => PendingSync(Some(handle)),
-        // No thread to be had: the moved closure is gone, so redo the sync inline.
-        Err(_) => {
-            let store = open(&conf)?;
-            let ips: Vec<IpAddr> = leases.iter().map(|l| l.address.addr()).collect();
-            store.sync_leases(&ips).map_err(store_error)?;
-            PendingSync(None)
-        }
-    };
-    Ok((ipam_result(conf, leases), pending))
+}
+
+impl AddJob {
+    /// Allocates. In-process, the leases exist (and exclude everyone) on return, and the
+    /// returned [`SyncJob`] must have run before the addresses are reported. `known_new`:
+    /// the caller has already refused an attachment that exists, so the store may skip its
+    /// scan of every lease for the pair.
+    pub fn run(
+        self,
+        req: &Request,
+        known_new: bool,
+    ) -> Result<(CniResult, Option<SyncJob>), CniError> {
+        let conf = match self {
+            AddJob::Delegated(ipam_type) => {
+                let result = delegate(&ipam_type, Verb::Add, req)?
+                    .ok_or_else(|| CniError::internal("IPAM ADD returned no result"))?;
+                return Ok((result, None));
+            }
+            AddJob::InProcess(conf) => conf,
+        };
+        let store = open(&conf)?;
+        let leases = {
+            let mut locked = store.lock().map_err(store_error)?;
+            locked
+                .allocate_deferred(
+                    &req.container_id,
+                    &req.ifname,
+                    &conf.ranges,
+                    &conf.requested,
+                    known_new,
+                )
+                .map_err(alloc_error)?
+        };
+        let ips = leases.iter().map(|l| l.address.addr()).collect();
+        Ok((ipam_result(conf, leases), Some(SyncJob { store, ips })))
+    }
 }
 
 fn ipam_result(conf: IpamConfig, leases: Vec<weft_ipam::Lease>) -> CniResult {

@@ -19,17 +19,20 @@ use weft_net::Handle;
 /// the link itself. Only a wedged kernel or a failed child gets anywhere near it.
 const VISIBLE_WITHIN: Duration = Duration::from_secs(2);
 
-/// Deletes link `name`; `Ok(false)` if there was none.
-pub fn delete_link(host: &mut Handle, name: &str) -> Result<bool, CniError> {
+/// Deletes link `name`; `Ok(false)` if there was none. `detached` forks the child described
+/// above; the caller must be single-threaded then.
+pub fn delete_link(host: &mut Handle, name: &str, detached: bool) -> Result<bool, CniError> {
     let Some(link) = host
         .link_by_name(name)
         .map_err(|e| kernel(&format!("looking up {name}"), e))?
     else {
         return Ok(false);
     };
-    // SAFETY: the plugin is single-threaded whenever it deletes links (DEL, GC, undo of a
-    // failed ADD after its fsync thread has been joined), so the child inherits no lock held
-    // by another thread; the child only makes system calls and leaves with _exit.
+    if !detached {
+        return synchronous(host, link.index, name);
+    }
+    // SAFETY: the caller is single-threaded (DEL), so the child inherits no lock held by
+    // another thread; the child only makes system calls and leaves with _exit.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
         child_delete(link.index);

@@ -4,7 +4,7 @@
 use crate::config::{MASQ_TABLE, Mode, NetConf};
 use crate::errors::{kernel, nft};
 use crate::ipam::{self, Verb};
-use crate::modes::{self, Ctx};
+use crate::modes::{self, Ctx, Links};
 use crate::names;
 use ipnet::IpNet;
 use std::path::Path;
@@ -47,15 +47,45 @@ fn masq_ranges(result: &CniResult) -> Vec<IpNet> {
 }
 
 impl Weft {
-    fn attach(
+    fn prepare(
         &self,
         req: &Request,
         conf: &NetConf,
         pod_ns: &NetNs,
         host: &mut Handle,
         pod: &mut Handle,
+    ) -> Result<Links, CniError> {
+        let mut ctx = Ctx {
+            req,
+            conf,
+            pod_ns,
+            host,
+            pod,
+        };
+        match conf.mode {
+            Mode::Bridge => modes::bridge::prepare(&mut ctx),
+            Mode::Ptp => modes::ptp::prepare(&mut ctx),
+            Mode::Macvlan => modes::macvlan::prepare(&mut ctx),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn configure(
+        &self,
+        req: &Request,
+        conf: &NetConf,
+        pod_ns: &NetNs,
+        host: &mut Handle,
+        pod: &mut Handle,
+        links: Links,
         ipam_result: CniResult,
     ) -> Result<CniResult, CniError> {
+        if ipam_result.ips.is_empty() {
+            return Err(CniError::internal(format!(
+                "IPAM plugin {} returned no addresses",
+                conf.ipam_type
+            )));
+        }
         if conf.ip_masq {
             let masq = weft_nft::Masquerade::new(MASQ_TABLE);
             let want = masq_ranges(&ipam_result);
@@ -75,9 +105,9 @@ impl Weft {
             pod,
         };
         let mut result = match conf.mode {
-            Mode::Bridge => modes::bridge::add(&mut ctx, ipam_result)?,
-            Mode::Ptp => modes::ptp::add(&mut ctx, ipam_result)?,
-            Mode::Macvlan => modes::macvlan::add(&mut ctx, ipam_result)?,
+            Mode::Bridge => modes::bridge::configure(&mut ctx, links, ipam_result)?,
+            Mode::Ptp => modes::ptp::configure(&mut ctx, links, ipam_result)?,
+            Mode::Macvlan => modes::macvlan::configure(&mut ctx, links, ipam_result)?,
         };
         if let Some(dns) = &conf.dns {
             result.dns = dns.clone();
@@ -87,13 +117,21 @@ impl Weft {
 
     /// Removes this attachment's links; absent links are fine. Errors are collected so a
     /// failure on one side does not leave the other behind.
-    fn detach_links(&self, req: &Request, conf: &NetConf, host: &mut Handle) -> Vec<CniError> {
+    /// `detached`: leave the kernel's deferred teardown to a child process (see
+    /// `teardown`); only when the process is single-threaded.
+    fn detach_links(
+        &self,
+        req: &Request,
+        conf: &NetConf,
+        host: &mut Handle,
+        detached: bool,
+    ) -> Vec<CniError> {
         let mut errors = Vec::new();
         // Deleting either end of a veth removes both. The host end is found by its name
         // alone, with no pod namespace to enter, and works when that namespace is gone.
         if conf.mode != Mode::Macvlan {
             let name = names::host_veth(&req.name, &req.container_id, &req.ifname);
-            match crate::teardown::delete_link(host, &name) {
+            match crate::teardown::delete_link(host, &name, detached) {
                 Ok(true) => return errors,
                 Ok(false) => {}
                 Err(e) => errors.push(e),
@@ -162,33 +200,57 @@ impl weft_cni::Plugin for Weft {
                 ));
             }
         }
-        let (ipam_result, durable) = ipam::add_for_weft(&conf.ipam_type, req, known_new)?;
-        if ipam_result.ips.is_empty() {
-            let _ = durable.wait();
-            let _ = ipam::run(&conf.ipam_type, Verb::Del, req);
-            return Err(CniError::internal(format!(
-                "IPAM plugin {} returned no addresses",
-                conf.ipam_type
-            )));
-        }
-        let attached = self.attach(req, &conf, &pod_ns, &mut host, &mut pod, ipam_result);
-        // The addresses are reported only once their leases are on disk.
-        match durable.wait().and(attached) {
-            Ok(r) => Ok(r),
-            Err(e) => {
-                // Undo in reverse: links first, then the lease, so no address is freed while
-                // an interface still carries it.
-                let _ = self.detach_links(req, &conf, &mut host);
+        let job = ipam::plan_add(&conf.ipam_type, req)?;
+        // IPAM (file work, or another plugin's process) runs on a second thread while this
+        // one makes the links, which need no address; the lease fsyncs follow on that thread
+        // while this one configures the pod.
+        let (outcome, ipam_done) = std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            let worker = s.spawn(move || -> Result<(), CniError> {
+                match job.run(req, known_new) {
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        Ok(())
+                    }
+                    Ok((result, sync)) => {
+                        let _ = tx.send(Ok(result));
+                        sync.map_or(Ok(()), ipam::SyncJob::run)
+                    }
+                }
+            });
+            let links = self.prepare(req, &conf, &pod_ns, &mut host, &mut pod);
+            let allocated: Result<CniResult, CniError> = rx
+                .recv()
+                .unwrap_or_else(|_| Err(CniError::internal("the IPAM thread ended silently")));
+            let ipam_done = allocated.is_ok();
+            let configured = match (links, allocated) {
+                (Ok(links), Ok(r)) => {
+                    self.configure(req, &conf, &pod_ns, &mut host, &mut pod, links, r)
+                }
+                // An IPAM failure explains more than a link failure that may follow from it.
+                (_, Err(e)) | (Err(e), Ok(_)) => Err(e),
+            };
+            // The addresses are reported only once their leases are on disk.
+            let durable = worker
+                .join()
+                .unwrap_or_else(|_| Err(CniError::internal("the IPAM thread panicked")));
+            (configured.and_then(|r| durable.map(|()| r)), ipam_done)
+        });
+        outcome.inspect_err(|_| {
+            // Undo in reverse: links first, then the lease, so no address is freed while an
+            // interface still carries it. Synchronously: no child may be forked here while
+            // another thread of this process might have been running.
+            let _ = self.detach_links(req, &conf, &mut host, false);
+            if ipam_done {
                 let _ = ipam::run(&conf.ipam_type, Verb::Del, req);
-                Err(e)
             }
-        }
+        })
     }
 
     fn del(&self, req: &Request) -> Result<(), CniError> {
         let conf = NetConf::parse(req)?;
         let mut host = Handle::new().map_err(|e| kernel("opening netlink", e))?;
-        let mut errors = self.detach_links(req, &conf, &mut host);
+        let mut errors = self.detach_links(req, &conf, &mut host, true);
         if let Err(e) = ipam::run(&conf.ipam_type, Verb::Del, req) {
             errors.push(e);
         }

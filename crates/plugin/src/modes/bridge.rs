@@ -1,7 +1,7 @@
 //! Bridge mode: a veth pair per pod, its host end a port of a node bridge that holds the
 //! gateway address(es) when `isGateway`.
 
-use super::{Ctx, enable_forwarding, host_interface};
+use super::{Ctx, Links, enable_forwarding, host_interface};
 use crate::errors::kernel;
 use crate::pod;
 use ipnet::IpNet;
@@ -20,7 +20,8 @@ fn first_host(net: &IpNet) -> Option<IpAddr> {
     }
 }
 
-pub fn add(ctx: &mut Ctx<'_>, mut result: CniResult) -> Result<CniResult, CniError> {
+/// The links, made before (and while) IPAM allocates: they need no address.
+pub fn prepare(ctx: &mut Ctx<'_>) -> Result<Links, CniError> {
     let conf = ctx.conf;
     let br = ctx
         .host
@@ -30,6 +31,30 @@ pub fn add(ctx: &mut Ctx<'_>, mut result: CniResult) -> Result<CniResult, CniErr
             Some(crate::names::bridge_mac(&conf.bridge)),
         )
         .map_err(|e| kernel(&format!("creating bridge {}", conf.bridge), e))?;
+    let (host, pod_link) = ctx.create_veth(Some(br.index))?;
+    if conf.hairpin {
+        ctx.host
+            .set_hairpin(host.index, true)
+            .map_err(|e| kernel(&format!("hairpin mode on {}", host.name), e))?;
+    }
+    Ok(Links {
+        bridge: Some(br),
+        host: Some(host),
+        pod: pod_link,
+    })
+}
+
+pub fn configure(
+    ctx: &mut Ctx<'_>,
+    links: Links,
+    mut result: CniResult,
+) -> Result<CniResult, CniError> {
+    let conf = ctx.conf;
+    let (Some(br), Some(host)) = (links.bridge, links.host) else {
+        return Err(CniError::internal(
+            "bridge mode without its bridge or host veth",
+        ));
+    };
     if conf.is_gateway {
         for ip in &mut result.ips {
             if ip.gateway.is_none() {
@@ -58,18 +83,12 @@ pub fn add(ctx: &mut Ctx<'_>, mut result: CniResult) -> Result<CniResult, CniErr
             }
         }
     }
-    let (host, pod_link) = ctx.create_veth(Some(br.index))?;
-    if conf.hairpin {
-        ctx.host
-            .set_hairpin(host.index, true)
-            .map_err(|e| kernel(&format!("hairpin mode on {}", host.name), e))?;
-    }
     pod::configure(
         ctx.pod,
         ctx.pod_ns,
         &ctx.req.ifname,
-        pod_link.index,
-        pod_link.up,
+        links.pod.index,
+        links.pod.up,
         &result.ips,
         &result.routes,
     )?;
@@ -79,7 +98,7 @@ pub fn add(ctx: &mut Ctx<'_>, mut result: CniResult) -> Result<CniResult, CniErr
     result.interfaces = vec![
         host_interface(&br),
         host_interface(&host),
-        ctx.pod_interface(&pod_link),
+        ctx.pod_interface(&links.pod),
     ];
     Ok(result)
 }

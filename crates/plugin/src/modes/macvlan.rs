@@ -1,12 +1,12 @@
 //! macvlan mode: the pod interface is a macvlan (bridge mode) of a node interface, for pods
 //! that sit directly on an underlay network. There is no host-side interface.
 
-use super::Ctx;
+use super::{Ctx, Links};
 use crate::errors::kernel;
 use crate::pod;
 use weft_cni::{CniError, CniResult};
 
-pub fn add(ctx: &mut Ctx<'_>, mut result: CniResult) -> Result<CniResult, CniError> {
+pub fn prepare(ctx: &mut Ctx<'_>) -> Result<Links, CniError> {
     let master_name = ctx.conf.master.clone().unwrap_or_default();
     let master = ctx
         .host
@@ -29,7 +29,20 @@ pub fn add(ctx: &mut Ctx<'_>, mut result: CniResult) -> Result<CniResult, CniErr
                 e,
             )
         })?;
-    let link = super::find(ctx.pod, &ctx.req.ifname, "pod interface")?;
+    let pod = super::find(ctx.pod, &ctx.req.ifname, "pod interface")?;
+    Ok(Links {
+        bridge: None,
+        host: None,
+        pod,
+    })
+}
+
+pub fn configure(
+    ctx: &mut Ctx<'_>,
+    links: Links,
+    mut result: CniResult,
+) -> Result<CniResult, CniError> {
+    let link = links.pod;
     pod::configure(
         ctx.pod,
         ctx.pod_ns,

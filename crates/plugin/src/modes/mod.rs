@@ -10,6 +10,13 @@ use crate::errors::kernel;
 use weft_cni::{CniError, Interface, Request};
 use weft_net::{Handle, Link, NetNs, VethOptions, VethSpec};
 
+/// The links a mode made for one attachment, before any address is known.
+pub struct Links {
+    pub bridge: Option<Link>,
+    pub host: Option<Link>,
+    pub pod: Link,
+}
+
 pub struct Ctx<'a> {
     pub req: &'a Request,
     pub conf: &'a NetConf,

@@ -3,7 +3,7 @@
 //! next hop that every host veth answers for (169.254.1.1 and fe80::1). Pods never share an
 //! L2 domain, so the node routes every packet.
 
-use super::{Ctx, enable_forwarding, host_interface};
+use super::{Ctx, Links, enable_forwarding, host_interface};
 use crate::errors::kernel;
 use crate::pod;
 use ipnet::IpNet;
@@ -62,9 +62,21 @@ pub fn pod_plan(ipam: &CniResult) -> (Vec<IpConfig>, Vec<Route>) {
     (ips, routes)
 }
 
-pub fn add(ctx: &mut Ctx<'_>, ipam: CniResult) -> Result<CniResult, CniError> {
+pub fn prepare(ctx: &mut Ctx<'_>) -> Result<Links, CniError> {
+    let (host, pod) = ctx.create_veth(None)?;
+    Ok(Links {
+        bridge: None,
+        host: Some(host),
+        pod,
+    })
+}
+
+pub fn configure(ctx: &mut Ctx<'_>, links: Links, ipam: CniResult) -> Result<CniResult, CniError> {
     let (ips, routes) = pod_plan(&ipam);
-    let (host, pod_link) = ctx.create_veth(None)?;
+    let Some(host) = links.host else {
+        return Err(CniError::internal("ptp mode without its host veth"));
+    };
+    let pod_link = links.pod;
     let v4 = ips.iter().any(|i| i.address.addr().is_ipv4());
     let v6 = ips.iter().any(|i| i.address.addr().is_ipv6());
     if v4 {
