@@ -49,16 +49,15 @@ pub fn main_entry() -> i32 {
         )
     };
     let get = |k: &str| std::env::var(k).ok();
-    let stdin = std::io::stdin();
-    let stdout = std::io::stdout();
-    let stderr = std::io::stderr();
+    // Unlocked handles: ADD runs a second thread, and a lock held here for the whole verb
+    // would hang that thread (or the panic hook) the moment it wrote anything.
     let outcome = weft_cni::skel::dispatch(
         plugin,
         about,
         &get,
-        &mut stdin.lock(),
-        &mut stdout.lock(),
-        &mut stderr.lock(),
+        &mut std::io::stdin(),
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
     );
     // Invocations by hand (no CNI_COMMAND) and VERSION probes are not pod events.
     let loggable = matches!(outcome.command.as_deref(), Some(c) if c != "VERSION");
