@@ -55,12 +55,12 @@ if ((${#missing[@]})); then
 fi
 
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-    command -v cargo >/dev/null ||
-        die "cargo not found: install the Rust toolchain with rustup (https://rustup.rs) and re-run"
-    say "building release binaries"
-    (cd "$ROOT" && cargo build --release -p weft-plugin -p weft-ctl)
+    say "building release binaries (scripts/build.sh)"
+    BIN_DIR=$("$ROOT/scripts/build.sh")
+else
+    BIN_DIR=$TARGET/$(rustc -vV | sed -n 's/^host: //p')/release
 fi
-WEFT=${WEFT:-$TARGET/release/weft}
+WEFT=${WEFT:-$BIN_DIR/weft}
 [[ -x $WEFT ]] || die "plugin binary $WEFT not found (build it, or set WEFT=)"
 WEFT_DIR=$(cd "$(dirname "$WEFT")" && pwd)
 

@@ -148,23 +148,21 @@ impl Store {
         })
     }
 
-    /// The network's directory.
-    /// Makes leases written by [`Locked::allocate_deferred`] durable: fsync each lease file,
-    /// then the directory. Needs no lock (it changes nothing), so a caller can run it on
-    /// another thread while it configures the interface, and must wait for it before
-    /// reporting the addresses. Until it returns, a power loss may leave a lease empty or
-    /// missing: an empty lease reads as taken-by-nobody and GC reclaims it, and a missing one
-    /// belonged to a pod that did not survive the power loss either.
+    /// Makes leases written by [`Locked::allocate_deferred`] durable with one fsync of the
+    /// directory, which commits the new names (on ext4, the whole journal transaction they
+    /// are in). Needs no lock (it changes nothing), so a caller can run it on another thread
+    /// while it configures the interface, and must wait for it before reporting the
+    /// addresses. A power loss may still leave a lease's content unwritten: an empty lease
+    /// reads as taken-by-nobody (never handed out again) and GC reclaims it; the pod that
+    /// owned it did not survive the power loss either.
     pub fn sync_leases(&self, ips: &[IpAddr]) -> Result<(), StoreError> {
-        for ip in ips {
-            let path = self.lease_path(*ip);
-            File::open(&path)
-                .and_then(|f| f.sync_all())
-                .map_err(StoreError::io("fsync lease", &path))?;
+        if ips.is_empty() {
+            return Ok(());
         }
         self.sync_dir()
     }
 
+    /// The network's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

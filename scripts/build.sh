@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Builds the release binaries and prints the directory that holds them.
+# The plugins are linked statically: the runtime executes them for every pod verb, and a
+# static binary skips the dynamic loader (about 0.25 ms per exec on the 2-core test VM,
+# a tenth of an ADD). Static glibc needs an explicit --target, hence the host triple.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/deps.sh
+. scripts/lib/deps.sh
+ensure_cargo
+host=$(rustc -vV | sed -n 's/^host: //p')
+RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+  cargo build --release --locked --target "$host" -p weft-plugin -p weft-ctl >&2
+echo "${CARGO_TARGET_DIR:-$PWD/target}/$host/release"
