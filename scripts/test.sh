@@ -25,4 +25,12 @@ if cargo tree -p weft-plugin -e normal --locked | grep -Eq '\b(tokio|async-std|s
   exit 1
 fi
 echo "== cargo test"
-cargo test --workspace --locked -- --test-threads="${WEFT_TEST_THREADS:-4}"
+log=$(mktemp /tmp/weft-test.XXXXXX)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --locked -- --test-threads="${WEFT_TEST_THREADS:-4}" 2>&1 | tee "$log" || status=$?
+# One closing line for the whole suite (the last binary cargo runs is often an empty doc-test
+# binary, whose "0 passed" says nothing about the run).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "weft: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
