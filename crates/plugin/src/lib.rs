@@ -59,8 +59,9 @@ pub fn main_entry() -> i32 {
         &mut std::io::stdout(),
         &mut std::io::stderr(),
     );
-    // Invocations by hand (no CNI_COMMAND) and VERSION probes are not pod events.
-    let loggable = matches!(outcome.command.as_deref(), Some(c) if c != "VERSION");
+    // Every CNI invocation is logged; a person running the binary by hand (no CNI_COMMAND)
+    // is not one.
+    let loggable = outcome.command.is_some();
     if loggable && let Some(path) = config::log_file(outcome.config.as_ref()) {
         log::append(
             &path,
