@@ -110,12 +110,7 @@ pub fn check(ctx: &mut Ctx<'_>) -> Result<(), CniError> {
         .link_by_name(&ctx.conf.bridge)
         .map_err(|e| kernel("looking up the bridge", e))?
         .ok_or_else(|| CniError::internal(format!("bridge {} is missing", ctx.conf.bridge)))?;
-    let name = ctx.host_veth_name();
-    let veth = ctx
-        .host
-        .link_by_name(&name)
-        .map_err(|e| kernel("looking up the host veth", e))?
-        .ok_or_else(|| CniError::internal(format!("host veth {name} is missing")))?;
+    let (name, veth) = ctx.existing_host_veth()?;
     if veth.master != Some(br.index) {
         return Err(CniError::internal(format!(
             "host veth {name} is not a port of bridge {}",

@@ -52,6 +52,17 @@ impl Ctx<'_> {
         Ok((host, pod))
     }
 
+    /// For CHECK: the attachment's host veth, which must exist.
+    pub fn existing_host_veth(&mut self) -> Result<(String, Link), CniError> {
+        let name = self.host_veth_name();
+        let veth = self
+            .host
+            .link_by_name(&name)
+            .map_err(|e| kernel("looking up the host veth", e))?
+            .ok_or_else(|| CniError::internal(format!("host veth {name} is missing")))?;
+        Ok((name, veth))
+    }
+
     pub fn pod_interface(&self, link: &Link) -> Interface {
         Interface {
             name: link.name.clone(),

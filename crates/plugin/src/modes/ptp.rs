@@ -124,12 +124,7 @@ pub fn configure(ctx: &mut Ctx<'_>, links: Links, ipam: CniResult) -> Result<Cni
 
 /// CHECK beyond the pod side: the host veth and a host route to each pod address over it.
 pub fn check(ctx: &mut Ctx<'_>, prev: &CniResult) -> Result<(), CniError> {
-    let name = ctx.host_veth_name();
-    let veth = ctx
-        .host
-        .link_by_name(&name)
-        .map_err(|e| kernel("looking up the host veth", e))?
-        .ok_or_else(|| CniError::internal(format!("host veth {name} is missing")))?;
+    let (name, veth) = ctx.existing_host_veth()?;
     for v6 in [false, true] {
         let wanted: Vec<IpNet> = prev
             .ips
