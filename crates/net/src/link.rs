@@ -11,7 +11,7 @@
 
 use std::os::fd::AsRawFd;
 
-use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL};
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::RouteNetlinkMessage as Rt;
 use netlink_packet_route::link::{
@@ -240,12 +240,18 @@ impl Handle {
     /// `Error::Exists` when either name is taken in its namespace.
     pub fn create_veth(&mut self, spec: &VethSpec<'_>) -> Result<()> {
         self.create_veth_with(spec, VethOptions::default())
+            .map(|_| ())
     }
 
-    /// [`Handle::create_veth`], also enslaving and raising ends as `opts` says, in the same
-    /// RTM_NEWLINK (the kernel applies IFLA_MASTER and the header flags of both messages
-    /// while it creates the pair).
-    pub fn create_veth_with(&mut self, spec: &VethSpec<'_>, opts: VethOptions) -> Result<()> {
+    /// [`Handle::create_veth`], also enslaving and raising the host end as `opts` says, in
+    /// the same RTM_NEWLINK. Returns the host end as the kernel echoes it (NLM_F_ECHO, Linux
+    /// 6.1+; `None` from older kernels), alias included, so the caller needs no lookup: its
+    /// `peer_index` is the pod end's index in `peer_ns`.
+    pub fn create_veth_with(
+        &mut self,
+        spec: &VethSpec<'_>,
+        opts: VethOptions,
+    ) -> Result<Option<Link>> {
         check_ifname(spec.host_name)?;
         check_ifname(spec.peer_name)?;
         let mut peer = vec![
@@ -281,11 +287,24 @@ impl Handle {
             msg.header.flags = LinkFlags::Up;
             msg.header.change_mask = LinkFlags::Up;
         }
-        self.nl.ack(
+        let echoed = self.nl.ack_collect(
             Rt::NewLink(msg),
-            NLM_F_CREATE | NLM_F_EXCL,
+            NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
             Op::new("RTM_NEWLINK", &ctx),
         )?;
+        // Several notifications may come back (creation, then the flag and master changes);
+        // the last one of the host end is its state when the request finished.
+        let mut host = echoed
+            .into_iter()
+            .filter_map(|m| match m {
+                Rt::NewLink(m) => Some(Link::from_message(m)),
+                _ => None,
+            })
+            .rfind(|l| l.name == spec.host_name);
+        // The kernel enslaves after its last echo; the request succeeding says it happened.
+        if let (Some(h), Some(m)) = (host.as_mut(), opts.master) {
+            h.master = Some(m);
+        }
         if let Some(alias) = spec.host_alias {
             // The kernel ignores IFLA_IFALIAS when creating a link, so it takes a second
             // request (addressed by name: we do not know the new index). A pair without
@@ -305,8 +324,11 @@ impl Handle {
                 let _ = self.delete_link_by_name(spec.host_name);
                 return Err(e);
             }
+            if let Some(h) = host.as_mut() {
+                h.alias = Some(alias.to_owned());
+            }
         }
-        Ok(())
+        Ok(host)
     }
 
     /// Creates a bridge-mode macvlan on `master_index` (a link of this handle's

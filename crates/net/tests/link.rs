@@ -287,8 +287,15 @@ fn veth_created_up_and_enslaved_in_one_request() {
         master: Some(br.index),
         up: true,
     };
-    h.create_veth_with(&spec, opts).unwrap();
+    let echoed = h
+        .create_veth_with(&spec, opts)
+        .unwrap()
+        .expect("this kernel echoes RTM_NEWLINK");
     let port = h.link_by_name("port1").unwrap().expect("host end");
+    assert_eq!(echoed.index, port.index);
+    assert_eq!(echoed.mac, port.mac);
+    assert_eq!(echoed.master, Some(br.index));
+    assert_eq!(echoed.alias.as_deref(), Some("weft:n:c:eth0"));
     assert_eq!(port.master, Some(br.index));
     assert!(port.up);
     assert_eq!(port.alias.as_deref(), Some("weft:n:c:eth0"));

@@ -120,6 +120,23 @@ impl Netlink {
         }
     }
 
+    /// [`Netlink::ack`] that also returns what the kernel sent before the ACK — with
+    /// NLM_F_ECHO in `flags`, the created object as the kernel reports it.
+    pub fn ack_collect(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        op: Op<'_>,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
+        match self.exchange(&msg, NLM_F_REQUEST | NLM_F_ACK | flags, Mode::Ack, op)? {
+            Exchange::Done(msgs) => Ok(msgs),
+            Exchange::Retry(why) => Err(Error::protocol(format!(
+                "{} {}: {why}",
+                op.name, op.context
+            ))),
+        }
+    }
+
     /// Asks for one object. `Ok(None)` when the kernel says it does not exist (one of
     /// `op.gone` or ENODEV).
     pub fn get(

@@ -35,20 +35,43 @@ impl Ctx<'_> {
     pub fn create_veth(&mut self, master: Option<u32>) -> Result<(Link, Link), CniError> {
         let host_name = self.host_veth_name();
         let alias = crate::names::alias(&self.req.name, &self.req.container_id, &self.req.ifname);
+        // Choosing the pod's MAC here (the kernel would pick a random one just the same)
+        // means the pod end need not be looked up: with the host end echoed by the kernel,
+        // its index is the host end's peer index.
+        let pod_mac = self.conf.mac.or_else(random_mac);
         let spec = VethSpec {
             host_name: &host_name,
             host_alias: Some(&alias),
             peer_name: &self.req.ifname,
             peer_ns: self.pod_ns,
             mtu: Some(self.conf.mtu),
-            peer_mac: self.conf.mac,
+            peer_mac: pod_mac,
         };
         let opts = VethOptions { master, up: true };
-        self.host
+        let echoed = self
+            .host
             .create_veth_with(&spec, opts)
             .map_err(|e| kernel(&format!("creating veth {host_name}/{}", self.req.ifname), e))?;
-        let host = find(self.host, &host_name, "host veth")?;
-        let pod = find(self.pod, &self.req.ifname, "pod interface")?;
+        let host = match echoed {
+            Some(h) => h,
+            None => find(self.host, &host_name, "host veth")?,
+        };
+        let pod = match (host.peer_index, pod_mac) {
+            (Some(index), Some(pod_mac)) => Link {
+                index,
+                name: self.req.ifname.clone(),
+                kind: Some("veth".into()),
+                mac: Some(pod_mac),
+                mtu: self.conf.mtu,
+                master: None,
+                up: false,
+                oper_up: false,
+                alias: None,
+                peer_index: Some(host.index),
+                link_netnsid: None,
+            },
+            _ => find(self.pod, &self.req.ifname, "pod interface")?,
+        };
         Ok((host, pod))
     }
 
@@ -72,6 +95,19 @@ impl Ctx<'_> {
             ..Default::default()
         }
     }
+}
+
+/// A random locally administered unicast MAC, as the kernel would give a new veth; `None`
+/// if no randomness is to be had, and then the kernel picks one.
+fn random_mac() -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    // SAFETY: getrandom writes at most `mac.len()` bytes into the buffer it is given.
+    let n = unsafe { libc::getrandom(mac.as_mut_ptr().cast(), mac.len(), 0) };
+    if n != mac.len() as isize {
+        return None;
+    }
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    Some(mac)
 }
 
 pub fn host_interface(link: &Link) -> Interface {
