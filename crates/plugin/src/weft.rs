@@ -13,6 +13,12 @@ use weft_net::{Handle, NetNs};
 
 pub struct Weft;
 
+/// What the IPAM thread of an ADD reports, in this order.
+enum IpamStep {
+    Allocated(Result<CniResult, CniError>),
+    Durable(Result<(), CniError>),
+}
+
 fn open_netns(path: &str) -> Result<NetNs, CniError> {
     NetNs::open(Path::new(path)).map_err(|e| {
         CniError::new(
@@ -203,38 +209,44 @@ impl weft_cni::Plugin for Weft {
         let job = ipam::plan_add(&conf.ipam_type, req)?;
         // IPAM (file work, or another plugin's process) runs on a second thread while this
         // one makes the links, which need no address; the lease fsyncs follow on that thread
-        // while this one configures the pod.
-        let (outcome, ipam_done) = std::thread::scope(|s| {
-            let (tx, rx) = std::sync::mpsc::sync_channel(1);
-            let worker = s.spawn(move || -> Result<(), CniError> {
-                match job.run(req, known_new) {
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        Ok(())
-                    }
-                    Ok((result, sync)) => {
-                        let _ = tx.send(Ok(result));
-                        sync.map_or(Ok(()), ipam::SyncJob::run)
-                    }
-                }
-            });
-            let links = self.prepare(req, &conf, &pod_ns, &mut host, &mut pod);
-            let allocated: Result<CniResult, CniError> = rx
-                .recv()
-                .unwrap_or_else(|_| Err(CniError::internal("the IPAM thread ended silently")));
-            let ipam_done = allocated.is_ok();
-            let configured = match (links, allocated) {
-                (Ok(links), Ok(r)) => {
-                    self.configure(req, &conf, &pod_ns, &mut host, &mut pod, links, r)
-                }
-                // An IPAM failure explains more than a link failure that may follow from it.
-                (_, Err(e)) | (Err(e), Ok(_)) => Err(e),
-            };
-            // The addresses are reported only once their leases are on disk.
-            let durable = worker
-                .join()
-                .unwrap_or_else(|_| Err(CniError::internal("the IPAM thread panicked")));
-            (configured.and_then(|r| durable.map(|()| r)), ipam_done)
+        // while this one configures the pod. The thread reports both steps on a channel and
+        // is never joined: waiting for a finished thread to be torn down is time the pod
+        // start would pay for nothing, and process exit ends it anyway.
+        let (tx, rx) = std::sync::mpsc::channel::<IpamStep>();
+        let worker_req = req.clone();
+        let work = move || match job.run(&worker_req, known_new) {
+            Err(e) => {
+                let _ = tx.send(IpamStep::Allocated(Err(e)));
+            }
+            Ok((result, sync)) => {
+                let _ = tx.send(IpamStep::Allocated(Ok(result)));
+                let _ = tx.send(IpamStep::Durable(sync.map_or(Ok(()), ipam::SyncJob::run)));
+            }
+        };
+        if let Err(e) = std::thread::Builder::new().name("ipam".into()).spawn(work) {
+            return Err(CniError::internal(format!("starting the IPAM thread: {e}")));
+        }
+        let links = self.prepare(req, &conf, &pod_ns, &mut host, &mut pod);
+        let silent = || CniError::internal("the IPAM thread ended without an answer");
+        let allocated = match rx.recv() {
+            Ok(IpamStep::Allocated(r)) => r,
+            _ => Err(silent()),
+        };
+        let ipam_done = allocated.is_ok();
+        let configured = match (links, allocated) {
+            (Ok(links), Ok(r)) => {
+                self.configure(req, &conf, &pod_ns, &mut host, &mut pod, links, r)
+            }
+            // An IPAM failure explains more than a link failure that may follow from it.
+            (_, Err(e)) | (Err(e), Ok(_)) => Err(e),
+        };
+        // The addresses are reported only once their leases are on disk.
+        let outcome = configured.and_then(|r| {
+            match rx.recv() {
+                Ok(IpamStep::Durable(d)) if ipam_done => d,
+                _ => Err(silent()),
+            }
+            .map(|()| r)
         });
         outcome.inspect_err(|_| {
             // Undo in reverse: links first, then the lease, so no address is freed while an
