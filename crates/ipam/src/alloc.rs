@@ -107,26 +107,16 @@ impl Locked<'_> {
         self.allocate_inner(id, ifname, sets, requested, true, true)
     }
 
-    /// [`Locked::allocate`] for a caller that has already established that (`id`, `ifname`)
-    /// is a new attachment (the `weft` plugin refuses an ADD whose interface exists in the
-    /// pod). It skips reading every lease file to look for the pair's own, which is the only
-    /// part of an allocation whose cost grows with the number of pods. Should the caller be
-    /// wrong (a retried ADD after a crash), the pair holds two leases until its DEL, which
-    /// releases every lease of the pair: never a duplicate address, at most a short leak.
-    pub fn allocate_new(
-        &mut self,
-        id: &str,
-        ifname: &str,
-        sets: &[RangeSet],
-        requested: &[IpAddr],
-    ) -> Result<Vec<Lease>, AllocError> {
-        self.allocate_inner(id, ifname, sets, requested, false, true)
-    }
-
     /// An allocation that leaves the fsyncs to the caller: the leases exist (and exclude
     /// everyone else) when it returns, and [`crate::Store::sync_leases`] makes them durable,
-    /// off the lock and possibly in parallel with the caller's other work. `known_new` as in
-    /// [`Locked::allocate_new`] (skip the search for the pair's existing leases).
+    /// off the lock and possibly in parallel with the caller's other work.
+    ///
+    /// `known_new`: the caller has already established that (`id`, `ifname`) is a new
+    /// attachment (the `weft` plugin refuses an ADD whose host veth or pod interface exists),
+    /// so the search of every lease file for the pair's own — the only part of an allocation
+    /// whose cost grows with the number of pods — is skipped. Should the caller be wrong (an
+    /// ADD that crashed and is retried without a DEL), the pair holds two leases: never a
+    /// duplicate address, at most a leak until a full release or GC.
     pub fn allocate_deferred(
         &mut self,
         id: &str,

@@ -53,39 +53,14 @@ fn masq_ranges(result: &CniResult) -> Vec<IpNet> {
 }
 
 impl Weft {
-    fn prepare(
-        &self,
-        req: &Request,
-        conf: &NetConf,
-        pod_ns: &NetNs,
-        host: &mut Handle,
-        pod: &mut Handle,
-    ) -> Result<Links, CniError> {
-        let mut ctx = Ctx {
-            req,
-            conf,
-            pod_ns,
-            host,
-            pod,
-        };
-        match conf.mode {
-            Mode::Bridge => modes::bridge::prepare(&mut ctx),
-            Mode::Ptp => modes::ptp::prepare(&mut ctx),
-            Mode::Macvlan => modes::macvlan::prepare(&mut ctx),
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
+    /// Everything of an ADD that needs the addresses: masquerade, then the mode's part.
     fn configure(
         &self,
-        req: &Request,
-        conf: &NetConf,
-        pod_ns: &NetNs,
-        host: &mut Handle,
-        pod: &mut Handle,
+        ctx: &mut Ctx<'_>,
         links: Links,
         ipam_result: CniResult,
     ) -> Result<CniResult, CniError> {
+        let conf = ctx.conf;
         if ipam_result.ips.is_empty() {
             return Err(CniError::internal(format!(
                 "IPAM plugin {} returned no addresses",
@@ -103,18 +78,7 @@ impl Weft {
                     .map_err(|e| nft("installing masquerade for the pod ranges", e))?;
             }
         }
-        let mut ctx = Ctx {
-            req,
-            conf,
-            pod_ns,
-            host,
-            pod,
-        };
-        let mut result = match conf.mode {
-            Mode::Bridge => modes::bridge::configure(&mut ctx, links, ipam_result)?,
-            Mode::Ptp => modes::ptp::configure(&mut ctx, links, ipam_result)?,
-            Mode::Macvlan => modes::macvlan::configure(&mut ctx, links, ipam_result)?,
-        };
+        let mut result = modes::configure(ctx, links, ipam_result)?;
         if let Some(dns) = &conf.dns {
             result.dns = dns.clone();
         }
@@ -226,7 +190,14 @@ impl weft_cni::Plugin for Weft {
         if let Err(e) = std::thread::Builder::new().name("ipam".into()).spawn(work) {
             return Err(CniError::internal(format!("starting the IPAM thread: {e}")));
         }
-        let links = self.prepare(req, &conf, &pod_ns, &mut host, &mut pod);
+        let mut ctx = Ctx {
+            req,
+            conf: &conf,
+            pod_ns: &pod_ns,
+            host: &mut host,
+            pod: &mut pod,
+        };
+        let links = modes::prepare(&mut ctx);
         let silent = || CniError::internal("the IPAM thread ended without an answer");
         let allocated = match rx.recv() {
             Ok(IpamStep::Allocated(r)) => r,
@@ -234,9 +205,7 @@ impl weft_cni::Plugin for Weft {
         };
         let ipam_done = allocated.is_ok();
         let configured = match (links, allocated) {
-            (Ok(links), Ok(r)) => {
-                self.configure(req, &conf, &pod_ns, &mut host, &mut pod, links, r)
-            }
+            (Ok(links), Ok(r)) => self.configure(&mut ctx, links, r),
             // An IPAM failure explains more than a link failure that may follow from it.
             (_, Err(e)) | (Err(e), Ok(_)) => Err(e),
         };
@@ -252,7 +221,7 @@ impl weft_cni::Plugin for Weft {
             // Undo in reverse: links first, then the lease, so no address is freed while an
             // interface still carries it. Synchronously: no child may be forked here while
             // another thread of this process might have been running.
-            let _ = self.detach_links(req, &conf, &mut host, false);
+            let _ = self.detach_links(req, &conf, ctx.host, false);
             if ipam_done {
                 let _ = ipam::run(&conf.ipam_type, Verb::Del, req);
             }

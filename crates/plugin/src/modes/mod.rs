@@ -5,10 +5,28 @@ pub mod bridge;
 pub mod macvlan;
 pub mod ptp;
 
-use crate::config::NetConf;
+use crate::config::{Mode, NetConf};
 use crate::errors::kernel;
-use weft_cni::{CniError, Interface, Request};
+use weft_cni::{CniError, CniResult, Interface, Request};
 use weft_net::{Handle, Link, NetNs, VethOptions, VethSpec};
+
+/// The mode's links for one attachment; needs no address, so it runs while IPAM allocates.
+pub fn prepare(ctx: &mut Ctx<'_>) -> Result<Links, CniError> {
+    match ctx.conf.mode {
+        Mode::Bridge => bridge::prepare(ctx),
+        Mode::Ptp => ptp::prepare(ctx),
+        Mode::Macvlan => macvlan::prepare(ctx),
+    }
+}
+
+/// The mode's part of an ADD once the addresses are known.
+pub fn configure(ctx: &mut Ctx<'_>, links: Links, ipam: CniResult) -> Result<CniResult, CniError> {
+    match ctx.conf.mode {
+        Mode::Bridge => bridge::configure(ctx, links, ipam),
+        Mode::Ptp => ptp::configure(ctx, links, ipam),
+        Mode::Macvlan => macvlan::configure(ctx, links, ipam),
+    }
+}
 
 /// The links a mode made for one attachment, before any address is known.
 pub struct Links {
