@@ -181,11 +181,16 @@ impl NetConf {
     }
 }
 
-/// The log file from the request config; `""` disables logging.
+/// The log file: the config's `logFile` (`""` disables logging), else the environment's
+/// `WEFT_LOG_FILE` (for invocations whose config cannot be read, and for test harnesses that
+/// must not write to the node's log), else the default path.
 pub fn log_file(cfg: Option<&Value>) -> Option<std::path::PathBuf> {
     match cfg.and_then(|c| c.get("logFile")) {
         Some(Value::String(s)) if s.is_empty() => None,
         Some(Value::String(s)) => Some(s.into()),
-        _ => Some(DEFAULT_LOG_FILE.into()),
+        _ => match std::env::var_os("WEFT_LOG_FILE") {
+            Some(p) if !p.is_empty() => Some(p.into()),
+            _ => Some(DEFAULT_LOG_FILE.into()),
+        },
     }
 }

@@ -390,7 +390,10 @@ impl Node {
     pub fn command(&self, bin: &Path, env: &[(&str, &str)]) -> Command {
         let file = self.ns.file();
         let mut cmd = Command::new(bin);
-        cmd.env_clear().env("PATH", SYS_PATH);
+        // WEFT_LOG_FILE: configs that cannot be read must not log to the node's /var/log.
+        cmd.env_clear()
+            .env("PATH", SYS_PATH)
+            .env("WEFT_LOG_FILE", "/dev/null");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -719,7 +722,7 @@ pub fn runtime_in(node: &Node, cni_path: &str) -> weft_cni::runtime::Runtime {
         cni_path: cni_path.split(':').map(PathBuf::from).collect(),
         customize: Some(Box::new(move |cmd: &mut Command| {
             let f = file.clone();
-            cmd.env("PATH", SYS_PATH);
+            cmd.env("PATH", SYS_PATH).env("WEFT_LOG_FILE", "/dev/null");
             // SAFETY: only setns(2) between fork and exec.
             unsafe {
                 cmd.pre_exec(move || {
