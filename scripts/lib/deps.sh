@@ -1,7 +1,10 @@
 # Shared by the set-up scripts: install what weft needs on a fresh Debian 12 machine.
 # Sourced, not executed.
 
-WEFT_APT_PACKAGES=(iproute2 iputils-ping nftables iptables containernetworking-plugins jq procps)
+# protobuf-compiler: etcd-client's build script runs protoc. etcd-server: the datastore of the lab
+# and of the agent tests. iperf3: the throughput benchmark.
+WEFT_APT_PACKAGES=(iproute2 iputils-ping nftables iptables containernetworking-plugins jq procps
+  protobuf-compiler etcd-server iperf3 openssl)
 
 ensure_packages() {
   local missing=()

@@ -38,6 +38,9 @@ pub struct IpamConfig {
     /// Requested addresses (prefixes stripped, duplicates removed) in host-local's order:
     /// CNI_ARGS `IP=`, `args.cni.ips`, `runtimeConfig.ips`.
     pub requested: Vec<IpAddr>,
+    /// `agentSocket`: the node agent's socket, asked for another block when every range of
+    /// a set is full (the agent writes this key into the conflist it generates).
+    pub agent_socket: Option<PathBuf>,
 }
 
 impl IpamConfig {
@@ -88,6 +91,9 @@ impl IpamConfig {
             data_dir,
             dns,
             requested,
+            agent_socket: opt_str(ipam, "agentSocket", "agentSocket")?
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
         })
     }
 }

@@ -200,13 +200,13 @@ impl SyncJob {
 /// An IPAM ADD for the `weft` main plugin, validated up front so that a bad IPAM config
 /// fails before the node is touched, then run (possibly on another thread) by [`AddJob::run`].
 pub enum AddJob {
-    InProcess(IpamConfig),
+    InProcess(Box<IpamConfig>),
     Delegated(String),
 }
 
 pub fn plan_add(ipam_type: &str, req: &Request) -> Result<AddJob, CniError> {
     if ipam_type == IN_PROCESS {
-        load(req, false).map(AddJob::InProcess)
+        load(req, false).map(|c| AddJob::InProcess(Box::new(c)))
     } else {
         Ok(AddJob::Delegated(ipam_type.to_string()))
     }
@@ -228,24 +228,84 @@ impl AddJob {
                     .ok_or_else(|| CniError::internal("IPAM ADD returned no result"))?;
                 return Ok((result, None));
             }
-            AddJob::InProcess(conf) => conf,
+            AddJob::InProcess(conf) => *conf,
         };
+        let mut conf = conf;
         let store = open(&conf)?;
-        let leases = {
-            let mut locked = store.lock().map_err(store_error)?;
-            locked
-                .allocate_deferred(
+        let mut grown = 0;
+        let leases = loop {
+            let attempt = {
+                let mut locked = store.lock().map_err(store_error)?;
+                locked.allocate_deferred(
                     &req.container_id,
                     &req.ifname,
                     &conf.ranges,
                     &conf.requested,
                     known_new,
                 )
-                .map_err(alloc_error)?
+            };
+            match attempt {
+                Ok(leases) => break leases,
+                // The node's blocks are full: the agent leases one more, and this ADD
+                // allocates from it (the agent also rewrites the conflist for later ADDs).
+                Err(AllocError::Exhausted { set, .. })
+                    if grown < MAX_GROW && conf.agent_socket.is_some() =>
+                {
+                    grow(&mut conf, set)?;
+                    grown += 1;
+                }
+                Err(e) => return Err(alloc_error(e)),
+            }
         };
         let ips = leases.iter().map(|l| l.address.addr()).collect();
         Ok((ipam_result(conf, leases), Some(SyncJob { store, ips })))
     }
+}
+
+/// Blocks one ADD may ask the agent for before giving up (another ADD may take the new
+/// block's addresses first, but not twice in a row in practice).
+const MAX_GROW: usize = 2;
+
+/// Ask the node agent for another block for range set `set` and add it to the set.
+fn grow(conf: &mut IpamConfig, set: usize) -> Result<(), CniError> {
+    let (Some(socket), Some(family)) = (
+        conf.agent_socket.clone(),
+        conf.ranges.get(set).and_then(|s| s.is_ipv4()),
+    ) else {
+        return Err(CniError::internal("no agent socket or empty range set"));
+    };
+    let family = if family { "v4" } else { "v6" };
+    let reply = weft_ipam::agent::ask(
+        &socket,
+        &weft_ipam::agent::Request::Grow {
+            family: family.into(),
+        },
+        std::time::Duration::from_secs(10),
+    )
+    .map_err(|e| {
+        CniError::raw(
+            CODE_EXHAUSTED,
+            format!(
+                "no IP addresses available in the node's {family} blocks, and no new block: {e}"
+            ),
+            "",
+        )
+    })?;
+    let block = reply
+        .block
+        .ok_or_else(|| CniError::internal("weftd granted no block"))?;
+    let range = weft_ipam::Range::new(block, None, None, None).map_err(|e| {
+        CniError::internal(format!(
+            "weftd granted an unusable block {block}: {}",
+            e.message
+        ))
+    })?;
+    if let Some(s) = conf.ranges.get_mut(set)
+        && !s.0.iter().any(|r| r.subnet == block)
+    {
+        s.0.push(range);
+    }
+    Ok(())
 }
 
 fn ipam_result(conf: IpamConfig, leases: Vec<weft_ipam::Lease>) -> CniResult {

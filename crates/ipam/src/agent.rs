@@ -1,0 +1,113 @@
+//! The plugin side of the node agent's local socket (`<run-dir>/weftd.sock`).
+//!
+//! One JSON request line, one JSON reply line, then the agent closes the connection. The
+//! plugin asks only when it cannot go on alone: its node blocks are full and it needs the
+//! agent to lease another one. Everything else the plugin needs is in the conflist the agent
+//! wrote, so DEL, CHECK and every ADD with free addresses never touch the socket, and an agent
+//! that is down never blocks a pod's teardown.
+//!
+//! Synchronous and dependency-free on purpose: it runs inside the CNI plugin process.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// What a client may ask.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Request {
+    /// Lease one more block of this family for the node (`family`: "v4" or "v6").
+    Grow { family: String },
+    /// The node's identity, blocks and MTU (for `weftctl` and tests).
+    Status,
+}
+
+/// The agent's answer. `error` is set exactly when `ok` is false.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block: Option<IpNet>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<serde_json::Value>,
+}
+
+/// Why a request to the agent failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("weftd socket {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("weftd socket {path}: unreadable reply {reply:?}")]
+    BadReply { path: String, reply: String },
+    #[error("weftd refused: {0}")]
+    Refused(String),
+}
+
+/// Send one request and wait at most `timeout` for the whole exchange.
+pub fn ask(socket: &Path, req: &Request, timeout: Duration) -> Result<Reply, AgentError> {
+    let io = |source| AgentError::Io {
+        path: socket.display().to_string(),
+        source,
+    };
+    let mut stream = UnixStream::connect(socket).map_err(io)?;
+    stream.set_read_timeout(Some(timeout)).map_err(io)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io)?;
+    let mut line = serde_json::to_string(req).map_err(|e| io(e.into()))?;
+    line.push('\n');
+    stream.write_all(line.as_bytes()).map_err(io)?;
+    let mut reply = String::new();
+    BufReader::new(&stream).read_line(&mut reply).map_err(io)?;
+    let parsed: Reply = serde_json::from_str(reply.trim()).map_err(|_| AgentError::BadReply {
+        path: socket.display().to_string(),
+        reply: reply.trim().to_string(),
+    })?;
+    if !parsed.ok {
+        return Err(AgentError::Refused(
+            parsed.error.unwrap_or_else(|| "no reason given".into()),
+        ));
+    }
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_format_is_stable() {
+        let r = Request::Grow {
+            family: "v4".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"op":"grow","family":"v4"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::Status).unwrap(),
+            r#"{"op":"status"}"#
+        );
+        let reply: Reply = serde_json::from_str(r#"{"ok":true,"block":"10.244.0.64/26"}"#).unwrap();
+        assert_eq!(reply.block, Some("10.244.0.64/26".parse().unwrap()));
+    }
+
+    #[test]
+    fn missing_socket_is_an_io_error_naming_the_path() {
+        let err = ask(
+            Path::new("/nonexistent/weftd.sock"),
+            &Request::Status,
+            Duration::from_millis(100),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/weftd.sock"), "{err}");
+    }
+}
