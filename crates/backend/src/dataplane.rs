@@ -313,3 +313,17 @@ impl Dataplane {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// weftd moves the dataplane onto its own thread and its errors across threads.
+    #[test]
+    fn dataplane_is_send_and_errors_are_send_sync() {
+        fn send<T: Send>() {}
+        fn send_sync<T: Send + Sync + 'static>() {}
+        send::<Dataplane>();
+        send_sync::<Error>();
+    }
+}
