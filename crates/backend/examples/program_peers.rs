@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use nix::sched::{CloneFlags, unshare};
-use weft_backend::{Dataplane, Drift, Kind, Local, synthetic_peers};
+use weft_backend::{Dataplane, Drift, Kind, Local, Path, synthetic_peers};
 use weft_net::{Handle, IpNet, NetNs, VethSpec};
 
 fn main() -> ExitCode {
@@ -97,14 +97,14 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let again = t.elapsed();
 
     let t = Instant::now();
-    dp.upsert_peer(&joiner[0])?;
+    let join_path = dp.upsert_peer(&joiner[0])?;
     let join = t.elapsed();
 
     let t = Instant::now();
     let drift = dp.resync(peers)?;
     let resync = t.elapsed();
     // The joiner is not in the list: resync removes its entries.
-    let want_removed = if matches!(kind, Kind::HostGw) {
+    let want_removed = if join_path == Path::HostGw {
         joiner[0].blocks.len()
     } else {
         joiner[0].blocks.len() * 2 + 1
