@@ -1,5 +1,5 @@
 //! Kernel networking for Weft over netlink: network namespaces, links (bridge, veth,
-//! macvlan), addresses, routes, static neighbour/FDB entries and sysctls.
+//! macvlan, vxlan), addresses, routes, static neighbour/FDB entries and sysctls.
 //!
 //! **Owns:** every conversation with the kernel's routing netlink family, on a blocking
 //! socket with its own small request/ACK/dump loop (`socket::netlink`), and all uses of
@@ -17,9 +17,11 @@
 //!   links:  link_by_name, link_by_index, links, create_bridge, create_veth(VethSpec),
 //!           create_macvlan, set_up, set_down, set_master, set_mtu, set_mac, set_alias,
 //!           set_hairpin, delete_link, delete_link_by_name
+//!   vxlan:  create_vxlan(VxlanSpec), vxlan_by_name (link + VxlanParams, to adopt one)
 //!   addrs:  addr_add, addrs, addr_del
-//!   routes: route_add, route_replace, route_del, routes
-//!   neigh:  neigh_add, neigh_del, fdb_add, fdb_del (static entries for an overlay)
+//!   routes: route_add, route_replace, route_del, routes, routes_by_protocol
+//!   neigh:  neigh_add, neigh_del, fdb_add, fdb_del (static entries for an overlay),
+//!           neighbours, fdb_entries (per-device dumps)
 //! sysctl::{get, set}                        /proc/sys, in the calling thread's netns
 //! parse_mac / format_mac
 //! ```
@@ -34,6 +36,7 @@ pub mod netns;
 pub mod route;
 mod socket;
 pub mod sysctl;
+pub mod vxlan;
 
 pub use addr::Address;
 pub use error::{Error, Result};
@@ -41,5 +44,7 @@ pub use handle::Handle;
 pub use ipnet::IpNet;
 pub use link::{Link, VethOptions, VethSpec};
 pub use mac::{format_mac, parse_mac};
+pub use neigh::{FdbEntry, Neighbour};
 pub use netns::NetNs;
 pub use route::Route;
+pub use vxlan::{VxlanParams, VxlanSpec};

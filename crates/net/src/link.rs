@@ -50,7 +50,7 @@ pub struct Link {
 }
 
 impl Link {
-    fn from_message(msg: LinkMessage) -> Link {
+    pub(crate) fn from_message(msg: LinkMessage) -> Link {
         let mut link = Link {
             index: msg.header.index,
             name: String::new(),
@@ -113,11 +113,11 @@ pub struct VethOptions {
     pub up: bool,
 }
 
-fn skip_stats() -> LinkAttribute {
+pub(crate) fn skip_stats() -> LinkAttribute {
     LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats])
 }
 
-fn link_msg(index: u32, attributes: Vec<LinkAttribute>) -> LinkMessage {
+pub(crate) fn link_msg(index: u32, attributes: Vec<LinkAttribute>) -> LinkMessage {
     let mut msg = LinkMessage::default();
     msg.header.index = index;
     msg.attributes = attributes;

@@ -3,8 +3,10 @@
 //!
 //! Adds use create-or-replace semantics (`ip neigh replace`, `bridge fdb replace`): the
 //! agent converges to a desired state and must not trip over an entry it wrote before.
+//! Dumps are per device, filtered by the kernel, so an agent can read back what it wrote
+//! on its own device without walking the whole neighbour table.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
 use netlink_packet_route::AddressFamily;
@@ -17,6 +19,101 @@ use crate::error::Result;
 use crate::handle::Handle;
 use crate::mac::format_mac;
 use crate::socket::netlink::Op;
+
+/// NUD_PERMANENT: a static entry, never aged out or probed.
+const NUD_PERMANENT: u16 = 0x80;
+
+/// A neighbour (ARP/NDP) entry as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Neighbour {
+    pub index: u32,
+    pub ip: IpAddr,
+    /// `None` while unresolved (INCOMPLETE, FAILED).
+    pub mac: Option<[u8; 6]>,
+    /// The `NUD_*` state bits.
+    pub state: u16,
+}
+
+impl Neighbour {
+    /// A static entry (what [`Handle::neigh_add`] writes).
+    pub fn is_permanent(&self) -> bool {
+        self.state & NUD_PERMANENT != 0
+    }
+
+    fn from_message(msg: NeighbourMessage) -> Option<Neighbour> {
+        let mut ip = None;
+        let mut mac = None;
+        for attr in msg.attributes {
+            match attr {
+                NeighbourAttribute::Destination(a) => ip = ip_of(a),
+                NeighbourAttribute::LinkLayerAddress(m) => {
+                    mac = <[u8; 6]>::try_from(m.as_slice()).ok();
+                }
+                _ => {}
+            }
+        }
+        Some(Neighbour {
+            index: msg.header.ifindex,
+            ip: ip?,
+            mac,
+            state: msg.header.state.into(),
+        })
+    }
+}
+
+/// An FDB entry of a device's own table (NTF_SELF), as a VXLAN device reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FdbEntry {
+    pub index: u32,
+    pub mac: [u8; 6],
+    /// The remote VTEP; `None` for entries without one (a bridge's local addresses).
+    pub dst: Option<IpAddr>,
+    pub state: u16,
+}
+
+impl FdbEntry {
+    pub fn is_permanent(&self) -> bool {
+        self.state & NUD_PERMANENT != 0
+    }
+
+    fn from_message(msg: NeighbourMessage) -> Option<FdbEntry> {
+        let mut dst = None;
+        let mut mac = None;
+        for attr in msg.attributes {
+            match attr {
+                NeighbourAttribute::Destination(a) => dst = ip_of(a),
+                NeighbourAttribute::LinkLayerAddress(m) => {
+                    mac = <[u8; 6]>::try_from(m.as_slice()).ok();
+                }
+                _ => {}
+            }
+        }
+        Some(FdbEntry {
+            index: msg.header.ifindex,
+            mac: mac?,
+            dst,
+            state: msg.header.state.into(),
+        })
+    }
+}
+
+/// An AF_BRIDGE reply carries its NDA_DST as raw bytes; the length says the family.
+fn ip_of(a: NeighbourAddress) -> Option<IpAddr> {
+    match a {
+        NeighbourAddress::Inet(a) => Some(IpAddr::V4(a)),
+        NeighbourAddress::Inet6(a) => Some(IpAddr::V6(a)),
+        NeighbourAddress::Other(bytes) => match bytes.len() {
+            4 => <[u8; 4]>::try_from(bytes.as_slice())
+                .ok()
+                .map(|b| IpAddr::V4(Ipv4Addr::from(b))),
+            16 => <[u8; 16]>::try_from(bytes.as_slice())
+                .ok()
+                .map(|b| IpAddr::V6(Ipv6Addr::from(b))),
+            _ => None,
+        },
+        _ => None,
+    }
+}
 
 fn neigh_addr(ip: IpAddr) -> NeighbourAddress {
     match ip {
@@ -96,5 +193,49 @@ impl Handle {
             0,
             Op::new("RTM_DELNEIGH", &ctx).gone(&[libc::ENOENT]),
         )
+    }
+
+    /// The neighbour entries of one family on link `index` (all states).
+    pub fn neighbours(&mut self, index: u32, v6: bool) -> Result<Vec<Neighbour>> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = if v6 {
+            AddressFamily::Inet6
+        } else {
+            AddressFamily::Inet
+        };
+        // Strict checking wants the device filter as NDA_IFINDEX, not in the header.
+        msg.attributes.push(NeighbourAttribute::IfIndex(index));
+        let ctx = format!("dump dev #{index}");
+        let replies = self
+            .nl
+            .dump(Rt::GetNeighbour(msg), Op::new("RTM_GETNEIGH", &ctx))?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|m| match m {
+                Rt::NewNeighbour(m) => Neighbour::from_message(m),
+                _ => None,
+            })
+            .filter(|n| n.index == index && n.ip.is_ipv6() == v6)
+            .collect())
+    }
+
+    /// The FDB entries of device `index`'s own table (for a VXLAN device: MAC -> VTEP).
+    pub fn fdb_entries(&mut self, index: u32) -> Result<Vec<FdbEntry>> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Bridge;
+        // For AF_BRIDGE dumps the header's ifindex is the device filter.
+        msg.header.ifindex = index;
+        let ctx = format!("fdb dump dev #{index}");
+        let replies = self
+            .nl
+            .dump(Rt::GetNeighbour(msg), Op::new("RTM_GETNEIGH", &ctx))?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|m| match m {
+                Rt::NewNeighbour(m) => FdbEntry::from_message(m),
+                _ => None,
+            })
+            .filter(|e| e.index == index)
+            .collect())
     }
 }

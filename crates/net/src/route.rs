@@ -1,4 +1,8 @@
 //! Routes (RTM_NEWROUTE / RTM_DELROUTE / RTM_GETROUTE), unicast only.
+//!
+//! A route may carry an `rtm_protocol` number naming who installed it. An agent that
+//! tags its routes with its own number can dump exactly those (the kernel filters on it
+//! with strict checking) and delete them without touching anyone else's.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -37,6 +41,10 @@ pub struct Route {
     pub mtu: Option<u32>,
     /// Preferred source address (RTA_PREFSRC).
     pub src: Option<IpAddr>,
+    /// `rtm_protocol`: who installed the route. `None` writes `boot` (what `ip route`
+    /// uses), and on delete matches any protocol; `Some(p)` writes `p` and deletes only
+    /// a route carrying `p`. Routes read from the kernel always have it set.
+    pub protocol: Option<u8>,
 }
 
 impl Route {
@@ -52,6 +60,7 @@ impl Route {
             metric: None,
             mtu: None,
             src: None,
+            protocol: None,
         }
     }
 
@@ -72,6 +81,16 @@ impl Route {
 
     pub fn onlink(mut self) -> Route {
         self.onlink = true;
+        self
+    }
+
+    pub fn protocol(mut self, protocol: u8) -> Route {
+        self.protocol = Some(protocol);
+        self
+    }
+
+    pub fn metric(mut self, metric: u32) -> Route {
+        self.metric = Some(metric);
         self
     }
 
@@ -111,10 +130,14 @@ impl Route {
             // "Nowhere" and "unspec" are wildcards: delete matches whatever scope and
             // protocol the route was added with, as `ip route del` does.
             msg.header.scope = RouteScope::NoWhere;
-            msg.header.protocol = RouteProtocol::Unspec;
+            msg.header.protocol = self
+                .protocol
+                .map_or(RouteProtocol::Unspec, RouteProtocol::from);
         } else {
             msg.header.scope = RouteScope::from(self.scope);
-            msg.header.protocol = RouteProtocol::Boot;
+            msg.header.protocol = self
+                .protocol
+                .map_or(RouteProtocol::Boot, RouteProtocol::from);
         }
         if self.onlink {
             msg.header.flags = RouteFlags::Onlink;
@@ -150,6 +173,7 @@ impl Route {
         let mut route = Route::new(default_net(v6));
         route.scope = msg.header.scope.into();
         route.onlink = msg.header.flags.contains(RouteFlags::Onlink);
+        route.protocol = Some(msg.header.protocol.into());
         let mut table = u32::from(msg.header.table);
         for attr in msg.attributes {
             match attr {
@@ -211,6 +235,9 @@ fn describe(r: &Route) -> String {
     if let Some(t) = r.table {
         s.push_str(&format!(" table {t}"));
     }
+    if let Some(p) = r.protocol {
+        s.push_str(&format!(" proto {p}"));
+    }
     s
 }
 
@@ -248,6 +275,16 @@ impl Handle {
 
     /// The unicast routes of the main table for one address family.
     pub fn routes(&mut self, v6: bool) -> Result<Vec<Route>> {
+        self.dump_routes(v6, None)
+    }
+
+    /// The unicast routes of the main table for one address family that carry
+    /// `rtm_protocol` `protocol` — an agent's own routes, filtered by the kernel.
+    pub fn routes_by_protocol(&mut self, v6: bool, protocol: u8) -> Result<Vec<Route>> {
+        self.dump_routes(v6, Some(protocol))
+    }
+
+    fn dump_routes(&mut self, v6: bool, protocol: Option<u8>) -> Result<Vec<Route>> {
         let mut msg = RouteMessage::default();
         msg.header.address_family = if v6 {
             AddressFamily::Inet6
@@ -257,9 +294,16 @@ impl Handle {
         // Strict checking turns these header fields into kernel-side filters.
         msg.header.table = RouteHeader::RT_TABLE_MAIN;
         msg.header.kind = RouteType::Unicast;
+        if let Some(p) = protocol {
+            msg.header.protocol = RouteProtocol::from(p);
+        }
+        let ctx = match protocol {
+            Some(p) => format!("dump main protocol {p}"),
+            None => "dump main".to_owned(),
+        };
         let replies = self
             .nl
-            .dump(Rt::GetRoute(msg), Op::new("RTM_GETROUTE", "dump main"))?;
+            .dump(Rt::GetRoute(msg), Op::new("RTM_GETROUTE", &ctx))?;
         Ok(replies
             .into_iter()
             .filter_map(|m| match m {
@@ -267,6 +311,7 @@ impl Handle {
                 _ => None,
             })
             .filter(|r| r.table == Some(RT_TABLE_MAIN))
+            .filter(|r| protocol.is_none() || r.protocol == protocol)
             .collect())
     }
 }
