@@ -468,6 +468,17 @@ mod tests {
     }
 
     #[test]
+    fn serde_path_validates_too() {
+        assert!(serde_json::from_str::<ClusterConfig>("[]").is_err());
+        assert!(serde_json::from_str::<ClusterConfig>(r#"["10.0.0.0/8"]"#).is_err());
+        let e = serde_json::from_str::<ClusterConfig>(r#"{"cidrV4":"10.0.0.1/8"}"#).unwrap_err();
+        assert!(e.to_string().contains("did you mean 10.0.0.0/8"), "{e}");
+        let e =
+            serde_json::from_str::<ClusterConfig>(r#"{"cidrV4":"10.0.0.0/8","x":1}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown field `x`"), "{e}");
+    }
+
+    #[test]
     fn defaults_fill_omitted_keys() {
         let c = ClusterConfig::from_json(r#"{"cidrV6":"fd00::/48"}"#).unwrap();
         assert_eq!(c.cidr_v4, None);

@@ -29,6 +29,10 @@ use crate::{Datastore, LeaseId, Revision};
 
 use conn::Conn;
 
+/// Rounds a claim may lose: a round is lost only to a concurrent claim that succeeded, so
+/// this is far beyond any real contention (thousands of nodes starting at once).
+const CLAIM_ROUNDS: usize = 100_000;
+
 /// Keys per range request when listing: keeps every reply far below gRPC's 4 MiB limit,
 /// whatever the cluster size.
 const PAGE: i64 = 1000;
@@ -190,6 +194,11 @@ impl EtcdStore {
         if let Some(c) = self.cached_config() {
             return Ok(c);
         }
+        self.read_config().await
+    }
+
+    /// The config and its mod revision from etcd, refreshing the cache.
+    async fn read_config(&self) -> Result<(ClusterConfig, Revision), StoreError> {
         let key = self.inner.keys.config();
         let mut c = self.inner.conn.client();
         let resp = self
@@ -197,7 +206,10 @@ impl EtcdStore {
             .conn
             .call("read config", None, c.get(key.clone(), None))
             .await?;
-        let kv = resp.kvs().first().ok_or(StoreError::NoConfig)?;
+        let Some(kv) = resp.kvs().first() else {
+            self.set_cached_config(None);
+            return Err(StoreError::NoConfig);
+        };
         let cfg = parse_config(&key, kv.value())?;
         let entry = (cfg, kv.mod_revision());
         self.set_cached_config(Some(entry.clone()));
@@ -391,7 +403,7 @@ impl Datastore for EtcdStore {
     }
 
     async fn config(&self) -> Result<Option<ClusterConfig>, StoreError> {
-        match self.config_with_revision().await {
+        match self.read_config().await {
             Ok((c, _)) => Ok(Some(c)),
             Err(StoreError::NoConfig) => Ok(None),
             Err(e) => Err(e),
@@ -474,12 +486,17 @@ impl Datastore for EtcdStore {
     ) -> Result<IpNet, StoreError> {
         validate_node_name(node)?;
         // Each lost round means another writer claimed a block (or rewrote the config), so
-        // the loop ends at the latest when the CIDR is full.
-        loop {
+        // the loop ends at the latest when the CIDR is full; the cap only guards against a
+        // bug turning that into a spin.
+        for _ in 0..CLAIM_ROUNDS {
             if let Some(b) = self.claim_once(node, family, lease).await? {
                 return Ok(b);
             }
         }
+        Err(StoreError::Unavailable {
+            op: "claim_block",
+            detail: format!("lost {CLAIM_ROUNDS} races in a row for a free {family} block"),
+        })
     }
 
     async fn adopt_block(
