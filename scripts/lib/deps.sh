@@ -1,7 +1,9 @@
 # Shared by the set-up scripts: install what weft needs on a fresh Debian 12 machine.
 # Sourced, not executed.
 
-WEFT_APT_PACKAGES=(iproute2 iputils-ping nftables iptables containernetworking-plugins jq procps)
+# protobuf-compiler: building etcd-client; etcd-server, openssl: the datastore tests (weft-store).
+WEFT_APT_PACKAGES=(iproute2 iputils-ping nftables iptables containernetworking-plugins jq procps
+  protobuf-compiler etcd-server openssl)
 
 ensure_packages() {
   local missing=()
