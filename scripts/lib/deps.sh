@@ -4,7 +4,7 @@
 # protobuf-compiler: etcd-client's build script runs protoc. etcd-server: the datastore of the lab
 # and of the agent tests. iperf3: the throughput benchmark.
 WEFT_APT_PACKAGES=(iproute2 iputils-ping nftables iptables containernetworking-plugins jq procps
-  protobuf-compiler etcd-server iperf3 openssl)
+  protobuf-compiler etcd-server iperf3 sockperf openssl)
 
 ensure_packages() {
   local missing=()

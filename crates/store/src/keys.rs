@@ -1,0 +1,153 @@
+//! The etcd key layout under a prefix (default `/weft/v1`):
+//!
+//! | key | value | lease |
+//! |---|---|---|
+//! | `<prefix>/config` | [`crate::ClusterConfig`] JSON | none |
+//! | `<prefix>/nodes/<name>` | [`crate::NodeRecord`] JSON | the node's |
+//! | `<prefix>/blocks/<v4\|v6>/<cidr with '/' as '_'>` | the owner's node name, nothing else | the node's |
+//!
+//! A block key's value is only the owner's name so that compare-and-swap can compare it.
+
+use ipnet::IpNet;
+
+use crate::config::Family;
+
+pub const DEFAULT_PREFIX: &str = "/weft/v1";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Keys {
+    /// Ends without '/'.
+    prefix: String,
+}
+
+/// What a key under the prefix stands for.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum KeyKind {
+    Config,
+    Node(String),
+    Block(IpNet),
+    /// Under the prefix but not ours to interpret (including unparsable block names).
+    Other,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// Everything we own, with the trailing '/' (so `/weft/v1` does not match `/weft/v10`).
+    pub fn root(&self) -> String {
+        format!("{}/", self.prefix)
+    }
+
+    pub fn config(&self) -> String {
+        format!("{}/config", self.prefix)
+    }
+
+    pub fn node(&self, name: &str) -> String {
+        format!("{}/nodes/{name}", self.prefix)
+    }
+
+    pub fn blocks(&self, family: Family) -> String {
+        format!("{}/blocks/{}/", self.prefix, family.key())
+    }
+
+    pub fn block(&self, block: &IpNet) -> String {
+        format!(
+            "{}{}",
+            self.blocks(Family::of(block)),
+            block.to_string().replace('/', "_")
+        )
+    }
+
+    pub fn classify(&self, key: &[u8]) -> KeyKind {
+        let Ok(key) = std::str::from_utf8(key) else {
+            return KeyKind::Other;
+        };
+        let Some(rest) = key.strip_prefix(&self.root()) else {
+            return KeyKind::Other;
+        };
+        if rest == "config" {
+            return KeyKind::Config;
+        }
+        if let Some(name) = rest.strip_prefix("nodes/") {
+            return if name.is_empty() {
+                KeyKind::Other
+            } else {
+                KeyKind::Node(name.to_string())
+            };
+        }
+        for family in Family::ALL {
+            let Some(name) = rest
+                .strip_prefix("blocks/")
+                .and_then(|r| r.strip_prefix(family.key()))
+                .and_then(|r| r.strip_prefix('/'))
+            else {
+                continue;
+            };
+            return match parse_block_name(name) {
+                Some(net) if Family::of(&net) == family => KeyKind::Block(net),
+                _ => KeyKind::Other,
+            };
+        }
+        KeyKind::Other
+    }
+}
+
+fn parse_block_name(name: &str) -> Option<IpNet> {
+    let (addr, len) = name.rsplit_once('_')?;
+    let net: IpNet = format!("{addr}/{len}").parse().ok()?;
+    (net.trunc() == net).then_some(net)
+}
+
+/// The smallest key greater than every key starting with `prefix` (etcd's range end).
+pub(crate) fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // All 0xff: range to the end of the keyspace.
+    vec![0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_and_classification_round_trip() {
+        let k = Keys::new("/weft/v1/");
+        assert_eq!(k.config(), "/weft/v1/config");
+        assert_eq!(k.node("n1"), "/weft/v1/nodes/n1");
+        let b4: IpNet = "10.244.1.0/26".parse().unwrap();
+        let b6: IpNet = "fd00:10:244::40/122".parse().unwrap();
+        assert_eq!(k.block(&b4), "/weft/v1/blocks/v4/10.244.1.0_26");
+        assert_eq!(k.block(&b6), "/weft/v1/blocks/v6/fd00:10:244::40_122");
+        assert_eq!(k.classify(k.config().as_bytes()), KeyKind::Config);
+        assert_eq!(k.classify(b"/weft/v1/nodes/n1"), KeyKind::Node("n1".into()));
+        assert_eq!(k.classify(k.block(&b4).as_bytes()), KeyKind::Block(b4));
+        assert_eq!(k.classify(k.block(&b6).as_bytes()), KeyKind::Block(b6));
+        for other in [
+            &b"/weft/v10/config"[..],
+            b"/weft/v1/blocks/v6/10.244.1.0_26",
+            b"/weft/v1/blocks/v4/10.244.1.1_26",
+            b"/weft/v1/blocks/v4/garbage",
+            b"/weft/v1/nodes/",
+            b"/weft/v1/what",
+            b"\xff",
+        ] {
+            assert_eq!(k.classify(other), KeyKind::Other, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn range_end() {
+        assert_eq!(prefix_end("/a/"), b"/a0".to_vec());
+        assert_eq!(prefix_end("a\u{7f}"), b"a\x80".to_vec());
+    }
+}

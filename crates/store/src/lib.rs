@@ -1,0 +1,252 @@
+//! Weft's cluster datastore: the cluster config (pod CIDRs, block sizes, backend), node
+//! records and block ownership, behind one interface ([`Datastore`]) with two
+//! implementations: [`EtcdStore`] (etcd v3, many nodes, leases and compare-and-swap) and
+//! [`LocalStore`] (one node, one JSON file, no server).
+//!
+//! Owns: the config model and its validation ([`ClusterConfig`]), the node/block model, the
+//! key layout in etcd, block enumeration and claiming, lease handling, watches.
+//!
+//! Must not: touch the kernel or the network configuration, know about CNI or the plugin,
+//! or be linked into the plugin binaries (it pulls in tokio and gRPC). It decides nothing
+//! about routing: it reports who owns what, and the agent acts on it.
+//!
+//! The safety property everything here serves: a block has at most one owner at a time,
+//! and a block is handed out again only once the datastore itself has dropped the old
+//! owner's key (its lease expired or was revoked, or the owner released it). Every write
+//! that can race is a single transaction; every etcd request is bounded by a timeout.
+
+mod blocks;
+mod config;
+mod error;
+mod etcd;
+mod keys;
+mod local;
+mod model;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use tokio::sync::mpsc;
+
+pub use config::{
+    BackendKind, ClusterConfig, DEFAULT_BLOCK_SIZE_V4, DEFAULT_BLOCK_SIZE_V6, DEFAULT_VXLAN_PORT,
+    DEFAULT_VXLAN_VNI, Family, MAX_VNI,
+};
+pub use error::{ConfigError, StoreError};
+pub use etcd::{EtcdOptions, EtcdStore, TlsFiles};
+pub use keys::DEFAULT_PREFIX;
+pub use local::LocalStore;
+pub use model::{BlockOwner, NodeRecord, Snapshot, WatchEvent, validate_node_name};
+
+/// An etcd lease id (the local store numbers its own from 1).
+pub type LeaseId = i64;
+/// A datastore revision: every write increases it.
+pub type Revision = i64;
+
+/// The cluster datastore. All methods are safe to call concurrently, from many processes.
+/// Methods that take a node name validate it ([`validate_node_name`]) and write nothing
+/// when it is invalid.
+pub trait Datastore: Send + Sync + 'static {
+    /// Store `cfg` if no config exists (transaction); if one exists, equal → Ok(existing),
+    /// different → ConfigConflict. Nothing written on error.
+    fn init_config(
+        &self,
+        cfg: &ClusterConfig,
+    ) -> impl Future<Output = Result<ClusterConfig, StoreError>> + Send;
+
+    fn config(&self) -> impl Future<Output = Result<Option<ClusterConfig>, StoreError>> + Send;
+
+    /// A lease of at least `ttl` (whole seconds, rounded up; etcd may grant more).
+    fn grant_lease(
+        &self,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<LeaseId, StoreError>> + Send;
+
+    /// One keep-alive round trip; Ok(remaining ttl); LeaseNotFound when it expired.
+    fn keep_alive(
+        &self,
+        lease: LeaseId,
+    ) -> impl Future<Output = Result<Duration, StoreError>> + Send;
+
+    /// Revoking a lease that is already gone succeeds.
+    fn revoke_lease(&self, lease: LeaseId) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Node record attached to `lease` (disappears when the lease expires).
+    fn put_node(
+        &self,
+        rec: &NodeRecord,
+        lease: LeaseId,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Claim the first free block of `family` for `node`, attached to `lease`, by
+    /// compare-and-swap (create-if-absent); retry on a lost race; NoFreeBlock when the CIDR
+    /// is full.
+    fn claim_block(
+        &self,
+        node: &str,
+        family: Family,
+        lease: LeaseId,
+    ) -> impl Future<Output = Result<IpNet, StoreError>> + Send;
+
+    /// Re-attach a block this node held (e.g. after restart / new lease): succeeds if the
+    /// block key is absent or already owned by `node` (then re-put with `lease`), NotOwner
+    /// otherwise. CAS. InvalidBlock if `block` is not one of the cluster's blocks.
+    fn adopt_block(
+        &self,
+        node: &str,
+        block: IpNet,
+        lease: LeaseId,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Delete the block key only if owned by `node` (CAS). Ok if it is already absent.
+    fn release_block(
+        &self,
+        node: &str,
+        block: IpNet,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Config, nodes and blocks at one revision. Unreadable node records are left out
+    /// (watch reports them as deleted); an unreadable config is `Corrupt`.
+    fn snapshot(&self) -> impl Future<Output = Result<Snapshot, StoreError>> + Send;
+
+    /// Events after `from` (snapshot().revision). Runs a background task; on watch failure
+    /// it reconnects (with backoff, forever) and sends Resync. Channel closes only when the
+    /// store is dropped (or the receiver is).
+    fn watch(
+        &self,
+        from: Revision,
+    ) -> impl Future<Output = Result<mpsc::Receiver<WatchEvent>, StoreError>> + Send;
+}
+
+/// Either store, chosen at run time from the agent's configuration.
+#[derive(Clone)]
+pub enum AnyStore {
+    Etcd(EtcdStore),
+    Local(LocalStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            AnyStore::Etcd($s) => $e,
+            AnyStore::Local($s) => $e,
+        }
+    };
+}
+
+impl Datastore for AnyStore {
+    async fn init_config(&self, cfg: &ClusterConfig) -> Result<ClusterConfig, StoreError> {
+        dispatch!(self, s => s.init_config(cfg).await)
+    }
+    async fn config(&self) -> Result<Option<ClusterConfig>, StoreError> {
+        dispatch!(self, s => s.config().await)
+    }
+    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
+        dispatch!(self, s => s.grant_lease(ttl).await)
+    }
+    async fn keep_alive(&self, lease: LeaseId) -> Result<Duration, StoreError> {
+        dispatch!(self, s => s.keep_alive(lease).await)
+    }
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
+        dispatch!(self, s => s.revoke_lease(lease).await)
+    }
+    async fn put_node(&self, rec: &NodeRecord, lease: LeaseId) -> Result<(), StoreError> {
+        dispatch!(self, s => s.put_node(rec, lease).await)
+    }
+    async fn claim_block(
+        &self,
+        node: &str,
+        family: Family,
+        lease: LeaseId,
+    ) -> Result<IpNet, StoreError> {
+        dispatch!(self, s => s.claim_block(node, family, lease).await)
+    }
+    async fn adopt_block(
+        &self,
+        node: &str,
+        block: IpNet,
+        lease: LeaseId,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.adopt_block(node, block, lease).await)
+    }
+    async fn release_block(&self, node: &str, block: IpNet) -> Result<(), StoreError> {
+        dispatch!(self, s => s.release_block(node, block).await)
+    }
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        dispatch!(self, s => s.snapshot().await)
+    }
+    async fn watch(&self, from: Revision) -> Result<mpsc::Receiver<WatchEvent>, StoreError> {
+        dispatch!(self, s => s.watch(from).await)
+    }
+}
+
+/// A shared store is a store, so the agent can hand one to several tasks.
+impl<T: Datastore> Datastore for Arc<T> {
+    fn init_config(
+        &self,
+        cfg: &ClusterConfig,
+    ) -> impl Future<Output = Result<ClusterConfig, StoreError>> + Send {
+        (**self).init_config(cfg)
+    }
+    fn config(&self) -> impl Future<Output = Result<Option<ClusterConfig>, StoreError>> + Send {
+        (**self).config()
+    }
+    fn grant_lease(
+        &self,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<LeaseId, StoreError>> + Send {
+        (**self).grant_lease(ttl)
+    }
+    fn keep_alive(
+        &self,
+        lease: LeaseId,
+    ) -> impl Future<Output = Result<Duration, StoreError>> + Send {
+        (**self).keep_alive(lease)
+    }
+    fn revoke_lease(&self, lease: LeaseId) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).revoke_lease(lease)
+    }
+    fn put_node(
+        &self,
+        rec: &NodeRecord,
+        lease: LeaseId,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).put_node(rec, lease)
+    }
+    fn claim_block(
+        &self,
+        node: &str,
+        family: Family,
+        lease: LeaseId,
+    ) -> impl Future<Output = Result<IpNet, StoreError>> + Send {
+        (**self).claim_block(node, family, lease)
+    }
+    fn adopt_block(
+        &self,
+        node: &str,
+        block: IpNet,
+        lease: LeaseId,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).adopt_block(node, block, lease)
+    }
+    fn release_block(
+        &self,
+        node: &str,
+        block: IpNet,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).release_block(node, block)
+    }
+    fn snapshot(&self) -> impl Future<Output = Result<Snapshot, StoreError>> + Send {
+        (**self).snapshot()
+    }
+    fn watch(
+        &self,
+        from: Revision,
+    ) -> impl Future<Output = Result<mpsc::Receiver<WatchEvent>, StoreError>> + Send {
+        (**self).watch(from)
+    }
+}
