@@ -435,7 +435,7 @@ fn node_del(names: &Names, given: &str, graceful: bool) -> Result<()> {
         libc::SIGKILL
     };
     let owner = owner(names)?;
-    node::stop(names, &owner, &node, signal);
+    let killed = node::stop(names, &owner, &node, signal);
     // Its pods die with it: their cables end in the node's namespace.
     let pod_ns: Vec<String> = state
         .pods
@@ -463,10 +463,12 @@ fn node_del(names: &Names, given: &str, graceful: bool) -> Result<()> {
     state.pods.retain(|p| p.node != node);
     state.nodes.retain(|n| n.name != node);
     state.save(names)?;
-    println!(
-        "node {node}: removed (weftd killed with {}, {pods} pod(s) gone)",
-        if graceful { "SIGTERM" } else { "SIGKILL" }
-    );
+    let how = match (killed, graceful) {
+        (false, _) => "no weftd was running",
+        (true, false) => "weftd killed with SIGKILL",
+        (true, true) => "weftd stopped with SIGTERM",
+    };
+    println!("node {node}: removed ({how}; {pods} pod(s) gone)");
     Ok(())
 }
 
