@@ -142,15 +142,16 @@ fn underlay_nodes_check_and_down() {
     let (ok, report) = lab.check_json();
     assert!(ok, "{report:#}");
     let cells = cells(&report);
-    // 3 nodes × (2 peers + outside) × 2 families.
-    assert_eq!(cells.len(), 18, "{report:#}");
+    // 3 nodes × (2 peers + outside) × 2 families × TCP and UDP.
+    assert_eq!(cells.len(), 36, "{report:#}");
+    assert_eq!(cells.iter().filter(|c| c["proto"] == "udp").count(), 18);
     assert!(
         cells
             .iter()
             .all(|c| c["section"] == "underlay" && c["ok"] == true)
     );
     let text_report = lab.ok(&["check"], &[]);
-    assert!(text_report.contains("check: all 18 ok"), "{text_report}");
+    assert!(text_report.contains("check: all 36 ok"), "{text_report}");
 
     lab.ok(&["down"], &[]);
     lab.assert_gone();

@@ -77,7 +77,7 @@ fn three_node_lab(backend: &str) {
         })
         .collect();
     let outside = section(&report, "pod-outside");
-    assert_eq!(outside.len(), 12);
+    assert_eq!(outside.len(), 6 * 2 * 2);
     for cell in outside {
         let node = &pods[cell["from"].as_str().unwrap()];
         let seen = cell["seen"].as_str().unwrap();

@@ -11,7 +11,7 @@ use weft_net::NetNs;
 
 use super::error::{LabError, Result};
 use super::names::Names;
-use super::probe::{self, Cell, Family, Place, Probe, Section};
+use super::probe::{self, Cell, Family, Place, Probe, Proto, Section};
 use super::state::State;
 use super::topology::{OUTSIDE_V4, OUTSIDE_V6};
 use crate::netns;
@@ -101,7 +101,7 @@ pub fn run(names: &Names, state: &State, timeout: Duration) -> Result<Report> {
     let of =
         |addrs: &[IpAddr], family: Family| addrs.iter().copied().find(|a| Family::of(*a) == family);
     let families = [Family::V4, Family::V6];
-    let mut probes = Vec::new();
+    let mut probes: Vec<Probe> = Vec::new();
     for &(from, ref src) in &nodes {
         for family in families {
             let Some(src_addr) = of(src, family) else {
@@ -114,6 +114,7 @@ pub fn run(names: &Names, state: &State, timeout: Duration) -> Result<Report> {
                 if let Some(dst) = of(dst, family) {
                     probes.push(Probe {
                         section: Section::Underlay,
+                        proto: Proto::Tcp,
                         from,
                         to,
                         dst,
@@ -124,6 +125,7 @@ pub fn run(names: &Names, state: &State, timeout: Duration) -> Result<Report> {
             if let Some(dst) = of(&outside_addrs, family) {
                 probes.push(Probe {
                     section: Section::Underlay,
+                    proto: Proto::Tcp,
                     from,
                     to: outside,
                     dst,
@@ -141,6 +143,7 @@ pub fn run(names: &Names, state: &State, timeout: Duration) -> Result<Report> {
                 if let Some(dst) = of(dst, family) {
                     probes.push(Probe {
                         section: Section::PodPod,
+                        proto: Proto::Tcp,
                         from,
                         to,
                         dst,
@@ -151,6 +154,7 @@ pub fn run(names: &Names, state: &State, timeout: Duration) -> Result<Report> {
             if let Some(dst) = of(&outside_addrs, family) {
                 probes.push(Probe {
                     section: Section::PodOutside,
+                    proto: Proto::Tcp,
                     from,
                     to: outside,
                     dst,
@@ -163,6 +167,7 @@ pub fn run(names: &Names, state: &State, timeout: Duration) -> Result<Report> {
                 if let Some(dst) = of(dst, family) {
                     probes.push(Probe {
                         section: Section::NodePod,
+                        proto: Proto::Tcp,
                         from,
                         to,
                         dst,
@@ -173,6 +178,15 @@ pub fn run(names: &Names, state: &State, timeout: Duration) -> Result<Report> {
         }
     }
 
+    // Every path once over TCP and once over UDP.
+    let udp: Vec<Probe> = probes
+        .iter()
+        .map(|p| Probe {
+            proto: Proto::Udp,
+            ..p.clone()
+        })
+        .collect();
+    probes.extend(udp);
     let cells = probe::run(&places, &probes, timeout)?;
     let order = places.iter().map(|p| p.name.clone()).collect();
     let failed = cells.iter().filter(|c| !c.ok).count();
@@ -226,9 +240,20 @@ impl Report {
             let pods: Vec<&str> = outside.iter().map(|c| c.from.as_str()).collect();
             for pod in in_order(&pods, &self.order) {
                 let mut line = format!("  {pod:<width$}");
-                for c in rows.get(pod).into_iter().flatten() {
-                    let seen = c.seen.map_or_else(|| "-".to_owned(), |s| s.to_string());
-                    let _ = write!(line, "  {} {} {seen}", c.family.label(), mark(c));
+                let cells = rows.get(pod).map(Vec::as_slice).unwrap_or_default();
+                for family in [Family::V4, Family::V6] {
+                    let of_family: Vec<&&Cell> =
+                        cells.iter().filter(|c| c.family == family).collect();
+                    if of_family.is_empty() {
+                        continue;
+                    }
+                    let ok = of_family.iter().all(|c| c.ok);
+                    let seen = of_family
+                        .iter()
+                        .find_map(|c| c.seen)
+                        .map_or_else(|| "-".to_owned(), |s| s.to_string());
+                    let m = if ok { "✓" } else { "✗" };
+                    let _ = write!(line, "  {} {m} {seen}", family.label());
                 }
                 let _ = writeln!(out, "{}", line.trim_end());
             }
@@ -240,9 +265,10 @@ impl Report {
             for c in failures {
                 let _ = writeln!(
                     out,
-                    "  ✗ {} {} {} → {} ({}): {} [{} attempts, {} ms]",
+                    "  ✗ {} {} {} {} → {} ({}): {} [{} attempts, {} ms]",
                     section_label(c.section),
                     c.family.label(),
+                    proto_label(c.proto),
                     c.from,
                     c.to,
                     c.dst,
@@ -289,8 +315,11 @@ fn section_label(s: Section) -> &'static str {
     }
 }
 
-fn mark(c: &Cell) -> &'static str {
-    if c.ok { "✓" } else { "✗" }
+fn proto_label(p: Proto) -> &'static str {
+    match p {
+        Proto::Tcp => "TCP",
+        Proto::Udp => "UDP",
+    }
 }
 
 /// `names` without repeats, in the order of `order` (unknown names last).
@@ -315,10 +344,13 @@ fn matrix(out: &mut String, title: &str, cells: &[&Cell], order: &[String]) {
         &cells.iter().map(|c| c.to.as_str()).collect::<Vec<_>>(),
         order,
     );
-    let lookup: BTreeMap<(&str, &str), &Cell> = cells
-        .iter()
-        .map(|c| ((c.from.as_str(), c.to.as_str()), *c))
-        .collect();
+    // TCP and UDP of one pair share a grid cell: ✓ only when both got through.
+    let mut lookup: BTreeMap<(&str, &str), bool> = BTreeMap::new();
+    for c in cells {
+        *lookup
+            .entry((c.from.as_str(), c.to.as_str()))
+            .or_insert(true) &= c.ok;
+    }
     let row_w = rows.iter().map(|r| r.len()).max().unwrap_or(0);
     let col_w = cols.iter().map(|c| c.len()).max().unwrap_or(1).max(1);
     let _ = writeln!(out, "{title}:");
@@ -330,7 +362,11 @@ fn matrix(out: &mut String, title: &str, cells: &[&Cell], order: &[String]) {
     for r in &rows {
         let mut line = format!("  {r:<row_w$}");
         for c in &cols {
-            let m = lookup.get(&(*r, *c)).map_or("·", |cell| mark(cell));
+            let m = match lookup.get(&(*r, *c)) {
+                None => "·",
+                Some(true) => "✓",
+                Some(false) => "✗",
+            };
             let _ = write!(line, "  {m:>col_w$}");
         }
         let _ = writeln!(out, "{line}");
@@ -345,6 +381,7 @@ mod tests {
     fn cell(from: &str, to: &str, ok: bool) -> Cell {
         Cell {
             section: Section::PodPod,
+            proto: Proto::Tcp,
             family: Family::V4,
             from: from.to_owned(),
             to: to.to_owned(),
@@ -380,7 +417,7 @@ mod tests {
         assert!(text.contains("  a    ✓   ✗"), "{text}");
         assert!(text.contains("  bb   ✓   ·"), "{text}");
         assert!(
-            text.contains("✗ pod→pod IPv4 a → bb (10.0.0.1): connection timed out"),
+            text.contains("✗ pod→pod IPv4 TCP a → bb (10.0.0.1): connection timed out"),
             "{text}"
         );
         assert!(

@@ -1,20 +1,22 @@
 //! `lab check`: reachability with real packets, in-process.
 //!
-//! Every place (node, pod, the outside) gets one TCP listener on an ephemeral port, bound
-//! inside its namespace on `[::]` (dual-stack: IPv4 peers arrive as v4-mapped addresses).
-//! A socket belongs to the namespace it was made in, so one thread serves them all with
-//! `poll(2)`; for each connection it writes back the source address it saw and closes.
-//! A probe is a thread entering the source namespace (`NetNs::run`) and connecting with a
-//! short timeout, retrying until the cell's deadline: a freshly made pod or a neighbour entry
-//! still resolving is not a failure, a path that stays broken is. Probes run in parallel on
-//! a bounded pool, so a whole matrix costs about one round trip per cell when all is well.
+//! Every place (node, pod, the outside) gets a TCP listener and a UDP socket on ephemeral
+//! ports, bound inside its namespace on `[::]` (dual-stack: IPv4 peers arrive as v4-mapped
+//! addresses). A socket belongs to the namespace it was made in, so one thread serves them
+//! all with `poll(2)`: to each TCP connection and each UDP datagram it answers with the
+//! source address it saw. A probe is a thread entering the source namespace (`NetNs::run`)
+//! and connecting (TCP) or sending (UDP) with a short timeout, retrying until the cell's
+//! deadline: a freshly made pod or a neighbour entry still resolving is not a failure, a
+//! path that stays broken is. Probes run in parallel on a bounded pool, so a whole matrix
+//! costs about one round trip per cell when all is well. UDP next to TCP because masquerade
+//! and conntrack treat them separately.
 //!
 //! What a cell asserts besides "connected": pod → pod sees the source pod's own address (no
 //! NAT inside the cluster); pod → outside sees the source node's underlay address
 //! (masquerade); the outside has no route to pod CIDRs, so nothing else could work.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -31,6 +33,15 @@ const MAX_WORKERS: usize = 32;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause between attempts of one cell.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// How long a UDP probe waits for its answer before sending again.
+const UDP_WAIT: Duration = Duration::from_millis(300);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Family {
@@ -78,6 +89,7 @@ pub struct Place {
 #[derive(Debug, Clone)]
 pub struct Probe {
     pub section: Section,
+    pub proto: Proto,
     pub from: usize,
     pub to: usize,
     pub dst: IpAddr,
@@ -89,6 +101,7 @@ pub struct Probe {
 #[derive(Debug, Clone, Serialize)]
 pub struct Cell {
     pub section: Section,
+    pub proto: Proto,
     pub family: Family,
     pub from: String,
     pub to: String,
@@ -104,41 +117,53 @@ pub struct Cell {
 
 /// Runs `probes` between `places`, each retried for up to `timeout`.
 pub fn run(places: &[Place], probes: &[Probe], timeout: Duration) -> Result<Vec<Cell>> {
-    let listeners = places
-        .iter()
-        .map(|p| {
-            p.ns.run(|| TcpListener::bind("[::]:0"))
-                .map_err(LabError::net(format!(
-                    "entering netns {}",
-                    p.ns.path().display()
-                )))?
-                .and_then(|l| l.set_nonblocking(true).map(|()| l))
-                .map_err(LabError::io(format!("listening in {}", p.name)))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let ports = listeners
-        .iter()
-        .zip(places)
-        .map(|(l, p)| {
-            l.local_addr()
-                .map(|a| a.port())
-                .map_err(LabError::io(format!("listener of {}", p.name)))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let mut tcp = Vec::with_capacity(places.len());
+    let mut udp = Vec::with_capacity(places.len());
+    for p in places {
+        let what = || format!("listening in {}", p.name);
+        let (t, u) =
+            p.ns.run(|| {
+                Ok::<_, std::io::Error>((TcpListener::bind("[::]:0")?, UdpSocket::bind("[::]:0")?))
+            })
+            .map_err(LabError::net(format!(
+                "entering netns {}",
+                p.ns.path().display()
+            )))?
+            .map_err(LabError::io(what()))?;
+        t.set_nonblocking(true).map_err(LabError::io(what()))?;
+        u.set_nonblocking(true).map_err(LabError::io(what()))?;
+        tcp.push(t);
+        udp.push(u);
+    }
+    let port = |addr: std::io::Result<SocketAddr>, name: &str| {
+        addr.map(|a| a.port())
+            .map_err(LabError::io(format!("listener of {name}")))
+    };
+    let mut ports = Vec::with_capacity(places.len());
+    for ((t, u), p) in tcp.iter().zip(&udp).zip(places) {
+        ports.push((
+            port(t.local_addr(), &p.name)?,
+            port(u.local_addr(), &p.name)?,
+        ));
+    }
 
     let stop = AtomicBool::new(false);
     let next = AtomicUsize::new(0);
     let cells: Mutex<Vec<Option<Cell>>> = Mutex::new(vec![None; probes.len()]);
     let workers = probes.len().clamp(1, MAX_WORKERS);
     std::thread::scope(|scope| {
-        scope.spawn(|| serve(&listeners, &stop));
+        scope.spawn(|| serve(&tcp, &udp, &stop));
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 scope.spawn(|| {
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(probe) = probes.get(i) else { break };
-                        let port = ports[probe.to];
+                        let (tcp_port, udp_port) = ports[probe.to];
+                        let port = match probe.proto {
+                            Proto::Tcp => tcp_port,
+                            Proto::Udp => udp_port,
+                        };
                         let cell = run_one(places, probe, port, timeout);
                         if let Ok(mut cells) = cells.lock() {
                             cells[i] = Some(cell);
@@ -159,6 +184,7 @@ pub fn run(places: &[Place], probes: &[Probe], timeout: Duration) -> Result<Vec<
         .map(|(cell, probe)| {
             cell.unwrap_or_else(|| Cell {
                 section: probe.section,
+                proto: probe.proto,
                 family: Family::of(probe.dst),
                 from: places[probe.from].name.clone(),
                 to: places[probe.to].name.clone(),
@@ -174,16 +200,20 @@ pub fn run(places: &[Place], probes: &[Probe], timeout: Duration) -> Result<Vec<
         .collect())
 }
 
-/// Accepts on every listener until `stop`; answers each connection with the peer address.
-fn serve(listeners: &[TcpListener], stop: &AtomicBool) {
-    let mut fds: Vec<libc::pollfd> = listeners
+/// Answers on every socket until `stop`: each TCP connection and each UDP datagram gets the
+/// peer's address back.
+fn serve(tcp: &[TcpListener], udp: &[UdpSocket], stop: &AtomicBool) {
+    let mut fds: Vec<libc::pollfd> = tcp
         .iter()
-        .map(|l| libc::pollfd {
-            fd: l.as_raw_fd(),
+        .map(AsRawFd::as_raw_fd)
+        .chain(udp.iter().map(AsRawFd::as_raw_fd))
+        .map(|fd| libc::pollfd {
+            fd,
             events: libc::POLLIN,
             revents: 0,
         })
         .collect();
+    let mut buf = [0u8; 64];
     while !stop.load(Ordering::Relaxed) {
         let nfds = libc::nfds_t::try_from(fds.len()).unwrap_or(0);
         // SAFETY: `fds` is a valid array of `nfds` pollfds for the duration of the call.
@@ -191,15 +221,22 @@ fn serve(listeners: &[TcpListener], stop: &AtomicBool) {
         if n <= 0 {
             continue;
         }
-        for (pfd, listener) in fds.iter_mut().zip(listeners) {
+        for (i, pfd) in fds.iter_mut().enumerate() {
             if pfd.revents == 0 {
                 continue;
             }
             pfd.revents = 0;
-            while let Ok((mut stream, peer)) = listener.accept() {
-                let seen = peer.ip().to_canonical();
-                // A few bytes into a fresh socket's empty buffer: this write cannot block.
-                let _ = stream.write_all(format!("{seen}\n").as_bytes());
+            if let Some(listener) = tcp.get(i) {
+                while let Ok((mut stream, peer)) = listener.accept() {
+                    let seen = peer.ip().to_canonical();
+                    // A few bytes into a fresh socket's empty buffer: this write cannot block.
+                    let _ = stream.write_all(format!("{seen}\n").as_bytes());
+                }
+            } else if let Some(socket) = udp.get(i - tcp.len()) {
+                while let Ok((_, peer)) = socket.recv_from(&mut buf) {
+                    let seen = peer.ip().to_canonical();
+                    let _ = socket.send_to(format!("{seen}\n").as_bytes(), peer);
+                }
             }
         }
     }
@@ -216,13 +253,12 @@ fn run_one(places: &[Place], probe: &Probe, port: u16, timeout: Duration) -> Cel
     loop {
         attempts += 1;
         let left = deadline.saturating_duration_since(Instant::now());
+        let wait = left.clamp(Duration::from_millis(50), CONNECT_TIMEOUT);
         let outcome = src
             .ns
-            .run(|| {
-                connect_and_read(
-                    target,
-                    left.clamp(Duration::from_millis(50), CONNECT_TIMEOUT),
-                )
+            .run(|| match probe.proto {
+                Proto::Tcp => connect_and_read(target, wait),
+                Proto::Udp => send_and_receive(target, wait.min(UDP_WAIT)),
             })
             .map_err(|e| e.to_string())
             .and_then(|r| r);
@@ -245,6 +281,7 @@ fn run_one(places: &[Place], probe: &Probe, port: u16, timeout: Duration) -> Cel
     }
     Cell {
         section: probe.section,
+        proto: probe.proto,
         family: Family::of(probe.dst),
         from: src.name.clone(),
         to: places[probe.to].name.clone(),
@@ -268,6 +305,30 @@ fn connect_and_read(target: SocketAddr, timeout: Duration) -> std::result::Resul
     stream
         .read_to_string(&mut reply)
         .map_err(|e| format!("reading the reply: {e}"))?;
+    reply
+        .trim()
+        .parse()
+        .map_err(|_| format!("unexpected reply {:?}", reply.trim()))
+}
+
+/// Sends one datagram, reads the address the other end saw.
+fn send_and_receive(target: SocketAddr, wait: Duration) -> std::result::Result<IpAddr, String> {
+    let local: SocketAddr = match target {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = UdpSocket::bind(local).map_err(|e| e.to_string())?;
+    socket.connect(target).map_err(|e| e.to_string())?;
+    socket
+        .set_read_timeout(Some(wait))
+        .map_err(|e| e.to_string())?;
+    socket.send(b"probe").map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 64];
+    let n = socket.recv(&mut buf).map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => "no answer".to_owned(),
+        _ => e.to_string(),
+    })?;
+    let reply = String::from_utf8_lossy(&buf[..n]);
     reply
         .trim()
         .parse()

@@ -184,6 +184,16 @@ pub fn ensure_underlay(names: &Names, opts: &Options) -> Result<()> {
     let ul = open(&ul_name)?;
     let out = open(&out_name)?;
     sysctls(&ul, &ul_name, &forwarding(opts.ipv6))?;
+    if opts.ipv6 {
+        // No DAD on the router's and the outside's links (link-local addresses included):
+        // the first IPv6 packets to the outside would otherwise wait out the DAD timer.
+        let no_dad = [
+            ("net/ipv6/conf/default/accept_dad", "0"),
+            ("net/ipv6/conf/all/accept_dad", "0"),
+        ];
+        sysctls(&ul, &ul_name, &no_dad)?;
+        sysctls(&out, &out_name, &no_dad)?;
+    }
     let mut h = handle_in(&ul, &ul_name)?;
 
     for (seg, mtu) in (0u32..).zip(&opts.mtus) {
