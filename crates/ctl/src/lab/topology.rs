@@ -307,8 +307,14 @@ pub fn ensure_node(names: &Names, opts: &Options, node: &Node) -> Result<()> {
     let mtu = opts.mtus.get(node.segment as usize).copied();
 
     let mut h = handle_in(&ul, &ul_name)?;
+    let mut n = handle_in(&ns, &node_ns)?;
     let port = router_port(node.index);
-    if link_index(&mut h, &port, &ul_name)?.is_none() {
+    if link_index(&mut n, UPLINK, &node_ns)?.is_none() {
+        // A router port without its node end belongs to a node namespace that was deleted
+        // (the kernel tears the pair down a moment later): replace it.
+        h.delete_link_by_name(&port).map_err(LabError::net(format!(
+            "removing the stale {port} in {ul_name}"
+        )))?;
         let br_name = bridge(node.segment);
         let br = link_index(&mut h, &br_name, &ul_name)?.ok_or_else(|| LabError::Net {
             what: format!("bridge {br_name} in {ul_name}"),
@@ -334,7 +340,6 @@ pub fn ensure_node(names: &Names, opts: &Options, node: &Node) -> Result<()> {
             )))?;
     }
 
-    let mut n = handle_in(&ns, &node_ns)?;
     let eth0 = uplink(&mut n, &node_ns)?;
     up(&mut n, eth0, UPLINK, &node_ns)?;
     add_addr(&mut n, eth0, net(node.address4, 24), &node_ns, UPLINK)?;
