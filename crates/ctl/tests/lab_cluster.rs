@@ -55,14 +55,20 @@ fn three_node_lab(backend: &str) {
 
     let (ok, report) = lab.check_json();
     assert!(ok, "{report:#}");
-    // 6 pods × 6 pods × 2 families.
+    // 6 pods × 6 pods × 2 families × TCP and UDP.
     let pod_pod = section(&report, "pod-pod");
-    assert_eq!(pod_pod.len(), 72, "{report:#}");
+    assert_eq!(pod_pod.len(), 144, "{report:#}");
     for family in ["ipv4", "ipv6"] {
-        assert_eq!(pod_pod.iter().filter(|c| c["family"] == family).count(), 36);
+        for proto in ["tcp", "udp"] {
+            let n = pod_pod
+                .iter()
+                .filter(|c| c["family"] == family && c["proto"] == proto)
+                .count();
+            assert_eq!(n, 36, "{family} {proto}");
+        }
     }
     // Nodes reach every pod.
-    assert_eq!(section(&report, "node-pod").len(), 3 * 6 * 2);
+    assert_eq!(section(&report, "node-pod").len(), 3 * 6 * 2 * 2);
     // The outside sees each pod as its node's underlay address.
     let nodes = node_addresses(&lab);
     let pods: BTreeMap<String, String> = lab.state()["pods"]
