@@ -12,7 +12,8 @@
 //!
 //! Every step is "make it so": an existing namespace, link, address or route is kept, a
 //! missing one is made. That is what lets `lab up` finish a lab a crash left half-made.
-//! Addresses are added without DAD, so IPv6 works the moment the lab is up.
+//! The lab's own links skip IPv6 DAD (addresses and link-local alike), so IPv6 works the
+//! moment the lab is up; what weft itself creates on a node keeps the kernel's defaults.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -341,6 +342,14 @@ pub fn ensure_node(names: &Names, opts: &Options, node: &Node) -> Result<()> {
     }
 
     let eth0 = uplink(&mut n, &node_ns)?;
+    if opts.ipv6 {
+        // The underlay NIC's link-local address must be usable at once: the kernel sends
+        // neighbour solicitations for *forwarded* packets (host-gw next hops) only from a
+        // non-tentative link-local, so DAD would drop them for a second or two. Only this
+        // interface: what weft creates on the node keeps the node's defaults.
+        let key = format!("net/ipv6/conf/{UPLINK}/accept_dad");
+        sysctls(&ns, &node_ns, &[(key.as_str(), "0")])?;
+    }
     up(&mut n, eth0, UPLINK, &node_ns)?;
     add_addr(&mut n, eth0, net(node.address4, 24), &node_ns, UPLINK)?;
     let default4 = Route::new(net(Ipv4Addr::UNSPECIFIED, 0)).via(router_v4(node.segment).into());
