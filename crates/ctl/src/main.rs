@@ -52,7 +52,7 @@ fn main() -> ExitCode {
             })
             .map_err(Into::into),
         Command::Lab(args) => match lab::run(args) {
-            // A command run by `lab exec` or a failed `lab check` sets the status itself.
+            // A failed `lab check` has printed its report and only sets the status.
             Ok(lab::Outcome::Exit(code)) => return code,
             Ok(lab::Outcome::Done) => Ok(()),
             Err(err) => Err(err.into()),

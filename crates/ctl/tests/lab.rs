@@ -31,6 +31,30 @@ fn missing_binaries_are_one_clear_line_and_nothing_is_made() {
 }
 
 #[test]
+fn not_root_is_one_clear_line_and_nothing_is_made() {
+    let lab = Lab::new();
+    // A copy anyone may run: the build tree may sit where `nobody` cannot reach.
+    let dir = TempDir::new();
+    let copy = dir.path().join("weftctl");
+    std::fs::copy(weftctl_bin(), &copy).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&copy)
+        .args(["lab", "up", "--name", &lab.name])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    let err = stderr(&out);
+    assert_eq!(
+        err.trim(),
+        "weftctl: the lab creates network namespaces and must run as root"
+    );
+    lab.assert_gone();
+}
+
+#[test]
 fn missing_etcd_is_reported_before_anything_is_made() {
     let lab = Lab::new();
     // A PATH with `ip` and nothing else.

@@ -130,7 +130,7 @@ fn bin_dir(given: Option<&Path>) -> Result<PathBuf> {
 
 /// The options of the lab: the record's, with what the command line says checked against
 /// them; or, for a new lab, the command line's with defaults.
-fn resolve(args: &UpArgs, recorded: Option<&Options>) -> Result<Options> {
+fn resolve(lab: &str, args: &UpArgs, recorded: Option<&Options>) -> Result<Options> {
     let mtus_given = args.mtu.as_deref().map(parse_mtus).transpose()?;
     let bin_dir = bin_dir(args.bin_dir.as_deref())?;
     let opts = match recorded {
@@ -180,10 +180,9 @@ fn resolve(args: &UpArgs, recorded: Option<&Options>) -> Result<Options> {
         }
     };
     if let Some(rec) = recorded {
-        let lab = String::new();
         let conflict = |option: &'static str, recorded: String, given: String| {
             Err(LabError::Conflict {
-                lab: lab.clone(),
+                lab: lab.to_owned(),
                 option,
                 recorded,
                 given,
@@ -360,8 +359,7 @@ fn plan(names: &Names, opts: &Options) -> State {
 pub fn run(names: &Names, args: &UpArgs) -> Result<()> {
     // Everything that can fail without touching the machine, first.
     let recorded = State::load(names)?;
-    let opts =
-        resolve(args, recorded.as_ref().map(|s| &s.options)).map_err(|e| with_lab(e, names))?;
+    let opts = resolve(names.lab(), args, recorded.as_ref().map(|s| &s.options))?;
     let tools = prerequisites(args.until, &opts)?;
 
     let dir = names.state_dir();
@@ -370,7 +368,7 @@ pub fn run(names: &Names, args: &UpArgs) -> Result<()> {
     // Re-read under the lock: another `up` may have got there first.
     let mut state = match State::load(names)? {
         Some(mut s) => {
-            s.options = resolve(args, Some(&s.options)).map_err(|e| with_lab(e, names))?;
+            s.options = resolve(names.lab(), args, Some(&s.options))?;
             eprintln!("lab {}: exists; completing it", names.lab());
             s
         }
@@ -414,24 +412,6 @@ pub fn run(names: &Names, args: &UpArgs) -> Result<()> {
 
     wire_pods(names, &mut state)?;
     done(names, &state, args.until)
-}
-
-/// The lab name in a conflict error (resolve does not know it).
-fn with_lab(err: LabError, names: &Names) -> LabError {
-    match err {
-        LabError::Conflict {
-            option,
-            recorded,
-            given,
-            ..
-        } => LabError::Conflict {
-            lab: names.lab().to_owned(),
-            option,
-            recorded,
-            given,
-        },
-        other => other,
-    }
 }
 
 /// Starts weftd where it does not run, and waits for every node to be ready.
@@ -620,7 +600,7 @@ mod tests {
     fn new_lab(line: &[&str]) -> Result<Options> {
         let mut a = args(line);
         a.bin_dir = Some(PathBuf::from("/"));
-        resolve(&a, None)
+        resolve("t", &a, None)
     }
 
     #[test]
@@ -653,7 +633,7 @@ mod tests {
         let again = |line: &[&str]| {
             let mut a = args(line);
             a.bin_dir = Some(PathBuf::from("/"));
-            resolve(&a, Some(&rec))
+            resolve("t", &a, Some(&rec))
         };
         assert_eq!(again(&[]).unwrap(), rec);
         assert_eq!(again(&["--nodes", "2", "--mtu", "1500"]).unwrap(), rec);
