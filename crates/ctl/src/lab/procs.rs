@@ -33,6 +33,9 @@ pub struct Owner {
     pub state_dir: PathBuf,
     /// Inodes of the lab's network namespaces: a process inside one is the lab's.
     pub netns_inodes: HashSet<u64>,
+    /// This process and its ancestors, never the lab's (a shell started by `lab exec` may
+    /// run `lab down` itself).
+    spared: HashSet<u32>,
 }
 
 impl Owner {
@@ -46,6 +49,7 @@ impl Owner {
         Ok(Owner {
             state_dir,
             netns_inodes,
+            spared: ancestors(),
         })
     }
 
@@ -54,7 +58,7 @@ impl Owner {
     /// the latter finds a daemon whose namespace is already gone. A person's shell or `less`
     /// in the state dir is not the lab's.
     pub fn owns(&self, pid: u32) -> bool {
-        if !alive(pid) {
+        if self.spared.contains(&pid) || !alive(pid) {
             return false;
         }
         let proc_dir = PathBuf::from(format!("/proc/{pid}"));
@@ -80,16 +84,14 @@ impl Owner {
         })
     }
 
-    /// Every live process of the lab, except this one and its ancestors (a shell started by
-    /// `lab exec` may run `lab down` itself).
+    /// Every live process of the lab.
     pub fn scan(&self) -> Vec<u32> {
-        let spared = ancestors();
         let Ok(entries) = fs::read_dir("/proc") else {
             return Vec::new();
         };
         entries
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| !spared.contains(pid) && self.owns(*pid))
+            .filter(|pid| self.owns(*pid))
             .collect()
     }
 }
