@@ -1,11 +1,16 @@
 //! `weftctl`: the person-facing tool of Weft.
 //!
-//! For now it holds the CNI benchmark (`weftctl bench cni`), which runs the real `weft`
-//! plugin and the reference `bridge` + `host-local` exactly as a container runtime does, in
-//! namespaces it creates and removes, and judges weft against the project's speed targets.
-//! Status, IPAM/policy inspection and the lab will join it as further subcommands.
+//! It holds the CNI benchmark (`weftctl bench cni`), which runs the real `weft` plugin and the
+//! reference `bridge` + `host-local` exactly as a container runtime does, in namespaces it
+//! creates and removes, and judges weft against the project's speed targets; and the lab
+//! (`weftctl lab …`), a whole cluster — etcd, one `weftd` per node, pods — in network
+//! namespaces of one machine. Unlike the plugins, weftctl is a person's tool: it may spawn
+//! `ip`, `etcd`, `weftd` and the plugins. Status, IPAM/policy inspection will join it.
 
 mod bench;
+mod exe;
+mod lab;
+mod netns;
 
 use std::error::Error;
 use std::process::ExitCode;
@@ -24,6 +29,9 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// A multi-node cluster in network namespaces on this machine: real etcd, one weftd per
+    /// node, pods wired by the real plugin.
+    Lab(lab::LabArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -36,13 +44,19 @@ enum BenchCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let outcome = match cli.command {
-        Command::Bench(BenchCommand::Cni(args)) => bench::run_cni(&args),
-        Command::Bench(BenchCommand::Cleanup) => {
-            bench::cleanup_stale().map(|(namespaces, dirs)| {
+    let outcome: Result<(), Box<dyn Error>> = match cli.command {
+        Command::Bench(BenchCommand::Cni(args)) => bench::run_cni(&args).map_err(Into::into),
+        Command::Bench(BenchCommand::Cleanup) => bench::cleanup_stale()
+            .map(|(namespaces, dirs)| {
                 eprintln!("weftctl: removed {namespaces} stale namespace(s), {dirs} temp dir(s)");
             })
-        }
+            .map_err(Into::into),
+        Command::Lab(args) => match lab::run(args) {
+            // A failed `lab check` has printed its report and only sets the status.
+            Ok(lab::Outcome::Exit(code)) => return code,
+            Ok(lab::Outcome::Done) => Ok(()),
+            Err(err) => Err(err.into()),
+        },
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -21,12 +21,8 @@ pub enum BenchError {
         source: io::Error,
     },
 
-    #[error("`ip -batch` failed to {action} network namespaces ({status}): {stderr}")]
-    Netns {
-        action: &'static str,
-        status: ExitStatus,
-        stderr: String,
-    },
+    #[error(transparent)]
+    Netns(#[from] crate::netns::NetnsError),
 
     #[error(
         "{plugin} {verb} failed for pod {pod} (netns {netns}): {status}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"

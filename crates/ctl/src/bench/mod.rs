@@ -15,7 +15,6 @@
 mod config;
 mod error;
 mod floor;
-mod netns;
 mod pluginlog;
 mod report;
 mod runner;
@@ -25,14 +24,14 @@ mod stats;
 
 use std::ffi::OsString;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 use clap::builder::RangedU64ValueParser;
 
+use crate::exe::is_executable;
+use crate::netns::{self, NetnsSet};
 pub use error::{BenchError, Result};
-use netns::NetnsSet;
 use report::{FloorReport, Report, RunInfo, Samples, VariantReport};
 use runner::{Plugin, Pod};
 use scratch::ScratchDir;
@@ -342,10 +341,6 @@ fn executable(what: &'static str, path: PathBuf) -> Result<PathBuf> {
     }
 }
 
-fn is_executable(path: &Path) -> bool {
-    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
 /// A `CNI_PATH` value from directories, in order.
 fn cni_path(dirs: &[Option<&Path>]) -> OsString {
     let joined = std::env::join_paths(dirs.iter().flatten());
@@ -380,7 +375,7 @@ fn cpu_model() -> String {
 /// alone. Returns how many of each it removed.
 pub fn cleanup_stale() -> Result<(usize, usize)> {
     let dead = |pid: u32| !Path::new(&format!("/proc/{pid}")).exists();
-    let stale_ns: Vec<String> = list_dir(Path::new("/run/netns"))?
+    let stale_ns: Vec<String> = netns::list()?
         .into_iter()
         .filter(|name| stale_owner(name).is_some_and(dead))
         .collect();

@@ -1,0 +1,232 @@
+//! The lab's record of itself: `/run/weft-lab/<lab>/state.json`, plus the lock that
+//! serializes commands changing a lab.
+//!
+//! The record says what the lab *should* contain (options, nodes, pods with their ADD
+//! results); the kernel and the pidfiles say what it does contain. `lab up` reconciles the
+//! two, which is what makes it idempotent and able to finish a lab a crash left half-made.
+//! `lab down` needs neither: it removes by name prefix and by process scan.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::error::{LabError, Result};
+use super::names::Names;
+
+/// How nodes reach each other's pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    Vxlan,
+    HostGw,
+    Auto,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Vxlan => "vxlan",
+            Backend::HostGw => "host-gw",
+            Backend::Auto => "auto",
+        }
+    }
+}
+
+/// The plugin's mode on every node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    Bridge,
+    Ptp,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Bridge => "bridge",
+            Mode::Ptp => "ptp",
+        }
+    }
+}
+
+/// What `lab up` was asked for when the lab was made; later `up`s must agree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Options {
+    pub nodes: u32,
+    pub pods_per_node: u32,
+    pub backend: Backend,
+    pub mode: Mode,
+    /// One MTU per segment.
+    pub mtus: Vec<u32>,
+    pub ipv6: bool,
+    /// Where weftd, weft and weft-ipam are (absolute).
+    pub bin_dir: PathBuf,
+    /// weftd's `--lease-ttl`, when not its default.
+    #[serde(default)]
+    pub lease_ttl: Option<u32>,
+    /// weftd's `--resync-interval`, when not its default.
+    #[serde(default)]
+    pub resync_interval: Option<u32>,
+}
+
+impl Options {
+    pub fn segments(&self) -> u32 {
+        u32::try_from(self.mtus.len()).unwrap_or(u32::MAX)
+    }
+}
+
+/// One node: its namespace is `Names::node(name)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub name: String,
+    pub index: u32,
+    pub segment: u32,
+    pub address4: Ipv4Addr,
+    pub address6: Option<Ipv6Addr>,
+    /// The blocks weftd reported when it became ready (for people; weftd is the authority).
+    #[serde(default)]
+    pub blocks: Vec<String>,
+    /// weftd's pid as last started (the pidfile is what `down` trusts).
+    #[serde(default)]
+    pub pid: Option<u32>,
+}
+
+/// One pod: its namespace is `Names::pod(name)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pod {
+    pub name: String,
+    pub namespace: String,
+    pub node: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub container_id: String,
+    /// The ADD's addresses; empty while the pod is only planned (crash before its ADD).
+    #[serde(default)]
+    pub addresses: Vec<IpNet>,
+    /// The whole ADD result, the `prevResult` of its DEL.
+    #[serde(default)]
+    pub result: Option<Value>,
+}
+
+impl Pod {
+    pub fn is_wired(&self) -> bool {
+        self.result.is_some()
+    }
+}
+
+/// The whole record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    pub lab: String,
+    pub options: Options,
+    #[serde(default)]
+    pub etcd_pid: Option<u32>,
+    pub nodes: Vec<Node>,
+    pub pods: Vec<Pod>,
+    /// The highest node index ever used: `node add` counts on from here, so a removed
+    /// node's name is only reused when asked for.
+    #[serde(default)]
+    pub last_node_index: u32,
+}
+
+impl State {
+    pub fn path(names: &Names) -> PathBuf {
+        names.state_dir().join("state.json")
+    }
+
+    /// The record, or `None` when the lab has none (never made, or a crash before the first
+    /// save).
+    pub fn load(names: &Names) -> Result<Option<State>> {
+        let path = State::path(names);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(LabError::io(format!("reading {}", path.display()))(e)),
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| LabError::State {
+                what: path.display().to_string(),
+                source,
+            })
+    }
+
+    /// The record of a lab that must exist.
+    pub fn load_existing(names: &Names) -> Result<State> {
+        State::load(names)?.ok_or_else(|| LabError::NoSuchLab {
+            lab: names.lab().to_owned(),
+        })
+    }
+
+    /// Writes the record whole (temp file + rename): a reader never sees half of it.
+    pub fn save(&self, names: &Names) -> Result<()> {
+        let path = State::path(names);
+        let bytes = serde_json::to_vec_pretty(self).map_err(|source| LabError::State {
+            what: "lab state (serializing)".to_owned(),
+            source,
+        })?;
+        write_atomic(&path, &bytes)
+    }
+
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    pub fn node_mut(&mut self, name: &str) -> Option<&mut Node> {
+        self.nodes.iter_mut().find(|n| n.name == name)
+    }
+
+    pub fn pod(&self, name: &str) -> Option<&Pod> {
+        self.pods.iter().find(|p| p.name == name)
+    }
+
+    pub fn pod_mut(&mut self, name: &str) -> Option<&mut Pod> {
+        self.pods.iter_mut().find(|p| p.name == name)
+    }
+}
+
+/// Writes `path` via a temp file in the same directory and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let write = || -> io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        fs::rename(&tmp, path)
+    };
+    write().map_err(LabError::io(format!("writing {}", path.display())))
+}
+
+/// An exclusive `flock` on the lab's lock file, held until dropped: commands that change a
+/// lab run one at a time; readers (`pods`, `check`) need none, since the record is replaced
+/// whole.
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+}
+
+impl Lock {
+    /// Takes the lock of a lab whose state dir exists, waiting for a holder to finish.
+    pub fn acquire(names: &Names) -> Result<Lock> {
+        let path = names.state_dir().join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(LabError::io(format!("opening {}", path.display())))?;
+        // SAFETY: flock on an fd we own; blocking until the other command finishes.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(LabError::io(format!("locking {}", path.display()))(
+                io::Error::last_os_error(),
+            ));
+        }
+        Ok(Lock { _file: file })
+    }
+}
