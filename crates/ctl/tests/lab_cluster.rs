@@ -102,25 +102,21 @@ fn three_node_lab(backend: &str) {
 }
 
 #[test]
-#[ignore = "needs weftd"]
 fn three_nodes_vxlan() {
     three_node_lab("vxlan");
 }
 
 #[test]
-#[ignore = "needs weftd"]
 fn three_nodes_host_gw() {
     three_node_lab("host-gw");
 }
 
 #[test]
-#[ignore = "needs weftd"]
 fn three_nodes_auto_across_two_segments() {
     three_node_lab("auto");
 }
 
 #[test]
-#[ignore = "needs weftd"]
 fn up_again_keeps_a_running_lab_and_repairs_a_broken_one() {
     require_cluster_binaries();
     let lab = Lab::new();
@@ -162,7 +158,6 @@ fn up_again_keeps_a_running_lab_and_repairs_a_broken_one() {
 }
 
 #[test]
-#[ignore = "needs weftd"]
 fn pods_come_and_go() {
     require_cluster_binaries();
     let lab = Lab::new();
@@ -233,7 +228,6 @@ fn pods_come_and_go() {
 }
 
 #[test]
-#[ignore = "needs weftd"]
 fn nodes_join_and_leave() {
     require_cluster_binaries();
     let lab = Lab::new();
@@ -263,7 +257,6 @@ fn nodes_join_and_leave() {
 }
 
 #[test]
-#[ignore = "needs weftd"]
 fn restarts_of_weftd_and_etcd_keep_pods_reachable() {
     require_cluster_binaries();
     let lab = Lab::new();

@@ -1,0 +1,180 @@
+//! weftd's flags and the settings derived from them. Defaults are the paths of design.md;
+//! every path is a flag so the lab can run several agents on one machine.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use weft_store::{ClusterConfig, EtcdOptions, TlsFiles};
+
+use crate::error::Error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    Bridge,
+    Ptp,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Bridge => "bridge",
+            Mode::Ptp => "ptp",
+        }
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "weftd", version, about = "Weft node agent")]
+pub struct Args {
+    /// This node's name in the cluster (DNS-1123).
+    #[arg(long)]
+    pub node_name: String,
+    /// etcd v3 client URLs, comma separated. Without it weftd uses the local store.
+    #[arg(long, value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+    #[arg(long)]
+    pub etcd_cacert: Option<PathBuf>,
+    #[arg(long)]
+    pub etcd_cert: Option<PathBuf>,
+    #[arg(long)]
+    pub etcd_key: Option<PathBuf>,
+    /// Key prefix in etcd (one cluster per prefix).
+    #[arg(long, default_value = "/weft/v1")]
+    pub etcd_prefix: String,
+    /// Local store file, used when no etcd endpoint is given.
+    #[arg(long, default_value = "/var/lib/weft/store.json")]
+    pub store_path: PathBuf,
+    /// Cluster config (JSON) to store if the datastore has none; must match if it has one.
+    #[arg(long)]
+    pub cluster_config: Option<PathBuf>,
+    /// This node's underlay IPv4 address (default: the source of the default route).
+    #[arg(long)]
+    pub underlay_address: Option<Ipv4Addr>,
+    /// This node's underlay IPv6 address (needed for host-gw IPv6 routes).
+    #[arg(long)]
+    pub underlay_address6: Option<Ipv6Addr>,
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    pub cni_conf_dir: PathBuf,
+    #[arg(long, default_value = "/run/weft")]
+    pub run_dir: PathBuf,
+    #[arg(long, default_value = "/var/lib/weft")]
+    pub state_dir: PathBuf,
+    #[arg(long, value_enum, default_value = "bridge")]
+    pub mode: Mode,
+    /// Bridge name for bridge mode.
+    #[arg(long, default_value = "weft0")]
+    pub bridge: String,
+    /// Node lease TTL in seconds: a node silent this long loses its blocks.
+    #[arg(long, default_value_t = 20)]
+    pub lease_ttl: u64,
+    /// Seconds between drift repairs of the kernel state.
+    #[arg(long, default_value_t = 30)]
+    pub resync_interval: u64,
+    /// Plugin log file, written into the conflist as `logFile`.
+    #[arg(long)]
+    pub cni_log_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub enum StoreChoice {
+    Etcd(EtcdOptions),
+    Local(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub node_name: String,
+    pub store: StoreChoice,
+    pub cluster_config: Option<ClusterConfig>,
+    pub underlay_v4: Option<Ipv4Addr>,
+    pub underlay_v6: Option<Ipv6Addr>,
+    pub cni_conf_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub mode: Mode,
+    pub bridge: String,
+    pub lease_ttl: Duration,
+    pub resync_interval: Duration,
+    pub cni_log_file: Option<PathBuf>,
+}
+
+impl Settings {
+    pub fn from_args(a: Args) -> Result<Settings, Error> {
+        if a.lease_ttl < 2 {
+            return Err(Error::Flag("--lease-ttl must be at least 2 seconds".into()));
+        }
+        if a.resync_interval == 0 {
+            return Err(Error::Flag(
+                "--resync-interval must be at least 1 second".into(),
+            ));
+        }
+        let cluster_config = match &a.cluster_config {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigFile {
+                    path: path.clone(),
+                    source,
+                })?;
+                Some(ClusterConfig::from_json(&text).map_err(|e| {
+                    Error::Flag(format!("--cluster-config {}: {e}", path.display()))
+                })?)
+            }
+        };
+        let store = if a.etcd_endpoints.is_empty() {
+            StoreChoice::Local(a.store_path.clone())
+        } else {
+            let tls = match (&a.etcd_cacert, &a.etcd_cert, &a.etcd_key) {
+                (None, None, None) => None,
+                (Some(ca), Some(cert), Some(key)) => Some(TlsFiles {
+                    ca: ca.clone(),
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => {
+                    return Err(Error::Flag(
+                        "--etcd-cacert, --etcd-cert and --etcd-key go together".into(),
+                    ));
+                }
+            };
+            StoreChoice::Etcd(EtcdOptions {
+                endpoints: a.etcd_endpoints.clone(),
+                prefix: a.etcd_prefix.clone(),
+                tls,
+                timeout: Duration::from_secs(3),
+            })
+        };
+        Ok(Settings {
+            node_name: a.node_name,
+            store,
+            cluster_config,
+            underlay_v4: a.underlay_address,
+            underlay_v6: a.underlay_address6,
+            cni_conf_dir: a.cni_conf_dir,
+            run_dir: a.run_dir,
+            state_dir: a.state_dir,
+            mode: a.mode,
+            bridge: a.bridge,
+            lease_ttl: Duration::from_secs(a.lease_ttl),
+            resync_interval: Duration::from_secs(a.resync_interval),
+            cni_log_file: a.cni_log_file,
+        })
+    }
+
+    pub fn conflist_path(&self) -> PathBuf {
+        self.cni_conf_dir.join("10-weft.conflist")
+    }
+
+    pub fn socket_path(&self) -> PathBuf {
+        self.run_dir.join("weftd.sock")
+    }
+
+    pub fn node_state_path(&self) -> PathBuf {
+        self.run_dir.join("node.json")
+    }
+
+    pub fn ipam_dir(&self) -> PathBuf {
+        self.state_dir.join("ipam")
+    }
+}

@@ -1,0 +1,124 @@
+//! The kernel side of the agent, on a thread of its own.
+//!
+//! Netlink calls block, and the backend keeps one socket bound to the netns the agent was
+//! started in; so one plain thread owns the `weft_backend::Dataplane` and the masquerade
+//! table, and the async control loop sends it commands and awaits the replies. Keeping it
+//! off tokio's workers also means no worker ever changes namespace.
+
+use std::sync::mpsc;
+use std::thread;
+
+use ipnet::IpNet;
+use tokio::sync::oneshot;
+use weft_backend::{Dataplane, Drift, Kind, Local, Path, Peer};
+
+use crate::error::Error;
+use crate::log;
+
+/// The nftables table (`inet weftd`) holding the cluster-wide masquerade: pod traffic
+/// leaving the cluster CIDRs. Distinct from the plugin's per-network `inet weft` table.
+pub const MASQ_TABLE: &str = "weftd";
+
+enum Cmd {
+    Upsert(Peer, oneshot::Sender<Result<Path, String>>),
+    Remove(String, oneshot::Sender<Result<(), String>>),
+    Resync(Vec<Peer>, oneshot::Sender<Result<Drift, String>>),
+    SetBlocks(Vec<IpNet>, oneshot::Sender<Result<(), String>>),
+    Masquerade(Vec<IpNet>, oneshot::Sender<Result<(), String>>),
+}
+
+/// The handle the control loop holds. Dropping it stops the thread, leaving the kernel
+/// state in place (a restarted agent adopts it).
+pub struct DataplaneHandle {
+    tx: mpsc::Sender<Cmd>,
+    pub pod_mtu: u32,
+    pub underlay_mtu: u32,
+}
+
+impl DataplaneHandle {
+    /// Open (create or adopt) the dataplane on a new thread; fails if the backend cannot.
+    pub fn start(kind: Kind, local: Local) -> Result<DataplaneHandle, Error> {
+        let (tx, rx) = mpsc::channel::<Cmd>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<(u32, u32), String>>();
+        thread::Builder::new()
+            .name("dataplane".into())
+            .spawn(move || {
+                let mut dp = match Dataplane::open(kind, local) {
+                    Ok(dp) => {
+                        let _ = ready_tx.send(Ok((dp.pod_mtu(), dp.underlay_mtu())));
+                        dp
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                serve(&mut dp, rx);
+            })
+            .map_err(|e| Error::Dataplane(format!("cannot start its thread: {e}")))?;
+        let (pod_mtu, underlay_mtu) = ready_rx
+            .recv()
+            .map_err(|_| Error::DataplaneGone)?
+            .map_err(Error::Dataplane)?;
+        Ok(DataplaneHandle {
+            tx,
+            pod_mtu,
+            underlay_mtu,
+        })
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Cmd,
+    ) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).map_err(|_| Error::DataplaneGone)?;
+        rx.await
+            .map_err(|_| Error::DataplaneGone)?
+            .map_err(Error::Dataplane)
+    }
+
+    pub async fn upsert(&self, p: Peer) -> Result<Path, Error> {
+        self.call(|tx| Cmd::Upsert(p, tx)).await
+    }
+
+    pub async fn remove(&self, name: String) -> Result<(), Error> {
+        self.call(|tx| Cmd::Remove(name, tx)).await
+    }
+
+    pub async fn resync(&self, peers: Vec<Peer>) -> Result<Drift, Error> {
+        self.call(|tx| Cmd::Resync(peers, tx)).await
+    }
+
+    pub async fn set_blocks(&self, blocks: Vec<IpNet>) -> Result<(), Error> {
+        self.call(|tx| Cmd::SetBlocks(blocks, tx)).await
+    }
+
+    pub async fn masquerade(&self, cidrs: Vec<IpNet>) -> Result<(), Error> {
+        self.call(|tx| Cmd::Masquerade(cidrs, tx)).await
+    }
+}
+
+fn serve(dp: &mut Dataplane, rx: mpsc::Receiver<Cmd>) {
+    let masq = weft_nft::Masquerade::new(MASQ_TABLE);
+    for cmd in rx {
+        match cmd {
+            Cmd::Upsert(p, tx) => {
+                let _ = tx.send(dp.upsert_peer(&p).map_err(|e| e.to_string()));
+            }
+            Cmd::Remove(n, tx) => {
+                let _ = tx.send(dp.remove_peer(&n).map_err(|e| e.to_string()));
+            }
+            Cmd::Resync(peers, tx) => {
+                let _ = tx.send(dp.resync(&peers).map_err(|e| e.to_string()));
+            }
+            Cmd::SetBlocks(b, tx) => {
+                let _ = tx.send(dp.set_local_blocks(&b).map_err(|e| e.to_string()));
+            }
+            Cmd::Masquerade(cidrs, tx) => {
+                let _ = tx.send(masq.ensure(&cidrs).map_err(|e| e.to_string()));
+            }
+        }
+    }
+    log::info("dataplane thread stopped; kernel state left in place", &[]);
+}

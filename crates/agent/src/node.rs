@@ -1,0 +1,582 @@
+//! The node's life in the cluster: start-up (config, lease, blocks, dataplane, conflist),
+//! then one control loop reacting to datastore events, lease renewals, drift repairs and
+//! plugin requests.
+
+use std::future::Future;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::mpsc;
+use weft_backend::{Kind, Local};
+use weft_ipam::agent::{Reply, Request};
+use weft_store::{
+    AnyStore, BackendKind, ClusterConfig, Datastore, EtcdStore, Family, LeaseId, LocalStore,
+    NodeRecord, StoreError, WatchEvent,
+};
+
+use crate::cniconf;
+use crate::config::{Settings, StoreChoice};
+use crate::dataplane::DataplaneHandle;
+use crate::error::Error;
+use crate::identity;
+use crate::log;
+use crate::peers::{Change, PeerTable};
+use crate::socket;
+
+/// What survives an agent restart in `<run-dir>/node.json`: the lease to try first and the
+/// blocks to adopt again, so a restart neither loses blocks nor waits for a new lease.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SavedState {
+    name: String,
+    lease: LeaseId,
+    blocks: Vec<IpNet>,
+    #[serde(default)]
+    pod_mtu: u32,
+    #[serde(default)]
+    underlay_mtu: u32,
+    #[serde(default)]
+    underlay_v4: Option<Ipv4Addr>,
+    #[serde(default)]
+    underlay_v6: Option<Ipv6Addr>,
+    #[serde(default)]
+    vtep_mac: String,
+}
+
+struct Node {
+    s: Settings,
+    cfg: ClusterConfig,
+    store: AnyStore,
+    lease: LeaseId,
+    blocks: Vec<IpNet>,
+    underlay_v4: Ipv4Addr,
+    underlay_v6: Option<Ipv6Addr>,
+    vtep_mac: [u8; 6],
+    dp: Option<DataplaneHandle>,
+    table: PeerTable,
+    /// Whether the last datastore call failed, so an outage is logged once, not per tick.
+    store_down: bool,
+}
+
+fn fam_name(f: Family) -> &'static str {
+    match f {
+        Family::V4 => "v4",
+        Family::V6 => "v6",
+    }
+}
+
+fn family_of(b: &IpNet) -> Family {
+    match b {
+        IpNet::V4(_) => Family::V4,
+        IpNet::V6(_) => Family::V6,
+    }
+}
+
+fn backend_kind(k: BackendKind) -> Kind {
+    match k {
+        BackendKind::Vxlan => Kind::Vxlan,
+        BackendKind::HostGw => Kind::HostGw,
+        BackendKind::Auto => Kind::Auto,
+    }
+}
+
+/// Retry `op` while the datastore is unreachable (an agent starting before etcd, or during
+/// an outage); any other error is final.
+async fn retry<T, F, Fut>(what: &str, mut op: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let mut wait = Duration::from_millis(200);
+    let mut logged = false;
+    loop {
+        match op().await {
+            Err(StoreError::Unavailable { op: o, detail }) => {
+                if !logged {
+                    log::warn(
+                        "datastore unreachable; retrying",
+                        &[
+                            ("during", what.into()),
+                            ("op", o.into()),
+                            ("error", detail.into()),
+                        ],
+                    );
+                    logged = true;
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(3));
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn connect(s: &Settings) -> Result<AnyStore, Error> {
+    Ok(match &s.store {
+        StoreChoice::Local(path) => AnyStore::Local(LocalStore::open(path)?),
+        StoreChoice::Etcd(opts) => {
+            AnyStore::Etcd(retry("connect", || EtcdStore::connect(opts.clone())).await?)
+        }
+    })
+}
+
+/// Run the agent until SIGTERM/SIGINT. Kernel state and the lease are left in place on exit:
+/// a restarted agent adopts both, so pods never notice.
+pub async fn run(s: Settings) -> Result<(), Error> {
+    let store = connect(&s).await?;
+    let cfg = match &s.cluster_config {
+        Some(c) => retry("cluster config", || store.init_config(c)).await?,
+        None => retry("cluster config", || store.config())
+            .await?
+            .ok_or(Error::NoClusterConfig)?,
+    };
+    let underlay_v4 = identity::underlay_v4(s.underlay_v4)?;
+    let underlay_v6 = identity::underlay_v6(s.underlay_v6)?;
+    let mut node = Node {
+        vtep_mac: identity::vtep_mac(&s.node_name),
+        table: PeerTable::new(&s.node_name),
+        s,
+        cfg,
+        store,
+        lease: 0,
+        blocks: Vec::new(),
+        underlay_v4,
+        underlay_v6,
+        dp: None,
+        store_down: false,
+    };
+    node.start().await?;
+    node.control_loop().await
+}
+
+impl Node {
+    fn saved(&self) -> Option<SavedState> {
+        let text = std::fs::read_to_string(self.s.node_state_path()).ok()?;
+        let st: SavedState = serde_json::from_str(&text).ok()?;
+        (st.name == self.s.node_name).then_some(st)
+    }
+
+    fn families(&self) -> Vec<Family> {
+        [Family::V4, Family::V6]
+            .into_iter()
+            .filter(|f| self.cfg.cidr(*f).is_some())
+            .collect()
+    }
+
+    async fn start(&mut self) -> Result<(), Error> {
+        let saved = self.saved();
+        // The previous lease if it is still alive, so a quick restart changes nothing.
+        let mut lease = None;
+        if let Some(st) = &saved {
+            let id = st.lease;
+            match retry("lease", || self.store.keep_alive(id)).await {
+                Ok(_) => lease = Some(id),
+                Err(StoreError::LeaseNotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.lease = match lease {
+            Some(l) => l,
+            None => {
+                let ttl = self.s.lease_ttl;
+                retry("lease", || self.store.grant_lease(ttl)).await?
+            }
+        };
+        let snap = retry("snapshot", || self.store.snapshot()).await?;
+        let mut candidates: Vec<IpNet> = saved.map(|s| s.blocks).unwrap_or_default();
+        for b in &snap.blocks {
+            if b.node == self.s.node_name && !candidates.contains(&b.block) {
+                candidates.push(b.block);
+            }
+        }
+        for b in candidates {
+            if self.cfg.cidr(family_of(&b)).is_none_or(|c| !c.contains(&b)) {
+                continue;
+            }
+            self.adopt(b).await?;
+        }
+        for f in self.families() {
+            if !self.blocks.iter().any(|b| family_of(b) == f) {
+                self.claim(f).await?;
+            }
+        }
+        let dp = DataplaneHandle::start(
+            backend_kind(self.cfg.backend),
+            Local {
+                underlay_v4: self.underlay_v4,
+                underlay_v6: self.underlay_v6,
+                vtep_mac: self.vtep_mac,
+                blocks: self.blocks.clone(),
+                vni: self.cfg.vxlan_vni,
+                port: self.cfg.vxlan_port,
+            },
+        )?;
+        let cidrs: Vec<IpNet> = self
+            .families()
+            .into_iter()
+            .filter_map(|f| self.cfg.cidr(f))
+            .collect();
+        dp.masquerade(cidrs).await?;
+        self.dp = Some(dp);
+        forwarding_on();
+        self.publish().await?;
+        log::info(
+            "node ready",
+            &[
+                ("node", self.s.node_name.clone().into()),
+                ("lease", self.lease.into()),
+                ("blocks", json!(self.blocks)),
+                ("podMtu", self.dp().map(|d| d.pod_mtu).unwrap_or(0).into()),
+                ("backend", json!(self.cfg.backend)),
+            ],
+        );
+        Ok(())
+    }
+
+    fn dp(&self) -> Result<&DataplaneHandle, Error> {
+        self.dp.as_ref().ok_or(Error::DataplaneGone)
+    }
+
+    /// Take back a block this node held; a block another node now owns is dropped (it was
+    /// proven free — our lease expired — and handed on; routing it here would collide).
+    async fn adopt(&mut self, b: IpNet) -> Result<(), Error> {
+        let (name, lease) = (self.s.node_name.clone(), self.lease);
+        match retry("adopt block", || self.store.adopt_block(&name, b, lease)).await {
+            Ok(()) => {
+                if !self.blocks.contains(&b) {
+                    self.blocks.push(b);
+                }
+                Ok(())
+            }
+            Err(StoreError::NotOwner { owner, .. }) => {
+                log::error(
+                    "block lost to another node; no longer used here",
+                    &[("block", b.to_string().into()), ("owner", owner.into())],
+                );
+                self.blocks.retain(|x| *x != b);
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn claim(&mut self, f: Family) -> Result<IpNet, Error> {
+        let (name, lease) = (self.s.node_name.clone(), self.lease);
+        let b = retry("claim block", || self.store.claim_block(&name, f, lease))
+            .await
+            .map_err(|e| Error::NoBlock {
+                family: fam_name(f),
+                detail: e.to_string(),
+            })?;
+        self.blocks.push(b);
+        log::info("block leased", &[("block", b.to_string().into())]);
+        Ok(b)
+    }
+
+    fn record(&self) -> NodeRecord {
+        NodeRecord {
+            name: self.s.node_name.clone(),
+            underlay_v4: Some(self.underlay_v4),
+            underlay_v6: self.underlay_v6,
+            vtep_mac: weft_net::format_mac(self.vtep_mac),
+            mtu: self.dp.as_ref().map(|d| d.underlay_mtu).unwrap_or(0),
+            blocks: self.blocks.clone(),
+        }
+    }
+
+    /// Make the node's current blocks visible everywhere: the dataplane's VTEP address,
+    /// the node record, the conflist and node.json.
+    async fn publish(&mut self) -> Result<(), Error> {
+        self.blocks.sort();
+        self.dp()?.set_blocks(self.blocks.clone()).await?;
+        let rec = self.record();
+        let lease = self.lease;
+        retry("node record", || self.store.put_node(&rec, lease)).await?;
+        self.write_local_files()
+    }
+
+    fn write_local_files(&self) -> Result<(), Error> {
+        let dp = self.dp()?;
+        let conf = cniconf::render(&self.s, &self.blocks, dp.pod_mtu);
+        let text = serde_json::to_string_pretty(&conf).unwrap_or_default();
+        cniconf::write_if_changed(&self.s.conflist_path(), &text)?;
+        let st = SavedState {
+            name: self.s.node_name.clone(),
+            lease: self.lease,
+            blocks: self.blocks.clone(),
+            pod_mtu: dp.pod_mtu,
+            underlay_mtu: dp.underlay_mtu,
+            underlay_v4: Some(self.underlay_v4),
+            underlay_v6: self.underlay_v6,
+            vtep_mac: weft_net::format_mac(self.vtep_mac),
+        };
+        let text = serde_json::to_string_pretty(&st).unwrap_or_default();
+        cniconf::write_if_changed(&self.s.node_state_path(), &text)?;
+        Ok(())
+    }
+
+    async fn apply_changes(&mut self, changes: Vec<Change>) {
+        for c in changes {
+            let (what, res) = match c {
+                Change::Upsert(p) => {
+                    let name = p.name.clone();
+                    match self.dp() {
+                        Ok(dp) => (name, dp.upsert(p).await.map(|_| ())),
+                        Err(e) => (name, Err(e)),
+                    }
+                }
+                Change::Remove(name) => match self.dp() {
+                    Ok(dp) => (name.clone(), dp.remove(name).await),
+                    Err(e) => (name, Err(e)),
+                },
+            };
+            match res {
+                Ok(()) => log::info("peer programmed", &[("peer", what.into())]),
+                // The periodic resync retries it; one bad peer must not stop the others.
+                Err(e) => log::error(
+                    "peer not programmed",
+                    &[("peer", what.into()), ("error", e.to_string().into())],
+                ),
+            }
+        }
+    }
+
+    /// Reload the whole view and repair the kernel: after a broken watch, and periodically.
+    /// Also re-asserts this node's own record and blocks if the datastore lost them.
+    async fn resync(&mut self) -> Result<(), Error> {
+        let snap = match self.store.snapshot().await {
+            Ok(s) => s,
+            Err(e) => return self.store_error("snapshot", e),
+        };
+        self.store_up();
+        let changes = self.table.load(&snap);
+        self.apply_changes(changes).await;
+        let mine = self.table.my_blocks();
+        let missing: Vec<IpNet> = self
+            .blocks
+            .iter()
+            .copied()
+            .filter(|b| !mine.contains(b))
+            .collect();
+        let me_listed = snap.nodes.iter().any(|n| n.name == self.s.node_name);
+        if !missing.is_empty() || !me_listed {
+            for b in missing {
+                self.adopt(b).await?;
+            }
+            self.publish().await?;
+        }
+        let drift = self.dp()?.resync(self.table.desired()).await?;
+        if drift.added + drift.removed > 0 {
+            log::warn(
+                "kernel drift repaired",
+                &[
+                    ("added", drift.added.into()),
+                    ("removed", drift.removed.into()),
+                ],
+            );
+        }
+        Ok(())
+    }
+
+    fn store_error(&mut self, what: &str, e: StoreError) -> Result<(), Error> {
+        match e {
+            StoreError::Unavailable { .. } => {
+                if !self.store_down {
+                    log::warn(
+                        "datastore unreachable; pods keep working, changes wait",
+                        &[("during", what.into()), ("error", e.to_string().into())],
+                    );
+                    self.store_down = true;
+                }
+                Ok(())
+            }
+            other => Err(other.into()),
+        }
+    }
+
+    fn store_up(&mut self) {
+        if self.store_down {
+            log::info("datastore reachable again", &[]);
+            self.store_down = false;
+        }
+    }
+
+    async fn renew(&mut self) -> Result<(), Error> {
+        match self.store.keep_alive(self.lease).await {
+            Ok(_) => {
+                self.store_up();
+                Ok(())
+            }
+            Err(StoreError::LeaseNotFound(old)) => {
+                // Our record and blocks expired with it. Take the blocks back if nobody took
+                // them (they are still in use by our pods); drop any another node now owns.
+                log::warn(
+                    "node lease expired; re-registering",
+                    &[("lease", old.into())],
+                );
+                let ttl = self.s.lease_ttl;
+                self.lease = match self.store.grant_lease(ttl).await {
+                    Ok(l) => l,
+                    Err(e) => return self.store_error("grant lease", e),
+                };
+                for b in self.blocks.clone() {
+                    self.adopt(b).await?;
+                }
+                for f in self.families() {
+                    if !self.blocks.iter().any(|b| family_of(b) == f) {
+                        self.claim(f).await?;
+                    }
+                }
+                self.publish().await
+            }
+            Err(e) => self.store_error("keep-alive", e),
+        }
+    }
+
+    async fn on_event(&mut self, ev: WatchEvent) -> Result<(), Error> {
+        self.store_up();
+        if matches!(ev, WatchEvent::Resync) {
+            return self.resync().await;
+        }
+        // Our own blocks or record vanishing while we live means our lease lapsed: renew
+        // handles the re-registration.
+        let lost_mine = match &ev {
+            WatchEvent::BlockDeleted(b) => self.blocks.contains(b),
+            WatchEvent::NodeDeleted(n) => *n == self.s.node_name,
+            WatchEvent::BlockPut(o) => self.blocks.contains(&o.block) && o.node != self.s.node_name,
+            _ => false,
+        };
+        let changes = self.table.apply(&ev);
+        self.apply_changes(changes).await;
+        if lost_mine {
+            if let WatchEvent::BlockPut(o) = &ev {
+                log::error(
+                    "block taken over by another node; no longer used here",
+                    &[
+                        ("block", o.block.to_string().into()),
+                        ("owner", o.node.clone().into()),
+                    ],
+                );
+                self.blocks.retain(|b| *b != o.block);
+                self.publish().await?;
+            } else {
+                self.renew().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_request(&mut self, req: Request) -> Reply {
+        match req {
+            Request::Status => Reply {
+                ok: true,
+                status: Some(json!({
+                    "node": self.s.node_name,
+                    "lease": self.lease,
+                    "blocks": self.blocks,
+                    "podMtu": self.dp.as_ref().map(|d| d.pod_mtu),
+                    "peers": self.table.peer_count(),
+                    "datastoreReachable": !self.store_down,
+                })),
+                ..Reply::default()
+            },
+            Request::Grow { family } => {
+                let f = match family.as_str() {
+                    "v4" => Family::V4,
+                    "v6" => Family::V6,
+                    other => return socket::refuse(&format!("unknown family {other:?}")),
+                };
+                if self.cfg.cidr(f).is_none() {
+                    return socket::refuse(&format!("the cluster has no {family} CIDR"));
+                }
+                let b = match self.claim(f).await {
+                    Ok(b) => b,
+                    Err(e) => return socket::refuse(&e.to_string()),
+                };
+                if let Err(e) = self.publish().await {
+                    return socket::refuse(&format!("block {b} leased but not published: {e}"));
+                }
+                Reply {
+                    ok: true,
+                    block: Some(b),
+                    ..Reply::default()
+                }
+            }
+        }
+    }
+
+    async fn control_loop(&mut self) -> Result<(), Error> {
+        self.resync().await?;
+        let rev = match retry("snapshot", || self.store.snapshot()).await {
+            Ok(s) => s.revision,
+            Err(e) => return Err(e.into()),
+        };
+        let mut events = retry("watch", || self.store.watch(rev)).await?;
+        // The snapshot above and the watch start may straddle events: load once more so
+        // nothing between them is missed (loading is idempotent).
+        self.resync().await?;
+        let (req_tx, mut req_rx) = mpsc::channel::<socket::Incoming>(64);
+        socket::serve(&self.s.socket_path(), req_tx)?;
+        let mut renew = tokio::time::interval(self.s.lease_ttl / 3);
+        let mut resync = tokio::time::interval(self.s.resync_interval);
+        renew.tick().await;
+        resync.tick().await;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| Error::Dataplane(format!("cannot watch SIGTERM: {e}")))?;
+        loop {
+            let step = tokio::select! {
+                ev = events.recv() => match ev {
+                    Some(ev) => self.on_event(ev).await,
+                    None => {
+                        // The store's watch task ended; start a new one from a fresh view.
+                        let rev = retry("snapshot", || self.store.snapshot()).await?.revision;
+                        events = retry("watch", || self.store.watch(rev)).await?;
+                        self.resync().await
+                    }
+                },
+                Some((req, reply)) = req_rx.recv() => {
+                    let r = self.on_request(req).await;
+                    let _ = reply.send(r);
+                    Ok(())
+                }
+                _ = renew.tick() => self.renew().await,
+                _ = resync.tick() => self.resync().await,
+                _ = term.recv() => {
+                    log::info("SIGTERM: exiting; kernel state and lease left for the next start", &[]);
+                    return Ok(());
+                }
+                _ = tokio::signal::ctrl_c() => {
+                    log::info("SIGINT: exiting; kernel state and lease left for the next start", &[]);
+                    return Ok(());
+                }
+            };
+            if let Err(e) = step {
+                // A transient failure (a peer the kernel refused, a write) is retried by the
+                // next resync; only a dead dataplane thread is fatal.
+                if matches!(e, Error::DataplaneGone) {
+                    return Err(e);
+                }
+                log::error(
+                    "control loop step failed",
+                    &[("error", e.to_string().into())],
+                );
+            }
+        }
+    }
+}
+
+/// Pods reach other nodes through this node: forwarding must be on. A failure is logged,
+/// not fatal (a locked-down sysctl may already be set by the operator).
+fn forwarding_on() {
+    for key in ["net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"] {
+        if let Err(e) = weft_net::sysctl::set(key, "1") {
+            log::warn(
+                "cannot enable forwarding",
+                &[("sysctl", key.into()), ("error", e.to_string().into())],
+            );
+        }
+    }
+}
