@@ -198,9 +198,12 @@ impl Handle {
         if let Some(mac) = mac {
             attrs.push(LinkAttribute::Address(mac.to_vec()));
         }
-        let mut msg = link_msg(0, attrs);
-        msg.header.flags = LinkFlags::Up;
-        msg.header.change_mask = LinkFlags::Up;
+        // Created down: IPv6 duplicate address detection is turned off before the bridge
+        // comes up. A gateway bridge's link-local address otherwise sits "tentative" for
+        // a second or two after the first port appears, and the kernel does not resolve
+        // neighbours for forwarded IPv6 packets through it meanwhile: pods' first packets
+        // to other nodes stall. The gateway addresses themselves are added with nodad.
+        let msg = link_msg(0, attrs);
         let ctx = format!("bridge {name}");
         let created = self.nl.ack(
             Rt::NewLink(msg),
@@ -208,7 +211,14 @@ impl Handle {
             Op::new("RTM_NEWLINK", &ctx),
         );
         match created {
-            Ok(()) | Err(Error::Exists { .. }) => {}
+            Ok(()) => {
+                // Absent when IPv6 is disabled on the node: nothing to turn off then.
+                match crate::sysctl::set(&format!("net/ipv6/conf/{name}/accept_dad"), "0") {
+                    Ok(()) | Err(Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(Error::Exists { .. }) => {}
             Err(e) => return Err(e),
         }
         match self.link_by_name(name)? {

@@ -92,6 +92,40 @@ fn bridge_is_idempotent_and_checks_kind() {
 }
 
 #[test]
+fn new_bridge_skips_ipv6_dad_so_its_link_local_is_usable_at_once() {
+    require_root!();
+    let a = TestNs::new();
+    let ns = a.open();
+    ns.run(|| {
+        let mut h = Handle::new().unwrap();
+        h.create_bridge("br-dad", None, None).unwrap();
+        assert_eq!(
+            weft_net::sysctl::get("net/ipv6/conf/br-dad/accept_dad")
+                .unwrap()
+                .trim(),
+            "0"
+        );
+    })
+    .unwrap();
+    // A port with carrier brings the bridge's link-local address up: not tentative.
+    a.ip(&[
+        "link", "add", "brp0", "type", "veth", "peer", "name", "brp1",
+    ]);
+    a.ip(&["link", "set", "brp0", "master", "br-dad", "up"]);
+    a.ip(&["link", "set", "brp1", "up"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let out = a.ip(&["-6", "addr", "show", "dev", "br-dad", "scope", "link"]);
+        if out.contains("fe80::") {
+            assert!(!out.contains("tentative"), "{out}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no link-local: {out}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
 fn master_and_hairpin() {
     require_root!();
     let (a, b) = (TestNs::new(), TestNs::new());
