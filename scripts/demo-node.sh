@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Weft single-node demo: wire two pods with the real `weft` plugin exactly the way a container
+# Weft single-node demo (the plugin alone, no agent): wire two pods with the real `weft` plugin exactly the way a container
 # runtime does (CNI_* environment + config on stdin, run from the node's network namespace),
 # check pod<->pod (IPv4 and IPv6) and pod->node connectivity, then tear everything down.
 #
