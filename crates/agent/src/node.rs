@@ -347,9 +347,15 @@ impl Node {
     /// Reload the whole view and repair the kernel: after a broken watch, and periodically.
     /// Also re-asserts this node's own record and blocks if the datastore lost them.
     async fn resync(&mut self) -> Result<(), Error> {
+        self.resync_at().await.map(|_| ())
+    }
+
+    /// [`Self::resync`], returning the revision of the view it loaded (None when the
+    /// datastore was unreachable).
+    async fn resync_at(&mut self) -> Result<Option<i64>, Error> {
         let snap = match self.store.snapshot().await {
             Ok(s) => s,
-            Err(e) => return self.store_error("snapshot", e),
+            Err(e) => return self.store_error("snapshot", e).map(|_| None),
         };
         self.store_up();
         let changes = self.table.load(&snap);
@@ -378,7 +384,7 @@ impl Node {
                 ],
             );
         }
-        Ok(())
+        Ok(Some(snap.revision))
     }
 
     fn store_error(&mut self, what: &str, e: StoreError) -> Result<(), Error> {
@@ -509,15 +515,15 @@ impl Node {
     }
 
     async fn control_loop(&mut self) -> Result<(), Error> {
-        self.resync().await?;
-        let rev = match retry("snapshot", || self.store.snapshot()).await {
-            Ok(s) => s.revision,
-            Err(e) => return Err(e.into()),
+        // The watch starts right after the revision the view was loaded at, so no event
+        // falls between the two.
+        let rev = loop {
+            if let Some(rev) = self.resync_at().await? {
+                break rev;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         };
         let mut events = retry("watch", || self.store.watch(rev)).await?;
-        // The snapshot above and the watch start may straddle events: load once more so
-        // nothing between them is missed (loading is idempotent).
-        self.resync().await?;
         let (req_tx, mut req_rx) = mpsc::channel::<socket::Incoming>(64);
         socket::serve(&self.s.socket_path(), req_tx)?;
         let mut renew = tokio::time::interval(self.s.lease_ttl / 3);
@@ -532,9 +538,17 @@ impl Node {
                     Some(ev) => self.on_event(ev).await,
                     None => {
                         // The store's watch task ended; start a new one from a fresh view.
-                        let rev = retry("snapshot", || self.store.snapshot()).await?.revision;
-                        events = retry("watch", || self.store.watch(rev)).await?;
-                        self.resync().await
+                        match self.resync_at().await {
+                            Ok(Some(rev)) => {
+                                events = retry("watch", || self.store.watch(rev)).await?;
+                                Ok(())
+                            }
+                            Ok(None) => {
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                                Ok(())
+                            }
+                            Err(e) => Err(e),
+                        }
                     }
                 },
                 Some((req, reply)) = req_rx.recv() => {
