@@ -4,74 +4,15 @@
 //! of retrying forever. Everything (etcd included) runs inside a network namespace the test
 //! makes and removes.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use weft_net::NetNs;
+use support::{Dir, TestNs, Weftd};
 use weft_store::testing::{EtcdServer, TestPki, temp_dir};
 use weft_store::{Datastore, EtcdOptions, EtcdStore};
-
-fn ip(args: &[&str]) -> Output {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(out.status.success(), "ip {args:?}: {out:?}");
-    out
-}
-
-/// A network namespace with loopback up and an underlay veth holding 192.0.2.10/24;
-/// removed on drop.
-struct TestNs(String);
-
-impl TestNs {
-    fn new() -> TestNs {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "wtag{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        ip(&["netns", "add", &name]);
-        let ns = TestNs(name);
-        ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
-        ip(&[
-            "-n", &ns.0, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
-        ]);
-        ip(&["-n", &ns.0, "addr", "add", "192.0.2.10/24", "dev", "eth0"]);
-        ip(&["-n", &ns.0, "link", "set", "eth0", "up"]);
-        ip(&["-n", &ns.0, "link", "set", "eth1", "up"]);
-        ns
-    }
-
-    fn open(&self) -> NetNs {
-        NetNs::open(Path::new(&format!("/run/netns/{}", self.0))).expect("open netns")
-    }
-}
-
-impl Drop for TestNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-struct Weftd(Child);
-
-impl Weftd {
-    fn stderr(&mut self) -> String {
-        let mut err = String::new();
-        if let Some(mut e) = self.0.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut e, &mut err);
-        }
-        err
-    }
-}
-
-impl Drop for Weftd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn weftd(dir: &Path, endpoint: &str, ca: &Path, cert: &Path, key: &Path) -> Weftd {
     let config = dir.join("cluster.json");
@@ -102,14 +43,6 @@ fn weftd(dir: &Path, endpoint: &str, ca: &Path, cert: &Path, key: &Path) -> Weft
         .spawn()
         .expect("start weftd");
     Weftd(child)
-}
-
-struct Dir(PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 #[test]
