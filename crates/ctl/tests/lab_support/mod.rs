@@ -208,6 +208,43 @@ impl Lab {
             .find(|a| a.is_ipv6() == v6)
     }
 
+    /// Every pod address in the record: (pod, node, address).
+    pub fn pod_addresses(&self) -> Vec<(String, String, IpAddr)> {
+        let state = self.state();
+        let mut out = Vec::new();
+        for p in state["pods"].as_array().into_iter().flatten() {
+            for a in p["addresses"].as_array().into_iter().flatten() {
+                let addr = a.as_str().and_then(|a| a.split('/').next()?.parse().ok());
+                if let (Some(name), Some(node), Some(addr)) =
+                    (p["name"].as_str(), p["node"].as_str(), addr)
+                {
+                    out.push((name.to_owned(), node.to_owned(), addr));
+                }
+            }
+        }
+        out
+    }
+
+    /// The blocks in the IPAM ranges of the conflist weftd wrote on `node`.
+    pub fn conflist_blocks(&self, node: &str) -> Vec<String> {
+        let path = self
+            .state_dir()
+            .join(format!("nodes/{node}/net.d/10-weft.conflist"));
+        let conf: Value = serde_json::from_slice(
+            &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut blocks: Vec<String> = conf["plugins"][0]["ipam"]["ranges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|set| set.as_array().cloned().unwrap_or_default())
+            .filter_map(|r| r["subnet"].as_str().map(str::to_owned))
+            .collect();
+        blocks.sort();
+        blocks
+    }
+
     /// weftd's kernel entries in node `node` (`n1`).
     pub fn kernel(&self, node: &str) -> kernel::Kernel {
         kernel::kernel(&self.ns(node))
@@ -396,6 +433,14 @@ impl View {
                 "{node} routes {actual:?}, the block keys say {expected:?}"
             ))
         }
+    }
+
+    /// The owner of the block holding `addr`, if any.
+    pub fn owner_of(&self, addr: IpAddr) -> Option<&str> {
+        self.owners.iter().find_map(|(b, o)| {
+            let net: ipnet::IpNet = b.parse().ok()?;
+            net.contains(&addr).then_some(o.node.as_str())
+        })
     }
 
     pub fn blocks_of(&self, node: &str) -> Vec<String> {
