@@ -77,12 +77,20 @@ fn join_host_gw_programmed_everywhere_within_bound() {
 const LEAVE_SLACK: Duration = Duration::from_secs(3);
 const LEASE_TTL: u64 = 3;
 
-#[test]
-fn leave_killed_node_vanishes_after_lease_and_blocks_wait_for_expiry() {
+fn leave(backend: &str) {
     require_cluster_binaries();
     let lab = Lab::new();
     let ttl = LEASE_TTL.to_string();
-    lab.up_ok(&["--nodes", "3", "--pods-per-node", "1", "--lease-ttl", &ttl]);
+    lab.up_ok(&[
+        "--nodes",
+        "3",
+        "--pods-per-node",
+        "1",
+        "--lease-ttl",
+        &ttl,
+        "--backend",
+        backend,
+    ]);
     let before = lab.view();
     let dead_rec = before.records["n3"].clone();
     let dead_blocks = before.blocks_of("n3");
@@ -139,7 +147,7 @@ fn leave_killed_node_vanishes_after_lease_and_blocks_wait_for_expiry() {
     );
     let gone_after = killed.elapsed();
     eprintln!(
-        "leave: n3 gone from every peer and from etcd {:.0} ms after its weftd was killed \
+        "{backend} leave: n3 gone from every peer and from etcd {:.0} ms after its weftd was killed \
          (lease TTL {LEASE_TTL} s)",
         gone_after.as_secs_f64() * 1e3
     );
@@ -164,4 +172,14 @@ fn leave_killed_node_vanishes_after_lease_and_blocks_wait_for_expiry() {
     lab.ok(&["pod", "add"], &["reborn", "--node", "n5"]);
     let (ok, report) = lab.check_json();
     assert!(ok, "{report:#}");
+}
+
+#[test]
+fn leave_vxlan_killed_node_vanishes_after_lease_and_blocks_wait_for_expiry() {
+    leave("vxlan");
+}
+
+#[test]
+fn leave_host_gw_killed_node_vanishes_after_lease_and_blocks_wait_for_expiry() {
+    leave("host-gw");
 }
