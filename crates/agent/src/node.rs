@@ -509,7 +509,8 @@ impl Node {
     }
 
     async fn control_loop(&mut self) -> Result<(), Error> {
-        self.resync().await?;
+        let step = self.resync().await;
+        survive(step)?;
         let rev = match retry("snapshot", || self.store.snapshot()).await {
             Ok(s) => s.revision,
             Err(e) => return Err(e.into()),
@@ -517,7 +518,8 @@ impl Node {
         let mut events = retry("watch", || self.store.watch(rev)).await?;
         // The snapshot above and the watch start may straddle events: load once more so
         // nothing between them is missed (loading is idempotent).
-        self.resync().await?;
+        let step = self.resync().await;
+        survive(step)?;
         let (req_tx, mut req_rx) = mpsc::channel::<socket::Incoming>(64);
         socket::serve(&self.s.socket_path(), req_tx)?;
         let mut renew = tokio::time::interval(self.s.lease_ttl / 3);
@@ -553,17 +555,24 @@ impl Node {
                     return Ok(());
                 }
             };
-            if let Err(e) = step {
-                // A transient failure (a peer the kernel refused, a write) is retried by the
-                // next resync; only a dead dataplane thread is fatal.
-                if matches!(e, Error::DataplaneGone) {
-                    return Err(e);
-                }
-                log::error(
-                    "control loop step failed",
-                    &[("error", e.to_string().into())],
-                );
-            }
+            survive(step)?;
+        }
+    }
+}
+
+/// A failed step of the control loop — a peer the kernel refused, a write — is logged and
+/// retried by the next resync, also at start-up (one unprogrammable peer must not keep the
+/// agent from running); only a dead dataplane thread is fatal.
+fn survive(step: Result<(), Error>) -> Result<(), Error> {
+    match step {
+        Ok(()) => Ok(()),
+        Err(Error::DataplaneGone) => Err(Error::DataplaneGone),
+        Err(e) => {
+            log::error(
+                "control loop step failed",
+                &[("error", e.to_string().into())],
+            );
+            Ok(())
         }
     }
 }

@@ -91,3 +91,59 @@ fn weftd_restarts_lose_no_packet_vxlan() {
 fn weftd_restarts_lose_no_packet_host_gw() {
     restarts_under_traffic("host-gw");
 }
+
+/// weftd down for longer than its lease: its blocks expire and a joining node takes them
+/// (lowest free first). Started again, the agent must not die on the leftovers of the lost
+/// block (its old VTEP/gateway addresses make the kernel refuse a route to the new owner):
+/// it runs, leases new blocks, and every other node routes those to it.
+#[test]
+fn weftd_back_after_its_lease_expired_runs_with_new_blocks() {
+    require_cluster_binaries();
+    let lab = Lab::new();
+    lab.up_ok(&["--nodes", "3", "--pods-per-node", "1", "--lease-ttl", "3"]);
+    let lost = lab.view().blocks_of("n3");
+    lab.ok(&["weftd", "stop"], &["n3", "--kill"]);
+    wait_for(
+        Duration::from_secs(8),
+        || {
+            lab.block_owners()
+                .values()
+                .all(|o| o.node != "n3")
+                .then_some(())
+        },
+        || format!("n3's keys still there: {:?}", lab.block_owners()),
+    );
+    lab.ok(&["node", "add"], &["n4"]);
+    assert_eq!(
+        lab.view().blocks_of("n4"),
+        lost,
+        "the lowest free blocks are n3's old ones"
+    );
+
+    lab.ok(&["weftd", "start"], &["n3"]);
+    let view = lab.view();
+    let fresh = view.blocks_of("n3");
+    assert_eq!(fresh.len(), 2, "{view:#?}");
+    assert!(fresh.iter().all(|b| !lost.contains(b)), "{view:#?}");
+    assert_eq!(lab.conflist_blocks("n3"), fresh);
+    view.assert_single_owners();
+    let log = std::fs::read_to_string(lab.state_dir().join("nodes/n3/weftd.log")).unwrap();
+    assert!(log.contains("block lost to another node"), "{log}");
+    for n in ["n1", "n2", "n4"] {
+        wait_for(
+            Duration::from_secs(3),
+            || view.check_routes(&lab, n).ok(),
+            || view.check_routes(&lab, n).unwrap_err(),
+        );
+    }
+    // n3 reaches the blocks nobody took from anyone.
+    let routes = lab.kernel("n3").route_map(&view.records);
+    for b in view.blocks_of("n1").iter().chain(&view.blocks_of("n2")) {
+        assert!(
+            routes.get(b).is_some_and(|o| o == "n1" || o == "n2"),
+            "{routes:?}"
+        );
+    }
+    // Still running: the refused route is retried by later resyncs, not fatal.
+    assert!(alive(weftd_pid(&lab, "n3")), "n3's weftd died");
+}
