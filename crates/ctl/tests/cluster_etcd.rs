@@ -37,6 +37,10 @@ fn quick(lab: &Lab, sub: &[&str], args: &[&str], when: &str) -> Duration {
 fn join_is_programmed(lab: &Lab, old: &[String], new: &str) -> Duration {
     let started = Instant::now();
     lab.ok(&["node", "add"], &[new]);
+    eprintln!(
+        "`node add {new}` returned after {:.0} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
     let view = lab.view();
     assert_eq!(view.blocks_of(new).len(), 2, "{view:#?}");
     wait_for(
