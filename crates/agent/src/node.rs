@@ -374,7 +374,20 @@ impl Node {
             }
             self.publish().await?;
         }
-        let drift = self.dp()?.resync(self.table.desired()).await?;
+        // A refused peer (its block overlaps addresses still on this node, say) must not
+        // stop the view from loading: the rest is repaired, the refusal logged, and the
+        // next resync tries again.
+        let drift = match self.dp()?.resync(self.table.desired()).await {
+            Ok(d) => d,
+            Err(Error::DataplaneGone) => return Err(Error::DataplaneGone),
+            Err(e) => {
+                log::error(
+                    "drift repair incomplete",
+                    &[("error", e.to_string().into())],
+                );
+                return Ok(Some(snap.revision));
+            }
+        };
         if drift.added + drift.removed > 0 {
             log::warn(
                 "kernel drift repaired",
@@ -518,8 +531,12 @@ impl Node {
         // The watch starts right after the revision the view was loaded at, so no event
         // falls between the two.
         let rev = loop {
-            if let Some(rev) = self.resync_at().await? {
-                break rev;
+            // A failed step (say, a peer the kernel refuses) is logged and retried, like
+            // any other step of the loop; only a dead dataplane ends the agent.
+            match self.resync_at().await {
+                Ok(Some(rev)) => break rev,
+                Ok(None) => {}
+                Err(e) => survive(Err(e))?,
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         };
@@ -567,17 +584,24 @@ impl Node {
                     return Ok(());
                 }
             };
-            if let Err(e) = step {
-                // A transient failure (a peer the kernel refused, a write) is retried by the
-                // next resync; only a dead dataplane thread is fatal.
-                if matches!(e, Error::DataplaneGone) {
-                    return Err(e);
-                }
-                log::error(
-                    "control loop step failed",
-                    &[("error", e.to_string().into())],
-                );
-            }
+            survive(step)?;
+        }
+    }
+}
+
+/// A failed step of the control loop — a peer the kernel refused, a write — is logged and
+/// retried by the next resync, also at start-up (one unprogrammable peer must not keep the
+/// agent from running); only a dead dataplane thread is fatal.
+fn survive(step: Result<(), Error>) -> Result<(), Error> {
+    match step {
+        Ok(()) => Ok(()),
+        Err(Error::DataplaneGone) => Err(Error::DataplaneGone),
+        Err(e) => {
+            log::error(
+                "control loop step failed",
+                &[("error", e.to_string().into())],
+            );
+            Ok(())
         }
     }
 }

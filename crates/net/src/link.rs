@@ -185,8 +185,23 @@ impl Handle {
         mtu: Option<u32>,
         mac: Option<[u8; 6]>,
     ) -> Result<Link> {
+        self.create_bridge_with(name, mtu, mac, |_| Ok(()))
+    }
+
+    /// [`Handle::create_bridge`], running `before_up` on the bridge while it is still down
+    /// whenever this call is the one to bring it up (it made it, or found it down): the
+    /// moment for settings that only take effect when a link comes up, such as
+    /// `accept_dad`, which decides whether its IPv6 link-local address starts out tentative.
+    /// `before_up` runs in the caller's namespace, which need not be this handle's.
+    pub fn create_bridge_with(
+        &mut self,
+        name: &str,
+        mtu: Option<u32>,
+        mac: Option<[u8; 6]>,
+        before_up: impl FnOnce(&Link) -> Result<()>,
+    ) -> Result<Link> {
         if let Some(link) = self.link_by_name(name)? {
-            return self.existing_bridge(link);
+            return self.existing_bridge(link, before_up);
         }
         let mut attrs = vec![
             LinkAttribute::IfName(name.to_owned()),
@@ -198,11 +213,7 @@ impl Handle {
         if let Some(mac) = mac {
             attrs.push(LinkAttribute::Address(mac.to_vec()));
         }
-        // Created down: IPv6 duplicate address detection is turned off before the bridge
-        // comes up. A gateway bridge's link-local address otherwise sits "tentative" for
-        // a second or two after the first port appears, and the kernel does not resolve
-        // neighbours for forwarded IPv6 packets through it meanwhile: pods' first packets
-        // to other nodes stall. The gateway addresses themselves are added with nodad.
+        // Made down: `before_up` gets its chance before the link comes up.
         let msg = link_msg(0, attrs);
         let ctx = format!("bridge {name}");
         let created = self.nl.ack(
@@ -211,25 +222,22 @@ impl Handle {
             Op::new("RTM_NEWLINK", &ctx),
         );
         match created {
-            Ok(()) => {
-                // Absent when IPv6 is disabled on the node: nothing to turn off then.
-                match crate::sysctl::set(&format!("net/ipv6/conf/{name}/accept_dad"), "0") {
-                    Ok(()) | Err(Error::NotFound { .. }) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            Err(Error::Exists { .. }) => {}
+            Ok(()) | Err(Error::Exists { .. }) => {}
             Err(e) => return Err(e),
         }
         match self.link_by_name(name)? {
-            Some(link) => self.existing_bridge(link),
+            Some(link) => self.existing_bridge(link, before_up),
             None => Err(Error::NotFound {
                 what: format!("bridge {name} (vanished right after creation)"),
             }),
         }
     }
 
-    fn existing_bridge(&mut self, mut link: Link) -> Result<Link> {
+    fn existing_bridge(
+        &mut self,
+        mut link: Link,
+        before_up: impl FnOnce(&Link) -> Result<()>,
+    ) -> Result<Link> {
         if link.kind.as_deref() != Some("bridge") {
             return Err(Error::WrongKind {
                 name: link.name,
@@ -240,6 +248,7 @@ impl Handle {
             });
         }
         if !link.up {
+            before_up(&link)?;
             self.set_up(link.index)?;
             link.up = true;
         }

@@ -72,6 +72,26 @@ fn bridge_is_idempotent_and_checks_kind() {
     assert!(h.create_bridge("br-test", None, None).unwrap().up);
     assert!(a.ip(&["link", "show", "br-test"]).contains(",UP"));
 
+    // The hook runs on the still-down bridge, only when this call brings it up.
+    let mut seen = Vec::new();
+    let made = h
+        .create_bridge_with("br-hook", None, None, |l| {
+            seen.push((l.name.clone(), l.up));
+            Ok(())
+        })
+        .unwrap();
+    assert!(made.up);
+    assert_eq!(seen, [("br-hook".to_owned(), false)]);
+    h.create_bridge_with("br-hook", None, None, |_| panic!("already up"))
+        .unwrap();
+    let refused = h.create_bridge_with("br-hook2", None, None, |_| {
+        Err(Error::NotFound {
+            what: "test".to_owned(),
+        })
+    });
+    assert!(refused.is_err());
+    assert!(!a.ip(&["link", "show", "br-hook2"]).contains(",UP"));
+
     a.ip(&[
         "link",
         "add",
@@ -88,40 +108,6 @@ fn bridge_is_idempotent_and_checks_kind() {
             assert_eq!(found, "veth");
         }
         other => panic!("expected WrongKind, got {other:?}"),
-    }
-}
-
-#[test]
-fn new_bridge_skips_ipv6_dad_so_its_link_local_is_usable_at_once() {
-    require_root!();
-    let a = TestNs::new();
-    let ns = a.open();
-    ns.run(|| {
-        let mut h = Handle::new().unwrap();
-        h.create_bridge("br-dad", None, None).unwrap();
-        assert_eq!(
-            weft_net::sysctl::get("net/ipv6/conf/br-dad/accept_dad")
-                .unwrap()
-                .trim(),
-            "0"
-        );
-    })
-    .unwrap();
-    // A port with carrier brings the bridge's link-local address up: not tentative.
-    a.ip(&[
-        "link", "add", "brp0", "type", "veth", "peer", "name", "brp1",
-    ]);
-    a.ip(&["link", "set", "brp0", "master", "br-dad", "up"]);
-    a.ip(&["link", "set", "brp1", "up"]);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    loop {
-        let out = a.ip(&["-6", "addr", "show", "dev", "br-dad", "scope", "link"]);
-        if out.contains("fe80::") {
-            assert!(!out.contains("tentative"), "{out}");
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "no link-local: {out}");
-        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
