@@ -198,11 +198,7 @@ impl Node {
             }
             self.adopt(b).await?;
         }
-        for f in self.families() {
-            if !self.blocks.iter().any(|b| family_of(b) == f) {
-                self.claim(f).await?;
-            }
-        }
+        self.claim_missing().await?;
         let dp = DataplaneHandle::start(
             backend_kind(self.cfg.backend),
             Local {
@@ -276,6 +272,26 @@ impl Node {
         Ok(b)
     }
 
+    /// Lease a block for every family the node has none of. A full CIDR is not fatal (the
+    /// node may have lost its blocks while it was away and found every block taken): the
+    /// agent keeps routing to its peers, says so, and retries at each resync.
+    async fn claim_missing(&mut self) -> Result<(), Error> {
+        for f in self.families() {
+            if self.blocks.iter().any(|b| family_of(b) == f) {
+                continue;
+            }
+            match self.claim(f).await {
+                Ok(_) => {}
+                Err(Error::NoBlock { family, detail }) => log::error(
+                    "no block for this node: no new pods of this family until one is free",
+                    &[("family", family.into()), ("error", detail.into())],
+                ),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     fn record(&self) -> NodeRecord {
         NodeRecord {
             name: self.s.node_name.clone(),
@@ -300,9 +316,24 @@ impl Node {
 
     fn write_local_files(&self) -> Result<(), Error> {
         let dp = self.dp()?;
-        let conf = cniconf::render(&self.s, &self.blocks, dp.pod_mtu);
-        let text = serde_json::to_string_pretty(&conf).unwrap_or_default();
-        cniconf::write_if_changed(&self.s.conflist_path(), &text)?;
+        if self.blocks.is_empty() {
+            // No block, no addresses: without a conflist the runtime reports the node's
+            // network as not ready instead of starting pods that cannot get an address.
+            match std::fs::remove_file(self.s.conflist_path()) {
+                Ok(()) => log::warn("conflist removed: the node holds no block", &[]),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(Error::Write {
+                        path: self.s.conflist_path(),
+                        source,
+                    });
+                }
+            }
+        } else {
+            let conf = cniconf::render(&self.s, &self.blocks, dp.pod_mtu);
+            let text = serde_json::to_string_pretty(&conf).unwrap_or_default();
+            cniconf::write_if_changed(&self.s.conflist_path(), &text)?;
+        }
         let st = SavedState {
             name: self.s.node_name.clone(),
             lease: self.lease,
@@ -368,10 +399,15 @@ impl Node {
             .filter(|b| !mine.contains(b))
             .collect();
         let me_listed = snap.nodes.iter().any(|n| n.name == self.s.node_name);
-        if !missing.is_empty() || !me_listed {
+        let lacking = self
+            .families()
+            .into_iter()
+            .any(|f| !self.blocks.iter().any(|b| family_of(b) == f));
+        if !missing.is_empty() || !me_listed || lacking {
             for b in missing {
                 self.adopt(b).await?;
             }
+            self.claim_missing().await?;
             self.publish().await?;
         }
         // A refused peer (its block overlaps addresses still on this node, say) must not
@@ -444,11 +480,7 @@ impl Node {
                 for b in self.blocks.clone() {
                     self.adopt(b).await?;
                 }
-                for f in self.families() {
-                    if !self.blocks.iter().any(|b| family_of(b) == f) {
-                        self.claim(f).await?;
-                    }
-                }
+                self.claim_missing().await?;
                 self.publish().await
             }
             Err(e) => self.store_error("keep-alive", e),

@@ -92,33 +92,59 @@ fn weftd_restarts_lose_no_packet_host_gw() {
     restarts_under_traffic("host-gw");
 }
 
-/// weftd down for longer than its lease: its blocks expire and a joining node takes them
-/// (lowest free first). Started again, the agent must not die on the leftovers of the lost
-/// block (its old VTEP/gateway addresses make the kernel refuse a route to the new owner):
-/// it runs, leases new blocks, and every other node routes those to it.
+/// weftd down for longer than its lease: its blocks expire, and once no never-used block
+/// is left a joining node takes them. Started again, the agent must not die on the leftovers
+/// of the lost block (its old VTEP/gateway addresses make the kernel refuse a route to the
+/// new owner): it runs, leases a block that is free, and every other node routes it there.
+///
+/// The cluster has four blocks per family (v4 /18 of the /16, v6 /58 of the /56), so the
+/// order of claims is forced: n1–n3 at `up`, n4 the last fresh one, n5 n3's expired ones,
+/// and n3, back, the one n4 frees when its lease runs out.
 #[test]
 fn weftd_back_after_its_lease_expired_runs_with_new_blocks() {
     require_cluster_binaries();
     let lab = Lab::new();
-    lab.up_ok(&["--nodes", "3", "--pods-per-node", "1", "--lease-ttl", "3"]);
+    lab.up_ok(&[
+        "--nodes",
+        "3",
+        "--pods-per-node",
+        "1",
+        "--lease-ttl",
+        "3",
+        "--block-size-v4",
+        "18",
+        "--block-size-v6",
+        "58",
+    ]);
     let lost = lab.view().blocks_of("n3");
+    let gone = |node: &'static str| {
+        wait_for(
+            Duration::from_secs(8),
+            || {
+                lab.block_owners()
+                    .values()
+                    .all(|o| o.node != node)
+                    .then_some(())
+            },
+            || format!("{node}'s keys still there: {:?}", lab.block_owners()),
+        )
+    };
     lab.ok(&["weftd", "stop"], &["n3", "--kill"]);
-    wait_for(
-        Duration::from_secs(8),
-        || {
-            lab.block_owners()
-                .values()
-                .all(|o| o.node != "n3")
-                .then_some(())
-        },
-        || format!("n3's keys still there: {:?}", lab.block_owners()),
-    );
+    gone("n3");
     lab.ok(&["node", "add"], &["n4"]);
-    assert_eq!(
-        lab.view().blocks_of("n4"),
-        lost,
-        "the lowest free blocks are n3's old ones"
+    let n4 = lab.view().blocks_of("n4");
+    assert!(
+        n4.iter().all(|b| !lost.contains(b)),
+        "fresh blocks come first"
     );
+    lab.ok(&["node", "add"], &["n5"]);
+    assert_eq!(
+        lab.view().blocks_of("n5"),
+        lost,
+        "with no fresh block left, the expired ones are reused"
+    );
+    lab.ok(&["node", "del"], &["n4"]);
+    gone("n4");
 
     lab.ok(&["weftd", "start"], &["n3"]);
     let view = lab.view();
@@ -129,7 +155,8 @@ fn weftd_back_after_its_lease_expired_runs_with_new_blocks() {
     view.assert_single_owners();
     let log = std::fs::read_to_string(lab.state_dir().join("nodes/n3/weftd.log")).unwrap();
     assert!(log.contains("block lost to another node"), "{log}");
-    for n in ["n1", "n2", "n4"] {
+    assert_eq!(fresh, n4, "n3 takes what n4 left");
+    for n in ["n1", "n2", "n5"] {
         wait_for(
             Duration::from_secs(3),
             || view.check_routes(&lab, n).ok(),
