@@ -103,3 +103,92 @@ pub fn world(namespaces: Vec<Namespace>, endpoints: Vec<Endpoint>, policies: Vec
         policies,
     }
 }
+
+use std::collections::BTreeMap as Map;
+use weft_policy::plan::{self, HookPoint, Packet, Plan, PlanOptions};
+use weft_policy::{Party, evaluate_addrs};
+
+/// One plan per node: `compile` (or `compile_linear` when `linear`).
+pub fn plans(world: &World, linear: bool) -> Map<String, Plan> {
+    world
+        .nodes
+        .iter()
+        .map(|n| {
+            let o = PlanOptions::new(&n.name);
+            let p = if linear {
+                plan::compile_linear(world, &o)
+            } else {
+                plan::compile(world, &o)
+            };
+            (n.name.clone(), p)
+        })
+        .collect()
+}
+
+/// The first packet of a connection through the nodes' plans, along the path a packet takes
+/// in weft: a pod's packets cross its node's forward hook (or input, to the node itself),
+/// then the destination node's forward (or input) hook; a node's own packets leave through
+/// output, where weft filters nothing; an external packet meets the destination node only.
+pub fn walk(world: &World, plans: &Map<String, Plan>, src: IpAddr, dst: IpAddr, proto: Protocol, port: u16) -> bool {
+    let v = evaluate_addrs(world, src, dst, port, proto);
+    let pkt = Packet {
+        src,
+        dst,
+        protocol: proto.number(),
+        port,
+    };
+    // (node, is a pod there?) for each end.
+    let place = |p: &Party| -> Option<(String, bool)> {
+        match p {
+            Party::Pod { node, .. } | Party::Unprogrammed { node } => Some((node.clone(), true)),
+            Party::Node(n) => Some((n.clone(), false)),
+            Party::External => None,
+        }
+    };
+    let s = place(&v.src.party);
+    let d = place(&v.dst.party);
+    let mut hops: Vec<(String, HookPoint)> = Vec::new();
+    let dst_hook = |d: &Option<(String, bool)>| {
+        d.as_ref().map(|(n, pod)| {
+            (
+                n.clone(),
+                if *pod {
+                    HookPoint::Forward
+                } else {
+                    HookPoint::Input
+                },
+            )
+        })
+    };
+    match &s {
+        Some((sn, true)) => {
+            match &d {
+                Some((dn, false)) if dn == sn => hops.push((sn.clone(), HookPoint::Input)),
+                _ => {
+                    hops.push((sn.clone(), HookPoint::Forward));
+                    if let Some((dn, h)) = dst_hook(&d)
+                        && dn != *sn
+                    {
+                        hops.push((dn, h));
+                    }
+                }
+            }
+        }
+        Some((sn, false)) => {
+            if let Some((dn, h)) = dst_hook(&d)
+                && dn != *sn
+            {
+                hops.push((dn, h));
+            }
+        }
+        None => {
+            if let Some(hop) = dst_hook(&d) {
+                hops.push(hop);
+            }
+        }
+    }
+    hops.into_iter().all(|(n, hook)| match plans.get(&n) {
+        Some(p) => p.walk(hook, &pkt).expect("walkable plan"),
+        None => true,
+    })
+}
