@@ -192,3 +192,199 @@ pub fn walk(world: &World, plans: &Map<String, Plan>, src: IpAddr, dst: IpAddr, 
         None => true,
     })
 }
+
+/// A small deterministic PRNG (xorshift64*), so randomized tests replay exactly.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
+const LABEL_KEYS: &[(&str, &[&str])] = &[("app", &["w", "d", "c"]), ("tier", &["f", "b"]), ("role", &["x"])];
+
+pub fn random_labels(r: &mut Rng) -> BTreeMap<String, String> {
+    let mut l = BTreeMap::new();
+    for (k, vals) in LABEL_KEYS {
+        if r.chance(60) {
+            l.insert(k.to_string(), r.pick(vals).to_string());
+        }
+    }
+    l
+}
+
+pub fn random_selector_yaml(r: &mut Rng) -> String {
+    let mut parts = Vec::new();
+    if r.chance(50) {
+        let (k, vals) = r.pick(LABEL_KEYS);
+        parts.push(format!("matchLabels: {{{k}: {}}}", r.pick(vals)));
+    }
+    if r.chance(40) {
+        let (k, vals) = r.pick(LABEL_KEYS);
+        let e = match r.below(4) {
+            0 => format!("{{key: {k}, operator: In, values: [{}]}}", r.pick(vals)),
+            1 => format!("{{key: {k}, operator: NotIn, values: [{}]}}", r.pick(vals)),
+            2 => format!("{{key: {k}, operator: Exists}}"),
+            _ => format!("{{key: {k}, operator: DoesNotExist}}"),
+        };
+        parts.push(format!("matchExpressions: [{e}]"));
+    }
+    format!("{{{}}}", parts.join(", "))
+}
+
+fn random_ns_selector_yaml(r: &mut Rng) -> String {
+    match r.below(4) {
+        0 => "{}".into(),
+        1 => format!("{{matchLabels: {{team: {}}}}}", r.pick(&["a", "b"])),
+        2 => format!("{{matchLabels: {{kubernetes.io/metadata.name: {}}}}}", r.pick(&["n0", "n1", "n2"])),
+        _ => format!("{{matchExpressions: [{{key: env, operator: {}}}]}}", r.pick(&["Exists", "DoesNotExist"])),
+    }
+}
+
+const BLOCKS: &[&str] = &[
+    "{cidr: 10.0.0.0/16, except: [10.0.1.0/28]}",
+    "{cidr: 10.0.2.0/24}",
+    "{cidr: 203.0.113.0/24, except: [203.0.113.128/25]}",
+    "{cidr: 'fd00::/16', except: ['fd00:2::/64']}",
+    "{cidr: 0.0.0.0/0, except: [10.0.0.0/8]}",
+    "{cidr: 192.168.0.1/32}",
+    "{cidr: 10.0.1.0/25}",
+];
+
+fn random_peer_yaml(r: &mut Rng) -> String {
+    match r.below(4) {
+        0 => format!("{{podSelector: {}}}", random_selector_yaml(r)),
+        1 => format!("{{namespaceSelector: {}}}", random_ns_selector_yaml(r)),
+        2 => format!(
+            "{{podSelector: {}, namespaceSelector: {}}}",
+            random_selector_yaml(r),
+            random_ns_selector_yaml(r)
+        ),
+        _ => format!("{{ipBlock: {}}}", r.pick(BLOCKS)),
+    }
+}
+
+fn random_port_yaml(r: &mut Rng) -> String {
+    let proto = *r.pick(&["", "protocol: UDP, ", "protocol: SCTP, ", "protocol: TCP, "]);
+    match r.below(5) {
+        0 => format!("{{{proto}}}").replace(", }", "}"),
+        1 => format!("{{{proto}port: {}}}", r.pick(&[53, 80, 443, 8080])),
+        2 => format!("{{{proto}port: {}, endPort: {}}}", 80, r.pick(&[85, 90, 8080])),
+        3 => format!("{{{proto}port: {}}}", r.pick(&["http", "dns"])),
+        _ => format!("{{{proto}port: 8000, endPort: 8100}}"),
+    }
+}
+
+fn random_rules_yaml(r: &mut Rng, key: &str, peers: &str) -> String {
+    let n = r.below(3);
+    if n == 0 && r.chance(50) {
+        return String::new();
+    }
+    let mut out = format!("  {key}:\n");
+    if n == 0 {
+        return format!("  {key}: []\n");
+    }
+    for _ in 0..n {
+        let mut rule = Vec::new();
+        if r.chance(70) {
+            let np = 1 + r.below(2);
+            let list: Vec<String> = (0..np).map(|_| random_peer_yaml(r)).collect();
+            rule.push(format!("{peers}: [{}]", list.join(", ")));
+        }
+        if r.chance(70) {
+            let np = 1 + r.below(2);
+            let list: Vec<String> = (0..np).map(|_| random_port_yaml(r)).collect();
+            rule.push(format!("ports: [{}]", list.join(", ")));
+        }
+        out.push_str(&format!("  - {{{}}}\n", rule.join(", ")));
+    }
+    out
+}
+
+pub fn random_policy_yaml(r: &mut Rng, name: &str) -> String {
+    let ns = r.pick(&["n0", "n1", "n2"]);
+    let types = *r.pick(&["", "  policyTypes: [Ingress]\n", "  policyTypes: [Egress]\n", "  policyTypes: [Ingress, Egress]\n"]);
+    format!(
+        "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  podSelector: {}\n{types}{}{}",
+        random_selector_yaml(r),
+        random_rules_yaml(r, "ingress", "from"),
+        random_rules_yaml(r, "egress", "to"),
+    )
+}
+
+pub fn random_pod(r: &mut Rng, i: usize) -> Endpoint {
+    let node = if r.chance(50) { "a" } else { "b" };
+    let net = if node == "a" { 1 } else { 2 };
+    let mut addrs = vec![format!("10.0.{net}.{}", 2 + i)];
+    if r.chance(40) {
+        addrs.push(format!("fd00:{net}::{:x}", 2 + i));
+    }
+    let addrs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+    let ns = *r.pick(&["n0", "n1", "n2"]);
+    let mut e = pod(ns, &format!("p{i}"), node, &addrs, "");
+    e.labels = random_labels(r);
+    if r.chance(50) {
+        e = with_port(e, "http", Protocol::Tcp, *r.pick(&[80, 8080]));
+    }
+    if r.chance(30) {
+        e = with_port(e, "dns", Protocol::Udp, 53);
+    }
+    e
+}
+
+pub fn random_world(r: &mut Rng) -> World {
+    let mut namespaces = Vec::new();
+    for n in ["n0", "n1", "n2"] {
+        let mut l = String::new();
+        if r.chance(60) {
+            l.push_str(&format!("team={}", r.pick(&["a", "b"])));
+        }
+        if r.chance(40) {
+            if !l.is_empty() {
+                l.push(',');
+            }
+            l.push_str("env=x");
+        }
+        namespaces.push(namespace(n, &l));
+    }
+    let pods = (0..4 + r.below(6)).map(|i| random_pod(r, i)).collect();
+    let mut yaml = String::new();
+    for i in 0..1 + r.below(4) {
+        yaml.push_str(&random_policy_yaml(r, &format!("np{i}")));
+    }
+    world(namespaces, pods, policies(&yaml))
+}
+
+/// Every address worth probing in a world: pods, nodes, outsiders, unprogrammed.
+pub fn probe_addresses(w: &World) -> Vec<IpAddr> {
+    let mut v: Vec<IpAddr> = w.endpoints.iter().flat_map(|e| e.addresses.clone()).collect();
+    for n in &w.nodes {
+        v.extend(n.addresses.iter().copied());
+    }
+    for a in ["203.0.113.5", "203.0.113.200", "10.9.0.1", "198.51.100.7", "10.0.1.250", "10.0.1.3", "fd00:9::1", "fd00:2::99"] {
+        v.push(ip(a));
+    }
+    v.sort();
+    v.dedup();
+    v
+}
+
+pub const PROBE_PORTS: &[u16] = &[53, 80, 85, 443, 8080, 8050, 9999];
