@@ -388,3 +388,120 @@ pub fn probe_addresses(w: &World) -> Vec<IpAddr> {
 }
 
 pub const PROBE_PORTS: &[u16] = &[53, 80, 85, 443, 8080, 8050, 9999];
+
+/// What a mutation did (so tests can tell single causes apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mutation {
+    AddPod,
+    RemovePod,
+    Relabel,
+    EditPort,
+    EditCidr,
+    AddPolicy,
+    RemovePolicy,
+    NamespaceLabel,
+}
+
+pub const ALL_MUTATIONS: &[Mutation] = &[
+    Mutation::AddPod,
+    Mutation::RemovePod,
+    Mutation::Relabel,
+    Mutation::EditPort,
+    Mutation::EditCidr,
+    Mutation::AddPolicy,
+    Mutation::RemovePolicy,
+    Mutation::NamespaceLabel,
+];
+
+/// Applies one change of kind `m` (if the world has something to change that way).
+pub fn mutate(r: &mut Rng, w: &World, m: Mutation) -> Option<World> {
+    use weft_policy::{PolicyPeer, PortRef};
+    let mut w = w.clone();
+    match m {
+        Mutation::AddPod => {
+            let i = 100 + w.endpoints.len();
+            w.endpoints.push(random_pod(r, i));
+        }
+        Mutation::RemovePod => {
+            if w.endpoints.is_empty() {
+                return None;
+            }
+            let i = r.below(w.endpoints.len());
+            w.endpoints.remove(i);
+        }
+        Mutation::Relabel => {
+            if w.endpoints.is_empty() {
+                return None;
+            }
+            let i = r.below(w.endpoints.len());
+            w.endpoints[i].labels = random_labels(r);
+        }
+        Mutation::EditPort => {
+            let mut spots = Vec::new();
+            for (pi, p) in w.policies.iter().enumerate() {
+                for (d, rules) in [(0, &p.spec.ingress), (1, &p.spec.egress)] {
+                    for (ri, rule) in rules.iter().enumerate() {
+                        for (xi, port) in rule.ports.iter().enumerate() {
+                            if let Some(PortRef::Number(_)) = port.port {
+                                spots.push((pi, d, ri, xi));
+                            }
+                        }
+                    }
+                }
+            }
+            if spots.is_empty() {
+                return None;
+            }
+            let (pi, d, ri, xi) = *r.pick(&spots);
+            let spec = &mut w.policies[pi].spec;
+            let rules = if d == 0 { &mut spec.ingress } else { &mut spec.egress };
+            let port = &mut rules[ri].ports[xi];
+            let n = *r.pick(&[53u16, 80, 81, 85, 443, 8080, 9999]);
+            port.port = Some(PortRef::Number(n));
+            if port.end_port.is_some_and(|e| e < n) {
+                port.end_port = Some(n);
+            }
+        }
+        Mutation::EditCidr => {
+            let mut spots = Vec::new();
+            for (pi, p) in w.policies.iter().enumerate() {
+                for (d, rules) in [(0, &p.spec.ingress), (1, &p.spec.egress)] {
+                    for (ri, rule) in rules.iter().enumerate() {
+                        for (xi, peer) in rule.peers.iter().enumerate() {
+                            if let PolicyPeer::IpBlock(_) = peer {
+                                spots.push((pi, d, ri, xi));
+                            }
+                        }
+                    }
+                }
+            }
+            if spots.is_empty() {
+                return None;
+            }
+            let (pi, d, ri, xi) = *r.pick(&spots);
+            let spec = &mut w.policies[pi].spec;
+            let rules = if d == 0 { &mut spec.ingress } else { &mut spec.egress };
+            if let PolicyPeer::IpBlock(b) = &mut rules[ri].peers[xi] {
+                let cidr = *r.pick(&["10.0.0.0/15", "10.0.1.0/26", "203.0.112.0/23", "0.0.0.0/1", "fd00::/12"]);
+                b.cidr = cidr.parse().unwrap();
+            }
+        }
+        Mutation::AddPolicy => {
+            let name = format!("extra{}", w.policies.len());
+            w.policies.extend(policies(&random_policy_yaml(r, &name)));
+        }
+        Mutation::RemovePolicy => {
+            if w.policies.is_empty() {
+                return None;
+            }
+            let i = r.below(w.policies.len());
+            w.policies.remove(i);
+        }
+        Mutation::NamespaceLabel => {
+            let i = r.below(w.namespaces.len());
+            let team = if r.chance(50) { "a" } else { "b" };
+            w.namespaces[i].labels.insert("team".into(), team.into());
+        }
+    }
+    Some(w)
+}
