@@ -282,17 +282,18 @@ fn big_world() -> World {
             pod_cidrs: vec!["10.2.0.0/16".parse().unwrap()],
         },
     ];
+    let mut r = Rng::new(42);
     let endpoints: Vec<Endpoint> = (0..1000u32)
         .map(|i| {
             let (node, net) = if i % 2 == 0 { ("a", 1) } else { ("b", 2) };
             let host = i / 2 + 2;
             let addr = format!("10.{net}.{}.{}", host / 256, host % 256);
             pod(
-                &format!("n{}", i % 5),
+                &format!("n{}", r.below(5)),
                 &format!("p{i}"),
                 node,
                 &[&addr],
-                &format!("app=a{},tier=t{}", (i / 3) % 10, i % 3),
+                &format!("app=a{},tier=t{}", r.below(10), r.below(3)),
             )
         })
         .collect();
@@ -336,7 +337,7 @@ fn small_causes_give_small_diffs_among_1000_pods() {
     // Local pods that share a namespace: relabel one into the labels of another, which is
     // isolated (so the class exists and only elements move).
     let local: Vec<&Endpoint> = w.endpoints.iter().filter(|e| e.node == "a").collect();
-    let selected = |e: &Endpoint| w.policies.iter().filter(|p| p.selects(e)).count();
+    let selected = |e: &Endpoint| w.policies.iter().filter(|p| p.name != "deny" && p.selects(e)).count();
     let (x, y) = local
         .iter()
         .flat_map(|x| local.iter().map(move |y| (*x, *y)))
@@ -350,7 +351,7 @@ fn small_causes_give_small_diffs_among_1000_pods() {
     let new = plan::compile(&w2, &o);
     let ops = check_diff(&old, &new, "relabel");
     let mut weights = vec![("relabel", weight(&ops))];
-    assert!(weight(&ops) <= 12 && no_objects(&ops), "weight {}: {ops:#?}", weight(&ops));
+    assert!(weight(&ops) <= 16 && no_objects(&ops), "weight {}: {ops:#?}", weight(&ops));
 
     // A pod added to an existing class, and one removed from a class that keeps members.
     let mut w3 = w.clone();
@@ -360,20 +361,20 @@ fn small_causes_give_small_diffs_among_1000_pods() {
     w3.endpoints.push(twin);
     let ops = check_diff(&old, &plan::compile(&w3, &o), "add pod");
     weights.push(("add pod", weight(&ops)));
-    assert!(weight(&ops) <= 12 && no_objects(&ops), "weight {}: {ops:#?}", weight(&ops));
+    assert!(weight(&ops) <= 16 && no_objects(&ops), "weight {}: {ops:#?}", weight(&ops));
     let mut w4 = w.clone();
     w4.endpoints.retain(|e| e.name != x.name);
     let ops = check_diff(&old, &plan::compile(&w4, &o), "remove pod");
     weights.push(("remove pod", weight(&ops)));
-    assert!(weight(&ops) <= 12, "weight {}: {ops:#?}", weight(&ops));
+    assert!(weight(&ops) <= 16, "weight {}: {ops:#?}", weight(&ops));
 
     // A policy edit (one port): a port-map change in the classes of that policy only.
     let mut w5 = w.clone();
-    let p = w5.policies.iter_mut().find(|p| p.name == "p3").unwrap();
+    let p = w5.policies.iter_mut().find(|p| p.name != "deny" && p.selects(y)).unwrap();
     p.spec.ingress[0].ports[0].port = Some(weft_policy::PortRef::Number(9003));
     let ops = check_diff(&old, &plan::compile(&w5, &o), "edit port");
     weights.push(("edit port", weight(&ops)));
-    assert!(weight(&ops) <= 8 && no_objects(&ops), "weight {}: {ops:#?}", weight(&ops));
+    assert!((1..=8).contains(&weight(&ops)) && no_objects(&ops), "weight {}: {ops:#?}", weight(&ops));
 
     eprintln!("compile of 1000 pods / 11 policies: {compile_time:?}; diff weights {weights:?}");
 }
