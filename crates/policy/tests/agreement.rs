@@ -51,7 +51,10 @@ fn compiled_plans_agree_with_the_evaluator() {
     }
     assert!(seed >= 50, "only {seed} worlds in the time budget");
     // Both outcomes must be common, or the test proves little.
-    assert!(allowed > flows / 10 && allowed < flows * 9 / 10, "{allowed} of {flows} allowed");
+    assert!(
+        allowed > flows / 10 && allowed < flows * 9 / 10,
+        "{allowed} of {flows} allowed"
+    );
     eprintln!("{seed} worlds, {flows} flows agree ({allowed} allowed)");
 }
 

@@ -43,10 +43,17 @@ fn applying_the_diff_gives_the_new_plan() {
         for node in ["a", "b"] {
             let o = PlanOptions::new(node);
             let (old, new) = (plan::compile(&w, &o), plan::compile(&w2, &o));
-            check_diff(&Plan::empty(&o.table), &old, &format!("seed {seed} from empty"));
+            check_diff(
+                &Plan::empty(&o.table),
+                &old,
+                &format!("seed {seed} from empty"),
+            );
             let ops = check_diff(&old, &new, &format!("seed {seed} {m:?} on {node}"));
             // No chain ever changes in place.
-            assert!(!ops.iter().any(|op| matches!(op, Op::ReplaceChain { .. })), "seed {seed}");
+            assert!(
+                !ops.iter().any(|op| matches!(op, Op::ReplaceChain { .. })),
+                "seed {seed}"
+            );
             // Back again.
             check_diff(&new, &old, &format!("seed {seed} {m:?} reversed on {node}"));
             checked += 1;
@@ -151,7 +158,8 @@ fn every_prefix_is_safe_for_single_causes() {
                 for (k, ((o, n), c)) in vo.iter().zip(&vn).zip(&vc).enumerate() {
                     if o == n {
                         assert_eq!(
-                            c, o,
+                            c,
+                            o,
                             "seed {seed} {m:?} node {node}: after op {i} ({op:?}) packet {:?} {} flipped",
                             pkts[k / 2],
                             if k % 2 == 0 { "forward" } else { "input" }
@@ -203,13 +211,17 @@ fn a_new_selected_pod_is_isolated_before_it_leaves_default_deny() {
     let w = small_world();
     let mut w2 = w.clone();
     // A second web pod: a peer of db's rule, and selected by policy `web`.
-    w2.endpoints.push(pod("shop", "web2", "a", &["10.0.1.12"], "app=web"));
+    w2.endpoints
+        .push(pod("shop", "web2", "a", &["10.0.1.12"], "app=web"));
     let o = PlanOptions::new("a");
     let (old, new) = (plan::compile(&w, &o), plan::compile(&w2, &o));
     let ops = check_diff(&old, &new, "new pod");
     let peer = index_of(&ops, |op| match op {
         Op::AddElements { set, elements } => {
-            set.starts_with("ai_") && elements.iter().any(|(k, _)| *k == plan::Elem::addr(ip("10.0.1.12")))
+            set.starts_with("ai_")
+                && elements
+                    .iter()
+                    .any(|(k, _)| *k == plan::Elem::addr(ip("10.0.1.12")))
         }
         _ => false,
     });
@@ -217,12 +229,16 @@ fn a_new_selected_pod_is_isolated_before_it_leaves_default_deny() {
     let known = index_of(&ops, adds_to("known4", "10.0.1.12"));
     assert!(peer < isolated && isolated < known, "{ops:#?}");
     // It joins an existing class: no chain is created, the ops are few.
-    assert!(!ops.iter().any(|op| matches!(op, Op::AddChain { .. } | Op::AddSet { .. })));
+    assert!(
+        !ops.iter()
+            .any(|op| matches!(op, Op::AddChain { .. } | Op::AddSet { .. }))
+    );
     assert!(ops.iter().map(Op::weight).sum::<usize>() <= 4, "{ops:#?}");
 
     // The first pod of a new class: its chains and sets come before its isolation entry.
     let mut w3 = w.clone();
-    w3.endpoints.push(pod("shop", "lone", "a", &["10.0.1.13"], "app=db,extra=1"));
+    w3.endpoints
+        .push(pod("shop", "lone", "a", &["10.0.1.13"], "app=db,extra=1"));
     w3.policies.extend(policies(
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: extra, namespace: shop}\nspec:\n  podSelector: {matchLabels: {extra: '1'}}\n  ingress: [{ports: [{port: 80}]}]\n",
     ));
@@ -236,12 +252,19 @@ fn a_new_selected_pod_is_isolated_before_it_leaves_default_deny() {
         },
         _ => unreachable!(),
     };
-    let chain = index_of(&ops, |op| matches!(op, Op::AddChain { name, .. } if *name == class));
-    let ports = index_of(&ops, |op| {
-        matches!(op, Op::AddElements { set, .. } if *set == format!("{class}_ports"))
-    });
+    let chain = index_of(
+        &ops,
+        |op| matches!(op, Op::AddChain { name, .. } if *name == class),
+    );
+    let ports = index_of(
+        &ops,
+        |op| matches!(op, Op::AddElements { set, .. } if *set == format!("{class}_ports")),
+    );
     let known = index_of(&ops, adds_to("known4", "10.0.1.13"));
-    assert!(chain < ports && ports < isolated && isolated < known, "{ops:#?}");
+    assert!(
+        chain < ports && ports < isolated && isolated < known,
+        "{ops:#?}"
+    );
 }
 
 #[test]
@@ -262,7 +285,9 @@ fn a_removed_pod_falls_back_to_default_deny_before_isolation_goes() {
     });
     assert!(known < isolation && isolation < peer, "{ops:#?}");
     // The removed pod's class had only it: its chain goes, after the map entry.
-    let class_gone = ops.iter().position(|op| matches!(op, Op::DeleteChain { name } if name.starts_with("ci_")));
+    let class_gone = ops
+        .iter()
+        .position(|op| matches!(op, Op::DeleteChain { name } if name.starts_with("ci_")));
     if let Some(c) = class_gone {
         assert!(c > isolation);
     }
@@ -329,7 +354,11 @@ fn small_causes_give_small_diffs_among_1000_pods() {
         !ops.iter().any(|op| {
             matches!(
                 op,
-                Op::AddChain { .. } | Op::DeleteChain { .. } | Op::AddSet { .. } | Op::DeleteSet { .. } | Op::ReplaceChain { .. }
+                Op::AddChain { .. }
+                    | Op::DeleteChain { .. }
+                    | Op::AddSet { .. }
+                    | Op::DeleteSet { .. }
+                    | Op::ReplaceChain { .. }
             )
         })
     };
@@ -337,7 +366,12 @@ fn small_causes_give_small_diffs_among_1000_pods() {
     // Local pods that share a namespace: relabel one into the labels of another, which is
     // isolated (so the class exists and only elements move).
     let local: Vec<&Endpoint> = w.endpoints.iter().filter(|e| e.node == "a").collect();
-    let selected = |e: &Endpoint| w.policies.iter().filter(|p| p.name != "deny" && p.selects(e)).count();
+    let selected = |e: &Endpoint| {
+        w.policies
+            .iter()
+            .filter(|p| p.name != "deny" && p.selects(e))
+            .count()
+    };
     let (x, y) = local
         .iter()
         .flat_map(|x| local.iter().map(move |y| (*x, *y)))
@@ -351,7 +385,11 @@ fn small_causes_give_small_diffs_among_1000_pods() {
     let new = plan::compile(&w2, &o);
     let ops = check_diff(&old, &new, "relabel");
     let mut weights = vec![("relabel", weight(&ops))];
-    assert!(weight(&ops) <= 16 && no_objects(&ops), "weight {}: {ops:#?}", weight(&ops));
+    assert!(
+        weight(&ops) <= 16 && no_objects(&ops),
+        "weight {}: {ops:#?}",
+        weight(&ops)
+    );
 
     // A pod added to an existing class, and one removed from a class that keeps members.
     let mut w3 = w.clone();
@@ -361,7 +399,11 @@ fn small_causes_give_small_diffs_among_1000_pods() {
     w3.endpoints.push(twin);
     let ops = check_diff(&old, &plan::compile(&w3, &o), "add pod");
     weights.push(("add pod", weight(&ops)));
-    assert!(weight(&ops) <= 16 && no_objects(&ops), "weight {}: {ops:#?}", weight(&ops));
+    assert!(
+        weight(&ops) <= 16 && no_objects(&ops),
+        "weight {}: {ops:#?}",
+        weight(&ops)
+    );
     let mut w4 = w.clone();
     w4.endpoints.retain(|e| e.name != x.name);
     let ops = check_diff(&old, &plan::compile(&w4, &o), "remove pod");
@@ -370,11 +412,19 @@ fn small_causes_give_small_diffs_among_1000_pods() {
 
     // A policy edit (one port): a port-map change in the classes of that policy only.
     let mut w5 = w.clone();
-    let p = w5.policies.iter_mut().find(|p| p.name != "deny" && p.selects(y)).unwrap();
+    let p = w5
+        .policies
+        .iter_mut()
+        .find(|p| p.name != "deny" && p.selects(y))
+        .unwrap();
     p.spec.ingress[0].ports[0].port = Some(weft_policy::PortRef::Number(9003));
     let ops = check_diff(&old, &plan::compile(&w5, &o), "edit port");
     weights.push(("edit port", weight(&ops)));
-    assert!((1..=8).contains(&weight(&ops)) && no_objects(&ops), "weight {}: {ops:#?}", weight(&ops));
+    assert!(
+        (1..=8).contains(&weight(&ops)) && no_objects(&ops),
+        "weight {}: {ops:#?}",
+        weight(&ops)
+    );
 
     eprintln!("compile of 1000 pods / 11 policies: {compile_time:?}; diff weights {weights:?}");
 }

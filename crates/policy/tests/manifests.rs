@@ -2,8 +2,7 @@
 //! path and message.
 
 use weft_policy::{
-    Direction, ManifestError, Object, Operator, ParseOptions, PolicyPeer, PortRef, Protocol,
-    parse,
+    Direction, ManifestError, Object, Operator, ParseOptions, PolicyPeer, PortRef, Protocol, parse,
 };
 
 fn opts() -> ParseOptions {
@@ -87,9 +86,15 @@ spec:
 #[test]
 fn docs_example_policy() {
     let p = one_policy(DOCS_EXAMPLE);
-    assert_eq!((p.namespace.as_str(), p.name.as_str()), ("default", "test-network-policy"));
+    assert_eq!(
+        (p.namespace.as_str(), p.name.as_str()),
+        ("default", "test-network-policy")
+    );
     assert_eq!(p.spec.pod_selector.match_labels["role"], "db");
-    assert_eq!(p.spec.policy_types, vec![Direction::Ingress, Direction::Egress]);
+    assert_eq!(
+        p.spec.policy_types,
+        vec![Direction::Ingress, Direction::Egress]
+    );
     let rule = &p.spec.ingress[0];
     assert_eq!(rule.peers.len(), 3);
     match &rule.peers[0] {
@@ -108,7 +113,10 @@ fn docs_example_policy() {
     }
     assert!(matches!(
         &rule.peers[2],
-        PolicyPeer::Pods { pod_selector: Some(_), namespace_selector: None }
+        PolicyPeer::Pods {
+            pod_selector: Some(_),
+            namespace_selector: None
+        }
     ));
     assert_eq!(rule.ports[0].protocol, Protocol::Tcp);
     assert_eq!(rule.ports[0].port, Some(PortRef::Number(6379)));
@@ -285,7 +293,10 @@ status: {}
 "#;
     let p = one_policy(yaml);
     assert_eq!(p.namespace, "prod");
-    assert_eq!(p.spec.ingress[0].ports[0].port, Some(PortRef::Name("http".into())));
+    assert_eq!(
+        p.spec.ingress[0].ports[0].port,
+        Some(PortRef::Name("http".into()))
+    );
     assert!(matches!(
         &p.spec.ingress[0].peers[0],
         PolicyPeer::Pods { pod_selector: Some(s), namespace_selector: Some(_) } if s.is_empty()
@@ -311,7 +322,9 @@ fn json_list_namespace_and_pod_labels() {
     let objs = parse(json, &ParseOptions::default()).unwrap();
     assert_eq!(objs.len(), 3);
     match &objs[0] {
-        Object::Namespace(n) => assert_eq!((n.name.as_str(), n.labels["team"].as_str()), ("shop", "a")),
+        Object::Namespace(n) => {
+            assert_eq!((n.name.as_str(), n.labels["team"].as_str()), ("shop", "a"))
+        }
         o => panic!("{o:?}"),
     }
     match &objs[1] {
@@ -352,17 +365,27 @@ fn port_out_of_range() {
     ));
     assert_eq!(
         e,
-        vec!["spec.ingress[0].ports[1].port: Invalid value: 70000: must be between 1 and 65535, inclusive"]
+        vec![
+            "spec.ingress[0].ports[1].port: Invalid value: 70000: must be between 1 and 65535, inclusive"
+        ]
     );
-    let e = errors(&policy_with_spec("  podSelector: {}\n  ingress:\n  - ports:\n    - port: 0\n"));
+    let e = errors(&policy_with_spec(
+        "  podSelector: {}\n  ingress:\n  - ports:\n    - port: 0\n",
+    ));
     assert_eq!(
         e,
-        vec!["spec.ingress[0].ports[0].port: Invalid value: 0: must be between 1 and 65535, inclusive"]
+        vec![
+            "spec.ingress[0].ports[0].port: Invalid value: 0: must be between 1 and 65535, inclusive"
+        ]
     );
-    let e = errors(&policy_with_spec("  podSelector: {}\n  ingress:\n  - ports:\n    - port: -1\n"));
+    let e = errors(&policy_with_spec(
+        "  podSelector: {}\n  ingress:\n  - ports:\n    - port: -1\n",
+    ));
     assert_eq!(
         e,
-        vec!["spec.ingress[0].ports[0].port: Invalid value: -1: must be between 1 and 65535, inclusive"]
+        vec![
+            "spec.ingress[0].ports[0].port: Invalid value: -1: must be between 1 and 65535, inclusive"
+        ]
     );
 }
 
@@ -373,10 +396,14 @@ fn unknown_protocol() {
     ));
     assert_eq!(
         e,
-        vec![r#"spec.egress[0].ports[0].protocol: Unsupported value: "ICMP": supported values: "TCP", "UDP", "SCTP""#]
+        vec![
+            r#"spec.egress[0].ports[0].protocol: Unsupported value: "ICMP": supported values: "TCP", "UDP", "SCTP""#
+        ]
     );
     // Case matters, as for the API server.
-    let e = errors(&policy_with_spec("  podSelector: {}\n  egress:\n  - ports:\n    - protocol: tcp\n"));
+    let e = errors(&policy_with_spec(
+        "  podSelector: {}\n  egress:\n  - ports:\n    - protocol: tcp\n",
+    ));
     assert!(e[0].contains(r#"Unsupported value: "tcp""#), "{e:?}");
 }
 
@@ -401,11 +428,15 @@ fn end_port_rules() {
         ),
     ];
     for (ports, want) in cases {
-        let e = errors(&policy_with_spec(&format!("  podSelector: {{}}\n  ingress:\n  - ports:\n{ports}")));
+        let e = errors(&policy_with_spec(&format!(
+            "  podSelector: {{}}\n  ingress:\n  - ports:\n{ports}"
+        )));
         assert_eq!(e, vec![want]);
     }
     // port == endPort is a one-port range: valid.
-    one_policy(&policy_with_spec("  podSelector: {}\n  ingress:\n  - ports:\n    - {port: 80, endPort: 80}\n"));
+    one_policy(&policy_with_spec(
+        "  podSelector: {}\n  ingress:\n  - ports:\n    - {port: 80, endPort: 80}\n",
+    ));
 }
 
 #[test]
@@ -413,7 +444,10 @@ fn named_port_syntax() {
     let cases = [
         ("http--x", "must not contain consecutive hyphens"),
         ("-http", "must not begin or end with a hyphen"),
-        ("HTTP", "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)"),
+        (
+            "HTTP",
+            "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)",
+        ),
         ("1234", "must contain at least one letter (a-z)"),
         ("a-very-long-name1", "must be no more than 15 bytes"),
     ];
@@ -422,7 +456,9 @@ fn named_port_syntax() {
             "  podSelector: {{}}\n  ingress:\n  - ports:\n    - port: \"{name}\"\n"
         )));
         assert!(
-            e.contains(&format!("spec.ingress[0].ports[0].port: Invalid value: \"{name}\": {msg}")),
+            e.contains(&format!(
+                "spec.ingress[0].ports[0].port: Invalid value: \"{name}\": {msg}"
+            )),
             "{name}: {e:?}"
         );
     }
@@ -431,19 +467,27 @@ fn named_port_syntax() {
 #[test]
 fn ip_block_rules() {
     let peer = |b: &str| {
-        policy_with_spec(&format!("  podSelector: {{}}\n  ingress:\n  - from:\n    - ipBlock: {b}\n"))
+        policy_with_spec(&format!(
+            "  podSelector: {{}}\n  ingress:\n  - from:\n    - ipBlock: {b}\n"
+        ))
     };
     assert_eq!(
         errors(&peer("{cidr: 10.0.0.0/33}")),
-        vec![r#"spec.ingress[0].from[0].ipBlock.cidr: Invalid value: "10.0.0.0/33": must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"#]
+        vec![
+            r#"spec.ingress[0].from[0].ipBlock.cidr: Invalid value: "10.0.0.0/33": must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"#
+        ]
     );
     assert_eq!(
         errors(&peer("{cidr: 10.0.0.0/16, except: [10.1.0.0/24]}")),
-        vec!["spec.ingress[0].from[0].ipBlock.except[0]: Invalid value: \"10.1.0.0/24\": must be a strict subset of `cidr`"]
+        vec![
+            "spec.ingress[0].from[0].ipBlock.except[0]: Invalid value: \"10.1.0.0/24\": must be a strict subset of `cidr`"
+        ]
     );
     // Equal to the cidr is not a strict subset; another family is not a subset at all.
     assert_eq!(
-        errors(&peer("{cidr: 10.0.0.0/16, except: [10.0.5.0/24, 10.0.0.0/16, 'fd00::/64']}")),
+        errors(&peer(
+            "{cidr: 10.0.0.0/16, except: [10.0.5.0/24, 10.0.0.0/16, 'fd00::/64']}"
+        )),
         vec![
             "spec.ingress[0].from[0].ipBlock.except[1]: Invalid value: \"10.0.0.0/16\": must be a strict subset of `cidr`",
             "spec.ingress[0].from[0].ipBlock.except[2]: Invalid value: \"fd00::/64\": must be a strict subset of `cidr`",
@@ -455,7 +499,9 @@ fn ip_block_rules() {
     );
     assert_eq!(
         errors(&peer("{cidr: 10.0.0.0/8, except: [bogus]}")),
-        vec![r#"spec.ingress[0].from[0].ipBlock.except[0]: Invalid value: "bogus": must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"#]
+        vec![
+            r#"spec.ingress[0].from[0].ipBlock.except[0]: Invalid value: "bogus": must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"#
+        ]
     );
     // Host bits are cleared, as the API server reads them.
     let p = one_policy(&peer("{cidr: 10.0.0.7/24}"));
@@ -467,12 +513,20 @@ fn ip_block_rules() {
 
 #[test]
 fn peer_shape() {
-    let e = errors(&policy_with_spec("  podSelector: {}\n  ingress:\n  - from:\n    - {}\n"));
-    assert_eq!(e, vec!["spec.ingress[0].from[0]: Required value: must specify a peer"]);
+    let e = errors(&policy_with_spec(
+        "  podSelector: {}\n  ingress:\n  - from:\n    - {}\n",
+    ));
+    assert_eq!(
+        e,
+        vec!["spec.ingress[0].from[0]: Required value: must specify a peer"]
+    );
     let e = errors(&policy_with_spec(
         "  podSelector: {}\n  egress:\n  - to:\n    - podSelector: {}\n      ipBlock: {cidr: 10.0.0.0/8}\n",
     ));
-    assert_eq!(e, vec!["spec.egress[0].to[0]: Forbidden: may not specify both ipBlock and another peer"]);
+    assert_eq!(
+        e,
+        vec!["spec.egress[0].to[0]: Forbidden: may not specify both ipBlock and another peer"]
+    );
 }
 
 #[test]
@@ -480,23 +534,33 @@ fn selector_rules() {
     let sel = |s: &str| errors(&policy_with_spec(&format!("  podSelector:\n{s}")));
     assert_eq!(
         sel("    matchExpressions:\n    - {key: app, operator: In}\n"),
-        vec!["spec.podSelector.matchExpressions[0].values: Required value: must be specified when `operator` is 'In' or 'NotIn'"]
+        vec![
+            "spec.podSelector.matchExpressions[0].values: Required value: must be specified when `operator` is 'In' or 'NotIn'"
+        ]
     );
     assert_eq!(
         sel("    matchExpressions:\n    - {key: app, operator: NotIn, values: []}\n"),
-        vec!["spec.podSelector.matchExpressions[0].values: Required value: must be specified when `operator` is 'In' or 'NotIn'"]
+        vec![
+            "spec.podSelector.matchExpressions[0].values: Required value: must be specified when `operator` is 'In' or 'NotIn'"
+        ]
     );
     assert_eq!(
         sel("    matchExpressions:\n    - {key: app, operator: Exists, values: [x]}\n"),
-        vec!["spec.podSelector.matchExpressions[0].values: Forbidden: may not be specified when `operator` is 'Exists' or 'DoesNotExist'"]
+        vec![
+            "spec.podSelector.matchExpressions[0].values: Forbidden: may not be specified when `operator` is 'Exists' or 'DoesNotExist'"
+        ]
     );
     assert_eq!(
         sel("    matchExpressions:\n    - {key: app, operator: DoesNotExist, values: [x]}\n"),
-        vec!["spec.podSelector.matchExpressions[0].values: Forbidden: may not be specified when `operator` is 'Exists' or 'DoesNotExist'"]
+        vec![
+            "spec.podSelector.matchExpressions[0].values: Forbidden: may not be specified when `operator` is 'Exists' or 'DoesNotExist'"
+        ]
     );
     assert_eq!(
         sel("    matchExpressions:\n    - {key: app, operator: Equals, values: [x]}\n"),
-        vec![r#"spec.podSelector.matchExpressions[0].operator: Invalid value: "Equals": not a valid selector operator"#]
+        vec![
+            r#"spec.podSelector.matchExpressions[0].operator: Invalid value: "Equals": not a valid selector operator"#
+        ]
     );
     let e = sel("    matchLabels: {-bad: x}\n");
     assert_eq!(e.len(), 1);
@@ -510,35 +574,58 @@ fn selector_rules() {
         "{e:?}"
     );
     let e = sel("    matchExpressions:\n    - {key: 'a/b/c', operator: Exists}\n");
-    assert!(e[0].starts_with(r#"spec.podSelector.matchExpressions[0].key: Invalid value: "a/b/c": a valid label key"#), "{e:?}");
+    assert!(
+        e[0].starts_with(
+            r#"spec.podSelector.matchExpressions[0].key: Invalid value: "a/b/c": a valid label key"#
+        ),
+        "{e:?}"
+    );
     let e = sel("    matchExpressions:\n    - {key: app, operator: In, values: ['bad value']}\n");
-    assert!(e[0].starts_with(r#"spec.podSelector.matchExpressions[0].values[0]: Invalid value: "bad value""#), "{e:?}");
+    assert!(
+        e[0].starts_with(
+            r#"spec.podSelector.matchExpressions[0].values[0]: Invalid value: "bad value""#
+        ),
+        "{e:?}"
+    );
     // Selectors inside peers carry their full path.
     let e = errors(&policy_with_spec(
         "  podSelector: {}\n  ingress:\n  - from:\n    - namespaceSelector:\n        matchExpressions: [{key: team, operator: In}]\n",
     ));
     assert_eq!(
         e,
-        vec!["spec.ingress[0].from[0].namespaceSelector.matchExpressions[0].values: Required value: must be specified when `operator` is 'In' or 'NotIn'"]
+        vec![
+            "spec.ingress[0].from[0].namespaceSelector.matchExpressions[0].values: Required value: must be specified when `operator` is 'In' or 'NotIn'"
+        ]
     );
 }
 
 #[test]
 fn policy_types_rules() {
     assert_eq!(
-        errors(&policy_with_spec("  podSelector: {}\n  policyTypes: [Both]\n")),
-        vec![r#"spec.policyTypes[0]: Unsupported value: "Both": supported values: "Ingress", "Egress""#]
+        errors(&policy_with_spec(
+            "  podSelector: {}\n  policyTypes: [Both]\n"
+        )),
+        vec![
+            r#"spec.policyTypes[0]: Unsupported value: "Both": supported values: "Ingress", "Egress""#
+        ]
     );
     assert_eq!(
-        errors(&policy_with_spec("  podSelector: {}\n  policyTypes: [Ingress, Egress, Ingress]\n")),
-        vec![r#"spec.policyTypes: Invalid value: ["Ingress","Egress","Ingress"]: may not specify more than two policyTypes"#]
+        errors(&policy_with_spec(
+            "  podSelector: {}\n  policyTypes: [Ingress, Egress, Ingress]\n"
+        )),
+        vec![
+            r#"spec.policyTypes: Invalid value: ["Ingress","Egress","Ingress"]: may not specify more than two policyTypes"#
+        ]
     );
 }
 
 #[test]
 fn metadata_rules() {
     let no_name = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {namespace: x}\nspec: {podSelector: {}}\n";
-    assert_eq!(errors(no_name), vec!["metadata.name: Required value: name or generateName is required"]);
+    assert_eq!(
+        errors(no_name),
+        vec!["metadata.name: Required value: name or generateName is required"]
+    );
     let no_ns = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: x}\nspec: {podSelector: {}}\n";
     let e = parse(no_ns, &ParseOptions::default()).unwrap_err();
     assert_eq!(
@@ -551,9 +638,15 @@ fn metadata_rules() {
     assert!(e[0].starts_with(r#"metadata.name: Invalid value: "Bad_Name": a lowercase RFC 1123 subdomain must consist of"#), "{e:?}");
     assert!(e[1].starts_with(r#"metadata.namespace: Invalid value: "Shop": a lowercase RFC 1123 label must consist of"#), "{e:?}");
     let dotted = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a.b}\n";
-    assert_eq!(errors(dotted), vec![r#"metadata.name: Invalid value: "a.b": must not contain dots"#]);
+    assert_eq!(
+        errors(dotted),
+        vec![r#"metadata.name: Invalid value: "a.b": must not contain dots"#]
+    );
     let ns_with_ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a, namespace: b}\n";
-    assert_eq!(errors(ns_with_ns), vec!["metadata.namespace: Forbidden: not allowed on this type"]);
+    assert_eq!(
+        errors(ns_with_ns),
+        vec!["metadata.namespace: Forbidden: not allowed on this type"]
+    );
     let generated = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: a, generateName: a-, ownerReferences: []}\nspec: {podSelector: {}}\n";
     assert_eq!(
         errors(generated),
@@ -565,27 +658,54 @@ fn metadata_rules() {
     let label_num = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a, labels: {version: 1}}\n";
     assert_eq!(
         errors(label_num),
-        vec!["metadata.labels.version: Invalid value: 1: must be a string (quote numbers and booleans)"]
+        vec![
+            "metadata.labels.version: Invalid value: 1: must be a string (quote numbers and booleans)"
+        ]
     );
 }
 
 #[test]
 fn unknown_and_missing_fields_are_errors() {
     let e = errors(&policy_with_spec("  podSelector: {}\n  ingressRules: []\n"));
-    assert_eq!(e, vec!["spec.ingressRules: Unknown field: not in the object's schema (weft ignores no field)"]);
+    assert_eq!(
+        e,
+        vec![
+            "spec.ingressRules: Unknown field: not in the object's schema (weft ignores no field)"
+        ]
+    );
     let e = errors(&policy_with_spec(
         "  podSelector: {}\n  ingress:\n  - from:\n    - podSelectr: {}\n      namespaceSelector: {}\n",
     ));
-    assert_eq!(e, vec!["spec.ingress[0].from[0].podSelectr: Unknown field: not in the object's schema (weft ignores no field)"]);
+    assert_eq!(
+        e,
+        vec![
+            "spec.ingress[0].from[0].podSelectr: Unknown field: not in the object's schema (weft ignores no field)"
+        ]
+    );
     let e = errors(&policy_with_spec("  policyTypes: [Ingress]\n"));
     assert_eq!(e, vec!["spec.podSelector: Required value"]);
     let e = errors("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: a}\n");
     assert_eq!(e, vec!["spec.podSelector: Required value"]);
-    let e = errors(&policy_with_spec("  podSelector: {}\n  ingress:\n  - ports:\n    - port: true\n"));
-    assert_eq!(e, vec!["spec.ingress[0].ports[0].port: Invalid value: true: must be an integer or a port name"]);
-    let e = errors(&format!("{}status:\n  conditions: [x]\n", policy_with_spec("  podSelector: {}\n")));
-    assert_eq!(e, vec!["status: Forbidden: weft does not implement NetworkPolicy status"]);
-    let e = errors("apiVersion: weft.dev/v1\nkind: PodLabels\nmetadata: {name: w, namespace: n}\nspec: {ports: [{name: http, containerPort: 80}, {name: http, containerPort: 81}, {name: x, containerPort: 0}, {containerPort: 9}]}\n");
+    let e = errors(&policy_with_spec(
+        "  podSelector: {}\n  ingress:\n  - ports:\n    - port: true\n",
+    ));
+    assert_eq!(
+        e,
+        vec![
+            "spec.ingress[0].ports[0].port: Invalid value: true: must be an integer or a port name"
+        ]
+    );
+    let e = errors(&format!(
+        "{}status:\n  conditions: [x]\n",
+        policy_with_spec("  podSelector: {}\n")
+    ));
+    assert_eq!(
+        e,
+        vec!["status: Forbidden: weft does not implement NetworkPolicy status"]
+    );
+    let e = errors(
+        "apiVersion: weft.dev/v1\nkind: PodLabels\nmetadata: {name: w, namespace: n}\nspec: {ports: [{name: http, containerPort: 80}, {name: http, containerPort: 81}, {name: x, containerPort: 0}, {containerPort: 9}]}\n",
+    );
     assert_eq!(
         e,
         vec![
@@ -600,7 +720,9 @@ fn unknown_and_missing_fields_are_errors() {
 fn every_problem_of_every_document_is_reported() {
     let text = format!(
         "{}---\n{}---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: ok}}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: d}}\n",
-        policy_with_spec("  podSelector: {}\n  ingress:\n  - ports: [{port: 70000}, {protocol: ICMP}]\n"),
+        policy_with_spec(
+            "  podSelector: {}\n  ingress:\n  - ports: [{port: 70000}, {protocol: ICMP}]\n"
+        ),
         policy_with_spec("  podSelector: {}\n  egress:\n  - to: [{}]\n"),
     );
     let err = parse(&text, &opts()).unwrap_err();
@@ -617,12 +739,19 @@ fn every_problem_of_every_document_is_reported() {
     // Paths inside a List carry the item.
     let list = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Namespace\n  metadata: {name: Bad}\n";
     let e = errors(list);
-    assert!(e[0].starts_with("items[0].metadata.name: Invalid value: \"Bad\""), "{e:?}");
+    assert!(
+        e[0].starts_with("items[0].metadata.name: Invalid value: \"Bad\""),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn syntax_errors_name_the_document() {
-    let err = parse("apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\na: [\n", &opts()).unwrap_err();
+    let err = parse(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\na: [\n",
+        &opts(),
+    )
+    .unwrap_err();
     match &err.problems[0] {
         ManifestError::Syntax { document, message } => {
             assert_eq!(*document, 2);
@@ -643,7 +772,12 @@ fn hand_built_policy_validates_too() {
     assert!(p.validate().is_empty());
     p.spec.ingress[0].ports[0].end_port = Some(10);
     assert_eq!(
-        p.validate().iter().map(|e| e.to_string()).collect::<Vec<_>>(),
-        vec!["spec.ingress[0].ports[0].endPort: Invalid value: 10: must be greater than or equal to `port`"]
+        p.validate()
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>(),
+        vec![
+            "spec.ingress[0].ports[0].endPort: Invalid value: 10: must be greater than or equal to `port`"
+        ]
     );
 }

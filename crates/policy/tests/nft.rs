@@ -121,7 +121,11 @@ fn normalize(json: &str) -> Value {
     let key = |o: &Value| -> (u8, String) {
         for (i, k) in ["table", "set", "map", "chain", "rule"].iter().enumerate() {
             if let Some(x) = o.get(*k) {
-                let name = x.get("name").or(x.get("chain")).cloned().unwrap_or_default();
+                let name = x
+                    .get("name")
+                    .or(x.get("chain"))
+                    .cloned()
+                    .unwrap_or_default();
                 return (i as u8, name.to_string());
             }
         }
@@ -141,7 +145,10 @@ fn nft_accepts_compiled_and_linear_plans() {
         for node in ["a", "b"] {
             let mut o = PlanOptions::new(node);
             o.log_per_second = Some(5);
-            check_mode(&plan::render(&plan::compile(&w, &o)), &format!("seed {seed} plan"));
+            check_mode(
+                &plan::render(&plan::compile(&w, &o)),
+                &format!("seed {seed} plan"),
+            );
             check_mode(
                 &plan::render(&plan::compile_linear(&w, &o)),
                 &format!("seed {seed} linear"),
@@ -175,7 +182,10 @@ fn diffs_applied_op_by_op_in_the_kernel_equal_the_new_plan() {
         // Each op as its own transaction: every op must be valid where it stands.
         let mut steps = String::new();
         for (i, op) in ops.iter().enumerate() {
-            let f = s.file(&format!("op{i}.nft"), &plan::render_ops(&o.table, std::slice::from_ref(op)));
+            let f = s.file(
+                &format!("op{i}.nft"),
+                &plan::render_ops(&o.table, std::slice::from_ref(op)),
+            );
             steps.push_str(&format!("nft -f {f}\n"));
         }
         let list = format!("nft -j list table inet {}", o.table);
@@ -204,10 +214,18 @@ fn the_whole_diff_is_one_transaction_too() {
     let (old, new) = (plan::compile(&w, &o), plan::compile(&w2, &o));
     let s = Scratch::new();
     let old_f = s.file("old.nft", &plan::render(&old));
-    let diff_f = s.file("diff.nft", &plan::render_ops(&o.table, &plan::diff(&old, &new)));
-    let back_f = s.file("back.nft", &plan::render_ops(&o.table, &plan::diff(&new, &old)));
+    let diff_f = s.file(
+        "diff.nft",
+        &plan::render_ops(&o.table, &plan::diff(&old, &new)),
+    );
+    let back_f = s.file(
+        "back.nft",
+        &plan::render_ops(&o.table, &plan::diff(&new, &old)),
+    );
     let list = format!("nft -j list table inet {}", o.table);
-    let there_and_back = in_netns(&format!("nft -f {old_f}\nnft -f {diff_f}\nnft -f {back_f}\n{list}\n"));
+    let there_and_back = in_netns(&format!(
+        "nft -f {old_f}\nnft -f {diff_f}\nnft -f {back_f}\n{list}\n"
+    ));
     let fresh = in_netns(&format!("nft -f {old_f}\n{list}\n"));
     assert_eq!(normalize(&there_and_back), normalize(&fresh));
 }
@@ -240,5 +258,7 @@ fn a_large_plan_loads() {
     let p: Plan = plan::compile(&w, &PlanOptions::new("a"));
     let s = Scratch::new();
     let f = s.file("big.nft", &plan::render(&p));
-    in_netns(&format!("nft -f {f}\nnft list table inet weft_policy >/dev/null\n"));
+    in_netns(&format!(
+        "nft -f {f}\nnft list table inet weft_policy >/dev/null\n"
+    ));
 }

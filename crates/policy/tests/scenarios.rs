@@ -6,14 +6,22 @@ mod common;
 
 use common::*;
 use weft_policy::{
-    Endpoint, Peer, Protocol::{self, Sctp, Tcp, Udp}, Side, World, evaluate,
+    Endpoint, Peer,
+    Protocol::{self, Sctp, Tcp, Udp},
+    Side, World, evaluate,
 };
 
 type Case = (&'static str, &'static str, u16, Protocol, bool);
 
 fn base_pods() -> Vec<Endpoint> {
     vec![
-        pod("shop", "web", "a", &["10.0.1.10", "fd00:1::10"], "app=web,tier=front"),
+        pod(
+            "shop",
+            "web",
+            "a",
+            &["10.0.1.10", "fd00:1::10"],
+            "app=web,tier=front",
+        ),
         pod("shop", "db", "a", &["10.0.1.11"], "app=db,tier=back"),
         pod("shop", "cache", "b", &["10.0.2.10"], "app=cache,tier=back"),
         pod("dev", "web", "b", &["10.0.2.11", "fd00:2::11"], "app=web"),
@@ -54,12 +62,16 @@ fn check(name: &str, w: &World, cases: &[Case]) {
         let (s, d): (Peer, Peer) = (src.parse().unwrap(), dst.parse().unwrap());
         let v = evaluate(w, &s, &d, port, proto).unwrap_or_else(|e| panic!("{name}: {e}"));
         if v.allowed != want {
-            bad.push(format!("evaluator {src} -> {dst} {port}/{proto}: want {want}\n{v}"));
+            bad.push(format!(
+                "evaluator {src} -> {dst} {port}/{proto}: want {want}\n{v}"
+            ));
         }
         for (kind, p) in [("compiled", &compiled), ("linear", &linear)] {
             let got = walk(w, p, v.src.addr, v.dst.addr, proto, port);
             if got != want {
-                bad.push(format!("{kind} plan {src} -> {dst} {port}/{proto}: want {want}, got {got}"));
+                bad.push(format!(
+                    "{kind} plan {src} -> {dst} {port}/{proto}: want {want}, got {got}"
+                ));
             }
         }
     }
@@ -103,13 +115,27 @@ fn s02_default_deny_ingress() {
             ("shop/db", "shop/db", 80, Tcp, true),
         ],
     );
-    let v = evaluate(&w, &"shop/web".parse().unwrap(), &"shop/db".parse().unwrap(), 80, Tcp).unwrap();
+    let v = evaluate(
+        &w,
+        &"shop/web".parse().unwrap(),
+        &"shop/db".parse().unwrap(),
+        80,
+        Tcp,
+    )
+    .unwrap();
     assert_eq!(v.egress, Side::NotIsolated);
     match &v.ingress {
         Side::Denied { isolated_by } => assert_eq!(isolated_by[0].to_string(), "shop/deny"),
         other => panic!("{other:?}"),
     }
-    let v = evaluate(&w, &"node/a".parse().unwrap(), &"shop/db".parse().unwrap(), 80, Tcp).unwrap();
+    let v = evaluate(
+        &w,
+        &"node/a".parse().unwrap(),
+        &"shop/db".parse().unwrap(),
+        80,
+        Tcp,
+    )
+    .unwrap();
     assert_eq!(v.ingress, Side::FromOwnNode);
 }
 
@@ -147,7 +173,11 @@ fn s04_default_deny_all() {
 #[test]
 fn s05_union_with_allow_all_ingress() {
     let y = np("deny", "shop", DENY_ALL)
-        + &np("allow-in", "shop", "  podSelector: {}\n  ingress:\n  - {}\n  policyTypes: [Ingress]\n");
+        + &np(
+            "allow-in",
+            "shop",
+            "  podSelector: {}\n  ingress:\n  - {}\n  policyTypes: [Ingress]\n",
+        );
     check(
         "deny all + allow all ingress",
         &base(&y),
@@ -164,7 +194,11 @@ fn s05_union_with_allow_all_ingress() {
 fn s06_only_selected_pods_are_isolated() {
     check(
         "pod selector scope",
-        &base(&np("db", "shop", "  podSelector: {matchLabels: {app: db}}\n  ingress: []\n")),
+        &base(&np(
+            "db",
+            "shop",
+            "  podSelector: {matchLabels: {app: db}}\n  ingress: []\n",
+        )),
         &[
             ("shop/web", "shop/db", 80, Tcp, false),
             ("dev/web", "shop/web", 80, Tcp, true),
@@ -281,7 +315,9 @@ fn s11_match_expressions() {
     };
     check(
         "In + DoesNotExist",
-        &base(&peer("[{key: app, operator: In, values: [web, mon]}, {key: tier, operator: DoesNotExist}]")),
+        &base(&peer(
+            "[{key: app, operator: In, values: [web, mon]}, {key: tier, operator: DoesNotExist}]",
+        )),
         &[
             ("dev/web", "shop/db", 80, Tcp, true),
             ("ops/mon", "shop/db", 80, Tcp, true),
@@ -445,12 +481,19 @@ fn s17_named_ports_resolve_on_each_destination_pod() {
 
 #[test]
 fn s18_named_port_needs_the_same_protocol() {
-    let tcp = np("db", "shop", "  podSelector: {matchLabels: {app: db}}\n  ingress:\n  - ports: [{port: dns}]\n");
+    let tcp = np(
+        "db",
+        "shop",
+        "  podSelector: {matchLabels: {app: db}}\n  ingress:\n  - ports: [{port: dns}]\n",
+    );
     let w = world(base_namespaces(), ported_pods(), policies(&tcp));
     check(
         "named port, wrong protocol",
         &w,
-        &[("shop/web", "shop/db", 53, Udp, false), ("shop/web", "shop/db", 53, Tcp, false)],
+        &[
+            ("shop/web", "shop/db", 53, Udp, false),
+            ("shop/web", "shop/db", 53, Tcp, false),
+        ],
     );
     let udp = np(
         "db",
@@ -458,7 +501,11 @@ fn s18_named_port_needs_the_same_protocol() {
         "  podSelector: {matchLabels: {app: db}}\n  ingress:\n  - ports: [{port: dns, protocol: UDP}]\n",
     );
     let w = world(base_namespaces(), ported_pods(), policies(&udp));
-    check("named port, right protocol", &w, &[("shop/web", "shop/db", 53, Udp, true)]);
+    check(
+        "named port, right protocol",
+        &w,
+        &[("shop/web", "shop/db", 53, Udp, true)],
+    );
 }
 
 #[test]
@@ -514,7 +561,10 @@ fn s21_policy_types_as_written_win_over_rules() {
     check(
         "policyTypes Ingress with egress rules",
         &base(&y),
-        &[("shop/db", "203.0.113.5", 80, Tcp, true), ("shop/web", "shop/db", 80, Tcp, false)],
+        &[
+            ("shop/db", "203.0.113.5", 80, Tcp, true),
+            ("shop/web", "shop/db", 80, Tcp, false),
+        ],
     );
     let y = np(
         "db",
@@ -524,7 +574,10 @@ fn s21_policy_types_as_written_win_over_rules() {
     check(
         "policyTypes Egress with ingress rules",
         &base(&y),
-        &[("shop/web", "shop/db", 80, Tcp, true), ("shop/db", "203.0.113.5", 80, Tcp, true)],
+        &[
+            ("shop/web", "shop/db", 80, Tcp, true),
+            ("shop/db", "203.0.113.5", 80, Tcp, true),
+        ],
     );
 }
 
@@ -572,7 +625,14 @@ fn s23_union_across_policies_and_rules() {
         ],
     );
     let why = |src: &str, port| {
-        let v = evaluate(&w, &src.parse().unwrap(), &"shop/db".parse().unwrap(), port, Tcp).unwrap();
+        let v = evaluate(
+            &w,
+            &src.parse().unwrap(),
+            &"shop/db".parse().unwrap(),
+            port,
+            Tcp,
+        )
+        .unwrap();
         match v.ingress {
             Side::Allowed { rules, isolated_by } => {
                 assert_eq!(isolated_by.len(), 2);
@@ -602,8 +662,17 @@ fn s24_egress_and_ingress_must_both_allow() {
             ("shop/db", "shop/web", 80, Tcp, true),
         ],
     );
-    let both = eg + &np("cache", "shop", "  podSelector: {matchLabels: {app: cache}}\n  ingress: []\n");
-    check("ingress also restricts", &base(&both), &[("shop/web", "shop/cache", 80, Tcp, false)]);
+    let both = eg
+        + &np(
+            "cache",
+            "shop",
+            "  podSelector: {matchLabels: {app: cache}}\n  ingress: []\n",
+        );
+    check(
+        "ingress also restricts",
+        &base(&both),
+        &[("shop/web", "shop/cache", 80, Tcp, false)],
+    );
 }
 
 #[test]
@@ -646,9 +715,19 @@ fn s27_a_pod_can_always_reach_itself() {
     check(
         "self",
         &w,
-        &[("shop/web", "shop/web", 80, Tcp, true), ("10.0.1.10", "10.0.1.10", 8080, Udp, true)],
+        &[
+            ("shop/web", "shop/web", 80, Tcp, true),
+            ("10.0.1.10", "10.0.1.10", 8080, Udp, true),
+        ],
     );
-    let v = evaluate(&w, &"shop/web".parse().unwrap(), &"shop/web".parse().unwrap(), 80, Tcp).unwrap();
+    let v = evaluate(
+        &w,
+        &"shop/web".parse().unwrap(),
+        &"shop/web".parse().unwrap(),
+        80,
+        Tcp,
+    )
+    .unwrap();
     assert_eq!(v.egress, Side::SelfTraffic);
 }
 
@@ -687,7 +766,14 @@ fn s29_unprogrammed_pod_addresses_are_default_deny() {
             ("10.0.1.99", "node/a", 80, Tcp, false),
         ],
     );
-    let v = evaluate(&w, &"203.0.113.5".parse().unwrap(), &"10.0.1.99".parse().unwrap(), 80, Tcp).unwrap();
+    let v = evaluate(
+        &w,
+        &"203.0.113.5".parse().unwrap(),
+        &"10.0.1.99".parse().unwrap(),
+        80,
+        Tcp,
+    )
+    .unwrap();
     assert_eq!(v.ingress, Side::Unprogrammed);
 }
 
@@ -715,7 +801,10 @@ fn s31_policies_only_select_their_own_namespace() {
     check(
         "other namespace",
         &base(&np("deny", "dev", DENY_INGRESS)),
-        &[("dev/web", "shop/web", 80, Tcp, true), ("shop/web", "dev/web", 80, Tcp, false)],
+        &[
+            ("dev/web", "shop/web", 80, Tcp, true),
+            ("shop/web", "dev/web", 80, Tcp, false),
+        ],
     );
 }
 
@@ -732,7 +821,10 @@ fn s32_namespace_without_object_still_has_its_name_label() {
     check(
         "implicit namespace",
         &w,
-        &[("ghost/g", "shop/db", 80, Tcp, true), ("ops/mon", "shop/db", 80, Tcp, false)],
+        &[
+            ("ghost/g", "shop/db", 80, Tcp, true),
+            ("ops/mon", "shop/db", 80, Tcp, false),
+        ],
     );
 }
 
@@ -744,17 +836,50 @@ fn explain_output_names_policy_and_rule() {
         "  podSelector: {matchLabels: {app: db}}\n  ingress:\n  - from: [{podSelector: {matchLabels: {app: web}}}]\n    ports: [{port: 5432}]\n",
     );
     let w = base(&y);
-    let v = evaluate(&w, &"shop/web".parse().unwrap(), &"shop/db".parse().unwrap(), 5432, Tcp).unwrap();
+    let v = evaluate(
+        &w,
+        &"shop/web".parse().unwrap(),
+        &"shop/db".parse().unwrap(),
+        5432,
+        Tcp,
+    )
+    .unwrap();
     assert_eq!(
         v.to_string(),
         "ALLOWED tcp/5432 from 10.0.1.10 (pod shop/web on a) to 10.0.1.11 (pod shop/db on a)\n  egress : allowed, no policy selects the pod for egress\n  ingress: allowed by shop/db ingress[0] (isolated by shop/db)"
     );
-    let v = evaluate(&w, &"dev/web".parse().unwrap(), &"shop/db".parse().unwrap(), 5432, Tcp).unwrap();
+    let v = evaluate(
+        &w,
+        &"dev/web".parse().unwrap(),
+        &"shop/db".parse().unwrap(),
+        5432,
+        Tcp,
+    )
+    .unwrap();
     assert!(
-        v.to_string().ends_with("ingress: denied, isolated by shop/db and no ingress rule matches"),
+        v.to_string()
+            .ends_with("ingress: denied, isolated by shop/db and no ingress rule matches"),
         "{v}"
     );
     // Errors: unknown pod, no common family.
-    assert!(evaluate(&w, &"shop/nope".parse().unwrap(), &"shop/db".parse().unwrap(), 1, Tcp).is_err());
-    assert!(evaluate(&w, &"fd00::1".parse().unwrap(), &"shop/db".parse().unwrap(), 1, Tcp).is_err());
+    assert!(
+        evaluate(
+            &w,
+            &"shop/nope".parse().unwrap(),
+            &"shop/db".parse().unwrap(),
+            1,
+            Tcp
+        )
+        .is_err()
+    );
+    assert!(
+        evaluate(
+            &w,
+            &"fd00::1".parse().unwrap(),
+            &"shop/db".parse().unwrap(),
+            1,
+            Tcp
+        )
+        .is_err()
+    );
 }

@@ -958,13 +958,17 @@ impl Decoder {
                 };
                 let protocol = self.protocol(o.get("protocol"), &format!("{pp}.protocol"));
                 if let (Some(name), Some(port), Some(protocol)) = (name, port, protocol) {
-                    if ports.contains_key(&name) {
-                        self.errs.push(FieldError::duplicate(
-                            self.path(&format!("{pp}.name")),
-                            &name,
-                        ));
-                    } else {
-                        ports.insert(name, NamedPort { protocol, port });
+                    match ports.entry(name) {
+                        std::collections::btree_map::Entry::Occupied(e) => {
+                            let name = e.key().clone();
+                            self.errs.push(FieldError::duplicate(
+                                self.path(&format!("{pp}.name")),
+                                &name,
+                            ));
+                        }
+                        std::collections::btree_map::Entry::Vacant(v) => {
+                            v.insert(NamedPort { protocol, port });
+                        }
                     }
                 }
             }

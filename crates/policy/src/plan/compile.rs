@@ -161,7 +161,7 @@ impl<'w> Ctx<'w> {
             }
         }
         let chain = |point, priority, field, map: &str, with_self: bool| {
-            let mut rules = vec![Rule::Established];
+            let mut rules = vec![Rule::Established, Rule::NeighborDiscovery];
             for v6 in [false, true] {
                 if with_self {
                     rules.push(Rule::PairIn {

@@ -569,10 +569,10 @@ impl Plan {
             if s.elements.contains_key(e) {
                 return Err(format!("element {e:?} already in {set}"));
             }
-            if s.interval {
-                if let Some(other) = interval_clash(s, e) {
-                    return Err(format!("element {e:?} of {set} overlaps {other:?}"));
-                }
+            if s.interval
+                && let Some(other) = interval_clash(s, e)
+            {
+                return Err(format!("element {e:?} of {set} overlaps {other:?}"));
             }
             s.elements.insert(*e, v.clone());
         }

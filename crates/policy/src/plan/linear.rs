@@ -84,6 +84,8 @@ fn stable_hash(s: &str) -> String {
 }
 
 type Span = Option<(IpAddr, IpAddr)>;
+/// (protocol, destination ports); `None` = any.
+type PortMatch = (Option<u8>, Option<(u16, u16)>);
 
 /// The linear rules of `pod`'s chain in `dir`, or `None` when it is not isolated.
 fn pod_rules(world: &World, pod: &Endpoint, dir: Direction) -> Option<Vec<Rule>> {
@@ -135,7 +137,7 @@ fn pod_rules(world: &World, pod: &Endpoint, dir: Direction) -> Option<Vec<Rule>>
                 }
             }
             // (proto, dport) pairs; None/None = any protocol.
-            let mut ports: Vec<(Option<u8>, Option<(u16, u16)>)> = Vec::new();
+            let mut ports: Vec<PortMatch> = Vec::new();
             let mut named_egress = Vec::new();
             if rule.ports.is_empty() {
                 ports.push((None, None));

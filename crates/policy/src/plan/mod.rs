@@ -6,6 +6,7 @@
 //! ```text
 //! chain pod_egress        hook forward priority -10   (runs first)
 //!   ct state established,related accept          replies and admitted flows: one conntrack bit
+//!   icmpv6 type { nd-… } accept                  IPv6 neighbour discovery (the link's ARP)
 //!   ip saddr . ip daddr @self4 accept            a pod can always reach itself
 //!   ip saddr @blocks4 ip saddr != @known4 drop   local pod address not programmed: default-deny
 //!   ip saddr vmap @out4                          egress-isolated local pod → jump its class
@@ -281,6 +282,11 @@ pub enum Field {
 pub enum Rule {
     /// `ct state established,related accept`
     Established,
+    /// `icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit,
+    /// nd-neighbor-advert, nd-redirect } accept`: IPv6 neighbour discovery is the link's
+    /// ARP, which no NetworkPolicy may cut (pods on one bridge, and a pod and its gateway,
+    /// need it both ways).
+    NeighborDiscovery,
     /// `ip saddr . ip daddr @set <verdict>`
     PairIn {
         v6: bool,
@@ -443,7 +449,8 @@ impl Plan {
             Field::Daddr => pkt.dst,
         };
         Ok(match rule {
-            Rule::Established | Rule::Log { .. } => None,
+            // New connections of TCP/UDP/SCTP only: neither matches.
+            Rule::Established | Rule::NeighborDiscovery | Rule::Log { .. } => None,
             Rule::PairIn { v6, set, verdict } => {
                 let hit = *v6 == is_v6
                     && match Elem::pair(pkt.src, pkt.dst) {

@@ -170,6 +170,7 @@ fn field(f: Field) -> &'static str {
 fn rule(r: &Rule) -> String {
     match r {
         Rule::Established => "ct state established,related accept".into(),
+        Rule::NeighborDiscovery => "icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-redirect } accept".into(),
         Rule::PairIn {
             v6,
             set,

@@ -85,17 +85,27 @@ pub fn two_nodes() -> Vec<Node> {
         Node {
             name: "a".into(),
             addresses: vec![ip("192.168.0.1"), ip("10.0.1.1"), ip("fd00:1::1")],
-            pod_cidrs: vec!["10.0.1.0/24".parse().unwrap(), "fd00:1::/64".parse().unwrap()],
+            pod_cidrs: vec![
+                "10.0.1.0/24".parse().unwrap(),
+                "fd00:1::/64".parse().unwrap(),
+            ],
         },
         Node {
             name: "b".into(),
             addresses: vec![ip("192.168.0.2"), ip("10.0.2.1"), ip("fd00:2::1")],
-            pod_cidrs: vec!["10.0.2.0/24".parse().unwrap(), "fd00:2::/64".parse().unwrap()],
+            pod_cidrs: vec![
+                "10.0.2.0/24".parse().unwrap(),
+                "fd00:2::/64".parse().unwrap(),
+            ],
         },
     ]
 }
 
-pub fn world(namespaces: Vec<Namespace>, endpoints: Vec<Endpoint>, policies: Vec<NetworkPolicy>) -> World {
+pub fn world(
+    namespaces: Vec<Namespace>,
+    endpoints: Vec<Endpoint>,
+    policies: Vec<NetworkPolicy>,
+) -> World {
     World {
         namespaces,
         nodes: two_nodes(),
@@ -129,7 +139,14 @@ pub fn plans(world: &World, linear: bool) -> Map<String, Plan> {
 /// in weft: a pod's packets cross its node's forward hook (or input, to the node itself),
 /// then the destination node's forward (or input) hook; a node's own packets leave through
 /// output, where weft filters nothing; an external packet meets the destination node only.
-pub fn walk(world: &World, plans: &Map<String, Plan>, src: IpAddr, dst: IpAddr, proto: Protocol, port: u16) -> bool {
+pub fn walk(
+    world: &World,
+    plans: &Map<String, Plan>,
+    src: IpAddr,
+    dst: IpAddr,
+    proto: Protocol,
+    port: u16,
+) -> bool {
     let v = evaluate_addrs(world, src, dst, port, proto);
     let pkt = Packet {
         src,
@@ -161,19 +178,17 @@ pub fn walk(world: &World, plans: &Map<String, Plan>, src: IpAddr, dst: IpAddr, 
         })
     };
     match &s {
-        Some((sn, true)) => {
-            match &d {
-                Some((dn, false)) if dn == sn => hops.push((sn.clone(), HookPoint::Input)),
-                _ => {
-                    hops.push((sn.clone(), HookPoint::Forward));
-                    if let Some((dn, h)) = dst_hook(&d)
-                        && dn != *sn
-                    {
-                        hops.push((dn, h));
-                    }
+        Some((sn, true)) => match &d {
+            Some((dn, false)) if dn == sn => hops.push((sn.clone(), HookPoint::Input)),
+            _ => {
+                hops.push((sn.clone(), HookPoint::Forward));
+                if let Some((dn, h)) = dst_hook(&d)
+                    && dn != *sn
+                {
+                    hops.push((dn, h));
                 }
             }
-        }
+        },
         Some((sn, false)) => {
             if let Some((dn, h)) = dst_hook(&d)
                 && dn != *sn
@@ -219,7 +234,11 @@ impl Rng {
     }
 }
 
-const LABEL_KEYS: &[(&str, &[&str])] = &[("app", &["w", "d", "c"]), ("tier", &["f", "b"]), ("role", &["x"])];
+const LABEL_KEYS: &[(&str, &[&str])] = &[
+    ("app", &["w", "d", "c"]),
+    ("tier", &["f", "b"]),
+    ("role", &["x"]),
+];
 
 pub fn random_labels(r: &mut Rng) -> BTreeMap<String, String> {
     let mut l = BTreeMap::new();
@@ -254,8 +273,14 @@ fn random_ns_selector_yaml(r: &mut Rng) -> String {
     match r.below(4) {
         0 => "{}".into(),
         1 => format!("{{matchLabels: {{team: {}}}}}", r.pick(&["a", "b"])),
-        2 => format!("{{matchLabels: {{kubernetes.io/metadata.name: {}}}}}", r.pick(&["n0", "n1", "n2"])),
-        _ => format!("{{matchExpressions: [{{key: env, operator: {}}}]}}", r.pick(&["Exists", "DoesNotExist"])),
+        2 => format!(
+            "{{matchLabels: {{kubernetes.io/metadata.name: {}}}}}",
+            r.pick(&["n0", "n1", "n2"])
+        ),
+        _ => format!(
+            "{{matchExpressions: [{{key: env, operator: {}}}]}}",
+            r.pick(&["Exists", "DoesNotExist"])
+        ),
     }
 }
 
@@ -287,7 +312,11 @@ fn random_port_yaml(r: &mut Rng) -> String {
     match r.below(5) {
         0 => format!("{{{proto}}}").replace(", }", "}"),
         1 => format!("{{{proto}port: {}}}", r.pick(&[53, 80, 443, 8080])),
-        2 => format!("{{{proto}port: {}, endPort: {}}}", 80, r.pick(&[85, 90, 8080])),
+        2 => format!(
+            "{{{proto}port: {}, endPort: {}}}",
+            80,
+            r.pick(&[85, 90, 8080])
+        ),
         3 => format!("{{{proto}port: {}}}", r.pick(&["http", "dns"])),
         _ => format!("{{{proto}port: 8000, endPort: 8100}}"),
     }
@@ -321,7 +350,12 @@ fn random_rules_yaml(r: &mut Rng, key: &str, peers: &str) -> String {
 
 pub fn random_policy_yaml(r: &mut Rng, name: &str) -> String {
     let ns = r.pick(&["n0", "n1", "n2"]);
-    let types = *r.pick(&["", "  policyTypes: [Ingress]\n", "  policyTypes: [Egress]\n", "  policyTypes: [Ingress, Egress]\n"]);
+    let types = *r.pick(&[
+        "",
+        "  policyTypes: [Ingress]\n",
+        "  policyTypes: [Egress]\n",
+        "  policyTypes: [Ingress, Egress]\n",
+    ]);
     format!(
         "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  podSelector: {}\n{types}{}{}",
         random_selector_yaml(r),
@@ -375,11 +409,24 @@ pub fn random_world(r: &mut Rng) -> World {
 
 /// Every address worth probing in a world: pods, nodes, outsiders, unprogrammed.
 pub fn probe_addresses(w: &World) -> Vec<IpAddr> {
-    let mut v: Vec<IpAddr> = w.endpoints.iter().flat_map(|e| e.addresses.clone()).collect();
+    let mut v: Vec<IpAddr> = w
+        .endpoints
+        .iter()
+        .flat_map(|e| e.addresses.clone())
+        .collect();
     for n in &w.nodes {
         v.extend(n.addresses.iter().copied());
     }
-    for a in ["203.0.113.5", "203.0.113.200", "10.9.0.1", "198.51.100.7", "10.0.1.250", "10.0.1.3", "fd00:9::1", "fd00:2::99"] {
+    for a in [
+        "203.0.113.5",
+        "203.0.113.200",
+        "10.9.0.1",
+        "198.51.100.7",
+        "10.0.1.250",
+        "10.0.1.3",
+        "fd00:9::1",
+        "fd00:2::99",
+    ] {
         v.push(ip(a));
     }
     v.sort();
@@ -454,7 +501,11 @@ pub fn mutate(r: &mut Rng, w: &World, m: Mutation) -> Option<World> {
             }
             let (pi, d, ri, xi) = *r.pick(&spots);
             let spec = &mut w.policies[pi].spec;
-            let rules = if d == 0 { &mut spec.ingress } else { &mut spec.egress };
+            let rules = if d == 0 {
+                &mut spec.ingress
+            } else {
+                &mut spec.egress
+            };
             let port = &mut rules[ri].ports[xi];
             let n = *r.pick(&[53u16, 80, 81, 85, 443, 8080, 9999]);
             port.port = Some(PortRef::Number(n));
@@ -480,9 +531,19 @@ pub fn mutate(r: &mut Rng, w: &World, m: Mutation) -> Option<World> {
             }
             let (pi, d, ri, xi) = *r.pick(&spots);
             let spec = &mut w.policies[pi].spec;
-            let rules = if d == 0 { &mut spec.ingress } else { &mut spec.egress };
+            let rules = if d == 0 {
+                &mut spec.ingress
+            } else {
+                &mut spec.egress
+            };
             if let PolicyPeer::IpBlock(b) = &mut rules[ri].peers[xi] {
-                let cidr = *r.pick(&["10.0.0.0/15", "10.0.1.0/26", "203.0.112.0/23", "0.0.0.0/1", "fd00::/12"]);
+                let cidr = *r.pick(&[
+                    "10.0.0.0/15",
+                    "10.0.1.0/26",
+                    "203.0.112.0/23",
+                    "0.0.0.0/1",
+                    "fd00::/12",
+                ]);
                 b.cidr = cidr.parse().unwrap();
             }
         }
