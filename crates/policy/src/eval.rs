@@ -1,26 +1,6 @@
 //! The reference evaluator: whether a new connection is allowed, and why, straight from the
-//! v1 semantics. `weftctl policy explain` prints its [`Verdict`]; the compiler's output is
-//! tested against it.
-//!
-//! Reading of the API (Kubernetes docs, "Network Policies", and the API reference):
-//! - A pod is isolated for a direction iff some policy of its namespace selects it and has that
-//!   direction in its effective `policyTypes`. Non-isolated: everything is allowed that way.
-//! - Isolated: allowed iff some rule of some such policy matches (union). A rule matches when
-//!   one of its peers matches the other end (empty `from`/`to`: any) and one of its ports
-//!   matches (empty `ports`: any). A connection needs the source's egress AND the
-//!   destination's ingress.
-//! - `ipBlock` matches the packet's address whoever owns it: an external host, a node, or a
-//!   pod (the upstream e2e tests put pod IPs in `cidr` and `except`). `podSelector` and
-//!   `namespaceSelector` peers match pods only.
-//! - Named ports resolve on the destination pod (ingress: the selected pod; egress: the peer),
-//!   by name and protocol; a destination that is not a pod matches no named port.
-//! - Traffic from the destination pod's own node is always allowed in (kubelet probes); a pod
-//!   can always reach itself. Egress to the pod's own node is subject to egress policy (the
-//!   docs' "two sorts of isolation" exempt only the node's inbound connections).
-//! - An address inside a node's pod range that belongs to no known pod is a pod the agent has
-//!   not programmed yet: default-deny both ways (except from its own node).
-//! - Replies of allowed connections are allowed (conntrack in the dataplane); the evaluator
-//!   judges new connections only.
+//! v1 semantics (the reading is in the crate docs, section "Semantics"). `weftctl policy
+//! explain` prints its [`Verdict`]; the compiled plans are tested against it.
 
 use std::fmt;
 use std::net::IpAddr;

@@ -30,7 +30,9 @@ impl Drop for Lab {
             let _ = s.wait();
         }
         for role in ["node", "p1", "p2", "p3"] {
-            let _ = Command::new("ip").args(["netns", "del", &self.ns(role)]).status();
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.ns(role)])
+                .status();
         }
     }
 }
@@ -52,9 +54,18 @@ fn nft(lab: &Lab, text: &str) {
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "nft: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "nft: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Whether a TCP connection from namespace `from` to addr:port is established in time.
@@ -75,7 +86,10 @@ fn usable() -> bool {
             .args(["-c", &format!("command -v {t}")])
             .output()
             .is_ok_and(|o| o.status.success())
-    }) && Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout == b"0\n");
+    }) && Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout == b"0\n");
     if !ok {
         eprintln!("SKIPPED: needs root, ip, nft and python3");
     }
@@ -116,19 +130,68 @@ fn packets_follow_the_plan() {
         run(&["ip", "-n", &lab.ns(role), "link", "set", "lo", "up"]);
     }
     let node = lab.ns("node");
-    run(&["ip", "netns", "exec", &node, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        &node,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_forward=1",
+    ]);
     for (i, role) in ["p1", "p2", "p3"].iter().enumerate() {
         let pod_ns = lab.ns(role);
         let host_if = format!("v{}", i + 1);
         let pod_ip = format!("10.0.1.{}", i + 2);
-        run(&["ip", "link", "add", &host_if, "netns", &node, "type", "veth", "peer", "name", "eth0", "netns", &pod_ns]);
+        run(&[
+            "ip", "link", "add", &host_if, "netns", &node, "type", "veth", "peer", "name", "eth0",
+            "netns", &pod_ns,
+        ]);
         run(&["ip", "-n", &node, "link", "set", &host_if, "up"]);
-        run(&["ip", "-n", &node, "addr", "add", "10.0.1.1/32", "dev", &host_if]);
-        run(&["ip", "-n", &node, "route", "add", &format!("{pod_ip}/32"), "dev", &host_if]);
+        run(&[
+            "ip",
+            "-n",
+            &node,
+            "addr",
+            "add",
+            "10.0.1.1/32",
+            "dev",
+            &host_if,
+        ]);
+        run(&[
+            "ip",
+            "-n",
+            &node,
+            "route",
+            "add",
+            &format!("{pod_ip}/32"),
+            "dev",
+            &host_if,
+        ]);
         run(&["ip", "-n", &pod_ns, "link", "set", "eth0", "up"]);
-        run(&["ip", "-n", &pod_ns, "addr", "add", &format!("{pod_ip}/32"), "dev", "eth0"]);
-        run(&["ip", "-n", &pod_ns, "route", "add", "10.0.1.1/32", "dev", "eth0"]);
-        run(&["ip", "-n", &pod_ns, "route", "add", "default", "via", "10.0.1.1", "dev", "eth0"]);
+        run(&[
+            "ip",
+            "-n",
+            &pod_ns,
+            "addr",
+            "add",
+            &format!("{pod_ip}/32"),
+            "dev",
+            "eth0",
+        ]);
+        run(&[
+            "ip",
+            "-n",
+            &pod_ns,
+            "route",
+            "add",
+            "10.0.1.1/32",
+            "dev",
+            "eth0",
+        ]);
+        run(&[
+            "ip", "-n", &pod_ns, "route", "add", "default", "via", "10.0.1.1", "dev", "eth0",
+        ]);
     }
     let server = "import socket,threading\ndef serve(p):\n  s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', p)); s.listen(64)\n  while True:\n    c,_=s.accept(); c.close()\nfor p in (8080, 9090):\n  threading.Thread(target=serve, args=(p,), daemon=True).start()\nthreading.Event().wait()\n";
     for role in ["p1", "p2", "p3"] {
@@ -140,7 +203,10 @@ fn packets_follow_the_plan() {
         );
     }
     std::thread::sleep(Duration::from_millis(400));
-    assert!(connects(&lab, "p1", "10.0.1.3", 9090), "the lab routes before any policy");
+    assert!(
+        connects(&lab, "p1", "10.0.1.3", 9090),
+        "the lab routes before any policy"
+    );
 
     let w = lab_world("app=client");
     let o = PlanOptions::new("a");
@@ -165,7 +231,11 @@ fn packets_follow_the_plan() {
     for (from, to, port, want) in cases {
         let v = evaluate_addrs(&w, ip(from_addr(from)), ip(to), port, Protocol::Tcp);
         assert_eq!(v.allowed, want, "evaluator: {v}");
-        assert_eq!(connects(&lab, from, to, port), want, "kernel: {from} -> {to}:{port}\n{v}");
+        assert_eq!(
+            connects(&lab, from, to, port),
+            want,
+            "kernel: {from} -> {to}:{port}\n{v}"
+        );
     }
 
     // Relabel p1: the diff, applied as one transaction, cuts p1's new connections to p2:8080

@@ -1,29 +1,5 @@
-//! Manifests as kubectl accepts them: YAML (one or many `---` documents) or JSON (one object
-//! or a stream), each an object with `apiVersion`, `kind`, `metadata` and a body, or a `List`
-//! of such objects under `items`.
-//!
-//! Kinds: `networking.k8s.io/v1` `NetworkPolicy` (and `NetworkPolicyList`), `v1` `Namespace`
-//! (and `NamespaceList`), `v1` `List`, and weft's own `weft.dev/v1` `PodLabels`:
-//!
-//! ```yaml
-//! apiVersion: weft.dev/v1
-//! kind: PodLabels            # labels (and named ports) of one pod, for clusters without a
-//! metadata:                  # Kubernetes API; the pod's node and addresses come from CNI
-//!   name: web-0
-//!   namespace: shop
-//!   labels: {app: web}
-//! spec:                      # optional
-//!   ports:                   # named container ports, what a policy's `port: http` resolves to
-//!   - {name: http, containerPort: 8080, protocol: TCP}
-//! ```
-//!
-//! Decoding is strict: a field outside the schema is an error (the API server's strict field
-//! validation), and so is a field of the schema weft does not implement (`generateName`,
-//! `finalizers`, `ownerReferences` on policies, a non-empty NetworkPolicy `status`). Fields the
-//! server fills in (`uid`, `resourceVersion`, `creationTimestamp`, `generation`,
-//! `managedFields`, `selfLink`) are accepted and dropped, so `kubectl get -o yaml` output
-//! applies as is; `annotations` are validated and dropped. A document that decodes is then
-//! validated (see `validate`). Every problem of every document is reported, with its path.
+//! Manifests: text → validated objects (decoding with paths, then `validate`), and objects
+//! back to JSON. What is accepted is described in the crate docs, section "Manifests".
 
 mod encode;
 pub(crate) mod value;
