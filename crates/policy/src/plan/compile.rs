@@ -31,7 +31,7 @@ use crate::model::{
 /// How to build a node's plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanOptions {
-    /// The table (family `inet`).
+    /// The table (family `inet`); an nftables identifier (letters, digits, `_`).
     pub table: String,
     /// The node whose pods this plan enforces (ingress to and egress from them).
     pub node: String,

@@ -440,7 +440,8 @@ impl Plan {
     /// Applies ops to this plan in memory, refusing what nftables would refuse (a duplicate
     /// object or element, a missing one, overlapping interval elements, a dangling reference,
     /// deleting something still referenced). The agent keeps its view of the kernel with it;
-    /// tests use it to check that `apply(old, diff(old, new)) == new`.
+    /// tests use it to check that `apply(old, diff(old, new)) == new`. It changes sets and
+    /// chains only: take [`Plan::classes`] from the new plan.
     pub fn apply(&mut self, ops: &[Op]) -> Result<(), ApplyError> {
         for (index, op) in ops.iter().enumerate() {
             self.apply_one(op)
