@@ -20,13 +20,13 @@ mod check;
 mod down;
 mod error;
 mod etcd;
-mod names;
+pub(crate) mod names;
 mod node;
 mod pod;
 mod probe;
 mod procs;
-mod state;
-mod topology;
+pub(crate) mod state;
+pub(crate) mod topology;
 mod up;
 
 use std::collections::BTreeMap;
