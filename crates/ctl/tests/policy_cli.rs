@@ -239,3 +239,110 @@ fn store_choice_is_required_and_explain_needs_known_pods() {
         text(&out)
     );
 }
+
+/// A two-node lab: pods get PodLabels objects in the lab's etcd (and their Namespace
+/// object), relabelling and deleting follow, and `policy explain --lab` judges flows between
+/// real pods with the policies applied through `--lab`.
+#[test]
+fn explain_on_a_lab() {
+    lab_support::require_cluster_binaries();
+    let lab = lab_support::Lab::new();
+    lab.up_ok(&["--nodes", "2", "--pods-per-node", "0"]);
+    for (pod, node, app) in [
+        ("web", "n1", "web"),
+        ("client", "n2", "client"),
+        ("other", "n2", "other"),
+    ] {
+        lab.ok(
+            &["pod", "add"],
+            &[
+                pod,
+                "--node",
+                node,
+                "--namespace",
+                "shop",
+                "--labels",
+                &format!("app={app}"),
+            ],
+        );
+    }
+    let at = |args: &[&str], stdin: Option<&str>| {
+        let mut a = args.to_vec();
+        a.extend(["--lab", &lab.name]);
+        let out = weftctl_in(&a, stdin);
+        assert!(out.status.success(), "weftctl {a:?}:\n{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    let eps = at(&["get", "endpoints"], None);
+    for want in ["web", "client", "other", "n1", "n2", "app=client"] {
+        assert!(eps.contains(want), "{want} missing:\n{eps}");
+    }
+    let ns = at(&["get", "namespaces"], None);
+    assert!(ns.contains("kubernetes.io/metadata.name=shop"), "{ns}");
+
+    let policies = GOOD
+        .split("---\n")
+        .skip(1)
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("---\n");
+    at(&["apply", "-f", "-"], Some(&policies));
+
+    let allowed = at(
+        &["policy", "explain", "shop/client", "shop/web", "80/tcp"],
+        None,
+    );
+    assert!(allowed.starts_with("ALLOWED tcp/80"), "{allowed}");
+    assert!(
+        allowed.contains("allowed by shop/allow-web ingress[0]"),
+        "{allowed}"
+    );
+    let denied = at(
+        &["policy", "explain", "shop/other", "shop/web", "80/tcp"],
+        None,
+    );
+    assert!(denied.starts_with("DENIED"), "{denied}");
+    assert!(
+        denied.contains("isolated by shop/allow-web, shop/default-deny")
+            || denied.contains("isolated by shop/default-deny, shop/allow-web"),
+        "{denied}"
+    );
+    let wrong_port = at(
+        &["policy", "explain", "shop/client", "shop/web", "81/tcp"],
+        None,
+    );
+    assert!(wrong_port.starts_with("DENIED"), "{wrong_port}");
+
+    // Relabelled through the lab, the PodLabels object follows, and so does the verdict.
+    lab.ok(&["pod", "label"], &["other", "app=client"]);
+    let now = at(
+        &["policy", "explain", "shop/other", "shop/web", "80/tcp"],
+        None,
+    );
+    assert!(now.starts_with("ALLOWED"), "{now}");
+
+    lab.ok(&["pod", "del"], &["client"]);
+    let eps = at(&["get", "endpoints", "-o", "json"], None);
+    let eps: Value = serde_json::from_str(&eps).unwrap();
+    let names: Vec<&str> = eps
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    assert_eq!(names, ["other", "web"], "{eps:#}");
+
+    // etcd down: the pod is still made, and the miss is said.
+    lab.ok(&["etcd", "stop"], &[]);
+    let out = lab.cmd(
+        &["pod", "add"],
+        &["late", "--node", "n1", "--namespace", "shop"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("labels not recorded"),
+        "{}",
+        text(&out)
+    );
+}
