@@ -308,6 +308,21 @@ fn explain_on_a_lab() {
             || denied.contains("isolated by shop/default-deny, shop/allow-web"),
         "{denied}"
     );
+    // From the pod's own node: its gateway address (from the ADD result) is the node's.
+    let state = lab.state();
+    let gw = state["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "web")
+        .and_then(|p| p["result"]["ips"][0]["gateway"].as_str())
+        .expect("web's ADD result names a gateway")
+        .to_owned();
+    let probe = at(&["policy", "explain", &gw, "shop/web", "22/tcp"], None);
+    assert!(
+        probe.starts_with("ALLOWED") && probe.contains("(node n1)"),
+        "{probe}"
+    );
     let wrong_port = at(
         &["policy", "explain", "shop/client", "shop/web", "81/tcp"],
         None,
@@ -344,5 +359,36 @@ fn explain_on_a_lab() {
         String::from_utf8_lossy(&out.stderr).contains("labels not recorded"),
         "{}",
         text(&out)
+    );
+}
+
+/// The local store file works the same way (what a single-node weftd reads).
+#[test]
+fn local_store_apply_get_delete() {
+    let dir = weft_store::testing::temp_dir("policy-local").unwrap();
+    let path = dir.join("store.json");
+    let p = path.to_str().unwrap();
+    let run = |args: &[&str], stdin: Option<&str>| {
+        let mut a = args.to_vec();
+        a.extend(["--store-path", p]);
+        weftctl_in(&a, stdin)
+    };
+    let applied = run(&["apply", "-f", "-"], Some(GOOD));
+    let listed = run(&["get", "policies", "-o", "json"], None);
+    let bad = run(&["apply", "-f", "-"], Some(BAD));
+    let deleted = run(&["delete", "-f", "-"], Some(GOOD));
+    let after = run(&["get", "policies"], None);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(applied.status.success(), "{}", text(&applied));
+    let json: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(json["items"].as_array().unwrap().len(), 2, "{json:#}");
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    assert!(deleted.status.success(), "{}", text(&deleted));
+    assert!(String::from_utf8_lossy(&deleted.stdout).contains("podlabels shop/web-0 deleted"));
+    assert_eq!(
+        String::from_utf8_lossy(&after.stdout).lines().count(),
+        1,
+        "{}",
+        text(&after)
     );
 }

@@ -2,6 +2,7 @@
 //! endpoints (PodLabels joined with a lab's pods), the evaluator's `World`, the tables.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 
 use serde_json::Value;
 use weft_policy::{
@@ -86,16 +87,34 @@ impl Catalog {
         out
     }
 
+    /// The nodes' addresses are their underlay addresses and the pod gateways their pods'
+    /// ADD results name (the bridge or ptp address the node talks to its pods from).
     pub fn world(&self, lab: Option<&Lab>) -> World {
         let nodes = lab
             .iter()
-            .flat_map(|l| l.state.nodes.iter())
-            .map(|n| Node {
-                name: n.name.clone(),
-                addresses: std::iter::once(n.address4.into())
+            .flat_map(|l| l.state.nodes.iter().map(move |n| (l, n)))
+            .map(|(l, n)| {
+                let mut addresses: Vec<IpAddr> = std::iter::once(n.address4.into())
                     .chain(n.address6.map(Into::into))
-                    .collect(),
-                pod_cidrs: n.blocks.iter().filter_map(|b| b.parse().ok()).collect(),
+                    .collect();
+                let gateways = l
+                    .state
+                    .pods
+                    .iter()
+                    .filter(|p| p.node == n.name)
+                    .filter_map(|p| p.result.as_ref()?.get("ips")?.as_array().cloned())
+                    .flatten()
+                    .filter_map(|ip| ip.get("gateway")?.as_str()?.parse::<IpAddr>().ok());
+                for gw in gateways {
+                    if !addresses.contains(&gw) {
+                        addresses.push(gw);
+                    }
+                }
+                Node {
+                    name: n.name.clone(),
+                    addresses,
+                    pod_cidrs: n.blocks.iter().filter_map(|b| b.parse().ok()).collect(),
+                }
             })
             .collect();
         World {
