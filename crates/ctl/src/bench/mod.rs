@@ -389,7 +389,7 @@ fn cpu_model() -> String {
 /// (SIGKILL, power loss); a live run's are left alone. Returns how many namespaces and dirs
 /// it removed. (Daemons die with the run: see `child`.)
 pub fn cleanup_stale() -> Result<(usize, usize)> {
-    let dead = |pid: u32| !Path::new(&format!("/proc/{pid}")).exists();
+    let dead = |pid: u32| !alive(pid);
     let stale_ns: Vec<String> = netns::list()?
         .into_iter()
         .filter(|name| stale_owner(name).is_some_and(dead))
@@ -420,6 +420,19 @@ pub fn cleanup_stale() -> Result<(usize, usize)> {
         }
     }
     Ok((namespaces, dirs))
+}
+
+/// Whether `pid` exists and is not a zombie (a killed run whose parent is gone lingers as
+/// one until init reaps it).
+fn alive(pid: u32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next());
+    !matches!(state, Some("Z" | "X" | "x"))
 }
 
 /// The pid in a dataplane bench lab name `wtb<pid>h` / `wtb<pid>v`.

@@ -124,9 +124,21 @@ pub struct AgentArgs {
     pub keep_logs: bool,
 }
 
-/// Runs the benchmark for every size and prints the report. Missing a target is a result,
-/// not an error.
+/// Runs the benchmark and prints the report. Missing a target is a result, not an error.
+/// A Ctrl-C also reaches the children (same process group), so whatever failed after it is
+/// reported as the interruption it is.
 pub fn run(args: &AgentArgs) -> Result<()> {
+    run_inner(args).map_err(|e| {
+        if signal::interrupted() {
+            BenchError::Interrupted
+        } else {
+            e
+        }
+    })
+}
+
+/// Every size in turn, then the report.
+fn run_inner(args: &AgentArgs) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         return Err(BenchError::NotRoot);
     }

@@ -83,7 +83,20 @@ struct Path {
 }
 
 /// Runs the benchmark and prints the report. Missing a target is a result, not an error.
+/// A Ctrl-C also reaches the children (same process group), so whatever failed after it is
+/// reported as the interruption it is.
 pub fn run(args: &DataplaneArgs) -> Result<()> {
+    run_inner(args).map_err(|e| {
+        if signal::interrupted() {
+            BenchError::Interrupted
+        } else {
+            e
+        }
+    })
+}
+
+/// Set-up, the rounds, tear-down, then the report.
+fn run_inner(args: &DataplaneArgs) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         return Err(BenchError::NotRoot);
     }
