@@ -88,7 +88,10 @@ fn smoke_bench_dataplane_one_second() {
         "cross-node host-gw",
         "cross-node VXLAN",
         "hand-built VXLAN (baseline)",
+        "lab underlay n1->n2 (info)",
+        "kernel VXLAN, lab underlay (info)",
         "VXLAN throughput / hand-built VXLAN",
+        "VXLAN / kernel VXLAN on lab underlay",
         "VXLAN request/response / raw veth",
     ] {
         let line = table

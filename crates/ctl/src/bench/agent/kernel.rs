@@ -46,15 +46,25 @@ impl Counts {
     }
 }
 
-/// Reads the counts with one dump per table (routes per family, FDB, neighbours per family).
-pub fn counts(h: &mut Handle, v6: bool) -> Result<Counts> {
-    let mut c = Counts::default();
+/// weft's routes, both families: one kernel-filtered dump per family. A peer's route is
+/// the last entry the backend writes for it, so this alone says how far programming got.
+pub fn route_count(h: &mut Handle, v6: bool) -> Result<usize> {
+    let mut n = 0;
     for fam in families(v6) {
-        c.routes += h
+        n += h
             .routes_by_protocol(fam, RTPROT_WEFT)
             .map_err(BenchError::net("dumping weft's routes"))?
             .len();
     }
+    Ok(n)
+}
+
+/// Reads the counts with one dump per table (routes per family, FDB, neighbours per family).
+pub fn counts(h: &mut Handle, v6: bool) -> Result<Counts> {
+    let mut c = Counts {
+        routes: route_count(h, v6)?,
+        ..Counts::default()
+    };
     if let Some(vx) = vx_index(h)? {
         c.fdb = h
             .fdb_entries(vx)

@@ -96,7 +96,7 @@ impl AgentReport {
                 Box::new(|s| opt_ms(s.log.last_peer)),
             ),
             (
-                "  polls (one count costs)",
+                "  polls (one poll costs)",
                 Box::new(|s| format!("{} ({:.1} ms)", s.polls, ms(s.count_cost))),
             ),
             (

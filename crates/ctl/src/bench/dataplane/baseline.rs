@@ -7,7 +7,9 @@
 //!   `nolearning`, MTU 1450 from the kernel) holding 10.252.0.1/.2, a permanent neighbour
 //!   entry and a static FDB entry for the other end.
 //!
-//! The namespaces come from the caller (and go with it).
+//! The namespaces come from the caller (and go with it). For telling weft's share from the
+//! lab's, a third pair ([`vxlan_on`]) puts hand-built VXLAN devices on two lab nodes, over
+//! the very underlay weft's VXLAN path crosses.
 
 use std::process::Command;
 
@@ -18,6 +20,8 @@ pub const RAW_CLIENT: &str = "10.251.0.1";
 pub const RAW_SERVER: &str = "10.251.0.2";
 pub const VX_CLIENT: &str = "10.252.0.1";
 pub const VX_SERVER: &str = "10.252.0.2";
+pub const LAB_VX_CLIENT: &str = "10.253.0.1";
+pub const LAB_VX_SERVER: &str = "10.253.0.2";
 const VX_UNDERLAY: [&str; 2] = ["192.168.251.1", "192.168.251.2"];
 const VX_MACS: [&str; 2] = ["02:57:ba:5e:00:01", "02:57:ba:5e:00:02"];
 
@@ -117,6 +121,77 @@ pub fn vxlan_pair(a: &str, b: &str) -> Result<()> {
                 "vx0",
                 "dst",
                 VX_UNDERLAY[other],
+                "self",
+                "permanent",
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// A hand-built kernel VXLAN pair between two lab nodes, over the lab's own underlay
+/// (`eth0`, at `underlay`): device `wbvx0` (VNI 4242, port 4790, so it never meets
+/// `weft.vx`), 10.253.0.1/.2, static neighbour and FDB entries. It dies with the lab.
+pub fn vxlan_on(nodes: [&str; 2], underlay: [&str; 2]) -> Result<()> {
+    let overlay = [LAB_VX_CLIENT, LAB_VX_SERVER];
+    let macs = ["02:57:ba:5e:01:01", "02:57:ba:5e:01:02"];
+    for i in 0..2 {
+        let (ns, other) = (nodes[i], 1 - i);
+        ip(&[
+            "-n",
+            ns,
+            "link",
+            "add",
+            "wbvx0",
+            "address",
+            macs[i],
+            "type",
+            "vxlan",
+            "id",
+            "4242",
+            "local",
+            underlay[i],
+            "dstport",
+            "4790",
+            "dev",
+            "eth0",
+            "nolearning",
+        ])?;
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{}/24", overlay[i]),
+            "dev",
+            "wbvx0",
+        ])?;
+        ip(&["-n", ns, "link", "set", "wbvx0", "up"])?;
+        ip(&[
+            "-n",
+            ns,
+            "neigh",
+            "add",
+            overlay[other],
+            "lladdr",
+            macs[other],
+            "dev",
+            "wbvx0",
+            "nud",
+            "permanent",
+        ])?;
+        run(
+            "bridge",
+            &[
+                "-n",
+                ns,
+                "fdb",
+                "add",
+                macs[other],
+                "dev",
+                "wbvx0",
+                "dst",
+                underlay[other],
                 "self",
                 "permanent",
             ],

@@ -10,6 +10,11 @@
 //! | VXLAN | lab `wtb<pid>v` pod a (n1) → pod c (n2) |
 //! | hand-built VXLAN (baseline) | `wtb<pid>nx1` → `wtb<pid>nx2`, kernel vxlan over one veth |
 //! | lab underlay (informational) | lab `wtb<pid>h` node n1 → node n2, no overlay |
+//! | kernel VXLAN on the lab underlay (informational) | lab `wtb<pid>v` n1 → n2, hand-built `wbvx0` |
+//!
+//! The two informational paths cross the same underlay as weft's cross-node paths (the lab's
+//! router bridge and two more veths), so weft's own share is host-gw / underlay and VXLAN /
+//! kernel VXLAN on the lab underlay; the targets are against the raw veth pair.
 //!
 //! The VM is noisy, so every path is measured once per round, rounds are repeated and the
 //! order rotates each round; the figure of a path is the median over rounds. Nothing is
@@ -59,6 +64,7 @@ pub enum Kind {
     Vxlan,
     HandVxlan,
     Underlay,
+    LabVxlan,
 }
 
 impl Kind {
@@ -69,7 +75,8 @@ impl Kind {
             Kind::HostGw => "cross-node host-gw",
             Kind::Vxlan => "cross-node VXLAN",
             Kind::HandVxlan => "hand-built VXLAN (baseline)",
-            Kind::Underlay => "lab underlay node->node (info)",
+            Kind::Underlay => "lab underlay n1->n2 (info)",
+            Kind::LabVxlan => "kernel VXLAN, lab underlay (info)",
         }
     }
 }
@@ -132,6 +139,9 @@ fn run_inner(args: &DataplaneArgs) -> Result<()> {
     )?;
     signal::check()?;
 
+    // Node n1 and n2 of a two-node lab on one segment (docs/lab.md).
+    let lab_underlay = ["192.168.100.11", "192.168.100.12"];
+    baseline::vxlan_on([&vx.node_ns(1), &vx.node_ns(2)], lab_underlay)?;
     let (ha, hb, hc) = (hg.pod("a")?, hg.pod("b")?, hg.pod("c")?);
     let (va, vc) = (vx.pod("a")?, vx.pod("c")?);
     let paths = [
@@ -169,7 +179,13 @@ fn run_inner(args: &DataplaneArgs) -> Result<()> {
             kind: Kind::Underlay,
             client_ns: hg.node_ns(1),
             server_ns: hg.node_ns(2),
-            addr: "192.168.100.12".to_owned(),
+            addr: lab_underlay[1].to_owned(),
+        },
+        Path {
+            kind: Kind::LabVxlan,
+            client_ns: vx.node_ns(1),
+            server_ns: vx.node_ns(2),
+            addr: baseline::LAB_VX_SERVER.to_owned(),
         },
     ];
 
@@ -215,6 +231,7 @@ fn run_inner(args: &DataplaneArgs) -> Result<()> {
         seconds: args.seconds,
         rounds: args.rounds,
         cpus: std::thread::available_parallelism().map_or(0, usize::from),
+        pinned: tools.cpus,
         load_before,
         load_after,
         paths: results,

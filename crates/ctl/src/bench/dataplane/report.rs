@@ -66,6 +66,8 @@ pub struct DataplaneReport {
     pub seconds: u32,
     pub rounds: usize,
     pub cpus: usize,
+    /// iperf3 client and server CPU; sockperf's both ends on the second.
+    pub pinned: (usize, usize),
     pub load_before: String,
     pub load_after: String,
     pub paths: Vec<PathReport>,
@@ -82,6 +84,11 @@ impl DataplaneReport {
             out,
             "weftctl bench dataplane: {} round(s) of {} s per measurement, {} CPUs, load average {} before, {} after",
             self.rounds, self.seconds, self.cpus, self.load_before, self.load_after
+        );
+        let _ = writeln!(
+            out,
+            "iperf3 (1 TCP stream) client on CPU {}, server on CPU {}; sockperf TCP ping-pong, both ends on CPU {}",
+            self.pinned.0, self.pinned.1, self.pinned.1
         );
         let _ = writeln!(out);
         let raw = self.path(Kind::Raw);
@@ -123,6 +130,31 @@ impl DataplaneReport {
                 t.value,
                 format!(">= {:.2}", t.goal),
                 if t.value >= t.goal { "PASS" } else { "FAIL" }
+            );
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{:<46}{:>8}{:>9}  (informational: the same underlay on both sides)",
+            "weft's own share", "Gbit/s", "RR/s"
+        );
+        for (name, weft, floor) in [
+            ("host-gw / lab underlay", Kind::HostGw, Kind::Underlay),
+            (
+                "VXLAN / kernel VXLAN on lab underlay",
+                Kind::Vxlan,
+                Kind::LabVxlan,
+            ),
+        ] {
+            let (Some(w), Some(f)) = (self.path(weft), self.path(floor)) else {
+                continue;
+            };
+            let _ = writeln!(
+                out,
+                "{:<46}{:>8.3}{:>9.3}",
+                name,
+                ratio(w.gbps(), f.gbps()),
+                ratio(w.rr_rate(), f.rr_rate())
             );
         }
         out

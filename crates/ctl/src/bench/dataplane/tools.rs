@@ -1,6 +1,18 @@
 //! The measuring tools, run inside the namespaces with `ip netns exec`: iperf3 for TCP
 //! throughput, sockperf ping-pong for the request/response rate. Servers run for the whole
 //! benchmark (one per path, each in its own namespace); clients run once per measurement.
+//!
+//! CPU placement, the one thing pinned, and why: on the 2-vCPU VM the scheduler's choice
+//! decided the figures more than the path did. Unpinned, a raw veth ping-pong ran at 15k or
+//! 140k round trips/s depending on whether both ends shared a CPU (a cross-CPU wakeup is a
+//! virtual IPI), and iperf3 jumped between 11 and 19 Gbit/s. So:
+//! - iperf3: client on the first allowed CPU, server on the second (`-A a,b`). veth hands a
+//!   packet on in the sender's softirq, so the sending CPU carries every hop of the path and
+//!   the receiving CPU copies the data out, as on a two-core node.
+//! - sockperf: both ends on the second CPU (`taskset`). One CPU does the whole round trip,
+//!   so the rate is the inverse of the path's CPU cost per request and response.
+//!
+//! With a single allowed CPU, everything runs on it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -18,11 +30,14 @@ const IPERF_OMIT_SECS: u32 = 1;
 /// How long a client keeps retrying a server that is not listening yet.
 const CONNECT_PATIENCE: Duration = Duration::from_secs(10);
 
-/// The tools' paths.
+/// The tools' paths and the CPUs they run on.
 #[derive(Debug, Clone)]
 pub struct Tools {
     pub iperf3: PathBuf,
     pub sockperf: PathBuf,
+    pub taskset: PathBuf,
+    /// iperf3's client and server CPU; sockperf runs both ends on `cpus.1`.
+    pub cpus: (usize, usize),
 }
 
 impl Tools {
@@ -34,7 +49,20 @@ impl Tools {
         Ok(Tools {
             iperf3: find("iperf3", "Debian: apt-get install iperf3")?,
             sockperf: find("sockperf", "Debian: apt-get install sockperf")?,
+            taskset: find("taskset", "Debian: apt-get install util-linux")?,
+            cpus: two_cpus(),
         })
+    }
+
+    /// `taskset -c <cpu> sockperf args…`.
+    fn sockperf_pinned(&self, args: &[String]) -> Vec<String> {
+        let mut v = vec![
+            "-c".to_owned(),
+            self.cpus.1.to_string(),
+            self.sockperf.display().to_string(),
+        ];
+        v.extend_from_slice(args);
+        v
     }
 
     /// Both servers, listening on `addr` inside `netns`; logs go to `dir`.
@@ -55,15 +83,15 @@ impl Tools {
         let sockperf = Daemon::spawn(
             format!("sockperf server in {netns}"),
             netns,
-            &self.sockperf,
-            &[
+            &self.taskset,
+            &self.sockperf_pinned(&[
                 "sr".to_owned(),
                 "--tcp".to_owned(),
                 "-i".to_owned(),
                 addr.to_owned(),
                 "-p".to_owned(),
                 SOCKPERF_PORT.to_string(),
-            ],
+            ]),
             &dir.join(format!("sockperf-{tag}.log")),
         )?;
         Ok(vec![iperf, sockperf])
@@ -81,6 +109,8 @@ impl Tools {
             seconds.to_string(),
             "-O".to_owned(),
             IPERF_OMIT_SECS.to_string(),
+            "-A".to_owned(),
+            format!("{},{}", self.cpus.0, self.cpus.1),
             "-J".to_owned(),
         ];
         let out = client(&format!("iperf3 to {addr}"), netns, &self.iperf3, &args)?;
@@ -94,7 +124,7 @@ impl Tools {
 
     /// One sockperf TCP ping-pong run of `seconds` from `netns` to `addr`.
     pub fn request_response(&self, netns: &str, addr: &str, seconds: u32) -> Result<PingPong> {
-        let args = [
+        let args = self.sockperf_pinned(&[
             "pp".to_owned(),
             "--tcp".to_owned(),
             "-i".to_owned(),
@@ -105,8 +135,8 @@ impl Tools {
             seconds.to_string(),
             "--mps=max".to_owned(),
             "--full-rtt".to_owned(),
-        ];
-        let out = client(&format!("sockperf to {addr}"), netns, &self.sockperf, &args)?;
+        ]);
+        let out = client(&format!("sockperf to {addr}"), netns, &self.taskset, &args)?;
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -116,6 +146,23 @@ impl Tools {
             what: format!("sockperf to {addr} from {netns}"),
             detail,
         })
+    }
+}
+
+/// The first two CPUs this process may run on (the same one twice when there is only one).
+fn two_cpus() -> (usize, usize) {
+    let allowed: Vec<usize> = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+        .map(|set| {
+            (0..nix::sched::CpuSet::count())
+                .filter(|&c| set.is_set(c).unwrap_or(false))
+                .take(2)
+                .collect()
+        })
+        .unwrap_or_default();
+    match allowed[..] {
+        [a, b, ..] => (a, b),
+        [a] => (a, a),
+        [] => (0, 0),
     }
 }
 
