@@ -10,5 +10,5 @@ cd "$(dirname "$0")/.."
 ensure_cargo
 host=$(rustc -vV | sed -n 's/^host: //p')
 RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-  cargo build --release --locked --target "$host" -p weft-plugin -p weft-ctl >&2
+  cargo build --release --locked --target "$host" -p weft-plugin -p weft-agent -p weft-ctl >&2
 echo "${CARGO_TARGET_DIR:-$PWD/target}/$host/release"

@@ -24,6 +24,11 @@ if cargo tree -p weft-plugin -e normal --locked | grep -Eq '\b(tokio|async-std|s
   echo "weft-plugin depends on an async runtime; it must stay synchronous" >&2
   exit 1
 fi
+echo "== cargo build"
+# The lab tests run weftd, weft and weft-ipam from next to weftctl: build every binary first
+# (cargo test alone builds only each package's own test harnesses and the binaries its
+# integration tests name).
+cargo build --workspace --locked
 echo "== cargo test"
 log=$(mktemp /tmp/weft-test.XXXXXX)
 trap 'rm -f "$log"' EXIT

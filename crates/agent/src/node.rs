@@ -198,11 +198,7 @@ impl Node {
             }
             self.adopt(b).await?;
         }
-        for f in self.families() {
-            if !self.blocks.iter().any(|b| family_of(b) == f) {
-                self.claim(f).await?;
-            }
-        }
+        self.claim_missing().await?;
         let dp = DataplaneHandle::start(
             backend_kind(self.cfg.backend),
             Local {
@@ -276,6 +272,26 @@ impl Node {
         Ok(b)
     }
 
+    /// Lease a block for every family the node has none of. A full CIDR is not fatal (the
+    /// node may have lost its blocks while it was away and found every block taken): the
+    /// agent keeps routing to its peers, says so, and retries at each resync.
+    async fn claim_missing(&mut self) -> Result<(), Error> {
+        for f in self.families() {
+            if self.blocks.iter().any(|b| family_of(b) == f) {
+                continue;
+            }
+            match self.claim(f).await {
+                Ok(_) => {}
+                Err(Error::NoBlock { family, detail }) => log::error(
+                    "no block for this node: no new pods of this family until one is free",
+                    &[("family", family.into()), ("error", detail.into())],
+                ),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     fn record(&self) -> NodeRecord {
         NodeRecord {
             name: self.s.node_name.clone(),
@@ -300,9 +316,24 @@ impl Node {
 
     fn write_local_files(&self) -> Result<(), Error> {
         let dp = self.dp()?;
-        let conf = cniconf::render(&self.s, &self.blocks, dp.pod_mtu);
-        let text = serde_json::to_string_pretty(&conf).unwrap_or_default();
-        cniconf::write_if_changed(&self.s.conflist_path(), &text)?;
+        if self.blocks.is_empty() {
+            // No block, no addresses: without a conflist the runtime reports the node's
+            // network as not ready instead of starting pods that cannot get an address.
+            match std::fs::remove_file(self.s.conflist_path()) {
+                Ok(()) => log::warn("conflist removed: the node holds no block", &[]),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(Error::Write {
+                        path: self.s.conflist_path(),
+                        source,
+                    });
+                }
+            }
+        } else {
+            let conf = cniconf::render(&self.s, &self.blocks, dp.pod_mtu);
+            let text = serde_json::to_string_pretty(&conf).unwrap_or_default();
+            cniconf::write_if_changed(&self.s.conflist_path(), &text)?;
+        }
         let st = SavedState {
             name: self.s.node_name.clone(),
             lease: self.lease,
@@ -347,9 +378,15 @@ impl Node {
     /// Reload the whole view and repair the kernel: after a broken watch, and periodically.
     /// Also re-asserts this node's own record and blocks if the datastore lost them.
     async fn resync(&mut self) -> Result<(), Error> {
+        self.resync_at().await.map(|_| ())
+    }
+
+    /// [`Self::resync`], returning the revision of the view it loaded (None when the
+    /// datastore was unreachable).
+    async fn resync_at(&mut self) -> Result<Option<i64>, Error> {
         let snap = match self.store.snapshot().await {
             Ok(s) => s,
-            Err(e) => return self.store_error("snapshot", e),
+            Err(e) => return self.store_error("snapshot", e).map(|_| None),
         };
         self.store_up();
         let changes = self.table.load(&snap);
@@ -362,13 +399,31 @@ impl Node {
             .filter(|b| !mine.contains(b))
             .collect();
         let me_listed = snap.nodes.iter().any(|n| n.name == self.s.node_name);
-        if !missing.is_empty() || !me_listed {
+        let lacking = self
+            .families()
+            .into_iter()
+            .any(|f| !self.blocks.iter().any(|b| family_of(b) == f));
+        if !missing.is_empty() || !me_listed || lacking {
             for b in missing {
                 self.adopt(b).await?;
             }
+            self.claim_missing().await?;
             self.publish().await?;
         }
-        let drift = self.dp()?.resync(self.table.desired()).await?;
+        // A refused peer (its block overlaps addresses still on this node, say) must not
+        // stop the view from loading: the rest is repaired, the refusal logged, and the
+        // next resync tries again.
+        let drift = match self.dp()?.resync(self.table.desired()).await {
+            Ok(d) => d,
+            Err(Error::DataplaneGone) => return Err(Error::DataplaneGone),
+            Err(e) => {
+                log::error(
+                    "drift repair incomplete",
+                    &[("error", e.to_string().into())],
+                );
+                return Ok(Some(snap.revision));
+            }
+        };
         if drift.added + drift.removed > 0 {
             log::warn(
                 "kernel drift repaired",
@@ -378,7 +433,7 @@ impl Node {
                 ],
             );
         }
-        Ok(())
+        Ok(Some(snap.revision))
     }
 
     fn store_error(&mut self, what: &str, e: StoreError) -> Result<(), Error> {
@@ -425,11 +480,7 @@ impl Node {
                 for b in self.blocks.clone() {
                     self.adopt(b).await?;
                 }
-                for f in self.families() {
-                    if !self.blocks.iter().any(|b| family_of(b) == f) {
-                        self.claim(f).await?;
-                    }
-                }
+                self.claim_missing().await?;
                 self.publish().await
             }
             Err(e) => self.store_error("keep-alive", e),
@@ -509,15 +560,19 @@ impl Node {
     }
 
     async fn control_loop(&mut self) -> Result<(), Error> {
-        self.resync().await?;
-        let rev = match retry("snapshot", || self.store.snapshot()).await {
-            Ok(s) => s.revision,
-            Err(e) => return Err(e.into()),
+        // The watch starts right after the revision the view was loaded at, so no event
+        // falls between the two.
+        let rev = loop {
+            // A failed step (say, a peer the kernel refuses) is logged and retried, like
+            // any other step of the loop; only a dead dataplane ends the agent.
+            match self.resync_at().await {
+                Ok(Some(rev)) => break rev,
+                Ok(None) => {}
+                Err(e) => survive(Err(e))?,
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         };
         let mut events = retry("watch", || self.store.watch(rev)).await?;
-        // The snapshot above and the watch start may straddle events: load once more so
-        // nothing between them is missed (loading is idempotent).
-        self.resync().await?;
         let (req_tx, mut req_rx) = mpsc::channel::<socket::Incoming>(64);
         socket::serve(&self.s.socket_path(), req_tx)?;
         let mut renew = tokio::time::interval(self.s.lease_ttl / 3);
@@ -532,9 +587,17 @@ impl Node {
                     Some(ev) => self.on_event(ev).await,
                     None => {
                         // The store's watch task ended; start a new one from a fresh view.
-                        let rev = retry("snapshot", || self.store.snapshot()).await?.revision;
-                        events = retry("watch", || self.store.watch(rev)).await?;
-                        self.resync().await
+                        match self.resync_at().await {
+                            Ok(Some(rev)) => {
+                                events = retry("watch", || self.store.watch(rev)).await?;
+                                Ok(())
+                            }
+                            Ok(None) => {
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                                Ok(())
+                            }
+                            Err(e) => Err(e),
+                        }
                     }
                 },
                 Some((req, reply)) = req_rx.recv() => {
@@ -553,17 +616,24 @@ impl Node {
                     return Ok(());
                 }
             };
-            if let Err(e) = step {
-                // A transient failure (a peer the kernel refused, a write) is retried by the
-                // next resync; only a dead dataplane thread is fatal.
-                if matches!(e, Error::DataplaneGone) {
-                    return Err(e);
-                }
-                log::error(
-                    "control loop step failed",
-                    &[("error", e.to_string().into())],
-                );
-            }
+            survive(step)?;
+        }
+    }
+}
+
+/// A failed step of the control loop — a peer the kernel refused, a write — is logged and
+/// retried by the next resync, also at start-up (one unprogrammable peer must not keep the
+/// agent from running); only a dead dataplane thread is fatal.
+fn survive(step: Result<(), Error>) -> Result<(), Error> {
+    match step {
+        Ok(()) => Ok(()),
+        Err(Error::DataplaneGone) => Err(Error::DataplaneGone),
+        Err(e) => {
+            log::error(
+                "control loop step failed",
+                &[("error", e.to_string().into())],
+            );
+            Ok(())
         }
     }
 }

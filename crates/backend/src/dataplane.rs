@@ -1,6 +1,6 @@
 //! `Dataplane`: the backend's state in one network namespace and its public operations.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -170,18 +170,27 @@ impl Dataplane {
     /// complete set of programmed peers.
     ///
     /// A peer that cannot be programmed (a peer error from `upsert_peer`) is skipped; it
-    /// was reported when it was upserted.
+    /// was reported when it was upserted. A peer whose entries the kernel refuses does not
+    /// stop the others: every other peer and the cleanup are still done, the refused peer's
+    /// existing entries are kept, and the result is [`Error::PeersRefused`] naming it.
     pub fn resync(&mut self, peers: &[Peer]) -> Result<Drift, Error> {
         self.underlay = Underlay::find(&mut self.h, self.local.underlay_v4)?;
         self.ensure_device()?;
         self.installed = Installed::load(&mut self.h, self.vx)?;
         self.peers.clear();
         let mut drift = Drift::default();
+        let mut refused = Vec::new();
+        let mut spared: BTreeSet<Key> = BTreeSet::new();
         for peer in peers {
             let planned = plan(self.kind, &self.underlay, self.vx, &self.local.blocks, peer);
             match planned {
                 Ok(Plan { path, entries }) => {
-                    self.converge_peer(&peer.name, path, &entries, true, &mut drift)?;
+                    if let Err(e) = self.converge_peer(&peer.name, path, &entries, true, &mut drift)
+                    {
+                        // What it holds already is its, not stray: the next try starts there.
+                        spared.extend(entries.iter().map(|(k, _)| *k));
+                        refused.push(e.to_string());
+                    }
                 }
                 Err(e) if e.is_peer_error() => {}
                 Err(e) => return Err(e),
@@ -191,7 +200,7 @@ impl Dataplane {
             .installed
             .slots
             .iter()
-            .filter(|(_, s)| s.owner.is_none())
+            .filter(|(k, s)| s.owner.is_none() && !spared.contains(k))
             .map(|(k, s)| (*k, s.value, s.metric))
             .collect();
         orphans.sort_by_key(|(k, _, _)| *k);
@@ -215,7 +224,11 @@ impl Dataplane {
             }
             drift.removed += 1;
         }
-        Ok(drift)
+        if refused.is_empty() {
+            Ok(drift)
+        } else {
+            Err(Error::PeersRefused { refused, drift })
+        }
     }
 
     /// The names of the programmed peers.

@@ -1,8 +1,11 @@
 //! Errors of the dataplane. The agent acts on the variants: a peer-specific refusal
-//! ([`Error::NotOnSegment`], [`Error::InvalidPeer`]) is reported and the other peers carry
-//! on; anything else is a kernel or setup problem for the whole node.
+//! ([`Error::NotOnSegment`], [`Error::InvalidPeer`], a resync's [`Error::PeersRefused`]) is
+//! reported and the other peers carry on; anything else is a kernel or setup problem for the
+//! whole node.
 
 use std::net::{IpAddr, Ipv4Addr};
+
+use crate::model::Drift;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -34,6 +37,11 @@ pub enum Error {
     #[error("invalid local settings: {0}")]
     InvalidLocal(String),
 
+    /// A resync finished, but the kernel refused some peers' entries (one message per
+    /// peer); every other peer and the cleanup were done, and `drift` counts what was.
+    #[error("resync left {} peer(s) unprogrammed: {}", refused.len(), refused.join("; "))]
+    PeersRefused { refused: Vec<String>, drift: Drift },
+
     /// The kernel refused or failed a request.
     #[error("{context}: {source}")]
     Net {
@@ -46,7 +54,10 @@ pub enum Error {
 impl Error {
     /// A refusal concerning one peer only; the dataplane as a whole is fine.
     pub fn is_peer_error(&self) -> bool {
-        matches!(self, Error::NotOnSegment { .. } | Error::InvalidPeer { .. })
+        matches!(
+            self,
+            Error::NotOnSegment { .. } | Error::InvalidPeer { .. } | Error::PeersRefused { .. }
+        )
     }
 
     pub(crate) fn net(context: impl Into<String>) -> impl FnOnce(weft_net::Error) -> Error {

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{Lab, assert_pods_talk};
-use weft_backend::{Dataplane, Drift, Kind};
+use weft_backend::{Dataplane, Drift, Error, Kind};
 
 fn program_all(lab: &Lab, kind: Kind) -> Vec<Dataplane> {
     let mut dps: Vec<_> = lab.nodes.iter().map(|n| n.open(kind)).collect();
@@ -62,6 +62,64 @@ fn remove_peer_removes_exactly_that_peer() {
     // Removing again, or someone never known, is fine.
     dps[0].remove_peer(&lab.nodes[2].name()).unwrap();
     dps[0].remove_peer("nobody").unwrap();
+}
+
+/// One peer the kernel refuses (its VTEP address is also a local address here, as a block
+/// that moved between nodes can leave behind) does not stop the resync: the peers after it
+/// are repaired, its own existing entries stay, and the error names it.
+#[test]
+fn resync_carries_on_past_a_peer_the_kernel_refuses() {
+    require_root!();
+    let lab = Lab::new(&[1500], &[0, 0, 0], false);
+    let mut dps = program_all(&lab, Kind::Vxlan);
+    let n0 = &lab.nodes[0].ns;
+    let (routes, neigh, fdb) = (n0.weft_routes(), n0.neigh_vx(), n0.fdb_vx());
+    n0.ip(&["route", "del", "fd44:0:0:3::/64"]);
+    n0.ip(&["addr", "add", "fd44:0:0:3::/128", "dev", "lo"]);
+    n0.ip(&["route", "del", "10.244.2.0/24"]);
+
+    // The refused peer first, so the others are only reached if resync carries on.
+    let peers = [lab.nodes[2].peer(), lab.nodes[1].peer()];
+    match dps[0].resync(&peers) {
+        Err(Error::PeersRefused { refused, drift }) => {
+            assert_eq!(refused.len(), 1, "{refused:?}");
+            assert!(refused[0].contains(&lab.nodes[2].name()), "{refused:?}");
+            assert!(refused[0].contains("fd44:0:0:3::/64"), "{refused:?}");
+            assert_eq!(
+                drift,
+                Drift {
+                    added: 1,
+                    removed: 0
+                }
+            );
+        }
+        other => panic!("expected PeersRefused, got {other:?}"),
+    }
+    let without: String = routes
+        .lines()
+        .filter(|l| !l.starts_with("fd44:0:0:3::/64"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(n0.weft_routes(), without);
+    assert_eq!(
+        n0.neigh_vx(),
+        neigh,
+        "the refused peer's neighbour entries stay"
+    );
+    assert_eq!(n0.fdb_vx(), fdb);
+    assert_pods_talk(&lab, 0, 1);
+
+    // The conflict gone, the next resync finishes the job.
+    n0.ip(&["addr", "del", "fd44:0:0:3::/128", "dev", "lo"]);
+    assert_eq!(
+        dps[0].resync(&peers).unwrap(),
+        Drift {
+            added: 1,
+            removed: 0
+        }
+    );
+    assert_eq!(n0.weft_routes(), routes);
+    assert_pods_talk(&lab, 0, 2);
 }
 
 #[test]

@@ -185,6 +185,40 @@ fn underlay_nodes_check_and_down() {
     assert!(stderr(&out).contains("nothing to remove"), "{}", text(&out));
 }
 
+/// Deleting nodes never changes the router's MAC on a segment: the other nodes keep
+/// reaching the router (and etcd behind it) without waiting for their neighbour entries to
+/// expire.
+#[test]
+fn node_del_keeps_the_router_reachable() {
+    let lab = Lab::new();
+    lab.up_ok(&["--nodes", "4", "--until", "nodes"]);
+    let ul = lab.ns("ul");
+    let mac = |ns: &str| ipj(ns, &["link", "show", "seg0"])[0]["address"].clone();
+    let router_mac = mac(&ul);
+    let ping_router = |node: &str| {
+        let out = in_ns(
+            &lab.ns(node),
+            "ping",
+            &["-c", "1", "-W", "1", "192.168.100.1"],
+        );
+        assert!(out.status.success(), "{node} → router: {}", text(&out));
+    };
+    for n in ["n1", "n2", "n3", "n4"] {
+        ping_router(n);
+    }
+    for gone in ["n1", "n2", "n3"] {
+        lab.ok(&["node", "del"], &[gone]);
+        assert_eq!(
+            mac(&ul),
+            router_mac,
+            "seg0 changed its MAC when {gone} left"
+        );
+        // The last node's neighbour entry for the router is fresh: a changed MAC would
+        // blackhole this ping.
+        ping_router("n4");
+    }
+}
+
 #[test]
 fn up_again_is_a_no_op_and_finishes_a_partial_lab() {
     let lab = Lab::new();

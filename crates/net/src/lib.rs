@@ -14,7 +14,7 @@
 //! NetNs::open(path) / NetNs::current()      a namespace, held open by fd
 //! NetNs::run(|| ...)                        run on this thread inside it, always return
 //! Handle::new() / Handle::new_in(&ns)       one NETLINK_ROUTE socket, bound to a netns
-//!   links:  link_by_name, link_by_index, links, create_bridge, create_veth(VethSpec),
+//!   links:  link_by_name, link_by_index, links, create_bridge(_with), create_veth(VethSpec),
 //!           create_macvlan, set_up, set_down, set_master, set_mtu, set_mac, set_alias,
 //!           set_hairpin, delete_link, delete_link_by_name
 //!   vxlan:  create_vxlan(VxlanSpec), vxlan_by_name (link + VxlanParams, to adopt one)

@@ -185,8 +185,23 @@ impl Handle {
         mtu: Option<u32>,
         mac: Option<[u8; 6]>,
     ) -> Result<Link> {
+        self.create_bridge_with(name, mtu, mac, |_| Ok(()))
+    }
+
+    /// [`Handle::create_bridge`], running `before_up` on the bridge while it is still down
+    /// whenever this call is the one to bring it up (it made it, or found it down): the
+    /// moment for settings that only take effect when a link comes up, such as
+    /// `accept_dad`, which decides whether its IPv6 link-local address starts out tentative.
+    /// `before_up` runs in the caller's namespace, which need not be this handle's.
+    pub fn create_bridge_with(
+        &mut self,
+        name: &str,
+        mtu: Option<u32>,
+        mac: Option<[u8; 6]>,
+        before_up: impl FnOnce(&Link) -> Result<()>,
+    ) -> Result<Link> {
         if let Some(link) = self.link_by_name(name)? {
-            return self.existing_bridge(link);
+            return self.existing_bridge(link, before_up);
         }
         let mut attrs = vec![
             LinkAttribute::IfName(name.to_owned()),
@@ -198,9 +213,8 @@ impl Handle {
         if let Some(mac) = mac {
             attrs.push(LinkAttribute::Address(mac.to_vec()));
         }
-        let mut msg = link_msg(0, attrs);
-        msg.header.flags = LinkFlags::Up;
-        msg.header.change_mask = LinkFlags::Up;
+        // Made down: `before_up` gets its chance before the link comes up.
+        let msg = link_msg(0, attrs);
         let ctx = format!("bridge {name}");
         let created = self.nl.ack(
             Rt::NewLink(msg),
@@ -212,14 +226,18 @@ impl Handle {
             Err(e) => return Err(e),
         }
         match self.link_by_name(name)? {
-            Some(link) => self.existing_bridge(link),
+            Some(link) => self.existing_bridge(link, before_up),
             None => Err(Error::NotFound {
                 what: format!("bridge {name} (vanished right after creation)"),
             }),
         }
     }
 
-    fn existing_bridge(&mut self, mut link: Link) -> Result<Link> {
+    fn existing_bridge(
+        &mut self,
+        mut link: Link,
+        before_up: impl FnOnce(&Link) -> Result<()>,
+    ) -> Result<Link> {
         if link.kind.as_deref() != Some("bridge") {
             return Err(Error::WrongKind {
                 name: link.name,
@@ -230,6 +248,7 @@ impl Handle {
             });
         }
         if !link.up {
+            before_up(&link)?;
             self.set_up(link.index)?;
             link.up = true;
         }

@@ -72,6 +72,26 @@ fn bridge_is_idempotent_and_checks_kind() {
     assert!(h.create_bridge("br-test", None, None).unwrap().up);
     assert!(a.ip(&["link", "show", "br-test"]).contains(",UP"));
 
+    // The hook runs on the still-down bridge, only when this call brings it up.
+    let mut seen = Vec::new();
+    let made = h
+        .create_bridge_with("br-hook", None, None, |l| {
+            seen.push((l.name.clone(), l.up));
+            Ok(())
+        })
+        .unwrap();
+    assert!(made.up);
+    assert_eq!(seen, [("br-hook".to_owned(), false)]);
+    h.create_bridge_with("br-hook", None, None, |_| panic!("already up"))
+        .unwrap();
+    let refused = h.create_bridge_with("br-hook2", None, None, |_| {
+        Err(Error::NotFound {
+            what: "test".to_owned(),
+        })
+    });
+    assert!(refused.is_err());
+    assert!(!a.ip(&["link", "show", "br-hook2"]).contains(",UP"));
+
     a.ip(&[
         "link",
         "add",

@@ -249,6 +249,21 @@ fn two_pods(mode: &str, kind: &str, n: u8) {
     let ra = node.add(&conf, "ca", &pa);
     // No DAD wait: nothing tentative, and the node answers at once.
     assert_not_tentative(&pa);
+    if mode == "bridge" && families(kind).contains(&true) {
+        // The node forwards to pods through the bridge, and sends no neighbour solicitation
+        // while the bridge's link-local address is tentative.
+        let lls: Vec<Value> = node
+            .ns
+            .addr_info("weft0")
+            .into_iter()
+            .filter(|a| a["scope"] == "link")
+            .collect();
+        assert!(!lls.is_empty(), "the bridge has a link-local address");
+        assert!(
+            lls.iter().all(|a| a["tentative"].as_bool() != Some(true)),
+            "bridge link-local tentative right after the first ADD: {lls:?}"
+        );
+    }
     for v6 in families(kind) {
         pa.assert_ping(node_addr(mode, &ra, v6));
     }

@@ -5,6 +5,7 @@
 //! | `<prefix>/config` | [`crate::ClusterConfig`] JSON | none |
 //! | `<prefix>/nodes/<name>` | [`crate::NodeRecord`] JSON | the node's |
 //! | `<prefix>/blocks/<v4\|v6>/<cidr with '/' as '_'>` | the owner's node name, nothing else | the node's |
+//! | `<prefix>/used/<v4\|v6>/<cidr with '/' as '_'>` | the first owner's name | none: marks a block ever claimed, so claims take never-used blocks before ones freed by an expired lease; deleted by an explicit release |
 //!
 //! A block key's value is only the owner's name so that compare-and-swap can compare it.
 
@@ -60,6 +61,27 @@ impl Keys {
             self.blocks(Family::of(block)),
             block.to_string().replace('/', "_")
         )
+    }
+
+    /// Markers of blocks that were ever claimed (no lease: they outlive their owner), so a
+    /// claim prefers blocks nobody has used over blocks freed by an expired lease.
+    pub fn used(&self, family: Family) -> String {
+        format!("{}/used/{}/", self.prefix, family.key())
+    }
+
+    pub fn used_block(&self, block: &IpNet) -> String {
+        format!(
+            "{}{}",
+            self.used(Family::of(block)),
+            block.to_string().replace('/', "_")
+        )
+    }
+
+    /// The block a `used/` marker names.
+    pub fn used_of(&self, key: &[u8], family: Family) -> Option<IpNet> {
+        let key = std::str::from_utf8(key).ok()?;
+        let net = parse_block_name(key.strip_prefix(&self.used(family))?)?;
+        (Family::of(&net) == family).then_some(net)
     }
 
     pub fn classify(&self, key: &[u8]) -> KeyKind {

@@ -136,6 +136,9 @@ enum PodCommand {
     },
     /// CNI DEL, then remove the pod's namespace.
     Del { pod: String },
+    /// CNI CHECK with the ADD's result as prevResult (exit 1 if the plugin reports a
+    /// problem).
+    Check { pod: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -169,7 +172,21 @@ enum EtcdCommand {
 #[derive(Debug, Subcommand)]
 enum WeftdCommand {
     /// SIGTERM a node's weftd, start it again, wait until it is ready.
-    Restart { node: String },
+    Restart {
+        node: String,
+        /// SIGKILL instead (a crash: no chance to finish anything).
+        #[arg(long)]
+        kill: bool,
+    },
+    /// Stop a node's weftd and leave it stopped (its pods keep their network).
+    Stop {
+        node: String,
+        /// SIGKILL instead of SIGTERM.
+        #[arg(long)]
+        kill: bool,
+    },
+    /// Start a node's weftd unless it runs; wait until it is ready.
+    Start { node: String },
 }
 
 /// Runs one `weftctl lab` command.
@@ -194,6 +211,7 @@ pub fn run(args: LabArgs) -> Result<Outcome> {
             pod_label(&names, &pod, &changes).map(|()| Outcome::Done)
         }
         LabCommand::Pod(PodCommand::Del { pod }) => pod_del(&names, &pod).map(|()| Outcome::Done),
+        LabCommand::Pod(PodCommand::Check { pod }) => pod_check(&names, &pod),
         LabCommand::Node(NodeCommand::Add { node, segment }) => {
             up::node_add(&names, node.as_deref(), segment).map(|()| Outcome::Done)
         }
@@ -202,8 +220,15 @@ pub fn run(args: LabArgs) -> Result<Outcome> {
         }
         LabCommand::Etcd(EtcdCommand::Stop) => etcd_stop(&names).map(|()| Outcome::Done),
         LabCommand::Etcd(EtcdCommand::Start) => etcd_start(&names).map(|()| Outcome::Done),
-        LabCommand::Weftd(WeftdCommand::Restart { node }) => {
-            weftd_restart(&names, &node).map(|()| Outcome::Done)
+        LabCommand::Weftd(WeftdCommand::Restart { node, kill }) => {
+            weftd_stop(&names, &node, kill)?;
+            weftd_start(&names, &node).map(|()| Outcome::Done)
+        }
+        LabCommand::Weftd(WeftdCommand::Stop { node, kill }) => {
+            weftd_stop(&names, &node, kill).map(|()| Outcome::Done)
+        }
+        LabCommand::Weftd(WeftdCommand::Start { node }) => {
+            weftd_start(&names, &node).map(|()| Outcome::Done)
         }
     }
 }
@@ -426,6 +451,26 @@ fn pod_del(names: &Names, pod: &str) -> Result<()> {
     Ok(())
 }
 
+/// CHECK needs no lock: it changes nothing, and the record is replaced whole.
+fn pod_check(names: &Names, pod: &str) -> Result<Outcome> {
+    let state = State::load_existing(names)?;
+    let record = state.pod(pod).ok_or_else(|| no_such_pod(names, pod))?;
+    let started = std::time::Instant::now();
+    let outcome = pod::check(names, &state.options, record);
+    let ms = started.elapsed().as_millis();
+    match outcome {
+        Ok(()) => {
+            println!("pod {pod}: CHECK ok ({ms} ms)");
+            Ok(Outcome::Done)
+        }
+        Err(e @ LabError::Plugin { .. }) => {
+            eprintln!("pod {pod}: CHECK failed ({ms} ms): {e}");
+            Ok(Outcome::Exit(ExitCode::FAILURE))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 fn node_del(names: &Names, given: &str, graceful: bool) -> Result<()> {
     let (_lock, mut state) = open_lab(names)?;
     let node = find_node(names, &state, given)?;
@@ -507,11 +552,24 @@ fn etcd_start(names: &Names) -> Result<()> {
     Ok(())
 }
 
-fn weftd_restart(names: &Names, given: &str) -> Result<()> {
+fn weftd_stop(names: &Names, given: &str, kill: bool) -> Result<()> {
+    let (_lock, state) = open_lab(names)?;
+    let node = find_node(names, &state, given)?;
+    let signal = if kill { libc::SIGKILL } else { libc::SIGTERM };
+    let how = if kill { "SIGKILL" } else { "SIGTERM" };
+    if node::stop(names, &owner(names)?, &node, signal) {
+        println!("weftd on {node}: stopped ({how})");
+    } else {
+        println!("weftd on {node}: was not running");
+    }
+    Ok(())
+}
+
+fn weftd_start(names: &Names, given: &str) -> Result<()> {
     let (_lock, mut state) = open_lab(names)?;
     let node = find_node(names, &state, given)?;
     up::require_binary(&state.options.bin_dir, "weftd")?;
-    node::stop(names, &owner(names)?, &node, libc::SIGTERM);
+    let owner = owner(names)?;
     let record = state
         .node(&node)
         .cloned()
@@ -519,9 +577,15 @@ fn weftd_restart(names: &Names, given: &str) -> Result<()> {
             lab: names.lab().to_owned(),
             node: node.clone(),
         })?;
-    let child = node::start(names, &state.options, &record)?;
-    let pid = child.id();
-    let ready = node::wait_ready(names, vec![(node.clone(), node::Starting::Child(child))])?;
+    let (starting, pid) = match node::running(names, &owner, &node) {
+        Some(pid) => (node::Starting::Running(pid), pid),
+        None => {
+            let child = node::start(names, &state.options, &record)?;
+            let pid = child.id();
+            (node::Starting::Child(child), pid)
+        }
+    };
+    let ready = node::wait_ready(names, vec![(node.clone(), starting)])?;
     if let Some(n) = state.node_mut(&node) {
         n.pid = Some(pid);
         if let Some((_, blocks)) = ready.into_iter().next() {

@@ -66,11 +66,15 @@ pub fn paths(names: &Names, node: &str) -> Paths {
     }
 }
 
+/// The lab's block sizes unless `--block-size-v4/-v6` say otherwise.
+pub const DEFAULT_BLOCK_SIZE_V4: u8 = 26;
+pub const DEFAULT_BLOCK_SIZE_V6: u8 = 122;
+
 /// The cluster config every weftd of the lab is given.
 pub fn cluster_config(opts: &Options) -> Value {
     let mut config = serde_json::json!({
         "cidrV4": "10.244.0.0/16",
-        "blockSizeV4": 26,
+        "blockSizeV4": opts.block_size_v4.unwrap_or(DEFAULT_BLOCK_SIZE_V4),
         "backend": opts.backend.as_str(),
         "vxlanVni": 1,
         "vxlanPort": 4789,
@@ -79,7 +83,10 @@ pub fn cluster_config(opts: &Options) -> Value {
         && let Some(obj) = config.as_object_mut()
     {
         obj.insert("cidrV6".to_owned(), "fd00:10:244::/56".into());
-        obj.insert("blockSizeV6".to_owned(), 122.into());
+        obj.insert(
+            "blockSizeV6".to_owned(),
+            opts.block_size_v6.unwrap_or(DEFAULT_BLOCK_SIZE_V6).into(),
+        );
     }
     config
 }
@@ -300,11 +307,23 @@ mod tests {
             bin_dir: PathBuf::from("/x"),
             lease_ttl: None,
             resync_interval: None,
+            block_size_v4: None,
+            block_size_v6: None,
         };
         let c = cluster_config(&opts);
         assert_eq!(c["backend"], "host-gw");
         assert_eq!(c["cidrV6"], "fd00:10:244::/56");
         assert_eq!(c["blockSizeV6"], 122);
+        assert_eq!(c["blockSizeV4"], 26);
+        let c = cluster_config(&Options {
+            block_size_v4: Some(29),
+            block_size_v6: Some(125),
+            ..opts.clone()
+        });
+        assert_eq!(
+            (&c["blockSizeV4"], &c["blockSizeV6"]),
+            (&29.into(), &125.into())
+        );
         let c = cluster_config(&Options {
             ipv6: false,
             ..opts

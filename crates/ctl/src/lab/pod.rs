@@ -119,6 +119,25 @@ pub fn del(names: &Names, opts: &Options, pod: &Pod) -> Result<()> {
     Ok(())
 }
 
+/// Runs CHECK with the ADD's result as `prevResult`, as a runtime does for a running pod.
+pub fn check(names: &Names, opts: &Options, pod: &Pod) -> Result<()> {
+    let Some(prev) = pod.result.as_ref() else {
+        return Err(LabError::invalid(
+            "pod",
+            &pod.name,
+            "its ADD never finished; there is nothing to check",
+        ));
+    };
+    let conf = conflist(names, &pod.node)?;
+    let rt = runtime(names, opts, &pod.node)?;
+    rt.check(&conf, &attachment(names, pod), prev)
+        .map_err(|source| LabError::Plugin {
+            pod: pod.name.clone(),
+            verb: "CHECK",
+            source: Box::new(source),
+        })
+}
+
 /// The addresses of a CNI result.
 fn addresses(result: &Value) -> Vec<IpNet> {
     result

@@ -74,6 +74,12 @@ pub struct Options {
     /// weftd's `--resync-interval`, when not its default.
     #[serde(default)]
     pub resync_interval: Option<u32>,
+    /// The cluster's IPv4 block prefix length, when not the lab's default (26).
+    #[serde(default)]
+    pub block_size_v4: Option<u8>,
+    /// The cluster's IPv6 block prefix length, when not the lab's default (122).
+    #[serde(default)]
+    pub block_size_v6: Option<u8>,
 }
 
 impl Options {

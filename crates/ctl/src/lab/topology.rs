@@ -102,6 +102,16 @@ fn bridge(seg: u32) -> String {
     format!("seg{seg}")
 }
 
+/// A fixed MAC for segment `seg`'s bridge. Without one a bridge takes its lowest port's
+/// MAC and changes it when that port goes (`lab node del`), and every node's neighbour
+/// entry for the router then points at a MAC nobody has: the nodes lose the router and
+/// etcd until their entries expire, long enough for their leases to run out.
+fn bridge_mac(seg: u32) -> [u8; 6] {
+    let [_, _, hi, lo] = seg.to_be_bytes();
+    // Locally administered unicast; "wl".
+    [0x02, 0x77, 0x6c, 0x00, hi, lo]
+}
+
 /// The router's end of node `index`'s cable.
 fn router_port(index: u32) -> String {
     format!("n{index}")
@@ -200,7 +210,7 @@ pub fn ensure_underlay(names: &Names, opts: &Options) -> Result<()> {
     for (seg, mtu) in (0u32..).zip(&opts.mtus) {
         let name = bridge(seg);
         let br = h
-            .create_bridge(&name, Some(*mtu), None)
+            .create_bridge(&name, Some(*mtu), Some(bridge_mac(seg)))
             .map_err(LabError::net(format!(
                 "creating bridge {name} in {ul_name}"
             )))?;

@@ -79,6 +79,12 @@ pub struct UpArgs {
     /// weftd's --resync-interval, in seconds [default: weftd's].
     #[arg(long, value_name = "SECS")]
     resync_interval: Option<u32>,
+    /// The cluster's IPv4 block prefix length (pods per block) [new lab default: 26].
+    #[arg(long, value_name = "LEN")]
+    block_size_v4: Option<u8>,
+    /// The cluster's IPv6 block prefix length [new lab default: 122].
+    #[arg(long, value_name = "LEN")]
+    block_size_v6: Option<u8>,
     /// Stop after this stage (for looking at, or testing, the lab's own plumbing).
     #[arg(long, value_enum, default_value_t = Stage::Pods)]
     until: Stage,
@@ -176,6 +182,8 @@ fn resolve(lab: &str, args: &UpArgs, recorded: Option<&Options>) -> Result<Optio
                 bin_dir,
                 lease_ttl: args.lease_ttl,
                 resync_interval: args.resync_interval,
+                block_size_v4: args.block_size_v4,
+                block_size_v6: args.block_size_v6,
             }
         }
     };
@@ -238,6 +246,20 @@ fn resolve(lab: &str, args: &UpArgs, recorded: Option<&Options>) -> Result<Optio
             format!("{:?}", rec.resync_interval),
             args.resync_interval.map(|t| format!("{:?}", Some(t))),
         )?;
+        check(
+            "--block-size-v4",
+            rec.block_size_v4
+                .unwrap_or(node::DEFAULT_BLOCK_SIZE_V4)
+                .to_string(),
+            args.block_size_v4.map(|b| b.to_string()),
+        )?;
+        check(
+            "--block-size-v6",
+            rec.block_size_v6
+                .unwrap_or(node::DEFAULT_BLOCK_SIZE_V6)
+                .to_string(),
+            args.block_size_v6.map(|b| b.to_string()),
+        )?;
     }
     validate(&opts)?;
     Ok(opts)
@@ -274,6 +296,26 @@ fn validate(opts: &Options) -> Result<()> {
             opts.pods_per_node.to_string(),
             format!("must be at most {MAX_PODS_PER_NODE}"),
         ));
+    }
+    // The lab's CIDRs are 10.244.0.0/16 and fd00:10:244::/56; weftd refuses blocks too small
+    // for a pod next to the gateway, so the lab does too, before anything is made.
+    for (flag, size, range) in [
+        ("--block-size-v4", opts.block_size_v4, 16..=30),
+        ("--block-size-v6", opts.block_size_v6, 56..=126),
+    ] {
+        if let Some(size) = size
+            && !range.contains(&size)
+        {
+            return Err(LabError::invalid(
+                flag,
+                size.to_string(),
+                format!(
+                    "must be {} to {} (blocks inside the lab's CIDR, room for pods)",
+                    range.start(),
+                    range.end()
+                ),
+            ));
+        }
     }
     let min = if opts.ipv6 { MIN_MTU_V6 } else { MIN_MTU_V4 };
     if let Some(bad) = opts.mtus.iter().find(|m| !(min..=65535).contains(*m)) {
@@ -618,6 +660,31 @@ mod tests {
         assert!(new_lab(&["--mtu", "x"]).is_err());
         assert!(new_lab(&["--segments", "0"]).is_err());
         assert!(new_lab(&["--nodes", "0"]).is_err());
+    }
+
+    #[test]
+    fn block_sizes_are_checked_and_kept() {
+        let opts = new_lab(&["--block-size-v4", "29", "--block-size-v6", "125"]).unwrap();
+        assert_eq!(
+            (opts.block_size_v4, opts.block_size_v6),
+            (Some(29), Some(125))
+        );
+        assert!(new_lab(&["--block-size-v4", "31"]).is_err());
+        assert!(new_lab(&["--block-size-v4", "15"]).is_err());
+        assert!(new_lab(&["--block-size-v6", "127"]).is_err());
+        let again = |line: &[&str]| {
+            let mut a = args(line);
+            a.bin_dir = Some(PathBuf::from("/"));
+            resolve("t", &a, Some(&opts))
+        };
+        assert!(again(&["--block-size-v4", "29"]).is_ok());
+        let err = again(&["--block-size-v4", "28"]).unwrap_err().to_string();
+        assert!(err.contains("--block-size-v4 29, not 28"), "{err}");
+        // A lab made with the default keeps it: asking for the default again is no conflict.
+        let plain = new_lab(&[]).unwrap();
+        let mut a = args(&["--block-size-v6", "122"]);
+        a.bin_dir = Some(PathBuf::from("/"));
+        assert!(resolve("t", &a, Some(&plain)).is_ok());
     }
 
     #[test]

@@ -2,13 +2,23 @@
 //! runs `lab down` on drop (also when a test panics), and inspection of what a lab left on
 //! the machine (namespaces by prefix, the state dir, processes naming the state dir).
 //!
+//! Submodules: `etcd` (the datastore read with etcdctl), `kernel` (what weftd programmed in
+//! a node, and where each route leads), `traffic` (counted UDP flows, TCP bulk, DF pings).
+//!
 //! Lab names are `t<pid><k>`: unique per test process and test, lowercase alphanumerics as
 //! the lab requires.
 #![allow(dead_code)]
 
+pub mod etcd;
+pub mod kernel;
+pub mod traffic;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -154,6 +164,106 @@ impl Lab {
         (out.status.success(), report)
     }
 
+    /// The nodes in the lab's record, by name.
+    pub fn node_names(&self) -> Vec<String> {
+        self.state()["nodes"]
+            .as_array()
+            .map(|n| {
+                n.iter()
+                    .filter_map(|n| n["name"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The pods in the lab's record: name → node.
+    pub fn pods(&self) -> BTreeMap<String, String> {
+        self.state()["pods"]
+            .as_array()
+            .map(|p| {
+                p.iter()
+                    .filter_map(|p| {
+                        Some((
+                            p["name"].as_str()?.to_owned(),
+                            p["node"].as_str()?.to_owned(),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The pod's IPv4 (or IPv6) address from its ADD result.
+    pub fn pod_addr(&self, pod: &str, v6: bool) -> Option<IpAddr> {
+        let state = self.state();
+        let p = state["pods"]
+            .as_array()?
+            .iter()
+            .find(|p| p["name"] == pod)
+            .unwrap_or_else(|| panic!("no pod {pod} in lab {}", self.name));
+        p["addresses"]
+            .as_array()?
+            .iter()
+            .filter_map(|a| a.as_str()?.split('/').next()?.parse::<IpAddr>().ok())
+            .find(|a| a.is_ipv6() == v6)
+    }
+
+    /// Every pod address in the record: (pod, node, address).
+    pub fn pod_addresses(&self) -> Vec<(String, String, IpAddr)> {
+        let state = self.state();
+        let mut out = Vec::new();
+        for p in state["pods"].as_array().into_iter().flatten() {
+            for a in p["addresses"].as_array().into_iter().flatten() {
+                let addr = a.as_str().and_then(|a| a.split('/').next()?.parse().ok());
+                if let (Some(name), Some(node), Some(addr)) =
+                    (p["name"].as_str(), p["node"].as_str(), addr)
+                {
+                    out.push((name.to_owned(), node.to_owned(), addr));
+                }
+            }
+        }
+        out
+    }
+
+    /// The blocks in the IPAM ranges of the conflist weftd wrote on `node`.
+    pub fn conflist_blocks(&self, node: &str) -> Vec<String> {
+        let path = self
+            .state_dir()
+            .join(format!("nodes/{node}/net.d/10-weft.conflist"));
+        let conf: Value = serde_json::from_slice(
+            &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut blocks: Vec<String> = conf["plugins"][0]["ipam"]["ranges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|set| set.as_array().cloned().unwrap_or_default())
+            .filter_map(|r| r["subnet"].as_str().map(str::to_owned))
+            .collect();
+        blocks.sort();
+        blocks
+    }
+
+    /// weftd's kernel entries in node `node` (`n1`).
+    pub fn kernel(&self, node: &str) -> kernel::Kernel {
+        kernel::kernel(&self.ns(node))
+    }
+
+    /// The datastore's view of the cluster, read once.
+    pub fn view(&self) -> View {
+        View {
+            owners: self.block_owners(),
+            records: self.node_records(),
+        }
+    }
+
+    /// Whether `node` routes every block of every other node to that block's owner (as etcd
+    /// says now), and nothing else; the difference if not.
+    pub fn routes_follow_owners(&self, node: &str) -> Result<(), String> {
+        self.view().check_routes(self, node)
+    }
+
     /// Namespaces, state dir and processes the lab left on the machine, for a message.
     pub fn leftovers(&self) -> Vec<String> {
         leftovers(&self.name)
@@ -273,5 +383,100 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Polls `ready` every 20 ms until it returns `Some`, for at most `timeout`; returns the
+/// value and how long it took. On timeout, panics with `why()` (the state that was wrong).
+pub fn wait_for<T>(
+    timeout: Duration,
+    mut ready: impl FnMut() -> Option<T>,
+    why: impl Fn() -> String,
+) -> (T, Duration) {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = ready() {
+            return (v, start.elapsed());
+        }
+        if start.elapsed() > timeout {
+            panic!("not within {timeout:?}: {}", why());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Block keys and node records, as etcd held them when read.
+#[derive(Debug, Clone)]
+pub struct View {
+    pub owners: BTreeMap<String, etcd::Owner>,
+    pub records: BTreeMap<String, Value>,
+}
+
+impl View {
+    /// Block → owner for every block `node` does not own: the routes it should have.
+    pub fn expected_routes(&self, node: &str) -> BTreeMap<String, String> {
+        self.owners
+            .iter()
+            .filter(|(_, o)| o.node != node)
+            .map(|(b, o)| (b.clone(), o.node.clone()))
+            .collect()
+    }
+
+    /// `node`'s kernel routes, resolved to nodes, against [`View::expected_routes`].
+    pub fn check_routes(&self, lab: &Lab, node: &str) -> Result<(), String> {
+        let expected = self.expected_routes(node);
+        let actual = lab.kernel(node).route_map(&self.records);
+        if actual == expected {
+            Ok(())
+        } else {
+            Err(format!(
+                "{node} routes {actual:?}, the block keys say {expected:?}"
+            ))
+        }
+    }
+
+    /// The owner of the block holding `addr`, if any.
+    pub fn owner_of(&self, addr: IpAddr) -> Option<&str> {
+        self.owners.iter().find_map(|(b, o)| {
+            let net: ipnet::IpNet = b.parse().ok()?;
+            net.contains(&addr).then_some(o.node.as_str())
+        })
+    }
+
+    pub fn blocks_of(&self, node: &str) -> Vec<String> {
+        self.owners
+            .iter()
+            .filter(|(_, o)| o.node == node)
+            .map(|(b, _)| b.clone())
+            .collect()
+    }
+
+    /// Ownership is single: every block key's owner has a record listing that block, and no
+    /// block is listed by two records.
+    pub fn assert_single_owners(&self) {
+        let mut listed: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (name, rec) in &self.records {
+            for b in rec["blocks"].as_array().into_iter().flatten() {
+                listed
+                    .entry(b.as_str().unwrap_or_default().to_owned())
+                    .or_default()
+                    .push(name.clone());
+            }
+        }
+        for (block, names) in &listed {
+            assert_eq!(
+                names.len(),
+                1,
+                "block {block} is listed by {names:?}: {self:#?}"
+            );
+        }
+        for (block, owner) in &self.owners {
+            assert_eq!(
+                listed.get(block),
+                Some(&vec![owner.node.clone()]),
+                "block {block} belongs to {} by its key: {self:#?}",
+                owner.node
+            );
+        }
     }
 }

@@ -23,12 +23,22 @@ fn first_host(net: &IpNet) -> Option<IpAddr> {
 /// The links, made before (and while) IPAM allocates: they need no address.
 pub fn prepare(ctx: &mut Ctx<'_>) -> Result<Links, CniError> {
     let conf = ctx.conf;
+    // The node forwards to pods through the bridge, and the kernel sends no neighbour
+    // solicitation from a device whose link-local address is still tentative: with DAD on,
+    // IPv6 to the first pods on a new bridge would vanish for the ~2 s DAD takes.
     let br = ctx
         .host
-        .create_bridge(
+        .create_bridge_with(
             &conf.bridge,
             Some(conf.mtu),
             Some(crate::names::bridge_mac(&conf.bridge)),
+            |br| {
+                let key = format!("net/ipv6/conf/{}/accept_dad", br.name);
+                if std::path::Path::new("/proc/sys").join(&key).exists() {
+                    weft_net::sysctl::set(&key, "0")?;
+                }
+                Ok(())
+            },
         )
         .map_err(|e| kernel(&format!("creating bridge {}", conf.bridge), e))?;
     let (host, pod_link) = ctx.create_veth(Some(br.index))?;

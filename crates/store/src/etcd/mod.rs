@@ -275,23 +275,32 @@ impl EtcdStore {
                 _ => None,
             })
             .collect();
-        let Some(block) = space.first_free(&taken) else {
+        // A block freed by an expired lease is reused only when no never-used block is
+        // left: its old owner may be partitioned rather than dead, and the longer its
+        // addresses stay out of circulation the smaller that window's harm.
+        let (_, used) = self.list("claim_block", &keys.used(family), true).await?;
+        let used: Vec<IpNet> = used
+            .iter()
+            .filter_map(|kv| keys.used_of(kv.key(), family))
+            .collect();
+        let fresh = space.first_free(taken.iter().chain(used.iter()));
+        let Some(block) = fresh.or_else(|| space.first_free(&taken)) else {
             return Err(StoreError::NoFreeBlock {
                 family,
                 cidr: space.cidr,
             });
         };
         let key = keys.block(&block);
+        let marker = keys.used_block(&block);
         let txn = Txn::new()
             .when([
                 Compare::create_revision(key.clone(), CompareOp::Equal, 0),
                 Compare::mod_revision(keys.config(), CompareOp::Equal, cfg_rev),
             ])
-            .and_then([TxnOp::put(
-                key,
-                node,
-                Some(PutOptions::new().with_lease(lease)),
-            )])
+            .and_then([
+                TxnOp::put(key, node, Some(PutOptions::new().with_lease(lease))),
+                TxnOp::put(marker, node, None),
+            ])
             .or_else([TxnOp::get(keys.config(), None)]);
         let resp = self.txn("claim_block", Some(lease), txn).await?;
         if resp.succeeded() {
@@ -524,9 +533,15 @@ impl Datastore for EtcdStore {
     async fn release_block(&self, node: &str, block: IpNet) -> Result<(), StoreError> {
         validate_node_name(node)?;
         let key = self.inner.keys.block(&block);
+        // Released by its owner, the block is proven unused: it loses its `used` marker and
+        // is as good as a fresh one (unlike a block freed by an expired lease).
+        let marker = self.inner.keys.used_block(&block);
         let txn = Txn::new()
             .when([Compare::value(key.clone(), CompareOp::Equal, node)])
-            .and_then([TxnOp::delete(key.clone(), None)])
+            .and_then([
+                TxnOp::delete(key.clone(), None),
+                TxnOp::delete(marker, None),
+            ])
             .or_else([TxnOp::get(key, None)]);
         let resp = self.txn("release_block", None, txn).await?;
         if resp.succeeded() {

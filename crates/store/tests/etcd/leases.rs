@@ -125,3 +125,38 @@ async fn revoke_removes_node_and_blocks_at_once() {
     ));
     assert!(s.snapshot().await.unwrap().blocks.is_empty());
 }
+
+/// A block freed by an expired lease goes back into circulation last: every never-used
+/// block is handed out first (its old owner may only be partitioned away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freed_blocks_are_reused_only_after_fresh_ones() {
+    let srv = server();
+    let a = connect(&srv).await;
+    let b = connect(&srv).await;
+    // Four blocks.
+    a.init_config(&cfg(r#"{"cidrV4":"10.3.0.0/28","blockSizeV4":30}"#))
+        .await
+        .unwrap();
+    let la = a.grant_lease(Duration::from_secs(1)).await.unwrap();
+    let first = a.claim_block("a", Family::V4, la).await.unwrap();
+    assert_eq!(first.to_string(), "10.3.0.0/30");
+    let lb = b.grant_lease(Duration::from_secs(60)).await.unwrap();
+    eventually(Duration::from_secs(10), "a's lease to expire", || async {
+        b.snapshot().await.unwrap().blocks.is_empty().then_some(())
+    })
+    .await;
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(
+            b.claim_block("b", Family::V4, lb)
+                .await
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert_eq!(
+        got,
+        ["10.3.0.4/30", "10.3.0.8/30", "10.3.0.12/30", "10.3.0.0/30"],
+        "the freed block must come last"
+    );
+}

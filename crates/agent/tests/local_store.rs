@@ -1,0 +1,171 @@
+//! weftd on a single node with the local store (no etcd): it leases blocks, writes the
+//! conflist, grows by one block when asked over its socket, and a restart keeps its blocks
+//! and its VXLAN device. A bad cluster config stops it before anything is written.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{Dir, TestNs, Weftd};
+use weft_ipam::agent::{Request, ask};
+use weft_store::testing::temp_dir;
+
+fn start(dir: &Path, config: &str) -> Weftd {
+    std::fs::write(dir.join("cluster.json"), config).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_weftd"))
+        .args(["--node-name", "solo", "--underlay-address", "192.0.2.10"])
+        .arg("--store-path")
+        .arg(dir.join("store.json"))
+        .arg("--cluster-config")
+        .arg(dir.join("cluster.json"))
+        .arg("--cni-conf-dir")
+        .arg(dir.join("net.d"))
+        .arg("--run-dir")
+        .arg(dir.join("run"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start weftd");
+    Weftd(child)
+}
+
+const CONFIG: &str = r#"{"cidrV4":"10.97.0.0/24","cidrV6":"fd00:97::/64","blockSizeV4":28,
+    "blockSizeV6":124,"backend":"vxlan"}"#;
+
+/// The conflist's ranges: one list of subnets per family.
+fn ranges(dir: &Path) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(dir.join("net.d/10-weft.conflist")).unwrap();
+    let conf: Value = serde_json::from_str(&text).unwrap();
+    conf["plugins"][0]["ipam"]["ranges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|set| {
+            set.as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["subnet"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+/// Waits until weftd answers on its socket (it binds the socket after publishing).
+fn wait_ready(agent: &mut Weftd, dir: &Path) {
+    let sock = dir.join("run/weftd.sock");
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(status)) = agent.0.try_wait() {
+            panic!("weftd exited ({status}): {}", agent.stderr());
+        }
+        if ask(&sock, &Request::Status, Duration::from_secs(1)).is_ok() {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "weftd not ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn vxlan_index(ns: &TestNs) -> String {
+    let out = Command::new("ip")
+        .args(["-n", &ns.0, "-j", "link", "show", "weft.vx"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[0]["ifindex"].to_string()
+}
+
+#[test]
+fn single_node_leases_grows_and_keeps_its_blocks_across_a_restart() {
+    let ns = TestNs::new();
+    let dir = Dir(temp_dir("agent-local").unwrap());
+    ns.open()
+        .run(|| {
+            let mut agent = start(&dir.0, CONFIG);
+            wait_ready(&mut agent, &dir.0);
+            let first = ranges(&dir.0);
+            assert_eq!(first, [vec!["10.97.0.0/28"], vec!["fd00:97::/124"]]);
+            let ifindex = vxlan_index(&ns);
+
+            // The plugin's request when a node's blocks are full.
+            let reply = ask(
+                &dir.0.join("run/weftd.sock"),
+                &Request::Grow {
+                    family: "v4".into(),
+                },
+                Duration::from_secs(5),
+            )
+            .unwrap();
+            assert_eq!(reply.block.unwrap().to_string(), "10.97.0.16/28");
+            assert_eq!(ranges(&dir.0)[0], ["10.97.0.0/28", "10.97.0.16/28"]);
+            let err = ask(
+                &dir.0.join("run/weftd.sock"),
+                &Request::Grow {
+                    family: "v5".into(),
+                },
+                Duration::from_secs(5),
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains("unknown family"), "{err}");
+
+            // SIGTERM, then a new weftd: same blocks, same device.
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(agent.0.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            )
+            .unwrap();
+            assert!(agent.0.wait().unwrap().success());
+            let mut again = start(&dir.0, CONFIG);
+            wait_ready(&mut again, &dir.0);
+            assert_eq!(
+                ranges(&dir.0),
+                [vec!["10.97.0.0/28", "10.97.0.16/28"], vec!["fd00:97::/124"]]
+            );
+            assert_eq!(vxlan_index(&ns), ifindex, "the VXLAN device was recreated");
+        })
+        .unwrap();
+}
+
+#[test]
+fn bad_cluster_config_stops_weftd_before_anything_is_written() {
+    let ns = TestNs::new();
+    for (config, field) in [
+        (r#"{"cidrV4":"10.97.0.0/24""#, "cluster-config"),
+        (
+            r#"{"cidrV4":"10.97.0.0/24","cidrV6":"10.98.0.0/24"}"#,
+            "cidrV6",
+        ),
+        (
+            r#"{"cidrV4":"10.97.0.0/24","blockSizeV4":20}"#,
+            "blockSizeV4",
+        ),
+        (r#"{"cidrV4":"10.97.0.1/24"}"#, "host bits"),
+        (r#"{"cidrV4":"10.97.0.0/24","backend":"geneve"}"#, "backend"),
+        (r#"{"cidrV4":"10.97.0.0/24","mtu":1400}"#, "mtu"),
+    ] {
+        let dir = Dir(temp_dir("agent-local").unwrap());
+        ns.open()
+            .run(|| {
+                let mut agent = start(&dir.0, config);
+                let status = agent.0.wait().unwrap();
+                let err = agent.stderr();
+                assert_eq!(status.code(), Some(2), "{config}: {err}");
+                assert!(err.contains(field), "{config}: expected {field:?} in {err}");
+                for made in ["store.json", "net.d", "run", "state"] {
+                    assert!(!dir.0.join(made).exists(), "{config}: {made} was written");
+                }
+            })
+            .unwrap();
+    }
+    // Nothing in the kernel either.
+    let links = Command::new("ip")
+        .args(["-n", &ns.0, "link", "show", "weft.vx"])
+        .output()
+        .unwrap();
+    assert!(!links.status.success());
+}

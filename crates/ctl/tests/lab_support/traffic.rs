@@ -1,0 +1,324 @@
+//! Real pod traffic, counted: UDP flows with sequence numbers (each datagram accounted for),
+//! TCP bulk transfers, and DF pings. Sockets are created by a thread that has entered the
+//! pod's namespace (`weft_net::NetNs::run`); a socket stays in the namespace it was made in,
+//! so the work itself runs on ordinary threads.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use weft_net::NetNs;
+
+use super::{Lab, text};
+
+/// Runs `f` with this thread inside pod `pod`'s namespace.
+pub fn in_pod<T>(lab: &Lab, pod: &str, f: impl FnOnce() -> T) -> T {
+    let path = format!("/run/netns/{}", lab.ns(&format!("p-{pod}")));
+    let ns = NetNs::open(std::path::Path::new(&path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+    ns.run(f).unwrap_or_else(|e| panic!("entering {path}: {e}"))
+}
+
+/// What a flow saw.
+#[derive(Debug, Clone)]
+pub struct FlowReport {
+    pub label: String,
+    pub sent: u64,
+    pub received: u64,
+    /// Sequence numbers sent and never received (the first few).
+    pub lost: Vec<u64>,
+    pub lost_count: u64,
+    pub duplicates: u64,
+    pub send_errors: u64,
+}
+
+impl std::fmt::Display for FlowReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: sent {}, received {}, lost {}{}, duplicates {}, send errors {}",
+            self.label,
+            self.sent,
+            self.received,
+            self.lost_count,
+            if self.lost.is_empty() {
+                String::new()
+            } else {
+                format!(" (first: {:?})", self.lost)
+            },
+            self.duplicates,
+            self.send_errors
+        )
+    }
+}
+
+/// A UDP stream from one pod to another: one datagram every `interval`, each carrying its
+/// sequence number, and a receiver marking every number that arrives.
+pub struct UdpFlow {
+    label: String,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    received: Arc<AtomicU64>,
+    sender: JoinHandle<u64>,
+    receiver: JoinHandle<(Vec<bool>, u64)>,
+}
+
+const PAYLOAD: usize = 200;
+
+impl UdpFlow {
+    pub fn start(
+        lab: &Lab,
+        from: &str,
+        to: &str,
+        dst: IpAddr,
+        port: u16,
+        interval: Duration,
+    ) -> UdpFlow {
+        let label = format!("udp {from} → {to} ({dst}:{port})");
+        let rx = in_pod(lab, to, || UdpSocket::bind(SocketAddr::new(dst, port)))
+            .unwrap_or_else(|e| panic!("{label}: bind: {e}"));
+        rx.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let unspecified: IpAddr = if dst.is_ipv6() {
+            "::".parse().unwrap()
+        } else {
+            "0.0.0.0".parse().unwrap()
+        };
+        let tx = in_pod(lab, from, || {
+            UdpSocket::bind(SocketAddr::new(unspecified, 0))
+        })
+        .unwrap_or_else(|e| panic!("{label}: bind: {e}"));
+        tx.connect(SocketAddr::new(dst, port))
+            .unwrap_or_else(|e| panic!("{label}: connect: {e}"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let received = Arc::new(AtomicU64::new(0));
+
+        let receiver = {
+            let (stop, sent, received) = (stop.clone(), sent.clone(), received.clone());
+            std::thread::spawn(move || {
+                let mut seen: Vec<bool> = Vec::new();
+                let mut dups = 0u64;
+                let mut buf = [0u8; 2048];
+                let mut idle_since: Option<Instant> = None;
+                loop {
+                    match rx.recv(&mut buf) {
+                        Ok(n) if n >= 8 => {
+                            idle_since = None;
+                            let seq = u64::from_be_bytes(buf[..8].try_into().unwrap()) as usize;
+                            if seen.len() <= seq {
+                                seen.resize(seq + 1, false);
+                            }
+                            if seen[seq] {
+                                dups += 1;
+                            } else {
+                                seen[seq] = true;
+                                received.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(_) => {
+                            if stop.load(Ordering::SeqCst) {
+                                // Stopped: done once everything sent is in, or after a quiet
+                                // second (what is missing then is lost).
+                                let all =
+                                    received.load(Ordering::SeqCst) >= sent.load(Ordering::SeqCst);
+                                let quiet = *idle_since.get_or_insert_with(Instant::now);
+                                if all || quiet.elapsed() > Duration::from_secs(1) {
+                                    return (seen, dups);
+                                }
+                            }
+                        }
+                    }
+                }
+            })
+        };
+        let sender = {
+            let (stop, sent) = (stop.clone(), sent.clone());
+            std::thread::spawn(move || {
+                let mut errors = 0u64;
+                let mut seq = 0u64;
+                let mut payload = [0u8; PAYLOAD];
+                let mut next = Instant::now();
+                while !stop.load(Ordering::SeqCst) {
+                    payload[..8].copy_from_slice(&seq.to_be_bytes());
+                    match tx.send(&payload) {
+                        Ok(_) => {}
+                        Err(_) => errors += 1,
+                    }
+                    seq += 1;
+                    sent.store(seq, Ordering::SeqCst);
+                    // A fixed rate, not "interval after the last send": a stall in this
+                    // thread must not hide itself by sending less.
+                    next += interval;
+                    if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+                errors
+            })
+        };
+        UdpFlow {
+            label,
+            stop,
+            sent,
+            received,
+            sender,
+            receiver,
+        }
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `n` more datagrams than now have arrived: the flow is running (panics
+    /// after `timeout`).
+    pub fn wait_flowing(&self, n: u64, timeout: Duration) {
+        let start = self.received();
+        let deadline = Instant::now() + timeout;
+        while self.received() < start + n {
+            assert!(
+                Instant::now() < deadline,
+                "{}: {} datagrams in {timeout:?}, wanted {n} (sent {})",
+                self.label,
+                self.received() - start,
+                self.sent.load(Ordering::SeqCst)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stops sending, lets the last datagrams arrive, and accounts for every one.
+    pub fn finish(self) -> FlowReport {
+        self.stop.store(true, Ordering::SeqCst);
+        let send_errors = self.sender.join().expect("sender thread");
+        let (seen, duplicates) = self.receiver.join().expect("receiver thread");
+        let sent = self.sent.load(Ordering::SeqCst);
+        let lost_all: Vec<u64> = (0..sent)
+            .filter(|s| !seen.get(*s as usize).copied().unwrap_or(false))
+            .collect();
+        FlowReport {
+            label: self.label,
+            sent,
+            received: self.received.load(Ordering::SeqCst),
+            lost: lost_all.iter().take(10).copied().collect(),
+            lost_count: lost_all.len() as u64,
+            duplicates,
+            send_errors,
+        }
+    }
+}
+
+/// Flows both ways between two pods, IPv4 and (when both have it) IPv6: four flows.
+pub fn flows_between(lab: &Lab, a: &str, b: &str, port: u16, interval: Duration) -> Vec<UdpFlow> {
+    let mut flows = Vec::new();
+    for v6 in [false, true] {
+        let (Some(addr_a), Some(addr_b)) = (lab.pod_addr(a, v6), lab.pod_addr(b, v6)) else {
+            continue;
+        };
+        flows.push(UdpFlow::start(lab, a, b, addr_b, port, interval));
+        flows.push(UdpFlow::start(lab, b, a, addr_a, port, interval));
+    }
+    flows
+}
+
+/// Finishes every flow, prints each report, and asserts not one datagram was lost.
+pub fn assert_no_loss(flows: Vec<UdpFlow>, what: &str) -> Vec<FlowReport> {
+    let reports: Vec<FlowReport> = flows.into_iter().map(UdpFlow::finish).collect();
+    for r in &reports {
+        eprintln!("{what}: {r}");
+    }
+    for r in &reports {
+        assert!(r.sent > 0, "{what}: {r}");
+        assert_eq!(r.lost_count, 0, "{what}: {r}");
+        assert_eq!(r.send_errors, 0, "{what}: {r}");
+    }
+    reports
+}
+
+/// The bytes a bulk transfer sends: a pattern that never lines up with a 2^k boundary, so a
+/// lost, repeated or reordered chunk shows.
+fn bulk_data(bytes: usize) -> Arc<Vec<u8>> {
+    Arc::new((0..bytes).map(|i| (i % 251) as u8).collect())
+}
+
+/// Sends `bytes` bytes over TCP from pod `from` to `dst:port` in pod `to`; returns how many
+/// arrived intact (compared with what was sent as they arrive) and how long it took.
+pub fn tcp_bulk(
+    lab: &Lab,
+    from: &str,
+    to: &str,
+    dst: IpAddr,
+    port: u16,
+    bytes: usize,
+) -> (usize, Duration) {
+    let label = format!("tcp {from} → {to} ({dst}:{port})");
+    let data = bulk_data(bytes);
+    let listener = in_pod(lab, to, || TcpListener::bind(SocketAddr::new(dst, port)))
+        .unwrap_or_else(|e| panic!("{label}: listen: {e}"));
+    let expected = data.clone();
+    let receiver = std::thread::spawn(move || -> std::io::Result<usize> {
+        let (mut conn, _) = listener.accept()?;
+        conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut total = 0usize;
+        loop {
+            let n = conn.read(&mut buf)?;
+            if n == 0 {
+                return Ok(total);
+            }
+            if expected.get(total..total + n) != Some(&buf[..n]) {
+                return Err(std::io::Error::other(format!(
+                    "bytes {total}..{} differ from what was sent",
+                    total + n
+                )));
+            }
+            total += n;
+        }
+    });
+    let start = Instant::now();
+    let mut conn = in_pod(lab, from, || {
+        TcpStream::connect_timeout(&SocketAddr::new(dst, port), Duration::from_secs(5))
+    })
+    .unwrap_or_else(|e| panic!("{label}: connect: {e}"));
+    conn.set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    conn.write_all(&data)
+        .unwrap_or_else(|e| panic!("{label}: write: {e}"));
+    conn.shutdown(std::net::Shutdown::Write).unwrap();
+    let got = receiver
+        .join()
+        .expect("receiver thread")
+        .unwrap_or_else(|e| panic!("{label}: receive: {e}"));
+    (got, start.elapsed())
+}
+
+/// One ping with DF set and `payload` bytes of ICMP data from pod `from` to `dst`: whether a
+/// reply came back, and ping's output.
+pub fn ping_df(lab: &Lab, from: &str, dst: IpAddr, payload: usize) -> (bool, String) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.ns(&format!("p-{from}")), "ping"])
+        .args([
+            "-M",
+            "do",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "-q",
+            "-s",
+            &payload.to_string(),
+        ])
+        .arg(dst.to_string())
+        .output()
+        .unwrap_or_else(|e| panic!("ping: {e}"));
+    (out.status.success(), text(&out))
+}

@@ -1,0 +1,522 @@
+//! The dataplane plan: an nftables table described as data, built from a [`World`] by
+//! [`compile`], moved from one version to the next by [`diff`], written out by [`render`].
+//!
+//! # The table (`inet weft_policy`)
+//!
+//! ```text
+//! chain pod_egress        hook forward priority -10   (runs first)
+//!   ct state established,related accept          replies and admitted flows: one conntrack bit
+//!   icmpv6 type { nd-… } accept                  IPv6 neighbour discovery (the link's ARP)
+//!   ip saddr . ip daddr @self4 accept            a pod can always reach itself
+//!   ip saddr @blocks4 ip saddr != @known4 drop   local pod address not programmed: default-deny
+//!   ip saddr vmap @out4                          egress-isolated local pod → jump its class
+//!   (same for ip6)
+//! chain pod_ingress       hook forward priority 0
+//!   … the same with daddr and @in4
+//! chain pod_egress_local  hook input priority 0      pod → its own node: egress only
+//! chain ci_<h> / ce_<h>   one per *class*: the pods selected by the same set of policies
+//!   meta l4proto . th dport vmap @ci_<h>_ports  (protocol, port range) → jump an atom
+//!   [limit rate N/second log prefix "…"]
+//!   counter drop                                 denied: counted per class (policy set)
+//! chain ai_<h> / ae_<h>   one per *atom*: the union of the rules that allow a port region
+//!   ip saddr @ai_<h>_a4 accept                   pod addresses (hash)
+//!   ip saddr @ai_<h>_n4 accept                   ipBlocks minus excepts (interval)
+//!   (same for ip6; egress atoms test daddr)      no match: back to the class, which drops
+//! ```
+//! Node-originated packets (kubelet probes) leave through `output`, where weft filters
+//! nothing: traffic from a pod's own node is always allowed.
+//!
+//! # Per-packet cost
+//!
+//! A packet of an established flow costs one `ct state` test per base chain. A new flow
+//! costs, per direction, one hash lookup in `@out4`/`@in4` (miss: not isolated, done), one
+//! lookup in the class's port map (an interval map with as many entries as the class has
+//! distinct port boundaries, independent of pods and of how many policies share them), and
+//! at most two lookups in the atom (a hash set of pod addresses, an interval set of CIDRs).
+//! No chain has a number of rules that grows with pods, policies or rules: adding a policy
+//! adds elements to sets and maybe new classes and atoms, never rules to a path.
+//!
+//! # Updates
+//!
+//! Chains never change once created: a chain's rules are fixed by its name (names are
+//! hashes of what a class or atom stands for), so a change is only set elements, plus new
+//! chains for a new class or atom and deleted ones for a vanished class. See [`diff`] for the
+//! operations and their order.
+//!
+//! [`World`]: crate::World
+
+mod compile;
+mod diff;
+mod linear;
+mod ranges;
+mod render;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Direction, PolicyRef};
+
+pub use compile::{PlanOptions, compile};
+pub use diff::{ApplyError, Op, diff};
+pub use linear::compile_linear;
+pub use render::{render, render_ops};
+
+/// The default table name (family `inet`).
+pub const DEFAULT_TABLE: &str = "weft_policy";
+
+/// A table of nftables objects. Element and chain order is canonical, so two plans are equal
+/// iff they describe the same ruleset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The table's name (family `inet`).
+    pub table: String,
+    pub sets: BTreeMap<String, Set>,
+    pub chains: BTreeMap<String, Chain>,
+    /// Not in the kernel: which policies each class chain stands for, so counters and logs
+    /// can be read back as "denied by policies …".
+    pub classes: BTreeMap<String, ClassInfo>,
+}
+
+/// What a class chain enforces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassInfo {
+    pub direction: Direction,
+    pub policies: Vec<PolicyRef>,
+}
+
+/// What a set is for; decides where its changes go in a diff (see [`diff`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// Local pods the agent has programmed (lifts default-deny).
+    Known,
+    /// The node's pod ranges (default-deny applies inside them).
+    Blocks,
+    /// `(addr, addr)` of local pods: a pod may always reach itself.
+    SelfPairs,
+    /// Pod address → jump to its class (isolation).
+    PodMap,
+    /// A class's (protocol, port) → jump to an atom.
+    PortMap,
+    /// Addresses an atom allows.
+    Peers,
+}
+
+/// The key type of a set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum KeyType {
+    Ipv4,
+    Ipv6,
+    /// `ipv4_addr . ipv4_addr`
+    Ipv4Pair,
+    /// `ipv6_addr . ipv6_addr`
+    Ipv6Pair,
+    /// `inet_proto . inet_service`
+    ProtoPort,
+}
+
+/// A set or (when `map`) a verdict map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Set {
+    pub key: KeyType,
+    pub interval: bool,
+    /// A verdict map: every element carries a verdict.
+    pub map: bool,
+    pub role: Role,
+    pub elements: BTreeMap<Elem, Option<Verdict>>,
+}
+
+impl Set {
+    pub(crate) fn new(key: KeyType, interval: bool, map: bool, role: Role) -> Set {
+        Set {
+            key,
+            interval,
+            map,
+            role,
+            elements: BTreeMap::new(),
+        }
+    }
+
+    /// Same type, flags and role (what a diff cannot change in place).
+    pub(crate) fn same_spec(&self, other: &Set) -> bool {
+        self.key == other.key
+            && self.interval == other.interval
+            && self.map == other.map
+            && self.role == other.role
+    }
+
+    /// The element containing this key, if any.
+    pub(crate) fn lookup(&self, probe: &Elem) -> Option<(&Elem, &Option<Verdict>)> {
+        if !self.interval {
+            return self.elements.get_key_value(probe);
+        }
+        match probe {
+            Elem::V4(a, _) => self
+                .elements
+                .range(..=Elem::V4(*a, Ipv4Addr::from(u32::MAX)))
+                .next_back()
+                .filter(|(e, _)| matches!(e, Elem::V4(lo, hi) if lo <= a && a <= hi)),
+            Elem::V6(a, _) => self
+                .elements
+                .range(..=Elem::V6(*a, Ipv6Addr::from(u128::MAX)))
+                .next_back()
+                .filter(|(e, _)| matches!(e, Elem::V6(lo, hi) if lo <= a && a <= hi)),
+            _ => self.elements.iter().find(|(e, _)| e.overlaps(probe)),
+        }
+    }
+}
+
+/// A set element. Address elements are inclusive ranges (`lo == hi` for one address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Elem {
+    V4(Ipv4Addr, Ipv4Addr),
+    V6(Ipv6Addr, Ipv6Addr),
+    V4Pair(Ipv4Addr, Ipv4Addr),
+    V6Pair(Ipv6Addr, Ipv6Addr),
+    /// Protocol range and port range (inclusive).
+    ProtoPort {
+        proto: (u8, u8),
+        port: (u16, u16),
+    },
+}
+
+impl Elem {
+    pub fn addr(a: IpAddr) -> Elem {
+        match a {
+            IpAddr::V4(a) => Elem::V4(a, a),
+            IpAddr::V6(a) => Elem::V6(a, a),
+        }
+    }
+
+    pub fn pair(a: IpAddr, b: IpAddr) -> Option<Elem> {
+        match (a, b) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => Some(Elem::V4Pair(a, b)),
+            (IpAddr::V6(a), IpAddr::V6(b)) => Some(Elem::V6Pair(a, b)),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn key_type(&self) -> KeyType {
+        match self {
+            Elem::V4(..) => KeyType::Ipv4,
+            Elem::V6(..) => KeyType::Ipv6,
+            Elem::V4Pair(..) => KeyType::Ipv4Pair,
+            Elem::V6Pair(..) => KeyType::Ipv6Pair,
+            Elem::ProtoPort { .. } => KeyType::ProtoPort,
+        }
+    }
+
+    /// Whether two interval elements share any key.
+    pub(crate) fn overlaps(&self, other: &Elem) -> bool {
+        fn ov<T: Ord>(a: (T, T), b: (T, T)) -> bool {
+            a.0 <= b.1 && b.0 <= a.1
+        }
+        match (self, other) {
+            (Elem::V4(a, b), Elem::V4(c, d)) => ov((a, b), (c, d)),
+            (Elem::V6(a, b), Elem::V6(c, d)) => ov((a, b), (c, d)),
+            (
+                Elem::ProtoPort {
+                    proto: p1,
+                    port: q1,
+                },
+                Elem::ProtoPort {
+                    proto: p2,
+                    port: q2,
+                },
+            ) => ov(*p1, *p2) && ov(*q1, *q2),
+            (a, b) => a == b,
+        }
+    }
+}
+
+/// A verdict, in a rule or a verdict map.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Verdict {
+    Accept,
+    Drop,
+    Return,
+    Jump(String),
+    Goto(String),
+}
+
+impl Verdict {
+    pub(crate) fn target(&self) -> Option<&str> {
+        match self {
+            Verdict::Jump(c) | Verdict::Goto(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// Where a base chain hooks in (always `type filter`, `policy accept`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum HookPoint {
+    Forward,
+    Input,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Hook {
+    pub point: HookPoint,
+    pub priority: i32,
+}
+
+/// A chain: a base chain when `hook` is set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chain {
+    pub hook: Option<Hook>,
+    pub rules: Vec<Rule>,
+}
+
+/// Source or destination address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Field {
+    Saddr,
+    Daddr,
+}
+
+/// The rules a plan uses (a closed set, so the renderer and the walker agree on meaning).
+/// `v6` selects `ip` (false) or `ip6` (true).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rule {
+    /// `ct state established,related accept`
+    Established,
+    /// `icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit,
+    /// nd-neighbor-advert, nd-redirect } accept`: IPv6 neighbour discovery is the link's
+    /// ARP, which no NetworkPolicy may cut (pods on one bridge, and a pod and its gateway,
+    /// need it both ways).
+    NeighborDiscovery,
+    /// `ip saddr . ip daddr @set <verdict>`
+    PairIn {
+        v6: bool,
+        set: String,
+        verdict: Verdict,
+    },
+    /// `ip <field> @within ip <field> != @known counter drop`
+    Unknown {
+        v6: bool,
+        field: Field,
+        within: String,
+        known: String,
+    },
+    /// `ip <field> vmap @map`
+    AddrVmap { v6: bool, field: Field, map: String },
+    /// `ip <field> @set <verdict>`
+    AddrIn {
+        v6: bool,
+        field: Field,
+        set: String,
+        verdict: Verdict,
+    },
+    /// `meta l4proto . th dport vmap @map`
+    PortVmap { map: String },
+    /// `limit rate N/second log prefix "…"` (no verdict)
+    Log { prefix: String, per_second: u32 },
+    /// `counter drop`
+    CounterDrop,
+    /// iptables-style: `ip saddr A ip daddr B meta l4proto P th dport X-Y <verdict>`, each
+    /// part optional (only in [`compile_linear`] plans).
+    Match {
+        v6: bool,
+        saddr: Option<(IpAddr, IpAddr)>,
+        daddr: Option<(IpAddr, IpAddr)>,
+        proto: Option<u8>,
+        dport: Option<(u16, u16)>,
+        verdict: Verdict,
+    },
+}
+
+impl Rule {
+    /// The sets this rule reads.
+    pub(crate) fn sets(&self) -> Vec<&str> {
+        match self {
+            Rule::PairIn { set, .. } | Rule::AddrIn { set, .. } => vec![set],
+            Rule::Unknown { within, known, .. } => vec![within, known],
+            Rule::AddrVmap { map, .. } | Rule::PortVmap { map } => vec![map],
+            _ => vec![],
+        }
+    }
+
+    /// The chain this rule jumps or goes to.
+    pub(crate) fn target(&self) -> Option<&str> {
+        match self {
+            Rule::PairIn { verdict, .. }
+            | Rule::AddrIn { verdict, .. }
+            | Rule::Match { verdict, .. } => verdict.target(),
+            _ => None,
+        }
+    }
+}
+
+/// A packet, for [`Plan::walk`]: addresses, the IP protocol number and the destination port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packet {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub protocol: u8,
+    pub port: u16,
+}
+
+/// A plan that cannot be walked (a dangling reference, or jumps nested deeper than nftables
+/// allows).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot walk the plan: {0}")]
+pub struct WalkError(pub String);
+
+enum Flow {
+    Accept,
+    Drop,
+    Return,
+}
+
+impl Plan {
+    /// A plan with nothing in it (the state before the first apply).
+    pub fn empty(table: &str) -> Plan {
+        Plan {
+            table: table.to_string(),
+            sets: BTreeMap::new(),
+            chains: BTreeMap::new(),
+            classes: BTreeMap::new(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sets.is_empty() && self.chains.is_empty()
+    }
+
+    /// Runs the first packet of a new connection through this plan's base chains on `hook`
+    /// (in priority order), the way nftables evaluates them: set and map lookups, jump, goto,
+    /// return, and each base chain's `accept` policy. `Ok(true)`: the packet passes this
+    /// table. Conntrack state is "new", so `ct state established` never matches.
+    pub fn walk(&self, hook: HookPoint, pkt: &Packet) -> Result<bool, WalkError> {
+        let mut bases: Vec<(&String, &Chain)> = self
+            .chains
+            .iter()
+            .filter(|(_, c)| c.hook.is_some_and(|h| h.point == hook))
+            .collect();
+        bases.sort_by_key(|(name, c)| (c.hook.map(|h| h.priority), *name));
+        for (name, _) in bases {
+            if let Flow::Drop = self.run(name, pkt, 0)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn run(&self, chain: &str, pkt: &Packet, depth: usize) -> Result<Flow, WalkError> {
+        // The kernel refuses rulesets with jumps nested deeper than this.
+        if depth > 16 {
+            return Err(WalkError(format!("jumps nested too deep at {chain}")));
+        }
+        let c = self
+            .chains
+            .get(chain)
+            .ok_or_else(|| WalkError(format!("no chain {chain}")))?;
+        for rule in &c.rules {
+            let Some(v) = self.eval(rule, pkt)? else {
+                continue;
+            };
+            match v {
+                Verdict::Accept => return Ok(Flow::Accept),
+                Verdict::Drop => return Ok(Flow::Drop),
+                Verdict::Return => return Ok(Flow::Return),
+                Verdict::Jump(target) => match self.run(&target, pkt, depth + 1)? {
+                    Flow::Return => continue,
+                    other => return Ok(other),
+                },
+                // goto: when the target returns, control goes back to our caller.
+                Verdict::Goto(target) => return self.run(&target, pkt, depth + 1),
+            }
+        }
+        Ok(Flow::Return)
+    }
+
+    fn set(&self, name: &str) -> Result<&Set, WalkError> {
+        self.sets
+            .get(name)
+            .ok_or_else(|| WalkError(format!("no set {name}")))
+    }
+
+    fn contains(&self, set: &str, probe: &Elem) -> Result<Option<Option<Verdict>>, WalkError> {
+        Ok(self.set(set)?.lookup(probe).map(|(_, v)| v.clone()))
+    }
+
+    fn eval(&self, rule: &Rule, pkt: &Packet) -> Result<Option<Verdict>, WalkError> {
+        let is_v6 = pkt.src.is_ipv6();
+        let field_addr = |f: Field| match f {
+            Field::Saddr => pkt.src,
+            Field::Daddr => pkt.dst,
+        };
+        Ok(match rule {
+            // New connections of TCP/UDP/SCTP only: neither matches.
+            Rule::Established | Rule::NeighborDiscovery | Rule::Log { .. } => None,
+            Rule::PairIn { v6, set, verdict } => {
+                let hit = *v6 == is_v6
+                    && match Elem::pair(pkt.src, pkt.dst) {
+                        Some(e) => self.contains(set, &e)?.is_some(),
+                        None => false,
+                    };
+                hit.then(|| verdict.clone())
+            }
+            Rule::Unknown {
+                v6,
+                field,
+                within,
+                known,
+            } => {
+                let e = Elem::addr(field_addr(*field));
+                let hit = *v6 == is_v6
+                    && self.contains(within, &e)?.is_some()
+                    && self.contains(known, &e)?.is_none();
+                hit.then_some(Verdict::Drop)
+            }
+            Rule::AddrVmap { v6, field, map } => {
+                if *v6 != is_v6 {
+                    None
+                } else {
+                    self.contains(map, &Elem::addr(field_addr(*field)))?
+                        .flatten()
+                }
+            }
+            Rule::AddrIn {
+                v6,
+                field,
+                set,
+                verdict,
+            } => {
+                let hit = *v6 == is_v6
+                    && self
+                        .contains(set, &Elem::addr(field_addr(*field)))?
+                        .is_some();
+                hit.then(|| verdict.clone())
+            }
+            Rule::PortVmap { map } => {
+                let probe = Elem::ProtoPort {
+                    proto: (pkt.protocol, pkt.protocol),
+                    port: (pkt.port, pkt.port),
+                };
+                self.contains(map, &probe)?.flatten()
+            }
+            Rule::CounterDrop => Some(Verdict::Drop),
+            Rule::Match {
+                v6,
+                saddr,
+                daddr,
+                proto,
+                dport,
+                verdict,
+            } => {
+                let within = |r: &Option<(IpAddr, IpAddr)>, a: IpAddr| {
+                    r.is_none_or(|(lo, hi)| lo <= a && a <= hi)
+                };
+                let hit = *v6 == is_v6
+                    && within(saddr, pkt.src)
+                    && within(daddr, pkt.dst)
+                    && proto.is_none_or(|p| p == pkt.protocol)
+                    && dport.is_none_or(|(lo, hi)| lo <= pkt.port && pkt.port <= hi);
+                hit.then(|| verdict.clone())
+            }
+        })
+    }
+}
