@@ -50,6 +50,12 @@ enum Command {
 enum BenchCommand {
     /// CNI ADD/DEL latency and churn: weft vs the reference bridge + host-local.
     Cni(bench::CniArgs),
+    /// One real weftd against 1,000s of synthetic nodes in a real etcd: start-up, joins,
+    /// memory, restart, and a flush-and-rebuild of the same state.
+    Agent(bench::AgentArgs),
+    /// Pod-to-pod TCP throughput and request/response rate: same node, host-gw, VXLAN,
+    /// against a raw veth pair and a hand-built kernel VXLAN pair.
+    Dataplane(bench::DataplaneArgs),
     /// Remove namespaces and temp dirs left by a bench run that was killed (pid gone).
     Cleanup,
 }
@@ -58,6 +64,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome: Result<(), Box<dyn Error>> = match cli.command {
         Command::Bench(BenchCommand::Cni(args)) => bench::run_cni(&args).map_err(Into::into),
+        Command::Bench(BenchCommand::Agent(args)) => bench::run_agent(&args).map_err(Into::into),
+        Command::Bench(BenchCommand::Dataplane(args)) => {
+            bench::run_dataplane(&args).map_err(Into::into)
+        }
         Command::Bench(BenchCommand::Cleanup) => bench::cleanup_stale()
             .map(|(namespaces, dirs)| {
                 eprintln!("weftctl: removed {namespaces} stale namespace(s), {dirs} temp dir(s)");

@@ -19,7 +19,8 @@
 //!           set_hairpin, delete_link, delete_link_by_name
 //!   vxlan:  create_vxlan(VxlanSpec), vxlan_by_name (link + VxlanParams, to adopt one)
 //!   addrs:  addr_add, addrs, addr_del
-//!   routes: route_add, route_replace, route_del, routes, routes_by_protocol
+//!   routes: route_add, route_replace, route_del, routes, routes_by_protocol,
+//!           route_lookup (the FIB entry for one address, no dump)
 //!   neigh:  neigh_add, neigh_del, fdb_add, fdb_del (static entries for an overlay),
 //!           neighbours, fdb_entries (per-device dumps)
 //! sysctl::{get, set}                        /proc/sys, in the calling thread's netns

@@ -284,6 +284,29 @@ impl Handle {
         self.dump_routes(v6, Some(protocol))
     }
 
+    /// The route the kernel would use to reach `dst`: the FIB entry itself (its prefix,
+    /// gateway, device, table and protocol), as `ip route get fibmatch` shows it, not a
+    /// per-address result. `Ok(None)` when no route covers `dst`. One request and no dump,
+    /// so it is cheap to poll while waiting for one route among thousands to appear.
+    pub fn route_lookup(&mut self, dst: IpAddr) -> Result<Option<Route>> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = if dst.is_ipv6() {
+            AddressFamily::Inet6
+        } else {
+            AddressFamily::Inet
+        };
+        msg.header.destination_prefix_length = if dst.is_ipv6() { 128 } else { 32 };
+        msg.header.flags = RouteFlags::FibMatch;
+        msg.attributes
+            .push(RouteAttribute::Destination(route_addr(dst)));
+        let ctx = format!("fibmatch {dst}");
+        let op = Op::new("RTM_GETROUTE", &ctx).gone(&[libc::ENETUNREACH, libc::EHOSTUNREACH]);
+        Ok(match self.nl.get(Rt::GetRoute(msg), op)? {
+            Some(Rt::NewRoute(m)) => Route::from_message(m),
+            _ => None,
+        })
+    }
+
     fn dump_routes(&mut self, v6: bool, protocol: Option<u8>) -> Result<Vec<Route>> {
         let mut msg = RouteMessage::default();
         msg.header.address_family = if v6 {

@@ -220,3 +220,45 @@ fn routes_by_protocol_and_device_dumps() {
             .any(|e| e.mac == mac && e.dst == Some(ip("192.0.2.4")))
     );
 }
+
+#[test]
+fn route_lookup_finds_the_fib_entry_without_a_dump() {
+    require_root!();
+    let a = TestNs::new();
+    let nsa = a.open();
+    let mut h = Handle::new_in(&nsa).unwrap();
+    let u0 = underlay(&mut h, &nsa, 1500);
+    h.addr_add(u0, net("fd00:2::1/64"), true).unwrap();
+
+    // Nothing covers it yet: no default route in a fresh namespace.
+    assert_eq!(h.route_lookup(ip("10.9.0.7")).unwrap(), None);
+    assert_eq!(h.route_lookup(ip("fd10:9::7")).unwrap(), None);
+
+    const P: u8 = 0x57;
+    h.route_replace(
+        &Route::new(net("10.9.0.0/24"))
+            .via(ip("192.0.2.2"))
+            .protocol(P),
+    )
+    .unwrap();
+    h.route_replace(
+        &Route::new(net("fd10:9::/64"))
+            .via(ip("fd00:2::2"))
+            .protocol(P),
+    )
+    .unwrap();
+    let r = h.route_lookup(ip("10.9.0.7")).unwrap().unwrap();
+    assert_eq!(
+        (r.dst, r.gateway, r.protocol),
+        (net("10.9.0.0/24"), Some(ip("192.0.2.2")), Some(P))
+    );
+    let r6 = h.route_lookup(ip("fd10:9::7")).unwrap().unwrap();
+    assert_eq!(
+        (r6.dst, r6.gateway, r6.protocol),
+        (net("fd10:9::/64"), Some(ip("fd00:2::2")), Some(P))
+    );
+    // The connected route of the underlay answers for its own subnet.
+    let c = h.route_lookup(ip("192.0.2.77")).unwrap().unwrap();
+    assert_eq!(c.dst, net("192.0.2.0/24"));
+    assert_ne!(c.protocol, Some(P));
+}

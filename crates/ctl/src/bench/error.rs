@@ -1,5 +1,6 @@
-//! What can go wrong while benchmarking. A failed ADD/DEL is an error, not a data point: the
-//! figures would be meaningless, so the run stops and shows what the plugin said.
+//! What can go wrong while benchmarking. A failed ADD/DEL, a daemon that dies or a tool that
+//! fails is an error, not a data point: the figures would be meaningless, so the run stops
+//! and shows what the plugin, daemon or tool said.
 
 use std::io;
 use std::path::PathBuf;
@@ -52,6 +53,50 @@ pub enum BenchError {
         message: String,
     },
 
+    #[error("`{tool}` not found on PATH ({hint})")]
+    MissingTool {
+        tool: &'static str,
+        hint: &'static str,
+    },
+
+    #[error("{what}")]
+    Net {
+        what: String,
+        #[source]
+        source: weft_net::Error,
+    },
+
+    #[error("{what}")]
+    Store {
+        what: String,
+        #[source]
+        source: weft_store::StoreError,
+    },
+
+    #[error("{what}: {reason}\n--- end of its log ---\n{tail}")]
+    Daemon {
+        what: String,
+        reason: String,
+        tail: String,
+    },
+
+    #[error("{what} did not happen within {secs} s ({detail})")]
+    Timeout {
+        what: String,
+        secs: u64,
+        detail: String,
+    },
+
+    #[error("{what} failed ({status}):\n{output}")]
+    Command {
+        what: String,
+        status: String,
+        output: String,
+    },
+
+    #[error("{what}: {detail}")]
+    Unexpected { what: String, detail: String },
+
     #[error("a benchmark worker thread panicked")]
     WorkerPanicked,
 
@@ -64,6 +109,20 @@ impl BenchError {
     pub fn io(what: impl Into<String>) -> impl FnOnce(io::Error) -> BenchError {
         let what = what.into();
         move |source| BenchError::Io { what, source }
+    }
+}
+
+impl BenchError {
+    /// Wraps a kernel (netlink) error with what we were doing.
+    pub fn net(what: impl Into<String>) -> impl FnOnce(weft_net::Error) -> BenchError {
+        let what = what.into();
+        move |source| BenchError::Net { what, source }
+    }
+
+    /// Wraps a datastore error with what we were doing.
+    pub fn store(what: impl Into<String>) -> impl FnOnce(weft_store::StoreError) -> BenchError {
+        let what = what.into();
+        move |source| BenchError::Store { what, source }
     }
 }
 

@@ -12,8 +12,12 @@
 //! of both rounds are pooled. Each variant gets one untimed ADD+DEL first in every round, so
 //! the one-off bridge creation and a cold page cache are not in anybody's figures.
 
+mod agent;
+mod child;
 mod config;
+mod dataplane;
 mod error;
+mod etcd;
 mod floor;
 mod pluginlog;
 mod report;
@@ -31,6 +35,8 @@ use clap::builder::RangedU64ValueParser;
 
 use crate::exe::is_executable;
 use crate::netns::{self, NetnsSet};
+pub use agent::{AgentArgs, run as run_agent};
+pub use dataplane::{DataplaneArgs, run as run_dataplane};
 pub use error::{BenchError, Result};
 use report::{FloorReport, Report, RunInfo, Samples, VariantReport};
 use runner::{Plugin, Pod};
@@ -353,6 +359,14 @@ fn cni_path(dirs: &[Option<&Path>]) -> OsString {
     })
 }
 
+/// `/proc/loadavg`'s three averages ("0.52 0.61 0.70"), to say how busy the machine was.
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
 fn kernel_release() -> String {
     fs::read_to_string("/proc/sys/kernel/osrelease")
         .map_or_else(|_| "unknown".to_owned(), |s| s.trim().to_owned())
@@ -370,11 +384,12 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-/// `weftctl bench cleanup`: removes the namespaces (`wtb<pid>…`) and temp dirs
-/// (`weftctl-bench-<pid>`) of runs that are gone (SIGKILL, power loss); a live run's are left
-/// alone. Returns how many of each it removed.
+/// `weftctl bench cleanup`: removes the namespaces (`wtb<pid>…`), labs (`wtb<pid>h|v`) and
+/// temp dirs (`weftctl-bench-<pid>` in the temp dir and `/dev/shm`) of runs that are gone
+/// (SIGKILL, power loss); a live run's are left alone. Returns how many namespaces and dirs
+/// it removed. (Daemons die with the run: see `child`.)
 pub fn cleanup_stale() -> Result<(usize, usize)> {
-    let dead = |pid: u32| !Path::new(&format!("/proc/{pid}")).exists();
+    let dead = |pid: u32| !alive(pid);
     let stale_ns: Vec<String> = netns::list()?
         .into_iter()
         .filter(|name| stale_owner(name).is_some_and(dead))
@@ -382,20 +397,52 @@ pub fn cleanup_stale() -> Result<(usize, usize)> {
     let namespaces = stale_ns.len();
     NetnsSet::adopt(stale_ns).remove()?;
 
-    let tmp = std::env::temp_dir();
+    // The dataplane bench's labs (`wtb<pid>h`, `wtb<pid>v`), removed by `lab down`.
+    for lab in list_dir(Path::new(dataplane::LAB_STATE_ROOT))? {
+        if stale_lab_owner(&lab).is_some_and(dead) {
+            dataplane::lab_down(&lab)?;
+        }
+    }
+
     let mut dirs = 0;
-    for name in list_dir(&tmp)? {
-        let pid = name
-            .strip_prefix(SCRATCH_PREFIX)
-            .and_then(|p| p.parse().ok());
-        if pid.is_some_and(dead) {
-            let path = tmp.join(&name);
-            fs::remove_dir_all(&path)
-                .map_err(BenchError::io(format!("removing {}", path.display())))?;
-            dirs += 1;
+    // The agent bench keeps etcd's data on tmpfs.
+    for base in [std::env::temp_dir(), PathBuf::from("/dev/shm")] {
+        for name in list_dir(&base)? {
+            let pid = name
+                .strip_prefix(SCRATCH_PREFIX)
+                .and_then(|p| p.parse().ok());
+            if pid.is_some_and(dead) {
+                let path = base.join(&name);
+                fs::remove_dir_all(&path)
+                    .map_err(BenchError::io(format!("removing {}", path.display())))?;
+                dirs += 1;
+            }
         }
     }
     Ok((namespaces, dirs))
+}
+
+/// Whether `pid` exists and is not a zombie (a killed run whose parent is gone lingers as
+/// one until init reaps it).
+fn alive(pid: u32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next());
+    !matches!(state, Some("Z" | "X" | "x"))
+}
+
+/// The pid in a dataplane bench lab name `wtb<pid>h` / `wtb<pid>v`.
+fn stale_lab_owner(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("wtb")?;
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    match rest.split_at(digits) {
+        (pid, "h" | "v") if !pid.is_empty() => pid.parse().ok(),
+        _ => None,
+    }
 }
 
 /// File names in `dir`; a missing dir is empty.
@@ -434,6 +481,18 @@ mod tests {
         assert_eq!(stale_owner("wtbxp1"), None);
         assert_eq!(stale_owner("wtf2981"), None);
         assert_eq!(stale_owner("weftdemo-a"), None);
+        // The agent and dataplane benches' namespaces.
+        assert_eq!(stale_owner("wtb123na0"), Some(123));
+        assert_eq!(stale_owner("wtb123nr1"), Some(123));
+    }
+
+    #[test]
+    fn owner_of_bench_labs() {
+        assert_eq!(stale_lab_owner("wtb123h"), Some(123));
+        assert_eq!(stale_lab_owner("wtb123v"), Some(123));
+        assert_eq!(stale_lab_owner("wtbh"), None);
+        assert_eq!(stale_lab_owner("wtb123x"), None);
+        assert_eq!(stale_lab_owner("weft"), None);
     }
 
     #[test]

@@ -1,0 +1,238 @@
+//! The two baselines, built by hand with `ip` and `bridge` the way a person would, with
+//! nothing of weft in them:
+//!
+//! - **raw veth**: two namespaces joined by one veth pair (`eth0`, 10.251.0.1/.2, MTU 1500);
+//! - **hand-built VXLAN**: two namespaces joined by one veth pair (the underlay,
+//!   192.168.251.1/.2), each with a kernel VXLAN device `vx0` (VNI 42, port 4789, `dev eth0`,
+//!   `nolearning`, MTU 1450 from the kernel) holding 10.252.0.1/.2, a permanent neighbour
+//!   entry and a static FDB entry for the other end.
+//!
+//! The namespaces come from the caller (and go with it). For telling weft's share from the
+//! lab's, a third pair ([`vxlan_on`]) puts hand-built VXLAN devices on two lab nodes, over
+//! the very underlay weft's VXLAN path crosses.
+
+use std::process::Command;
+
+use crate::bench::child::die_with_parent;
+use crate::bench::error::{BenchError, Result};
+
+pub const RAW_CLIENT: &str = "10.251.0.1";
+pub const RAW_SERVER: &str = "10.251.0.2";
+pub const VX_CLIENT: &str = "10.252.0.1";
+pub const VX_SERVER: &str = "10.252.0.2";
+pub const LAB_VX_CLIENT: &str = "10.253.0.1";
+pub const LAB_VX_SERVER: &str = "10.253.0.2";
+const VX_UNDERLAY: [&str; 2] = ["192.168.251.1", "192.168.251.2"];
+const VX_MACS: [&str; 2] = ["02:57:ba:5e:00:01", "02:57:ba:5e:00:02"];
+
+/// The raw veth pair between `a` (client side) and `b`.
+pub fn raw_pair(a: &str, b: &str) -> Result<()> {
+    veth(a, b)?;
+    ip(&[
+        "-n",
+        a,
+        "addr",
+        "add",
+        &format!("{RAW_CLIENT}/24"),
+        "dev",
+        "eth0",
+    ])?;
+    ip(&[
+        "-n",
+        b,
+        "addr",
+        "add",
+        &format!("{RAW_SERVER}/24"),
+        "dev",
+        "eth0",
+    ])?;
+    up(&[a, b], "eth0")
+}
+
+/// The hand-built VXLAN pair between `a` (client side) and `b`.
+pub fn vxlan_pair(a: &str, b: &str) -> Result<()> {
+    veth(a, b)?;
+    let ends = [a, b];
+    let overlay = [VX_CLIENT, VX_SERVER];
+    for i in 0..2 {
+        let (ns, other) = (ends[i], 1 - i);
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{}/24", VX_UNDERLAY[i]),
+            "dev",
+            "eth0",
+        ])?;
+        ip(&["-n", ns, "link", "set", "eth0", "up"])?;
+        ip(&[
+            "-n",
+            ns,
+            "link",
+            "add",
+            "vx0",
+            "address",
+            VX_MACS[i],
+            "type",
+            "vxlan",
+            "id",
+            "42",
+            "local",
+            VX_UNDERLAY[i],
+            "dstport",
+            "4789",
+            "dev",
+            "eth0",
+            "nolearning",
+        ])?;
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{}/24", overlay[i]),
+            "dev",
+            "vx0",
+        ])?;
+        ip(&["-n", ns, "link", "set", "vx0", "up"])?;
+        ip(&[
+            "-n",
+            ns,
+            "neigh",
+            "add",
+            overlay[other],
+            "lladdr",
+            VX_MACS[other],
+            "dev",
+            "vx0",
+            "nud",
+            "permanent",
+        ])?;
+        run(
+            "bridge",
+            &[
+                "-n",
+                ns,
+                "fdb",
+                "add",
+                VX_MACS[other],
+                "dev",
+                "vx0",
+                "dst",
+                VX_UNDERLAY[other],
+                "self",
+                "permanent",
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// A hand-built kernel VXLAN pair between two lab nodes, over the lab's own underlay
+/// (`eth0`, at `underlay`): device `wbvx0` (VNI 4242, port 4790, so it never meets
+/// `weft.vx`), 10.253.0.1/.2, static neighbour and FDB entries. It dies with the lab.
+pub fn vxlan_on(nodes: [&str; 2], underlay: [&str; 2]) -> Result<()> {
+    let overlay = [LAB_VX_CLIENT, LAB_VX_SERVER];
+    let macs = ["02:57:ba:5e:01:01", "02:57:ba:5e:01:02"];
+    for i in 0..2 {
+        let (ns, other) = (nodes[i], 1 - i);
+        ip(&[
+            "-n",
+            ns,
+            "link",
+            "add",
+            "wbvx0",
+            "address",
+            macs[i],
+            "type",
+            "vxlan",
+            "id",
+            "4242",
+            "local",
+            underlay[i],
+            "dstport",
+            "4790",
+            "dev",
+            "eth0",
+            "nolearning",
+        ])?;
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{}/24", overlay[i]),
+            "dev",
+            "wbvx0",
+        ])?;
+        ip(&["-n", ns, "link", "set", "wbvx0", "up"])?;
+        ip(&[
+            "-n",
+            ns,
+            "neigh",
+            "add",
+            overlay[other],
+            "lladdr",
+            macs[other],
+            "dev",
+            "wbvx0",
+            "nud",
+            "permanent",
+        ])?;
+        run(
+            "bridge",
+            &[
+                "-n",
+                ns,
+                "fdb",
+                "add",
+                macs[other],
+                "dev",
+                "wbvx0",
+                "dst",
+                underlay[other],
+                "self",
+                "permanent",
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// `eth0` in `a`, its peer `eth0` in `b`.
+fn veth(a: &str, b: &str) -> Result<()> {
+    ip(&[
+        "-n", a, "link", "add", "eth0", "mtu", "1500", "type", "veth", "peer", "name", "eth0",
+        "netns", b,
+    ])
+}
+
+fn up(namespaces: &[&str], dev: &str) -> Result<()> {
+    for ns in namespaces {
+        ip(&["-n", ns, "link", "set", dev, "up"])?;
+    }
+    Ok(())
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    run("ip", args)
+}
+
+fn run(program: &str, args: &[&str]) -> Result<()> {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    die_with_parent(&mut cmd);
+    let out = cmd
+        .output()
+        .map_err(BenchError::io(format!("running {program}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(BenchError::Command {
+            what: format!("{program} {}", args.join(" ")),
+            status: out.status.to_string(),
+            output: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
+    }
+}
