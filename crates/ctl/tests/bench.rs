@@ -90,8 +90,10 @@ fn smoke_bench_dataplane_one_second() {
         "hand-built VXLAN (baseline)",
         "lab underlay n1->n2 (info)",
         "kernel VXLAN, lab underlay (info)",
+        "weft.vx n1->n2 (info)",
         "VXLAN throughput / hand-built VXLAN",
         "VXLAN / kernel VXLAN on lab underlay",
+        "host-gw / lab underlay",
         "VXLAN request/response / raw veth",
     ] {
         let line = table

@@ -32,11 +32,13 @@ pub struct Lab {
     up: bool,
 }
 
-/// A pod of the lab: its network namespace and IPv4 address.
+/// A pod of the lab: its network namespace, IPv4 address and the prefix it came with (in
+/// bridge mode, its node's block).
 #[derive(Debug, Clone)]
 pub struct LabPod {
     pub netns: String,
     pub addr: String,
+    pub block: ipnet::Ipv4Net,
 }
 
 #[derive(Deserialize)]
@@ -97,18 +99,18 @@ impl Lab {
                 what: format!("lab {}", self.name),
                 detail: format!("pod {pod} is not listed"),
             })?;
-        let addr = view
+        let net = view
             .addresses
             .iter()
-            .filter_map(|a| a.split('/').next())
-            .find(|a| a.parse::<std::net::Ipv4Addr>().is_ok())
+            .find_map(|a| a.parse::<ipnet::Ipv4Net>().ok())
             .ok_or_else(|| BenchError::Unexpected {
                 what: format!("lab {}", self.name),
                 detail: format!("pod {pod} has no IPv4 address"),
             })?;
         Ok(LabPod {
             netns: format!("wl{}-p-{pod}", self.name),
-            addr: addr.to_owned(),
+            addr: net.addr().to_string(),
+            block: net.trunc(),
         })
     }
 

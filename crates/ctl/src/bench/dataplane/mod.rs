@@ -11,15 +11,19 @@
 //! | hand-built VXLAN (baseline) | `wtb<pid>nx1` → `wtb<pid>nx2`, kernel vxlan over one veth |
 //! | lab underlay (informational) | lab `wtb<pid>h` node n1 → node n2, no overlay |
 //! | kernel VXLAN on the lab underlay (informational) | lab `wtb<pid>v` n1 → n2, hand-built `wbvx0` |
+//! | weft.vx node to node (informational) | lab `wtb<pid>v` n1 → n2's VTEP address, over `weft.vx` |
 //!
-//! The two informational paths cross the same underlay as weft's cross-node paths (the lab's
+//! The informational paths cross the same underlay as weft's cross-node paths (the lab's
 //! router bridge and two more veths), so weft's own share is host-gw / underlay and VXLAN /
-//! kernel VXLAN on the lab underlay; the targets are against the raw veth pair.
+//! kernel VXLAN on the lab underlay, and weft.vx against the hand-built device on the same
+//! nodes isolates weft's VXLAN device from its pod side. The targets are against the
+//! raw veth pair.
 //!
 //! The VM is noisy, so every path is measured once per round, rounds are repeated and the
-//! order rotates each round; the figure of a path is the median over rounds. Nothing is
-//! pinned: iperf3 and sockperf client and server float over the machine's CPUs as pods'
-//! processes would. All traffic stays inside namespaces this run made.
+//! order rotates each round. A path's figure is the median over rounds; a ratio is the
+//! median over rounds of the ratio within each round (so a slow spell of the machine that
+//! hits one round hits both sides of its ratios). CPU placement is pinned, see `tools`.
+//! All traffic stays inside namespaces this run made.
 
 mod baseline;
 mod lab;
@@ -39,7 +43,7 @@ use crate::netns::NetnsSet;
 use lab::Lab;
 pub use lab::{LAB_STATE_ROOT, down_by_name as lab_down};
 use report::{DataplaneReport, PathReport};
-use tools::Tools;
+use tools::{Placement, Tools};
 
 /// Options of `weftctl bench dataplane`.
 #[derive(Debug, Args)]
@@ -65,6 +69,7 @@ pub enum Kind {
     HandVxlan,
     Underlay,
     LabVxlan,
+    WeftVx,
 }
 
 impl Kind {
@@ -77,6 +82,7 @@ impl Kind {
             Kind::HandVxlan => "hand-built VXLAN (baseline)",
             Kind::Underlay => "lab underlay n1->n2 (info)",
             Kind::LabVxlan => "kernel VXLAN, lab underlay (info)",
+            Kind::WeftVx => "weft.vx n1->n2 (info)",
         }
     }
 }
@@ -144,6 +150,8 @@ fn run_inner(args: &DataplaneArgs) -> Result<()> {
     baseline::vxlan_on([&vx.node_ns(1), &vx.node_ns(2)], lab_underlay)?;
     let (ha, hb, hc) = (hg.pod("a")?, hg.pod("b")?, hg.pod("c")?);
     let (va, vc) = (vx.pod("a")?, vx.pod("c")?);
+    // n2's VTEP address on weft.vx: the network address of its block (pod c's).
+    let vtep = vc.block.network().to_string();
     let paths = [
         Path {
             kind: Kind::Raw,
@@ -187,6 +195,12 @@ fn run_inner(args: &DataplaneArgs) -> Result<()> {
             server_ns: vx.node_ns(2),
             addr: baseline::LAB_VX_SERVER.to_owned(),
         },
+        Path {
+            kind: Kind::WeftVx,
+            client_ns: vx.node_ns(1),
+            server_ns: vx.node_ns(2),
+            addr: vtep,
+        },
     ];
 
     let mut servers: Vec<Daemon> = Vec::new();
@@ -207,15 +221,17 @@ fn run_inner(args: &DataplaneArgs) -> Result<()> {
                 }
             }
             eprintln!(
-                "weftctl: round {}/{}: {}: iperf3, sockperf ping-pong ({} s each)",
+                "weftctl: round {}/{}: {}: iperf3 on 2 CPUs and on 1, sockperf ping-pong ({} s each)",
                 round + 1,
                 args.rounds,
                 p.kind.label(),
                 args.seconds
             );
-            let tp = tools.throughput(&p.client_ns, &p.addr, args.seconds)?;
+            let tp = tools.throughput(&p.client_ns, &p.addr, args.seconds, Placement::TwoCpus)?;
+            let tp1 = tools.throughput(&p.client_ns, &p.addr, args.seconds, Placement::OneCpu)?;
             let rr = tools.request_response(&p.client_ns, &p.addr, args.seconds)?;
             results[i].throughput.push(tp);
+            results[i].throughput_one_cpu.push(tp1);
             results[i].rr.push(rr);
         }
     }

@@ -1,4 +1,8 @@
 //! The dataplane benchmark's table and its verdict on the issue's targets.
+//!
+//! Every path is measured once per round, so round `r` of one path and round `r` of another
+//! were taken minutes apart at most; a ratio is the median over rounds of the within-round
+//! ratio.
 
 use std::fmt::Write;
 
@@ -18,8 +22,22 @@ const TARGET_RR: f64 = 0.85;
 #[derive(Debug)]
 pub struct PathReport {
     pub kind: Kind,
+    /// iperf3, client and server on two CPUs (judged).
     pub throughput: Vec<Throughput>,
+    /// iperf3, both ends on one CPU.
+    pub throughput_one_cpu: Vec<Throughput>,
     pub rr: Vec<PingPong>,
+}
+
+/// Which figure of a path.
+#[derive(Debug, Clone, Copy)]
+enum Metric {
+    /// Gbit/s, 2 CPUs.
+    Tp,
+    /// Gbit/s, 1 CPU.
+    Tp1,
+    /// Round trips per second.
+    Rr,
 }
 
 impl PathReport {
@@ -27,23 +45,45 @@ impl PathReport {
         PathReport {
             kind,
             throughput: Vec::new(),
+            throughput_one_cpu: Vec::new(),
             rr: Vec::new(),
         }
     }
 
-    /// Median throughput, Gbit/s.
-    pub fn gbps(&self) -> f64 {
-        median(self.throughput.iter().map(|t| t.bits_per_second / 1e9))
+    fn values(&self, m: Metric) -> Vec<f64> {
+        match m {
+            Metric::Tp => self
+                .throughput
+                .iter()
+                .map(|t| t.bits_per_second / 1e9)
+                .collect(),
+            Metric::Tp1 => self
+                .throughput_one_cpu
+                .iter()
+                .map(|t| t.bits_per_second / 1e9)
+                .collect(),
+            Metric::Rr => self.rr.iter().map(|r| r.per_second).collect(),
+        }
     }
 
-    /// Median request/response rate, round trips per second.
-    pub fn rr_rate(&self) -> f64 {
-        median(self.rr.iter().map(|r| r.per_second))
+    fn median(&self, m: Metric) -> f64 {
+        median(self.values(m).into_iter())
     }
 
-    pub fn rtt_p50(&self) -> f64 {
+    fn rtt_p50(&self) -> f64 {
         median(self.rr.iter().map(|r| r.rtt_p50_us))
     }
+}
+
+/// Median over rounds of `a`'s figure over `b`'s in the same round; 0 without data.
+fn paired(a: &PathReport, b: &PathReport, m: Metric) -> f64 {
+    let ratios = a
+        .values(m)
+        .into_iter()
+        .zip(b.values(m))
+        .filter(|(_, y)| *y > 0.0)
+        .map(|(x, y)| x / y);
+    median(ratios)
 }
 
 /// Median of the values (mean of the middle two for an even count); 0 when empty.
@@ -66,7 +106,7 @@ pub struct DataplaneReport {
     pub seconds: u32,
     pub rounds: usize,
     pub cpus: usize,
-    /// iperf3 client and server CPU; sockperf's both ends on the second.
+    /// iperf3's client and server CPU on two CPUs; everything one-CPU runs on the second.
     pub pinned: (usize, usize),
     pub load_before: String,
     pub load_after: String,
@@ -78,6 +118,14 @@ impl DataplaneReport {
         self.paths.iter().find(|p| p.kind == kind)
     }
 
+    /// `kind`'s figure over `base`'s, paired by round.
+    fn ratio(&self, kind: Kind, base: Kind, m: Metric) -> f64 {
+        match (self.path(kind), self.path(base)) {
+            (Some(a), Some(b)) => paired(a, b, m),
+            _ => 0.0,
+        }
+    }
+
     pub fn to_table(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
@@ -87,37 +135,53 @@ impl DataplaneReport {
         );
         let _ = writeln!(
             out,
-            "iperf3 (1 TCP stream) client on CPU {}, server on CPU {}; sockperf TCP ping-pong, both ends on CPU {}",
-            self.pinned.0, self.pinned.1, self.pinned.1
+            "iperf3, 1 TCP stream: on 2 CPUs (client CPU {}, server CPU {}) and on 1 (both CPU {}); \
+             sockperf TCP ping-pong, both ends on CPU {}. Medians over rounds; /raw and /hand are \
+             medians of the per-round ratios.",
+            self.pinned.0, self.pinned.1, self.pinned.1, self.pinned.1
         );
         let _ = writeln!(out);
-        let raw = self.path(Kind::Raw);
-        let raw_tp = raw.map_or(0.0, PathReport::gbps);
-        let raw_rr = raw.map_or(0.0, PathReport::rr_rate);
-        let ratio = |v: f64, base: f64| if base > 0.0 { v / base } else { 0.0 };
         let _ = writeln!(
             out,
-            "{:<32}{:>9}{:>8}  {:<26}{:>10}{:>8}{:>10}  retrans",
-            "path", "Gbit/s", "/raw", "per round", "RR/s", "/raw", "RTT p50"
+            "{:<34}{:>8}{:>7}{:>9}{:>9}{:>7}{:>9}{:>7}{:>9}",
+            "path", "Gbit/s", "/raw", "retrans", "1-CPU", "/raw", "RR/s", "/raw", "RTT p50"
         );
         for p in &self.paths {
-            let rounds: Vec<String> = p
-                .throughput
-                .iter()
-                .map(|t| format!("{:.2}", t.bits_per_second / 1e9))
-                .collect();
             let retrans: u64 = p.throughput.iter().map(|t| t.retransmits).sum();
             let _ = writeln!(
                 out,
-                "{:<32}{:>9.2}{:>8.3}  {:<26}{:>10.0}{:>8.3}{:>8.1}us  {}",
+                "{:<34}{:>8.2}{:>7.3}{:>9}{:>9.2}{:>7.3}{:>9.0}{:>7.3}{:>7.1}us",
                 p.kind.label(),
-                p.gbps(),
-                ratio(p.gbps(), raw_tp),
-                rounds.join(" "),
-                p.rr_rate(),
-                ratio(p.rr_rate(), raw_rr),
+                p.median(Metric::Tp),
+                self.ratio(p.kind, Kind::Raw, Metric::Tp),
+                retrans,
+                p.median(Metric::Tp1),
+                self.ratio(p.kind, Kind::Raw, Metric::Tp1),
+                p.median(Metric::Rr),
+                self.ratio(p.kind, Kind::Raw, Metric::Rr),
                 p.rtt_p50(),
-                retrans
+            );
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "per round: Gbit/s on 2 CPUs | Gbit/s on 1 CPU | thousand round trips/s"
+        );
+        for p in &self.paths {
+            let fmt = |m: Metric, unit: f64, prec: usize| {
+                p.values(m)
+                    .iter()
+                    .map(|v| format!("{:.prec$}", v / unit))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            let _ = writeln!(
+                out,
+                "{:<34}{} | {} | {}",
+                p.kind.label(),
+                fmt(Metric::Tp, 1.0, 2),
+                fmt(Metric::Tp1, 1.0, 2),
+                fmt(Metric::Rr, 1000.0, 1)
             );
         }
         let _ = writeln!(out);
@@ -135,8 +199,8 @@ impl DataplaneReport {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "{:<46}{:>8}{:>9}  (informational: the same underlay on both sides)",
-            "weft's own share", "Gbit/s", "RR/s"
+            "{:<46}{:>8}{:>8}{:>8}  (informational)",
+            "weft's own share, same underlay on both sides", "Gbit/s", "1-CPU", "RR/s"
         );
         for (name, weft, floor) in [
             ("host-gw / lab underlay", Kind::HostGw, Kind::Underlay),
@@ -145,62 +209,68 @@ impl DataplaneReport {
                 Kind::Vxlan,
                 Kind::LabVxlan,
             ),
+            (
+                "weft.vx / kernel VXLAN, both node->node",
+                Kind::WeftVx,
+                Kind::LabVxlan,
+            ),
+            (
+                "VXLAN pod->pod / weft.vx node->node",
+                Kind::Vxlan,
+                Kind::WeftVx,
+            ),
+            ("same-node / raw veth", Kind::SameNode, Kind::Raw),
         ] {
-            let (Some(w), Some(f)) = (self.path(weft), self.path(floor)) else {
-                continue;
-            };
             let _ = writeln!(
                 out,
-                "{:<46}{:>8.3}{:>9.3}",
+                "{:<46}{:>8.3}{:>8.3}{:>8.3}",
                 name,
-                ratio(w.gbps(), f.gbps()),
-                ratio(w.rr_rate(), f.rr_rate())
+                self.ratio(weft, floor, Metric::Tp),
+                self.ratio(weft, floor, Metric::Tp1),
+                self.ratio(weft, floor, Metric::Rr)
             );
         }
         out
     }
 
-    /// The issue's targets as ratios of medians measured in this run.
+    /// The issue's targets, judged on the 2-CPU throughput and the request/response rate.
     pub fn targets(&self) -> Vec<Target> {
-        let tp = |k: Kind| self.path(k).map_or(0.0, PathReport::gbps);
-        let rr = |k: Kind| self.path(k).map_or(0.0, PathReport::rr_rate);
-        let over = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
-        let raw_tp = tp(Kind::Raw);
-        let raw_rr = rr(Kind::Raw);
+        let tp = |k: Kind, base: Kind| self.ratio(k, base, Metric::Tp);
+        let rr = |k: Kind| self.ratio(k, Kind::Raw, Metric::Rr);
         vec![
             Target {
                 name: "same-node throughput / raw veth",
-                value: over(tp(Kind::SameNode), raw_tp),
+                value: tp(Kind::SameNode, Kind::Raw),
                 goal: TARGET_DIRECT,
             },
             Target {
                 name: "host-gw throughput / raw veth",
-                value: over(tp(Kind::HostGw), raw_tp),
+                value: tp(Kind::HostGw, Kind::Raw),
                 goal: TARGET_DIRECT,
             },
             Target {
                 name: "VXLAN throughput / raw veth",
-                value: over(tp(Kind::Vxlan), raw_tp),
+                value: tp(Kind::Vxlan, Kind::Raw),
                 goal: TARGET_VXLAN_RAW,
             },
             Target {
                 name: "VXLAN throughput / hand-built VXLAN",
-                value: over(tp(Kind::Vxlan), tp(Kind::HandVxlan)),
+                value: tp(Kind::Vxlan, Kind::HandVxlan),
                 goal: TARGET_VXLAN_HAND,
             },
             Target {
                 name: "same-node request/response / raw veth",
-                value: over(rr(Kind::SameNode), raw_rr),
+                value: rr(Kind::SameNode),
                 goal: TARGET_RR,
             },
             Target {
                 name: "host-gw request/response / raw veth",
-                value: over(rr(Kind::HostGw), raw_rr),
+                value: rr(Kind::HostGw),
                 goal: TARGET_RR,
             },
             Target {
                 name: "VXLAN request/response / raw veth",
-                value: over(rr(Kind::Vxlan), raw_rr),
+                value: rr(Kind::Vxlan),
                 goal: TARGET_RR,
             },
         ]
@@ -224,5 +294,25 @@ mod tests {
         assert_eq!(median([3.0, 1.0, 2.0].into_iter()), 2.0);
         assert_eq!(median([4.0, 1.0, 2.0, 3.0].into_iter()), 2.5);
         assert_eq!(median(std::iter::empty()), 0.0);
+    }
+
+    fn tp(gbps: &[f64]) -> Vec<Throughput> {
+        gbps.iter()
+            .map(|g| Throughput {
+                bits_per_second: g * 1e9,
+                retransmits: 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ratios_pair_rounds() {
+        // A slow third round hits both paths: the paired ratio ignores it, the ratio of
+        // medians would not.
+        let mut a = PathReport::new(Kind::SameNode);
+        a.throughput = tp(&[18.0, 18.0, 9.0]);
+        let mut b = PathReport::new(Kind::Raw);
+        b.throughput = tp(&[20.0, 20.0, 10.0]);
+        assert!((paired(&a, &b, Metric::Tp) - 0.9).abs() < 1e-9);
     }
 }

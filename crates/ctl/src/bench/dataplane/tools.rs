@@ -5,10 +5,15 @@
 //! CPU placement, the one thing pinned, and why: on the 2-vCPU VM the scheduler's choice
 //! decided the figures more than the path did. Unpinned, a raw veth ping-pong ran at 15k or
 //! 140k round trips/s depending on whether both ends shared a CPU (a cross-CPU wakeup is a
-//! virtual IPI), and iperf3 jumped between 11 and 19 Gbit/s. So:
-//! - iperf3: client on the first allowed CPU, server on the second (`-A a,b`). veth hands a
-//!   packet on in the sender's softirq, so the sending CPU carries every hop of the path and
-//!   the receiving CPU copies the data out, as on a two-core node.
+//! virtual IPI). So:
+//! - iperf3 runs twice per path. **2 CPUs**: client on the first allowed CPU, server on the
+//!   second (`-A a,b`); veth hands a packet on in the sender's softirq, so the sending CPU
+//!   carries every hop of the path and the receiving one copies the data out. This is what an
+//!   unpinned iperf3 mostly does too, and it is the judged figure; the sender overruns the
+//!   per-CPU backlog now and then (the retransmissions column), so it moves more between
+//!   runs. **1 CPU**: both ends on the second CPU; no drops at all and steady to ±1 %, the
+//!   inverse of the whole path's CPU cost per byte (both ends' copies included, which dilute
+//!   the per-hop cost, so its ratios are kinder).
 //! - sockperf: both ends on the second CPU (`taskset`). One CPU does the whole round trip,
 //!   so the rate is the inverse of the path's CPU cost per request and response.
 //!
@@ -29,6 +34,13 @@ pub const SOCKPERF_PORT: u16 = 11111;
 const IPERF_OMIT_SECS: u32 = 1;
 /// How long a client keeps retrying a server that is not listening yet.
 const CONNECT_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Where iperf3's two ends run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    TwoCpus,
+    OneCpu,
+}
 
 /// The tools' paths and the CPUs they run on.
 #[derive(Debug, Clone)]
@@ -97,9 +109,19 @@ impl Tools {
         Ok(vec![iperf, sockperf])
     }
 
-    /// One iperf3 run of `seconds` from `netns` to `addr`: received bits per second and the
-    /// sender's retransmissions.
-    pub fn throughput(&self, netns: &str, addr: &str, seconds: u32) -> Result<Throughput> {
+    /// One iperf3 run of `seconds` from `netns` to `addr`, client and server on two CPUs or
+    /// both on one: received bits per second and the sender's retransmissions.
+    pub fn throughput(
+        &self,
+        netns: &str,
+        addr: &str,
+        seconds: u32,
+        placement: Placement,
+    ) -> Result<Throughput> {
+        let (client_cpu, server_cpu) = match placement {
+            Placement::TwoCpus => self.cpus,
+            Placement::OneCpu => (self.cpus.1, self.cpus.1),
+        };
         let args = [
             "-c".to_owned(),
             addr.to_owned(),
@@ -110,7 +132,7 @@ impl Tools {
             "-O".to_owned(),
             IPERF_OMIT_SECS.to_string(),
             "-A".to_owned(),
-            format!("{},{}", self.cpus.0, self.cpus.1),
+            format!("{client_cpu},{server_cpu}"),
             "-J".to_owned(),
         ];
         let out = client(&format!("iperf3 to {addr}"), netns, &self.iperf3, &args)?;
