@@ -86,7 +86,7 @@ pub fn weftctl_ok(args: &[&str]) -> String {
 /// A lab name no other test (or test run) uses.
 pub fn unique_name() -> String {
     let k = COUNTER.fetch_add(1, Ordering::SeqCst);
-    // The `x` keeps (pid, counter) pairs apart: t1968211 could be pid 196821 #1 or 19682 #11.
+    // The `x` keeps (pid, counter) pairs apart across concurrent test processes.
     format!("t{}x{k}", std::process::id())
 }
 
