@@ -5,30 +5,19 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Dir, TestNs, Weftd};
+use support::{Dir, TestNs, Weftd, weftd_command};
 use weft_ipam::agent::{Request, ask};
 use weft_store::testing::temp_dir;
 
 fn start(dir: &Path, config: &str) -> Weftd {
     std::fs::write(dir.join("cluster.json"), config).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_weftd"))
-        .args(["--node-name", "solo", "--underlay-address", "192.0.2.10"])
+    let child = weftd_command(dir, "solo")
         .arg("--store-path")
         .arg(dir.join("store.json"))
-        .arg("--cluster-config")
-        .arg(dir.join("cluster.json"))
-        .arg("--cni-conf-dir")
-        .arg(dir.join("net.d"))
-        .arg("--run-dir")
-        .arg(dir.join("run"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
         .spawn()
         .expect("start weftd");
     Weftd(child)

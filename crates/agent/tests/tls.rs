@@ -7,10 +7,9 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Dir, TestNs, Weftd};
+use support::{Dir, TestNs, Weftd, weftd_command};
 use weft_store::testing::{EtcdServer, TestPki, temp_dir};
 use weft_store::{Datastore, EtcdOptions, EtcdStore};
 
@@ -21,25 +20,15 @@ fn weftd(dir: &Path, endpoint: &str, ca: &Path, cert: &Path, key: &Path) -> Weft
         r#"{"cidrV4":"10.96.0.0/16","cidrV6":"fd00:96::/56","backend":"vxlan"}"#,
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_weftd"))
-        .args(["--node-name", "n1", "--etcd-endpoints", endpoint])
+    let child = weftd_command(dir, "n1")
+        .args(["--etcd-endpoints", endpoint])
         .arg("--etcd-cacert")
         .arg(ca)
         .arg("--etcd-cert")
         .arg(cert)
         .arg("--etcd-key")
         .arg(key)
-        .arg("--cluster-config")
-        .arg(&config)
-        .args(["--underlay-address", "192.0.2.10", "--lease-ttl", "5"])
-        .arg("--cni-conf-dir")
-        .arg(dir.join("net.d"))
-        .arg("--run-dir")
-        .arg(dir.join("run"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .args(["--lease-ttl", "5"])
         .spawn()
         .expect("start weftd");
     Weftd(child)

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use weft_net::NetNs;
@@ -75,4 +75,23 @@ impl Drop for Dir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// The weftd command line both test files share: node `name` on underlay 192.0.2.10 with
+/// every file under `dir` and the cluster config `dir/cluster.json`; the caller adds the
+/// datastore flags. stderr is piped for [`Weftd::stderr`].
+pub fn weftd_command(dir: &Path, name: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weftd"));
+    cmd.args(["--node-name", name, "--underlay-address", "192.0.2.10"])
+        .arg("--cluster-config")
+        .arg(dir.join("cluster.json"))
+        .arg("--cni-conf-dir")
+        .arg(dir.join("net.d"))
+        .arg("--run-dir")
+        .arg(dir.join("run"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
 }
