@@ -5,12 +5,14 @@
 //! creates and removes, and judges weft against the project's speed targets; and the lab
 //! (`weftctl lab …`), a whole cluster — etcd, one `weftd` per node, pods — in network
 //! namespaces of one machine. Unlike the plugins, weftctl is a person's tool: it may spawn
-//! `ip`, `etcd`, `weftd` and the plugins. Status, IPAM/policy inspection will join it.
+//! `ip`, `etcd`, `weftd` and the plugins. `apply`/`delete`/`get`/`policy explain` manage
+//! NetworkPolicy objects in the datastore.
 
 mod bench;
 mod exe;
 mod lab;
 mod netns;
+mod policy;
 
 use std::error::Error;
 use std::process::ExitCode;
@@ -32,6 +34,16 @@ enum Command {
     /// A multi-node cluster in network namespaces on this machine: real etcd, one weftd per
     /// node, pods wired by the real plugin.
     Lab(lab::LabArgs),
+    /// Store the NetworkPolicy, Namespace and PodLabels objects of a manifest (validated
+    /// whole first: one invalid object and nothing is written).
+    Apply(policy::FileArgs),
+    /// Remove the objects a manifest names (missing ones are reported, not fatal).
+    Delete(policy::FileArgs),
+    /// List policies, namespaces or endpoints (pods).
+    Get(policy::GetArgs),
+    /// NetworkPolicy tools.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,6 +73,12 @@ fn main() -> ExitCode {
                 eprintln!("weftctl: removed {namespaces} stale namespace(s), {dirs} temp dir(s)");
             })
             .map_err(Into::into),
+        Command::Apply(args) => policy::apply(&args).map_err(Into::into),
+        Command::Delete(args) => policy::delete(&args).map_err(Into::into),
+        Command::Get(args) => policy::get(&args).map_err(Into::into),
+        Command::Policy(policy::PolicyCommand::Explain(args)) => {
+            policy::explain(&args).map_err(Into::into)
+        }
         Command::Lab(args) => match lab::run(args) {
             // A failed `lab check` has printed its report and only sets the status.
             Ok(lab::Outcome::Exit(code)) => return code,

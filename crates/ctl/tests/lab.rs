@@ -390,8 +390,10 @@ fn down_removes_a_half_made_lab_and_what_runs_in_it() {
 fn down_leaves_other_labs_alone() {
     // `wl<a>-` is not a prefix of `wl<a>1-`: lab names have no '-'.
     let a = Lab::new();
+    // `y`, not a digit: unique_name() ends in a counter, so `<a>1` can be another test's
+    // lab (t…x1 + 1 = t…x11).
     let b = Lab {
-        name: format!("{}1", a.name),
+        name: format!("{}y", a.name),
     };
     a.up_ok(&["--until", "underlay"]);
     b.up_ok(&["--until", "etcd"]);

@@ -139,4 +139,11 @@ pub enum StoreError {
         lock.display()
     )]
     Locked { path: PathBuf, lock: PathBuf },
+    /// A policy object's namespace or name that cannot be a key segment.
+    #[error("{kind} {name}: {reason}")]
+    InvalidObjectName {
+        kind: &'static str,
+        name: String,
+        reason: String,
+    },
 }

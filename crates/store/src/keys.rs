@@ -7,11 +7,16 @@
 //! | `<prefix>/blocks/<v4\|v6>/<cidr with '/' as '_'>` | the owner's node name, nothing else | the node's |
 //! | `<prefix>/used/<v4\|v6>/<cidr with '/' as '_'>` | the first owner's name | none: marks a block ever claimed, so claims take never-used blocks before ones freed by an expired lease; deleted by an explicit release |
 //!
+//! | `<prefix>/policy/namespaces/<name>` | a Namespace object's JSON | none |
+//! | `<prefix>/policy/networkpolicies/<ns>/<name>` | a NetworkPolicy object's JSON | none |
+//! | `<prefix>/policy/podlabels/<ns>/<name>` | a PodLabels object's JSON | none |
+//!
 //! A block key's value is only the owner's name so that compare-and-swap can compare it.
 
 use ipnet::IpNet;
 
 use crate::config::Family;
+use crate::objects::ObjectKind;
 
 pub const DEFAULT_PREFIX: &str = "/weft/v1";
 
@@ -27,6 +32,8 @@ pub(crate) enum KeyKind {
     Config,
     Node(String),
     Block(IpNet),
+    /// A policy object: kind, namespace ("" when cluster-scoped), name.
+    Object(ObjectKind, String, String),
     /// Under the prefix but not ours to interpret (including unparsable block names).
     Other,
 }
@@ -77,6 +84,25 @@ impl Keys {
         )
     }
 
+    /// All policy objects, with the trailing '/'.
+    pub fn objects_root(&self) -> String {
+        format!("{}/policy/", self.prefix)
+    }
+
+    /// All objects of `kind`, with the trailing '/'.
+    pub fn objects(&self, kind: ObjectKind) -> String {
+        format!("{}{}/", self.objects_root(), kind.folder())
+    }
+
+    /// Names are checked by the caller (`objects::check_names`): no '/', non-empty.
+    pub fn object(&self, kind: ObjectKind, namespace: &str, name: &str) -> String {
+        if kind.namespaced() {
+            format!("{}{namespace}/{name}", self.objects(kind))
+        } else {
+            format!("{}{name}", self.objects(kind))
+        }
+    }
+
     /// The block a `used/` marker names.
     pub fn used_of(&self, key: &[u8], family: Family) -> Option<IpNet> {
         let key = std::str::from_utf8(key).ok()?;
@@ -93,6 +119,9 @@ impl Keys {
         };
         if rest == "config" {
             return KeyKind::Config;
+        }
+        if let Some(obj) = rest.strip_prefix("policy/") {
+            return classify_object(obj);
         }
         if let Some(name) = rest.strip_prefix("nodes/") {
             return if name.is_empty() {
@@ -116,6 +145,30 @@ impl Keys {
         }
         KeyKind::Other
     }
+}
+
+fn classify_object(rest: &str) -> KeyKind {
+    for kind in ObjectKind::ALL {
+        let Some(path) = rest
+            .strip_prefix(kind.folder())
+            .and_then(|r| r.strip_prefix('/'))
+        else {
+            continue;
+        };
+        let (ns, name) = if kind.namespaced() {
+            match path.split_once('/') {
+                Some((ns, name)) => (ns, name),
+                None => return KeyKind::Other,
+            }
+        } else {
+            ("", path)
+        };
+        if name.is_empty() || name.contains('/') || (kind.namespaced() && ns.is_empty()) {
+            return KeyKind::Other;
+        }
+        return KeyKind::Object(kind, ns.to_string(), name.to_string());
+    }
+    KeyKind::Other
 }
 
 fn parse_block_name(name: &str) -> Option<IpNet> {
@@ -154,6 +207,26 @@ mod tests {
         assert_eq!(k.classify(b"/weft/v1/nodes/n1"), KeyKind::Node("n1".into()));
         assert_eq!(k.classify(k.block(&b4).as_bytes()), KeyKind::Block(b4));
         assert_eq!(k.classify(k.block(&b6).as_bytes()), KeyKind::Block(b6));
+        let np = k.object(ObjectKind::NetworkPolicy, "shop", "deny");
+        assert_eq!(np, "/weft/v1/policy/networkpolicies/shop/deny");
+        assert_eq!(
+            k.classify(np.as_bytes()),
+            KeyKind::Object(ObjectKind::NetworkPolicy, "shop".into(), "deny".into())
+        );
+        let ns = k.object(ObjectKind::Namespace, "", "shop");
+        assert_eq!(ns, "/weft/v1/policy/namespaces/shop");
+        assert_eq!(
+            k.classify(ns.as_bytes()),
+            KeyKind::Object(ObjectKind::Namespace, "".into(), "shop".into())
+        );
+        for other in [
+            &b"/weft/v1/policy/podlabels/shop"[..],
+            b"/weft/v1/policy/podlabels/shop/a/b",
+            b"/weft/v1/policy/namespaces/a/b",
+            b"/weft/v1/policy/what/a",
+        ] {
+            assert_eq!(k.classify(other), KeyKind::Other, "{other:?}");
+        }
         for other in [
             &b"/weft/v10/config"[..],
             b"/weft/v1/blocks/v6/10.244.1.0_26",

@@ -10,6 +10,9 @@
 //! or be linked into the plugin binaries (it pulls in tokio and gRPC). It decides nothing
 //! about routing: it reports who owns what, and the agent acts on it.
 //!
+//! It also keeps the policy objects (Namespaces, NetworkPolicies, PodLabels) as opaque JSON
+//! by kind/namespace/name ([`ObjectKind`]); their meaning belongs to `weft-policy`.
+//!
 //! The safety property everything here serves: a block has at most one owner at a time,
 //! and a block is handed out again only once the datastore itself has dropped the old
 //! owner's key (its lease expired or was revoked, or the owner released it). Every write
@@ -22,6 +25,7 @@ mod etcd;
 mod keys;
 mod local;
 mod model;
+mod objects;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -41,6 +45,7 @@ pub use etcd::{EtcdOptions, EtcdStore, TlsFiles};
 pub use keys::DEFAULT_PREFIX;
 pub use local::LocalStore;
 pub use model::{BlockOwner, NodeRecord, Snapshot, WatchEvent, validate_node_name};
+pub use objects::{ObjectEvent, ObjectKind, StoredObject};
 
 /// An etcd lease id (the local store numbers its own from 1).
 pub type LeaseId = i64;
@@ -120,6 +125,38 @@ pub trait Datastore: Send + Sync + 'static {
         &self,
         from: Revision,
     ) -> impl Future<Output = Result<mpsc::Receiver<WatchEvent>, StoreError>> + Send;
+
+    /// Stores (creates or replaces) a policy object. `namespace` is "" for cluster-scoped
+    /// kinds; names with '/' are refused (`InvalidObjectName`).
+    fn put_object(
+        &self,
+        kind: ObjectKind,
+        namespace: &str,
+        name: &str,
+        value: &serde_json::Value,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Removes a policy object; Ok(false) when there was none.
+    fn delete_object(
+        &self,
+        kind: ObjectKind,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Every object of `kind` at one revision, sorted by namespace and name, and that
+    /// revision (to start `watch_objects` from). A value that is not JSON is `Corrupt`.
+    fn list_objects(
+        &self,
+        kind: ObjectKind,
+    ) -> impl Future<Output = Result<(Revision, Vec<StoredObject>), StoreError>> + Send;
+
+    /// Changes to policy objects after `from`, with the same reconnect/Resync contract as
+    /// [`Datastore::watch`].
+    fn watch_objects(
+        &self,
+        from: Revision,
+    ) -> impl Future<Output = Result<mpsc::Receiver<ObjectEvent>, StoreError>> + Send;
 }
 
 /// Either store, chosen at run time from the agent's configuration.
@@ -181,6 +218,35 @@ impl Datastore for AnyStore {
     }
     async fn watch(&self, from: Revision) -> Result<mpsc::Receiver<WatchEvent>, StoreError> {
         dispatch!(self, s => s.watch(from).await)
+    }
+    async fn put_object(
+        &self,
+        kind: ObjectKind,
+        namespace: &str,
+        name: &str,
+        value: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.put_object(kind, namespace, name, value).await)
+    }
+    async fn delete_object(
+        &self,
+        kind: ObjectKind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.delete_object(kind, namespace, name).await)
+    }
+    async fn list_objects(
+        &self,
+        kind: ObjectKind,
+    ) -> Result<(Revision, Vec<StoredObject>), StoreError> {
+        dispatch!(self, s => s.list_objects(kind).await)
+    }
+    async fn watch_objects(
+        &self,
+        from: Revision,
+    ) -> Result<mpsc::Receiver<ObjectEvent>, StoreError> {
+        dispatch!(self, s => s.watch_objects(from).await)
     }
 }
 
@@ -248,5 +314,34 @@ impl<T: Datastore> Datastore for Arc<T> {
         from: Revision,
     ) -> impl Future<Output = Result<mpsc::Receiver<WatchEvent>, StoreError>> + Send {
         (**self).watch(from)
+    }
+    fn put_object(
+        &self,
+        kind: ObjectKind,
+        namespace: &str,
+        name: &str,
+        value: &serde_json::Value,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).put_object(kind, namespace, name, value)
+    }
+    fn delete_object(
+        &self,
+        kind: ObjectKind,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        (**self).delete_object(kind, namespace, name)
+    }
+    fn list_objects(
+        &self,
+        kind: ObjectKind,
+    ) -> impl Future<Output = Result<(Revision, Vec<StoredObject>), StoreError>> + Send {
+        (**self).list_objects(kind)
+    }
+    fn watch_objects(
+        &self,
+        from: Revision,
+    ) -> impl Future<Output = Result<mpsc::Receiver<ObjectEvent>, StoreError>> + Send {
+        (**self).watch_objects(from)
     }
 }

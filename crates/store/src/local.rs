@@ -25,6 +25,7 @@ use crate::blocks::BlockSpace;
 use crate::config::{ClusterConfig, Family};
 use crate::error::StoreError;
 use crate::model::{BlockOwner, NodeRecord, Snapshot, WatchEvent, validate_node_name};
+use crate::objects::{ObjectEvent, ObjectKind, StoredObject, check_names};
 use crate::{Datastore, LeaseId, Revision};
 
 const FORMAT_VERSION: u32 = 1;
@@ -42,6 +43,7 @@ struct Inner {
     path: PathBuf,
     state: Mutex<State>,
     events: broadcast::Sender<(Revision, WatchEvent)>,
+    object_events: broadcast::Sender<ObjectEvent>,
     /// Held for the store's lifetime; the OS lock goes with the descriptor.
     _lock: File,
 }
@@ -60,6 +62,10 @@ struct State {
     nodes: BTreeMap<String, NodeEntry>,
     #[serde(default)]
     blocks: Vec<BlockEntry>,
+    /// Policy objects by kind folder, then `namespace/name` (or `name` when
+    /// cluster-scoped), as in the etcd key layout.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    objects: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -171,11 +177,13 @@ impl LocalStore {
             Err(e) => return Err(io("reading", e)),
         };
         let (events, _) = broadcast::channel(BROADCAST);
+        let (object_events, _) = broadcast::channel(BROADCAST);
         Ok(LocalStore {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
                 state: Mutex::new(state),
                 events,
+                object_events,
                 _lock: lock,
             }),
         })
@@ -210,6 +218,62 @@ impl LocalStore {
         .await
     }
 
+    /// Writes one object change (`Some` value: put, `None`: delete) and announces it;
+    /// Ok(whether the object existed before).
+    async fn write_object(
+        &self,
+        kind: ObjectKind,
+        namespace: &str,
+        name: &str,
+        value: Option<serde_json::Value>,
+    ) -> Result<bool, StoreError> {
+        check_names(kind, namespace, name)?;
+        let inner = self.inner.clone();
+        let (namespace, name) = (namespace.to_string(), name.to_string());
+        run_blocking(move || {
+            let mut guard = inner.lock_state();
+            let id = object_id(kind, &namespace, &name);
+            let existed = guard
+                .objects
+                .get(kind.folder())
+                .is_some_and(|m| m.contains_key(&id));
+            if value.is_none() && !existed {
+                return Ok(false);
+            }
+            let mut next = guard.clone();
+            let folder = next.objects.entry(kind.folder().to_string()).or_default();
+            let event = match value {
+                Some(value) => {
+                    folder.insert(id, value.clone());
+                    ObjectEvent::Put(StoredObject {
+                        kind,
+                        namespace,
+                        name,
+                        value,
+                    })
+                }
+                None => {
+                    folder.remove(&id);
+                    if folder.is_empty() {
+                        next.objects.remove(kind.folder());
+                    }
+                    ObjectEvent::Deleted {
+                        kind,
+                        namespace,
+                        name,
+                    }
+                }
+            };
+            next.revision = guard.revision + 1;
+            inner.persist(&next)?;
+            *guard = next;
+            // No receiver is fine: nobody watches.
+            let _ = inner.object_events.send(event);
+            Ok(existed)
+        })
+        .await
+    }
+
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&State) -> T + Send + 'static,
@@ -228,6 +292,14 @@ async fn run_blocking<T: Send + 'static>(
             op: "local store",
             detail: format!("the worker thread failed: {e}"),
         }),
+    }
+}
+
+fn object_id(kind: ObjectKind, namespace: &str, name: &str) -> String {
+    if kind.namespaced() {
+        format!("{namespace}/{name}")
+    } else {
+        name.to_string()
     }
 }
 
@@ -473,6 +545,86 @@ impl Datastore for LocalStore {
                 let ev = match got {
                     Ok((_, ev)) => ev,
                     Err(broadcast::error::RecvError::Lagged(_)) => WatchEvent::Resync,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                if tx.send(ev).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    async fn put_object(
+        &self,
+        kind: ObjectKind,
+        namespace: &str,
+        name: &str,
+        value: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.write_object(kind, namespace, name, Some(value.clone()))
+            .await
+            .map(|_| ())
+    }
+
+    async fn delete_object(
+        &self,
+        kind: ObjectKind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        self.write_object(kind, namespace, name, None).await
+    }
+
+    async fn list_objects(
+        &self,
+        kind: ObjectKind,
+    ) -> Result<(Revision, Vec<StoredObject>), StoreError> {
+        self.read(move |st| {
+            let objects = st
+                .objects
+                .get(kind.folder())
+                .into_iter()
+                .flatten()
+                .map(|(id, value)| {
+                    let (namespace, name) = match id.split_once('/') {
+                        Some((ns, n)) if kind.namespaced() => (ns.to_string(), n.to_string()),
+                        _ => (String::new(), id.clone()),
+                    };
+                    StoredObject {
+                        kind,
+                        namespace,
+                        name,
+                        value: value.clone(),
+                    }
+                })
+                .collect();
+            (st.revision, objects)
+        })
+        .await
+    }
+
+    async fn watch_objects(
+        &self,
+        from: Revision,
+    ) -> Result<mpsc::Receiver<ObjectEvent>, StoreError> {
+        let (mut sub, current) = {
+            let st = self.inner.lock_state();
+            (self.inner.object_events.subscribe(), st.revision)
+        };
+        let (tx, rx) = mpsc::channel(BROADCAST);
+        tokio::spawn(async move {
+            if from != current && tx.send(ObjectEvent::Resync).await.is_err() {
+                return;
+            }
+            loop {
+                let got = tokio::select! {
+                    _ = tx.closed() => return,
+                    got = sub.recv() => got,
+                };
+                let ev = match got {
+                    Ok(ev) => ev,
+                    Err(broadcast::error::RecvError::Lagged(_)) => ObjectEvent::Resync,
                     Err(broadcast::error::RecvError::Closed) => return,
                 };
                 if tx.send(ev).await.is_err() {

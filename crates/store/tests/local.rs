@@ -246,3 +246,49 @@ async fn any_store_dispatches() {
         "fd00::/122"
     );
 }
+
+#[tokio::test]
+async fn policy_objects_persist_and_are_watched() {
+    use weft_store::{ObjectEvent, ObjectKind};
+    let d = dir();
+    let path = d.0.join("store.json");
+    let value = serde_json::json!({"kind": "PodLabels", "metadata": {"name": "web"}});
+    {
+        let s = LocalStore::open(&path).unwrap();
+        let (rev, none) = s.list_objects(ObjectKind::PodLabels).await.unwrap();
+        assert!(none.is_empty());
+        let mut rx = s.watch_objects(rev).await.unwrap();
+        s.put_object(ObjectKind::PodLabels, "shop", "web", &value)
+            .await
+            .unwrap();
+        let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(ev, ObjectEvent::Put(o) if o.namespace == "shop" && o.name == "web"));
+    }
+    let s = LocalStore::open(&path).unwrap();
+    let (_, list) = s.list_objects(ObjectKind::PodLabels).await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(
+        (list[0].namespace.as_str(), &list[0].value),
+        ("shop", &value)
+    );
+    assert!(
+        s.delete_object(ObjectKind::PodLabels, "shop", "web")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.delete_object(ObjectKind::PodLabels, "shop", "web")
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.list_objects(ObjectKind::PodLabels)
+            .await
+            .unwrap()
+            .1
+            .is_empty()
+    );
+}

@@ -10,7 +10,8 @@
 //!
 //! Modules: `names` (every name the lab creates, and validation), `state` (the record and
 //! the lock), `topology` (namespaces, links, addresses), `procs` (daemons: start, find, stop),
-//! `etcd`, `node` (weftd), `pod` (the runtime side of CNI), `probe` + `check` (`lab check`),
+//! `etcd`, `node` (weftd), `pod` (the runtime side of CNI), `records` (pods as PodLabels
+//! objects in the lab's etcd), `probe` + `check` (`lab check`),
 //! `up` and `down`.
 //!
 //! Must not: touch anything outside its own namespaces and state dir, or rely on a pid
@@ -20,13 +21,14 @@ mod check;
 mod down;
 mod error;
 mod etcd;
-mod names;
+pub(crate) mod names;
 mod node;
 mod pod;
 mod probe;
 mod procs;
-mod state;
-mod topology;
+mod records;
+pub(crate) mod state;
+pub(crate) mod topology;
 mod up;
 
 use std::collections::BTreeMap;
@@ -406,6 +408,7 @@ fn pod_add(names: &Names, pod: &str, node: &str, namespace: &str, labels: &str) 
     if outcome.is_ok() {
         let addrs: Vec<String> = record.addresses.iter().map(ToString::to_string).collect();
         println!("pod {pod} on {}: {}", record.node, addrs.join(", "));
+        records::record(names, &record);
         state.pods.push(record);
     }
     state.save(names)?;
@@ -435,7 +438,10 @@ fn pod_label(names: &Names, pod: &str, changes: &[String]) -> Result<()> {
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     println!("pod {pod}: {}", labels.join(","));
-    state.save(names)
+    let record = record.clone();
+    state.save(names)?;
+    records::record(names, &record);
+    Ok(())
 }
 
 fn pod_del(names: &Names, pod: &str) -> Result<()> {
@@ -447,6 +453,7 @@ fn pod_del(names: &Names, pod: &str) -> Result<()> {
     pod::del(names, &state.options, &record)?;
     state.pods.retain(|p| p.name != pod);
     state.save(names)?;
+    records::forget(names, &record);
     println!("pod {pod}: deleted");
     Ok(())
 }

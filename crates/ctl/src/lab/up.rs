@@ -523,6 +523,7 @@ fn wire_pods(names: &Names, state: &mut State) -> Result<()> {
                     for p in todo.iter().filter(|p| &p.node == node) {
                         let mut p = p.clone();
                         pod::add(names, opts, &mut p)?;
+                        super::records::record(names, &p);
                         let mut guard = shared.lock().map_err(|_| poisoned())?;
                         let (st, wired) = &mut *guard;
                         if let Some(slot) = st.pod_mut(&p.name) {

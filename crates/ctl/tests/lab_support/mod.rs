@@ -86,7 +86,8 @@ pub fn weftctl_ok(args: &[&str]) -> String {
 /// A lab name no other test (or test run) uses.
 pub fn unique_name() -> String {
     let k = COUNTER.fetch_add(1, Ordering::SeqCst);
-    format!("t{}{k}", std::process::id())
+    // The `x` keeps (pid, counter) pairs apart across concurrent test processes.
+    format!("t{}x{k}", std::process::id())
 }
 
 /// A lab that is brought down when the guard drops.

@@ -25,6 +25,7 @@ use crate::config::{ClusterConfig, Family};
 use crate::error::StoreError;
 use crate::keys::{DEFAULT_PREFIX, KeyKind, Keys, prefix_end};
 use crate::model::{BlockOwner, NodeRecord, Snapshot, WatchEvent, validate_node_name};
+use crate::objects::{ObjectEvent, ObjectKind, StoredObject, check_names};
 use crate::{Datastore, LeaseId, Revision};
 
 use conn::Conn;
@@ -572,7 +573,7 @@ impl Datastore for EtcdStore {
                 }
                 KeyKind::Node(name) => snap.nodes.extend(parse_node(&name, kv.value())),
                 KeyKind::Block(b) => snap.blocks.push(block_owner(b, kv)),
-                KeyKind::Other => {}
+                KeyKind::Object(..) | KeyKind::Other => {}
             }
         }
         snap.blocks.sort_by_key(|b| b.block);
@@ -580,6 +581,77 @@ impl Datastore for EtcdStore {
     }
 
     async fn watch(&self, from: Revision) -> Result<mpsc::Receiver<WatchEvent>, StoreError> {
+        watch::start(&self.inner, from).await
+    }
+
+    async fn put_object(
+        &self,
+        kind: ObjectKind,
+        namespace: &str,
+        name: &str,
+        value: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        check_names(kind, namespace, name)?;
+        let key = self.inner.keys.object(kind, namespace, name);
+        let mut c = self.inner.conn.client();
+        self.inner
+            .conn
+            .call("put_object", None, c.put(key, value.to_string(), None))
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_object(
+        &self,
+        kind: ObjectKind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        check_names(kind, namespace, name)?;
+        let key = self.inner.keys.object(kind, namespace, name);
+        let mut c = self.inner.conn.client();
+        let resp = self
+            .inner
+            .conn
+            .call("delete_object", None, c.delete(key, None))
+            .await?;
+        Ok(resp.deleted() > 0)
+    }
+
+    async fn list_objects(
+        &self,
+        kind: ObjectKind,
+    ) -> Result<(Revision, Vec<StoredObject>), StoreError> {
+        let keys = &self.inner.keys;
+        let (revision, kvs) = self
+            .list("list_objects", &keys.objects(kind), false)
+            .await?;
+        let mut out = Vec::new();
+        for kv in &kvs {
+            let KeyKind::Object(k, namespace, name) = keys.classify(kv.key()) else {
+                continue;
+            };
+            if k != kind {
+                continue;
+            }
+            let value = serde_json::from_slice(kv.value()).map_err(|e| StoreError::Corrupt {
+                key: String::from_utf8_lossy(kv.key()).into_owned(),
+                detail: format!("not JSON: {e}"),
+            })?;
+            out.push(StoredObject {
+                kind,
+                namespace,
+                name,
+                value,
+            });
+        }
+        Ok((revision, out))
+    }
+
+    async fn watch_objects(
+        &self,
+        from: Revision,
+    ) -> Result<mpsc::Receiver<ObjectEvent>, StoreError> {
         watch::start(&self.inner, from).await
     }
 }

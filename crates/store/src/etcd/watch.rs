@@ -16,6 +16,7 @@ use crate::Revision;
 use crate::error::StoreError;
 use crate::keys::{KeyKind, Keys};
 use crate::model::WatchEvent;
+use crate::objects::{ObjectEvent, StoredObject};
 
 use super::{Inner, block_owner, parse_node};
 
@@ -30,17 +31,48 @@ enum Opened {
     Compacted,
 }
 
-pub(super) async fn start(
+/// What one watch delivers: which keys, how they decode, and the resync marker.
+pub(super) trait Feed: Send + Sized + 'static {
+    fn prefix(keys: &Keys) -> String;
+    fn decode(keys: &Keys, ev: &Event) -> Option<Self>;
+    fn resync() -> Self;
+}
+
+impl Feed for WatchEvent {
+    fn prefix(keys: &Keys) -> String {
+        keys.root()
+    }
+    fn decode(keys: &Keys, ev: &Event) -> Option<Self> {
+        decode(keys, ev)
+    }
+    fn resync() -> Self {
+        WatchEvent::Resync
+    }
+}
+
+impl Feed for ObjectEvent {
+    fn prefix(keys: &Keys) -> String {
+        keys.objects_root()
+    }
+    fn decode(keys: &Keys, ev: &Event) -> Option<Self> {
+        decode_object(keys, ev)
+    }
+    fn resync() -> Self {
+        ObjectEvent::Resync
+    }
+}
+
+pub(super) async fn start<E: Feed>(
     inner: &Arc<Inner>,
     from: Revision,
-) -> Result<mpsc::Receiver<WatchEvent>, StoreError> {
+) -> Result<mpsc::Receiver<E>, StoreError> {
     let (tx, rx) = mpsc::channel(BUFFER);
-    let first = match open(inner, Some(from.saturating_add(1))).await? {
+    let first = match open::<E>(inner, Some(from.saturating_add(1))).await? {
         Opened::Stream(s) => Some(*s),
         // The receiver missed history it can never get: start over with a Resync.
         Opened::Compacted => None,
     };
-    let task = Task {
+    let task = Task::<E> {
         inner: Arc::downgrade(inner),
         keys: inner.keys.clone(),
         shutdown: inner.shutdown.subscribe(),
@@ -52,14 +84,14 @@ pub(super) async fn start(
 
 /// Opens a watch on the whole prefix from `start` (inclusive), or from now, and waits for
 /// etcd to confirm it, all within the request timeout.
-async fn open(inner: &Inner, start: Option<Revision>) -> Result<Opened, StoreError> {
+async fn open<E: Feed>(inner: &Inner, start: Option<Revision>) -> Result<Opened, StoreError> {
     let conn = &inner.conn;
     let mut c = conn.client();
     let mut opts = WatchOptions::new().with_prefix();
     if let Some(rev) = start {
         opts = opts.with_start_revision(rev);
     }
-    let root = inner.keys.root();
+    let root = E::prefix(&inner.keys);
     let fut = async move {
         let mut stream = c.watch(root, Some(opts)).await?;
         let first = stream.message().await?;
@@ -93,14 +125,14 @@ enum Stop {
     Broken,
 }
 
-struct Task {
+struct Task<E> {
     inner: Weak<Inner>,
     keys: Keys,
     shutdown: tokio::sync::watch::Receiver<()>,
-    tx: mpsc::Sender<WatchEvent>,
+    tx: mpsc::Sender<E>,
 }
 
-impl Task {
+impl<E: Feed> Task<E> {
     async fn run(mut self, first: Option<WatchStream>) {
         let mut stream = first;
         let mut backoff = BACKOFF_MIN;
@@ -113,11 +145,11 @@ impl Task {
             let Some(inner) = self.inner.upgrade() else {
                 return;
             };
-            let opened = open(&inner, None).await;
+            let opened = open::<E>(&inner, None).await;
             drop(inner);
             match opened {
                 Ok(Opened::Stream(s)) => {
-                    if self.tx.send(WatchEvent::Resync).await.is_err() {
+                    if self.tx.send(E::resync()).await.is_err() {
                         return;
                     }
                     stream = Some(*s);
@@ -156,7 +188,7 @@ impl Task {
                 return Stop::Broken;
             }
             for ev in resp.events() {
-                if let Some(we) = decode(&self.keys, ev)
+                if let Some(we) = E::decode(&self.keys, ev)
                     && self.tx.send(we).await.is_err()
                 {
                     return Stop::Done;
@@ -178,6 +210,30 @@ fn decode(keys: &Keys, ev: &Event) -> Option<WatchEvent> {
         KeyKind::Node(name) => Some(WatchEvent::NodeDeleted(name)),
         KeyKind::Block(b) if put => Some(WatchEvent::BlockPut(block_owner(b, kv))),
         KeyKind::Block(b) => Some(WatchEvent::BlockDeleted(b)),
-        KeyKind::Config | KeyKind::Other => None,
+        KeyKind::Config | KeyKind::Object(..) | KeyKind::Other => None,
     }
+}
+
+fn decode_object(keys: &Keys, ev: &Event) -> Option<ObjectEvent> {
+    let kv = ev.kv()?;
+    let KeyKind::Object(kind, namespace, name) = keys.classify(kv.key()) else {
+        return None;
+    };
+    let value = matches!(ev.event_type(), EventType::Put)
+        .then(|| serde_json::from_slice(kv.value()).ok())
+        .flatten();
+    Some(match value {
+        Some(value) => ObjectEvent::Put(StoredObject {
+            kind,
+            namespace,
+            name,
+            value,
+        }),
+        // Unreadable values are reported as absent, as in listings they are errors.
+        None => ObjectEvent::Deleted {
+            kind,
+            namespace,
+            name,
+        },
+    })
 }

@@ -4,6 +4,7 @@
 mod blocks;
 mod config;
 mod leases;
+mod objects;
 mod outage;
 mod tls;
 mod watch;

@@ -1,0 +1,105 @@
+//! Which datastore the policy commands talk to, and running a datastore session: etcd by
+//! endpoints, a lab's etcd (reached from inside the lab's underlay namespace, where it
+//! listens), or the local store file.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use weft_net::NetNs;
+use weft_store::{AnyStore, DEFAULT_PREFIX, EtcdOptions, EtcdStore, LocalStore};
+
+use super::PolicyError;
+use crate::lab::names::Names;
+use crate::lab::state::State;
+use crate::lab::topology::{ETCD_ADDRESS, ETCD_PORT};
+use crate::netns;
+
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// etcd endpoints, comma-separated (`http://127.0.0.1:2379`).
+    #[arg(long, global = true, value_delimiter = ',', value_name = "URL[,URL…]")]
+    pub etcd_endpoints: Vec<String>,
+    /// Key prefix in etcd.
+    #[arg(long, global = true, default_value = DEFAULT_PREFIX)]
+    pub etcd_prefix: String,
+    /// Use this lab's etcd, and its pods and nodes as endpoints.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub lab: Option<String>,
+    /// The local (single-node) store file instead of etcd.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub store_path: Option<PathBuf>,
+}
+
+/// The lab, when `--lab` was given: its record.
+pub struct Lab {
+    pub state: State,
+}
+
+impl StoreArgs {
+    pub fn lab(&self) -> Result<Option<Lab>, PolicyError> {
+        let Some(lab) = &self.lab else {
+            return Ok(None);
+        };
+        let names = Names::new(lab)?;
+        let state = State::load_existing(&names)?;
+        Ok(Some(Lab { state }))
+    }
+
+    /// Connects to the chosen store and runs `f` on it to completion. For a lab, the whole
+    /// session (runtime, sockets) lives on this thread while it is inside the lab's
+    /// underlay namespace: sockets stay in the namespace they were made in.
+    pub fn session<T>(
+        &self,
+        f: impl AsyncFnOnce(AnyStore) -> Result<T, PolicyError>,
+    ) -> Result<T, PolicyError> {
+        let chosen = usize::from(!self.etcd_endpoints.is_empty())
+            + usize::from(self.lab.is_some())
+            + usize::from(self.store_path.is_some());
+        if chosen != 1 {
+            return Err(PolicyError::Usage(
+                "choose exactly one datastore: --etcd-endpoints, --lab or --store-path".into(),
+            ));
+        }
+        let run = || -> Result<T, PolicyError> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|source| PolicyError::Io {
+                    what: "starting the async runtime".into(),
+                    source,
+                })?;
+            rt.block_on(async {
+                let store = self.connect().await?;
+                f(store).await
+            })
+        };
+        match &self.lab {
+            Some(lab) => {
+                let names = Names::new(lab)?;
+                let ns = NetNs::open(&netns::path(&names.underlay())).map_err(|e| {
+                    PolicyError::Usage(format!(
+                        "lab {lab}: cannot open its underlay namespace (is the lab up?): {e}"
+                    ))
+                })?;
+                ns.run(run).map_err(|e| {
+                    PolicyError::Usage(format!("lab {lab}: entering its underlay namespace: {e}"))
+                })?
+            }
+            None => run(),
+        }
+    }
+
+    async fn connect(&self) -> Result<AnyStore, PolicyError> {
+        if let Some(path) = &self.store_path {
+            return Ok(AnyStore::Local(LocalStore::open(path)?));
+        }
+        let endpoints = if self.lab.is_some() {
+            vec![format!("http://{ETCD_ADDRESS}:{ETCD_PORT}")]
+        } else {
+            self.etcd_endpoints.clone()
+        };
+        let mut opts = EtcdOptions::new(endpoints);
+        opts.prefix = self.etcd_prefix.clone();
+        Ok(AnyStore::Etcd(EtcdStore::connect(opts).await?))
+    }
+}

@@ -1,0 +1,394 @@
+//! `weftctl apply|delete|get|policy explain` against a real etcd (one per test, from
+//! `weft_store::testing`), and `policy explain` on a whole lab.
+
+mod lab_support;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use lab_support::{text, weftctl_bin};
+use serde_json::Value;
+use weft_store::testing::EtcdServer;
+
+const GOOD: &str = "\
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {team: a}}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: default-deny, namespace: shop}
+spec: {podSelector: {}}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: allow-web, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: client}}}]
+    ports: [{port: 80, protocol: TCP}]
+---
+apiVersion: weft.dev/v1
+kind: PodLabels
+metadata: {name: web-0, namespace: shop, labels: {app: web}}
+";
+
+/// One valid object, then four invalid fields in two objects: no part of the file may be stored.
+const BAD: &str = "\
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: fine, namespace: shop}
+spec: {podSelector: {}}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: broken, namespace: shop}
+spec:
+  podSelector: {matchExpressions: [{key: app, operator: Near, values: [x]}]}
+  ingress:
+  - ports: [{port: 70000}, {port: 80, protocol: ICMP}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: holes, namespace: shop}
+spec:
+  podSelector: {}
+  egress:
+  - to: [{ipBlock: {cidr: 10.0.0.0/24, except: [10.1.0.0/28]}}]
+";
+
+fn weftctl_in(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(weftctl_bin());
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("weftctl: {e}"));
+    let mut pipe = child.stdin.take().unwrap();
+    pipe.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(pipe);
+    child.wait_with_output().unwrap()
+}
+
+struct Ctl {
+    srv: EtcdServer,
+}
+
+impl Ctl {
+    fn new() -> Ctl {
+        Ctl {
+            srv: EtcdServer::start().unwrap_or_else(|e| panic!("etcd: {e}")),
+        }
+    }
+
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let ep = self.srv.endpoint();
+        let mut a = args.to_vec();
+        a.extend(["--etcd-endpoints", &ep]);
+        weftctl_in(&a, stdin)
+    }
+
+    fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.run(args, stdin);
+        assert!(out.status.success(), "weftctl {args:?}:\n{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Every key under weft's prefix, read with etcdctl behind weftctl's back.
+    fn keys(&self) -> Vec<String> {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args([
+                "--endpoints",
+                &self.srv.endpoint(),
+                "get",
+                "--prefix",
+                "--keys-only",
+                "/weft/v1/",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "etcdctl: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+#[test]
+fn apply_get_delete_round_trip() {
+    let ctl = Ctl::new();
+    let out = ctl.ok(&["apply", "-f", "-"], Some(GOOD));
+    assert!(
+        out.contains("networkpolicy shop/default-deny applied"),
+        "{out}"
+    );
+    assert_eq!(
+        ctl.keys(),
+        [
+            "/weft/v1/policy/namespaces/shop",
+            "/weft/v1/policy/networkpolicies/shop/allow-web",
+            "/weft/v1/policy/networkpolicies/shop/default-deny",
+            "/weft/v1/policy/podlabels/shop/web-0",
+        ]
+    );
+
+    let table = ctl.ok(&["get", "policies"], None);
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows.len(), 3, "{table}");
+    assert!(
+        rows[1].starts_with("shop") && rows[1].contains("allow-web"),
+        "{table}"
+    );
+    assert!(
+        rows[2].contains("default-deny") && rows[2].contains("Ingress"),
+        "{table}"
+    );
+
+    let json: Value =
+        serde_json::from_str(&ctl.ok(&["get", "policies", "-o", "json"], None)).unwrap();
+    assert_eq!(json["kind"], "List");
+    assert_eq!(json["items"].as_array().unwrap().len(), 2);
+    assert_eq!(json["items"][0]["metadata"]["name"], "allow-web");
+    assert_eq!(
+        json["items"][0]["spec"]["ingress"][0]["ports"][0]["port"],
+        80
+    );
+
+    let ns = ctl.ok(&["get", "namespaces"], None);
+    assert!(ns.contains("shop") && ns.contains("team=a"), "{ns}");
+    let eps = ctl.ok(&["get", "endpoints"], None);
+    assert!(eps.contains("web-0") && eps.contains("app=web"), "{eps}");
+
+    // Re-applying the stored form (`get -o json`) changes nothing.
+    let listed = ctl.ok(&["get", "policies", "-o", "json"], None);
+    ctl.ok(&["apply", "-f", "-"], Some(&listed));
+    assert_eq!(ctl.keys().len(), 4);
+
+    // Delete what a file names: one present, one missing (reported, not fatal).
+    let del = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+               metadata: {name: default-deny, namespace: shop}\nspec: {podSelector: {}}\n---\n\
+               apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+               metadata: {name: never, namespace: shop}\nspec: {podSelector: {}}\n";
+    let out = ctl.run(&["delete", "-f", "-"], Some(del));
+    assert!(out.status.success(), "{}", text(&out));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        stdout.contains("networkpolicy shop/default-deny deleted"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        stderr.contains("networkpolicy shop/never not found"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !ctl.keys().iter().any(|k| k.ends_with("/default-deny")),
+        "{:?}",
+        ctl.keys()
+    );
+    assert_eq!(ctl.keys().len(), 3);
+}
+
+#[test]
+fn invalid_file_is_refused_whole() {
+    let ctl = Ctl::new();
+    let dir = weft_store::testing::temp_dir("policy-cli").unwrap();
+    let file = dir.join("bad.yaml");
+    std::fs::write(&file, BAD).unwrap();
+    let out = ctl.run(&["apply", "-f", file.to_str().unwrap()], None);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "nothing applied",
+        "spec.podSelector.matchExpressions[0].operator",
+        "spec.ingress[0].ports[0].port",
+        "spec.ingress[0].ports[1].protocol",
+        "spec.egress[0].to[0].ipBlock.except[0]",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    assert!(ctl.keys().is_empty(), "stored: {:?}", ctl.keys());
+    let table = ctl.ok(&["get", "policies"], None);
+    assert_eq!(table.lines().count(), 1, "{table}");
+}
+
+#[test]
+fn store_choice_is_required_and_explain_needs_known_pods() {
+    let out = weftctl_in(&["get", "policies"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("choose exactly one datastore"));
+    let ctl = Ctl::new();
+    ctl.ok(&["apply", "-f", "-"], Some(GOOD));
+    let out = ctl.run(
+        &["policy", "explain", "shop/client", "shop/web-0", "80/tcp"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no pod shop/client"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// A two-node lab: pods get PodLabels objects in the lab's etcd (and their Namespace
+/// object), relabelling and deleting follow, and `policy explain --lab` judges flows between
+/// real pods with the policies applied through `--lab`.
+#[test]
+fn explain_on_a_lab() {
+    lab_support::require_cluster_binaries();
+    let lab = lab_support::Lab::new();
+    lab.up_ok(&["--nodes", "2", "--pods-per-node", "0"]);
+    for (pod, node, app) in [
+        ("web", "n1", "web"),
+        ("client", "n2", "client"),
+        ("other", "n2", "other"),
+    ] {
+        lab.ok(
+            &["pod", "add"],
+            &[
+                pod,
+                "--node",
+                node,
+                "--namespace",
+                "shop",
+                "--labels",
+                &format!("app={app}"),
+            ],
+        );
+    }
+    let at = |args: &[&str], stdin: Option<&str>| {
+        let mut a = args.to_vec();
+        a.extend(["--lab", &lab.name]);
+        let out = weftctl_in(&a, stdin);
+        assert!(out.status.success(), "weftctl {a:?}:\n{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    let eps = at(&["get", "endpoints"], None);
+    for want in ["web", "client", "other", "n1", "n2", "app=client"] {
+        assert!(eps.contains(want), "{want} missing:\n{eps}");
+    }
+    let ns = at(&["get", "namespaces"], None);
+    assert!(ns.contains("kubernetes.io/metadata.name=shop"), "{ns}");
+
+    let policies = GOOD
+        .split("---\n")
+        .skip(1)
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("---\n");
+    at(&["apply", "-f", "-"], Some(&policies));
+
+    let allowed = at(
+        &["policy", "explain", "shop/client", "shop/web", "80/tcp"],
+        None,
+    );
+    assert!(allowed.starts_with("ALLOWED tcp/80"), "{allowed}");
+    assert!(
+        allowed.contains("allowed by shop/allow-web ingress[0]"),
+        "{allowed}"
+    );
+    let denied = at(
+        &["policy", "explain", "shop/other", "shop/web", "80/tcp"],
+        None,
+    );
+    assert!(denied.starts_with("DENIED"), "{denied}");
+    assert!(
+        denied.contains("isolated by shop/allow-web, shop/default-deny")
+            || denied.contains("isolated by shop/default-deny, shop/allow-web"),
+        "{denied}"
+    );
+    // From the pod's own node: its gateway address (from the ADD result) is the node's.
+    let state = lab.state();
+    let gw = state["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "web")
+        .and_then(|p| p["result"]["ips"][0]["gateway"].as_str())
+        .expect("web's ADD result names a gateway")
+        .to_owned();
+    let probe = at(&["policy", "explain", &gw, "shop/web", "22/tcp"], None);
+    assert!(
+        probe.starts_with("ALLOWED") && probe.contains("(node n1)"),
+        "{probe}"
+    );
+    let wrong_port = at(
+        &["policy", "explain", "shop/client", "shop/web", "81/tcp"],
+        None,
+    );
+    assert!(wrong_port.starts_with("DENIED"), "{wrong_port}");
+
+    // Relabelled through the lab, the PodLabels object follows, and so does the verdict.
+    lab.ok(&["pod", "label"], &["other", "app=client"]);
+    let now = at(
+        &["policy", "explain", "shop/other", "shop/web", "80/tcp"],
+        None,
+    );
+    assert!(now.starts_with("ALLOWED"), "{now}");
+
+    lab.ok(&["pod", "del"], &["client"]);
+    let eps = at(&["get", "endpoints", "-o", "json"], None);
+    let eps: Value = serde_json::from_str(&eps).unwrap();
+    let names: Vec<&str> = eps
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    assert_eq!(names, ["other", "web"], "{eps:#}");
+
+    // etcd down: the pod is still made, and the miss is said.
+    lab.ok(&["etcd", "stop"], &[]);
+    let out = lab.cmd(
+        &["pod", "add"],
+        &["late", "--node", "n1", "--namespace", "shop"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("labels not recorded"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// The local store file works the same way (what a single-node weftd reads).
+#[test]
+fn local_store_apply_get_delete() {
+    let dir = weft_store::testing::temp_dir("policy-local").unwrap();
+    let path = dir.join("store.json");
+    let p = path.to_str().unwrap();
+    let run = |args: &[&str], stdin: Option<&str>| {
+        let mut a = args.to_vec();
+        a.extend(["--store-path", p]);
+        weftctl_in(&a, stdin)
+    };
+    let applied = run(&["apply", "-f", "-"], Some(GOOD));
+    let listed = run(&["get", "policies", "-o", "json"], None);
+    let bad = run(&["apply", "-f", "-"], Some(BAD));
+    let deleted = run(&["delete", "-f", "-"], Some(GOOD));
+    let after = run(&["get", "policies"], None);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(applied.status.success(), "{}", text(&applied));
+    let json: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(json["items"].as_array().unwrap().len(), 2, "{json:#}");
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    assert!(deleted.status.success(), "{}", text(&deleted));
+    assert!(String::from_utf8_lossy(&deleted.stdout).contains("podlabels shop/web-0 deleted"));
+    assert_eq!(
+        String::from_utf8_lossy(&after.stdout).lines().count(),
+        1,
+        "{}",
+        text(&after)
+    );
+}
