@@ -27,6 +27,18 @@ enum Cmd {
     Masquerade(Vec<IpNet>, oneshot::Sender<Result<(), String>>),
 }
 
+/// The reply to a queued command.
+pub struct Pending<T>(oneshot::Receiver<Result<T, String>>);
+
+impl<T> Pending<T> {
+    pub async fn wait(self) -> Result<T, Error> {
+        self.0
+            .await
+            .map_err(|_| Error::DataplaneGone)?
+            .map_err(Error::Dataplane)
+    }
+}
+
 /// The handle the control loop holds. Dropping it stops the thread, leaving the kernel
 /// state in place (a restarted agent adopts it).
 pub struct DataplaneHandle {
@@ -67,23 +79,34 @@ impl DataplaneHandle {
         })
     }
 
+    /// Queues a command; its reply comes through the returned [`Pending`].
+    fn submit<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Cmd,
+    ) -> Result<Pending<T>, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).map_err(|_| Error::DataplaneGone)?;
+        Ok(Pending(rx))
+    }
+
     async fn call<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Cmd,
     ) -> Result<T, Error> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(make(tx)).map_err(|_| Error::DataplaneGone)?;
-        rx.await
-            .map_err(|_| Error::DataplaneGone)?
-            .map_err(Error::Dataplane)
+        self.submit(make)?.wait().await
     }
 
-    pub async fn upsert(&self, p: Peer) -> Result<Path, Error> {
-        self.call(|tx| Cmd::Upsert(p, tx)).await
+    /// Queues one peer's upsert without waiting for it. Queuing a whole batch before
+    /// awaiting any lets the dataplane thread work through it back to back: one request at a
+    /// time cost two cross-thread wakeups per peer (on a VM a wakeup on another CPU is an
+    /// IPI), about a tenth of the time to program 5,000 peers.
+    pub fn queue_upsert(&self, p: Peer) -> Result<Pending<Path>, Error> {
+        self.submit(|tx| Cmd::Upsert(p, tx))
     }
 
-    pub async fn remove(&self, name: String) -> Result<(), Error> {
-        self.call(|tx| Cmd::Remove(name, tx)).await
+    /// Queues one peer's removal without waiting for it (see [`Self::queue_upsert`]).
+    pub fn queue_remove(&self, name: String) -> Result<Pending<()>, Error> {
+        self.submit(|tx| Cmd::Remove(name, tx))
     }
 
     pub async fn resync(&self, peers: Vec<Peer>) -> Result<Drift, Error> {

@@ -19,7 +19,7 @@ use weft_store::{
 
 use crate::cniconf;
 use crate::config::{Settings, StoreChoice};
-use crate::dataplane::DataplaneHandle;
+use crate::dataplane::{DataplaneHandle, Pending};
 use crate::error::Error;
 use crate::identity;
 use crate::log;
@@ -44,6 +44,12 @@ struct SavedState {
     underlay_v6: Option<Ipv6Addr>,
     #[serde(default)]
     vtep_mac: String,
+}
+
+/// A change handed to the dataplane thread, its reply still to come.
+enum Queued {
+    Upsert(Pending<weft_backend::Path>),
+    Remove(Pending<()>),
 }
 
 struct Node {
@@ -350,19 +356,33 @@ impl Node {
     }
 
     async fn apply_changes(&mut self, changes: Vec<Change>) {
-        for c in changes {
-            let (what, res) = match c {
+        // Every change is queued first, then the replies are awaited in order: the dataplane
+        // thread works through the batch without waiting for this task between peers.
+        let queued: Vec<(String, Result<Queued, Error>)> = changes
+            .into_iter()
+            .map(|c| match c {
                 Change::Upsert(p) => {
                     let name = p.name.clone();
-                    match self.dp() {
-                        Ok(dp) => (name, dp.upsert(p).await.map(|_| ())),
-                        Err(e) => (name, Err(e)),
-                    }
+                    let q = self
+                        .dp()
+                        .and_then(|dp| dp.queue_upsert(p))
+                        .map(Queued::Upsert);
+                    (name, q)
                 }
-                Change::Remove(name) => match self.dp() {
-                    Ok(dp) => (name.clone(), dp.remove(name).await),
-                    Err(e) => (name, Err(e)),
-                },
+                Change::Remove(name) => {
+                    let q = self
+                        .dp()
+                        .and_then(|dp| dp.queue_remove(name.clone()))
+                        .map(Queued::Remove);
+                    (name, q)
+                }
+            })
+            .collect();
+        for (what, q) in queued {
+            let res = match q {
+                Ok(Queued::Upsert(p)) => p.wait().await.map(|_| ()),
+                Ok(Queued::Remove(p)) => p.wait().await,
+                Err(e) => Err(e),
             };
             match res {
                 Ok(()) => log::info("peer programmed", &[("peer", what.into())]),

@@ -1,3 +1,9 @@
+//! `weftctl bench …`: the benchmarks. `agent` (one real weftd against thousands of synthetic
+//! nodes in a real etcd) and `dataplane` (pod-to-pod iperf3/sockperf over the lab's paths
+//! against raw veth and hand-built VXLAN) live in their own modules and share `child`
+//! (processes tied to the run), `etcd`, `scratch`, `signal` and `stats`; this file is
+//! `bench cni` and `bench cleanup`.
+//!
 //! `weftctl bench cni`: weft against the reference `bridge` + `host-local`, in the same run.
 //!
 //! Everything happens in namespaces this run creates and removes (`wtb<pid>…`): one "node"
