@@ -65,22 +65,8 @@ fn delegate(ipam_type: &str, verb: Verb, req: &Request) -> Result<Option<CniResu
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    // "Text file busy": the binary was just written and some process's fork still holds
-    // the write fd until its exec. libcni retries the same way (pkg/invoke/raw_exec.go).
-    let mut tries = 0;
-    let mut child = loop {
-        match cmd.spawn() {
-            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 5 => {
-                tries += 1;
-                std::thread::sleep(std::time::Duration::from_millis(10 * tries));
-            }
-            other => {
-                break other.map_err(|e| {
-                    CniError::internal(format!("executing {}: {e}", bin.display()))
-                })?;
-            }
-        }
-    };
+    let mut child = weft_cni::runtime::spawn_retrying(&mut cmd)
+        .map_err(|e| CniError::internal(format!("executing {}: {e}", bin.display())))?;
     if let Some(mut stdin) = child.stdin.take() {
         // An IPAM plugin that exits without reading is judged by its exit status below.
         let _ = stdin.write_all(&req.stdin);
