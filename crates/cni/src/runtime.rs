@@ -333,6 +333,22 @@ fn request(
     serde_json::to_vec(&Value::Object(obj)).unwrap_or_default()
 }
 
+/// Spawns `cmd`, retrying a few times on "text file busy" (`ETXTBSY`): a plugin binary just
+/// written by another thread can still be open for writing in a child that has forked but not
+/// yet exec'd. libcni retries the same way (`pkg/invoke/raw_exec.go`).
+pub fn spawn_retrying(cmd: &mut Command) -> std::io::Result<std::process::Child> {
+    let mut tries = 0u64;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 5 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10 * tries));
+            }
+            other => return other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,21 +383,5 @@ mod tests {
             split(&json!({"cniVersion": "1.1.0", "name": "x", "type": "weft"})).unwrap();
         assert_eq!((v.as_str(), n.as_str(), p.len()), ("1.1.0", "x", 1));
         assert!(split(&json!({"name": "x", "plugins": []})).is_err());
-    }
-}
-
-/// Spawns `cmd`, retrying a few times on "text file busy" (`ETXTBSY`): a plugin binary just
-/// written by another thread can still be open for writing in a child that has forked but not
-/// yet exec'd. libcni retries the same way (`pkg/invoke/raw_exec.go`).
-pub fn spawn_retrying(cmd: &mut Command) -> std::io::Result<std::process::Child> {
-    let mut tries = 0u64;
-    loop {
-        match cmd.spawn() {
-            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 5 => {
-                tries += 1;
-                std::thread::sleep(std::time::Duration::from_millis(10 * tries));
-            }
-            other => return other,
-        }
     }
 }
