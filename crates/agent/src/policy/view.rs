@@ -140,3 +140,95 @@ impl View {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_ipam::agent::EndpointFile;
+
+    fn file(cid: &str, name: &str, addr: &str) -> EndpointFile {
+        EndpointFile {
+            container_id: cid.into(),
+            ifname: "eth0".into(),
+            namespace: "shop".into(),
+            name: name.into(),
+            addresses: vec![addr.parse().unwrap()],
+            host_interface: Some("wv0".into()),
+            mode: "bridge".into(),
+        }
+    }
+
+    fn record(node: &str, name: &str, addr: &str) -> EndpointRecord {
+        EndpointRecord {
+            node: node.into(),
+            namespace: "shop".into(),
+            name: name.into(),
+            container_id: format!("c-{name}"),
+            ifname: "eth0".into(),
+            addresses: vec![addr.parse().unwrap()],
+        }
+    }
+
+    #[test]
+    fn local_files_are_the_authority_for_this_nodes_pods() {
+        let mut v = View::default();
+        // The datastore's copy of n1's pods is stale (an old pod, an old address).
+        v.endpoints = vec![
+            record("n1", "gone", "10.244.0.9"),
+            record("n1", "web", "10.244.0.8"),
+            record("n2", "db", "10.244.0.66"),
+        ];
+        v.nodes.insert(
+            "n2".into(),
+            (
+                vec!["192.0.2.2".parse().unwrap()],
+                vec!["10.244.0.64/26".parse().unwrap()],
+            ),
+        );
+        v.pod_labels = vec![PodLabels {
+            namespace: "shop".into(),
+            name: "web".into(),
+            labels: [("app".to_string(), "web".to_string())].into(),
+            ports: Default::default(),
+        }];
+        let mut local = Local::new();
+        let f = file("c1", "web", "10.244.0.2");
+        local.insert((f.container_id.clone(), f.ifname.clone()), f);
+        let w = v.world(
+            "n1",
+            &local,
+            &["10.244.0.0/26".parse().unwrap()],
+            &["192.0.2.1".parse().unwrap()],
+        );
+        let eps: Vec<(String, String, Vec<IpAddr>)> = w
+            .endpoints
+            .iter()
+            .map(|e| (e.name.clone(), e.node.clone(), e.addresses.clone()))
+            .collect();
+        assert_eq!(
+            eps,
+            vec![
+                (
+                    "db".into(),
+                    "n2".into(),
+                    vec!["10.244.0.66".parse().unwrap()]
+                ),
+                (
+                    "web".into(),
+                    "n1".into(),
+                    vec!["10.244.0.2".parse().unwrap()]
+                ),
+            ]
+        );
+        assert_eq!(w.endpoints[1].labels["app"], "web");
+        let n1 = w.nodes.iter().find(|n| n.name == "n1").unwrap();
+        assert_eq!(
+            n1.pod_cidrs,
+            vec!["10.244.0.0/26".parse::<IpNet>().unwrap()]
+        );
+        assert!(n1.addresses.contains(&"10.244.0.1".parse().unwrap()));
+        assert!(n1.addresses.contains(&"192.0.2.1".parse().unwrap()));
+        let n2 = w.nodes.iter().find(|n| n.name == "n2").unwrap();
+        assert!(n2.addresses.contains(&"10.244.0.64".parse().unwrap()));
+    }
+}
