@@ -171,13 +171,15 @@ mod tests {
 
     #[test]
     fn local_files_are_the_authority_for_this_nodes_pods() {
-        let mut v = View::default();
         // The datastore's copy of n1's pods is stale (an old pod, an old address).
-        v.endpoints = vec![
-            record("n1", "gone", "10.244.0.9"),
-            record("n1", "web", "10.244.0.8"),
-            record("n2", "db", "10.244.0.66"),
-        ];
+        let mut v = View {
+            endpoints: vec![
+                record("n1", "gone", "10.244.0.9"),
+                record("n1", "web", "10.244.0.8"),
+                record("n2", "db", "10.244.0.66"),
+            ],
+            ..View::default()
+        };
         v.nodes.insert(
             "n2".into(),
             (
