@@ -71,8 +71,7 @@ fn deny_all_cuts_and_delete_restores(mode: &str) {
         .map(|n| lab.denied_by(n, "shop/deny-all"))
         .sum();
     assert!(dropped > 0, "the drops are counted against shop/deny-all");
-    let st = lab.weftd_status("n1");
-    assert_eq!(st["policy"]["inSync"], true, "{st}");
+    let st = lab.wait_policy_in_sync("n1");
     assert_eq!(st["policy"]["classes"], 1, "{st}");
     lab.delete(DENY_ALL_SHOP);
     lab.policy_sync();
@@ -229,8 +228,7 @@ fn with_etcd_down_policy_stays_and_new_pods_are_programmed_from_the_last_view() 
     );
     lab.ok(&["etcd", "start"], &[]);
     lab.policy_sync();
-    let st = lab.weftd_status("n1");
-    assert_eq!(st["policy"]["inSync"], true, "{st}");
+    let st = lab.wait_policy_in_sync("n1");
     assert_eq!(st["policy"]["endpoints"], 3, "{st}");
     assert_matrix(
         &lab,

@@ -39,7 +39,7 @@ use crate::config::Settings;
 use crate::log;
 use crate::socket;
 use endpoints::Local;
-use view::View;
+use view::{ParseCache, View};
 
 /// How long events are gathered before one load and one transaction.
 pub const COALESCE: Duration = Duration::from_millis(30);
@@ -64,6 +64,9 @@ pub struct Policy {
     last_error: Option<String>,
     /// Whether `policy-plan.json` holds `applied`.
     persisted: bool,
+    parse_cache: ParseCache,
+    /// How long the last load, compile+diff and nft transaction took.
+    timing: Timing,
     /// What this agent last wrote to the datastore for its own pods.
     published: BTreeMap<(String, String), EndpointRecord>,
 }
@@ -86,6 +89,8 @@ impl Policy {
             last_error: None,
             published: BTreeMap::new(),
             persisted: false,
+            parse_cache: ParseCache::new(),
+            timing: Timing::default(),
         }
     }
 
@@ -182,7 +187,10 @@ impl Policy {
         underlay: &[IpAddr],
     ) -> Result<(), String> {
         self.due = None;
-        match View::load(store).await {
+        let started = std::time::Instant::now();
+        let loaded = View::load(store, &mut self.parse_cache).await;
+        self.timing.load_ms = ms(started);
+        match loaded {
             Ok(v) => {
                 self.published = v
                     .endpoints
@@ -209,22 +217,30 @@ impl Policy {
         let Some(view) = &self.view else {
             return Err("the policy view has not been loaded from the datastore yet".into());
         };
+        let started = std::time::Instant::now();
         let world = view.world(&self.node, &self.local, blocks, underlay);
         let revision = view.revision;
         let next = plan::compile(&world, &self.opts);
         let script = if self.kernel_known {
             let ops = plan::diff(&self.applied, &next);
+            self.timing.ops = ops.len();
             if ops.is_empty() {
                 None
             } else {
                 Some(plan::render_ops(&next.table, &ops))
             }
         } else {
+            self.timing.ops = 0;
             Some(replace_script(&next))
         };
+        self.timing.compile_ms = ms(started);
         let changed = script.is_some();
+        let started = std::time::Instant::now();
+        self.timing.nft_ms = 0.0;
         if let Some(script) = script {
-            if let Err(e) = nft::apply(script).await {
+            let applied = nft::apply(script).await;
+            self.timing.nft_ms = ms(started);
+            if let Err(e) = applied {
                 // nft commits all or nothing, but say so by trusting no diff next time.
                 self.kernel_known = false;
                 self.due = Some(Instant::now() + RETRY);
@@ -238,6 +254,10 @@ impl Policy {
                 &[
                     ("revision", revision.into()),
                     ("classes", next.classes.len().into()),
+                    ("ops", self.timing.ops.into()),
+                    ("loadMs", self.timing.load_ms.into()),
+                    ("compileMs", self.timing.compile_ms.into()),
+                    ("nftMs", self.timing.nft_ms.into()),
                 ],
             );
         }
@@ -423,6 +443,12 @@ impl Policy {
             "counterError": counter_error,
             "lastError": self.last_error,
             "unenforceable": unenforceable,
+            "lastApply": {
+                "loadMs": self.timing.load_ms,
+                "compileMs": self.timing.compile_ms,
+                "nftMs": self.timing.nft_ms,
+                "ops": self.timing.ops,
+            },
         })
     }
 
@@ -430,6 +456,19 @@ impl Policy {
     pub fn in_sync(&self) -> bool {
         self.view.is_some() && self.kernel_known && self.due.is_none() && self.last_error.is_none()
     }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Timing {
+    load_ms: f64,
+    compile_ms: f64,
+    nft_ms: f64,
+    /// Ops of the last diff (0 for a whole-table replace).
+    ops: usize,
+}
+
+fn ms(since: std::time::Instant) -> f64 {
+    (since.elapsed().as_secs_f64() * 1e6).round() / 1e3
 }
 
 /// The whole plan as one transaction that replaces whatever table of that name exists

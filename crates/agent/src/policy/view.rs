@@ -2,7 +2,7 @@
 //! NetworkPolicies, PodLabels, every node's published endpoints, the nodes and their blocks;
 //! and the [`World`] built from it plus this node's own endpoint files.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -26,26 +26,35 @@ pub struct View {
     pub nodes: BTreeMap<String, (Vec<IpAddr>, Vec<IpNet>)>,
 }
 
+/// Parsed objects by kind, namespace and name, with the JSON they were parsed from: a load
+/// parses only objects whose stored JSON changed (parsing and validating thousands of
+/// policies on every change would dominate the time to apply one).
+pub type ParseCache = HashMap<(ObjectKind, String, String), (serde_json::Value, Vec<Object>)>;
+
 impl View {
-    pub async fn load<S: Datastore>(store: &S) -> Result<View, StoreError> {
+    pub async fn load<S: Datastore>(store: &S, cache: &mut ParseCache) -> Result<View, StoreError> {
         let mut v = View::default();
+        let mut seen = HashSet::new();
         let mut first: Option<Revision> = None;
         let mut note = |rev: Revision| first = Some(first.map_or(rev, |f: Revision| f.min(rev)));
         for kind in ObjectKind::ALL {
             let (rev, objects) = store.list_objects(kind).await?;
             note(rev);
             for o in objects {
+                let key = (kind, o.namespace.clone(), o.name.clone());
+                seen.insert(key.clone());
+                if let Some((json, parsed)) = cache.get(&key)
+                    && *json == o.value
+                {
+                    v.add(parsed.clone());
+                    continue;
+                }
                 // weftctl validated it before writing; an object that no longer parses (a
                 // newer weftctl, a hand edit) is skipped loudly rather than stopping policy.
                 match weft_policy::parse(&o.value.to_string(), &ParseOptions::default()) {
                     Ok(parsed) => {
-                        for obj in parsed {
-                            match obj {
-                                Object::Namespace(n) => v.namespaces.push(n),
-                                Object::NetworkPolicy(p) => v.policies.push(p),
-                                Object::PodLabels(p) => v.pod_labels.push(p),
-                            }
-                        }
+                        v.add(parsed.clone());
+                        cache.insert(key, (o.value, parsed));
                     }
                     Err(e) => log::error(
                         "stored policy object unreadable; ignored",
@@ -59,6 +68,7 @@ impl View {
                 }
             }
         }
+        cache.retain(|k, _| seen.contains(k));
         let (rev, endpoints) = store.list_endpoints().await?;
         note(rev);
         v.endpoints = endpoints;
@@ -78,6 +88,16 @@ impl View {
         }
         v.revision = first.unwrap_or(0);
         Ok(v)
+    }
+
+    fn add(&mut self, objects: Vec<Object>) {
+        for obj in objects {
+            match obj {
+                Object::Namespace(n) => self.namespaces.push(n),
+                Object::NetworkPolicy(p) => self.policies.push(p),
+                Object::PodLabels(p) => self.pod_labels.push(p),
+            }
+        }
     }
 
     /// The world this node enforces: the datastore's view, with this node's pods taken from
