@@ -43,8 +43,10 @@ use view::{ParseCache, View};
 
 /// How long events are gathered before one load and one transaction.
 pub const COALESCE: Duration = Duration::from_millis(30);
-/// How soon a failed load or apply is tried again.
+/// How soon a failed apply is tried again.
 const RETRY: Duration = Duration::from_secs(1);
+/// How soon a failed load is tried again.
+const LOAD_RETRY: Duration = Duration::from_secs(3);
 
 pub struct Policy {
     node: String,
@@ -201,7 +203,9 @@ impl Policy {
                 self.view = Some(v);
             }
             Err(e) => {
-                self.due = Some(Instant::now() + RETRY);
+                // Not sooner: every attempt can hold the control loop for a request timeout
+                // while the datastore is down; its watch's Resync brings the load forward.
+                self.due = Some(Instant::now() + LOAD_RETRY);
                 let msg = format!("loading the policy view: {e}");
                 self.last_error = Some(msg.clone());
                 return Err(msg);
