@@ -11,6 +11,7 @@
 //!   it held (missing, drifted), and packets see either the old ruleset or the new one;
 //! - nothing new is applied before a complete view was loaded from the datastore; until
 //!   then attach requests are refused (the pod stays in the node's default-deny);
+//! - the plan file is written *before* each commit, so it is never behind the kernel;
 //! - a failed transaction leaves the kernel as it was (nft commits all or nothing); the next
 //!   apply then replaces the table whole instead of trusting a diff.
 //!
@@ -239,14 +240,34 @@ impl Policy {
         };
         self.timing.compile_ms = ms(started);
         let changed = script.is_some();
+        if changed || !self.persisted {
+            // Written before the commit: a crash between the two leaves a file one step
+            // ahead of the kernel, and a restart restoring it applies what this commit was
+            // about to. Written after, it could be one step behind, and restoring it could
+            // reopen a flow this commit had just denied.
+            let written = serde_json::to_string(&next)
+                .map_err(|e| e.to_string())
+                .and_then(|text| {
+                    write_if_changed(&self.plan_path, &text).map_err(|e| e.to_string())
+                });
+            match written {
+                Ok(_) => self.persisted = true,
+                Err(e) => {
+                    self.persisted = false;
+                    log::error("policy plan not persisted", &[("error", e.into())]);
+                }
+            }
+        }
         let started = std::time::Instant::now();
         self.timing.nft_ms = 0.0;
         if let Some(script) = script {
             let applied = nft::apply(script).await;
             self.timing.nft_ms = ms(started);
             if let Err(e) = applied {
-                // nft commits all or nothing, but say so by trusting no diff next time.
+                // nft commits all or nothing, but say so by trusting no diff next time (and
+                // write the file again then: it now holds a plan the kernel refused).
                 self.kernel_known = false;
+                self.persisted = false;
                 self.due = Some(Instant::now() + RETRY);
                 let msg = format!("applying the policy plan: {e}");
                 log::error("policy not applied", &[("error", msg.clone().into())]);
@@ -264,18 +285,6 @@ impl Policy {
                     ("nftMs", self.timing.nft_ms.into()),
                 ],
             );
-        }
-        if changed || !self.persisted {
-            // What the kernel holds, for the next start (see the module docs).
-            let written = serde_json::to_string(&next)
-                .map_err(|e| e.to_string())
-                .and_then(|text| {
-                    write_if_changed(&self.plan_path, &text).map_err(|e| e.to_string())
-                });
-            match written {
-                Ok(_) => self.persisted = true,
-                Err(e) => log::error("applied policy plan not persisted", &[("error", e.into())]),
-            }
         }
         self.applied = next;
         self.kernel_known = true;
