@@ -77,7 +77,36 @@ impl UdpFlow {
         port: u16,
         interval: Duration,
     ) -> UdpFlow {
-        let label = format!("udp {from} → {to} ({dst}:{port})");
+        Self::start_with(lab, from, to, dst, port, interval, false)
+    }
+
+    /// Like [`UdpFlow::start`], but the receiver answers each datagram (its sequence number,
+    /// back to the sender). Conntrack calls a UDP flow established only once it has seen a
+    /// reply: before that every datagram is a new connection to netfilter.
+    pub fn start_answered(
+        lab: &Lab,
+        from: &str,
+        to: &str,
+        dst: IpAddr,
+        port: u16,
+        interval: Duration,
+    ) -> UdpFlow {
+        Self::start_with(lab, from, to, dst, port, interval, true)
+    }
+
+    fn start_with(
+        lab: &Lab,
+        from: &str,
+        to: &str,
+        dst: IpAddr,
+        port: u16,
+        interval: Duration,
+        answer: bool,
+    ) -> UdpFlow {
+        let label = format!(
+            "udp {from} → {to} ({dst}:{port}){}",
+            if answer { " answered" } else { "" }
+        );
         let rx = in_pod(lab, to, || UdpSocket::bind(SocketAddr::new(dst, port)))
             .unwrap_or_else(|e| panic!("{label}: bind: {e}"));
         rx.set_read_timeout(Some(Duration::from_millis(50)))
@@ -108,9 +137,12 @@ impl UdpFlow {
                 let mut buf = [0u8; 2048];
                 let mut idle_since: Option<Instant> = None;
                 loop {
-                    match rx.recv(&mut buf) {
-                        Ok(n) if n >= 8 => {
+                    match rx.recv_from(&mut buf) {
+                        Ok((n, peer)) if n >= 8 => {
                             idle_since = None;
+                            if answer {
+                                let _ = rx.send_to(&buf[..8], peer);
+                            }
                             let seq = u64::from_be_bytes(buf[..8].try_into().unwrap()) as usize;
                             if seen.len() <= seq {
                                 seen.resize(seq + 1, false);
@@ -180,6 +212,11 @@ impl UdpFlow {
 
     pub fn received(&self) -> u64 {
         self.received.load(Ordering::SeqCst)
+    }
+
+    /// Stops sending (so several flows can wind down together before [`UdpFlow::finish`]).
+    pub fn stop_sending(&self) {
+        self.stop.store(true, Ordering::SeqCst);
     }
 
     /// Waits until `n` more datagrams than now have arrived: the flow is running (panics
@@ -339,4 +376,238 @@ pub fn ping_df(lab: &Lab, from: &str, dst: IpAddr, payload: usize) -> (bool, Str
         .output()
         .unwrap_or_else(|e| panic!("ping: {e}"));
     (out.status.success(), text(&out))
+}
+
+/// One direction of a [`TcpFlow`]: bytes written, bytes that arrived intact, and the first
+/// error either end saw (a reset, or bytes that differ from what was sent).
+#[derive(Debug, Clone)]
+pub struct StreamReport {
+    pub label: String,
+    pub sent: u64,
+    pub received: u64,
+    pub error: Option<String>,
+}
+
+impl std::fmt::Display for StreamReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: sent {} bytes, received {}{}",
+            self.label,
+            self.sent,
+            self.received,
+            self.error
+                .as_deref()
+                .map(|e| format!(", error: {e}"))
+                .unwrap_or_default()
+        )
+    }
+}
+
+/// Counters of one direction of a stream.
+#[derive(Default)]
+struct Dir {
+    sent: AtomicU64,
+    received: AtomicU64,
+    error: std::sync::Mutex<Option<String>>,
+}
+
+impl Dir {
+    fn fail(&self, e: String) {
+        let mut g = self.error.lock().unwrap();
+        if g.is_none() {
+            *g = Some(e);
+        }
+    }
+}
+
+/// A long-lived TCP connection from pod `from` to pod `to`, both ends writing a chunk every
+/// `interval` and checking every byte the other end wrote (the same never-aligned pattern as
+/// the bulk transfer, by stream offset): a lost, repeated or reordered byte shows as an
+/// error, a stalled direction as a count that stops growing.
+pub struct TcpFlow {
+    label: String,
+    stop: Arc<AtomicBool>,
+    /// Client → server, server → client.
+    up: Arc<Dir>,
+    down: Arc<Dir>,
+    threads: Vec<JoinHandle<()>>,
+    conns: Vec<TcpStream>,
+}
+
+const TCP_CHUNK: usize = 1000;
+
+fn pattern_at(offset: u64, buf: &mut [u8]) {
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = ((offset + i as u64) % 251) as u8;
+    }
+}
+
+fn pump(mut conn: TcpStream, stop: Arc<AtomicBool>, dir: Arc<Dir>, interval: Duration) {
+    let mut chunk = [0u8; TCP_CHUNK];
+    let mut next = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        let offset = dir.sent.load(Ordering::SeqCst);
+        pattern_at(offset, &mut chunk);
+        // A stalled connection fills the send buffer: the write times out and is tried
+        // again (with the bytes not yet taken) at the next tick.
+        match conn.write(&chunk) {
+            Ok(n) => {
+                dir.sent.fetch_add(n as u64, Ordering::SeqCst);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => {
+                dir.fail(format!("write: {e}"));
+                return;
+            }
+        }
+        next += interval;
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let _ = conn.shutdown(std::net::Shutdown::Write);
+}
+
+fn check(mut conn: TcpStream, stop: Arc<AtomicBool>, dir: Arc<Dir>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut want = vec![0u8; 64 * 1024];
+    let mut stopped_at: Option<Instant> = None;
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                let offset = dir.received.load(Ordering::SeqCst);
+                pattern_at(offset, &mut want[..n]);
+                if buf[..n] != want[..n] {
+                    dir.fail(format!(
+                        "bytes {offset}..{} differ from what was sent",
+                        offset + n as u64
+                    ));
+                    return;
+                }
+                dir.received.fetch_add(n as u64, Ordering::SeqCst);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                // Stopped: the writer's FIN ends the stream; a stalled one is given up on.
+                if stop.load(Ordering::SeqCst)
+                    && stopped_at.get_or_insert_with(Instant::now).elapsed()
+                        > Duration::from_secs(3)
+                {
+                    return;
+                }
+            }
+            Err(e) => {
+                dir.fail(format!("read: {e}"));
+                return;
+            }
+        }
+    }
+}
+
+impl TcpFlow {
+    /// Connects (5 s at most; panics if the connection is not accepted) and starts both
+    /// directions.
+    pub fn start(
+        lab: &Lab,
+        from: &str,
+        to: &str,
+        dst: IpAddr,
+        port: u16,
+        interval: Duration,
+    ) -> TcpFlow {
+        let label = format!("tcp {from} → {to} ({dst}:{port})");
+        let listener = in_pod(lab, to, || TcpListener::bind(SocketAddr::new(dst, port)))
+            .unwrap_or_else(|e| panic!("{label}: listen: {e}"));
+        let client = in_pod(lab, from, || {
+            TcpStream::connect_timeout(&SocketAddr::new(dst, port), Duration::from_secs(5))
+        })
+        .unwrap_or_else(|e| panic!("{label}: connect: {e}"));
+        let (server, _) = listener
+            .accept()
+            .unwrap_or_else(|e| panic!("{label}: accept: {e}"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let up = Arc::new(Dir::default());
+        let down = Arc::new(Dir::default());
+        let mut threads = Vec::new();
+        let mut conns = Vec::new();
+        for c in [&client, &server] {
+            c.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            c.set_write_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            c.set_nodelay(true).unwrap();
+        }
+        for (w, r, dir) in [(&client, &server, &up), (&server, &client, &down)] {
+            let (w, s, d) = (w.try_clone().unwrap(), stop.clone(), dir.clone());
+            threads.push(std::thread::spawn(move || pump(w, s, d, interval)));
+            let (r, s, d) = (r.try_clone().unwrap(), stop.clone(), dir.clone());
+            threads.push(std::thread::spawn(move || check(r, s, d)));
+        }
+        conns.push(client);
+        conns.push(server);
+        TcpFlow {
+            label,
+            stop,
+            up,
+            down,
+            threads,
+            conns,
+        }
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Bytes the server has received intact so far (client → server).
+    pub fn received(&self) -> u64 {
+        self.up.received.load(Ordering::SeqCst)
+    }
+
+    /// Bytes the client has received intact so far (server → client).
+    pub fn received_back(&self) -> u64 {
+        self.down.received.load(Ordering::SeqCst)
+    }
+
+    /// The first error either direction saw so far.
+    pub fn error(&self) -> Option<String> {
+        [&self.up, &self.down]
+            .iter()
+            .find_map(|d| d.error.lock().unwrap().clone())
+    }
+
+    /// Stops writing (so several flows can wind down together before [`TcpFlow::finish`]).
+    pub fn stop_writing(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops writing, lets what was written arrive (3 s at most once the writers stopped),
+    /// and reports both directions.
+    pub fn finish(self) -> [StreamReport; 2] {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            t.join().expect("stream thread");
+        }
+        drop(self.conns);
+        let report = |dir: &Dir, label: String| StreamReport {
+            label,
+            sent: dir.sent.load(Ordering::SeqCst),
+            received: dir.received.load(Ordering::SeqCst),
+            error: dir.error.lock().unwrap().clone(),
+        };
+        [
+            report(&self.up, self.label.clone()),
+            report(&self.down, format!("{} (back)", self.label)),
+        ]
+    }
 }
