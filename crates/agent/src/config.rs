@@ -79,6 +79,10 @@ pub struct Args {
     /// second per class.
     #[arg(long)]
     pub policy_log_rate: Option<u32>,
+    /// After each policy change, delete the conntrack entries of flows it denies, so their
+    /// established connections stop too (and turn off loose TCP pickup in this namespace).
+    #[arg(long)]
+    pub policy_cut_established: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +107,7 @@ pub struct Settings {
     pub resync_interval: Duration,
     pub cni_log_file: Option<PathBuf>,
     pub policy_log_rate: Option<u32>,
+    pub policy_cut_established: bool,
 }
 
 impl Settings {
@@ -165,6 +170,7 @@ impl Settings {
             resync_interval: Duration::from_secs(a.resync_interval),
             cni_log_file: a.cni_log_file,
             policy_log_rate: a.policy_log_rate.filter(|n| *n > 0),
+            policy_cut_established: a.policy_cut_established,
         })
     }
 

@@ -19,6 +19,7 @@
 //! one load and one transaction ([`COALESCE`]). An `attach` is applied at once, and answered
 //! after the commit.
 
+pub mod cut;
 mod endpoints;
 pub mod nft;
 mod view;
@@ -72,6 +73,9 @@ pub struct Policy {
     timing: Timing,
     /// What this agent last wrote to the datastore for its own pods.
     published: BTreeMap<(String, String), EndpointRecord>,
+    /// `--policy-cut-established`, and what its last sweep did.
+    cut_established: bool,
+    last_cut: Result<cut::Sweep, String>,
 }
 
 impl Policy {
@@ -94,6 +98,8 @@ impl Policy {
             persisted: false,
             parse_cache: ParseCache::new(),
             timing: Timing::default(),
+            cut_established: s.policy_cut_established,
+            last_cut: Ok(cut::Sweep::default()),
         }
     }
 
@@ -290,7 +296,28 @@ impl Policy {
         self.kernel_known = true;
         self.applied_revision = revision;
         self.last_error = None;
+        if changed && self.cut_established {
+            self.cut().await;
+        }
         Ok(())
+    }
+
+    /// Delete the conntrack entries of flows the applied plan denies (before the apply is
+    /// answered: a `policy-sync` that returns has cut them). A failure is logged, not
+    /// retried: the policy itself is in place.
+    async fn cut(&mut self) {
+        self.last_cut = cut::sweep(self.applied.clone()).await;
+        match &self.last_cut {
+            Ok(s) if s.cut > 0 => log::info(
+                "established connections of denied flows cut",
+                &[("entries", s.entries.into()), ("cut", s.cut.into())],
+            ),
+            Ok(_) => {}
+            Err(e) => log::error(
+                "cutting established connections failed",
+                &[("error", e.clone().into())],
+            ),
+        }
     }
 
     /// Write this node's pods to the datastore (for the other nodes) where the copy there
@@ -456,6 +483,11 @@ impl Policy {
             "counterError": counter_error,
             "lastError": self.last_error,
             "unenforceable": unenforceable,
+            "cutEstablished": self.cut_established,
+            "lastCut": match &self.last_cut {
+                Ok(c) => json!({"entries": c.entries, "cut": c.cut}),
+                Err(e) => json!({"error": e}),
+            },
             "lastApply": {
                 "loadMs": self.timing.load_ms,
                 "compileMs": self.timing.compile_ms,
