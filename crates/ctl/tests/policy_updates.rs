@@ -370,6 +370,13 @@ fn updates_under_traffic(cut: bool) {
                     }
                 } else if s.allowed.iter().any(|a| *a) && r.received == 0 {
                     wrong.push(format!("{r}: never delivered"));
+                } else if !s.allowed[0]
+                    && s.allowed[4]
+                    && s.allowed.iter().skip_while(|a| !**a).all(|a| *a)
+                    && r.lost_count != r.first_received.unwrap_or(0)
+                {
+                    // Newly allowed and never denied again: lost only before admission.
+                    wrong.push(format!("{r}: lost datagrams after it was admitted"));
                 } else if !s.allowed.iter().any(|a| *a) && r.received != 0 {
                     wrong.push(format!("{r}: a flow denied throughout got through"));
                 }
@@ -397,4 +404,9 @@ fn updates_under_traffic(cut: bool) {
 #[test]
 fn updates_flip_exactly_the_affected_flows_and_established_ones_keep_going() {
     updates_under_traffic(false);
+}
+
+#[test]
+fn with_cut_established_newly_denied_connections_stop_and_the_others_lose_nothing() {
+    updates_under_traffic(true);
 }

@@ -138,6 +138,9 @@ pub fn start(names: &Names, opts: &Options, node: &Node) -> Result<Child> {
     if let Some(secs) = opts.resync_interval {
         args.extend(["--resync-interval".to_owned(), secs.to_string()]);
     }
+    if opts.policy_cut_established {
+        args.push("--policy-cut-established".to_owned());
+    }
     let program = opts.bin_dir.join("weftd");
     let ns = names.node(&node.name);
     procs::spawn(&Daemon {
@@ -307,6 +310,7 @@ mod tests {
             bin_dir: PathBuf::from("/x"),
             lease_ttl: None,
             resync_interval: None,
+            policy_cut_established: false,
             block_size_v4: None,
             block_size_v6: None,
         };

@@ -74,6 +74,9 @@ pub struct Options {
     /// weftd's `--resync-interval`, when not its default.
     #[serde(default)]
     pub resync_interval: Option<u32>,
+    /// weftd runs with `--policy-cut-established`.
+    #[serde(default)]
+    pub policy_cut_established: bool,
     /// The cluster's IPv4 block prefix length, when not the lab's default (26).
     #[serde(default)]
     pub block_size_v4: Option<u8>,

@@ -79,6 +79,10 @@ pub struct UpArgs {
     /// weftd's --resync-interval, in seconds [default: weftd's].
     #[arg(long, value_name = "SECS")]
     resync_interval: Option<u32>,
+    /// Run weftd with --policy-cut-established (conntrack entries of flows a policy change
+    /// denies are deleted).
+    #[arg(long)]
+    policy_cut_established: bool,
     /// The cluster's IPv4 block prefix length (pods per block) [new lab default: 26].
     #[arg(long, value_name = "LEN")]
     block_size_v4: Option<u8>,
@@ -182,6 +186,7 @@ fn resolve(lab: &str, args: &UpArgs, recorded: Option<&Options>) -> Result<Optio
                 bin_dir,
                 lease_ttl: args.lease_ttl,
                 resync_interval: args.resync_interval,
+                policy_cut_established: args.policy_cut_established,
                 block_size_v4: args.block_size_v4,
                 block_size_v6: args.block_size_v6,
             }
@@ -245,6 +250,11 @@ fn resolve(lab: &str, args: &UpArgs, recorded: Option<&Options>) -> Result<Optio
             "--resync-interval",
             format!("{:?}", rec.resync_interval),
             args.resync_interval.map(|t| format!("{:?}", Some(t))),
+        )?;
+        check(
+            "--policy-cut-established",
+            rec.policy_cut_established.to_string(),
+            args.policy_cut_established.then(|| true.to_string()),
         )?;
         check(
             "--block-size-v4",

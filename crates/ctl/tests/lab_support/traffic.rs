@@ -31,6 +31,8 @@ pub struct FlowReport {
     /// Sequence numbers sent and never received (the first few).
     pub lost: Vec<u64>,
     pub lost_count: u64,
+    /// The first sequence number that arrived.
+    pub first_received: Option<u64>,
     pub duplicates: u64,
     pub send_errors: u64,
 }
@@ -251,6 +253,7 @@ impl UdpFlow {
             received: self.received.load(Ordering::SeqCst),
             lost: lost_all.iter().take(10).copied().collect(),
             lost_count: lost_all.len() as u64,
+            first_received: seen.iter().position(|s| *s).map(|i| i as u64),
             duplicates,
             send_errors,
         }
