@@ -94,3 +94,108 @@ pub fn denied(plan: &Plan, e: &CtEntry, local: &HashSet<IpAddr>) -> bool {
     // A plan that cannot be walked is one the kernel took; keep the entry rather than guess.
     matches!(plan.walk(hook, &pkt), Ok(false))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use weft_net::conntrack::Tuple;
+    use weft_policy::plan::{PlanOptions, compile};
+    use weft_policy::{Endpoint, Labels, Node, Object, ParseOptions, World, parse};
+
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn pod(name: &str, app: &str, node: &str, addr: &str) -> Endpoint {
+        Endpoint {
+            namespace: "shop".into(),
+            name: name.into(),
+            labels: Labels::from([("app".to_string(), app.to_string())]),
+            node: node.into(),
+            addresses: vec![ip(addr)],
+            ports: BTreeMap::new(),
+        }
+    }
+
+    /// db (on n1) takes web on TCP 5432 only.
+    fn plan() -> Plan {
+        let objects = parse(
+            "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: web}}}]
+    ports: [{protocol: TCP, port: 5432}]
+",
+            &ParseOptions::default(),
+        )
+        .unwrap();
+        let policies = objects
+            .into_iter()
+            .filter_map(|o| match o {
+                Object::NetworkPolicy(p) => Some(p),
+                _ => None,
+            })
+            .collect();
+        let world = World {
+            namespaces: vec![],
+            nodes: vec![Node {
+                name: "n1".into(),
+                addresses: vec![ip("192.168.0.1"), ip("10.244.0.1")],
+                pod_cidrs: vec!["10.244.0.0/26".parse().unwrap()],
+            }],
+            endpoints: vec![
+                pod("db", "db", "n1", "10.244.0.2"),
+                pod("web", "web", "n1", "10.244.0.3"),
+                pod("batch", "batch", "n1", "10.244.0.4"),
+            ],
+            policies,
+        };
+        compile(&world, &PlanOptions::new("n1"))
+    }
+
+    fn entry(protocol: u8, src: &str, dst: &str, dport: u16) -> CtEntry {
+        let orig = Tuple {
+            src: ip(src),
+            dst: ip(dst),
+            protocol,
+            sport: 40000,
+            dport,
+        };
+        CtEntry {
+            orig,
+            reply: Tuple {
+                src: orig.dst,
+                dst: orig.src,
+                protocol,
+                sport: dport,
+                dport: 40000,
+            },
+            zone: 0,
+            id: Some(1),
+        }
+    }
+
+    #[test]
+    fn only_entries_of_denied_flows_are_judged_denied() {
+        let p = plan();
+        let local: HashSet<IpAddr> = [ip("192.168.0.1"), ip("10.244.0.1")].into();
+        let cut = |proto, src, dst, port| denied(&p, &entry(proto, src, dst, port), &local);
+        // web → db on the allowed port: kept; on another port, or from batch: cut.
+        assert!(!cut(6, "10.244.0.3", "10.244.0.2", 5432));
+        assert!(cut(6, "10.244.0.3", "10.244.0.2", 80));
+        assert!(cut(6, "10.244.0.4", "10.244.0.2", 5432));
+        assert!(cut(17, "10.244.0.3", "10.244.0.2", 5432));
+        // db is isolated for ingress only: its own connections out are kept.
+        assert!(!cut(6, "10.244.0.2", "10.244.0.4", 80));
+        // The node's own connections (kubelet probes) never pass the table: kept.
+        assert!(!cut(6, "10.244.0.1", "10.244.0.2", 80));
+        // No ports, not judged.
+        assert!(!cut(1, "10.244.0.4", "10.244.0.2", 0));
+    }
+}
