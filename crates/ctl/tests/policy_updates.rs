@@ -395,6 +395,27 @@ fn updates_under_traffic(cut: bool) {
             }
         }
     }
+    // What weftd says it cut (its log lines), on both nodes.
+    let cut_entries: u64 = ["n1", "n2"]
+        .iter()
+        .flat_map(|n| {
+            let path = lab.state_dir().join(format!("nodes/{n}/weftd.log"));
+            std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|v| v["msg"] == "established connections of denied flows cut")
+                .filter_map(|v| v["cut"].as_u64())
+                .collect::<Vec<_>>()
+        })
+        .sum();
+    eprintln!("cut {cut}: weftd deleted {cut_entries} conntrack entries");
+    if cut {
+        // d → c, d → b (two), c → e, b → e, e → a at least.
+        assert!(cut_entries >= 6, "only {cut_entries} entries cut");
+    } else {
+        assert_eq!(cut_entries, 0, "entries cut without the option");
+    }
     eprintln!(
         "cut {cut}: {whole} flows never interrupted: {datagrams} datagrams and {bytes} bytes, none lost"
     );
