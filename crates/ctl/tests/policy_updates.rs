@@ -4,7 +4,8 @@
 //! times — (a) relabel pods, (b) edit policies (add a port, remove a peer), (c) add a policy,
 //! (d) delete one — and after each `policy-sync` every flow is checked against what it must do
 //! now, with new-connection probes for the flows the change flips. At the end every flow the
-//! changes did not affect has lost not one datagram and not one byte.
+//! changes did not affect has lost not one datagram and not one byte. Bridge mode (same-node
+//! traffic bridged, filtered through br_netfilter) and ptp mode (routed).
 //!
 //! Conntrack: a flow a change newly denies has a live entry, and by default it keeps going
 //! (replies of admitted connections are allowed; `docs/policy.md`), only NEW connections of it
@@ -211,10 +212,10 @@ fn never_interrupted(s: &Spec, cut: bool) -> bool {
     (0..5).all(|step| expected(s, step, cut) == Some(true))
 }
 
-fn lab_with_pods(cut: bool) -> Lab {
+fn lab_with_pods(cut: bool, mode: &str) -> Lab {
     require_cluster_binaries();
     let lab = Lab::new();
-    let mut args = vec!["--nodes", "2", "--pods-per-node", "0", "--mode", "bridge"];
+    let mut args = vec!["--nodes", "2", "--pods-per-node", "0", "--mode", mode];
     if cut {
         args.push("--policy-cut-established");
     }
@@ -292,8 +293,8 @@ fn probe_step(lab: &Lab, step: usize) {
     );
 }
 
-fn updates_under_traffic(cut: bool) {
-    let lab = lab_with_pods(cut);
+fn updates_under_traffic(cut: bool, mode: &str) {
+    let lab = lab_with_pods(cut, mode);
     lab.apply(&format!("{DB}---\n{CACHE}"));
     lab.policy_sync();
     let flows: Vec<(&Spec, Running)> = FLOWS
@@ -409,7 +410,7 @@ fn updates_under_traffic(cut: bool) {
                 .collect::<Vec<_>>()
         })
         .sum();
-    eprintln!("cut {cut}: weftd deleted {cut_entries} conntrack entries");
+    eprintln!("{mode}, cut {cut}: weftd deleted {cut_entries} conntrack entries");
     if cut {
         // d → c, d → b (two), c → e, b → e, e → a at least.
         assert!(cut_entries >= 6, "only {cut_entries} entries cut");
@@ -417,17 +418,22 @@ fn updates_under_traffic(cut: bool) {
         assert_eq!(cut_entries, 0, "entries cut without the option");
     }
     eprintln!(
-        "cut {cut}: {whole} flows never interrupted: {datagrams} datagrams and {bytes} bytes, none lost"
+        "{mode}, cut {cut}: {whole} flows never interrupted: {datagrams} datagrams and {bytes} bytes, none lost"
     );
     assert!(wrong.is_empty(), "(cut: {cut})\n{}", wrong.join("\n"));
 }
 
 #[test]
 fn updates_flip_exactly_the_affected_flows_and_established_ones_keep_going() {
-    updates_under_traffic(false);
+    updates_under_traffic(false, "bridge");
+}
+
+#[test]
+fn updates_flip_exactly_the_affected_flows_in_ptp_mode() {
+    updates_under_traffic(false, "ptp");
 }
 
 #[test]
 fn with_cut_established_newly_denied_connections_stop_and_the_others_lose_nothing() {
-    updates_under_traffic(true);
+    updates_under_traffic(true, "bridge");
 }
