@@ -18,7 +18,7 @@
 //! node        lease + blocks lifecycle    peers      datastore view → peer changes
 //! dataplane   kernel thread (backend)     cniconf    the conflist writer
 //! socket      plugin requests             log        JSON lines on stderr
-//! policy      NetworkPolicy: view → plan → one nft transaction per change
+//! policy      NetworkPolicy: view → plan → one nft transaction per change (cut: conntrack)
 //! ```
 
 pub mod cniconf;
