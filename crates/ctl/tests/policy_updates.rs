@@ -83,7 +83,7 @@ spec:
 
 const STEPS: [&str; 5] = [
     "initial policies",
-    "(a) relabel d web→other, f other→web",
+    "(a) relabel d web→other, f other→web, g other→db",
     "(b) edit: db +ports 7200-7210, cache −peer db",
     "(c) add policy web (from db only)",
     "(d) delete policy db",
@@ -129,8 +129,9 @@ const fn spec(
 const Y: bool = true;
 const N: bool = false;
 
-/// Pods: a (n1, web), b (n1, db), f (n1, other); c (n2, db), d (n2, web), e (n2, cache).
-const FLOWS: [Spec; 16] = [
+/// Pods: a (n1, web), b (n1, db), f (n1, other), g (n1, other); c (n2, db), d (n2, web),
+/// e (n2, cache).
+const FLOWS: [Spec; 18] = [
     // Never affected.
     spec(Kind::Udp, "a", "c", false, 7001, [Y, Y, Y, Y, Y]),
     spec(Kind::Tcp, "a", "b", false, 7002, [Y, Y, Y, Y, Y]),
@@ -142,6 +143,9 @@ const FLOWS: [Spec; 16] = [
     spec(Kind::Tcp, "d", "c", false, 7010, [Y, N, N, N, Y]),
     spec(Kind::Udp, "d", "b", true, 7012, [Y, N, N, N, Y]),
     spec(Kind::UdpOneWay, "d", "b", false, 7014, [Y, N, N, N, Y]),
+    // (a) g becomes db: selected by the db policy, it takes only web on 7000-7199.
+    spec(Kind::Udp, "e", "g", false, 7600, [Y, N, N, N, Y]),
+    spec(Kind::Tcp, "a", "g", true, 7040, [Y, Y, Y, Y, Y]),
     // (a) f joins web.
     spec(Kind::Udp, "f", "c", false, 7013, [N, Y, Y, Y, Y]),
     // (b) the new port.
@@ -159,8 +163,16 @@ const FLOWS: [Spec; 16] = [
 
 /// New TCP connections (IPv4) probed after each step: (from, to, port, allowed).
 const PROBES: [&[(&str, &str, u16, bool)]; 5] = [
-    &[("d", "c", 7030, Y), ("f", "c", 7031, N)],
-    &[("d", "c", 7032, N), ("f", "b", 7033, Y)],
+    &[
+        ("d", "c", 7030, Y),
+        ("f", "c", 7031, N),
+        ("b", "g", 7042, Y),
+    ],
+    &[
+        ("d", "c", 7032, N),
+        ("f", "b", 7033, Y),
+        ("b", "g", 7041, N),
+    ],
     &[("a", "c", 7201, Y), ("c", "e", 7102, N)],
     &[("e", "a", 7401, N), ("b", "a", 7402, Y)],
     &[("d", "c", 7034, Y), ("e", "c", 7021, Y)],
@@ -224,6 +236,7 @@ fn lab_with_pods(cut: bool, mode: &str) -> Lab {
         ("a", "1", "web"),
         ("b", "1", "db"),
         ("f", "1", "other"),
+        ("g", "1", "other"),
         ("c", "2", "db"),
         ("d", "2", "web"),
         ("e", "2", "cache"),
@@ -336,6 +349,7 @@ fn updates_under_traffic(cut: bool, mode: &str) {
         &|| {
             lab.ok(&["pod", "label"], &["d", "app=other"]);
             lab.ok(&["pod", "label"], &["f", "app=web"]);
+            lab.ok(&["pod", "label"], &["g", "app=db"]);
         },
         &|| lab.apply(EDITED),
         &|| lab.apply(WEB),
@@ -412,8 +426,8 @@ fn updates_under_traffic(cut: bool, mode: &str) {
         .sum();
     eprintln!("{mode}, cut {cut}: weftd deleted {cut_entries} conntrack entries");
     if cut {
-        // d → c, d → b (two), c → e, b → e, e → a at least.
-        assert!(cut_entries >= 6, "only {cut_entries} entries cut");
+        // d → c, d → b (two), e → g, c → e, b → e, e → a at least.
+        assert!(cut_entries >= 7, "only {cut_entries} entries cut");
     } else {
         assert_eq!(cut_entries, 0, "entries cut without the option");
     }
