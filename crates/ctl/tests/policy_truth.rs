@@ -1,0 +1,556 @@
+//! The NetworkPolicy truth table: one two-node lab, seven pods in three namespaces (each
+//! namespace on both nodes), echo listeners on four TCP and two UDP ports in every pod and
+//! on the outside host; for every scenario of `truth::scenarios`, the policies are applied
+//! with `weftctl apply --lab`, and once every node's weftd has them, the whole matrix of
+//! real connections — pod→pod, node→pod, pod→outside, each port and protocol, IPv4 and
+//! IPv6 — is probed and compared with the matrix `truth::oracle` computes from the
+//! Kubernetes API semantics (independently of weft-policy). Every differing cell is printed
+//! (source, destination, port/protocol, family, same or cross node, expected, got); a
+//! sample of cells is also put to `weftctl policy explain --lab`, which must agree with the
+//! oracle.
+
+mod lab_support;
+mod truth;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use lab_support::{Lab, TempDir, ipj, text, weftctl};
+use serde::Deserialize;
+use serde_json::Value;
+use truth::oracle::{self, Cluster, End, Flow, Pod, Proto};
+use truth::probe::{self, Job, Listeners, Outcome};
+use truth::scenarios::{self, NAMESPACES, NODES, PODS, SCENARIOS, TCP_PORTS, UDP_PORTS};
+
+/// The outside host of every lab (`docs/lab.md`, topology).
+const OUT_V4: &str = "203.0.113.1";
+const OUT_V6: &str = "2001:db8:ff::1";
+
+/// A dropped probe is given this long; an allowed one answers in well under a millisecond.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
+/// Cells that looked closed but should be open get a second, patient look, so a slow
+/// machine is not taken for a closed port.
+const RECHECK_TIMEOUT: Duration = Duration::from_millis(1500);
+const WORKERS_PER_SOURCE: usize = 24;
+/// Cells per scenario put to `weftctl policy explain` (half expected allowed, half denied).
+const EXPLAIN_SAMPLE: usize = 6;
+
+struct Fixture {
+    lab: Lab,
+    cluster: Cluster,
+    flows: Vec<Flow>,
+    jobs: Vec<Job>,
+    /// (node, v6) → its first pod block.
+    blocks: BTreeMap<(String, bool), String>,
+    tmp: TempDir,
+}
+
+impl Fixture {
+    fn name(&self, end: End) -> String {
+        match end {
+            End::Pod(i) => {
+                let p = &self.cluster.pods[i];
+                format!("{}/{}", p.namespace, p.name)
+            }
+            End::Node(n) => format!("node {}", NODES[n]),
+            End::Out => "outside".into(),
+        }
+    }
+
+    fn node_of(&self, end: End) -> Option<String> {
+        match end {
+            End::Pod(i) => Some(self.cluster.pods[i].node.clone()),
+            End::Node(n) => Some(NODES[n].to_string()),
+            End::Out => None,
+        }
+    }
+
+    fn locality(&self, flow: &Flow) -> &'static str {
+        match (self.node_of(flow.src), self.node_of(flow.dst)) {
+            (Some(a), Some(b)) if a == b => "same node",
+            (Some(_), Some(_)) => "cross node",
+            _ => "to outside",
+        }
+    }
+
+    fn describe(&self, flow: &Flow) -> String {
+        format!(
+            "{} → {} {}/{} {} ({}, {} → {})",
+            self.name(flow.src),
+            self.name(flow.dst),
+            flow.proto.lower(),
+            flow.port,
+            if flow.dst_addr.is_ipv6() {
+                "IPv6"
+            } else {
+                "IPv4"
+            },
+            self.locality(flow),
+            flow.src_addr,
+            flow.dst_addr
+        )
+    }
+
+    /// The scenario's YAML with the lab's addresses and blocks filled in.
+    fn render(&self, yaml: &str) -> String {
+        let mut out = yaml.to_string();
+        for p in &self.cluster.pods {
+            for (tag, v6) in [("ip4", false), ("ip6", true)] {
+                if let Some(a) = p.addr(v6) {
+                    let len = if v6 { 128 } else { 32 };
+                    out = out.replace(&format!("@{tag}:{}@", p.name), &format!("{a}/{len}"));
+                }
+            }
+        }
+        for ((node, v6), block) in &self.blocks {
+            let tag = if *v6 { "block6" } else { "block4" };
+            out = out.replace(&format!("@{tag}:{node}@"), block);
+        }
+        assert!(!out.contains('@'), "unfilled placeholder in:\n{out}");
+        out
+    }
+
+    fn weftctl_file(&self, verb: &str, yaml: &str) -> String {
+        let file = self.tmp.path().join("manifest.yaml");
+        std::fs::write(&file, yaml).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let out = weftctl(&[
+            verb,
+            "-f",
+            file.to_str().unwrap_or_default(),
+            "--lab",
+            &self.lab.name,
+        ]);
+        assert!(
+            out.status.success(),
+            "weftctl {verb} failed on:\n{yaml}\n{}",
+            text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// Every document of a (rendered) manifest, as JSON values for the oracle.
+fn documents(yaml: &str) -> Vec<Value> {
+    yaml_serde::Deserializer::from_str(yaml)
+        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{e}:\n{yaml}")))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// The source address `ns` uses to reach `dst` (the kernel's choice).
+fn source_addr(ns: &str, dst: IpAddr) -> IpAddr {
+    let r = ipj(ns, &["route", "get", &dst.to_string()]);
+    r[0]["prefsrc"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no source address in {ns} for {dst}: {r}"))
+}
+
+fn labels_arg(labels: &[(&str, &str)]) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The base objects: namespaces with their labels (not the automatic name label: weft must
+/// add it), pods' labels with their named ports.
+fn base_manifest() -> String {
+    let mut y = String::new();
+    for (ns, labels) in NAMESPACES {
+        let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let _ = write!(
+            y,
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels: {{{}}}\n---\n",
+            l.join(", ")
+        );
+    }
+    for p in PODS {
+        let l: Vec<String> = p.labels.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let ports: Vec<String> = p
+            .ports
+            .iter()
+            .map(|(n, proto, num)| {
+                format!("{{name: {n}, containerPort: {num}, protocol: {proto}}}")
+            })
+            .collect();
+        let _ = write!(
+            y,
+            "apiVersion: weft.dev/v1\nkind: PodLabels\nmetadata:\n  name: {}\n  namespace: {}\n  labels: {{{}}}\nspec:\n  ports: [{}]\n---\n",
+            p.name,
+            p.namespace,
+            l.join(", "),
+            ports.join(", ")
+        );
+    }
+    y
+}
+
+fn setup() -> Fixture {
+    lab_support::require_cluster_binaries();
+    let lab = Lab::new();
+    lab.up_ok(&["--nodes", "2", "--pods-per-node", "0"]);
+    for p in PODS {
+        let mut args = vec![p.name, "--node", p.node, "--namespace", p.namespace];
+        let labels = labels_arg(p.labels);
+        if !labels.is_empty() {
+            args.extend(["--labels", &labels]);
+        }
+        lab.ok(&["pod", "add"], &args);
+    }
+    let pods_json: Value = serde_json::from_str(&lab.ok(&["pods"], &["-o", "json"]))
+        .unwrap_or_else(|e| panic!("lab pods -o json: {e}"));
+    let mut cluster = Cluster {
+        namespaces: NAMESPACES
+            .iter()
+            .map(|(ns, l)| {
+                (
+                    ns.to_string(),
+                    l.iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                )
+            })
+            .collect(),
+        pods: Vec::new(),
+    };
+    for spec in PODS {
+        let rec = pods_json
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["name"] == spec.name))
+            .unwrap_or_else(|| panic!("pod {} not in {pods_json}", spec.name));
+        let addrs = rec["addresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str()?.split('/').next()?.parse().ok())
+            .collect();
+        cluster.pods.push(Pod {
+            name: spec.name.into(),
+            namespace: spec.namespace.into(),
+            node: rec["node"].as_str().unwrap_or_default().into(),
+            labels: spec
+                .labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            addrs,
+            ports: spec
+                .ports
+                .iter()
+                .map(|(n, proto, num)| {
+                    let proto = if *proto == "UDP" {
+                        Proto::Udp
+                    } else {
+                        Proto::Tcp
+                    };
+                    (n.to_string(), proto, *num)
+                })
+                .collect(),
+        });
+        assert_eq!(
+            cluster.pods.last().map(|p| p.node.as_str()),
+            Some(spec.node)
+        );
+    }
+    let mut blocks = BTreeMap::new();
+    for node in NODES {
+        for b in lab.conflist_blocks(node) {
+            let v6 = b.contains(':');
+            blocks.entry((node.to_string(), v6)).or_insert(b);
+        }
+    }
+
+    // Every cell: pods to pods and to the outside, nodes to pods; each port; both families.
+    let pod_ns = |i: usize| {
+        PathBuf::from(format!(
+            "/run/netns/{}",
+            lab.ns(&format!("p-{}", PODS[i].name))
+        ))
+    };
+    let mut flows = Vec::new();
+    let mut jobs = Vec::new();
+    let targets: Vec<(Proto, u16)> = TCP_PORTS
+        .iter()
+        .map(|p| (Proto::Tcp, *p))
+        .chain(UDP_PORTS.iter().map(|p| (Proto::Udp, *p)))
+        .collect();
+    let mut sources: Vec<End> = (0..PODS.len()).map(End::Pod).collect();
+    sources.extend((0..NODES.len()).map(End::Node));
+    let mut dests: Vec<End> = (0..PODS.len()).map(End::Pod).collect();
+    dests.push(End::Out);
+    for &src in &sources {
+        for &dst in &dests {
+            if matches!((src, dst), (End::Node(_), End::Out)) {
+                continue;
+            }
+            for v6 in [false, true] {
+                let dst_addr: IpAddr = match dst {
+                    End::Pod(i) => match cluster.pods[i].addr(v6) {
+                        Some(a) => a,
+                        None => continue,
+                    },
+                    _ => (if v6 { OUT_V6 } else { OUT_V4 }).parse().unwrap(),
+                };
+                let (src_addr, src_ns) = match src {
+                    End::Pod(i) => match cluster.pods[i].addr(v6) {
+                        Some(a) => (a, pod_ns(i)),
+                        None => continue,
+                    },
+                    End::Node(n) => {
+                        let ns = lab.ns(NODES[n]);
+                        (
+                            source_addr(&ns, dst_addr),
+                            PathBuf::from(format!("/run/netns/{ns}")),
+                        )
+                    }
+                    End::Out => unreachable!(),
+                };
+                for &(proto, port) in &targets {
+                    flows.push(Flow {
+                        src,
+                        dst,
+                        src_addr,
+                        dst_addr,
+                        proto,
+                        port,
+                    });
+                    jobs.push(Job {
+                        src_ns: src_ns.clone(),
+                        dst: SocketAddr::new(dst_addr, port),
+                        proto,
+                    });
+                }
+            }
+        }
+    }
+    let fixture = Fixture {
+        lab,
+        cluster,
+        flows,
+        jobs,
+        blocks,
+        tmp: TempDir::new(),
+    };
+    fixture.weftctl_file("apply", &base_manifest());
+    fixture
+}
+
+/// Waits until every node's weftd enforces what the datastore holds now.
+fn wait_sync(lab: &Lab) {
+    if let Err(e) = truth::sync::policy_sync(lab, NODES) {
+        // A weftd without the barrier: give it time instead.
+        eprintln!("policy-sync: {e}; waiting 1.5 s instead");
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+}
+
+/// Probes the matrix; cells that look closed but should be open get a patient second look.
+fn probe_matrix(f: &Fixture, expected: &[bool]) -> Vec<Outcome> {
+    let mut got = probe::run(&f.jobs, PROBE_TIMEOUT, WORKERS_PER_SOURCE);
+    let recheck: Vec<usize> = (0..got.len())
+        .filter(|&i| expected[i] && !got[i].open())
+        .collect();
+    if !recheck.is_empty() {
+        let jobs: Vec<Job> = recheck.iter().map(|&i| f.jobs[i].clone()).collect();
+        for (k, o) in probe::run(&jobs, RECHECK_TIMEOUT, WORKERS_PER_SOURCE)
+            .into_iter()
+            .enumerate()
+        {
+            got[recheck[k]] = o;
+        }
+    }
+    got
+}
+
+/// The differing cells, one line each.
+fn mismatches(f: &Fixture, expected: &[bool], got: &[Outcome]) -> Vec<String> {
+    f.flows
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| expected[i] != got[i].open())
+        .map(|(i, flow)| {
+            format!(
+                "  {}: expected {}, got {}",
+                f.describe(flow),
+                if expected[i] { "allowed" } else { "denied" },
+                got[i]
+            )
+        })
+        .collect()
+}
+
+/// Puts a few cells to `weftctl policy explain --lab` (half expected allowed, half denied,
+/// chosen differently per scenario); the disagreements.
+fn explain_sample(f: &Fixture, seed: usize, expected: &[bool]) -> Vec<String> {
+    let n = f.flows.len();
+    let mut picked = Vec::new();
+    for want in [true, false] {
+        picked.extend(
+            (0..n)
+                .map(|k| (seed * 7919 + k * 131) % n)
+                .filter(|&i| expected[i] == want)
+                .take(EXPLAIN_SAMPLE / 2),
+        );
+    }
+    std::thread::scope(|s| {
+        let hs: Vec<_> = picked
+            .iter()
+            .map(|&i| {
+                s.spawn(move || {
+                    let flow = &f.flows[i];
+                    let port = format!("{}/{}", flow.port, flow.proto.lower());
+                    let out = weftctl(&[
+                        "policy",
+                        "explain",
+                        &flow.src_addr.to_string(),
+                        &flow.dst_addr.to_string(),
+                        &port,
+                        "--lab",
+                        &f.lab.name,
+                    ]);
+                    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+                    let says = if stdout.starts_with("ALLOWED") {
+                        Some(true)
+                    } else if stdout.starts_with("DENIED") {
+                        Some(false)
+                    } else {
+                        None
+                    };
+                    (says != Some(expected[i])).then(|| {
+                        format!(
+                            "  {}: oracle says {}, explain says:\n{}",
+                            f.describe(flow),
+                            if expected[i] { "allowed" } else { "denied" },
+                            if says.is_some() { stdout } else { text(&out) }
+                        )
+                    })
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .filter_map(|h| h.join().expect("explain thread"))
+            .collect()
+    })
+}
+
+#[test]
+fn oracle_expects_all_open_without_policies() {
+    let cluster = Cluster::default();
+    let flow = Flow {
+        src: End::Node(0),
+        dst: End::Out,
+        src_addr: "10.0.0.1".parse().unwrap(),
+        dst_addr: OUT_V4.parse().unwrap(),
+        proto: Proto::Tcp,
+        port: 80,
+    };
+    assert!(oracle::allowed(&cluster, &[], &flow));
+    // Every scenario parses (with placeholders standing in for addresses) and names pods,
+    // namespaces and nodes the cluster has.
+    for s in SCENARIOS {
+        let docs = documents(s.yaml);
+        assert!(!docs.is_empty(), "{}", s.name);
+        for d in &docs {
+            assert_eq!(d["kind"], "NetworkPolicy", "{}", s.name);
+        }
+    }
+    assert!(SCENARIOS.len() >= 25);
+    let _ = scenarios::PODS.len();
+}
+
+#[test]
+fn truth_table() {
+    let start = Instant::now();
+    let f = setup();
+    let namespaces: Vec<PathBuf> = PODS
+        .iter()
+        .map(|p| format!("p-{}", p.name))
+        .chain(["out".to_string()])
+        .map(|s| PathBuf::from(format!("/run/netns/{}", f.lab.ns(&s))))
+        .collect();
+    let _listeners = Listeners::start(&namespaces, TCP_PORTS, UDP_PORTS);
+    eprintln!(
+        "truth table: lab {} up, {} cells per scenario, setup {:?}",
+        f.lab.name,
+        f.flows.len(),
+        start.elapsed()
+    );
+
+    // With no policy everything is open: what a denied cell looks like later is not a
+    // missing listener or a broken path.
+    wait_sync(&f.lab);
+    let all_open = vec![true; f.flows.len()];
+    for flow in &f.flows {
+        assert!(oracle::allowed(&f.cluster, &[], flow), "{flow:?}");
+    }
+    let got = probe_matrix(&f, &all_open);
+    let bad = mismatches(&f, &all_open, &got);
+    assert!(
+        bad.is_empty(),
+        "without policies, {} of {} cells are not open:\n{}",
+        bad.len(),
+        f.flows.len(),
+        bad.join("\n")
+    );
+
+    let mut failures = Vec::new();
+    let mut summary = Vec::new();
+    for (k, s) in SCENARIOS.iter().enumerate() {
+        let t = Instant::now();
+        let yaml = f.render(s.yaml);
+        let policies = documents(&yaml);
+        f.weftctl_file("apply", &yaml);
+        wait_sync(&f.lab);
+        let expected: Vec<bool> = f
+            .flows
+            .iter()
+            .map(|flow| oracle::allowed(&f.cluster, &policies, flow))
+            .collect();
+        let got = probe_matrix(&f, &expected);
+        let bad = mismatches(&f, &expected, &got);
+        let explain = explain_sample(&f, k, &expected);
+        f.weftctl_file("delete", &yaml);
+        let open = expected.iter().filter(|e| **e).count();
+        summary.push(format!(
+            "{:<44} {:>4}/{} allowed, {:>3} mismatches, {} explain disagreements, {:?}",
+            s.name,
+            open,
+            expected.len(),
+            bad.len(),
+            explain.len(),
+            t.elapsed()
+        ));
+        if !bad.is_empty() || !explain.is_empty() {
+            let mut msg = format!("scenario {} ({}):\n", s.name, s.covers);
+            if !bad.is_empty() {
+                let _ = writeln!(msg, " {} cells differ from the oracle:", bad.len());
+                msg.push_str(&bad.join("\n"));
+                msg.push('\n');
+            }
+            if !explain.is_empty() {
+                let _ = writeln!(msg, " policy explain disagrees with the oracle:");
+                msg.push_str(&explain.join("\n"));
+            }
+            eprintln!("{msg}");
+            failures.push(msg);
+        }
+    }
+    eprintln!(
+        "truth table: {} scenarios in {:?}\n{}",
+        SCENARIOS.len(),
+        start.elapsed(),
+        summary.join("\n")
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} scenarios differ:\n{}",
+        failures.len(),
+        SCENARIOS.len(),
+        failures.join("\n")
+    );
+}

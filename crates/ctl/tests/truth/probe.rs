@@ -1,0 +1,241 @@
+//! Real connections for the truth table: long-lived echo listeners (TCP and UDP, both
+//! families on one `[::]` socket) in every destination namespace, started once; and probes,
+//! run in parallel from every source namespace, each a new connection that must carry a
+//! request there and its echo back (so replies are checked on the very socket that opened).
+
+use std::collections::BTreeMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use weft_net::NetNs;
+
+use super::oracle::Proto;
+
+/// What a probe saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Connected (TCP) and the request's echo came back.
+    Open,
+    /// No answer within the timeout: dropped.
+    Timeout,
+    /// Refused (TCP RST, ICMP port unreachable).
+    Refused,
+    /// Anything else (unreachable, an echo that did not come back on an open connection…).
+    Failed(String),
+}
+
+impl Outcome {
+    pub fn open(&self) -> bool {
+        *self == Outcome::Open
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Open => write!(f, "open"),
+            Outcome::Timeout => write!(f, "timeout"),
+            Outcome::Refused => write!(f, "refused"),
+            Outcome::Failed(why) => write!(f, "failed ({why})"),
+        }
+    }
+}
+
+fn run_in<T>(ns: &Path, f: impl FnOnce() -> T) -> T {
+    NetNs::open(ns)
+        .unwrap_or_else(|e| panic!("{}: {e}", ns.display()))
+        .run(f)
+        .unwrap_or_else(|e| panic!("entering {}: {e}", ns.display()))
+}
+
+/// Echo servers on every port given, in every namespace given; stopped (sockets closed) on
+/// drop, so no socket keeps a lab namespace alive after the test.
+pub struct Listeners {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Listeners {
+    pub fn start(namespaces: &[PathBuf], tcp: &[u16], udp: &[u16]) -> Listeners {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        let any = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0);
+        for ns in namespaces {
+            for &port in tcp {
+                let l = run_in(ns, || TcpListener::bind(SocketAddr::new(any.ip(), port)))
+                    .unwrap_or_else(|e| panic!("{}: listen tcp/{port}: {e}", ns.display()));
+                l.set_nonblocking(true).unwrap();
+                let stop = stop.clone();
+                threads.push(std::thread::spawn(move || tcp_echo(l, &stop)));
+            }
+            for &port in udp {
+                let s = run_in(ns, || UdpSocket::bind(SocketAddr::new(any.ip(), port)))
+                    .unwrap_or_else(|e| panic!("{}: bind udp/{port}: {e}", ns.display()));
+                s.set_read_timeout(Some(Duration::from_millis(100)))
+                    .unwrap();
+                let stop = stop.clone();
+                threads.push(std::thread::spawn(move || udp_echo(s, &stop)));
+            }
+        }
+        Listeners { stop, threads }
+    }
+}
+
+impl Drop for Listeners {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn tcp_echo(l: TcpListener, stop: &AtomicBool) {
+    while !stop.load(Ordering::SeqCst) {
+        match l.accept() {
+            Ok((mut c, _)) => {
+                std::thread::spawn(move || {
+                    let _ = c.set_nonblocking(false);
+                    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                    let mut buf = [0u8; 64];
+                    if let Ok(n) = c.read(&mut buf) {
+                        let _ = c.write_all(&buf[..n]);
+                    }
+                });
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
+fn udp_echo(s: UdpSocket, stop: &AtomicBool) {
+    let mut buf = [0u8; 1500];
+    while !stop.load(Ordering::SeqCst) {
+        if let Ok((n, from)) = s.recv_from(&mut buf) {
+            let _ = s.send_to(&buf[..n], from);
+        }
+    }
+}
+
+/// One probe: from a source namespace to an address, port and protocol.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub src_ns: PathBuf,
+    pub dst: SocketAddr,
+    pub proto: Proto,
+}
+
+static NONCE: AtomicUsize = AtomicUsize::new(1);
+
+fn probe(job: &Job, timeout: Duration) -> Outcome {
+    let nonce = (NONCE.fetch_add(1, Ordering::SeqCst) as u64).to_be_bytes();
+    match job.proto {
+        Proto::Tcp => {
+            let mut c = match TcpStream::connect_timeout(&job.dst, timeout) {
+                Ok(c) => c,
+                Err(e) => return classify(e),
+            };
+            let _ = c.set_read_timeout(Some(timeout));
+            let _ = c.set_write_timeout(Some(timeout));
+            if let Err(e) = c.write_all(&nonce) {
+                return Outcome::Failed(format!("connected, then write: {e}"));
+            }
+            let mut buf = [0u8; 8];
+            match c.read_exact(&mut buf) {
+                Ok(()) if buf == nonce => Outcome::Open,
+                Ok(()) => Outcome::Failed("connected, echo differs".into()),
+                Err(e) => Outcome::Failed(format!("connected, no echo: {e}")),
+            }
+        }
+        Proto::Udp => {
+            let local = if job.dst.is_ipv6() {
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+            } else {
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+            };
+            let s = match UdpSocket::bind(SocketAddr::new(local, 0)) {
+                Ok(s) => s,
+                Err(e) => return Outcome::Failed(format!("bind: {e}")),
+            };
+            if let Err(e) = s.connect(job.dst) {
+                return classify(e);
+            }
+            let _ = s.set_read_timeout(Some(timeout));
+            if let Err(e) = s.send(&nonce) {
+                return classify(e);
+            }
+            let mut buf = [0u8; 64];
+            match s.recv(&mut buf) {
+                Ok(8) if buf[..8] == nonce => Outcome::Open,
+                Ok(_) => Outcome::Failed("echo differs".into()),
+                Err(e) => classify(e),
+            }
+        }
+        Proto::Sctp => Outcome::Failed("no SCTP probe".into()),
+    }
+}
+
+fn classify(e: std::io::Error) -> Outcome {
+    match e.kind() {
+        ErrorKind::TimedOut | ErrorKind::WouldBlock => Outcome::Timeout,
+        ErrorKind::ConnectionRefused => Outcome::Refused,
+        _ => Outcome::Failed(e.to_string()),
+    }
+}
+
+/// Runs every job, `workers` at a time per source namespace, all sources at once; the
+/// outcomes in the jobs' order.
+pub fn run(jobs: &[Job], timeout: Duration, workers: usize) -> Vec<Outcome> {
+    let mut by_src: BTreeMap<&Path, Vec<usize>> = BTreeMap::new();
+    for (i, j) in jobs.iter().enumerate() {
+        by_src.entry(j.src_ns.as_path()).or_default().push(i);
+    }
+    let mut out: Vec<Option<Outcome>> = vec![None; jobs.len()];
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = by_src
+            .into_iter()
+            .map(|(ns, idx)| {
+                scope.spawn(move || {
+                    // Threads started inside the namespace are inside it too.
+                    run_in(ns, || {
+                        let next = AtomicUsize::new(0);
+                        std::thread::scope(|inner| {
+                            let hs: Vec<_> = (0..workers.min(idx.len()))
+                                .map(|_| {
+                                    inner.spawn(|| {
+                                        let mut got = Vec::new();
+                                        loop {
+                                            let k = next.fetch_add(1, Ordering::SeqCst);
+                                            let Some(&i) = idx.get(k) else { break };
+                                            got.push((i, probe(&jobs[i], timeout)));
+                                        }
+                                        got
+                                    })
+                                })
+                                .collect();
+                            hs.into_iter()
+                                .flat_map(|h| h.join().expect("probe thread"))
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                })
+            })
+            .collect();
+        for h in handles {
+            for (i, o) in h.join().expect("source thread") {
+                out[i] = Some(o);
+            }
+        }
+    });
+    out.into_iter()
+        .map(|o| o.unwrap_or(Outcome::Failed("not run".into())))
+        .collect()
+}

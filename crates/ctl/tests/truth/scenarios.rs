@@ -1,0 +1,413 @@
+//! The cluster the truth table runs on, and the policy scenarios, as data.
+//!
+//! Cluster: two nodes, three namespaces, every namespace with pods on both nodes (so every
+//! scenario has same-node and cross-node cells), named ports that differ per pod (so a named
+//! port means different numbers on different destinations).
+//!
+//! Scenario manifests are YAML as kubectl takes it; `@ip4:POD@`, `@ip6:POD@` (a pod's
+//! address as a /32, /128), `@block4:NODE@`, `@block6:NODE@` (a node's pod block) are filled
+//! in once the lab has handed out addresses.
+
+/// (name, labels) of the namespaces.
+pub const NAMESPACES: &[(&str, &[(&str, &str)])] = &[
+    ("alpha", &[("team", "a"), ("env", "prod")]),
+    ("beta", &[("team", "b"), ("env", "prod")]),
+    ("gamma", &[("env", "dev")]),
+];
+
+pub struct PodSpec {
+    pub name: &'static str,
+    pub namespace: &'static str,
+    pub node: &'static str,
+    pub labels: &'static [(&'static str, &'static str)],
+    /// Named container ports: (name, protocol, number).
+    pub ports: &'static [(&'static str, &'static str, u16)],
+}
+
+pub const PODS: &[PodSpec] = &[
+    PodSpec {
+        name: "a-web",
+        namespace: "alpha",
+        node: "n1",
+        labels: &[("app", "web"), ("tier", "front")],
+        ports: &[("http", "TCP", 8080), ("dns", "UDP", 5353)],
+    },
+    PodSpec {
+        name: "a-db",
+        namespace: "alpha",
+        node: "n2",
+        labels: &[("app", "db"), ("tier", "back")],
+        ports: &[("http", "TCP", 80), ("dns", "UDP", 53)],
+    },
+    PodSpec {
+        name: "a-cli",
+        namespace: "alpha",
+        node: "n2",
+        labels: &[("app", "client"), ("role", "probe")],
+        ports: &[],
+    },
+    PodSpec {
+        name: "b-web",
+        namespace: "beta",
+        node: "n2",
+        labels: &[("app", "web"), ("tier", "front")],
+        ports: &[("http", "TCP", 8080)],
+    },
+    PodSpec {
+        name: "b-cli",
+        namespace: "beta",
+        node: "n1",
+        labels: &[("app", "client")],
+        ports: &[],
+    },
+    PodSpec {
+        name: "g-cli",
+        namespace: "gamma",
+        node: "n1",
+        labels: &[("app", "client"), ("role", "probe")],
+        ports: &[],
+    },
+    PodSpec {
+        name: "g-x",
+        namespace: "gamma",
+        node: "n2",
+        labels: &[],
+        ports: &[],
+    },
+];
+
+pub const NODES: &[&str] = &["n1", "n2"];
+
+/// The ports every pod (and the outside host) listens on.
+pub const TCP_PORTS: &[u16] = &[80, 81, 8080, 9090];
+pub const UDP_PORTS: &[u16] = &[53, 5353];
+
+pub struct Scenario {
+    pub name: &'static str,
+    /// The points of the semantics it covers.
+    pub covers: &'static str,
+    pub yaml: &'static str,
+}
+
+macro_rules! np {
+    ($ns:literal, $name:literal, $spec:literal) => {
+        concat!(
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: ",
+            $name,
+            "\n  namespace: ",
+            $ns,
+            "\nspec:\n",
+            $spec,
+            "\n---\n"
+        )
+    };
+}
+
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "01-deny-all-ingress",
+        covers: "empty podSelector, inferred policyTypes (Ingress), no rules = deny, own node allowed, other namespaces untouched",
+        yaml: np!("alpha", "deny-in", "  podSelector: {}"),
+    },
+    Scenario {
+        name: "02-deny-all-egress",
+        covers: "policyTypes [Egress] only: egress denied, ingress open (replies of inbound connections still flow)",
+        yaml: np!(
+            "alpha",
+            "deny-out",
+            "  podSelector: {}\n  policyTypes: [Egress]"
+        ),
+    },
+    Scenario {
+        name: "03-deny-both",
+        covers: "policyTypes [Ingress, Egress] with no rules",
+        yaml: np!(
+            "beta",
+            "deny-both",
+            "  podSelector: {}\n  policyTypes: [Ingress, Egress]"
+        ),
+    },
+    Scenario {
+        name: "04-allow-all-over-deny",
+        covers: "empty rule (no from, no ports) = everything; union with a deny-all",
+        yaml: concat!(
+            np!("alpha", "deny-in", "  podSelector: {}"),
+            np!(
+                "alpha",
+                "allow-all",
+                "  podSelector: {}\n  ingress:\n  - {}"
+            )
+        ),
+    },
+    Scenario {
+        name: "05-matchlabels-from-pods",
+        covers: "podSelector matchLabels on both sides; a podSelector peer is the policy's namespace only",
+        yaml: np!(
+            "alpha",
+            "web-from-clients",
+            "  podSelector: {matchLabels: {app: web}}\n  ingress:\n  - from:\n    - podSelector: {matchLabels: {app: client}}"
+        ),
+    },
+    Scenario {
+        name: "06-expr-in",
+        covers: "matchExpressions In (target and peer)",
+        yaml: np!(
+            "alpha",
+            "in",
+            "  podSelector:\n    matchExpressions: [{key: tier, operator: In, values: [front, back]}]\n  ingress:\n  - from:\n    - podSelector:\n        matchExpressions: [{key: app, operator: In, values: [client, web]}]"
+        ),
+    },
+    Scenario {
+        name: "07-expr-notin",
+        covers: "matchExpressions NotIn (a pod without the key matches NotIn)",
+        yaml: np!(
+            "gamma",
+            "notin",
+            "  podSelector:\n    matchExpressions: [{key: app, operator: NotIn, values: [web]}]\n  ingress:\n  - from:\n    - namespaceSelector: {}\n      podSelector:\n        matchExpressions: [{key: role, operator: NotIn, values: [probe]}]"
+        ),
+    },
+    Scenario {
+        name: "08-expr-exists",
+        covers: "matchExpressions Exists, namespaceSelector {} = all namespaces",
+        yaml: np!(
+            "gamma",
+            "exists",
+            "  podSelector:\n    matchExpressions: [{key: app, operator: Exists}]\n  ingress:\n  - from:\n    - namespaceSelector: {}\n      podSelector:\n        matchExpressions: [{key: role, operator: Exists}]"
+        ),
+    },
+    Scenario {
+        name: "09-expr-doesnotexist",
+        covers: "matchExpressions DoesNotExist on pods and namespaces",
+        yaml: np!(
+            "gamma",
+            "dne",
+            "  podSelector:\n    matchExpressions: [{key: app, operator: DoesNotExist}]\n  ingress:\n  - from:\n    - namespaceSelector:\n        matchExpressions: [{key: team, operator: DoesNotExist}]"
+        ),
+    },
+    Scenario {
+        name: "10-namespace-selector",
+        covers: "namespaceSelector alone: every pod of the matching namespaces",
+        yaml: np!(
+            "beta",
+            "from-team-a",
+            "  podSelector: {matchLabels: {app: web}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {team: a}}"
+        ),
+    },
+    Scenario {
+        name: "11-ns-and-pod-in-one-peer",
+        covers: "namespaceSelector and podSelector in one peer: pods matching both",
+        yaml: np!(
+            "beta",
+            "prod-clients",
+            "  podSelector: {matchLabels: {app: web}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {env: prod}}\n      podSelector: {matchLabels: {app: client}}"
+        ),
+    },
+    Scenario {
+        name: "12-ns-or-pod-two-peers",
+        covers: "the same selectors as two peers: union of the peers",
+        yaml: np!(
+            "beta",
+            "prod-or-clients",
+            "  podSelector: {matchLabels: {app: web}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {env: prod}}\n    - podSelector: {matchLabels: {app: client}}"
+        ),
+    },
+    Scenario {
+        name: "13-metadata-name-label",
+        covers: "the automatic kubernetes.io/metadata.name namespace label",
+        yaml: np!(
+            "alpha",
+            "from-gamma",
+            "  podSelector: {matchLabels: {app: db}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: gamma}}"
+        ),
+    },
+    Scenario {
+        name: "14-ipblock-except-ingress",
+        covers: "ipBlock cidr with except, on pod addresses (both families); node traffic by address",
+        yaml: np!(
+            "alpha",
+            "block",
+            "  podSelector: {matchLabels: {app: db}}\n  ingress:\n  - from:\n    - ipBlock: {cidr: 10.244.0.0/16, except: ['@ip4:a-cli@', '@block4:n1@']}\n    - ipBlock: {cidr: 'fd00:10:244::/56', except: ['@ip6:a-cli@']}"
+        ),
+    },
+    Scenario {
+        name: "15-ipblock-egress-outside",
+        covers: "egress to an ipBlock outside the cluster only (ports), pods unreachable",
+        yaml: np!(
+            "alpha",
+            "out-only",
+            "  podSelector: {}\n  policyTypes: [Egress]\n  egress:\n  - to:\n    - ipBlock: {cidr: 203.0.113.0/24}\n    - ipBlock: {cidr: '2001:db8:ff::/64'}\n    ports:\n    - {port: 80}"
+        ),
+    },
+    Scenario {
+        name: "16-egress-to-namespace-udp",
+        covers: "egress to a namespaceSelector on one UDP port; inferred Egress from egress rules also isolates ingress",
+        yaml: np!(
+            "beta",
+            "dns-to-alpha",
+            "  podSelector: {}\n  egress:\n  - to:\n    - namespaceSelector: {matchLabels: {team: a}}\n    ports:\n    - {protocol: UDP, port: 53}"
+        ),
+    },
+    Scenario {
+        name: "17-ports-tcp-and-udp",
+        covers: "numeric TCP and UDP ports, protocol defaulting to TCP, no from = all sources",
+        yaml: np!(
+            "alpha",
+            "ports",
+            "  podSelector: {matchLabels: {app: web}}\n  ingress:\n  - ports:\n    - {port: 80}\n    - {protocol: UDP, port: 5353}"
+        ),
+    },
+    Scenario {
+        name: "18-protocol-without-port",
+        covers: "a port entry without port: every port of that protocol (UDP), none of TCP",
+        yaml: np!(
+            "beta",
+            "all-udp",
+            "  podSelector: {}\n  ingress:\n  - ports:\n    - {protocol: UDP}"
+        ),
+    },
+    Scenario {
+        name: "19-sctp-only",
+        covers: "SCTP rules (port and whole protocol) open no TCP or UDP port",
+        yaml: np!(
+            "alpha",
+            "sctp",
+            "  podSelector: {}\n  ingress:\n  - ports:\n    - {protocol: SCTP, port: 80}\n    - {protocol: SCTP}\n  egress:\n  - ports:\n    - {protocol: SCTP, port: 53}"
+        ),
+    },
+    Scenario {
+        name: "20-named-ports-ingress",
+        covers: "named ports resolved per destination pod (http is 8080 on a-web, 80 on a-db, absent on a-cli)",
+        yaml: np!(
+            "alpha",
+            "named",
+            "  podSelector: {}\n  ingress:\n  - ports:\n    - {port: http}\n    - {port: dns, protocol: UDP}"
+        ),
+    },
+    Scenario {
+        name: "21-named-ports-egress",
+        covers: "named ports in egress, resolved on each peer pod; the outside has no named ports",
+        yaml: np!(
+            "beta",
+            "named-out",
+            "  podSelector: {matchLabels: {app: client}}\n  policyTypes: [Egress]\n  egress:\n  - ports:\n    - {port: http}\n    - {port: dns, protocol: UDP}"
+        ),
+    },
+    Scenario {
+        name: "22-endport-ranges",
+        covers: "endPort ranges (inclusive) for TCP and UDP",
+        yaml: np!(
+            "alpha",
+            "range",
+            "  podSelector: {matchLabels: {app: db}}\n  ingress:\n  - ports:\n    - {port: 80, endPort: 8080}\n    - {protocol: UDP, port: 50, endPort: 60}"
+        ),
+    },
+    Scenario {
+        name: "23-union-of-policies",
+        covers: "two policies selecting one pod: the union of their rules",
+        yaml: concat!(
+            np!(
+                "alpha",
+                "clients-80",
+                "  podSelector: {matchLabels: {app: web}}\n  ingress:\n  - from: [{podSelector: {matchLabels: {app: client}}}]\n    ports: [{port: 80}]"
+            ),
+            np!(
+                "alpha",
+                "beta-8080",
+                "  podSelector: {matchLabels: {tier: front}}\n  ingress:\n  - from: [{namespaceSelector: {matchLabels: {team: b}}}]\n    ports: [{port: 8080}]"
+            )
+        ),
+    },
+    Scenario {
+        name: "24-only-selected-isolated",
+        covers: "isolation only of selected pods: ingress: [] isolates a-db, its namespace mates stay open",
+        yaml: np!(
+            "alpha",
+            "db-closed",
+            "  podSelector: {matchLabels: {app: db}}\n  ingress: []"
+        ),
+    },
+    Scenario {
+        name: "25-other-namespace-no-effect",
+        covers: "policies select only pods of their own namespace, whatever the labels",
+        yaml: concat!(
+            np!(
+                "gamma",
+                "deny-gamma",
+                "  podSelector: {}\n  policyTypes: [Ingress, Egress]"
+            ),
+            np!(
+                "beta",
+                "web-only-beta",
+                "  podSelector: {matchLabels: {app: web}}\n  ingress:\n  - from: [{podSelector: {}}]"
+            )
+        ),
+    },
+    Scenario {
+        name: "26-replies-both-ways",
+        covers: "replies allowed: a-web may only send, a-db may only receive; connections they open or accept work both ways",
+        yaml: concat!(
+            np!(
+                "alpha",
+                "web-no-in",
+                "  podSelector: {matchLabels: {app: web}}\n  policyTypes: [Ingress]"
+            ),
+            np!(
+                "alpha",
+                "db-no-out",
+                "  podSelector: {matchLabels: {app: db}}\n  policyTypes: [Egress]"
+            )
+        ),
+    },
+    Scenario {
+        name: "27-egress-and-ingress-both-needed",
+        covers: "a connection needs the source's egress and the destination's ingress",
+        yaml: concat!(
+            np!(
+                "alpha",
+                "cli-to-web",
+                "  podSelector: {matchLabels: {app: client}}\n  policyTypes: [Egress]\n  egress:\n  - to: [{namespaceSelector: {}, podSelector: {matchLabels: {app: web}}}]"
+            ),
+            np!(
+                "beta",
+                "web-from-beta",
+                "  podSelector: {matchLabels: {app: web}}\n  ingress:\n  - from: [{podSelector: {}}]"
+            )
+        ),
+    },
+    Scenario {
+        name: "28-explicit-ingress-ignores-egress-rules",
+        covers: "policyTypes as written: [Ingress] with egress rules leaves egress open",
+        yaml: np!(
+            "alpha",
+            "in-only",
+            "  podSelector: {matchLabels: {app: client}}\n  policyTypes: [Ingress]\n  ingress:\n  - ports: [{port: 9090}]\n  egress:\n  - to: [{podSelector: {matchLabels: {app: db}}}]"
+        ),
+    },
+    Scenario {
+        name: "29-empty-from-list-with-ports",
+        covers: "from: [] (empty peer list) = all sources, restricted by ports",
+        yaml: np!(
+            "gamma",
+            "any-9090",
+            "  podSelector: {}\n  ingress:\n  - from: []\n    ports: [{port: 9090}, {protocol: UDP, port: 53}]"
+        ),
+    },
+    Scenario {
+        name: "30-ipblock-node-block-egress",
+        covers: "egress ipBlock = one node's pod block: same-node pods only (cross-node denied), except carving one pod",
+        yaml: np!(
+            "beta",
+            "to-n2",
+            "  podSelector: {matchLabels: {app: client}}\n  policyTypes: [Egress]\n  egress:\n  - to:\n    - ipBlock: {cidr: '@block4:n2@', except: ['@ip4:a-db@']}\n    - ipBlock: {cidr: '@block6:n2@'}"
+        ),
+    },
+    Scenario {
+        name: "31-deny-all-from-nodes",
+        covers: "nodes: the own node is always allowed in, another node only by an ipBlock holding its address",
+        yaml: np!(
+            "gamma",
+            "pods-only",
+            "  podSelector: {}\n  ingress:\n  - from: [{namespaceSelector: {}}]"
+        ),
+    },
+];
