@@ -498,6 +498,45 @@ fn truth_table() {
         bad.join("\n")
     );
 
+    // Bad input applies nothing: a file whose deny-everything policies are valid but whose
+    // last document is not is refused whole, and every cell stays open.
+    let mut bad_file = String::new();
+    for (ns, _) in NAMESPACES {
+        let _ = write!(
+            bad_file,
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: deny, namespace: {ns}}}\n\
+             spec: {{podSelector: {{}}, policyTypes: [Ingress, Egress]}}\n---\n"
+        );
+    }
+    bad_file.push_str(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: bad, namespace: alpha}\n\
+         spec: {podSelector: {}, ingress: [{ports: [{port: 70000}]}]}\n",
+    );
+    let file = f.tmp.path().join("bad.yaml");
+    std::fs::write(&file, &bad_file).unwrap();
+    let out = weftctl(&[
+        "apply",
+        "-f",
+        file.to_str().unwrap_or_default(),
+        "--lab",
+        &f.lab.name,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("spec.ingress[0].ports[0].port"),
+        "{}",
+        text(&out)
+    );
+    wait_sync(&f.lab);
+    let got = probe_matrix(&f, &all_open);
+    let bad = mismatches(&f, &all_open, &got);
+    assert!(
+        bad.is_empty(),
+        "after a refused file, {} cells are not open:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
+
     let mut failures = Vec::new();
     let mut summary = Vec::new();
     for (k, s) in SCENARIOS.iter().enumerate() {
