@@ -42,6 +42,8 @@ pub fn render(s: &Settings, blocks: &[IpNet], pod_mtu: u32) -> Value {
         // Masquerade for the whole cluster CIDR is the agent's (table `inet weftd`): a
         // per-node rule would also rewrite traffic to other nodes' pods.
         "ipMasq": false,
+        // Every pod is registered with the agent for NetworkPolicy (see weft_ipam::agent).
+        "agentSocket": s.socket_path(),
         "ipam": {
             "type": "weft-ipam",
             "ranges": ranges,
@@ -126,6 +128,7 @@ mod tests {
         assert_eq!(p["ipam"]["ranges"][1][0]["subnet"], "fd00:10:244::/122");
         assert_eq!(p["ipam"]["dataDir"], "/var/lib/x/ipam");
         assert_eq!(p["ipam"]["agentSocket"], "/run/x/weftd.sock");
+        assert_eq!(p["agentSocket"], "/run/x/weftd.sock");
         assert_eq!(p["bridge"], "weft0");
     }
 

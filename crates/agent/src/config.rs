@@ -75,6 +75,9 @@ pub struct Args {
     /// Plugin log file, written into the conflist as `logFile`.
     #[arg(long)]
     pub cni_log_file: Option<PathBuf>,
+    /// Log denied packets (kernel log, prefix `weft-deny`), at most N per second per class.
+    #[arg(long)]
+    pub policy_log_rate: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -98,6 +101,7 @@ pub struct Settings {
     pub lease_ttl: Duration,
     pub resync_interval: Duration,
     pub cni_log_file: Option<PathBuf>,
+    pub policy_log_rate: Option<u32>,
 }
 
 impl Settings {
@@ -159,6 +163,7 @@ impl Settings {
             lease_ttl: Duration::from_secs(a.lease_ttl),
             resync_interval: Duration::from_secs(a.resync_interval),
             cni_log_file: a.cni_log_file,
+            policy_log_rate: a.policy_log_rate.filter(|n| *n > 0),
         })
     }
 

@@ -6,7 +6,7 @@
 //! the plugin asks for another block when its blocks are full, the cluster-wide masquerade
 //! table, and keeping the kernel's routes / FDB / neighbour entries to every peer in step
 //! with the datastore — one peer at a time as events arrive, with a periodic resync that
-//! only repairs drift.
+//! only repairs drift — and NetworkPolicy for the node's pods (table `inet weft_policy`).
 //!
 //! **Must not:** flush and rebuild kernel state (a restart adopts what it finds, so pod
 //! traffic never stops), give up a block it still holds when the datastore is merely
@@ -18,6 +18,7 @@
 //! node        lease + blocks lifecycle    peers      datastore view → peer changes
 //! dataplane   kernel thread (backend)     cniconf    the conflist writer
 //! socket      plugin requests             log        JSON lines on stderr
+//! policy      NetworkPolicy: view → plan → one nft transaction per change
 //! ```
 
 pub mod cniconf;
@@ -28,6 +29,7 @@ pub mod identity;
 pub mod log;
 pub mod node;
 pub mod peers;
+pub mod policy;
 pub mod socket;
 
 pub use config::Settings;

@@ -3,7 +3,7 @@
 //! plugin requests.
 
 use std::future::Future;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -18,12 +18,13 @@ use weft_store::{
 };
 
 use crate::cniconf;
-use crate::config::{Settings, StoreChoice};
+use crate::config::{Mode, Settings, StoreChoice};
 use crate::dataplane::{DataplaneHandle, Pending};
 use crate::error::Error;
 use crate::identity;
 use crate::log;
 use crate::peers::{Change, PeerTable};
+use crate::policy::Policy;
 use crate::socket;
 
 /// What survives an agent restart in `<run-dir>/node.json`: the lease to try first and the
@@ -65,6 +66,7 @@ struct Node {
     table: PeerTable,
     /// Whether the last datastore call failed, so an outage is logged once, not per tick.
     store_down: bool,
+    policy: Policy,
 }
 
 fn fam_name(f: Family) -> &'static str {
@@ -142,6 +144,7 @@ pub async fn run(s: Settings) -> Result<(), Error> {
     let underlay_v4 = identity::underlay_v4(s.underlay_v4)?;
     let underlay_v6 = identity::underlay_v6(s.underlay_v6)?;
     let mut node = Node {
+        policy: Policy::new(&s),
         vtep_mac: identity::vtep_mac(&s.node_name),
         table: PeerTable::new(&s.node_name),
         s,
@@ -224,6 +227,11 @@ impl Node {
         dp.masquerade(cidrs).await?;
         self.dp = Some(dp);
         forwarding_on();
+        if self.s.mode == Mode::Bridge {
+            bridge_netfilter_on();
+        }
+        // Before anything new: the kernel back to the last applied policy plan.
+        self.policy.restore().await;
         self.publish().await?;
         log::info(
             "node ready",
@@ -236,6 +244,29 @@ impl Node {
             ],
         );
         Ok(())
+    }
+
+    fn underlay(&self) -> Vec<IpAddr> {
+        std::iter::once(IpAddr::V4(self.underlay_v4))
+            .chain(self.underlay_v6.map(IpAddr::V6))
+            .collect()
+    }
+
+    /// Load the policy view and apply it (failures are logged and retried by the policy's
+    /// own timer; the kernel keeps what it has).
+    async fn policy_flush(&mut self) -> Result<(), String> {
+        let (blocks, underlay) = (self.blocks.clone(), self.underlay());
+        let r = self
+            .policy
+            .flush(&self.store, self.lease, &blocks, &underlay)
+            .await;
+        if let Err(e) = &r {
+            log::warn(
+                "policy view not applied; retrying",
+                &[("error", e.clone().into())],
+            );
+        }
+        r
     }
 
     fn dp(&self) -> Result<&DataplaneHandle, Error> {
@@ -501,6 +532,8 @@ impl Node {
                     self.adopt(b).await?;
                 }
                 self.claim_missing().await?;
+                // The endpoints went with the old lease: publish them again.
+                self.policy.mark_dirty();
                 self.publish().await
             }
             Err(e) => self.store_error("keep-alive", e),
@@ -509,6 +542,8 @@ impl Node {
 
     async fn on_event(&mut self, ev: WatchEvent) -> Result<(), Error> {
         self.store_up();
+        // Nodes and blocks are part of the policy view (node addresses, pod ranges).
+        self.policy.mark_dirty();
         if matches!(ev, WatchEvent::Resync) {
             return self.resync().await;
         }
@@ -551,8 +586,30 @@ impl Node {
                     "podMtu": self.dp.as_ref().map(|d| d.pod_mtu),
                     "peers": self.table.peer_count(),
                     "datastoreReachable": !self.store_down,
+                    "policy": self.policy.status().await,
                 })),
                 ..Reply::default()
+            },
+            Request::Attach {
+                container_id,
+                ifname,
+            } => {
+                let (blocks, underlay) = (self.blocks.clone(), self.underlay());
+                self.policy
+                    .attach(&container_id, &ifname, &blocks, &underlay)
+                    .await
+            }
+            Request::Detach {
+                container_id,
+                ifname,
+            } => self.policy.detach(&container_id, &ifname),
+            Request::PolicySync => match self.policy_flush().await {
+                Ok(()) => Reply {
+                    ok: true,
+                    status: Some(self.policy.status().await),
+                    ..Reply::default()
+                },
+                Err(e) => socket::refuse(&e),
             },
             Request::Grow { family } => {
                 let f = match family.as_str() {
@@ -593,6 +650,10 @@ impl Node {
             tokio::time::sleep(Duration::from_secs(1)).await;
         };
         let mut events = retry("watch", || self.store.watch(rev)).await?;
+        // Policy objects and endpoints from the same revision, then the first complete
+        // policy view, before the socket takes any attach.
+        let mut policy_events = retry("watch objects", || self.store.watch_objects(rev)).await?;
+        let _ = self.policy_flush().await;
         let (req_tx, mut req_rx) = mpsc::channel::<socket::Incoming>(64);
         socket::serve(&self.s.socket_path(), req_tx)?;
         let mut renew = tokio::time::interval(self.s.lease_ttl / 3);
@@ -621,12 +682,40 @@ impl Node {
                     }
                 },
                 Some((req, reply)) = req_rx.recv() => {
+                    let publish = matches!(req, Request::Attach { .. } | Request::Detach { .. });
                     let r = self.on_request(req).await;
                     let _ = reply.send(r);
+                    if publish {
+                        self.policy.publish_now(&self.store, self.lease).await;
+                    }
+                    Ok(())
+                }
+                ev = policy_events.recv() => {
+                    match ev {
+                        Some(_) => self.policy.mark_dirty(),
+                        None => {
+                            // The watch task ended: a new one from now, and a full load.
+                            if let Ok(snap) = self.store.snapshot().await {
+                                policy_events = retry("watch objects", || self.store.watch_objects(snap.revision)).await?;
+                            } else {
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
+                            self.policy.mark_dirty();
+                        }
+                    }
+                    Ok(())
+                }
+                _ = sleep_until_due(self.policy.due()) => {
+                    let _ = self.policy_flush().await;
                     Ok(())
                 }
                 _ = renew.tick() => self.renew().await,
-                _ = resync.tick() => self.resync().await,
+                _ = resync.tick() => {
+                    // Endpoint files added or removed behind our back (the agent was down
+                    // for an ADD, a DEL could not reach it), and a full policy load.
+                    self.policy.rescan();
+                    self.resync().await
+                }
                 _ = term.recv() => {
                     log::info("SIGTERM: exiting; kernel state and lease left for the next start", &[]);
                     return Ok(());
@@ -654,6 +743,31 @@ fn survive(step: Result<(), Error>) -> Result<(), Error> {
                 &[("error", e.to_string().into())],
             );
             Ok(())
+        }
+    }
+}
+
+/// Never, when nothing is due (a `select!` branch that stays pending).
+async fn sleep_until_due(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Bridged pod-to-pod traffic must pass the IP hooks for the policy table to see it (the
+/// sysctls are per network namespace; CONFIG_BRIDGE_NETFILTER is required). A failure is
+/// logged loudly: same-node policy is not enforced without it.
+fn bridge_netfilter_on() {
+    for key in [
+        "net/bridge/bridge-nf-call-iptables",
+        "net/bridge/bridge-nf-call-ip6tables",
+    ] {
+        if let Err(e) = weft_net::sysctl::set(key, "1") {
+            log::error(
+                "cannot enable br_netfilter: NetworkPolicy between pods of this node's bridge is NOT enforced",
+                &[("sysctl", key.into()), ("error", e.to_string().into())],
+            );
         }
     }
 }

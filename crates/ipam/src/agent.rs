@@ -6,11 +6,17 @@
 //! wrote, so DEL, CHECK and every ADD with free addresses never touch the socket, and an agent
 //! that is down never blocks a pod's teardown.
 //!
+//! The `weft` plugin also registers every pod it attaches: it writes an [`EndpointFile`] to
+//! `<dir of the socket>/endpoints/<containerId>-<ifname>.json` ([`endpoint_path`]) and asks
+//! `attach`, which the agent answers once the pod's NetworkPolicy is in the kernel; DEL
+//! removes the file and says `detach`, best effort.
+//!
 //! Synchronous and dependency-free on purpose: it runs inside the CNI plugin process.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -22,8 +28,55 @@ use serde::{Deserialize, Serialize};
 pub enum Request {
     /// Lease one more block of this family for the node (`family`: "v4" or "v6").
     Grow { family: String },
-    /// The node's identity, blocks and MTU (for `weftctl` and tests).
+    /// The node's identity, blocks and MTU, and its policy state (for `weftctl` and tests).
     Status,
+    /// A pod was attached and its [`EndpointFile`] written: program its policy, and answer
+    /// only once that is committed to the kernel.
+    Attach {
+        #[serde(rename = "containerId")]
+        container_id: String,
+        ifname: String,
+    },
+    /// A pod was detached and its endpoint file removed (best effort, not awaited long).
+    Detach {
+        #[serde(rename = "containerId")]
+        container_id: String,
+        ifname: String,
+    },
+    /// Load the policy view from the datastore now, apply it, and answer with the policy
+    /// state once committed (a barrier for tools and tests).
+    PolicySync,
+}
+
+/// What the plugin records of a pod it attached, for the agent (JSON, camelCase).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointFile {
+    pub container_id: String,
+    pub ifname: String,
+    /// `K8S_POD_NAMESPACE`, else `default`.
+    pub namespace: String,
+    /// `K8S_POD_NAME`, else the container id.
+    pub name: String,
+    pub addresses: Vec<IpAddr>,
+    /// The node-side interface (veth) in bridge and ptp modes; none in macvlan mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_interface: Option<String>,
+    /// `bridge`, `ptp` or `macvlan`.
+    pub mode: String,
+}
+
+/// The directory endpoint files live in, next to the agent's socket.
+pub fn endpoints_dir(socket: &Path) -> PathBuf {
+    socket
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("endpoints")
+}
+
+/// `<dir of socket>/endpoints/<containerId>-<ifname>.json`.
+pub fn endpoint_path(socket: &Path, container_id: &str, ifname: &str) -> PathBuf {
+    endpoints_dir(socket).join(format!("{container_id}-{ifname}.json"))
 }
 
 /// The agent's answer. `error` is set exactly when `ok` is false.
@@ -95,6 +148,22 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&Request::Status).unwrap(),
             r#"{"op":"status"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::Attach {
+                container_id: "c1".into(),
+                ifname: "eth0".into()
+            })
+            .unwrap(),
+            r#"{"op":"attach","containerId":"c1","ifname":"eth0"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::PolicySync).unwrap(),
+            r#"{"op":"policy-sync"}"#
+        );
+        assert_eq!(
+            endpoint_path(Path::new("/run/weft/weftd.sock"), "c1", "eth0"),
+            Path::new("/run/weft/endpoints/c1-eth0.json")
         );
         let reply: Reply = serde_json::from_str(r#"{"ok":true,"block":"10.244.0.64/26"}"#).unwrap();
         assert_eq!(reply.block, Some("10.244.0.64/26".parse().unwrap()));

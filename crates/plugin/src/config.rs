@@ -32,6 +32,9 @@ pub struct NetConf {
     pub dns: Option<Dns>,
     /// From `runtimeConfig.mac`, `args.cni.mac` or `CNI_ARGS` `MAC` (the later wins, as in ref).
     pub mac: Option<[u8; 6]>,
+    /// The node agent's socket (`agentSocket`, written by weftd): when set, every attached
+    /// pod is registered with the agent for NetworkPolicy.
+    pub agent_socket: Option<std::path::PathBuf>,
 }
 
 fn get_bool(cfg: &Value, key: &str, default: bool) -> Result<bool, CniError> {
@@ -177,6 +180,9 @@ impl NetConf {
             ipam_type,
             dns,
             mac,
+            agent_socket: get_str(cfg, "agentSocket")?
+                .filter(|s| !s.is_empty())
+                .map(Into::into),
         })
     }
 }

@@ -9,6 +9,7 @@
 
 mod check;
 mod config;
+mod endpoint;
 mod errors;
 mod ipam;
 mod log;

@@ -40,3 +40,37 @@ pub fn append(path: &Path, plugin: &str, o: &Outcome) {
         let _ = f.write_all(text.as_bytes());
     }
 }
+
+/// A warning about a verb that still succeeds, as its own line in the plugin log.
+pub fn warn(req: &weft_cni::Request, msg: &str) {
+    let Some(path) = crate::config::log_file(Some(&req.config)) else {
+        return;
+    };
+    let time = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let line = json!({
+        "time": time,
+        "plugin": "weft",
+        "level": "warning",
+        "containerID": req.container_id,
+        "ifname": req.ifname,
+        "msg": msg,
+    });
+    write_line(path.as_path(), line.to_string());
+}
+
+fn write_line(path: &Path, mut text: String) {
+    text.push('\n');
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = f.write_all(text.as_bytes());
+    }
+}

@@ -2,6 +2,7 @@
 //! STATUS and GC must tolerate. Mode-specific kernel work lives in `modes`.
 
 use crate::config::{MASQ_TABLE, Mode, NetConf};
+use crate::endpoint;
 use crate::errors::{kernel, nft};
 use crate::ipam::{self, Verb};
 use crate::modes::{self, Ctx, Links};
@@ -209,14 +210,32 @@ impl weft_cni::Plugin for Weft {
             // An IPAM failure explains more than a link failure that may follow from it.
             (_, Err(e)) | (Err(e), Ok(_)) => Err(e),
         };
-        // The addresses are reported only once their leases are on disk.
-        let outcome = configured.and_then(|r| {
-            match rx.recv() {
-                Ok(IpamStep::Durable(d)) if ipam_done => d,
-                _ => Err(silent()),
-            }
-            .map(|()| r)
-        });
+        // The addresses are reported only once their leases are on disk, and the pod only
+        // once the agent knows it (see `endpoint`).
+        let outcome = configured
+            .and_then(|r| {
+                match rx.recv() {
+                    Ok(IpamStep::Durable(d)) if ipam_done => d,
+                    _ => Err(silent()),
+                }
+                .map(|()| r)
+            })
+            .and_then(|r| match &conf.agent_socket {
+                None => Ok(r),
+                Some(socket) => match endpoint::attach(socket, &conf, req, &r) {
+                    Ok(Ok(())) => Ok(r),
+                    Ok(Err(why)) => {
+                        crate::log::warn(
+                            req,
+                            &format!("the agent has not programmed the pod's policy: {why}; the pod stays isolated until it does"),
+                        );
+                        Ok(r)
+                    }
+                    Err(e) => Err(CniError::internal(format!(
+                        "writing the pod's endpoint file for the agent: {e}"
+                    ))),
+                },
+            });
         outcome.inspect_err(|_| {
             // Undo in reverse: links first, then the lease, so no address is freed while an
             // interface still carries it. Synchronously: no child may be forked here while
@@ -231,6 +250,9 @@ impl weft_cni::Plugin for Weft {
     fn del(&self, req: &Request) -> Result<(), CniError> {
         let conf = NetConf::parse(req)?;
         let mut host = Handle::new().map_err(|e| kernel("opening netlink", e))?;
+        if let Some(socket) = &conf.agent_socket {
+            endpoint::detach(socket, req);
+        }
         let mut errors = self.detach_links(req, &conf, &mut host, true);
         if let Err(e) = ipam::run(&conf.ipam_type, Verb::Del, req) {
             errors.push(e);

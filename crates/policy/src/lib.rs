@@ -104,12 +104,14 @@
 //! ```
 
 mod eval;
+mod join;
 mod manifest;
 mod model;
 pub mod plan;
 mod validate;
 
 pub use eval::{EvalError, Party, Peer, Resolved, Side, Verdict, evaluate, evaluate_addrs};
+pub use join::{RunningPod, join_endpoints, node_addresses};
 pub use manifest::{ManifestError, Object, ParseError, ParseOptions, parse};
 pub use model::{
     Direction, Endpoint, IpBlock, LabelSelector, Labels, NAMESPACE_NAME_LABEL, NamedPort,

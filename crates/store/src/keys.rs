@@ -10,6 +10,7 @@
 //! | `<prefix>/policy/namespaces/<name>` | a Namespace object's JSON | none |
 //! | `<prefix>/policy/networkpolicies/<ns>/<name>` | a NetworkPolicy object's JSON | none |
 //! | `<prefix>/policy/podlabels/<ns>/<name>` | a PodLabels object's JSON | none |
+//! | `<prefix>/policy/endpoints/<node>/<ns>/<pod>` | [`crate::EndpointRecord`] JSON | the node's |
 //!
 //! A block key's value is only the owner's name so that compare-and-swap can compare it.
 
@@ -34,6 +35,8 @@ pub(crate) enum KeyKind {
     Block(IpNet),
     /// A policy object: kind, namespace ("" when cluster-scoped), name.
     Object(ObjectKind, String, String),
+    /// A pod's endpoint: node, namespace, name.
+    Endpoint(String, String, String),
     /// Under the prefix but not ours to interpret (including unparsable block names).
     Other,
 }
@@ -87,6 +90,16 @@ impl Keys {
     /// All policy objects, with the trailing '/'.
     pub fn objects_root(&self) -> String {
         format!("{}/policy/", self.prefix)
+    }
+
+    /// All endpoints, with the trailing '/'.
+    pub fn endpoints(&self) -> String {
+        format!("{}endpoints/", self.objects_root())
+    }
+
+    /// Segments are checked by the caller (`objects::check_endpoint_names`).
+    pub fn endpoint(&self, node: &str, namespace: &str, name: &str) -> String {
+        format!("{}{node}/{namespace}/{name}", self.endpoints())
     }
 
     /// All objects of `kind`, with the trailing '/'.
@@ -148,6 +161,15 @@ impl Keys {
 }
 
 fn classify_object(rest: &str) -> KeyKind {
+    if let Some(path) = rest.strip_prefix("endpoints/") {
+        let parts: Vec<&str> = path.split('/').collect();
+        return match parts.as_slice() {
+            [node, ns, name] if !node.is_empty() && !ns.is_empty() && !name.is_empty() => {
+                KeyKind::Endpoint(node.to_string(), ns.to_string(), name.to_string())
+            }
+            _ => KeyKind::Other,
+        };
+    }
     for kind in ObjectKind::ALL {
         let Some(path) = rest
             .strip_prefix(kind.folder())
@@ -219,8 +241,16 @@ mod tests {
             k.classify(ns.as_bytes()),
             KeyKind::Object(ObjectKind::Namespace, "".into(), "shop".into())
         );
+        let ep = k.endpoint("n1", "shop", "web-0");
+        assert_eq!(ep, "/weft/v1/policy/endpoints/n1/shop/web-0");
+        assert_eq!(
+            k.classify(ep.as_bytes()),
+            KeyKind::Endpoint("n1".into(), "shop".into(), "web-0".into())
+        );
         for other in [
-            &b"/weft/v1/policy/podlabels/shop"[..],
+            &b"/weft/v1/policy/endpoints/n1/shop"[..],
+            b"/weft/v1/policy/endpoints/n1/shop/a/b",
+            b"/weft/v1/policy/podlabels/shop",
             b"/weft/v1/policy/podlabels/shop/a/b",
             b"/weft/v1/policy/namespaces/a/b",
             b"/weft/v1/policy/what/a",

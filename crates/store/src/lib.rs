@@ -44,7 +44,7 @@ pub use error::{ConfigError, StoreError};
 pub use etcd::{EtcdOptions, EtcdStore, TlsFiles};
 pub use keys::DEFAULT_PREFIX;
 pub use local::LocalStore;
-pub use model::{BlockOwner, NodeRecord, Snapshot, WatchEvent, validate_node_name};
+pub use model::{BlockOwner, EndpointRecord, NodeRecord, Snapshot, WatchEvent, validate_node_name};
 pub use objects::{ObjectEvent, ObjectKind, StoredObject};
 
 /// An etcd lease id (the local store numbers its own from 1).
@@ -151,12 +151,34 @@ pub trait Datastore: Send + Sync + 'static {
         kind: ObjectKind,
     ) -> impl Future<Output = Result<(Revision, Vec<StoredObject>), StoreError>> + Send;
 
-    /// Changes to policy objects after `from`, with the same reconnect/Resync contract as
-    /// [`Datastore::watch`].
+    /// Changes to policy objects and endpoints after `from`, with the same
+    /// reconnect/Resync contract as [`Datastore::watch`].
     fn watch_objects(
         &self,
         from: Revision,
     ) -> impl Future<Output = Result<mpsc::Receiver<ObjectEvent>, StoreError>> + Send;
+
+    /// Publishes (creates or replaces) a pod's endpoint, attached to its node's `lease`.
+    /// LeaseNotFound when the lease is gone; invalid names are refused.
+    fn put_endpoint(
+        &self,
+        rec: &EndpointRecord,
+        lease: LeaseId,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Removes a pod's endpoint; Ok(false) when there was none.
+    fn delete_endpoint(
+        &self,
+        node: &str,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Every endpoint of every node at one revision, sorted by node, namespace and name.
+    /// Unreadable records are left out (the watch reports them as deleted).
+    fn list_endpoints(
+        &self,
+    ) -> impl Future<Output = Result<(Revision, Vec<EndpointRecord>), StoreError>> + Send;
 }
 
 /// Either store, chosen at run time from the agent's configuration.
@@ -247,6 +269,20 @@ impl Datastore for AnyStore {
         from: Revision,
     ) -> Result<mpsc::Receiver<ObjectEvent>, StoreError> {
         dispatch!(self, s => s.watch_objects(from).await)
+    }
+    async fn put_endpoint(&self, rec: &EndpointRecord, lease: LeaseId) -> Result<(), StoreError> {
+        dispatch!(self, s => s.put_endpoint(rec, lease).await)
+    }
+    async fn delete_endpoint(
+        &self,
+        node: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.delete_endpoint(node, namespace, name).await)
+    }
+    async fn list_endpoints(&self) -> Result<(Revision, Vec<EndpointRecord>), StoreError> {
+        dispatch!(self, s => s.list_endpoints().await)
     }
 }
 
@@ -343,5 +379,25 @@ impl<T: Datastore> Datastore for Arc<T> {
         from: Revision,
     ) -> impl Future<Output = Result<mpsc::Receiver<ObjectEvent>, StoreError>> + Send {
         (**self).watch_objects(from)
+    }
+    fn put_endpoint(
+        &self,
+        rec: &EndpointRecord,
+        lease: LeaseId,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).put_endpoint(rec, lease)
+    }
+    fn delete_endpoint(
+        &self,
+        node: &str,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        (**self).delete_endpoint(node, namespace, name)
+    }
+    fn list_endpoints(
+        &self,
+    ) -> impl Future<Output = Result<(Revision, Vec<EndpointRecord>), StoreError>> + Send {
+        (**self).list_endpoints()
     }
 }

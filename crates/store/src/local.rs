@@ -24,8 +24,10 @@ use tokio::sync::{broadcast, mpsc};
 use crate::blocks::BlockSpace;
 use crate::config::{ClusterConfig, Family};
 use crate::error::StoreError;
-use crate::model::{BlockOwner, NodeRecord, Snapshot, WatchEvent, validate_node_name};
-use crate::objects::{ObjectEvent, ObjectKind, StoredObject, check_names};
+use crate::model::{
+    BlockOwner, EndpointRecord, NodeRecord, Snapshot, WatchEvent, validate_node_name,
+};
+use crate::objects::{ObjectEvent, ObjectKind, StoredObject, check_endpoint_names, check_names};
 use crate::{Datastore, LeaseId, Revision};
 
 const FORMAT_VERSION: u32 = 1;
@@ -66,6 +68,20 @@ struct State {
     /// cluster-scoped), as in the etcd key layout.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     objects: BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+    /// Pods' endpoints by `node/namespace/name`, each with its node's lease.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    endpoints: BTreeMap<String, EndpointEntry>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct EndpointEntry {
+    lease: LeaseId,
+    record: EndpointRecord,
+}
+
+fn endpoint_id(node: &str, namespace: &str, name: &str) -> String {
+    format!("{node}/{namespace}/{name}")
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -207,6 +223,16 @@ impl LocalStore {
             if let Some((mut next, events)) = change {
                 next.revision = guard.revision + 1;
                 inner.persist(&next)?;
+                // Endpoints that went with a revoked lease are announced like deletions.
+                for (id, e) in &guard.endpoints {
+                    if !next.endpoints.contains_key(id) {
+                        let _ = inner.object_events.send(ObjectEvent::EndpointDeleted {
+                            node: e.record.node.clone(),
+                            namespace: e.record.namespace.clone(),
+                            name: e.record.name.clone(),
+                        });
+                    }
+                }
                 *guard = next;
                 for ev in events {
                     // No receiver is fine: nobody watches.
@@ -410,6 +436,7 @@ impl Datastore for LocalStore {
                 }
                 keep
             });
+            next.endpoints.retain(|_, e| e.lease != lease);
             Ok(((), Some((next, events))))
         })
         .await
@@ -633,5 +660,69 @@ impl Datastore for LocalStore {
             }
         });
         Ok(rx)
+    }
+
+    async fn put_endpoint(&self, rec: &EndpointRecord, lease: LeaseId) -> Result<(), StoreError> {
+        check_endpoint_names(&rec.node, &rec.namespace, &rec.name)?;
+        let rec = rec.clone();
+        let inner = self.inner.clone();
+        run_blocking(move || {
+            let mut guard = inner.lock_state();
+            guard.require_lease(lease)?;
+            let mut next = guard.clone();
+            next.endpoints.insert(
+                endpoint_id(&rec.node, &rec.namespace, &rec.name),
+                EndpointEntry {
+                    lease,
+                    record: rec.clone(),
+                },
+            );
+            next.revision = guard.revision + 1;
+            inner.persist(&next)?;
+            *guard = next;
+            let _ = inner.object_events.send(ObjectEvent::EndpointPut(rec));
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_endpoint(
+        &self,
+        node: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        check_endpoint_names(node, namespace, name)?;
+        let (node, namespace, name) = (node.to_string(), namespace.to_string(), name.to_string());
+        let inner = self.inner.clone();
+        run_blocking(move || {
+            let mut guard = inner.lock_state();
+            let id = endpoint_id(&node, &namespace, &name);
+            if !guard.endpoints.contains_key(&id) {
+                return Ok(false);
+            }
+            let mut next = guard.clone();
+            next.endpoints.remove(&id);
+            next.revision = guard.revision + 1;
+            inner.persist(&next)?;
+            *guard = next;
+            let _ = inner.object_events.send(ObjectEvent::EndpointDeleted {
+                node,
+                namespace,
+                name,
+            });
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn list_endpoints(&self) -> Result<(Revision, Vec<EndpointRecord>), StoreError> {
+        self.read(|st| {
+            let mut out: Vec<EndpointRecord> =
+                st.endpoints.values().map(|e| e.record.clone()).collect();
+            out.sort();
+            (st.revision, out)
+        })
+        .await
     }
 }

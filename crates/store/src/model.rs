@@ -1,7 +1,7 @@
 //! What the datastore holds besides the config: node records and block ownership, the
 //! consistent view of both ([`Snapshot`]) and the changes to them ([`WatchEvent`]).
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -89,6 +89,25 @@ pub fn validate_node_name(name: &str) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// A pod running on a node, as its node's agent publishes it (key
+/// `<prefix>/policy/endpoints/<node>/<namespace>/<name>`, attached to the node's lease so a
+/// dead node's pods vanish with it). Labels and named ports are not here: they come from the
+/// pod's `PodLabels` object. Unknown keys are ignored when reading.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointRecord {
+    pub node: String,
+    pub namespace: String,
+    pub name: String,
+    /// The runtime's container id and interface (which CNI attachment this is).
+    #[serde(default)]
+    pub container_id: String,
+    #[serde(default)]
+    pub ifname: String,
+    #[serde(default)]
+    pub addresses: Vec<IpAddr>,
 }
 
 /// One block key: `block` belongs to `node` for as long as `lease` lives.

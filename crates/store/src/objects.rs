@@ -6,6 +6,7 @@
 use serde_json::Value;
 
 use crate::error::StoreError;
+use crate::model::EndpointRecord;
 
 /// The kinds of policy object the store keeps, each under its own key folder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -68,7 +69,16 @@ pub enum ObjectEvent {
         namespace: String,
         name: String,
     },
-    /// The watch broke or history was lost: re-list with `list_objects`.
+    /// A node's agent published (or replaced) one of its pods.
+    EndpointPut(EndpointRecord),
+    /// A pod's endpoint key went away (deleted, or its node's lease expired).
+    EndpointDeleted {
+        node: String,
+        namespace: String,
+        name: String,
+    },
+    /// The watch broke or history was lost: re-list with `list_objects` and
+    /// `list_endpoints`.
     Resync,
 }
 
@@ -89,6 +99,22 @@ pub(crate) fn check_names(kind: ObjectKind, namespace: &str, name: &str) -> Resu
             "must be empty: the kind is cluster-scoped",
         ));
     }
+    check_segment(name).map_err(|r| bad("name", name, r))
+}
+
+/// Checks an endpoint's key segments: a valid node name, a usable namespace and name.
+pub(crate) fn check_endpoint_names(
+    node: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<(), StoreError> {
+    crate::model::validate_node_name(node)?;
+    let bad = |what: &str, value: &str, reason: &str| StoreError::InvalidObjectName {
+        kind: "Endpoint",
+        name: format!("{what} {value:?}"),
+        reason: reason.to_string(),
+    };
+    check_segment(namespace).map_err(|r| bad("namespace", namespace, r))?;
     check_segment(name).map_err(|r| bad("name", name, r))
 }
 

@@ -292,3 +292,48 @@ async fn policy_objects_persist_and_are_watched() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn endpoints_persist_and_go_with_their_lease() {
+    use weft_store::{EndpointRecord, ObjectEvent};
+    let d = dir();
+    let path = d.0.join("store.json");
+    let rec = EndpointRecord {
+        node: "n1".into(),
+        namespace: "shop".into(),
+        name: "web-0".into(),
+        container_id: "c1".into(),
+        ifname: "eth0".into(),
+        addresses: vec!["10.244.0.2".parse().unwrap()],
+    };
+    let lease = {
+        let s = LocalStore::open(&path).unwrap();
+        let lease = s.grant_lease(Duration::from_secs(20)).await.unwrap();
+        let (rev, none) = s.list_endpoints().await.unwrap();
+        assert!(none.is_empty());
+        let mut rx = s.watch_objects(rev).await.unwrap();
+        s.put_endpoint(&rec, lease).await.unwrap();
+        let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ev, ObjectEvent::EndpointPut(rec.clone()));
+        lease
+    };
+    let s = LocalStore::open(&path).unwrap();
+    assert_eq!(s.list_endpoints().await.unwrap().1, vec![rec.clone()]);
+    let (rev, _) = s.list_endpoints().await.unwrap();
+    let mut rx = s.watch_objects(rev).await.unwrap();
+    s.revoke_lease(lease).await.unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(ev, ObjectEvent::EndpointDeleted { name, .. } if name == "web-0"));
+    assert!(s.list_endpoints().await.unwrap().1.is_empty());
+    assert!(matches!(
+        s.put_endpoint(&rec, lease).await,
+        Err(StoreError::LeaseNotFound(_))
+    ));
+    assert!(!s.delete_endpoint("n1", "shop", "web-0").await.unwrap());
+}

@@ -1,12 +1,12 @@
 //! The stored objects read back ([`Catalog`]) and what the commands build from them: the
 //! endpoints (PodLabels joined with a lab's pods), the evaluator's `World`, the tables.
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use serde_json::Value;
 use weft_policy::{
-    Endpoint, Labels, Namespace, NetworkPolicy, Node, Object, ParseOptions, PodLabels, World,
+    Endpoint, Labels, Namespace, NetworkPolicy, Node, Object, ParseOptions, PodLabels, RunningPod,
+    World,
 };
 use weft_store::{AnyStore, Datastore, ObjectKind};
 
@@ -51,40 +51,22 @@ impl Catalog {
     }
 
     /// Pods: a lab's pods (node, addresses; labels from their PodLabels object, else the
-    /// lab's record), then PodLabels objects of pods nobody runs (no node, no address).
+    /// lab's record), then PodLabels objects of pods nobody runs (no node, no address) —
+    /// the join weftd makes too ([`weft_policy::join_endpoints`]).
     pub fn endpoints(&self, lab: Option<&Lab>) -> Vec<Endpoint> {
-        let mut out = Vec::new();
-        let mut seen = BTreeSet::new();
-        for pod in lab.iter().flat_map(|l| l.state.pods.iter()) {
-            let record = self
-                .pod_labels
-                .iter()
-                .find(|(p, _)| p.namespace == pod.namespace && p.name == pod.name)
-                .map(|(p, _)| p);
-            seen.insert((pod.namespace.clone(), pod.name.clone()));
-            out.push(Endpoint {
+        let pods: Vec<RunningPod> = lab
+            .iter()
+            .flat_map(|l| l.state.pods.iter())
+            .map(|pod| RunningPod {
                 namespace: pod.namespace.clone(),
                 name: pod.name.clone(),
-                labels: record.map_or_else(|| pod.labels.clone(), |r| r.labels.clone()),
                 node: pod.node.clone(),
                 addresses: pod.addresses.iter().map(|a| a.addr()).collect(),
-                ports: record.map(|r| r.ports.clone()).unwrap_or_default(),
-            });
-        }
-        for (p, _) in &self.pod_labels {
-            if !seen.contains(&(p.namespace.clone(), p.name.clone())) {
-                out.push(Endpoint {
-                    namespace: p.namespace.clone(),
-                    name: p.name.clone(),
-                    labels: p.labels.clone(),
-                    node: String::new(),
-                    addresses: Vec::new(),
-                    ports: p.ports.clone(),
-                });
-            }
-        }
-        out.sort();
-        out
+                fallback_labels: pod.labels.clone(),
+            })
+            .collect();
+        let labels: Vec<PodLabels> = self.pod_labels.iter().map(|(p, _)| p.clone()).collect();
+        weft_policy::join_endpoints(&pods, &labels)
     }
 
     /// The nodes' addresses are their underlay addresses and the pod gateways their pods'
@@ -94,9 +76,12 @@ impl Catalog {
             .iter()
             .flat_map(|l| l.state.nodes.iter().map(move |n| (l, n)))
             .map(|(l, n)| {
-                let mut addresses: Vec<IpAddr> = std::iter::once(n.address4.into())
+                let underlay: Vec<IpAddr> = std::iter::once(n.address4.into())
                     .chain(n.address6.map(Into::into))
                     .collect();
+                let pod_cidrs: Vec<ipnet::IpNet> =
+                    n.blocks.iter().filter_map(|b| b.parse().ok()).collect();
+                let mut addresses = weft_policy::node_addresses(&underlay, &pod_cidrs);
                 let gateways = l
                     .state
                     .pods
@@ -113,7 +98,7 @@ impl Catalog {
                 Node {
                     name: n.name.clone(),
                     addresses,
-                    pod_cidrs: n.blocks.iter().filter_map(|b| b.parse().ok()).collect(),
+                    pod_cidrs,
                 }
             })
             .collect();

@@ -24,8 +24,10 @@ use crate::blocks::BlockSpace;
 use crate::config::{ClusterConfig, Family};
 use crate::error::StoreError;
 use crate::keys::{DEFAULT_PREFIX, KeyKind, Keys, prefix_end};
-use crate::model::{BlockOwner, NodeRecord, Snapshot, WatchEvent, validate_node_name};
-use crate::objects::{ObjectEvent, ObjectKind, StoredObject, check_names};
+use crate::model::{
+    BlockOwner, EndpointRecord, NodeRecord, Snapshot, WatchEvent, validate_node_name,
+};
+use crate::objects::{ObjectEvent, ObjectKind, StoredObject, check_endpoint_names, check_names};
 use crate::{Datastore, LeaseId, Revision};
 
 use conn::Conn;
@@ -380,6 +382,15 @@ pub(crate) fn parse_config(key: &str, value: &[u8]) -> Result<ClusterConfig, Sto
 
 /// A node record as stored, or `None` when unreadable or not matching its key (such a node
 /// is treated as absent rather than failing every listing of the cluster).
+/// An endpoint record, if its key and value agree and parse.
+pub(crate) fn parse_endpoint(keys: &Keys, key: &[u8], value: &[u8]) -> Option<EndpointRecord> {
+    let KeyKind::Endpoint(node, namespace, name) = keys.classify(key) else {
+        return None;
+    };
+    let rec: EndpointRecord = serde_json::from_slice(value).ok()?;
+    (rec.node == node && rec.namespace == namespace && rec.name == name).then_some(rec)
+}
+
 pub(crate) fn parse_node(name: &str, value: &[u8]) -> Option<NodeRecord> {
     let rec: NodeRecord = serde_json::from_slice(value).ok()?;
     (rec.name == name && rec.validate().is_ok()).then_some(rec)
@@ -573,7 +584,7 @@ impl Datastore for EtcdStore {
                 }
                 KeyKind::Node(name) => snap.nodes.extend(parse_node(&name, kv.value())),
                 KeyKind::Block(b) => snap.blocks.push(block_owner(b, kv)),
-                KeyKind::Object(..) | KeyKind::Other => {}
+                KeyKind::Object(..) | KeyKind::Endpoint(..) | KeyKind::Other => {}
             }
         }
         snap.blocks.sort_by_key(|b| b.block);
@@ -653,5 +664,57 @@ impl Datastore for EtcdStore {
         from: Revision,
     ) -> Result<mpsc::Receiver<ObjectEvent>, StoreError> {
         watch::start(&self.inner, from).await
+    }
+
+    async fn put_endpoint(&self, rec: &EndpointRecord, lease: LeaseId) -> Result<(), StoreError> {
+        check_endpoint_names(&rec.node, &rec.namespace, &rec.name)?;
+        let key = self
+            .inner
+            .keys
+            .endpoint(&rec.node, &rec.namespace, &rec.name);
+        let value = serde_json::to_string(rec).map_err(|e| StoreError::Corrupt {
+            key: key.clone(),
+            detail: e.to_string(),
+        })?;
+        let mut c = self.inner.conn.client();
+        self.inner
+            .conn
+            .call(
+                "put_endpoint",
+                Some(lease),
+                c.put(key, value, Some(PutOptions::new().with_lease(lease))),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_endpoint(
+        &self,
+        node: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        check_endpoint_names(node, namespace, name)?;
+        let key = self.inner.keys.endpoint(node, namespace, name);
+        let mut c = self.inner.conn.client();
+        let resp = self
+            .inner
+            .conn
+            .call("delete_endpoint", None, c.delete(key, None))
+            .await?;
+        Ok(resp.deleted() > 0)
+    }
+
+    async fn list_endpoints(&self) -> Result<(Revision, Vec<EndpointRecord>), StoreError> {
+        let keys = &self.inner.keys;
+        let (revision, kvs) = self
+            .list("list_endpoints", &keys.endpoints(), false)
+            .await?;
+        let mut out: Vec<EndpointRecord> = kvs
+            .iter()
+            .filter_map(|kv| parse_endpoint(keys, kv.key(), kv.value()))
+            .collect();
+        out.sort();
+        Ok((revision, out))
     }
 }

@@ -18,7 +18,7 @@ use crate::keys::{KeyKind, Keys};
 use crate::model::WatchEvent;
 use crate::objects::{ObjectEvent, StoredObject};
 
-use super::{Inner, block_owner, parse_node};
+use super::{Inner, block_owner, parse_endpoint, parse_node};
 
 /// Events buffered for a slow receiver before the task waits for it.
 const BUFFER: usize = 1024;
@@ -210,14 +210,29 @@ fn decode(keys: &Keys, ev: &Event) -> Option<WatchEvent> {
         KeyKind::Node(name) => Some(WatchEvent::NodeDeleted(name)),
         KeyKind::Block(b) if put => Some(WatchEvent::BlockPut(block_owner(b, kv))),
         KeyKind::Block(b) => Some(WatchEvent::BlockDeleted(b)),
-        KeyKind::Config | KeyKind::Object(..) | KeyKind::Other => None,
+        KeyKind::Config | KeyKind::Object(..) | KeyKind::Endpoint(..) | KeyKind::Other => None,
     }
 }
 
 fn decode_object(keys: &Keys, ev: &Event) -> Option<ObjectEvent> {
     let kv = ev.kv()?;
-    let KeyKind::Object(kind, namespace, name) = keys.classify(kv.key()) else {
-        return None;
+    let (kind, namespace, name) = match keys.classify(kv.key()) {
+        KeyKind::Object(kind, namespace, name) => (kind, namespace, name),
+        KeyKind::Endpoint(node, namespace, name) => {
+            let put = matches!(ev.event_type(), EventType::Put);
+            return Some(
+                match put.then(|| parse_endpoint(keys, kv.key(), kv.value())) {
+                    Some(Some(rec)) => ObjectEvent::EndpointPut(rec),
+                    // Unreadable records are absent in listings too.
+                    _ => ObjectEvent::EndpointDeleted {
+                        node,
+                        namespace,
+                        name,
+                    },
+                },
+            );
+        }
+        _ => return None,
     };
     let value = matches!(ev.event_type(), EventType::Put)
         .then(|| serde_json::from_slice(kv.value()).ok())

@@ -140,3 +140,90 @@ async fn object_watch_ignores_nodes_and_resyncs_after_restart() {
         .unwrap();
     assert!(matches!(next(&mut rx).await, ObjectEvent::Put(o) if o.name == "b"));
 }
+
+fn endpoint(node: &str, name: &str, addr: &str) -> weft_store::EndpointRecord {
+    weft_store::EndpointRecord {
+        node: node.into(),
+        namespace: "shop".into(),
+        name: name.into(),
+        container_id: format!("c-{name}"),
+        ifname: "eth0".into(),
+        addresses: vec![addr.parse().unwrap()],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_follow_their_nodes_lease() {
+    let srv = server();
+    let store = connect(&srv).await;
+    let (rev, none) = store.list_endpoints().await.unwrap();
+    assert!(none.is_empty());
+    let mut rx = store.watch_objects(rev).await.unwrap();
+    let lease_a = store.grant_lease(Duration::from_secs(30)).await.unwrap();
+    let lease_b = store.grant_lease(Duration::from_secs(30)).await.unwrap();
+    let web = endpoint("node-a", "web-0", "10.244.0.2");
+    let db = endpoint("node-b", "db-0", "10.244.0.66");
+    store.put_endpoint(&web, lease_a).await.unwrap();
+    store.put_endpoint(&db, lease_b).await.unwrap();
+    let keys: Vec<String> = raw_keys(&srv).await.into_iter().map(|(k, _)| k).collect();
+    assert!(
+        keys.iter()
+            .any(|k| k == "/weft/v1/policy/endpoints/node-a/shop/web-0"),
+        "{keys:?}"
+    );
+    assert_eq!(next(&mut rx).await, ObjectEvent::EndpointPut(web.clone()));
+    assert_eq!(next(&mut rx).await, ObjectEvent::EndpointPut(db.clone()));
+    let (_, list) = store.list_endpoints().await.unwrap();
+    assert_eq!(list, vec![web.clone(), db.clone()]);
+    // Objects and endpoints do not mix in listings.
+    assert!(
+        store
+            .list_objects(ObjectKind::PodLabels)
+            .await
+            .unwrap()
+            .1
+            .is_empty()
+    );
+
+    // A dead node's pods vanish with its lease.
+    store.revoke_lease(lease_b).await.unwrap();
+    assert_eq!(
+        next(&mut rx).await,
+        ObjectEvent::EndpointDeleted {
+            node: "node-b".into(),
+            namespace: "shop".into(),
+            name: "db-0".into()
+        }
+    );
+    assert_eq!(store.list_endpoints().await.unwrap().1, vec![web.clone()]);
+    assert!(
+        store
+            .delete_endpoint("node-a", "shop", "web-0")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_endpoint("node-a", "shop", "web-0")
+            .await
+            .unwrap()
+    );
+    assert!(matches!(
+        next(&mut rx).await,
+        ObjectEvent::EndpointDeleted { name, .. } if name == "web-0"
+    ));
+    // A lease that is gone, and names that cannot be keys, are refused.
+    assert!(matches!(
+        store.put_endpoint(&db, lease_b).await,
+        Err(StoreError::LeaseNotFound(_))
+    ));
+    let bad = weft_store::EndpointRecord {
+        name: "a/b".into(),
+        ..web.clone()
+    };
+    assert!(matches!(
+        store.put_endpoint(&bad, lease_a).await,
+        Err(StoreError::InvalidObjectName { .. })
+    ));
+    assert!(store.list_endpoints().await.unwrap().1.is_empty());
+}

@@ -1,0 +1,445 @@
+//! NetworkPolicy on this node: the datastore's view and this node's endpoint files become a
+//! [`weft_policy::World`], compiled for this node ([`plan::compile`]) and moved into the
+//! kernel as the diff from the plan last applied ([`plan::diff`], [`plan::render_ops`]), one
+//! `nft -f -` transaction at a time; the applied plan is kept in `<run-dir>/policy-plan.json`.
+//!
+//! Restart safety, the property everything here serves — a restarted agent never opens a
+//! denied flow, even for an instant:
+//! - SIGTERM leaves the table in place;
+//! - at start the persisted plan is put back as one transaction that replaces the whole table
+//!   (`add table; delete table; <plan>`): the kernel ends up exactly as last applied whatever
+//!   it held (missing, drifted), and packets see either the old ruleset or the new one;
+//! - nothing new is applied before a complete view was loaded from the datastore; until
+//!   then attach requests are refused (the pod stays in the node's default-deny);
+//! - a failed transaction leaves the kernel as it was (nft commits all or nothing); the next
+//!   apply then replaces the table whole instead of trusting a diff.
+//!
+//! Events (objects, endpoints, nodes) only mark the view dirty; a burst is coalesced into
+//! one load and one transaction ([`COALESCE`]). An `attach` is applied at once, and answered
+//! after the commit.
+
+mod endpoints;
+pub mod nft;
+mod view;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use weft_ipam::agent::{Reply, endpoints_dir};
+use weft_policy::plan::{self, Plan, PlanOptions};
+use weft_store::{Datastore, EndpointRecord, LeaseId, Revision, StoreError};
+
+use crate::cniconf::write_if_changed;
+use crate::config::Settings;
+use crate::log;
+use crate::socket;
+use endpoints::Local;
+use view::View;
+
+/// How long events are gathered before one load and one transaction.
+pub const COALESCE: Duration = Duration::from_millis(30);
+/// How soon a failed load or apply is tried again.
+const RETRY: Duration = Duration::from_secs(1);
+
+pub struct Policy {
+    node: String,
+    opts: PlanOptions,
+    endpoints_dir: PathBuf,
+    plan_path: PathBuf,
+    local: Local,
+    /// None until the first complete load from the datastore.
+    view: Option<View>,
+    applied: Plan,
+    /// Whether `applied` is what the kernel holds (restored or applied by us).
+    kernel_known: bool,
+    /// The view revision of the last successful apply.
+    applied_revision: Revision,
+    /// A load and apply is due at this instant.
+    due: Option<Instant>,
+    last_error: Option<String>,
+    /// What this agent last wrote to the datastore for its own pods.
+    published: BTreeMap<(String, String), EndpointRecord>,
+}
+
+impl Policy {
+    pub fn new(s: &Settings) -> Policy {
+        let mut opts = PlanOptions::new(&s.node_name);
+        opts.log_per_second = s.policy_log_rate;
+        Policy {
+            node: s.node_name.clone(),
+            applied: Plan::empty(&opts.table),
+            opts,
+            endpoints_dir: endpoints_dir(&s.socket_path()),
+            plan_path: s.run_dir.join("policy-plan.json"),
+            local: Local::new(),
+            view: None,
+            kernel_known: false,
+            applied_revision: 0,
+            due: None,
+            last_error: None,
+            published: BTreeMap::new(),
+        }
+    }
+
+    /// Put the last applied plan back (one transaction replacing the table) and read the
+    /// endpoint files. Without a persisted plan the kernel is left alone until the first
+    /// complete view.
+    pub async fn restore(&mut self) {
+        self.local = endpoints::scan(&self.endpoints_dir);
+        self.warn_unenforceable();
+        let text = match std::fs::read_to_string(&self.plan_path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                log::error(
+                    "cannot read the persisted policy plan; the kernel table is kept until the first complete view",
+                    &[
+                        ("file", self.plan_path.display().to_string().into()),
+                        ("error", e.to_string().into()),
+                    ],
+                );
+                return;
+            }
+        };
+        let saved: Plan = match serde_json::from_str(&text) {
+            Ok(p) => p,
+            Err(e) => {
+                log::error(
+                    "persisted policy plan unreadable; the kernel table is kept until the first complete view",
+                    &[("error", e.to_string().into())],
+                );
+                return;
+            }
+        };
+        if saved.table != self.opts.table {
+            return;
+        }
+        match nft::apply(replace_script(&saved)).await {
+            Ok(()) => {
+                log::info(
+                    "persisted policy plan restored",
+                    &[("classes", saved.classes.len().into())],
+                );
+                self.applied = saved;
+                self.kernel_known = true;
+            }
+            Err(e) => log::error(
+                "cannot restore the persisted policy plan",
+                &[("error", e.into())],
+            ),
+        }
+    }
+
+    /// Something the view depends on changed: load and apply soon.
+    pub fn mark_dirty(&mut self) {
+        let at = Instant::now() + COALESCE;
+        self.due = Some(self.due.map_or(at, |d| d.min(at)));
+    }
+
+    /// When the next load and apply is due.
+    pub fn due(&self) -> Option<Instant> {
+        self.due
+    }
+
+    /// Re-read the endpoint files (a pod added while the agent was down, a DEL it missed).
+    pub fn rescan(&mut self) {
+        let now = endpoints::scan(&self.endpoints_dir);
+        if now != self.local {
+            self.local = now;
+            self.warn_unenforceable();
+        }
+        self.mark_dirty();
+    }
+
+    fn warn_unenforceable(&self) {
+        for f in self.local.values().filter(|f| f.mode == "macvlan") {
+            log::error(
+                "NetworkPolicy cannot be enforced for a macvlan pod: its traffic never passes this node's netfilter",
+                &[
+                    ("namespace", f.namespace.clone().into()),
+                    ("pod", f.name.clone().into()),
+                ],
+            );
+        }
+    }
+
+    /// Load the view and apply it; then bring this node's published endpoints in line.
+    /// Failures are logged and retried ([`RETRY`]); with the datastore down the kernel keeps
+    /// what it has.
+    pub async fn flush<S: Datastore>(
+        &mut self,
+        store: &S,
+        lease: LeaseId,
+        blocks: &[IpNet],
+        underlay: &[IpAddr],
+    ) -> Result<(), String> {
+        self.due = None;
+        match View::load(store).await {
+            Ok(v) => {
+                self.published = v
+                    .endpoints
+                    .iter()
+                    .filter(|e| e.node == self.node)
+                    .map(|e| ((e.namespace.clone(), e.name.clone()), e.clone()))
+                    .collect();
+                self.view = Some(v);
+            }
+            Err(e) => {
+                self.due = Some(Instant::now() + RETRY);
+                let msg = format!("loading the policy view: {e}");
+                self.last_error = Some(msg.clone());
+                return Err(msg);
+            }
+        }
+        self.apply(blocks, underlay).await?;
+        self.publish(store, lease).await;
+        Ok(())
+    }
+
+    /// Compile the current view for this node and commit the difference.
+    async fn apply(&mut self, blocks: &[IpNet], underlay: &[IpAddr]) -> Result<(), String> {
+        let Some(view) = &self.view else {
+            return Err("the policy view has not been loaded from the datastore yet".into());
+        };
+        let world = view.world(&self.node, &self.local, blocks, underlay);
+        let revision = view.revision;
+        let next = plan::compile(&world, &self.opts);
+        let script = if self.kernel_known {
+            let ops = plan::diff(&self.applied, &next);
+            if ops.is_empty() {
+                None
+            } else {
+                Some(plan::render_ops(&next.table, &ops))
+            }
+        } else {
+            Some(replace_script(&next))
+        };
+        if let Some(script) = script {
+            if let Err(e) = nft::apply(script).await {
+                // nft commits all or nothing, but say so by trusting no diff next time.
+                self.kernel_known = false;
+                self.due = Some(Instant::now() + RETRY);
+                let msg = format!("applying the policy plan: {e}");
+                log::error("policy not applied", &[("error", msg.clone().into())]);
+                self.last_error = Some(msg.clone());
+                return Err(msg);
+            }
+            let text = serde_json::to_string(&next).unwrap_or_default();
+            if let Err(e) = write_if_changed(&self.plan_path, &text) {
+                log::error(
+                    "applied policy plan not persisted",
+                    &[("error", e.to_string().into())],
+                );
+            }
+            log::info(
+                "policy applied",
+                &[
+                    ("revision", revision.into()),
+                    ("classes", next.classes.len().into()),
+                ],
+            );
+        }
+        self.applied = next;
+        self.kernel_known = true;
+        self.applied_revision = revision;
+        self.last_error = None;
+        Ok(())
+    }
+
+    /// Write this node's pods to the datastore (for the other nodes) where the copy there
+    /// differs; remove copies of pods no longer here. Best effort: retried at the next load.
+    async fn publish<S: Datastore>(&mut self, store: &S, lease: LeaseId) {
+        let mut desired: BTreeMap<(String, String), EndpointRecord> = BTreeMap::new();
+        for f in self.local.values() {
+            let rec = desired
+                .entry((f.namespace.clone(), f.name.clone()))
+                .or_insert_with(|| EndpointRecord {
+                    node: self.node.clone(),
+                    namespace: f.namespace.clone(),
+                    name: f.name.clone(),
+                    container_id: f.container_id.clone(),
+                    ifname: f.ifname.clone(),
+                    addresses: Vec::new(),
+                });
+            for a in &f.addresses {
+                if !rec.addresses.contains(a) {
+                    rec.addresses.push(*a);
+                }
+            }
+        }
+        for (key, rec) in &desired {
+            if self.published.get(key) == Some(rec) {
+                continue;
+            }
+            match store.put_endpoint(rec, lease).await {
+                Ok(()) => {
+                    self.published.insert(key.clone(), rec.clone());
+                }
+                Err(e) => {
+                    log_publish_error(&e, &rec.namespace, &rec.name);
+                    return;
+                }
+            }
+        }
+        let stale: Vec<(String, String)> = self
+            .published
+            .keys()
+            .filter(|k| !desired.contains_key(*k))
+            .cloned()
+            .collect();
+        for (ns, name) in stale {
+            match store.delete_endpoint(&self.node, &ns, &name).await {
+                Ok(_) => {
+                    self.published.remove(&(ns, name));
+                }
+                Err(e) => {
+                    log_publish_error(&e, &ns, &name);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A pod was attached: read its file, program it, answer once committed.
+    pub async fn attach(
+        &mut self,
+        container_id: &str,
+        ifname: &str,
+        blocks: &[IpNet],
+        underlay: &[IpAddr],
+    ) -> Reply {
+        if [container_id, ifname]
+            .iter()
+            .any(|s| s.is_empty() || s.contains('/') || s.starts_with('.'))
+        {
+            return socket::refuse("invalid container id or ifname");
+        }
+        let path = self
+            .endpoints_dir
+            .join(format!("{container_id}-{ifname}.json"));
+        let Some(f) = endpoints::read(&path) else {
+            return socket::refuse(&format!("no readable endpoint file {}", path.display()));
+        };
+        let macvlan = f.mode == "macvlan";
+        self.local
+            .insert((container_id.to_string(), ifname.to_string()), f);
+        if macvlan {
+            self.warn_unenforceable();
+        }
+        if self.view.is_none() {
+            self.mark_dirty();
+            return socket::refuse(
+                "the policy view is not loaded from the datastore yet; the pod stays isolated until it is",
+            );
+        }
+        match self.apply(blocks, underlay).await {
+            Ok(()) => Reply {
+                ok: true,
+                ..Reply::default()
+            },
+            Err(e) => socket::refuse(&e),
+        }
+    }
+
+    /// A pod was detached: forget it and re-apply soon.
+    pub fn detach(&mut self, container_id: &str, ifname: &str) -> Reply {
+        self.local
+            .remove(&(container_id.to_string(), ifname.to_string()));
+        self.mark_dirty();
+        Reply {
+            ok: true,
+            ..Reply::default()
+        }
+    }
+
+    /// Publish this node's endpoints after an attach or detach (outside the reply path).
+    pub async fn publish_now<S: Datastore>(&mut self, store: &S, lease: LeaseId) {
+        if self.view.is_some() {
+            self.publish(store, lease).await;
+        }
+    }
+
+    /// The policy part of the agent's status, with per-class drop counters from the kernel.
+    pub async fn status(&self) -> Value {
+        let counters = if self.kernel_known {
+            nft::drop_counters(self.opts.table.clone()).await
+        } else {
+            Err("the kernel table is not (yet) the applied plan".to_string())
+        };
+        let mut denied = Vec::new();
+        let mut unknown: u64 = 0;
+        let mut counter_error = None;
+        match counters {
+            Ok(list) => {
+                for (chain, packets) in list {
+                    match self.applied.classes.get(&chain) {
+                        Some(info) => denied.push(json!({
+                            "chain": chain,
+                            "direction": info.direction.as_str(),
+                            "policies": info.policies.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                            "packets": packets,
+                        })),
+                        None => unknown += packets,
+                    }
+                }
+            }
+            Err(e) => counter_error = Some(e),
+        }
+        let rules: usize = self.applied.chains.values().map(|c| c.rules.len()).sum();
+        let elements: usize = self.applied.sets.values().map(|s| s.elements.len()).sum();
+        let unenforceable: Vec<String> = self
+            .local
+            .values()
+            .filter(|f| f.mode == "macvlan")
+            .map(|f| format!("{}/{}", f.namespace, f.name))
+            .collect();
+        json!({
+            "table": format!("inet {}", self.opts.table),
+            "revision": self.applied_revision,
+            "viewLoaded": self.view.is_some(),
+            "inSync": self.in_sync(),
+            "policies": self.view.as_ref().map_or(0, |v| v.policies.len()),
+            "endpoints": self.local.len(),
+            "classes": self.applied.classes.len(),
+            "chains": self.applied.chains.len(),
+            "rules": rules,
+            "elements": elements,
+            "denied": denied,
+            "deniedUnknownPods": unknown,
+            "counterError": counter_error,
+            "lastError": self.last_error,
+            "unenforceable": unenforceable,
+        })
+    }
+
+    /// Loaded, applied, and nothing waiting.
+    pub fn in_sync(&self) -> bool {
+        self.view.is_some() && self.kernel_known && self.due.is_none() && self.last_error.is_none()
+    }
+}
+
+/// The whole plan as one transaction that replaces whatever table of that name exists
+/// (`add` first so `delete` cannot fail on a missing table).
+fn replace_script(p: &Plan) -> String {
+    format!(
+        "add table inet {t}\ndelete table inet {t}\n{}",
+        plan::render(p),
+        t = p.table
+    )
+}
+
+fn log_publish_error(e: &StoreError, ns: &str, name: &str) {
+    log::warn(
+        "endpoint not published to the datastore; retried at the next load",
+        &[
+            ("namespace", ns.to_string().into()),
+            ("pod", name.to_string().into()),
+            ("error", e.to_string().into()),
+        ],
+    );
+}

@@ -1,0 +1,107 @@
+//! Registering a pod with the node agent (`agentSocket` in the plugin config): on ADD the
+//! endpoint file is written atomically and the agent asked to `attach`, which it answers
+//! once the pod's NetworkPolicy is committed to the kernel — so ADD returns only after the
+//! pod is policed. An agent that is down or slow does not fail the ADD: the pod's address
+//! lies in the node's pod range, where the agent's table drops every address it has not
+//! programmed, so the pod stays isolated until the agent (at start, or its periodic rescan
+//! of the endpoints directory) programs it. DEL removes the file and tells the agent, best
+//! effort, never failing and never waiting long.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use weft_cni::{CniResult, Request};
+use weft_ipam::agent::{self, EndpointFile, Request as AgentRequest};
+
+use crate::config::{Mode, NetConf};
+use crate::names;
+
+/// How long ADD waits for the agent to commit the pod's policy.
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long DEL gives the agent.
+const DETACH_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// What a pod is called: `K8S_POD_NAMESPACE`/`K8S_POD_NAME` from `CNI_ARGS`, else namespace
+/// `default` and the container id as its name (a runtime that is not Kubernetes).
+pub fn pod_identity(req: &Request) -> (String, String) {
+    let get = |k: &str| {
+        req.args
+            .get(k)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    (
+        get("K8S_POD_NAMESPACE").unwrap_or_else(|| "default".into()),
+        get("K8S_POD_NAME").unwrap_or_else(|| req.container_id.clone()),
+    )
+}
+
+fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::Bridge => "bridge",
+        Mode::Ptp => "ptp",
+        Mode::Macvlan => "macvlan",
+    }
+}
+
+/// Write the endpoint file and wait for the agent's `attach`. Ok(()) when the agent has
+/// programmed the pod; Err(why) otherwise — a warning for the log, never an ADD failure
+/// (except when the file cannot be written: then the agent could never learn of the pod).
+pub fn attach(
+    socket: &Path,
+    conf: &NetConf,
+    req: &Request,
+    result: &CniResult,
+) -> Result<Result<(), String>, std::io::Error> {
+    let (namespace, name) = pod_identity(req);
+    let file = EndpointFile {
+        container_id: req.container_id.clone(),
+        ifname: req.ifname.clone(),
+        namespace,
+        name,
+        addresses: result.ips.iter().map(|i| i.address.addr()).collect(),
+        host_interface: (conf.mode != Mode::Macvlan)
+            .then(|| names::host_veth(&req.name, &req.container_id, &req.ifname)),
+        mode: mode_name(conf.mode).to_string(),
+    };
+    let path = agent::endpoint_path(socket, &req.container_id, &req.ifname);
+    write_atomic(
+        &path,
+        &serde_json::to_vec(&file).map_err(std::io::Error::other)?,
+    )?;
+    let ask = AgentRequest::Attach {
+        container_id: req.container_id.clone(),
+        ifname: req.ifname.clone(),
+    };
+    Ok(agent::ask(socket, &ask, ATTACH_TIMEOUT)
+        .map(|_| ())
+        .map_err(|e| e.to_string()))
+}
+
+/// Remove the endpoint file and tell the agent; every failure is ignored (the agent's
+/// rescan notices a vanished file).
+pub fn detach(socket: &Path, req: &Request) {
+    let path = agent::endpoint_path(socket, &req.container_id, &req.ifname);
+    let _ = std::fs::remove_file(path);
+    let ask = AgentRequest::Detach {
+        container_id: req.container_id.clone(),
+        ifname: req.ifname.clone(),
+    };
+    let _ = agent::ask(socket, &ask, DETACH_TIMEOUT);
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // A dot name the agent's scan skips while it is being written.
+    let tmp: PathBuf = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
