@@ -140,6 +140,16 @@ fn documents(yaml: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The node's underlay address of the family (on `eth0`, docs/lab.md).
+fn node_addr(ns: &str, v6: bool) -> IpAddr {
+    let fam = if v6 { "-6" } else { "-4" };
+    let links = ipj(ns, &[fam, "addr", "show", "dev", "eth0", "scope", "global"]);
+    links[0]["addr_info"][0]["local"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no {fam} address on eth0 in {ns}: {links}"))
+}
+
 /// The source address `ns` uses to reach `dst` (the kernel's choice).
 fn source_addr(ns: &str, dst: IpAddr) -> IpAddr {
     let r = ipj(ns, &["route", "get", &dst.to_string()]);
@@ -190,10 +200,12 @@ fn base_manifest() -> String {
     y
 }
 
-fn setup() -> Fixture {
+fn setup(lab_args: &[&str]) -> Fixture {
     lab_support::require_cluster_binaries();
     let lab = Lab::new();
-    lab.up_ok(&["--nodes", "2", "--pods-per-node", "0"]);
+    let mut args = vec!["--nodes", "2", "--pods-per-node", "0"];
+    args.extend_from_slice(lab_args);
+    lab.up_ok(&args);
     for p in PODS {
         let mut args = vec![p.name, "--node", p.node, "--namespace", p.namespace];
         let labels = labels_arg(p.labels);
@@ -282,10 +294,11 @@ fn setup() -> Fixture {
     let mut sources: Vec<End> = (0..PODS.len()).map(End::Pod).collect();
     sources.extend((0..NODES.len()).map(End::Node));
     let mut dests: Vec<End> = (0..PODS.len()).map(End::Pod).collect();
+    dests.extend((0..NODES.len()).map(End::Node));
     dests.push(End::Out);
     for &src in &sources {
         for &dst in &dests {
-            if matches!((src, dst), (End::Node(_), End::Out)) {
+            if matches!((src, dst), (End::Node(_), End::Out | End::Node(_))) {
                 continue;
             }
             for v6 in [false, true] {
@@ -294,7 +307,8 @@ fn setup() -> Fixture {
                         Some(a) => a,
                         None => continue,
                     },
-                    _ => (if v6 { OUT_V6 } else { OUT_V4 }).parse().unwrap(),
+                    End::Node(n) => node_addr(&lab.ns(NODES[n]), v6),
+                    End::Out => (if v6 { OUT_V6 } else { OUT_V4 }).parse().unwrap(),
                 };
                 let (src_addr, src_ns) = match src {
                     End::Pod(i) => match cluster.pods[i].addr(v6) {
@@ -342,11 +356,7 @@ fn setup() -> Fixture {
 
 /// Waits until every node's weftd enforces what the datastore holds now.
 fn wait_sync(lab: &Lab) {
-    if let Err(e) = truth::sync::policy_sync(lab, NODES) {
-        // A weftd without the barrier: give it time instead.
-        eprintln!("policy-sync: {e}; waiting 1.5 s instead");
-        std::thread::sleep(Duration::from_millis(1500));
-    }
+    lab_support::policy::policy_sync(lab).unwrap_or_else(|e| panic!("policy-sync: {e}"));
 }
 
 /// Probes the matrix; cells that look closed but should be open get a patient second look.
@@ -463,19 +473,35 @@ fn oracle_expects_all_open_without_policies() {
     let _ = scenarios::PODS.len();
 }
 
+/// The default lab: VXLAN between the nodes, pods on a bridge.
 #[test]
-fn truth_table() {
+fn truth_table_vxlan_bridge() {
+    truth_table(&[]);
+}
+
+/// Routed (host-gw) between the nodes, pods on point-to-point links.
+#[test]
+fn truth_table_hostgw_ptp() {
+    truth_table(&["--backend", "host-gw", "--mode", "ptp"]);
+}
+
+fn truth_table(lab_args: &[&str]) {
     let start = Instant::now();
-    let f = setup();
-    let namespaces: Vec<PathBuf> = PODS
+    let f = setup(lab_args);
+    let path = |short: &str| PathBuf::from(format!("/run/netns/{}", f.lab.ns(short)));
+    let mut namespaces: Vec<(PathBuf, Vec<IpAddr>)> = PODS
         .iter()
-        .map(|p| format!("p-{}", p.name))
-        .chain(["out".to_string()])
-        .map(|s| PathBuf::from(format!("/run/netns/{}", f.lab.ns(&s))))
+        .map(|p| (path(&format!("p-{}", p.name)), Vec::new()))
         .collect();
+    for n in NODES {
+        let ns = f.lab.ns(n);
+        let addrs = vec![node_addr(&ns, false), node_addr(&ns, true)];
+        namespaces.push((path(n), addrs));
+    }
+    namespaces.push((path("out"), Vec::new()));
     let _listeners = Listeners::start(&namespaces, TCP_PORTS, UDP_PORTS);
     eprintln!(
-        "truth table: lab {} up, {} cells per scenario, setup {:?}",
+        "truth table {lab_args:?}: lab {} up, {} cells per scenario, setup {:?}",
         f.lab.name,
         f.flows.len(),
         start.elapsed()
@@ -580,7 +606,7 @@ fn truth_table() {
         }
     }
     eprintln!(
-        "truth table: {} scenarios in {:?}\n{}",
+        "truth table {lab_args:?}: {} scenarios in {:?}\n{}",
         SCENARIOS.len(),
         start.elapsed(),
         summary.join("\n")

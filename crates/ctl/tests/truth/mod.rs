@@ -5,4 +5,3 @@
 pub mod oracle;
 pub mod probe;
 pub mod scenarios;
-pub mod sync;

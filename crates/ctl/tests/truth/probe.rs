@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -55,17 +55,26 @@ fn run_in<T>(ns: &Path, f: impl FnOnce() -> T) -> T {
 
 /// Echo servers on every port given, in every namespace given; stopped (sockets closed) on
 /// drop, so no socket keeps a lab namespace alive after the test.
+///
+/// UDP sockets bind the addresses given with the namespace, or `[::]` if none: a wildcard
+/// socket answers from the address the route back names, which on a node with several
+/// addresses is not the one asked (and a connected client drops the answer).
 pub struct Listeners {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Listeners {
-    pub fn start(namespaces: &[PathBuf], tcp: &[u16], udp: &[u16]) -> Listeners {
+    pub fn start(namespaces: &[(PathBuf, Vec<IpAddr>)], tcp: &[u16], udp: &[u16]) -> Listeners {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         let any = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0);
-        for ns in namespaces {
+        for (ns, udp_addrs) in namespaces {
+            let udp_addrs = if udp_addrs.is_empty() {
+                vec![any.ip()]
+            } else {
+                udp_addrs.clone()
+            };
             for &port in tcp {
                 let l = run_in(ns, || TcpListener::bind(SocketAddr::new(any.ip(), port)))
                     .unwrap_or_else(|e| panic!("{}: listen tcp/{port}: {e}", ns.display()));
@@ -74,12 +83,16 @@ impl Listeners {
                 threads.push(std::thread::spawn(move || tcp_echo(l, &stop)));
             }
             for &port in udp {
-                let s = run_in(ns, || UdpSocket::bind(SocketAddr::new(any.ip(), port)))
-                    .unwrap_or_else(|e| panic!("{}: bind udp/{port}: {e}", ns.display()));
-                s.set_read_timeout(Some(Duration::from_millis(100)))
-                    .unwrap();
-                let stop = stop.clone();
-                threads.push(std::thread::spawn(move || udp_echo(s, &stop)));
+                for &addr in &udp_addrs {
+                    let s = run_in(ns, || UdpSocket::bind(SocketAddr::new(addr, port)))
+                        .unwrap_or_else(|e| {
+                            panic!("{}: bind udp {addr}/{port}: {e}", ns.display())
+                        });
+                    s.set_read_timeout(Some(Duration::from_millis(100)))
+                        .unwrap();
+                    let stop = stop.clone();
+                    threads.push(std::thread::spawn(move || udp_echo(s, &stop)));
+                }
             }
         }
         Listeners { stop, threads }
@@ -135,6 +148,26 @@ pub struct Job {
 
 static NONCE: AtomicUsize = AtomicUsize::new(1);
 
+/// UDP source ports handed out per source namespace. Every UDP probe of a run has its own
+/// 5-tuple: a reused one could ride on the conntrack entry of an earlier scenario's allowed
+/// probe (established flows outlive a policy change, as the issue intends), and a cell
+/// would look open that the current policy denies.
+static UDP_SOURCE_PORTS: Mutex<BTreeMap<PathBuf, u16>> = Mutex::new(BTreeMap::new());
+const UDP_SOURCE_FIRST: u16 = 20000;
+const UDP_SOURCE_COUNT: u16 = 12000;
+
+fn next_udp_source(ns: &Path) -> u16 {
+    let mut m = UDP_SOURCE_PORTS.lock().unwrap_or_else(|e| e.into_inner());
+    let k = m.entry(ns.to_path_buf()).or_insert(0);
+    *k = k.wrapping_add(1);
+    assert!(
+        *k < UDP_SOURCE_COUNT,
+        "{}: more than {UDP_SOURCE_COUNT} UDP probes",
+        ns.display()
+    );
+    UDP_SOURCE_FIRST + *k
+}
+
 fn probe(job: &Job, timeout: Duration) -> Outcome {
     let nonce = (NONCE.fetch_add(1, Ordering::SeqCst) as u64).to_be_bytes();
     match job.proto {
@@ -161,7 +194,7 @@ fn probe(job: &Job, timeout: Duration) -> Outcome {
             } else {
                 IpAddr::V4(Ipv4Addr::UNSPECIFIED)
             };
-            let s = match UdpSocket::bind(SocketAddr::new(local, 0)) {
+            let s = match UdpSocket::bind(SocketAddr::new(local, next_udp_source(&job.src_ns))) {
                 Ok(s) => s,
                 Err(e) => return Outcome::Failed(format!("bind: {e}")),
             };

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::lab_support::Lab;
+use super::Lab;
 
-/// Asks `policy-sync` of every node's weftd; the replies, or what went wrong where.
-pub fn policy_sync(lab: &Lab, nodes: &[&str]) -> Result<Vec<Value>, String> {
-    nodes
+/// Asks `policy-sync` of every node's weftd in the lab's record; each node's policy status
+/// (its `status` reply field), or what went wrong where.
+pub fn policy_sync(lab: &Lab) -> Result<Vec<Value>, String> {
+    lab.node_names()
         .iter()
         .map(|node| {
             let path = lab.state_dir().join(format!("nodes/{node}/run/weftd.sock"));
@@ -26,7 +27,7 @@ pub fn policy_sync(lab: &Lab, nodes: &[&str]) -> Result<Vec<Value>, String> {
             let reply: Value = serde_json::from_str(line.trim())
                 .map_err(|e| format!("{node}: reply {line:?}: {e}"))?;
             if reply["ok"] == true {
-                Ok(reply)
+                Ok(reply["status"].clone())
             } else {
                 Err(format!("{node}: {reply}"))
             }
