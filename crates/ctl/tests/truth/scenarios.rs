@@ -410,4 +410,110 @@ pub const SCENARIOS: &[Scenario] = &[
             "  podSelector: {}\n  ingress:\n  - from: [{namespaceSelector: {}}]"
         ),
     },
+    Scenario {
+        name: "32-named-port-protocol-must-match",
+        covers: "a named port matches only with its own protocol (http is TCP, dns is UDP)",
+        yaml: np!(
+            "alpha",
+            "wrong-proto",
+            "  podSelector: {}\n  ingress:\n  - ports:\n    - {port: http, protocol: UDP}\n    - {port: dns}"
+        ),
+    },
+    Scenario {
+        name: "33-egress-internet-only",
+        covers: "egress ipBlock 0.0.0.0/0 and ::/0 except the pod network: outside and nodes yes, pods no",
+        yaml: np!(
+            "alpha",
+            "internet",
+            "  podSelector: {}\n  policyTypes: [Egress]\n  egress:\n  - to:\n    - ipBlock: {cidr: 0.0.0.0/0, except: [10.244.0.0/16]}\n    - ipBlock: {cidr: '::/0', except: ['fd00:10:244::/56']}"
+        ),
+    },
+    Scenario {
+        name: "34-all-pods-peer",
+        covers: "namespaceSelector {} and podSelector {} in one peer: every pod, no node, not the outside",
+        yaml: np!(
+            "beta",
+            "pods-only-out",
+            "  podSelector: {}\n  policyTypes: [Egress]\n  egress:\n  - to: [{namespaceSelector: {}, podSelector: {}}]"
+        ),
+    },
+    Scenario {
+        name: "35-egress-own-namespace",
+        covers: "egress to podSelector {}: the policy's namespace only",
+        yaml: np!(
+            "gamma",
+            "stay-home",
+            "  podSelector: {}\n  policyTypes: [Egress]\n  egress:\n  - to: [{podSelector: {}}]"
+        ),
+    },
+    Scenario {
+        name: "36-explicit-egress-ignores-ingress-rules",
+        covers: "policyTypes [Egress] with ingress rules: ingress stays open",
+        yaml: np!(
+            "alpha",
+            "out-only",
+            "  podSelector: {matchLabels: {app: db}}\n  policyTypes: [Egress]\n  ingress:\n  - from: [{podSelector: {matchLabels: {app: none}}}]\n  egress:\n  - ports: [{port: 81}]"
+        ),
+    },
+    Scenario {
+        name: "37-directions-from-separate-policies",
+        covers: "one policy isolates ingress, another egress, of the same pod; each direction its own union",
+        yaml: concat!(
+            np!(
+                "alpha",
+                "db-in",
+                "  podSelector: {matchLabels: {app: db}}\n  ingress:\n  - from: [{namespaceSelector: {}, podSelector: {matchLabels: {app: client}}}]"
+            ),
+            np!(
+                "alpha",
+                "db-out",
+                "  podSelector: {matchLabels: {tier: back}}\n  policyTypes: [Egress]\n  egress:\n  - to: [{namespaceSelector: {}, podSelector: {matchLabels: {app: web}}}]\n    ports: [{port: 8080}, {protocol: UDP, port: 5353}]"
+            )
+        ),
+    },
+    Scenario {
+        name: "38-port-range-edges",
+        covers: "endPort equal to port; a UDP range that holds 5353 but not 53",
+        yaml: np!(
+            "beta",
+            "edges",
+            "  podSelector: {}\n  ingress:\n  - ports:\n    - {port: 81, endPort: 81}\n    - {protocol: UDP, port: 54, endPort: 9090}"
+        ),
+    },
+    Scenario {
+        name: "39-ipblock-underlay-only",
+        covers: "ingress only from the nodes' underlay range: what a node's traffic carries depends on the backend (VTEP or underlay address)",
+        yaml: np!(
+            "beta",
+            "underlay",
+            "  podSelector: {}\n  ingress:\n  - from:\n    - ipBlock: {cidr: 192.168.100.0/24}\n    - ipBlock: {cidr: 'fd00:192:168:100::/64'}"
+        ),
+    },
+    Scenario {
+        name: "40-ipblock-one-family",
+        covers: "an IPv4 ipBlock 0.0.0.0/0 admits every IPv4 source and no IPv6 one",
+        yaml: np!(
+            "gamma",
+            "v4-only",
+            "  podSelector: {}\n  ingress:\n  - from: [{ipBlock: {cidr: 0.0.0.0/0}}]"
+        ),
+    },
+    Scenario {
+        name: "41-selector-matches-nothing",
+        covers: "a policy whose podSelector matches no pod changes nothing",
+        yaml: np!(
+            "alpha",
+            "nobody",
+            "  podSelector: {matchLabels: {app: nothing}}\n  policyTypes: [Ingress, Egress]"
+        ),
+    },
+    Scenario {
+        name: "42-namespace-notin",
+        covers: "namespaceSelector with NotIn (gamma has no env=prod)",
+        yaml: np!(
+            "alpha",
+            "not-prod",
+            "  podSelector: {}\n  ingress:\n  - from:\n    - namespaceSelector:\n        matchExpressions: [{key: env, operator: NotIn, values: [prod]}]"
+        ),
+    },
 ];
