@@ -75,7 +75,8 @@ pub struct Args {
     /// Plugin log file, written into the conflist as `logFile`.
     #[arg(long)]
     pub cni_log_file: Option<PathBuf>,
-    /// Log denied packets (kernel log, prefix `weft-deny`), at most N per second per class.
+    /// Log denied new connections (kernel log, prefix `weft deny <class>: `), at most N per
+    /// second per class.
     #[arg(long)]
     pub policy_log_rate: Option<u32>,
 }

@@ -134,6 +134,10 @@ async fn connect(s: &Settings) -> Result<AnyStore, Error> {
 /// Run the agent until SIGTERM/SIGINT. Kernel state and the lease are left in place on exit:
 /// a restarted agent adopts both, so pods never notice.
 pub async fn run(s: Settings) -> Result<(), Error> {
+    // Before anything else, and before the datastore answers: the kernel back to the last
+    // applied policy plan.
+    let mut policy = Policy::new(&s);
+    policy.restore().await;
     let store = connect(&s).await?;
     let cfg = match &s.cluster_config {
         Some(c) => retry("cluster config", || store.init_config(c)).await?,
@@ -144,7 +148,7 @@ pub async fn run(s: Settings) -> Result<(), Error> {
     let underlay_v4 = identity::underlay_v4(s.underlay_v4)?;
     let underlay_v6 = identity::underlay_v6(s.underlay_v6)?;
     let mut node = Node {
-        policy: Policy::new(&s),
+        policy,
         vtep_mac: identity::vtep_mac(&s.node_name),
         table: PeerTable::new(&s.node_name),
         s,
@@ -230,8 +234,6 @@ impl Node {
         if self.s.mode == Mode::Bridge {
             bridge_netfilter_on();
         }
-        // Before anything new: the kernel back to the last applied policy plan.
-        self.policy.restore().await;
         self.publish().await?;
         log::info(
             "node ready",

@@ -356,7 +356,7 @@ fn setup(lab_args: &[&str]) -> Fixture {
 
 /// Waits until every node's weftd enforces what the datastore holds now.
 fn wait_sync(lab: &Lab) {
-    lab_support::policy::policy_sync(lab).unwrap_or_else(|e| panic!("policy-sync: {e}"));
+    lab.policy_sync();
 }
 
 /// Probes the matrix; cells that look closed but should be open get a patient second look.

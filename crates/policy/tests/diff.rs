@@ -428,3 +428,16 @@ fn small_causes_give_small_diffs_among_1000_pods() {
 
     eprintln!("compile of 1000 pods / 11 policies: {compile_time:?}; diff weights {weights:?}");
 }
+
+#[test]
+fn plans_round_trip_through_json() {
+    // The agent persists the plan it applied and reads it back after a restart.
+    for seed in 0..20u64 {
+        let mut r = Rng::new(seed);
+        let w = random_world(&mut r);
+        let p = plan::compile(&w, &PlanOptions::new("n1"));
+        let text = serde_json::to_string(&p).expect("a plan serializes");
+        let back: Plan = serde_json::from_str(&text).expect("and reads back");
+        assert_eq!(back, p, "seed {seed}");
+    }
+}

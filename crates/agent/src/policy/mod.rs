@@ -62,6 +62,8 @@ pub struct Policy {
     /// A load and apply is due at this instant.
     due: Option<Instant>,
     last_error: Option<String>,
+    /// Whether `policy-plan.json` holds `applied`.
+    persisted: bool,
     /// What this agent last wrote to the datastore for its own pods.
     published: BTreeMap<(String, String), EndpointRecord>,
 }
@@ -83,6 +85,7 @@ impl Policy {
             due: None,
             last_error: None,
             published: BTreeMap::new(),
+            persisted: false,
         }
     }
 
@@ -219,6 +222,7 @@ impl Policy {
         } else {
             Some(replace_script(&next))
         };
+        let changed = script.is_some();
         if let Some(script) = script {
             if let Err(e) = nft::apply(script).await {
                 // nft commits all or nothing, but say so by trusting no diff next time.
@@ -229,13 +233,6 @@ impl Policy {
                 self.last_error = Some(msg.clone());
                 return Err(msg);
             }
-            let text = serde_json::to_string(&next).unwrap_or_default();
-            if let Err(e) = write_if_changed(&self.plan_path, &text) {
-                log::error(
-                    "applied policy plan not persisted",
-                    &[("error", e.to_string().into())],
-                );
-            }
             log::info(
                 "policy applied",
                 &[
@@ -243,6 +240,18 @@ impl Policy {
                     ("classes", next.classes.len().into()),
                 ],
             );
+        }
+        if changed || !self.persisted {
+            // What the kernel holds, for the next start (see the module docs).
+            let written = serde_json::to_string(&next)
+                .map_err(|e| e.to_string())
+                .and_then(|text| {
+                    write_if_changed(&self.plan_path, &text).map_err(|e| e.to_string())
+                });
+            match written {
+                Ok(_) => self.persisted = true,
+                Err(e) => log::error("applied policy plan not persisted", &[("error", e.into())]),
+            }
         }
         self.applied = next;
         self.kernel_known = true;

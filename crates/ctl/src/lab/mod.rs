@@ -91,6 +91,13 @@ enum LabCommand {
     /// Restart a node's weftd.
     #[command(subcommand)]
     Weftd(WeftdCommand),
+    /// Wait until every node's weftd has loaded the datastore's current policy view and
+    /// committed it to the kernel (a barrier: change policy, sync, then probe).
+    PolicySync {
+        /// Give up after this long.
+        #[arg(long, default_value_t = 30, value_name = "SECS")]
+        timeout: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -231,6 +238,9 @@ pub fn run(args: LabArgs) -> Result<Outcome> {
         }
         LabCommand::Weftd(WeftdCommand::Start { node }) => {
             weftd_start(&names, &node).map(|()| Outcome::Done)
+        }
+        LabCommand::PolicySync { timeout } => {
+            policy_sync(&names, Duration::from_secs(timeout)).map(|()| Outcome::Done)
         }
     }
 }
@@ -600,6 +610,44 @@ fn weftd_start(names: &Names, given: &str) -> Result<()> {
         }
     }
     state.save(names)
+}
+
+/// Asks every node's weftd for `policy-sync` (load the view now, commit, answer), retrying
+/// a node that refuses (datastore unreachable, still starting) until `timeout`.
+fn policy_sync(names: &Names, timeout: Duration) -> Result<()> {
+    use weft_ipam::agent::{Request, ask};
+    let state = State::load_existing(names)?;
+    let deadline = std::time::Instant::now() + timeout;
+    for n in &state.nodes {
+        let socket = node::paths(names, &n.name).socket();
+        loop {
+            match ask(&socket, &Request::PolicySync, Duration::from_secs(10)) {
+                Ok(reply) => {
+                    let st = reply.status.unwrap_or_default();
+                    println!(
+                        "node {}: policy at revision {} ({} classes, {} rules)",
+                        n.name, st["revision"], st["classes"], st["rules"]
+                    );
+                    break;
+                }
+                Err(e) if std::time::Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => {
+                    return Err(LabError::invalid(
+                        "node",
+                        &n.name,
+                        format!(
+                            "weftd did not sync its policy within {}s: {e}",
+                            timeout.as_secs()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The directory of the running weftctl: the default `--bin-dir`.

@@ -3,8 +3,8 @@
 //! the machine (namespaces by prefix, the state dir, processes naming the state dir).
 //!
 //! Submodules: `etcd` (the datastore read with etcdctl), `kernel` (what weftd programmed in
-//! a node, and where each route leads), `policy` (waiting until every weftd enforces the
-//! datastore's policy), `traffic` (counted UDP flows, TCP bulk, DF pings).
+//! a node, and where each route leads), `traffic` (counted UDP flows, TCP bulk, DF pings),
+//! `policy` (manifests, `lab policy-sync`, weftd's policy status, single-shot TCP/UDP probes).
 //!
 //! Lab names are `t<pid><k>`: unique per test process and test, lowercase alphanumerics as
 //! the lab requires.

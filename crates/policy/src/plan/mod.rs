@@ -124,7 +124,33 @@ pub struct Set {
     /// A verdict map: every element carries a verdict.
     pub map: bool,
     pub role: Role,
+    /// Written as a list of `[element, verdict]` pairs (JSON maps need string keys).
+    #[serde(with = "pairs")]
     pub elements: BTreeMap<Elem, Option<Verdict>>,
+}
+
+/// A map with structured keys as a list of pairs, so plans can be written as JSON (the
+/// agent persists the plan it applied).
+mod pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::{Elem, Verdict};
+
+    pub fn serialize<S: Serializer>(
+        m: &BTreeMap<Elem, Option<Verdict>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<Elem, Option<Verdict>>, D::Error> {
+        let v: Vec<(Elem, Option<Verdict>)> = Vec::deserialize(d)?;
+        Ok(v.into_iter().collect())
+    }
 }
 
 impl Set {

@@ -1,0 +1,113 @@
+//! The plugin's side of the attach protocol (`agentSocket`): ADD writes the pod's endpoint
+//! file, asks the agent `attach` and returns only after the agent's answer; without an
+//! agent ADD still succeeds (logged); DEL removes the file and says `detach`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixListener;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+fn add_with_args(fx: &Fixture, conf: &Value, id: &str, pod: &Pod, args: &str) -> PluginOutput {
+    let mut env = cni_env("ADD", id, &pod.path, "eth0");
+    env.push(("CNI_ARGS".into(), args.into()));
+    fx.run(weft_bin(), &env, &bytes(conf))
+}
+
+#[test]
+fn add_waits_for_the_agent_and_del_tells_it() {
+    let fx = Fixture::new();
+    let run = fx.tmp_path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let socket = run.join("weftd.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    let conf = fx.config_with(json!({"agentSocket": socket.to_string_lossy()}));
+    let file = run.join("endpoints/c-attach-eth0.json");
+    // The fake agent: checks the endpoint file is in place when asked, answers late.
+    let agent = {
+        let file = file.clone();
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for _ in 0..2 {
+                let (stream, _) = listener.accept().unwrap();
+                let mut line = String::new();
+                BufReader::new(&stream).read_line(&mut line).unwrap();
+                let req: Value = serde_json::from_str(&line).unwrap();
+                let on_disk: Option<Value> = std::fs::read(&file)
+                    .ok()
+                    .map(|b| serde_json::from_slice(&b).unwrap());
+                if req["op"] == "attach" {
+                    std::thread::sleep(Duration::from_millis(400));
+                }
+                let answered = Instant::now();
+                (&stream).write_all(b"{\"ok\":true}\n").unwrap();
+                seen.push((req, on_disk, answered));
+            }
+            seen
+        })
+    };
+    let pod = fx.pod();
+    let out = add_with_args(
+        &fx,
+        &conf,
+        "c-attach",
+        &pod,
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-0",
+    );
+    let returned = Instant::now();
+    let result = out.expect_ok_json();
+    fx.del(&conf, "c-attach", &pod.path, Some(&result));
+    let seen = agent.join().unwrap();
+    let (attach, ep, answered) = &seen[0];
+    assert_eq!(
+        attach,
+        &json!({"op": "attach", "containerId": "c-attach", "ifname": "eth0"})
+    );
+    assert!(
+        returned >= *answered,
+        "ADD returned before the agent answered"
+    );
+    let ep = ep.as_ref().expect("endpoint file written before attach");
+    assert_eq!(ep["namespace"], "shop");
+    assert_eq!(ep["name"], "web-0");
+    assert_eq!(ep["mode"], "bridge");
+    assert!(ep["hostInterface"].as_str().unwrap().starts_with("wv"));
+    let addr = result["ips"][0]["address"].as_str().unwrap();
+    assert_eq!(
+        ep["addresses"][0].as_str().unwrap(),
+        addr.split('/').next().unwrap()
+    );
+    let (detach, after_del, _) = &seen[1];
+    assert_eq!(detach["op"], "detach");
+    assert!(after_del.is_none(), "DEL removed the file before detach");
+}
+
+#[test]
+fn add_succeeds_without_an_agent_and_del_cleans_up() {
+    let fx = Fixture::new();
+    let socket = fx.tmp_path().join("run/weftd.sock");
+    let conf = fx.config_with(json!({"agentSocket": socket.to_string_lossy()}));
+    let pod = fx.pod();
+    let started = Instant::now();
+    // No K8S_POD_*: namespace `default`, the container id as the name.
+    let result = fx.add(&conf, "c-alone", &pod);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let file = fx.tmp_path().join("run/endpoints/c-alone-eth0.json");
+    let ep: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(
+        (ep["namespace"].as_str(), ep["name"].as_str()),
+        (Some("default"), Some("c-alone"))
+    );
+    assert!(
+        fx.log().contains("stays isolated"),
+        "the missing agent is logged:\n{}",
+        fx.log()
+    );
+    let started = Instant::now();
+    fx.del(&conf, "c-alone", &pod.path, Some(&result));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(!file.exists());
+}
