@@ -23,7 +23,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use truth::oracle::{self, Cluster, End, Flow, Pod, Proto};
 use truth::probe::{self, Job, Listeners, Outcome};
-use truth::scenarios::{self, NAMESPACES, NODES, PODS, SCENARIOS, TCP_PORTS, UDP_PORTS};
+use truth::scenarios::{
+    self, NAMESPACES, NODES, PODS, SCENARIOS, SCTP_PORTS, TCP_PORTS, UDP_PORTS,
+};
 
 /// The outside host of every lab (`docs/lab.md`, topology).
 const OUT_V4: &str = "203.0.113.1";
@@ -255,10 +257,10 @@ fn setup(lab_args: &[&str]) -> Fixture {
                 .ports
                 .iter()
                 .map(|(n, proto, num)| {
-                    let proto = if *proto == "UDP" {
-                        Proto::Udp
-                    } else {
-                        Proto::Tcp
+                    let proto = match *proto {
+                        "UDP" => Proto::Udp,
+                        "SCTP" => Proto::Sctp,
+                        _ => Proto::Tcp,
                     };
                     (n.to_string(), proto, *num)
                 })
@@ -290,6 +292,7 @@ fn setup(lab_args: &[&str]) -> Fixture {
         .iter()
         .map(|p| (Proto::Tcp, *p))
         .chain(UDP_PORTS.iter().map(|p| (Proto::Udp, *p)))
+        .chain(SCTP_PORTS.iter().map(|p| (Proto::Sctp, *p)))
         .collect();
     let mut sources: Vec<End> = (0..PODS.len()).map(End::Pod).collect();
     sources.extend((0..NODES.len()).map(End::Node));
@@ -499,7 +502,7 @@ fn truth_table(lab_args: &[&str]) {
         namespaces.push((path(n), addrs));
     }
     namespaces.push((path("out"), Vec::new()));
-    let _listeners = Listeners::start(&namespaces, TCP_PORTS, UDP_PORTS);
+    let _listeners = Listeners::start(&namespaces, TCP_PORTS, UDP_PORTS, true);
     eprintln!(
         "truth table {lab_args:?}: lab {} up, {} cells per scenario, setup {:?}",
         f.lab.name,

@@ -65,7 +65,12 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    pub fn start(namespaces: &[(PathBuf, Vec<IpAddr>)], tcp: &[u16], udp: &[u16]) -> Listeners {
+    pub fn start(
+        namespaces: &[(PathBuf, Vec<IpAddr>)],
+        tcp: &[u16],
+        udp: &[u16],
+        sctp: bool,
+    ) -> Listeners {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         let any = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0);
@@ -93,6 +98,18 @@ impl Listeners {
                     let stop = stop.clone();
                     threads.push(std::thread::spawn(move || udp_echo(s, &stop)));
                 }
+            }
+        }
+        for (ns, _) in namespaces.iter().filter(|_| sctp) {
+            for v6 in [false, true] {
+                let fd = run_in(ns, || super::sctp::raw_socket(v6))
+                    .unwrap_or_else(|e| panic!("{}: raw SCTP socket: {e}", ns.display()));
+                super::sctp::set_recv_timeout(&fd, Duration::from_millis(100))
+                    .unwrap_or_else(|e| panic!("SO_RCVTIMEO: {e}"));
+                let stop = stop.clone();
+                threads.push(std::thread::spawn(move || {
+                    super::sctp::listen(fd, v6, &stop)
+                }));
             }
         }
         Listeners { stop, threads }
@@ -148,24 +165,24 @@ pub struct Job {
 
 static NONCE: AtomicUsize = AtomicUsize::new(1);
 
-/// UDP source ports handed out per source namespace. Every UDP probe of a run has its own
-/// 5-tuple: a reused one could ride on the conntrack entry of an earlier scenario's allowed
+/// UDP and SCTP source ports handed out per source namespace. Every such probe of a run has
+/// its own 5-tuple: a reused one could ride on the conntrack entry of an earlier scenario's allowed
 /// probe (established flows outlive a policy change, as the issue intends), and a cell
 /// would look open that the current policy denies.
-static UDP_SOURCE_PORTS: Mutex<BTreeMap<PathBuf, u16>> = Mutex::new(BTreeMap::new());
-const UDP_SOURCE_FIRST: u16 = 20000;
-const UDP_SOURCE_COUNT: u16 = 12000;
+static SOURCE_PORTS: Mutex<BTreeMap<PathBuf, u16>> = Mutex::new(BTreeMap::new());
+const SOURCE_FIRST: u16 = 20000;
+const SOURCE_COUNT: u16 = 12000;
 
-fn next_udp_source(ns: &Path) -> u16 {
-    let mut m = UDP_SOURCE_PORTS.lock().unwrap_or_else(|e| e.into_inner());
+fn next_source_port(ns: &Path) -> u16 {
+    let mut m = SOURCE_PORTS.lock().unwrap_or_else(|e| e.into_inner());
     let k = m.entry(ns.to_path_buf()).or_insert(0);
     *k = k.wrapping_add(1);
     assert!(
-        *k < UDP_SOURCE_COUNT,
-        "{}: more than {UDP_SOURCE_COUNT} UDP probes",
+        *k < SOURCE_COUNT,
+        "{}: more than {SOURCE_COUNT} UDP/SCTP probes",
         ns.display()
     );
-    UDP_SOURCE_FIRST + *k
+    SOURCE_FIRST + *k
 }
 
 fn probe(job: &Job, timeout: Duration) -> Outcome {
@@ -194,7 +211,7 @@ fn probe(job: &Job, timeout: Duration) -> Outcome {
             } else {
                 IpAddr::V4(Ipv4Addr::UNSPECIFIED)
             };
-            let s = match UdpSocket::bind(SocketAddr::new(local, next_udp_source(&job.src_ns))) {
+            let s = match UdpSocket::bind(SocketAddr::new(local, next_source_port(&job.src_ns))) {
                 Ok(s) => s,
                 Err(e) => return Outcome::Failed(format!("bind: {e}")),
             };
@@ -212,7 +229,14 @@ fn probe(job: &Job, timeout: Duration) -> Outcome {
                 Err(e) => classify(e),
             }
         }
-        Proto::Sctp => Outcome::Failed("no SCTP probe".into()),
+        Proto::Sctp => {
+            let tag = u32::from_be_bytes([nonce[4], nonce[5], nonce[6], nonce[7]]) | 0x8000_0000;
+            match super::sctp::probe(job.dst, next_source_port(&job.src_ns), tag, timeout) {
+                Ok(true) => Outcome::Open,
+                Ok(false) => Outcome::Timeout,
+                Err(e) => Outcome::Failed(e),
+            }
+        }
     }
 }
 

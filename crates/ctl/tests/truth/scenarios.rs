@@ -37,7 +37,7 @@ pub const PODS: &[PodSpec] = &[
         namespace: "alpha",
         node: "n2",
         labels: &[("app", "db"), ("tier", "back")],
-        ports: &[("http", "TCP", 80), ("dns", "UDP", 53)],
+        ports: &[("http", "TCP", 80), ("dns", "UDP", 53), ("sig", "SCTP", 80)],
     },
     PodSpec {
         name: "a-cli",
@@ -51,7 +51,7 @@ pub const PODS: &[PodSpec] = &[
         namespace: "beta",
         node: "n2",
         labels: &[("app", "web"), ("tier", "front")],
-        ports: &[("http", "TCP", 8080)],
+        ports: &[("http", "TCP", 8080), ("sig", "SCTP", 80)],
     },
     PodSpec {
         name: "b-cli",
@@ -81,6 +81,8 @@ pub const NODES: &[&str] = &["n1", "n2"];
 /// The ports every pod (and the outside host) listens on.
 pub const TCP_PORTS: &[u16] = &[80, 81, 8080, 9090];
 pub const UDP_PORTS: &[u16] = &[53, 5353];
+/// SCTP is probed by raw INITs (see `sctp`), received by raw sockets in every destination.
+pub const SCTP_PORTS: &[u16] = &[53, 80];
 
 pub struct Scenario {
     pub name: &'static str,
@@ -514,6 +516,24 @@ pub const SCENARIOS: &[Scenario] = &[
             "alpha",
             "not-prod",
             "  podSelector: {}\n  ingress:\n  - from:\n    - namespaceSelector:\n        matchExpressions: [{key: env, operator: NotIn, values: [prod]}]"
+        ),
+    },
+    Scenario {
+        name: "43-sctp-range-and-named",
+        covers: "SCTP endPort range and a named SCTP port (sig: 80 on b-web, absent on b-cli)",
+        yaml: np!(
+            "beta",
+            "sctp-ports",
+            "  podSelector: {}\n  ingress:\n  - ports:\n    - {protocol: SCTP, port: 50, endPort: 60}\n    - {protocol: SCTP, port: sig}"
+        ),
+    },
+    Scenario {
+        name: "44-sctp-named-egress",
+        covers: "egress by a named SCTP port, resolved on each destination pod",
+        yaml: np!(
+            "alpha",
+            "sig-out",
+            "  podSelector: {matchLabels: {app: client}}\n  policyTypes: [Egress]\n  egress:\n  - ports: [{protocol: SCTP, port: sig}]"
         ),
     },
 ];
