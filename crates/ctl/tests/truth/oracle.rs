@@ -101,6 +101,61 @@ pub struct Flow {
     pub port: u16,
 }
 
+/// Splits a scenario's documents: `Namespace` and `weft.dev/v1 PodLabels` objects change
+/// the cluster (a namespace's labels; a pod's labels and named ports), `NetworkPolicy`
+/// objects are returned.
+pub fn take_objects(cluster: &mut Cluster, docs: &[Value]) -> Vec<Value> {
+    let mut policies = Vec::new();
+    for d in docs {
+        let meta = &d["metadata"];
+        let labels = || -> Labels {
+            meta["labels"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        };
+        match d["kind"].as_str() {
+            Some("NetworkPolicy") => policies.push(d.clone()),
+            Some("Namespace") => {
+                let name = meta["name"].as_str().unwrap_or_default().to_string();
+                cluster.namespaces.insert(name, labels());
+            }
+            Some("PodLabels") => {
+                let ns = meta["namespace"].as_str().unwrap_or("default");
+                let name = meta["name"].as_str().unwrap_or_default();
+                let pod = cluster
+                    .pods
+                    .iter_mut()
+                    .find(|p| p.namespace == ns && p.name == name)
+                    .unwrap_or_else(|| panic!("oracle: no pod {ns}/{name}"));
+                pod.labels = labels();
+                pod.ports = d["spec"]["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| {
+                        let proto = match p["protocol"].as_str().unwrap_or("TCP") {
+                            "UDP" => Proto::Udp,
+                            "SCTP" => Proto::Sctp,
+                            _ => Proto::Tcp,
+                        };
+                        let num = p["containerPort"].as_u64().unwrap_or(0) as u16;
+                        (
+                            p["name"].as_str().unwrap_or_default().to_string(),
+                            proto,
+                            num,
+                        )
+                    })
+                    .collect();
+            }
+            other => panic!("oracle: unexpected kind {other:?}"),
+        }
+    }
+    policies
+}
+
 /// Whether `flow` is allowed by `policies` (NetworkPolicy manifests as JSON values).
 pub fn allowed(cluster: &Cluster, policies: &[Value], flow: &Flow) -> bool {
     if let (End::Pod(s), End::Pod(d)) = (flow.src, flow.dst)

@@ -4,7 +4,8 @@
 //! scenario has same-node and cross-node cells), named ports that differ per pod (so a named
 //! port means different numbers on different destinations).
 //!
-//! Scenario manifests are YAML as kubectl takes it; `@ip4:POD@`, `@ip6:POD@` (a pod's
+//! Scenario manifests are YAML as kubectl takes it (NetworkPolicy objects, and Namespace or
+//! PodLabels objects that relabel for the scenario: the base labels come back after it); `@ip4:POD@`, `@ip6:POD@` (a pod's
 //! address as a /32, /128), `@block4:NODE@`, `@block6:NODE@` (a node's pod block) are filled
 //! in once the lab has handed out addresses.
 
@@ -534,6 +535,90 @@ pub const SCENARIOS: &[Scenario] = &[
             "alpha",
             "sig-out",
             "  podSelector: {matchLabels: {app: client}}\n  policyTypes: [Egress]\n  egress:\n  - ports: [{protocol: SCTP, port: sig}]"
+        ),
+    },
+    Scenario {
+        name: "45-relabelled-pod",
+        covers: "a pod's labels changed (PodLabels): selection as a peer and as a target follows",
+        yaml: concat!(
+            np!(
+                "beta",
+                "web-from-probes",
+                "  podSelector: {matchLabels: {app: web}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {team: a}}\n      podSelector: {matchLabels: {role: probe}}"
+            ),
+            np!(
+                "alpha",
+                "deny-web",
+                "  podSelector: {matchLabels: {app: web}}"
+            ),
+            "apiVersion: weft.dev/v1\nkind: PodLabels\nmetadata:\n  name: a-web\n  namespace: alpha\n  labels: {app: site, tier: front, role: probe}\nspec:\n  ports: [{name: http, containerPort: 8080, protocol: TCP}, {name: dns, containerPort: 5353, protocol: UDP}]\n---\n",
+            "apiVersion: weft.dev/v1\nkind: PodLabels\nmetadata:\n  name: a-cli\n  namespace: alpha\n  labels: {app: web}\n---\n"
+        ),
+    },
+    Scenario {
+        name: "46-relabelled-namespace",
+        covers: "a namespace's labels changed: namespaceSelector peers follow",
+        yaml: concat!(
+            np!(
+                "alpha",
+                "from-prod",
+                "  podSelector: {matchLabels: {app: db}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {env: prod}}"
+            ),
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: gamma\n  labels: {env: prod, team: c}\n---\n",
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: beta\n  labels: {team: b}\n---\n"
+        ),
+    },
+    Scenario {
+        name: "47-overlapping-ipblocks",
+        covers: "overlapping ipBlocks with nested excepts across peers and policies (a union of ranges with holes)",
+        yaml: concat!(
+            np!(
+                "alpha",
+                "blocks-a",
+                "  podSelector: {matchLabels: {app: db}}\n  ingress:\n  - from:\n    - ipBlock: {cidr: 10.244.0.0/16, except: ['@block4:n1@']}\n    - ipBlock: {cidr: '@block4:n1@', except: ['@ip4:a-web@', '@ip4:g-cli@']}\n    - ipBlock: {cidr: 'fd00:10:244::/56', except: ['@block6:n1@']}\n    - ipBlock: {cidr: '@block6:n1@', except: ['@ip6:b-cli@']}\n    ports: [{port: 80}, {protocol: UDP, port: 53}, {protocol: SCTP, port: 80}]"
+            ),
+            np!(
+                "alpha",
+                "blocks-b",
+                "  podSelector: {matchLabels: {tier: back}}\n  ingress:\n  - from:\n    - ipBlock: {cidr: 10.0.0.0/8, except: [10.244.0.0/16]}\n    - ipBlock: {cidr: '@ip4:g-cli@'}\n    ports: [{port: 81}]"
+            )
+        ),
+    },
+    Scenario {
+        name: "48-same-name-two-namespaces",
+        covers: "policies are namespace/name: two policies named alike in two namespaces are two policies",
+        yaml: concat!(
+            np!("alpha", "same", "  podSelector: {}"),
+            np!(
+                "beta",
+                "same",
+                "  podSelector: {}\n  ingress:\n  - from: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: gamma}}}]"
+            )
+        ),
+    },
+    Scenario {
+        name: "49-rules-pair-peers-with-their-ports",
+        covers: "within one policy each rule pairs its own peers and ports (no cross product), ingress and egress",
+        yaml: concat!(
+            np!(
+                "alpha",
+                "pairs-in",
+                "  podSelector: {matchLabels: {app: web}}\n  ingress:\n  - from: [{podSelector: {matchLabels: {app: client}}}]\n    ports: [{port: 80}]\n  - from: [{namespaceSelector: {matchLabels: {team: b}}}]\n    ports: [{port: 8080}, {protocol: UDP, port: 53}]"
+            ),
+            np!(
+                "gamma",
+                "pairs-out",
+                "  podSelector: {matchLabels: {app: client}}\n  policyTypes: [Egress]\n  egress:\n  - to: [{namespaceSelector: {matchLabels: {team: a}}}]\n    ports: [{port: 81}]\n  - to: [{namespaceSelector: {matchLabels: {team: b}}}]\n    ports: [{port: 9090}, {protocol: SCTP, port: 53}]\n  - to: [{ipBlock: {cidr: 203.0.113.0/24}}]\n    ports: [{protocol: UDP, port: 5353}]"
+            )
+        ),
+    },
+    Scenario {
+        name: "50-whole-port-space",
+        covers: "endPort up to 65535 from port 1: every port of the protocol, and nothing of the others",
+        yaml: np!(
+            "gamma",
+            "all-tcp",
+            "  podSelector: {}\n  ingress:\n  - ports: [{port: 1, endPort: 65535}]"
         ),
     },
 ];
