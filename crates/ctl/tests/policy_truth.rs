@@ -1,13 +1,16 @@
-//! The NetworkPolicy truth table: one two-node lab, seven pods in three namespaces (each
-//! namespace on both nodes), echo listeners on four TCP and two UDP ports in every pod and
-//! on the outside host; for every scenario of `truth::scenarios`, the policies are applied
-//! with `weftctl apply --lab`, and once every node's weftd has them, the whole matrix of
-//! real connections — pod→pod, node→pod, pod→outside, each port and protocol, IPv4 and
-//! IPv6 — is probed and compared with the matrix `truth::oracle` computes from the
-//! Kubernetes API semantics (independently of weft-policy). Every differing cell is printed
-//! (source, destination, port/protocol, family, same or cross node, expected, got); a
-//! sample of cells is also put to `weftctl policy explain --lab`, which must agree with the
-//! oracle.
+//! The NetworkPolicy truth table. One two-node lab per variant (VXLAN + bridge, host-gw +
+//! ptp), seven pods in three namespaces (each namespace on both nodes), echo listeners on
+//! four TCP and two UDP ports and raw SCTP receivers in every pod, on both nodes and on the
+//! outside host, started once. For every scenario of `truth::scenarios` the manifests are
+//! applied with `weftctl apply --lab`, `lab policy-sync` waits until every weftd enforces
+//! them, and the whole matrix of new connections — pod→pod, pod→node, pod→outside,
+//! node→pod; TCP, UDP and SCTP ports; IPv4 and IPv6 — is probed in parallel and compared
+//! with the matrix `truth::oracle` computes from the Kubernetes API semantics (independently
+//! of weft-policy). Every differing cell is printed (source, destination, port/protocol,
+//! family, same or cross node, addresses, expected, got); a sample of cells is also put to
+//! `weftctl policy explain --lab`, which must agree with the oracle. Before the scenarios,
+//! the no-policy matrix must be all open (so a closed cell later is the policy, not a
+//! missing listener), and a refused file must change no cell.
 
 mod lab_support;
 mod truth;
@@ -37,7 +40,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 /// machine is not taken for a closed port.
 const RECHECK_TIMEOUT: Duration = Duration::from_millis(1500);
 const WORKERS_PER_SOURCE: usize = 24;
-/// Cells per scenario put to `weftctl policy explain` (half expected allowed, half denied).
+/// Cells per scenario put to `weftctl policy explain` (half expected allowed, half denied),
+/// and four more from nodes.
 const EXPLAIN_SAMPLE: usize = 6;
 
 struct Fixture {
@@ -416,13 +420,17 @@ fn mismatches(f: &Fixture, expected: &[bool], got: &[Outcome]) -> Vec<String> {
 fn explain_sample(f: &Fixture, seed: usize, expected: &[bool]) -> Vec<String> {
     let n = f.flows.len();
     let mut picked = Vec::new();
-    for want in [true, false] {
-        picked.extend(
-            (0..n)
-                .map(|k| (seed * 7919 + k * 131) % n)
-                .filter(|&i| expected[i] == want)
-                .take(EXPLAIN_SAMPLE / 2),
-        );
+    // Node sources get their own share: which node an address is, is where readings differ.
+    let from_node = |i: usize| matches!(f.flows[i].src, End::Node(_));
+    for nodes in [false, true] {
+        for want in [true, false] {
+            picked.extend(
+                (0..n)
+                    .map(|k| (seed * 7919 + k * 131) % n)
+                    .filter(|&i| expected[i] == want && from_node(i) == nodes)
+                    .take(if nodes { 2 } else { EXPLAIN_SAMPLE / 2 }),
+            );
+        }
     }
     std::thread::scope(|s| {
         let hs: Vec<_> = picked
