@@ -1021,6 +1021,7 @@ fn truth_table_hostgw_ptp() {
 
 fn truth_table(lab_args: &[&str]) {
     let start = Instant::now();
+    probe::raise_fd_limit();
     let f = setup(lab_args);
     let path = |short: &str| PathBuf::from(format!("/run/netns/{}", f.lab.ns(short)));
     let mut namespaces: Vec<(PathBuf, Vec<IpAddr>)> = PODS
