@@ -38,7 +38,7 @@ const OUT_V6: &str = "2001:db8:ff::1";
 const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 /// Cells that looked closed but should be open get a second, patient look, so a slow
 /// machine is not taken for a closed port.
-const RECHECK_TIMEOUT: Duration = Duration::from_millis(1500);
+const RECHECK_TIMEOUT: Duration = Duration::from_millis(3000);
 const WORKERS_PER_SOURCE: usize = 24;
 /// Cells per scenario put to `weftctl policy explain` (half expected allowed, half denied),
 /// and four more from nodes.
@@ -331,34 +331,45 @@ fn setup(lab_args: &[&str]) -> Fixture {
                     End::Node(n) => node_addr(&lab.ns(NODES[n]), v6),
                     End::Out => (if v6 { OUT_V6 } else { OUT_V4 }).parse().unwrap(),
                 };
-                let (src_addr, src_ns) = match src {
+                // (source address, bound or left to the route, namespace): a node sends
+                // from the address its route names (its pod gateway to its own pods, its
+                // VTEP or underlay address to other nodes' pods), and also, bound, from its
+                // underlay address (a kubelet or a host-network pod using the node's IP).
+                let mut from: Vec<(IpAddr, Option<IpAddr>, PathBuf)> = Vec::new();
+                match src {
                     End::Pod(i) => match cluster.pods[i].addr(v6) {
-                        Some(a) => (a, pod_ns(i)),
+                        Some(a) => from.push((a, None, pod_ns(i))),
                         None => continue,
                     },
                     End::Node(n) => {
                         let ns = lab.ns(NODES[n]);
-                        (
-                            source_addr(&ns, dst_addr),
-                            PathBuf::from(format!("/run/netns/{ns}")),
-                        )
+                        let path = PathBuf::from(format!("/run/netns/{ns}"));
+                        let routed = source_addr(&ns, dst_addr);
+                        let underlay = node_addr(&ns, v6);
+                        from.push((routed, None, path.clone()));
+                        if underlay != routed {
+                            from.push((underlay, Some(underlay), path));
+                        }
                     }
                     End::Out => unreachable!(),
-                };
-                for &(proto, port) in &targets {
-                    flows.push(Flow {
-                        src,
-                        dst,
-                        src_addr,
-                        dst_addr,
-                        proto,
-                        port,
-                    });
-                    jobs.push(Job {
-                        src_ns: src_ns.clone(),
-                        dst: SocketAddr::new(dst_addr, port),
-                        proto,
-                    });
+                }
+                for (src_addr, bind, src_ns) in from {
+                    for &(proto, port) in &targets {
+                        flows.push(Flow {
+                            src,
+                            dst,
+                            src_addr,
+                            dst_addr,
+                            proto,
+                            port,
+                        });
+                        jobs.push(Job {
+                            src_ns: src_ns.clone(),
+                            bind,
+                            dst: SocketAddr::new(dst_addr, port),
+                            proto,
+                        });
+                    }
                 }
             }
         }

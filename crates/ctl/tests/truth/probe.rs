@@ -159,6 +159,8 @@ fn udp_echo(s: UdpSocket, stop: &AtomicBool) {
 #[derive(Debug, Clone)]
 pub struct Job {
     pub src_ns: PathBuf,
+    /// The source address to send from; none: the one the route names.
+    pub bind: Option<IpAddr>,
     pub dst: SocketAddr,
     pub proto: Proto,
 }
@@ -189,7 +191,11 @@ fn probe(job: &Job, timeout: Duration) -> Outcome {
     let nonce = (NONCE.fetch_add(1, Ordering::SeqCst) as u64).to_be_bytes();
     match job.proto {
         Proto::Tcp => {
-            let mut c = match TcpStream::connect_timeout(&job.dst, timeout) {
+            let conn = match job.bind {
+                Some(src) => tcp_connect_from(src, job.dst, timeout),
+                None => TcpStream::connect_timeout(&job.dst, timeout),
+            };
+            let mut c = match conn {
                 Ok(c) => c,
                 Err(e) => return classify(e),
             };
@@ -206,11 +212,11 @@ fn probe(job: &Job, timeout: Duration) -> Outcome {
             }
         }
         Proto::Udp => {
-            let local = if job.dst.is_ipv6() {
+            let local = job.bind.unwrap_or(if job.dst.is_ipv6() {
                 IpAddr::V6(Ipv6Addr::UNSPECIFIED)
             } else {
                 IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-            };
+            });
             let s = match UdpSocket::bind(SocketAddr::new(local, next_source_port(&job.src_ns))) {
                 Ok(s) => s,
                 Err(e) => return Outcome::Failed(format!("bind: {e}")),
@@ -231,13 +237,92 @@ fn probe(job: &Job, timeout: Duration) -> Outcome {
         }
         Proto::Sctp => {
             let tag = u32::from_be_bytes([nonce[4], nonce[5], nonce[6], nonce[7]]) | 0x8000_0000;
-            match super::sctp::probe(job.dst, next_source_port(&job.src_ns), tag, timeout) {
+            match super::sctp::probe(
+                job.bind,
+                job.dst,
+                next_source_port(&job.src_ns),
+                tag,
+                timeout,
+            ) {
                 Ok(true) => Outcome::Open,
                 Ok(false) => Outcome::Timeout,
                 Err(e) => Outcome::Failed(e),
             }
         }
     }
+}
+
+/// What `TcpStream::connect_timeout` does, from a chosen source address.
+fn tcp_connect_from(src: IpAddr, dst: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let family = if dst.is_ipv6() {
+        libc::AF_INET6
+    } else {
+        libc::AF_INET
+    };
+    // SAFETY: plain socket(2); the descriptor is owned from here on.
+    let fd = unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh, valid descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    super::sctp::bind(&fd, SocketAddr::new(src, 0))?;
+    let (ss, len) = super::sctp::sockaddr(dst);
+    // SAFETY: a valid descriptor and a socket address of the length given.
+    let r = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&ss as *const libc::sockaddr_storage).cast(),
+            len,
+        )
+    };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(e);
+        }
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as libc::c_int) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if n == 0 {
+            return Err(ErrorKind::TimedOut.into());
+        }
+        let mut err: libc::c_int = 0;
+        let mut elen = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: SO_ERROR into an int of the size given.
+        let r = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                (&mut err as *mut libc::c_int).cast(),
+                &mut elen,
+            )
+        };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if err != 0 {
+            return Err(std::io::Error::from_raw_os_error(err));
+        }
+    }
+    let s = TcpStream::from(fd);
+    s.set_nonblocking(false)?;
+    Ok(s)
 }
 
 fn classify(e: std::io::Error) -> Outcome {

@@ -112,40 +112,76 @@ pub fn listen(fd: OwnedFd, v6: bool, stop: &std::sync::atomic::AtomicBool) {
     }
 }
 
-/// Sends one INIT to `dst` from the calling thread's namespace and waits for its arrival.
-pub fn probe(dst: SocketAddr, src_port: u16, tag: u32, timeout: Duration) -> Result<bool, String> {
-    let fd = raw_socket(dst.is_ipv6()).map_err(|e| format!("raw socket: {e}"))?;
-    let pkt = init_packet(src_port, dst.port(), tag);
-    // SAFETY: sockaddr structures built whole, passed with their own sizes.
+/// `addr` as a C socket address, and its length.
+pub fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: an all-zero sockaddr_storage is valid; the family's structure is written into
+    // it whole, and sockaddr_storage is large and aligned enough for either.
+    unsafe {
+        let mut ss: libc::sockaddr_storage = std::mem::zeroed();
+        let len = match addr {
+            SocketAddr::V4(a) => {
+                let sa = (&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>();
+                (*sa).sin_family = libc::AF_INET as libc::sa_family_t;
+                (*sa).sin_port = a.port().to_be();
+                (*sa).sin_addr.s_addr = u32::from(*a.ip()).to_be();
+                std::mem::size_of::<libc::sockaddr_in>()
+            }
+            SocketAddr::V6(a) => {
+                let sa = (&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>();
+                (*sa).sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                (*sa).sin6_port = a.port().to_be();
+                (*sa).sin6_addr.s6_addr = a.ip().octets();
+                std::mem::size_of::<libc::sockaddr_in6>()
+            }
+        };
+        (ss, len as libc::socklen_t)
+    }
+}
+
+/// bind(2) of `fd` to `addr`.
+pub fn bind(fd: &OwnedFd, addr: SocketAddr) -> io::Result<()> {
+    let (ss, len) = sockaddr(addr);
+    // SAFETY: a valid descriptor and a socket address of the length given.
     let r = unsafe {
-        match dst.ip() {
-            IpAddr::V4(a) => {
-                let mut sa: libc::sockaddr_in = std::mem::zeroed();
-                sa.sin_family = libc::AF_INET as libc::sa_family_t;
-                sa.sin_addr.s_addr = u32::from(a).to_be();
-                libc::sendto(
-                    fd.as_raw_fd(),
-                    pkt.as_ptr().cast(),
-                    pkt.len(),
-                    0,
-                    (&sa as *const libc::sockaddr_in).cast(),
-                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                )
-            }
-            IpAddr::V6(a) => {
-                let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
-                sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-                sa.sin6_addr.s6_addr = a.octets();
-                libc::sendto(
-                    fd.as_raw_fd(),
-                    pkt.as_ptr().cast(),
-                    pkt.len(),
-                    0,
-                    (&sa as *const libc::sockaddr_in6).cast(),
-                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-                )
-            }
-        }
+        libc::bind(
+            fd.as_raw_fd(),
+            (&ss as *const libc::sockaddr_storage).cast(),
+            len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sends one INIT to `dst` (from `src` when given, else the address the route names) from
+/// the calling thread's namespace and waits for its arrival.
+pub fn probe(
+    src: Option<IpAddr>,
+    dst: SocketAddr,
+    src_port: u16,
+    tag: u32,
+    timeout: Duration,
+) -> Result<bool, String> {
+    let fd = raw_socket(dst.is_ipv6()).map_err(|e| format!("raw socket: {e}"))?;
+    if let Some(src) = src {
+        bind(&fd, SocketAddr::new(src, 0)).map_err(|e| format!("bind {src}: {e}"))?;
+    }
+    let pkt = init_packet(src_port, dst.port(), tag);
+    // A raw socket takes no port: the destination's is in the packet.
+    let (ss, len) = sockaddr(SocketAddr::new(dst.ip(), 0));
+    // SAFETY: a valid descriptor, the packet's buffer and length, a socket address and its
+    // length.
+    let r = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            pkt.as_ptr().cast(),
+            pkt.len(),
+            0,
+            (&ss as *const libc::sockaddr_storage).cast(),
+            len,
+        )
     };
     if r < 0 {
         let e = io::Error::last_os_error();
