@@ -14,8 +14,8 @@
 //! Synchronous and dependency-free on purpose: it runs inside the CNI plugin process.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::net::IpAddr;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -68,10 +68,7 @@ pub struct EndpointFile {
 
 /// The directory endpoint files live in, next to the agent's socket.
 pub fn endpoints_dir(socket: &Path) -> PathBuf {
-    socket
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join("endpoints")
+    socket.parent().unwrap_or(Path::new(".")).join("endpoints")
 }
 
 /// `<dir of socket>/endpoints/<containerId>-<ifname>.json`.

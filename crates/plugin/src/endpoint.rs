@@ -91,6 +91,35 @@ pub fn detach(socket: &Path, req: &Request) {
     let _ = agent::ask(socket, &ask, DETACH_TIMEOUT);
 }
 
+/// GC: remove the endpoint files of attachments not in `valid` (their DEL never came), so
+/// the agent's next rescan forgets them. Returns how many were removed; errors are ignored
+/// (the files are the agent's hints, not state the runtime owns).
+pub fn gc(socket: &Path, valid: &[(String, String)]) -> usize {
+    let Ok(entries) = std::fs::read_dir(agent::endpoints_dir(socket)) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !name.ends_with(".json") {
+            continue;
+        }
+        let Some(file) = std::fs::read(entry.path())
+            .ok()
+            .and_then(|b| serde_json::from_slice::<EndpointFile>(&b).ok())
+        else {
+            continue;
+        };
+        let kept = valid
+            .iter()
+            .any(|(id, ifname)| *id == file.container_id && *ifname == file.ifname);
+        if !kept && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;

@@ -322,6 +322,9 @@ impl weft_cni::Plugin for Weft {
     fn gc(&self, req: &Request) -> Result<(), CniError> {
         let conf = NetConf::parse(req)?;
         let valid = req.valid_attachments()?;
+        if let Some(socket) = &conf.agent_socket {
+            endpoint::gc(socket, &valid);
+        }
         let mut errors = Vec::new();
         if let Err(e) = ipam::run(&conf.ipam_type, Verb::Gc, req) {
             errors.push(e);

@@ -111,3 +111,28 @@ fn add_succeeds_without_an_agent_and_del_cleans_up() {
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(!file.exists());
 }
+
+#[test]
+fn gc_removes_endpoint_files_of_stale_attachments() {
+    let fx = Fixture::new();
+    let socket = fx.tmp_path().join("run/weftd.sock");
+    let conf = fx.config_with(json!({"agentSocket": socket.to_string_lossy()}));
+    let (p1, p2) = (fx.pod(), fx.pod());
+    fx.add(&conf, "c-keep", &p1);
+    fx.add(&conf, "c-stale", &p2);
+    let dir = fx.tmp_path().join("run/endpoints");
+    let gc_conf = merged(
+        &conf,
+        json!({"cni.dev/valid-attachments": [{"containerID": "c-keep", "ifname": "eth0"}]}),
+    );
+    let env = vec![
+        ("CNI_COMMAND".to_string(), "GC".to_string()),
+        ("CNI_CONTAINERID".to_string(), String::new()),
+        ("CNI_NETNS".to_string(), String::new()),
+        ("CNI_IFNAME".to_string(), String::new()),
+        ("CNI_PATH".to_string(), bin_dir()),
+    ];
+    fx.run(weft_bin(), &env, &bytes(&gc_conf)).expect_ok_empty();
+    assert!(dir.join("c-keep-eth0.json").exists());
+    assert!(!dir.join("c-stale-eth0.json").exists());
+}

@@ -11,6 +11,7 @@
 //!   it held (missing, drifted), and packets see either the old ruleset or the new one;
 //! - nothing new is applied before a complete view was loaded from the datastore; until
 //!   then attach requests are refused (the pod stays in the node's default-deny);
+//! - the plan file is written *before* each commit, so it is never behind the kernel;
 //! - a failed transaction leaves the kernel as it was (nft commits all or nothing); the next
 //!   apply then replaces the table whole instead of trusting a diff.
 //!
@@ -39,12 +40,14 @@ use crate::config::Settings;
 use crate::log;
 use crate::socket;
 use endpoints::Local;
-use view::View;
+use view::{ParseCache, View};
 
 /// How long events are gathered before one load and one transaction.
 pub const COALESCE: Duration = Duration::from_millis(30);
-/// How soon a failed load or apply is tried again.
+/// How soon a failed apply is tried again.
 const RETRY: Duration = Duration::from_secs(1);
+/// How soon a failed load is tried again.
+const LOAD_RETRY: Duration = Duration::from_secs(3);
 
 pub struct Policy {
     node: String,
@@ -64,6 +67,9 @@ pub struct Policy {
     last_error: Option<String>,
     /// Whether `policy-plan.json` holds `applied`.
     persisted: bool,
+    parse_cache: ParseCache,
+    /// How long the last load, compile+diff and nft transaction took.
+    timing: Timing,
     /// What this agent last wrote to the datastore for its own pods.
     published: BTreeMap<(String, String), EndpointRecord>,
 }
@@ -86,6 +92,8 @@ impl Policy {
             last_error: None,
             published: BTreeMap::new(),
             persisted: false,
+            parse_cache: ParseCache::new(),
+            timing: Timing::default(),
         }
     }
 
@@ -182,7 +190,10 @@ impl Policy {
         underlay: &[IpAddr],
     ) -> Result<(), String> {
         self.due = None;
-        match View::load(store).await {
+        let started = std::time::Instant::now();
+        let loaded = View::load(store, &mut self.parse_cache).await;
+        self.timing.load_ms = ms(started);
+        match loaded {
             Ok(v) => {
                 self.published = v
                     .endpoints
@@ -193,7 +204,9 @@ impl Policy {
                 self.view = Some(v);
             }
             Err(e) => {
-                self.due = Some(Instant::now() + RETRY);
+                // Not sooner: every attempt can hold the control loop for a request timeout
+                // while the datastore is down; its watch's Resync brings the load forward.
+                self.due = Some(Instant::now() + LOAD_RETRY);
                 let msg = format!("loading the policy view: {e}");
                 self.last_error = Some(msg.clone());
                 return Err(msg);
@@ -209,24 +222,52 @@ impl Policy {
         let Some(view) = &self.view else {
             return Err("the policy view has not been loaded from the datastore yet".into());
         };
+        let started = std::time::Instant::now();
         let world = view.world(&self.node, &self.local, blocks, underlay);
         let revision = view.revision;
         let next = plan::compile(&world, &self.opts);
         let script = if self.kernel_known {
             let ops = plan::diff(&self.applied, &next);
+            self.timing.ops = ops.len();
             if ops.is_empty() {
                 None
             } else {
                 Some(plan::render_ops(&next.table, &ops))
             }
         } else {
+            self.timing.ops = 0;
             Some(replace_script(&next))
         };
+        self.timing.compile_ms = ms(started);
         let changed = script.is_some();
+        if changed || !self.persisted {
+            // Written before the commit: a crash between the two leaves a file one step
+            // ahead of the kernel, and a restart restoring it applies what this commit was
+            // about to. Written after, it could be one step behind, and restoring it could
+            // reopen a flow this commit had just denied.
+            let written = serde_json::to_string(&next)
+                .map_err(|e| e.to_string())
+                .and_then(|text| {
+                    write_if_changed(&self.plan_path, &text).map_err(|e| e.to_string())
+                });
+            match written {
+                Ok(_) => self.persisted = true,
+                Err(e) => {
+                    self.persisted = false;
+                    log::error("policy plan not persisted", &[("error", e.into())]);
+                }
+            }
+        }
+        let started = std::time::Instant::now();
+        self.timing.nft_ms = 0.0;
         if let Some(script) = script {
-            if let Err(e) = nft::apply(script).await {
-                // nft commits all or nothing, but say so by trusting no diff next time.
+            let applied = nft::apply(script).await;
+            self.timing.nft_ms = ms(started);
+            if let Err(e) = applied {
+                // nft commits all or nothing, but say so by trusting no diff next time (and
+                // write the file again then: it now holds a plan the kernel refused).
                 self.kernel_known = false;
+                self.persisted = false;
                 self.due = Some(Instant::now() + RETRY);
                 let msg = format!("applying the policy plan: {e}");
                 log::error("policy not applied", &[("error", msg.clone().into())]);
@@ -238,20 +279,12 @@ impl Policy {
                 &[
                     ("revision", revision.into()),
                     ("classes", next.classes.len().into()),
+                    ("ops", self.timing.ops.into()),
+                    ("loadMs", self.timing.load_ms.into()),
+                    ("compileMs", self.timing.compile_ms.into()),
+                    ("nftMs", self.timing.nft_ms.into()),
                 ],
             );
-        }
-        if changed || !self.persisted {
-            // What the kernel holds, for the next start (see the module docs).
-            let written = serde_json::to_string(&next)
-                .map_err(|e| e.to_string())
-                .and_then(|text| {
-                    write_if_changed(&self.plan_path, &text).map_err(|e| e.to_string())
-                });
-            match written {
-                Ok(_) => self.persisted = true,
-                Err(e) => log::error("applied policy plan not persisted", &[("error", e.into())]),
-            }
         }
         self.applied = next;
         self.kernel_known = true;
@@ -423,6 +456,12 @@ impl Policy {
             "counterError": counter_error,
             "lastError": self.last_error,
             "unenforceable": unenforceable,
+            "lastApply": {
+                "loadMs": self.timing.load_ms,
+                "compileMs": self.timing.compile_ms,
+                "nftMs": self.timing.nft_ms,
+                "ops": self.timing.ops,
+            },
         })
     }
 
@@ -430,6 +469,19 @@ impl Policy {
     pub fn in_sync(&self) -> bool {
         self.view.is_some() && self.kernel_known && self.due.is_none() && self.last_error.is_none()
     }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Timing {
+    load_ms: f64,
+    compile_ms: f64,
+    nft_ms: f64,
+    /// Ops of the last diff (0 for a whole-table replace).
+    ops: usize,
+}
+
+fn ms(since: std::time::Instant) -> f64 {
+    (since.elapsed().as_secs_f64() * 1e6).round() / 1e3
 }
 
 /// The whole plan as one transaction that replaces whatever table of that name exists

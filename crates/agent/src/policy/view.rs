@@ -2,7 +2,7 @@
 //! NetworkPolicies, PodLabels, every node's published endpoints, the nodes and their blocks;
 //! and the [`World`] built from it plus this node's own endpoint files.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -26,26 +26,35 @@ pub struct View {
     pub nodes: BTreeMap<String, (Vec<IpAddr>, Vec<IpNet>)>,
 }
 
+/// Parsed objects by kind, namespace and name, with the JSON they were parsed from: a load
+/// parses only objects whose stored JSON changed (parsing and validating thousands of
+/// policies on every change would dominate the time to apply one).
+pub type ParseCache = HashMap<(ObjectKind, String, String), (serde_json::Value, Vec<Object>)>;
+
 impl View {
-    pub async fn load<S: Datastore>(store: &S) -> Result<View, StoreError> {
+    pub async fn load<S: Datastore>(store: &S, cache: &mut ParseCache) -> Result<View, StoreError> {
         let mut v = View::default();
+        let mut seen = HashSet::new();
         let mut first: Option<Revision> = None;
         let mut note = |rev: Revision| first = Some(first.map_or(rev, |f: Revision| f.min(rev)));
         for kind in ObjectKind::ALL {
             let (rev, objects) = store.list_objects(kind).await?;
             note(rev);
             for o in objects {
+                let key = (kind, o.namespace.clone(), o.name.clone());
+                seen.insert(key.clone());
+                if let Some((json, parsed)) = cache.get(&key)
+                    && *json == o.value
+                {
+                    v.add(parsed.clone());
+                    continue;
+                }
                 // weftctl validated it before writing; an object that no longer parses (a
                 // newer weftctl, a hand edit) is skipped loudly rather than stopping policy.
                 match weft_policy::parse(&o.value.to_string(), &ParseOptions::default()) {
                     Ok(parsed) => {
-                        for obj in parsed {
-                            match obj {
-                                Object::Namespace(n) => v.namespaces.push(n),
-                                Object::NetworkPolicy(p) => v.policies.push(p),
-                                Object::PodLabels(p) => v.pod_labels.push(p),
-                            }
-                        }
+                        v.add(parsed.clone());
+                        cache.insert(key, (o.value, parsed));
                     }
                     Err(e) => log::error(
                         "stored policy object unreadable; ignored",
@@ -59,6 +68,7 @@ impl View {
                 }
             }
         }
+        cache.retain(|k, _| seen.contains(k));
         let (rev, endpoints) = store.list_endpoints().await?;
         note(rev);
         v.endpoints = endpoints;
@@ -78,6 +88,16 @@ impl View {
         }
         v.revision = first.unwrap_or(0);
         Ok(v)
+    }
+
+    fn add(&mut self, objects: Vec<Object>) {
+        for obj in objects {
+            match obj {
+                Object::Namespace(n) => self.namespaces.push(n),
+                Object::NetworkPolicy(p) => self.policies.push(p),
+                Object::PodLabels(p) => self.pod_labels.push(p),
+            }
+        }
     }
 
     /// The world this node enforces: the datastore's view, with this node's pods taken from
@@ -138,5 +158,99 @@ impl View {
             endpoints: weft_policy::join_endpoints(&pods, &self.pod_labels),
             policies: self.policies.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_ipam::agent::EndpointFile;
+
+    fn file(cid: &str, name: &str, addr: &str) -> EndpointFile {
+        EndpointFile {
+            container_id: cid.into(),
+            ifname: "eth0".into(),
+            namespace: "shop".into(),
+            name: name.into(),
+            addresses: vec![addr.parse().unwrap()],
+            host_interface: Some("wv0".into()),
+            mode: "bridge".into(),
+        }
+    }
+
+    fn record(node: &str, name: &str, addr: &str) -> EndpointRecord {
+        EndpointRecord {
+            node: node.into(),
+            namespace: "shop".into(),
+            name: name.into(),
+            container_id: format!("c-{name}"),
+            ifname: "eth0".into(),
+            addresses: vec![addr.parse().unwrap()],
+        }
+    }
+
+    #[test]
+    fn local_files_are_the_authority_for_this_nodes_pods() {
+        // The datastore's copy of n1's pods is stale (an old pod, an old address).
+        let mut v = View {
+            endpoints: vec![
+                record("n1", "gone", "10.244.0.9"),
+                record("n1", "web", "10.244.0.8"),
+                record("n2", "db", "10.244.0.66"),
+            ],
+            ..View::default()
+        };
+        v.nodes.insert(
+            "n2".into(),
+            (
+                vec!["192.0.2.2".parse().unwrap()],
+                vec!["10.244.0.64/26".parse().unwrap()],
+            ),
+        );
+        v.pod_labels = vec![PodLabels {
+            namespace: "shop".into(),
+            name: "web".into(),
+            labels: [("app".to_string(), "web".to_string())].into(),
+            ports: Default::default(),
+        }];
+        let mut local = Local::new();
+        let f = file("c1", "web", "10.244.0.2");
+        local.insert((f.container_id.clone(), f.ifname.clone()), f);
+        let w = v.world(
+            "n1",
+            &local,
+            &["10.244.0.0/26".parse().unwrap()],
+            &["192.0.2.1".parse().unwrap()],
+        );
+        let eps: Vec<(String, String, Vec<IpAddr>)> = w
+            .endpoints
+            .iter()
+            .map(|e| (e.name.clone(), e.node.clone(), e.addresses.clone()))
+            .collect();
+        assert_eq!(
+            eps,
+            vec![
+                (
+                    "db".into(),
+                    "n2".into(),
+                    vec!["10.244.0.66".parse().unwrap()]
+                ),
+                (
+                    "web".into(),
+                    "n1".into(),
+                    vec!["10.244.0.2".parse().unwrap()]
+                ),
+            ]
+        );
+        assert_eq!(w.endpoints[1].labels["app"], "web");
+        let n1 = w.nodes.iter().find(|n| n.name == "n1").unwrap();
+        assert_eq!(
+            n1.pod_cidrs,
+            vec!["10.244.0.0/26".parse::<IpNet>().unwrap()]
+        );
+        assert!(n1.addresses.contains(&"10.244.0.1".parse().unwrap()));
+        assert!(n1.addresses.contains(&"192.0.2.1".parse().unwrap()));
+        let n2 = w.nodes.iter().find(|n| n.name == "n2").unwrap();
+        assert!(n2.addresses.contains(&"10.244.0.64".parse().unwrap()));
     }
 }

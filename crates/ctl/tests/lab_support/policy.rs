@@ -57,6 +57,20 @@ impl Lab {
         v["status"].clone()
     }
 
+    /// Waits (10 s at most) until the node's weftd reports its policy `inSync` (loaded,
+    /// applied, nothing pending); returns that status.
+    pub fn wait_policy_in_sync(&self, node: &str) -> Value {
+        let (st, _) = super::wait_for(
+            Duration::from_secs(10),
+            || {
+                let st = self.weftd_status(node);
+                (st["policy"]["inSync"] == true).then_some(st)
+            },
+            || format!("{node}: {}", self.weftd_status(node)),
+        );
+        st
+    }
+
     /// Packets the node's policy table dropped for classes that involve `policy`
     /// (`ns/name`).
     pub fn denied_by(&self, node: &str, policy: &str) -> u64 {
