@@ -27,7 +27,7 @@ use serde_json::Value;
 use truth::oracle::{self, Cluster, End, Flow, Pod, Proto};
 use truth::probe::{self, Job, Listeners, Outcome};
 use truth::scenarios::{
-    self, NAMESPACES, NODES, PODS, SCENARIOS, SCTP_PORTS, TCP_PORTS, UDP_PORTS,
+    self, EDITS, NAMESPACES, NODES, PODS, SCENARIOS, SCTP_PORTS, TCP_PORTS, UDP_PORTS,
 };
 
 /// The outside host of every lab (`docs/lab.md`, topology).
@@ -498,7 +498,16 @@ fn oracle_expects_all_open_without_policies() {
     assert!(oracle::allowed(&cluster, &[], &flow));
     // Every scenario parses (with placeholders standing in for addresses) and names pods,
     // namespaces and nodes the cluster has.
-    for s in SCENARIOS {
+    let edits = EDITS.iter().map(|e| scenarios::Scenario {
+        name: e.name,
+        covers: e.covers,
+        yaml: e.yaml,
+    });
+    for s in SCENARIOS
+        .iter()
+        .map(|s| scenarios::Scenario { ..*s })
+        .chain(edits)
+    {
         let docs = documents(s.yaml);
         assert!(!docs.is_empty(), "{}", s.name);
         for d in &docs {
@@ -1111,12 +1120,59 @@ fn truth_table(lab_args: &[&str]) {
 
     let mut failures = Vec::new();
     let mut summary = Vec::new();
-    for (k, s) in SCENARIOS.iter().enumerate() {
+    // A run: a scenario (one manifest), or an edit (a scenario's manifest, synced, then a
+    // second one that changes objects in place); the matrix is probed after the last step.
+    let mut runs: Vec<(&str, &str, Vec<&str>)> = SCENARIOS
+        .iter()
+        .map(|s| (s.name, s.covers, vec![s.yaml]))
+        .collect();
+    for e in EDITS {
+        let base = SCENARIOS
+            .iter()
+            .find(|s| s.name == e.base)
+            .unwrap_or_else(|| panic!("edit {}: no scenario {}", e.name, e.base));
+        runs.push((e.name, e.covers, vec![base.yaml, e.yaml]));
+    }
+    for (k, (name, covers, steps)) in runs.iter().enumerate() {
         let t = Instant::now();
-        let yaml = f.render(s.yaml);
+        // The objects in force: later steps replace same-named ones.
+        let mut objects: BTreeMap<(String, String, String), Value> = BTreeMap::new();
+        let mut np_yaml: BTreeMap<(String, String), String> = BTreeMap::new();
+        let mut relabels = false;
+        for (i, step) in steps.iter().enumerate() {
+            let yaml = f.render(step);
+            for d in documents(&yaml) {
+                let key = (
+                    d["kind"].as_str().unwrap_or_default().to_string(),
+                    d["metadata"]["namespace"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    d["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                );
+                objects.insert(key, d);
+            }
+            for doc in yaml.split("---\n").filter(|d| !d.trim().is_empty()) {
+                if doc.contains("kind: NetworkPolicy") {
+                    let v = documents(doc).remove(0);
+                    let ns = v["metadata"]["namespace"].as_str().unwrap_or_default();
+                    let n = v["metadata"]["name"].as_str().unwrap_or_default();
+                    np_yaml.insert((ns.to_string(), n.to_string()), doc.to_string());
+                } else {
+                    relabels = true;
+                }
+            }
+            f.weftctl_file("apply", &yaml);
+            if i + 1 < steps.len() {
+                wait_sync(&f.lab);
+            }
+        }
         let mut cluster = f.cluster.clone();
-        let policies = oracle::take_objects(&mut cluster, &documents(&yaml));
-        f.weftctl_file("apply", &yaml);
+        let docs: Vec<Value> = objects.into_values().collect();
+        let policies = oracle::take_objects(&mut cluster, &docs);
         wait_sync(&f.lab);
         let expected: Vec<bool> = f
             .flows
@@ -1127,21 +1183,15 @@ fn truth_table(lab_args: &[&str]) {
         let bad = mismatches(&f, &expected, &got);
         let explain = explain_sample(&f, k, &expected);
         // Policies are deleted; relabelled pods and namespaces get their base labels back.
-        let docs: Vec<&str> = yaml
-            .split("---\n")
-            .filter(|d| !d.trim().is_empty())
-            .collect();
-        let (np, other): (Vec<&str>, Vec<&str>) = docs
-            .into_iter()
-            .partition(|d| d.contains("kind: NetworkPolicy"));
+        let np: Vec<String> = np_yaml.into_values().collect();
         f.weftctl_file("delete", &np.join("---\n"));
-        if !other.is_empty() {
+        if relabels {
             f.weftctl_file("apply", &base_manifest());
         }
         let open = expected.iter().filter(|e| **e).count();
         summary.push(format!(
             "{:<44} {:>4}/{} allowed, {:>3} mismatches, {} explain disagreements, {:?}",
-            s.name,
+            name,
             open,
             expected.len(),
             bad.len(),
@@ -1149,7 +1199,7 @@ fn truth_table(lab_args: &[&str]) {
             t.elapsed()
         ));
         if !bad.is_empty() || !explain.is_empty() {
-            let mut msg = format!("scenario {} ({}):\n", s.name, s.covers);
+            let mut msg = format!("scenario {name} ({covers}):\n");
             if !bad.is_empty() {
                 let _ = writeln!(msg, " {} cells differ from the oracle:", bad.len());
                 msg.push_str(&bad.join("\n"));
@@ -1165,7 +1215,7 @@ fn truth_table(lab_args: &[&str]) {
     }
     eprintln!(
         "truth table {lab_args:?}: {} scenarios in {:?}\n{}",
-        SCENARIOS.len(),
+        runs.len(),
         start.elapsed(),
         summary.join("\n")
     );
@@ -1173,7 +1223,7 @@ fn truth_table(lab_args: &[&str]) {
         failures.is_empty(),
         "{} of {} scenarios differ:\n{}",
         failures.len(),
-        SCENARIOS.len(),
+        runs.len(),
         failures.join("\n")
     );
 }

@@ -622,3 +622,65 @@ pub const SCENARIOS: &[Scenario] = &[
         ),
     },
 ];
+
+/// A policy edited in place: the `base` scenario's manifest is applied and enforced, then
+/// this one (same names, new specs) on top; the matrix is probed after the edit.
+pub struct Edit {
+    pub name: &'static str,
+    pub covers: &'static str,
+    pub base: &'static str,
+    pub yaml: &'static str,
+}
+
+pub const EDITS: &[Edit] = &[
+    Edit {
+        name: "51-edit-narrows-a-rule",
+        covers: "an allow-all rule edited down to one peer and port (policy modified in place)",
+        base: "04-allow-all-over-deny",
+        yaml: np!(
+            "alpha",
+            "allow-all",
+            "  podSelector: {}\n  ingress:\n  - from: [{podSelector: {matchLabels: {app: client}}}]\n    ports: [{port: 80}]"
+        ),
+    },
+    Edit {
+        name: "52-edit-moves-the-selector",
+        covers: "a policy's podSelector edited: the old target opens, the new one closes",
+        base: "05-matchlabels-from-pods",
+        yaml: np!(
+            "alpha",
+            "web-from-clients",
+            "  podSelector: {matchLabels: {app: db}}\n  ingress:\n  - from:\n    - podSelector: {matchLabels: {app: client}}"
+        ),
+    },
+    Edit {
+        name: "53-edit-flips-policy-types",
+        covers: "policyTypes edited from (inferred) Ingress to Egress",
+        base: "01-deny-all-ingress",
+        yaml: np!(
+            "alpha",
+            "deny-in",
+            "  podSelector: {}\n  policyTypes: [Egress]"
+        ),
+    },
+    Edit {
+        name: "54-edit-changes-excepts",
+        covers: "an ipBlock's except list edited (one hole closed, another opened), IPv6 block dropped",
+        base: "14-ipblock-except-ingress",
+        yaml: np!(
+            "alpha",
+            "block",
+            "  podSelector: {matchLabels: {app: db}}\n  ingress:\n  - from:\n    - ipBlock: {cidr: 10.244.0.0/16, except: ['@ip4:b-web@']}"
+        ),
+    },
+    Edit {
+        name: "55-edit-ports-and-named-ports",
+        covers: "ports edited: named port swapped for a range, a protocol added",
+        base: "20-named-ports-ingress",
+        yaml: np!(
+            "alpha",
+            "named",
+            "  podSelector: {}\n  ingress:\n  - ports:\n    - {port: 81, endPort: 8080}\n    - {protocol: SCTP}\n    - {port: dns, protocol: UDP}"
+        ),
+    },
+];
