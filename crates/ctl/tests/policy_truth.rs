@@ -311,6 +311,7 @@ fn setup(lab_args: &[&str]) -> Fixture {
         .map(|p| (Proto::Tcp, *p))
         .chain(UDP_PORTS.iter().map(|p| (Proto::Udp, *p)))
         .chain(SCTP_PORTS.iter().map(|p| (Proto::Sctp, *p)))
+        .chain([(Proto::Icmp, 0)])
         .collect();
     let mut sources: Vec<End> = (0..PODS.len()).map(End::Pod).collect();
     sources.extend((0..NODES.len()).map(End::Node));
@@ -438,7 +439,11 @@ fn explain_sample(f: &Fixture, seed: usize, expected: &[bool]) -> Vec<String> {
             picked.extend(
                 (0..n)
                     .map(|k| (seed * 7919 + k * 131) % n)
-                    .filter(|&i| expected[i] == want && from_node(i) == nodes)
+                    .filter(|&i| {
+                        expected[i] == want
+                            && from_node(i) == nodes
+                            && f.flows[i].proto != Proto::Icmp
+                    })
                     .take(if nodes { 2 } else { EXPLAIN_SAMPLE / 2 }),
             );
         }
@@ -977,6 +982,25 @@ fn oracle_spot_checks() {
             true,
             false,
         ),
+        (
+            "17-",
+            pod("b-cli"),
+            pod("a-web"),
+            Proto::Icmp,
+            0,
+            false,
+            false,
+        ),
+        (
+            "04-",
+            pod("b-cli"),
+            pod("a-web"),
+            Proto::Icmp,
+            0,
+            false,
+            true,
+        ),
+        ("13-", pod("g-x"), pod("a-db"), Proto::Icmp, 0, true, true),
         (
             "43-",
             pod("a-cli"),

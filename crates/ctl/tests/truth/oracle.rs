@@ -34,6 +34,10 @@ pub enum Proto {
     Tcp,
     Udp,
     Sctp,
+    /// Echo requests (port 0). Not in the API; weft's reading (crate docs of weft-policy):
+    /// a protocol without ports is allowed to and from an isolated pod only by rules
+    /// without `ports`.
+    Icmp,
 }
 
 impl Proto {
@@ -42,6 +46,7 @@ impl Proto {
             Proto::Tcp => "tcp",
             Proto::Udp => "udp",
             Proto::Sctp => "sctp",
+            Proto::Icmp => "icmp",
         }
     }
 }
@@ -311,6 +316,9 @@ fn ports_match(cluster: &Cluster, ports: &Value, dst: End, proto: Proto, port: u
     let Some(list) = ports.as_array().filter(|l| !l.is_empty()) else {
         return true;
     };
+    if proto == Proto::Icmp {
+        return false;
+    }
     list.iter().any(|p| {
         let p_proto = match p["protocol"].as_str().unwrap_or("TCP") {
             "TCP" => Proto::Tcp,

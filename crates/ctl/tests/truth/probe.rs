@@ -235,6 +235,15 @@ fn probe(job: &Job, timeout: Duration) -> Outcome {
                 Err(e) => classify(e),
             }
         }
+        Proto::Icmp => {
+            let id = u16::from_be_bytes([nonce[6], nonce[7]]);
+            let seq = u16::from_be_bytes([nonce[4], nonce[5]]);
+            match super::icmp::ping(job.bind, job.dst.ip(), id, seq, timeout) {
+                Ok(true) => Outcome::Open,
+                Ok(false) => Outcome::Timeout,
+                Err(e) => Outcome::Failed(e),
+            }
+        }
         Proto::Sctp => {
             let tag = u32::from_be_bytes([nonce[4], nonce[5], nonce[6], nonce[7]]) | 0x8000_0000;
             match super::sctp::probe(
