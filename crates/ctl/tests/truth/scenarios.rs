@@ -9,6 +9,19 @@
 //! address as a /32, /128), `@block4:NODE@`, `@block6:NODE@` (a node's pod block) are filled
 //! in once the lab has handed out addresses.
 
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::oracle::{Cluster, Labels, Pod, Proto};
+
+/// The outside host of every lab (`docs/lab.md`, topology).
+pub const OUT_V4: &str = "203.0.113.1";
+pub const OUT_V6: &str = "2001:db8:ff::1";
+
 /// (name, labels) of the namespaces.
 pub const NAMESPACES: &[(&str, &[(&str, &str)])] = &[
     ("alpha", &[("team", "a"), ("env", "prod")]),
@@ -684,3 +697,112 @@ pub const EDITS: &[Edit] = &[
         ),
     },
 ];
+
+/// The scenario's YAML with the pods' addresses and the nodes' blocks filled in.
+pub fn render(yaml: &str, cluster: &Cluster, blocks: &BTreeMap<(String, bool), String>) -> String {
+    let mut out = yaml.to_string();
+    for p in &cluster.pods {
+        for (tag, v6) in [("ip4", false), ("ip6", true)] {
+            if let Some(a) = p.addr(v6) {
+                let len = if v6 { 128 } else { 32 };
+                out = out.replace(&format!("@{tag}:{}@", p.name), &format!("{a}/{len}"));
+            }
+        }
+    }
+    for ((node, v6), block) in blocks {
+        let tag = if *v6 { "block6" } else { "block4" };
+        out = out.replace(&format!("@{tag}:{node}@"), block);
+    }
+    assert!(!out.contains('@'), "unfilled placeholder in:\n{out}");
+    out
+}
+
+/// The oracle's pod for a spec of `scenarios::PODS`, with what the lab gave it.
+pub fn pod_from_spec(spec: &PodSpec, node: &str, addrs: Vec<IpAddr>) -> Pod {
+    Pod {
+        name: spec.name.into(),
+        namespace: spec.namespace.into(),
+        node: node.into(),
+        labels: spec
+            .labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        addrs,
+        ports: spec
+            .ports
+            .iter()
+            .map(|(n, proto, num)| {
+                let proto = match *proto {
+                    "UDP" => Proto::Udp,
+                    "SCTP" => Proto::Sctp,
+                    _ => Proto::Tcp,
+                };
+                (n.to_string(), proto, *num)
+            })
+            .collect(),
+    }
+}
+
+pub fn namespace_labels() -> BTreeMap<String, Labels> {
+    NAMESPACES
+        .iter()
+        .map(|(ns, l)| {
+            (
+                ns.to_string(),
+                l.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// Every document of a (rendered) manifest, as JSON values for the oracle.
+pub fn documents(yaml: &str) -> Vec<Value> {
+    yaml_serde::Deserializer::from_str(yaml)
+        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{e}:\n{yaml}")))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+pub fn labels_arg(labels: &[(&str, &str)]) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The base objects: namespaces with their labels (not the automatic name label: weft must
+/// add it), pods' labels with their named ports.
+pub fn base_manifest() -> String {
+    let mut y = String::new();
+    for (ns, labels) in NAMESPACES {
+        let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let _ = write!(
+            y,
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels: {{{}}}\n---\n",
+            l.join(", ")
+        );
+    }
+    for p in PODS {
+        let l: Vec<String> = p.labels.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let ports: Vec<String> = p
+            .ports
+            .iter()
+            .map(|(n, proto, num)| {
+                format!("{{name: {n}, containerPort: {num}, protocol: {proto}}}")
+            })
+            .collect();
+        let _ = write!(
+            y,
+            "apiVersion: weft.dev/v1\nkind: PodLabels\nmetadata:\n  name: {}\n  namespace: {}\n  labels: {{{}}}\nspec:\n  ports: [{}]\n---\n",
+            p.name,
+            p.namespace,
+            l.join(", "),
+            ports.join(", ")
+        );
+    }
+    y
+}
