@@ -390,6 +390,31 @@ fn bad_input_is_refused_with_field_and_reason() {
         );
         assert_eq!(ctl.dump(), before, "{spec}: the datastore changed");
     }
+    // The same as JSON (one object after another, as `kubectl apply -f x.json` takes them);
+    // every invalid document is reported. (A document with a value of the wrong type or
+    // range, as 70000 for a port, is not validated further: its other problems show once
+    // that one is fixed, as the crate docs say.)
+    let json = r#"{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "deny-first", "namespace": "shop"}, "spec": {"podSelector": {}}}
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "bad", "namespace": "shop"},
+        "spec": {"podSelector": {}, "egress": [{"ports": [{"protocol": "ICMP", "port": 70000}]}]}}
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "holes", "namespace": "shop"},
+        "spec": {"podSelector": {}, "egress": [
+                 {"to": [{"ipBlock": {"cidr": "fd00::/64", "except": ["10.0.0.0/8"]}}]}]}}"#;
+    let out = ctl.run(&["apply", "-f", "-"], Some(json));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    for want in [
+        "nothing applied",
+        "spec.egress[0].ports[0].protocol: Unsupported value: \"ICMP\"",
+        "spec.egress[0].ports[0].port: Invalid value: 70000",
+        "spec.egress[0].to[0].ipBlock.except[0]: Invalid value: \"10.0.0.0/8\": must be a strict subset of `cidr`",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    assert_eq!(ctl.dump(), before, "JSON: the datastore changed");
 }
 
 #[test]
