@@ -167,13 +167,14 @@ pub struct Job {
 
 static NONCE: AtomicUsize = AtomicUsize::new(1);
 
-/// UDP and SCTP source ports handed out per source namespace. Every such probe of a run has
-/// its own 5-tuple: a reused one could ride on the conntrack entry of an earlier scenario's allowed
-/// probe (established flows outlive a policy change, as the issue intends), and a cell
-/// would look open that the current policy denies.
+/// UDP and SCTP source ports and ICMP echo identifiers handed out per source namespace.
+/// Every such probe of a run has its own conntrack tuple: a reused one could ride on the
+/// conntrack entry of an earlier scenario's allowed probe (established flows outlive a
+/// policy change, as the issue intends), and a cell would look open that the current policy
+/// denies.
 static SOURCE_PORTS: Mutex<BTreeMap<PathBuf, u16>> = Mutex::new(BTreeMap::new());
 const SOURCE_FIRST: u16 = 20000;
-const SOURCE_COUNT: u16 = 12000;
+const SOURCE_COUNT: u16 = 40000;
 
 fn next_source_port(ns: &Path) -> u16 {
     let mut m = SOURCE_PORTS.lock().unwrap_or_else(|e| e.into_inner());
@@ -181,7 +182,7 @@ fn next_source_port(ns: &Path) -> u16 {
     *k = k.wrapping_add(1);
     assert!(
         *k < SOURCE_COUNT,
-        "{}: more than {SOURCE_COUNT} UDP/SCTP probes",
+        "{}: more than {SOURCE_COUNT} UDP/SCTP/ICMP probes",
         ns.display()
     );
     SOURCE_FIRST + *k
@@ -236,7 +237,7 @@ fn probe(job: &Job, timeout: Duration) -> Outcome {
             }
         }
         Proto::Icmp => {
-            let id = u16::from_be_bytes([nonce[6], nonce[7]]);
+            let id = next_source_port(&job.src_ns);
             let seq = u16::from_be_bytes([nonce[4], nonce[5]]);
             match super::icmp::ping(job.bind, job.dst.ip(), id, seq, timeout) {
                 Ok(true) => Outcome::Open,
