@@ -44,7 +44,9 @@ pub use error::{ConfigError, StoreError};
 pub use etcd::{EtcdOptions, EtcdStore, TlsFiles};
 pub use keys::DEFAULT_PREFIX;
 pub use local::LocalStore;
-pub use model::{BlockOwner, EndpointRecord, NodeRecord, Snapshot, WatchEvent, validate_node_name};
+pub use model::{
+    BlockOwner, EndpointRecord, NodeRecord, PolicyView, Snapshot, WatchEvent, validate_node_name,
+};
 pub use objects::{ObjectEvent, ObjectKind, StoredObject};
 
 /// An etcd lease id (the local store numbers its own from 1).
@@ -179,6 +181,9 @@ pub trait Datastore: Send + Sync + 'static {
     fn list_endpoints(
         &self,
     ) -> impl Future<Output = Result<(Revision, Vec<EndpointRecord>), StoreError>> + Send;
+
+    /// Nodes, blocks, policy objects and endpoints, all at one revision (one read).
+    fn policy_view(&self) -> impl Future<Output = Result<PolicyView, StoreError>> + Send;
 }
 
 /// Either store, chosen at run time from the agent's configuration.
@@ -283,6 +288,9 @@ impl Datastore for AnyStore {
     }
     async fn list_endpoints(&self) -> Result<(Revision, Vec<EndpointRecord>), StoreError> {
         dispatch!(self, s => s.list_endpoints().await)
+    }
+    async fn policy_view(&self) -> Result<PolicyView, StoreError> {
+        dispatch!(self, s => s.policy_view().await)
     }
 }
 
@@ -399,5 +407,8 @@ impl<T: Datastore> Datastore for Arc<T> {
         &self,
     ) -> impl Future<Output = Result<(Revision, Vec<EndpointRecord>), StoreError>> + Send {
         (**self).list_endpoints()
+    }
+    fn policy_view(&self) -> impl Future<Output = Result<PolicyView, StoreError>> + Send {
+        (**self).policy_view()
     }
 }

@@ -25,7 +25,7 @@ use crate::blocks::BlockSpace;
 use crate::config::{ClusterConfig, Family};
 use crate::error::StoreError;
 use crate::model::{
-    BlockOwner, EndpointRecord, NodeRecord, Snapshot, WatchEvent, validate_node_name,
+    BlockOwner, EndpointRecord, NodeRecord, PolicyView, Snapshot, WatchEvent, validate_node_name,
 };
 use crate::objects::{ObjectEvent, ObjectKind, StoredObject, check_endpoint_names, check_names};
 use crate::{Datastore, LeaseId, Revision};
@@ -321,6 +321,23 @@ async fn run_blocking<T: Send + 'static>(
     }
 }
 
+fn snapshot_of(st: &State) -> Snapshot {
+    Snapshot {
+        revision: st.revision,
+        config: st.config.clone(),
+        nodes: st.nodes.values().map(|e| e.record.clone()).collect(),
+        blocks: st
+            .blocks
+            .iter()
+            .map(|b| BlockOwner {
+                block: b.block,
+                node: b.node.clone(),
+                lease: b.lease,
+            })
+            .collect(),
+    }
+}
+
 fn object_id(kind: ObjectKind, namespace: &str, name: &str) -> String {
     if kind.namespaced() {
         format!("{namespace}/{name}")
@@ -535,21 +552,7 @@ impl Datastore for LocalStore {
     }
 
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        self.read(|st| Snapshot {
-            revision: st.revision,
-            config: st.config.clone(),
-            nodes: st.nodes.values().map(|e| e.record.clone()).collect(),
-            blocks: st
-                .blocks
-                .iter()
-                .map(|b| BlockOwner {
-                    block: b.block,
-                    node: b.node.clone(),
-                    lease: b.lease,
-                })
-                .collect(),
-        })
-        .await
+        self.read(snapshot_of).await
     }
 
     async fn watch(&self, from: Revision) -> Result<mpsc::Receiver<WatchEvent>, StoreError> {
@@ -722,6 +725,38 @@ impl Datastore for LocalStore {
                 st.endpoints.values().map(|e| e.record.clone()).collect();
             out.sort();
             (st.revision, out)
+        })
+        .await
+    }
+
+    async fn policy_view(&self) -> Result<PolicyView, StoreError> {
+        self.read(|st| {
+            let mut objects = Vec::new();
+            for kind in ObjectKind::ALL {
+                for (id, value) in st.objects.get(kind.folder()).into_iter().flatten() {
+                    let (namespace, name) = match id.split_once('/') {
+                        Some((ns, n)) if kind.namespaced() => (ns.to_string(), n.to_string()),
+                        _ => (String::new(), id.clone()),
+                    };
+                    objects.push(StoredObject {
+                        kind,
+                        namespace,
+                        name,
+                        value: value.clone(),
+                    });
+                }
+            }
+            objects.sort_by(|a, b| {
+                (a.kind, &a.namespace, &a.name).cmp(&(b.kind, &b.namespace, &b.name))
+            });
+            let mut endpoints: Vec<EndpointRecord> =
+                st.endpoints.values().map(|e| e.record.clone()).collect();
+            endpoints.sort();
+            PolicyView {
+                snapshot: snapshot_of(st),
+                objects,
+                endpoints,
+            }
         })
         .await
     }

@@ -127,6 +127,19 @@ pub struct Snapshot {
     pub blocks: Vec<BlockOwner>,
 }
 
+/// Everything NetworkPolicy needs from the datastore at one revision: the nodes and blocks,
+/// every policy object and every endpoint ([`crate::Datastore::policy_view`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyView {
+    /// Its `revision` is the view's.
+    pub snapshot: Snapshot,
+    /// Sorted by kind, namespace and name; values that are not JSON are left out (the
+    /// object watch reports them as deleted).
+    pub objects: Vec<crate::StoredObject>,
+    /// Sorted by node, namespace and name; unreadable records are left out.
+    pub endpoints: Vec<EndpointRecord>,
+}
+
 /// A change after some revision, as delivered by [`crate::Datastore::watch`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum WatchEvent {

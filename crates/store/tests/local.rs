@@ -322,6 +322,10 @@ async fn endpoints_persist_and_go_with_their_lease() {
     };
     let s = LocalStore::open(&path).unwrap();
     assert_eq!(s.list_endpoints().await.unwrap().1, vec![rec.clone()]);
+    let view = s.policy_view().await.unwrap();
+    assert_eq!(view.endpoints, vec![rec.clone()]);
+    assert!(view.objects.is_empty());
+    assert_eq!(view.snapshot.revision, s.list_endpoints().await.unwrap().0);
     let (rev, _) = s.list_endpoints().await.unwrap();
     let mut rx = s.watch_objects(rev).await.unwrap();
     s.revoke_lease(lease).await.unwrap();

@@ -15,8 +15,7 @@ use crate::log;
 /// Everything the datastore says, as of (at least) `revision`.
 #[derive(Debug, Clone, Default)]
 pub struct View {
-    /// The earliest revision of the listings (each is consistent on its own; a change after
-    /// it arrives as an event and triggers another load).
+    /// The datastore revision the whole view was read at.
     pub revision: Revision,
     pub namespaces: Vec<Namespace>,
     pub policies: Vec<NetworkPolicy>,
@@ -33,48 +32,43 @@ pub type ParseCache = HashMap<(ObjectKind, String, String), (serde_json::Value, 
 
 impl View {
     pub async fn load<S: Datastore>(store: &S, cache: &mut ParseCache) -> Result<View, StoreError> {
-        let mut v = View::default();
+        // One read, one revision: the view is a state the datastore really was in.
+        let pv = store.policy_view().await?;
+        let mut v = View {
+            revision: pv.snapshot.revision,
+            endpoints: pv.endpoints,
+            ..View::default()
+        };
         let mut seen = HashSet::new();
-        let mut first: Option<Revision> = None;
-        let mut note = |rev: Revision| first = Some(first.map_or(rev, |f: Revision| f.min(rev)));
-        for kind in ObjectKind::ALL {
-            let (rev, objects) = store.list_objects(kind).await?;
-            note(rev);
-            for o in objects {
-                let key = (kind, o.namespace.clone(), o.name.clone());
-                seen.insert(key.clone());
-                if let Some((json, parsed)) = cache.get(&key)
-                    && *json == o.value
-                {
+        for o in pv.objects {
+            let key = (o.kind, o.namespace.clone(), o.name.clone());
+            seen.insert(key.clone());
+            if let Some((json, parsed)) = cache.get(&key)
+                && *json == o.value
+            {
+                v.add(parsed.clone());
+                continue;
+            }
+            // weftctl validated it before writing; an object that no longer parses (a newer
+            // weftctl, a hand edit) is skipped loudly rather than stopping policy.
+            match weft_policy::parse(&o.value.to_string(), &ParseOptions::default()) {
+                Ok(parsed) => {
                     v.add(parsed.clone());
-                    continue;
+                    cache.insert(key, (o.value, parsed));
                 }
-                // weftctl validated it before writing; an object that no longer parses (a
-                // newer weftctl, a hand edit) is skipped loudly rather than stopping policy.
-                match weft_policy::parse(&o.value.to_string(), &ParseOptions::default()) {
-                    Ok(parsed) => {
-                        v.add(parsed.clone());
-                        cache.insert(key, (o.value, parsed));
-                    }
-                    Err(e) => log::error(
-                        "stored policy object unreadable; ignored",
-                        &[
-                            ("kind", kind.name().into()),
-                            ("namespace", o.namespace.clone().into()),
-                            ("name", o.name.clone().into()),
-                            ("error", e.to_string().into()),
-                        ],
-                    ),
-                }
+                Err(e) => log::error(
+                    "stored policy object unreadable; ignored",
+                    &[
+                        ("kind", o.kind.name().into()),
+                        ("namespace", o.namespace.clone().into()),
+                        ("name", o.name.clone().into()),
+                        ("error", e.to_string().into()),
+                    ],
+                ),
             }
         }
         cache.retain(|k, _| seen.contains(k));
-        let (rev, endpoints) = store.list_endpoints().await?;
-        note(rev);
-        v.endpoints = endpoints;
-        let snap = store.snapshot().await?;
-        note(snap.revision);
-        for n in &snap.nodes {
+        for n in &pv.snapshot.nodes {
             let underlay: Vec<IpAddr> = n
                 .underlay_v4
                 .map(IpAddr::V4)
@@ -83,10 +77,9 @@ impl View {
                 .collect();
             v.nodes.insert(n.name.clone(), (underlay, Vec::new()));
         }
-        for b in &snap.blocks {
+        for b in &pv.snapshot.blocks {
             v.nodes.entry(b.node.clone()).or_default().1.push(b.block);
         }
-        v.revision = first.unwrap_or(0);
         Ok(v)
     }
 

@@ -25,7 +25,7 @@ use crate::config::{ClusterConfig, Family};
 use crate::error::StoreError;
 use crate::keys::{DEFAULT_PREFIX, KeyKind, Keys, prefix_end};
 use crate::model::{
-    BlockOwner, EndpointRecord, NodeRecord, Snapshot, WatchEvent, validate_node_name,
+    BlockOwner, EndpointRecord, NodeRecord, PolicyView, Snapshot, WatchEvent, validate_node_name,
 };
 use crate::objects::{ObjectEvent, ObjectKind, StoredObject, check_endpoint_names, check_names};
 use crate::{Datastore, LeaseId, Revision};
@@ -716,5 +716,49 @@ impl Datastore for EtcdStore {
             .collect();
         out.sort();
         Ok((revision, out))
+    }
+
+    async fn policy_view(&self) -> Result<PolicyView, StoreError> {
+        let keys = &self.inner.keys;
+        let (revision, kvs) = self.list("policy_view", &keys.root(), false).await?;
+        let mut view = PolicyView {
+            snapshot: Snapshot {
+                revision,
+                config: None,
+                nodes: Vec::new(),
+                blocks: Vec::new(),
+            },
+            objects: Vec::new(),
+            endpoints: Vec::new(),
+        };
+        for kv in &kvs {
+            match keys.classify(kv.key()) {
+                KeyKind::Config => {
+                    view.snapshot.config = Some(parse_config(&keys.config(), kv.value())?);
+                }
+                KeyKind::Node(name) => view.snapshot.nodes.extend(parse_node(&name, kv.value())),
+                KeyKind::Block(b) => view.snapshot.blocks.push(block_owner(b, kv)),
+                KeyKind::Object(kind, namespace, name) => {
+                    if let Ok(value) = serde_json::from_slice(kv.value()) {
+                        view.objects.push(StoredObject {
+                            kind,
+                            namespace,
+                            name,
+                            value,
+                        });
+                    }
+                }
+                KeyKind::Endpoint(..) => {
+                    view.endpoints
+                        .extend(parse_endpoint(keys, kv.key(), kv.value()));
+                }
+                KeyKind::Other => {}
+            }
+        }
+        view.snapshot.blocks.sort_by_key(|b| b.block);
+        view.objects
+            .sort_by(|a, b| (a.kind, &a.namespace, &a.name).cmp(&(b.kind, &b.namespace, &b.name)));
+        view.endpoints.sort();
+        Ok(view)
     }
 }

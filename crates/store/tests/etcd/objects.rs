@@ -175,6 +175,26 @@ async fn endpoints_follow_their_nodes_lease() {
     assert_eq!(next(&mut rx).await, ObjectEvent::EndpointPut(db.clone()));
     let (_, list) = store.list_endpoints().await.unwrap();
     assert_eq!(list, vec![web.clone(), db.clone()]);
+    // The whole policy view at one revision: objects, endpoints, nodes and blocks.
+    let np = json!({"kind": "NetworkPolicy", "metadata": {"name": "deny", "namespace": "shop"}});
+    store
+        .put_object(ObjectKind::NetworkPolicy, "shop", "deny", &np)
+        .await
+        .unwrap();
+    assert!(matches!(next(&mut rx).await, ObjectEvent::Put(_)));
+    let view = store.policy_view().await.unwrap();
+    assert_eq!(view.endpoints, vec![web.clone(), db.clone()]);
+    assert_eq!(view.objects.len(), 1);
+    assert_eq!(view.objects[0].value, np);
+    assert_eq!(
+        view.snapshot.revision,
+        store.list_endpoints().await.unwrap().0
+    );
+    store
+        .delete_object(ObjectKind::NetworkPolicy, "shop", "deny")
+        .await
+        .unwrap();
+    assert!(matches!(next(&mut rx).await, ObjectEvent::Deleted { .. }));
     // Objects and endpoints do not mix in listings.
     assert!(
         store

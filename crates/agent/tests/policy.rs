@@ -1,0 +1,141 @@
+//! weftd's NetworkPolicy on one node with the local store: a policy stored before the start
+//! and a pod's endpoint file written while weftd was down are compiled into `inet
+//! weft_policy` (with `--policy-log-rate`), the plan is persisted, and the persisted plan is
+//! put back at the next start before the datastore is even opened.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Dir, TestNs, Weftd, weftd_command};
+use weft_ipam::agent::{Request, ask};
+use weft_store::testing::temp_dir;
+use weft_store::{Datastore, LocalStore, ObjectKind};
+
+const CONFIG: &str = r#"{"cidrV4":"10.97.0.0/24","blockSizeV4":28,"backend":"vxlan"}"#;
+
+fn start(dir: &Path) -> Weftd {
+    std::fs::write(dir.join("cluster.json"), CONFIG).unwrap();
+    let child = weftd_command(dir, "solo")
+        .arg("--store-path")
+        .arg(dir.join("store.json"))
+        .args(["--policy-log-rate", "5"])
+        .spawn()
+        .expect("start weftd");
+    Weftd(child)
+}
+
+fn table(ns: &TestNs) -> Option<String> {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.0,
+            "nft",
+            "list",
+            "table",
+            "inet",
+            "weft_policy",
+        ])
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn policy_status(dir: &Path) -> Option<Value> {
+    let reply = ask(
+        &dir.join("run/weftd.sock"),
+        &Request::Status,
+        Duration::from_secs(2),
+    )
+    .ok()?;
+    Some(reply.status?["policy"].clone())
+}
+
+#[test]
+fn policy_from_the_local_store_is_applied_persisted_and_restored_first() {
+    let ns = TestNs::new();
+    let dir = Dir(temp_dir("agent-policy").unwrap());
+    // Stored before weftd ever ran (the local store is locked while weftd has it).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = LocalStore::open(&dir.0.join("store.json")).unwrap();
+        let deny = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "deny-all", "namespace": "shop"},
+            "spec": {"podSelector": {}}});
+        store
+            .put_object(ObjectKind::NetworkPolicy, "shop", "deny-all", &deny)
+            .await
+            .unwrap();
+    });
+    // A pod the plugin attached while weftd was down.
+    let eps = dir.0.join("run/endpoints");
+    std::fs::create_dir_all(&eps).unwrap();
+    std::fs::write(
+        eps.join("c1-eth0.json"),
+        r#"{"containerId":"c1","ifname":"eth0","namespace":"shop","name":"web-0",
+            "addresses":["10.97.0.2"],"hostInterface":"wv0","mode":"bridge"}"#,
+    )
+    .unwrap();
+
+    ns.open()
+        .run(|| {
+            let mut agent = start(&dir.0);
+            let started = Instant::now();
+            let st = loop {
+                if let Ok(Some(status)) = agent.0.try_wait() {
+                    panic!("weftd exited ({status}): {}", agent.stderr());
+                }
+                if let Some(st) = policy_status(&dir.0).filter(|s| s["inSync"] == true) {
+                    break st;
+                }
+                assert!(started.elapsed() < Duration::from_secs(15), "not in sync");
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            assert_eq!(st["classes"], 1, "deny-all isolates web-0 (ingress): {st}");
+            assert_eq!(st["endpoints"], 1, "{st}");
+            let denied = st["denied"].as_array().unwrap();
+            assert!(
+                denied
+                    .iter()
+                    .all(|d| d["policies"] == json!(["shop/deny-all"])),
+                "{st}"
+            );
+            let t = table(&ns).expect("the table is there");
+            assert!(t.contains("10.97.0.2"), "the pod is programmed:\n{t}");
+            assert!(t.contains("log prefix"), "--policy-log-rate logs:\n{t}");
+            assert!(t.contains("limit rate 5/second"), "{t}");
+            let plan = std::fs::read_to_string(dir.0.join("run/policy-plan.json")).unwrap();
+            assert!(plan.contains("10.97.0.2"));
+
+            // SIGKILL, the table gone, and the store held by someone else: weftd cannot
+            // open its datastore, yet it has put the last plan back before trying.
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(agent.0.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap();
+            let _ = agent.0.wait();
+            let out = Command::new("nft")
+                .args(["delete", "table", "inet", "weft_policy"])
+                .status()
+                .unwrap();
+            assert!(out.success());
+            assert!(table(&ns).is_none());
+            let _held = LocalStore::open(&dir.0.join("store.json")).unwrap();
+            let mut blocked = start(&dir.0);
+            let status = blocked.0.wait().unwrap();
+            assert!(!status.success(), "weftd cannot open a locked store");
+            let t = table(&ns).expect("the persisted plan was restored first");
+            assert!(t.contains("10.97.0.2") && t.contains("log prefix"), "{t}");
+        })
+        .unwrap();
+}
