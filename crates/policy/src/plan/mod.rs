@@ -58,7 +58,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Direction, PolicyRef};
 
-pub use compile::{PlanOptions, compile};
+pub use compile::{Compiler, PlanOptions, compile};
 pub use diff::{ApplyError, Op, diff};
 pub use linear::compile_linear;
 pub use render::{render, render_ops};
