@@ -7,12 +7,16 @@
 //!   pod, that number with just those pods' addresses);
 //! - a **class** is the set of local pods selected by the same policies in one direction
 //!   (and, for ingress, resolving the policies' named ports the same way); one chain each;
-//! - an **atom** is the union of the contributions that cover some (protocol, port) region;
-//!   one chain and four address sets each, shared by every class with that region.
+//! - an **atom** is, within one class, the union of the contributions that cover some
+//!   (protocol, port) region (regions of equal coverage share one); one chain each, with a
+//!   pod-address set per family and a CIDR set per family some covering rule has CIDRs in.
 //!
-//! Names are stable hashes of what they stand for (FNV-1a of a canonical string), so
-//! recompiling after a change reuses every unchanged chain and set, and a diff touches only
-//! elements.
+//! Names are stable hashes of what they stand for (FNV-1a of a canonical string): a class
+//! stands for its policies (and named-port resolution), an atom for its class, its first
+//! region and which sets it has — not for the rules covering it. So recompiling after a
+//! change reuses every unchanged chain and set: a peer that moves, a pod relabelled, a rule
+//! added to or removed from a region, a policy joining a class's region, all change
+//! elements only; new chains appear only for a new class or a new port region.
 //!
 //! [`compile`] builds a plan from scratch; a [`Compiler`] keeps the world, the plan and what
 //! they were built from, and turns one change into ops while recomputing only what the
@@ -126,14 +130,29 @@ struct AtomEntry {
     contributions: Vec<(String, Option<RuleKey>, Rc<Addrs>)>,
 }
 
-/// The objects a change touched, as they were before it (`None`: did not exist).
+/// A set as it was before the changes being journalled.
+enum SetBefore {
+    /// It did not exist.
+    Absent,
+    /// It existed and only single elements were touched: its type, and each touched
+    /// element's value before (`None`: not in the set) — so a diff costs what was touched,
+    /// not the size of the set.
+    Elements {
+        spec: Set,
+        before: BTreeMap<Elem, Option<Option<Verdict>>>,
+    },
+    /// It existed and was replaced or removed as a whole: all of it.
+    Whole(Set),
+}
+
+/// The objects changes touched, as they were before them (`None`: did not exist).
 #[derive(Default)]
 struct Journal {
     /// The plan was empty: the ops start with `add table`.
     was_empty: bool,
     /// The whole plan as it was, when the world was replaced (`set_world`).
     full: Option<Plan>,
-    sets: BTreeMap<String, Option<Set>>,
+    sets: BTreeMap<String, SetBefore>,
     chains: BTreeMap<String, Option<Chain>>,
 }
 
@@ -361,7 +380,7 @@ impl Compiler {
             .policy_index
             .get(&r)
             .map(|&i| self.world.policies[i].clone());
-        let dirty = self.st.unbuild_policy_classes(&r);
+        let dirty = self.st.classes_with(&r);
         match self.st.policy_index.get(&r) {
             Some(&i) => self.world.policies[i] = p.clone(),
             None => self.world.policies.push(p.clone()),
@@ -379,7 +398,7 @@ impl Compiler {
             name: name.to_string(),
         };
         if let Some(i) = self.st.policy_index.get(&r).copied() {
-            let dirty = self.st.unbuild_policy_classes(&r);
+            let dirty = self.st.classes_with(&r);
             let old = self.world.policies.remove(i);
             self.st.index_policies(&self.world);
             self.st.forget_rules(&r);
@@ -410,12 +429,53 @@ impl Compiler {
 impl State {
     // ---- the plan, with every change journalled (see `begin`/`finish`) ----
 
+    /// Records a set's element `e` before it changes.
+    fn touch_elem(&mut self, name: &str, e: &Elem) {
+        let Some(j) = &mut self.journal else {
+            return;
+        };
+        let current = self.plan.sets.get(name);
+        let entry = j
+            .sets
+            .entry(name.to_string())
+            .or_insert_with(|| match current {
+                Some(s) => SetBefore::Elements {
+                    spec: Set::new(s.key, s.interval, s.map, s.role),
+                    before: BTreeMap::new(),
+                },
+                None => SetBefore::Absent,
+            });
+        if let SetBefore::Elements { before, .. } = entry {
+            before
+                .entry(*e)
+                .or_insert_with(|| current.and_then(|s| s.elements.get(e).cloned()));
+        }
+    }
+
+    /// Records a whole set before it is created, replaced or removed.
     fn touch_set(&mut self, name: &str) {
-        if let Some(j) = &mut self.journal
-            && !j.sets.contains_key(name)
-        {
-            j.sets
-                .insert(name.to_string(), self.plan.sets.get(name).cloned());
+        let Some(j) = &mut self.journal else {
+            return;
+        };
+        let current = self.plan.sets.get(name);
+        match j.sets.get_mut(name) {
+            None => {
+                let before = current.map_or(SetBefore::Absent, |s| SetBefore::Whole(s.clone()));
+                j.sets.insert(name.to_string(), before);
+            }
+            Some(entry @ SetBefore::Elements { .. }) => {
+                if let (SetBefore::Elements { before, .. }, Some(s)) = (&*entry, current) {
+                    let mut whole = s.clone();
+                    for (e, v) in before {
+                        match v {
+                            Some(v) => whole.elements.insert(*e, v.clone()),
+                            None => whole.elements.remove(e),
+                        };
+                    }
+                    *entry = SetBefore::Whole(whole);
+                }
+            }
+            Some(_) => {}
         }
     }
 
@@ -444,7 +504,7 @@ impl State {
             .get(set)
             .is_some_and(|s| s.elements.get(&e) != Some(&v))
         {
-            self.touch_set(set);
+            self.touch_elem(set, &e);
             if let Some(s) = self.plan.sets.get_mut(set) {
                 s.elements.insert(e, v);
             }
@@ -458,7 +518,7 @@ impl State {
             .get(set)
             .is_some_and(|s| s.elements.contains_key(e))
         {
-            self.touch_set(set);
+            self.touch_elem(set, e);
             if let Some(s) = self.plan.sets.get_mut(set) {
                 s.elements.remove(e);
             }
@@ -513,9 +573,23 @@ impl State {
         }
         for (name, before) in &j.sets {
             match before {
-                Some(s) => p.sets.insert(name.clone(), s.clone()),
-                None => p.sets.remove(name),
-            };
+                SetBefore::Absent => {
+                    p.sets.remove(name);
+                }
+                SetBefore::Whole(s) => {
+                    p.sets.insert(name.clone(), s.clone());
+                }
+                SetBefore::Elements { before, .. } => {
+                    if let Some(s) = p.sets.get_mut(name) {
+                        for (e, v) in before {
+                            match v {
+                                Some(v) => s.elements.insert(*e, v.clone()),
+                                None => s.elements.remove(e),
+                            };
+                        }
+                    }
+                }
+            }
         }
         for (name, before) in &j.chains {
             match before {
@@ -538,11 +612,35 @@ impl State {
         let mut old = Plan::empty(&self.plan.table);
         let mut new = Plan::empty(&self.plan.table);
         for (name, before) in std::mem::take(&mut j.sets) {
-            if let Some(s) = self.plan.sets.get(&name) {
-                new.sets.insert(name.clone(), s.clone());
-            }
-            if let Some(s) = before {
-                old.sets.insert(name, s);
+            let current = self.plan.sets.get(&name);
+            match before {
+                SetBefore::Elements { spec, before } => {
+                    // Only the touched elements, before and after: the rest is the same.
+                    let (mut o, mut n) = (spec.clone(), spec);
+                    for (e, v) in before {
+                        if let Some(v) = v {
+                            o.elements.insert(e, v);
+                        }
+                        if let Some(v) = current.and_then(|s| s.elements.get(&e)) {
+                            n.elements.insert(e, v.clone());
+                        }
+                    }
+                    old.sets.insert(name.clone(), o);
+                    if current.is_some() {
+                        new.sets.insert(name, n);
+                    }
+                }
+                SetBefore::Whole(s) => {
+                    if let Some(c) = current {
+                        new.sets.insert(name.clone(), c.clone());
+                    }
+                    old.sets.insert(name, s);
+                }
+                SetBefore::Absent => {
+                    if let Some(c) = current {
+                        new.sets.insert(name, c.clone());
+                    }
+                }
             }
         }
         for (name, before) in std::mem::take(&mut j.chains) {
@@ -823,8 +921,9 @@ impl State {
         Some(name)
     }
 
-    /// (Re)computes a class's port map and atoms from the current world; the class must
-    /// hold no atoms (new, or emptied by `unfill_class`).
+    /// (Re)computes a class's port map and atoms from the current world. Atoms of regions
+    /// that stay keep their chains; only those whose contributions changed are refilled,
+    /// those of vanished regions go.
     fn fill_class(&mut self, world: &World, name: &str) {
         let Some(entry) = self.classes.get(name) else {
             return;
@@ -839,16 +938,43 @@ impl State {
         let contributions = self.contributions(world, &pols, dir, &named);
         let mut elements = BTreeMap::new();
         let mut atoms = BTreeSet::new();
-        for (elem, coverage) in atoms_of(&contributions) {
-            let atom = self.atom(dir, &contributions, &coverage);
-            elements.insert(elem, Some(Verdict::Jump(atom.clone())));
+        // Regions with the same coverage share one atom, named after the first of them.
+        let mut groups: BTreeMap<Vec<&str>, (Vec<Elem>, Vec<usize>)> = BTreeMap::new();
+        let regions = atoms_of(&contributions);
+        for (elem, coverage) in &regions {
+            let mut ids: Vec<&str> = coverage
+                .iter()
+                .map(|&i| contributions[i].id.as_str())
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let g = groups
+                .entry(ids)
+                .or_insert_with(|| (Vec::new(), coverage.clone()));
+            g.0.push(*elem);
+        }
+        for (_, (elems, coverage)) in groups {
+            let Some(first) = elems.iter().min().copied() else {
+                continue;
+            };
+            let atom = self.atom(dir, name, &first, &contributions, &coverage);
+            self.sync_atom(&atom, &contributions, &coverage);
+            for e in elems {
+                elements.insert(e, Some(Verdict::Jump(atom.clone())));
+            }
             atoms.insert(atom);
         }
-        for a in &atoms {
+        let before = self
+            .classes
+            .get(name)
+            .map(|c| c.atoms.clone())
+            .unwrap_or_default();
+        for a in atoms.difference(&before) {
             if let Some(entry) = self.atoms.get_mut(a) {
                 entry.classes += 1;
             }
         }
+        let gone: Vec<String> = before.difference(&atoms).cloned().collect();
         // Named egress ports resolve on whichever pods have them: any pod's ports matter,
         // also while no pod resolves them yet.
         let egress_named = dir == Direction::Egress
@@ -863,7 +989,58 @@ impl State {
             entry.atoms = atoms;
             entry.egress_named = egress_named;
         }
+        // The port map before the atoms it stops jumping to go.
         self.set_elements(&format!("{name}_ports"), elements);
+        for a in gone {
+            self.release_atom(&a);
+        }
+    }
+
+    /// Points an existing atom at the contributions of its coverage, refilling its sets
+    /// when they changed (a rule's addresses are recomputed as a new `Rc`).
+    fn sync_atom(&mut self, name: &str, contribs: &[Contribution], coverage: &[usize]) {
+        let Some(a) = self.atoms.get(name) else {
+            return;
+        };
+        let same = a.contributions.len() == coverage.len()
+            && a.contributions
+                .iter()
+                .zip(coverage)
+                .all(|((id, _, addrs), &i)| {
+                    *id == contribs[i].id && Rc::ptr_eq(addrs, &contribs[i].addrs)
+                });
+        if same {
+            return;
+        }
+        let next: Vec<(String, Option<RuleKey>, Rc<Addrs>)> = coverage
+            .iter()
+            .map(|&i| {
+                let c = &contribs[i];
+                (c.id.clone(), c.rule.clone(), c.addrs.clone())
+            })
+            .collect();
+        let old_ids: BTreeSet<&String> = a.contributions.iter().map(|c| &c.0).collect();
+        let new_ids: BTreeSet<&String> = next.iter().map(|c| &c.0).collect();
+        let removed: Vec<String> = old_ids.difference(&new_ids).map(|s| (*s).clone()).collect();
+        let added: Vec<String> = new_ids.difference(&old_ids).map(|s| (*s).clone()).collect();
+        for id in removed {
+            if let Some(set) = self.contribution_atoms.get_mut(&id) {
+                set.remove(name);
+                if set.is_empty() {
+                    self.contribution_atoms.remove(&id);
+                }
+            }
+        }
+        for id in added {
+            self.contribution_atoms
+                .entry(id)
+                .or_default()
+                .insert(name.to_string());
+        }
+        if let Some(a) = self.atoms.get_mut(name) {
+            a.contributions = next;
+        }
+        self.fill_atom(name);
     }
 
     /// Releases a class's atoms (its port map keeps pointing at them until refilled or
@@ -1080,18 +1257,39 @@ impl State {
         addrs
     }
 
-    /// The atom chain for a coverage (created, with its sets, on first use; referenced by
-    /// nobody yet: the class counts itself in).
-    fn atom(&mut self, dir: Direction, contribs: &[Contribution], coverage: &[usize]) -> String {
-        let mut ids: Vec<&str> = coverage.iter().map(|&i| contribs[i].id.as_str()).collect();
-        ids.sort_unstable();
-        ids.dedup();
+    /// The atom chain of `class`'s port `region` (the first of the regions with this
+    /// coverage), allowing the union of the `coverage` contributions (created, with its
+    /// sets; referenced by nobody yet: the class counts itself in).
+    ///
+    /// Its name stands for (class, region, which CIDR sets it needs), not for its
+    /// contributions: a rule that starts or stops covering the region, or a peer that
+    /// moves, changes the atom's elements, not its name, so such a change is a few
+    /// elements and no chain (unless it splits or joins regions of equal coverage). The CIDR sets exist only for families some covering rule has
+    /// an ipBlock (or no peers) in — fixed by the policies, not by the pods — which keeps
+    /// the interval sets, that `nft` reads back on every change, few.
+    fn atom(
+        &mut self,
+        dir: Direction,
+        class: &str,
+        region: &Elem,
+        contribs: &[Contribution],
+        coverage: &[usize],
+    ) -> String {
+        let nets = |v6: bool| {
+            coverage
+                .iter()
+                .any(|&i| contribs[i].addrs.nets.iter().any(|r| r.v6 == v6))
+        };
+        let shape = (nets(false), nets(true));
         let prefix = if dir == Direction::Ingress {
             "ai"
         } else {
             "ae"
         };
-        let name = format!("{prefix}_{}", hash(&format!("{dir}|{}", ids.join(";"))));
+        let name = format!(
+            "{prefix}_{}",
+            hash(&format!("{class}|{region:?}|{shape:?}"))
+        );
         if self.atoms.contains_key(&name) {
             return name;
         }
@@ -1101,13 +1299,18 @@ impl State {
             Field::Daddr
         };
         let mut rules = Vec::new();
-        for v6 in [false, true] {
+        for (v6, with_nets) in [(false, shape.0), (true, shape.1)] {
             let f = fam(v6);
-            let (a, n) = (format!("{name}_a{f}"), format!("{name}_n{f}"));
             let key = if v6 { KeyType::Ipv6 } else { KeyType::Ipv4 };
+            let a = format!("{name}_a{f}");
             self.set(&a, key, false, false, Role::Peers);
-            self.set(&n, key, true, false, Role::Peers);
-            for set in [a, n] {
+            let mut sets = vec![a];
+            if with_nets {
+                let n = format!("{name}_n{f}");
+                self.set(&n, key, true, false, Role::Peers);
+                sets.push(n);
+            }
+            for set in sets {
                 rules.push(Rule::AddrIn {
                     v6,
                     field,
@@ -1141,7 +1344,7 @@ impl State {
         name
     }
 
-    /// Sets an atom's four address sets to the union of its contributions.
+    /// Sets an atom's address sets to the union of its contributions.
     fn fill_atom(&mut self, name: &str) {
         let Some(a) = self.atoms.get(name) else {
             return;
@@ -1264,30 +1467,22 @@ impl State {
                 .map(|(n, _)| n.clone())
                 .collect();
             for c in &classes {
-                self.unfill_class(c);
-            }
-            for c in &classes {
                 self.fill_class(world, c);
             }
         }
     }
 
     /// Before a policy changes: empties the classes that include it (their atoms may hold
-    /// its old rules) and returns them, to be refilled by `policy_changed`.
-    fn unbuild_policy_classes(&mut self, policy: &PolicyRef) -> Vec<String> {
-        let dirty: Vec<String> = self
-            .policy_classes
+    /// The classes that include a policy (to be refilled once it changed).
+    fn classes_with(&self, policy: &PolicyRef) -> Vec<String> {
+        self.policy_classes
             .get(policy)
             .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default();
-        for c in &dirty {
-            self.unfill_class(c);
-        }
-        dirty
+            .unwrap_or_default()
     }
 
     /// After policy `old` became `new` in `world`: reclassifies the local pods either
-    /// selects, then refills the emptied classes that are still in use.
+    /// selects, then refills the classes that included it and are still in use.
     fn policy_changed(
         &mut self,
         world: &World,
@@ -1317,10 +1512,7 @@ impl State {
             }
         }
         for c in dirty {
-            let empty = self.classes.get(&c).is_some_and(|e| e.atoms.is_empty());
-            if empty {
-                self.fill_class(world, &c);
-            }
+            self.fill_class(world, &c);
         }
     }
 }
