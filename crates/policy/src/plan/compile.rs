@@ -525,17 +525,30 @@ impl State {
         }
     }
 
+    /// Makes a set's elements `elements`, journalling only the elements that differ (a
+    /// refilled atom or port map costs its changes, not its size).
     fn set_elements(&mut self, set: &str, elements: BTreeMap<Elem, Option<Verdict>>) {
-        if self
-            .plan
-            .sets
-            .get(set)
-            .is_some_and(|s| s.elements != elements)
-        {
-            self.touch_set(set);
-            if let Some(s) = self.plan.sets.get_mut(set) {
-                s.elements = elements;
-            }
+        let Some(current) = self.plan.sets.get(set) else {
+            return;
+        };
+        if current.elements == elements {
+            return;
+        }
+        let gone: Vec<Elem> = current
+            .elements
+            .keys()
+            .filter(|k| !elements.contains_key(k))
+            .copied()
+            .collect();
+        let changed: Vec<(Elem, Option<Verdict>)> = elements
+            .into_iter()
+            .filter(|(k, v)| current.elements.get(k) != Some(v))
+            .collect();
+        for e in gone {
+            self.unelem(set, &e);
+        }
+        for (e, v) in changed {
+            self.elem(set, e, v);
         }
     }
 

@@ -53,6 +53,10 @@ pub struct PolicyArgs {
     /// Timed single changes of each kind per size and round (made and undone in turn).
     #[arg(long, default_value_t = 10, value_parser = RangedU64ValueParser::<usize>::new().range(2..=1000))]
     pub changes: usize,
+    /// Policies' fifth peer is one more pod instead of an external /24 (no ipBlocks: no
+    /// CIDR interval sets, which `nft` reads back on every change).
+    #[arg(long)]
+    pub no_cidrs: bool,
 }
 
 /// The smallest: the client's policy and one more to edit.
@@ -108,7 +112,8 @@ fn run_inner(args: &PolicyArgs) -> Result<()> {
     let pid = std::process::id();
     let scratch = ScratchDir::create(super::SCRATCH_PREFIX)?;
 
-    let worlds: Vec<World> = sizes.iter().map(|&n| world::world(n)).collect();
+    let cidrs = !args.no_cidrs;
+    let worlds: Vec<World> = sizes.iter().map(|&n| world::world(n, cidrs)).collect();
     let addr = |w: &World, who| {
         world::endpoint(w, who)
             .and_then(|e| e.addresses.first().copied())
@@ -172,7 +177,7 @@ fn run_inner(args: &PolicyArgs) -> Result<()> {
                     let (timing, size, mut compiler) = apply_weft(&net, &worlds[s], &opts)?;
                     results[i].applies.push(timing);
                     results[i].size = size;
-                    time_changes(&net, &mut compiler, &mut changes[s], args.changes)?;
+                    time_changes(&net, &mut compiler, &mut changes[s], args.changes, cidrs)?;
                     true
                 }
                 Variant::Linear(s) => {
@@ -216,6 +221,7 @@ fn run_inner(args: &PolicyArgs) -> Result<()> {
     drop(scratch);
 
     let report = PolicyReport {
+        cidrs,
         pods: worlds[0].endpoints.len(),
         seconds: args.seconds,
         rounds: args.rounds,
@@ -341,6 +347,7 @@ fn time_changes(
     c: &mut Compiler,
     report: &mut ChangeReport,
     count: usize,
+    cidrs: bool,
 ) -> Result<()> {
     let table = c.options().table.clone();
     let apply = |c: &mut Compiler, change: &dyn Fn(&mut Compiler)| -> Result<Timing> {
@@ -386,7 +393,7 @@ fn time_changes(
     for j in 0..count {
         signal::check()?;
         let shift = if j % 2 == 0 { 1 + j / 2 } else { 0 };
-        let p = world::allow_policy(k, shift);
+        let p = world::allow_policy(k, shift, cidrs);
         report
             .edit
             .push(apply(c, &|c: &mut Compiler| c.upsert_policy(p.clone()))?);

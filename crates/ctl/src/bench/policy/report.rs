@@ -121,6 +121,8 @@ pub struct ChangeReport {
 
 #[derive(Debug)]
 pub struct PolicyReport {
+    /// Each policy has an external /24 among its peers.
+    pub cidrs: bool,
     pub pods: usize,
     pub seconds: u32,
     pub rounds: usize,
@@ -172,7 +174,12 @@ impl PolicyReport {
         );
         let _ = writeln!(
             out,
-            "A rule is one (peer address or CIDR) x port pair; every rule selects the measured server pod and the client is allowed by the last two."
+            "A rule is one (peer address or CIDR) x port pair; every rule selects the measured server pod and the client is allowed by the last two. Peers: {}.",
+            if self.cidrs {
+                "4 pods and 1 external /24 per policy"
+            } else {
+                "5 pods per policy, no ipBlocks (--no-cidrs)"
+            }
         );
         let _ = writeln!(out);
         let _ = writeln!(

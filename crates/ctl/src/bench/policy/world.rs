@@ -13,7 +13,7 @@
 //!   iptables-based implementation emits one rule for in a selected pod's chain. Policies
 //!   `allow-<k>` in `ns-0` each have one ingress rule with three peers (2 pods of one
 //!   namespace by `app` and `instance In [i, i+1]`, 2 pods of another namespace likewise, one
-//!   external /24) and two TCP ports from a pool of 20 common service ports: 5 × 2 = 10
+//!   external /24 — or with `--no-cidrs` one more pod) and two TCP ports from a pool of 20 common service ports: 5 × 2 = 10
 //!   rules. They select `ns-0`'s `db` pods three ways in turn (`db-0` alone, `db-0` and
 //!   `db-1`, all ten), so the server is selected by every one of them: all N rules are on
 //!   the measured pod, in the order an iptables chain would hold them.
@@ -160,7 +160,7 @@ fn policy(
 
 /// Policy `allow-<k>`'s one rule (see the module docs); `port_shift` moves its second port
 /// along the pool (the "policy edit" of the change benchmark).
-pub fn allow_rule(k: usize, port_shift: usize) -> Rule {
+pub fn allow_rule(k: usize, port_shift: usize, cidrs: bool) -> Rule {
     let a = APPS[(k / NAMESPACES) % APPS.len()];
     let b = APPS[(k / NAMESPACES + 3) % APPS.len()];
     let inst = (k / (NAMESPACES * APPS.len())) % REPLICAS;
@@ -171,25 +171,40 @@ pub fn allow_rule(k: usize, port_shift: usize) -> Rule {
         peers: vec![
             two_pods(k % NAMESPACES, a, inst),
             two_pods((k + 3) % NAMESPACES, b, (inst + 5) % REPLICAS),
-            external(k),
+            third_peer(k, cidrs),
         ],
         ports: vec![PolicyPort::tcp(p1), PolicyPort::tcp(p2)],
     }
 }
 
 /// Policy `allow-<k>` in `ns-0`.
-pub fn allow_policy(k: usize, port_shift: usize) -> NetworkPolicy {
+pub fn allow_policy(k: usize, port_shift: usize, cidrs: bool) -> NetworkPolicy {
     policy(
         format!("allow-{k:05}"),
         SERVER.0,
         db_selector(k),
-        vec![allow_rule(k, port_shift)],
+        vec![allow_rule(k, port_shift, cidrs)],
     )
 }
 
+/// A rule's fifth address: its own external /24, or (`cidrs` false, a cluster whose
+/// policies are all selectors) one more pod.
+fn third_peer(k: usize, cidrs: bool) -> PolicyPeer {
+    if cidrs {
+        external(k)
+    } else {
+        one_pod(
+            &ns_name((k + 6) % NAMESPACES),
+            APPS[(k / NAMESPACES + 6) % APPS.len()],
+            &((k / (NAMESPACES * APPS.len()) + 7) % REPLICAS).to_string(),
+        )
+    }
+}
+
 /// The world with `rules` rules (a multiple of [`RULES_PER_POLICY`], at least one policy's
-/// worth: the last policy is the client's).
-pub fn world(rules: usize) -> World {
+/// worth: the last policy is the client's); `cidrs`: each policy's fifth peer is an
+/// external /24 (else one more pod).
+pub fn world(rules: usize, cidrs: bool) -> World {
     let namespaces = (0..NAMESPACES)
         .map(|n| Namespace {
             name: ns_name(n),
@@ -241,7 +256,7 @@ pub fn world(rules: usize) -> World {
         .collect();
     let allow = (rules / RULES_PER_POLICY).max(1);
     for k in 0..allow - 1 {
-        policies.push(allow_policy(k, 0));
+        policies.push(allow_policy(k, 0, cidrs));
     }
     let k = allow - 1;
     let (cns, capp) = (CLIENT.0, "web");
@@ -252,7 +267,7 @@ pub fn world(rules: usize) -> World {
         vec![Rule {
             peers: vec![
                 two_pods(k % NAMESPACES, APPS[1], 2),
-                external(k),
+                third_peer(k, cidrs),
                 one_pod("ns-5", "auth", "3"),
                 one_pod(cns, capp, "0"),
             ],
@@ -300,8 +315,8 @@ mod tests {
     /// client's are the last two.
     #[test]
     fn rules_count_as_documented() {
-        for rules in [10, 100, 1000] {
-            let w = world(rules);
+        for (rules, cidrs) in [(10, true), (100, false), (1000, true), (1000, false)] {
+            let w = world(rules, cidrs);
             assert!(w.policies.iter().all(|p| p.validate().is_empty()));
             let lin = plan::compile_linear(&w, &PlanOptions::new(NODE));
             let server = endpoint(&w, SERVER).unwrap().addresses[0];
@@ -352,12 +367,16 @@ mod tests {
     #[test]
     #[ignore]
     fn change_costs_at_10000() {
-        let w = world(10_000);
+        let w = world(10_000, true);
         let mut c = plan::Compiler::new(w, PlanOptions::new(NODE));
         let k = edit_target(10_000);
         let t = std::time::Instant::now();
         for j in 0..200 {
-            c.upsert_policy(allow_policy(k, if j % 2 == 0 { 1 + j / 2 % 7 } else { 0 }));
+            c.upsert_policy(allow_policy(
+                k,
+                if j % 2 == 0 { 1 + j / 2 % 7 } else { 0 },
+                true,
+            ));
             let _ = c.take_ops();
         }
         eprintln!("edit: {:?} each", t.elapsed() / 200);
@@ -377,5 +396,12 @@ mod tests {
             let _ = c.take_ops();
         }
         eprintln!("relabel: {:?} each", t.elapsed() / 200);
+    }
+
+    #[test]
+    #[ignore]
+    fn dump_10000() {
+        let p = plan::compile(&world(10_000, true), &PlanOptions::new(NODE));
+        std::fs::write("/tmp/bench10k.nft", plan::render(&p)).unwrap();
     }
 }
