@@ -1,7 +1,8 @@
 //! `weftctl bench policy`: NetworkPolicy at scale on one node (issue 4) — 1,000 pods and
 //! 100 / 1,000 / 10,000 rules: the time to apply the whole table from scratch, the time to
 //! apply one change (a pod relabelled, a policy edited), and the per-packet cost
-//! (iperf3 throughput and sockperf TCP ping-pong between two policed pods) against the
+//! (iperf3 throughput and sockperf TCP ping-pong between two policed pods, and the rate of
+//! new connections, whose first packets are the ones that walk the rules) against the
 //! same pods with no policy, and against the same policies rendered the way iptables-based
 //! implementations do ([`weft_policy::plan::compile_linear`]: one rule per peer and port,
 //! one linear chain per pod behind one jump rule per pod) — all in the same run.
@@ -29,7 +30,7 @@ use clap::builder::RangedU64ValueParser;
 use weft_policy::plan::{self, Compiler, HookPoint, Op, Plan, PlanOptions, Rule, Verdict};
 use weft_policy::{Endpoint, World};
 
-use super::dataplane::tools::{Placement, Tools};
+use super::dataplane::tools::{Placement, SOCKPERF_PORT, Tools};
 use super::error::{BenchError, Result};
 use super::scratch::ScratchDir;
 use super::signal;
@@ -166,7 +167,7 @@ fn run_inner(args: &PolicyArgs) -> Result<()> {
             }
             let label = results[i].label();
             eprintln!(
-                "weftctl: round {}/{}: {label}: apply, probe, iperf3 on 2 CPUs and on 1, sockperf ({} s each)",
+                "weftctl: round {}/{}: {label}: apply, probe, iperf3 on 2 CPUs and on 1, sockperf, connect rate ({} s each)",
                 round + 1,
                 args.rounds,
                 args.seconds
@@ -206,6 +207,8 @@ fn run_inner(args: &PolicyArgs) -> Result<()> {
             let tp = tools.throughput(&net.client_ns, &addr, args.seconds, Placement::TwoCpus)?;
             let tp1 = tools.throughput(&net.client_ns, &addr, args.seconds, Placement::OneCpu)?;
             let rr = tools.request_response(&net.client_ns, &addr, args.seconds)?;
+            let crr = net.connect_rate(SOCKPERF_PORT, args.seconds, tools.cpus.1)?;
+            results[i].crr.push(crr);
             results[i].throughput.push(tp);
             results[i].throughput_one_cpu.push(tp1);
             results[i].rr.push(rr);

@@ -202,6 +202,49 @@ impl Net {
         Ok(connected)
     }
 
+    /// New TCP connections per second from the client to the server's `port` over
+    /// `seconds`, on `cpu`: connect, then close with a reset (`SO_LINGER` 0, so no
+    /// TIME_WAIT piles up). Each connection's SYN is a first packet, which walks the policy
+    /// (later packets of a flow only meet the conntrack test).
+    pub fn connect_rate(&self, port: u16, seconds: u32, cpu: usize) -> Result<f64> {
+        let client = NetNs::open(&self.client_path)
+            .map_err(BenchError::net(format!("opening netns {}", self.client_ns)))?;
+        let target = SocketAddr::new(self.server.ip(), port);
+        let run = || {
+            let mut set = nix::sched::CpuSet::new();
+            if set.set(cpu).is_ok() {
+                // Best effort: unpinned, the figure is only noisier.
+                let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+            }
+            let limit = Duration::from_secs(u64::from(seconds));
+            let start = Instant::now();
+            let (mut ok, mut failed) = (0u64, 0u64);
+            while start.elapsed() < limit && failed < 10 {
+                match TcpStream::connect_timeout(&target, PROBE_TIMEOUT) {
+                    Ok(stream) => {
+                        reset_on_close(&stream);
+                        ok += 1;
+                    }
+                    Err(_) => failed += 1,
+                }
+            }
+            (ok, failed, start.elapsed())
+        };
+        let (ok, failed, elapsed) = std::thread::scope(|s| s.spawn(|| client.run(run)).join())
+            .map_err(|_| BenchError::WorkerPanicked)?
+            .map_err(BenchError::net(format!(
+                "entering netns {}",
+                self.client_ns
+            )))?;
+        if failed >= 10 {
+            return Err(BenchError::Unexpected {
+                what: format!("connections to {target} from {}", self.client_ns),
+                detail: format!("{failed} failed after {ok} succeeded"),
+            });
+        }
+        Ok(ok as f64 / elapsed.as_secs_f64().max(1e-9))
+    }
+
     /// Removes the namespaces now, reporting failure (Drop does it silently).
     pub fn remove(mut self) -> Result<()> {
         self.listener = None;
@@ -210,6 +253,25 @@ impl Net {
             None => Ok(()),
         }
     }
+}
+
+/// `SO_LINGER` {on, 0}: closing sends a reset instead of entering TIME_WAIT.
+fn reset_on_close(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket fd, a pointer to a live `linger` and its exact size.
+    let _ = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
 }
 
 fn ip(args: &[&str]) -> Result<()> {

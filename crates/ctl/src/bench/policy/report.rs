@@ -63,6 +63,8 @@ pub struct VariantReport {
     pub throughput: Vec<Throughput>,
     pub throughput_one_cpu: Vec<Throughput>,
     pub rr: Vec<PingPong>,
+    /// New connections per second (connect + reset).
+    pub crr: Vec<f64>,
 }
 
 impl VariantReport {
@@ -76,6 +78,7 @@ impl VariantReport {
             throughput: Vec::new(),
             throughput_one_cpu: Vec::new(),
             rr: Vec::new(),
+            crr: Vec::new(),
         }
     }
 
@@ -100,6 +103,7 @@ impl VariantReport {
                 .map(|t| t.bits_per_second / 1e9)
                 .collect(),
             Metric::Rr => self.rr.iter().map(|r| r.per_second).collect(),
+            Metric::Crr => self.crr.clone(),
         }
     }
 }
@@ -109,6 +113,7 @@ enum Metric {
     Tp,
     Tp1,
     Rr,
+    Crr,
 }
 
 /// The timed single changes at one size.
@@ -267,11 +272,16 @@ impl PolicyReport {
         );
         let _ = writeln!(
             out,
-            "medians over rounds; /none = median of per-round ratios to no policy; path rules = rules the server's packets pass (linear)"
+            "new connections/s (connect + reset) on CPU {}; medians over rounds; /none = median of per-round ratios to no policy;",
+            self.pinned.1
         );
         let _ = writeln!(
             out,
-            "{:<22}{:>7}{:>8}{:>7}{:>8}{:>7}{:>9}{:>7}{:>9}{:>8}",
+            "path = rules a new connection's first packet passes (linear; later packets only meet the conntrack test)"
+        );
+        let _ = writeln!(
+            out,
+            "{:<22}{:>7}{:>8}{:>7}{:>8}{:>7}{:>9}{:>7}{:>9}{:>8}{:>7}{:>8}",
             "variant",
             "path",
             "Gbit/s",
@@ -281,12 +291,14 @@ impl PolicyReport {
             "RR/s",
             "/none",
             "RTT p50",
+            "conn/s",
+            "/none",
             "denied"
         );
         for v in &self.variants {
             let _ = writeln!(
                 out,
-                "{:<22}{:>7}{:>8.2}{:>7.3}{:>8.2}{:>7.3}{:>9.0}{:>7.3}{:>7.1}us{:>8}",
+                "{:<22}{:>7}{:>8.2}{:>7.3}{:>8.2}{:>7.3}{:>9.0}{:>7.3}{:>7.1}us{:>8.0}{:>7.3}{:>8}",
                 v.label(),
                 v.size.path_rules,
                 median(v.values(Metric::Tp).into_iter()),
@@ -296,6 +308,8 @@ impl PolicyReport {
                 median(v.values(Metric::Rr).into_iter()),
                 self.ratio(v, Metric::Rr),
                 median(v.rr.iter().map(|r| r.rtt_p50_us)),
+                median(v.values(Metric::Crr).into_iter()),
+                self.ratio(v, Metric::Crr),
                 match v.kind {
                     Kind::NoPolicy => "open",
                     _ if v.denied_blocked => "blocked",
@@ -306,7 +320,7 @@ impl PolicyReport {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "per round: Gbit/s on 2 CPUs | Gbit/s on 1 CPU | thousand round trips/s"
+            "per round: Gbit/s on 2 CPUs | Gbit/s on 1 CPU | thousand round trips/s | thousand connections/s"
         );
         for v in &self.variants {
             let fmt = |m: Metric, unit: f64, prec: usize| {
@@ -318,11 +332,12 @@ impl PolicyReport {
             };
             let _ = writeln!(
                 out,
-                "{:<22}{} | {} | {}",
+                "{:<22}{} | {} | {} | {}",
                 v.label(),
                 fmt(Metric::Tp, 1.0, 2),
                 fmt(Metric::Tp1, 1.0, 2),
-                fmt(Metric::Rr, 1000.0, 1)
+                fmt(Metric::Rr, 1000.0, 1),
+                fmt(Metric::Crr, 1000.0, 2)
             );
         }
         let _ = writeln!(out);
