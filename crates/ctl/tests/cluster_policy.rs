@@ -71,6 +71,14 @@ fn deny_all_cuts_and_delete_restores(mode: &str) {
         .map(|n| lab.denied_by(n, "shop/deny-all"))
         .sum();
     assert!(dropped > 0, "the drops are counted against shop/deny-all");
+    // And per pod: every pod was a probe's target and a probe's source.
+    for pod in ["a", "b", "c"] {
+        let per_pod: u64 = ["n1", "n2"]
+            .iter()
+            .map(|n| lab.denied_pod(n, &format!("shop/{pod}"), "shop/deny-all"))
+            .sum();
+        assert!(per_pod > 0, "no denied packet counted for shop/{pod}");
+    }
     let st = lab.wait_policy_in_sync("n1");
     assert_eq!(st["policy"]["classes"], 1, "{st}");
     lab.delete(DENY_ALL_SHOP);

@@ -440,24 +440,68 @@ impl Policy {
         } else {
             Err("the kernel table is not (yet) the applied plan".to_string())
         };
-        let mut denied = Vec::new();
+        let mut per_chain: BTreeMap<String, u64> = BTreeMap::new();
+        let mut pods = Vec::new();
         let mut unknown: u64 = 0;
         let mut counter_error = None;
         match counters {
-            Ok(list) => {
-                for (chain, packets) in list {
-                    match self.applied.classes.get(&chain) {
-                        Some(info) => denied.push(json!({
-                            "chain": chain,
-                            "direction": info.direction.as_str(),
-                            "policies": info.policies.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-                            "packets": packets,
-                        })),
-                        None => unknown += packets,
-                    }
+            Ok(d) => {
+                for (chain, packets) in d.chains {
+                    *per_chain.entry(chain).or_default() += packets;
+                }
+                // Each isolated pod is in one class per direction: its element counter is
+                // what that class (its policies) denied it.
+                for (set, addr, packets, bytes) in d.pods {
+                    let (dir, map) = if set.starts_with("denied_in") {
+                        ("ingress", if addr.is_ipv6() { "in6" } else { "in4" })
+                    } else {
+                        ("egress", if addr.is_ipv6() { "out6" } else { "out4" })
+                    };
+                    let class = self
+                        .applied
+                        .sets
+                        .get(map)
+                        .and_then(|s| s.elements.get(&weft_policy::plan::Elem::addr(addr)))
+                        .and_then(|v| match v {
+                            Some(weft_policy::plan::Verdict::Jump(c)) => Some(c.clone()),
+                            _ => None,
+                        });
+                    let Some(class) = class else { continue };
+                    *per_chain.entry(class.clone()).or_default() += packets;
+                    let pod = self
+                        .local
+                        .values()
+                        .find(|f| f.addresses.contains(&addr))
+                        .map(|f| format!("{}/{}", f.namespace, f.name));
+                    let policies: Vec<String> = self
+                        .applied
+                        .classes
+                        .get(&class)
+                        .map(|i| i.policies.iter().map(|p| p.to_string()).collect())
+                        .unwrap_or_default();
+                    pods.push(json!({
+                        "pod": pod,
+                        "address": addr,
+                        "direction": dir,
+                        "policies": policies,
+                        "packets": packets,
+                        "bytes": bytes,
+                    }));
                 }
             }
             Err(e) => counter_error = Some(e),
+        }
+        let mut denied = Vec::new();
+        for (chain, packets) in per_chain {
+            match self.applied.classes.get(&chain) {
+                Some(info) => denied.push(json!({
+                    "chain": chain,
+                    "direction": info.direction.as_str(),
+                    "policies": info.policies.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                    "packets": packets,
+                })),
+                None => unknown += packets,
+            }
         }
         let rules: usize = self.applied.chains.values().map(|c| c.rules.len()).sum();
         let elements: usize = self.applied.sets.values().map(|s| s.elements.len()).sum();
@@ -479,6 +523,7 @@ impl Policy {
             "rules": rules,
             "elements": elements,
             "denied": denied,
+            "deniedPods": pods,
             "deniedUnknownPods": unknown,
             "counterError": counter_error,
             "lastError": self.last_error,

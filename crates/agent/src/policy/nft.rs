@@ -3,6 +3,7 @@
 //! so the control loop is not held by a slow commit.
 
 use std::io::Write;
+use std::net::IpAddr;
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
@@ -41,8 +42,18 @@ fn apply_blocking(script: &str) -> Result<(), String> {
     }
 }
 
-/// Packets dropped by each chain's `counter drop` rule in `inet <table>`: chain → packets.
-pub async fn drop_counters(table: String) -> Result<Vec<(String, u64)>, String> {
+/// What the kernel counted as denied in `inet <table>`.
+#[derive(Debug, Default, PartialEq)]
+pub struct Denied {
+    /// Packets dropped by each chain's `counter drop` rule: chain → packets.
+    pub chains: Vec<(String, u64)>,
+    /// Per-pod counters: (set, pod address, packets, bytes) for every element of the
+    /// `denied_*` sets (`weft_policy::plan::Role::Counted`).
+    pub pods: Vec<(String, IpAddr, u64, u64)>,
+}
+
+/// Reads the table's drop counters (one `nft -j list table`).
+pub async fn drop_counters(table: String) -> Result<Denied, String> {
     tokio::task::spawn_blocking(move || {
         let out = Command::new("nft")
             .args(["-j", "list", "table", "inet", &table])
@@ -56,10 +67,52 @@ pub async fn drop_counters(table: String) -> Result<Vec<(String, u64)>, String> 
         }
         let v: Value = serde_json::from_slice(&out.stdout)
             .map_err(|e| format!("nft -j output unreadable: {e}"))?;
-        Ok(parse_drop_counters(&v))
+        Ok(Denied {
+            chains: parse_drop_counters(&v),
+            pods: parse_element_counters(&v),
+        })
     })
     .await
     .map_err(|e| format!("nft thread failed: {e}"))?
+}
+
+/// From `nft -j list table`: the elements of the `denied_*` sets with their counters.
+pub fn parse_element_counters(v: &Value) -> Vec<(String, IpAddr, u64, u64)> {
+    let mut out = Vec::new();
+    let items = v.get("nftables").and_then(Value::as_array);
+    for item in items.into_iter().flatten() {
+        let Some(set) = item.get("set") else {
+            continue;
+        };
+        let Some(name) = set.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        if !name.starts_with("denied_") {
+            continue;
+        }
+        for e in set
+            .get("elem")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(elem) = e.get("elem") else {
+                continue;
+            };
+            let addr = elem
+                .get("val")
+                .and_then(Value::as_str)
+                .and_then(|a| a.parse().ok());
+            let counter = elem.get("counter");
+            let count = |k: &str| counter.and_then(|c| c.get(k)).and_then(Value::as_u64);
+            if let (Some(addr), Some(packets), Some(bytes)) =
+                (addr, count("packets"), count("bytes"))
+            {
+                out.push((name.to_string(), addr, packets, bytes));
+            }
+        }
+    }
+    out
 }
 
 /// From `nft -j list table`: for each rule with a counter followed by `drop`, its chain and
@@ -119,6 +172,29 @@ mod tests {
         assert_eq!(
             parse_drop_counters(&v),
             vec![("ci_1".to_string(), 7), ("pod_ingress".to_string(), 3)]
+        );
+    }
+
+    #[test]
+    fn counters_of_pods_from_the_denied_sets() {
+        // As nft 1.0.6 prints a set declared with `counter;`.
+        let v: Value = serde_json::from_str(
+            r#"{"nftables":[{"metainfo":{}},
+            {"set":{"family":"inet","name":"denied_in4","table":"t","type":"ipv4_addr",
+              "elem":[{"elem":{"val":"10.0.0.2","counter":{"packets":2,"bytes":168}}},
+                      {"elem":{"val":"10.0.0.3","counter":{"packets":0,"bytes":0}}}],
+              "stmt":[{"counter":null}]}},
+            {"set":{"family":"inet","name":"known4","table":"t","type":"ipv4_addr",
+              "elem":["10.0.0.2"]}}]}"#,
+        )
+        .unwrap();
+        let ip = |a: &str| a.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            parse_element_counters(&v),
+            vec![
+                ("denied_in4".to_string(), ip("10.0.0.2"), 2, 168),
+                ("denied_in4".to_string(), ip("10.0.0.3"), 0, 0)
+            ]
         );
     }
 }

@@ -87,6 +87,24 @@ impl Lab {
             .filter_map(|d| d["packets"].as_u64())
             .sum()
     }
+
+    /// Packets weftd on `node` counted as denied to or from pod `pod` ("ns/name") by
+    /// `policy` ("ns/name"): the per-pod counters of its status (`deniedPods`).
+    pub fn denied_pod(&self, node: &str, pod: &str, policy: &str) -> u64 {
+        let st = self.weftd_status(node);
+        st["policy"]["deniedPods"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|d| d["pod"] == pod)
+            .filter(|d| {
+                d["policies"]
+                    .as_array()
+                    .is_some_and(|p| p.iter().any(|x| x == policy))
+            })
+            .filter_map(|d| d["packets"].as_u64())
+            .sum()
+    }
 }
 
 /// Whether a TCP connection from pod `from` to pod `to` (IPv4, port `port`) is accepted:
