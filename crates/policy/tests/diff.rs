@@ -28,12 +28,10 @@ fn check_diff(old: &Plan, new: &Plan, what: &str) -> Vec<Op> {
 
 #[test]
 fn applying_the_diff_gives_the_new_plan() {
-    let start = Instant::now();
+    // A fixed number of worlds, not a time budget (time-bounded loops failed their
+    // minimum count on a loaded CI machine).
     let mut checked = 0;
-    for seed in 0..300u64 {
-        if start.elapsed().as_secs() > 5 {
-            break;
-        }
+    for seed in 0..120u64 {
         let mut r = Rng::new(seed);
         let w = random_world(&mut r);
         let m = *r.pick(ALL_MUTATIONS);
@@ -113,7 +111,6 @@ fn selection(w: &World) -> BTreeMap<(String, String), Vec<(usize, Direction)>> {
 
 #[test]
 fn every_prefix_is_safe_for_single_causes() {
-    let start = Instant::now();
     let mut checked = 0;
     let safe = [
         Mutation::AddPod,
@@ -122,10 +119,7 @@ fn every_prefix_is_safe_for_single_causes() {
         Mutation::EditPort,
         Mutation::EditCidr,
     ];
-    for seed in 1000..1400u64 {
-        if start.elapsed().as_secs() > 6 {
-            break;
-        }
+    for seed in 1000..1120u64 {
         let mut r = Rng::new(seed);
         let w = random_world(&mut r);
         let m = *r.pick(&safe);

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Instant;
-
 use common::*;
 use weft_policy::plan::{self, Compiler, Op, Plan, PlanOptions};
 use weft_policy::{Protocol, World};
@@ -136,12 +134,9 @@ fn change(r: &mut Rng, c: &mut Compiler, next_pod: &mut usize) -> String {
 
 #[test]
 fn every_change_equals_a_full_compile() {
-    let start = Instant::now();
+    // A fixed number of worlds, not a time budget (see tests/diff.rs).
     let mut changes = 0;
-    for seed in 0..400u64 {
-        if start.elapsed().as_secs() > 20 {
-            break;
-        }
+    for seed in 0..60u64 {
         let mut r = Rng::new(seed);
         let w: World = random_world(&mut r);
         for node in ["a", "b"] {
