@@ -158,16 +158,31 @@ impl Tools {
             "--mps=max".to_owned(),
             "--full-rtt".to_owned(),
         ]);
-        let out = client(&format!("sockperf to {addr}"), netns, &self.taskset, &args)?;
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        parse_sockperf(&text).map_err(|detail| BenchError::Unexpected {
-            what: format!("sockperf to {addr} from {netns}"),
-            detail,
-        })
+        // A run with no summary (on a starved machine sockperf can end its short run before
+        // its warm-up is over) is run again, once; the second failure is reported with what
+        // sockperf said.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let out = client(&format!("sockperf to {addr}"), netns, &self.taskset, &args)?;
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            match parse_sockperf(&text) {
+                Ok(pp) => return Ok(pp),
+                Err(_) if attempt < 2 => continue,
+                Err(detail) => {
+                    let tail: Vec<&str> = text.lines().rev().take(12).collect();
+                    let tail: Vec<&str> = tail.into_iter().rev().collect();
+                    return Err(BenchError::Unexpected {
+                        what: format!("sockperf to {addr} from {netns}"),
+                        detail: format!("{detail}; it printed:\n{}", tail.join("\n")),
+                    });
+                }
+            }
+        }
     }
 }
 
