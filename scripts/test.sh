@@ -33,7 +33,7 @@ echo "== cargo test"
 log=$(mktemp /tmp/weft-test.XXXXXX)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace --locked -- --test-threads="${WEFT_TEST_THREADS:-4}" 2>&1 | tee "$log" || status=$?
+cargo test --workspace --locked --no-fail-fast -- --test-threads="${WEFT_TEST_THREADS:-4}" 2>&1 | tee "$log" || status=$?
 # One closing line for the whole suite (the last binary cargo runs is often an empty doc-test
 # binary, whose "0 passed" says nothing about the run).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
