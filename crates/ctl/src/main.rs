@@ -56,6 +56,9 @@ enum BenchCommand {
     /// Pod-to-pod TCP throughput and request/response rate: same node, host-gw, VXLAN,
     /// against a raw veth pair and a hand-built kernel VXLAN pair.
     Dataplane(bench::DataplaneArgs),
+    /// NetworkPolicy at 1,000 pods and 100/1,000/10,000 rules: full apply, one change, and
+    /// per-packet cost against no policy and against iptables-style linear chains.
+    Policy(bench::PolicyArgs),
     /// Remove namespaces and temp dirs left by a bench run that was killed (pid gone).
     Cleanup,
 }
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Dataplane(args)) => {
             bench::run_dataplane(&args).map_err(Into::into)
         }
+        Command::Bench(BenchCommand::Policy(args)) => bench::run_policy(&args).map_err(Into::into),
         Command::Bench(BenchCommand::Cleanup) => bench::cleanup_stale()
             .map(|(namespaces, dirs)| {
                 eprintln!("weftctl: removed {namespaces} stale namespace(s), {dirs} temp dir(s)");

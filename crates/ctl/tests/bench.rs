@@ -1,6 +1,6 @@
-//! Smoke tests of `weftctl bench agent` and `weftctl bench dataplane` at a tiny size: they
-//! run to the end with the real weftd, etcd, plugin, iperf3 and sockperf, print their tables
-//! and leave nothing behind. They judge nothing about speed (a debug build under `cargo
+//! Smoke tests of `weftctl bench agent`, `weftctl bench dataplane` and `weftctl bench
+//! policy` at a tiny size: they run to the end with the real weftd, etcd, plugin, nft,
+//! iperf3 and sockperf, print their tables and leave nothing behind. They judge nothing about speed (a debug build under `cargo
 //! test` is no benchmark); docs/benchmarks.md has the figures. As root, with the workspace
 //! built (weftd, weft and weft-ipam next to weftctl).
 
@@ -110,4 +110,103 @@ fn smoke_bench_dataplane_one_second() {
     }
     let left = bench_leftovers(pid);
     assert!(left.is_empty(), "bench dataplane left: {left:?}");
+}
+
+/// Smoke test: 20 and 40 rules, one round of 1 s, two changes of each kind: every variant
+/// has its figures, the policy blocked the denied probe in every policed variant, and every
+/// target has a verdict. (Needs only weftctl, nft, iperf3 and sockperf.)
+#[test]
+fn smoke_bench_policy_tiny() {
+    let (pid, out) = run(&[
+        "bench",
+        "policy",
+        "--rules",
+        "20,40",
+        "--seconds",
+        "1",
+        "--rounds",
+        "1",
+        "--changes",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let table = String::from_utf8_lossy(&out.stdout);
+    let section = |title: &str| -> Vec<&str> {
+        table
+            .split("\n\n")
+            .find(|s| s.starts_with(title))
+            .unwrap_or_else(|| panic!("no section {title:?} in:\n{table}"))
+            .lines()
+            .collect()
+    };
+    // Full apply: four policed variants, each with a positive total.
+    let apply = section("full apply from scratch");
+    for v in [
+        "weft, 20 rules",
+        "weft, 40 rules",
+        "linear, 20 rules",
+        "linear, 40 rules",
+    ] {
+        let line = apply
+            .iter()
+            .find(|l| l.starts_with(v))
+            .unwrap_or_else(|| panic!("no apply row {v:?} in:\n{table}"));
+        let total: f64 = line
+            .split_whitespace()
+            .rev()
+            .nth(2)
+            .and_then(|x| x.parse().ok())
+            .unwrap_or_else(|| panic!("no total in {line:?}"));
+        assert!(total > 0.0, "{line}");
+    }
+    // One change: both kinds at both sizes, two samples each.
+    let changes = section("one change on the applied weft table");
+    for (rules, kind) in [
+        ("20", "relabel pod"),
+        ("20", "edit policy"),
+        ("40", "relabel pod"),
+        ("40", "edit policy"),
+    ] {
+        assert!(
+            changes.iter().any(|l| l.starts_with(rules)
+                && l.contains(kind)
+                && l.split_whitespace().nth(3) == Some("2")),
+            "no {rules} {kind} row with 2 samples in:\n{table}"
+        );
+    }
+    // Per packet: figures for every variant; the denied probe open only without policy.
+    let packets = section("per packet");
+    for (v, denied) in [
+        ("no policy", "open"),
+        ("weft, 20 rules", "blocked"),
+        ("weft, 40 rules", "blocked"),
+        ("linear, 20 rules", "blocked"),
+        ("linear, 40 rules", "blocked"),
+    ] {
+        let line = packets
+            .iter()
+            .find(|l| l.starts_with(v))
+            .unwrap_or_else(|| panic!("no per-packet row {v:?} in:\n{table}"));
+        assert!(line.trim_end().ends_with(denied), "{line}");
+        let gbits: f64 = line[v.len()..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|x| x.parse().ok())
+            .unwrap_or_else(|| panic!("no Gbit/s in {line:?}"));
+        assert!(gbits > 0.0, "{line}");
+    }
+    for t in [
+        "one change at 40 rules, relabel pod",
+        "one change at 40 rules, edit policy",
+        "throughput with 40 rules / no policy (weft)",
+        "full apply of 40 rules",
+    ] {
+        let line = table
+            .lines()
+            .find(|l| l.starts_with(t))
+            .unwrap_or_else(|| panic!("no target {t:?} in:\n{table}"));
+        assert!(line.ends_with("PASS") || line.ends_with("FAIL"), "{line}");
+    }
+    let left = bench_leftovers(pid);
+    assert!(left.is_empty(), "bench policy left: {left:?}");
 }

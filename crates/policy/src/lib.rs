@@ -14,7 +14,10 @@
 //!   [`plan::Plan`] — an nftables table described as data (sets, verdict maps, chains, rules)
 //!   whose per-packet cost is a handful of hash/interval lookups whatever the number of pods,
 //!   policies or rules; [`plan::diff`] turns two plans into the small, ordered, flush-free
-//!   operations that move the kernel from one to the other; [`plan::render`] and
+//!   operations that move the kernel from one to the other; [`plan::Compiler`] keeps a
+//!   world and its plan and turns each change (a pod, a policy) into those operations
+//!   recomputing only what the change reaches (what the agent runs; `compile` is a
+//!   `Compiler` used once); [`plan::render`] and
 //!   [`plan::render_ops`] write them as `nft -f` text; [`plan::compile_linear`] builds the
 //!   same policy the way iptables-based implementations do (for benchmarks);
 //!   [`plan::Plan::walk`] runs a packet through a plan as nftables would.

@@ -83,16 +83,41 @@ fn scale() {
         let p2 = plan::compile(&w2, &o);
         let ops = plan::diff(&p, &p2);
         let change = t.elapsed();
+        let mut c = plan::Compiler::new(w.clone(), o.clone());
+        let e2 = w2.endpoints.iter().find(|e| e.node == "a").unwrap().clone();
+        let t = Instant::now();
+        c.upsert_endpoint(e2);
+        let inc_ops = c.take_ops();
+        let incremental = t.elapsed();
+        assert_eq!(c.plan(), &p2);
+        // Flip the label back and forth: the best of 20 says what the work costs.
+        let mut best = std::time::Duration::MAX;
+        for i in 0..20 {
+            let mut e = c
+                .world()
+                .endpoints
+                .iter()
+                .find(|e| e.node == "a")
+                .unwrap()
+                .clone();
+            e.labels.insert("app".into(), format!("a{}", 7 + i % 2));
+            let t = Instant::now();
+            c.upsert_endpoint(e);
+            let _ = c.take_ops();
+            best = best.min(t.elapsed());
+        }
+        eprintln!("{rules} rules: best incremental relabel {best:?}");
         let t = Instant::now();
         let lin = plan::render(&plan::compile_linear(&w, &o));
         let linear = t.elapsed();
         eprintln!(
-            "{rules} rules: compile {compile:?}, render {render:?} ({} KiB, {} chains, {} sets, {elements} elements); one relabel: recompile+diff {change:?}, {} ops / {} elements; linear compile+render {linear:?} ({} rules)",
+            "{rules} rules: compile {compile:?}, render {render:?} ({} KiB, {} chains, {} sets, {elements} elements); one relabel: recompile+diff {change:?}, {} ops / {} elements, incremental {incremental:?} ({} ops); linear compile+render {linear:?} ({} rules)",
             text.len() / 1024,
             p.chains.len(),
             p.sets.len(),
             ops.len(),
             ops.iter().map(plan::Op::weight).sum::<usize>(),
+            inc_ops.len(),
             lin.lines().filter(|l| l.starts_with("add rule")).count(),
         );
     }

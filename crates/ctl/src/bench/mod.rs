@@ -1,6 +1,8 @@
 //! `weftctl bench …`: the benchmarks. `agent` (one real weftd against thousands of synthetic
-//! nodes in a real etcd) and `dataplane` (pod-to-pod iperf3/sockperf over the lab's paths
-//! against raw veth and hand-built VXLAN) live in their own modules and share `child`
+//! nodes in a real etcd), `dataplane` (pod-to-pod iperf3/sockperf over the lab's paths
+//! against raw veth and hand-built VXLAN) and `policy` (NetworkPolicy tables at 100–10,000
+//! rules: apply times and per-packet cost, against iptables-style chains) live in their own
+//! modules and share `child`
 //! (processes tied to the run), `etcd`, `scratch`, `signal` and `stats`; this file is
 //! `bench cni` and `bench cleanup`.
 //!
@@ -26,6 +28,7 @@ mod error;
 mod etcd;
 mod floor;
 mod pluginlog;
+mod policy;
 mod report;
 mod runner;
 mod scratch;
@@ -44,6 +47,7 @@ use crate::netns::{self, NetnsSet};
 pub use agent::{AgentArgs, run as run_agent};
 pub use dataplane::{DataplaneArgs, run as run_dataplane};
 pub use error::{BenchError, Result};
+pub use policy::{PolicyArgs, run as run_policy};
 use report::{FloorReport, Report, RunInfo, Samples, VariantReport};
 use runner::{Plugin, Pod};
 use scratch::ScratchDir;

@@ -7,12 +7,20 @@
 //!   pod, that number with just those pods' addresses);
 //! - a **class** is the set of local pods selected by the same policies in one direction
 //!   (and, for ingress, resolving the policies' named ports the same way); one chain each;
-//! - an **atom** is the union of the contributions that cover some (protocol, port) region;
-//!   one chain and four address sets each, shared by every class with that region.
+//! - an **atom** is, within one class, the union of the contributions that cover some
+//!   (protocol, port) region (regions of equal coverage share one); one chain each, with a
+//!   pod-address set per family and a CIDR set per family some covering rule has CIDRs in.
 //!
-//! Names are stable hashes of what they stand for (FNV-1a of a canonical string), so
-//! recompiling after a change reuses every unchanged chain and set, and a diff touches only
-//! elements.
+//! Names are stable hashes of what they stand for (FNV-1a of a canonical string): a class
+//! stands for its policies (and named-port resolution), an atom for its class, its first
+//! region and which sets it has — not for the rules covering it. So recompiling after a
+//! change reuses every unchanged chain and set: a peer that moves, a pod relabelled, a rule
+//! added to or removed from a region, a policy joining a class's region, all change
+//! elements only; new chains appear only for a new class or a new port region.
+//!
+//! [`compile`] builds a plan from scratch; a [`Compiler`] keeps the world, the plan and what
+//! they were built from, and turns one change into ops while recomputing only what the
+//! change reaches (one engine: `compile` is a `Compiler` used once).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -20,12 +28,12 @@ use std::rc::Rc;
 
 use super::ranges::{self, Range};
 use super::{
-    Chain, ClassInfo, DEFAULT_TABLE, Elem, Field, Hook, HookPoint, KeyType, Plan, Role, Rule, Set,
-    Verdict,
+    Chain, ClassInfo, DEFAULT_TABLE, Elem, Field, Hook, HookPoint, KeyType, Op, Plan, Role, Rule,
+    Set, Verdict, diff,
 };
 use crate::model::{
-    Direction, Endpoint, Labels, NetworkPolicy, PolicyPeer, PortRef, Protocol, Rule as PolicyRule,
-    World,
+    Direction, Endpoint, Labels, NetworkPolicy, PolicyPeer, PolicyRef, PortRef, Protocol,
+    Rule as PolicyRule, World,
 };
 
 /// How to build a node's plan.
@@ -88,58 +96,624 @@ enum Cover {
 
 struct Contribution {
     id: String,
+    /// The policy rule whose peers these addresses are (`None`: an egress named-port
+    /// contribution, whose addresses depend on every pod's named ports).
+    rule: Option<RuleKey>,
     cover: Cover,
     addrs: Rc<Addrs>,
 }
 
-struct Ctx<'w> {
-    world: &'w World,
-    opts: &'w PlanOptions,
-    ns_labels: HashMap<&'w str, Labels>,
-    peer_cache: HashMap<(&'w str, &'w PolicyPeer), Rc<BTreeSet<IpAddr>>>,
-    rule_cache: HashMap<(usize, Direction, usize), Rc<Addrs>>,
+/// A policy peer as seen from its policy's namespace.
+type PeerKey = (String, PolicyPeer);
+/// A rule of a policy: (policy, direction, index).
+type RuleKey = (PolicyRef, Direction, usize);
+/// A pod: (namespace, name).
+type PodKey = (String, String);
+
+/// A class chain the plan holds, and what it was built from.
+struct ClassEntry {
+    dir: Direction,
+    policies: Vec<PolicyRef>,
+    named: BTreeMap<(String, Protocol), Option<u16>>,
+    /// Local pods in this class (it goes when none is left).
+    pods: usize,
+    /// The atoms its port map jumps to.
+    atoms: BTreeSet<String>,
+    /// It has egress named-port contributions (which any pod's ports can change).
+    egress_named: bool,
+}
+
+/// An atom chain the plan holds.
+struct AtomEntry {
+    /// Classes whose port map jumps here (it goes when none is left).
+    classes: usize,
+    contributions: Vec<(String, Option<RuleKey>, Rc<Addrs>)>,
+}
+
+/// A set as it was before the changes being journalled.
+enum SetBefore {
+    /// It did not exist.
+    Absent,
+    /// It existed and only single elements were touched: its type, and each touched
+    /// element's value before (`None`: not in the set) — so a diff costs what was touched,
+    /// not the size of the set.
+    Elements {
+        spec: Set,
+        before: BTreeMap<Elem, Option<Option<Verdict>>>,
+    },
+    /// It existed and was replaced or removed as a whole: all of it.
+    Whole(Set),
+}
+
+/// The objects changes touched, as they were before them (`None`: did not exist).
+#[derive(Default)]
+struct Journal {
+    /// The plan was empty: the ops start with `add table`.
+    was_empty: bool,
+    /// The whole plan as it was, when the world was replaced (`set_world`).
+    full: Option<Plan>,
+    sets: BTreeMap<String, SetBefore>,
+    chains: BTreeMap<String, Option<Chain>>,
+}
+
+/// An incremental compiler: it holds a [`World`] and the [`Plan`] that [`compile`] would
+/// build from it, and turns changes of the world (a pod added, removed or relabelled, a
+/// policy added, edited or removed) into the [`Op`]s that move the kernel from the old plan
+/// to the new — recomputing only what a change can reach.
+///
+/// Changes accumulate until [`Compiler::take_ops`], which returns the ops from the plan at
+/// the previous `take_ops` (or at [`Compiler::new`]) to the current one: one change, or a
+/// burst of them, becomes one `nft -f` transaction. The first apply is
+/// [`render`](super::render) of [`Compiler::plan`].
+///
+/// What it keeps between changes: the addresses each policy peer selects, the addresses
+/// each rule allows, which policies select each local pod (its classes), and reference
+/// counts of classes (by pods) and atoms (by classes). A relabelled pod patches the peer
+/// sets it enters or leaves, recomputes the rules with those peers and rebuilds just the
+/// atoms those rules feed; an edited policy rebuilds the classes that include it and
+/// reclassifies only the local pods its old or new selector picks. Namespace and node
+/// changes go through [`Compiler::set_world`] (a full compile and a full diff).
+///
+/// `plan()` always equals `compile(world(), opts)`, and `take_ops()` applied to the plan
+/// before the changes gives the plan after them (the tests check both on random changes).
+///
+/// [`Op`]: super::Op
+pub struct Compiler {
+    world: World,
+    st: State,
+}
+
+struct State {
+    opts: PlanOptions,
     plan: Plan,
+    policy_index: HashMap<PolicyRef, usize>,
+    /// Policy indices per namespace, in world order.
+    ns_policies: HashMap<String, Vec<usize>>,
+    endpoint_index: HashMap<PodKey, usize>,
+    /// How many endpoints hold each address (a peer set can only be patched when one does).
+    addr_owners: HashMap<IpAddr, usize>,
+    ns_labels: HashMap<String, Labels>,
+    peers: HashMap<PeerKey, Rc<BTreeSet<IpAddr>>>,
+    peer_rules: HashMap<PeerKey, BTreeSet<RuleKey>>,
+    rules: HashMap<RuleKey, Rc<Addrs>>,
+    /// Local pods' (ingress, egress) classes.
+    pods: HashMap<PodKey, [Option<String>; 2]>,
+    classes: HashMap<String, ClassEntry>,
+    atoms: HashMap<String, AtomEntry>,
+    policy_classes: HashMap<PolicyRef, BTreeSet<String>>,
+    contribution_atoms: HashMap<String, BTreeSet<String>>,
+    journal: Option<Journal>,
 }
 
 /// Builds the plan that enforces `world`'s policies for the pods of `opts.node`.
 pub fn compile(world: &World, opts: &PlanOptions) -> Plan {
-    let mut ns_labels = HashMap::new();
-    for e in &world.endpoints {
-        ns_labels
-            .entry(e.namespace.as_str())
-            .or_insert_with(|| world.namespace_labels(&e.namespace));
-    }
-    let mut ctx = Ctx {
-        world,
-        opts,
-        ns_labels,
-        peer_cache: HashMap::new(),
-        rule_cache: HashMap::new(),
-        plan: Plan::empty(&opts.table),
-    };
-    ctx.base();
-    for e in world.endpoints.iter().filter(|e| e.node == opts.node) {
-        ctx.local_pod(e);
-    }
-    ctx.plan
+    Compiler::new(world.clone(), opts.clone()).into_plan()
 }
 
-impl<'w> Ctx<'w> {
-    fn set(&mut self, name: &str, key: KeyType, interval: bool, map: bool, role: Role) {
-        self.plan
-            .sets
-            .entry(name.to_string())
-            .or_insert_with(|| Set::new(key, interval, map, role));
+fn dir_index(dir: Direction) -> usize {
+    match dir {
+        Direction::Ingress => 0,
+        Direction::Egress => 1,
+    }
+}
+
+fn pod_key(e: &Endpoint) -> PodKey {
+    (e.namespace.clone(), e.name.clone())
+}
+
+fn contribution_id(policy: &PolicyRef, dir: Direction, ri: usize) -> String {
+    let d = if dir == Direction::Ingress {
+        "in"
+    } else {
+        "eg"
+    };
+    format!("{policy}|{d}|{ri}")
+}
+
+/// Whether a pod peer of a policy in `policy_ns` selects endpoint `e`.
+fn peer_selects(
+    ns_labels: &HashMap<String, Labels>,
+    policy_ns: &str,
+    peer: &PolicyPeer,
+    e: &Endpoint,
+) -> bool {
+    let PolicyPeer::Pods {
+        pod_selector,
+        namespace_selector,
+    } = peer
+    else {
+        return false;
+    };
+    let ns_ok = match namespace_selector {
+        None => e.namespace == policy_ns,
+        Some(s) => ns_labels
+            .get(e.namespace.as_str())
+            .is_some_and(|l| s.matches(l)),
+    };
+    ns_ok && pod_selector.as_ref().is_none_or(|s| s.matches(&e.labels))
+}
+
+impl Compiler {
+    /// Compiles `world` from scratch.
+    pub fn new(world: World, opts: PlanOptions) -> Compiler {
+        let mut c = Compiler {
+            st: State {
+                plan: Plan::empty(&opts.table),
+                opts,
+                policy_index: HashMap::new(),
+                ns_policies: HashMap::new(),
+                endpoint_index: HashMap::new(),
+                addr_owners: HashMap::new(),
+                ns_labels: HashMap::new(),
+                peers: HashMap::new(),
+                peer_rules: HashMap::new(),
+                rules: HashMap::new(),
+                pods: HashMap::new(),
+                classes: HashMap::new(),
+                atoms: HashMap::new(),
+                policy_classes: HashMap::new(),
+                contribution_atoms: HashMap::new(),
+                journal: None,
+            },
+            world,
+        };
+        c.st.index_policies(&c.world);
+        for (i, e) in c.world.endpoints.iter().enumerate() {
+            c.st.endpoint_index.insert(pod_key(e), i);
+            for a in &e.addresses {
+                *c.st.addr_owners.entry(*a).or_default() += 1;
+            }
+            if !c.st.ns_labels.contains_key(&e.namespace) {
+                let l = c.world.namespace_labels(&e.namespace);
+                c.st.ns_labels.insert(e.namespace.clone(), l);
+            }
+        }
+        c.st.base(&c.world);
+        for e in &c.world.endpoints {
+            if e.node == c.st.opts.node {
+                c.st.add_pod(&c.world, e);
+            }
+        }
+        c.st.begin();
+        c
     }
 
-    fn elem(&mut self, set: &str, e: Elem, v: Option<Verdict>) {
-        if let Some(s) = self.plan.sets.get_mut(set) {
-            s.elements.insert(e, v);
+    /// The plan for the current world.
+    pub fn plan(&self) -> &Plan {
+        &self.st.plan
+    }
+
+    pub fn into_plan(self) -> Plan {
+        self.st.plan
+    }
+
+    pub fn world(&self) -> &World {
+        &self.world
+    }
+
+    pub fn options(&self) -> &PlanOptions {
+        &self.st.opts
+    }
+
+    /// Adds the pod, or replaces the one with its namespace and name (labels, node,
+    /// addresses, named ports). Returns the ops from the previous plan to the new one.
+    pub fn upsert_endpoint(&mut self, e: Endpoint) {
+        let key = pod_key(&e);
+        let old = self
+            .st
+            .endpoint_index
+            .get(&key)
+            .map(|&i| self.world.endpoints[i].clone());
+        // Its own elements go first; its classes stay referenced until the new ones are.
+        let held = old
+            .as_ref()
+            .and_then(|o| self.st.remove_pod_elements(o))
+            .unwrap_or_default();
+        if let Some(o) = &old {
+            self.st.own_addresses(o, false);
+        }
+        if !self.st.ns_labels.contains_key(&e.namespace) {
+            let l = self.world.namespace_labels(&e.namespace);
+            self.st.ns_labels.insert(e.namespace.clone(), l);
+        }
+        self.st.own_addresses(&e, true);
+        match self.st.endpoint_index.get(&key) {
+            Some(&i) => self.world.endpoints[i] = e.clone(),
+            None => {
+                self.st
+                    .endpoint_index
+                    .insert(key, self.world.endpoints.len());
+                self.world.endpoints.push(e.clone());
+            }
+        }
+        self.st
+            .endpoint_changed(&self.world, old.as_ref(), Some(&e));
+        if e.node == self.st.opts.node {
+            self.st.add_pod(&self.world, &e);
+        }
+        for class in held.into_iter().flatten() {
+            self.st.release_class(&class);
         }
     }
 
+    /// Removes a pod (nothing happens when there is none by that name).
+    pub fn remove_endpoint(&mut self, namespace: &str, name: &str) {
+        let key = (namespace.to_string(), name.to_string());
+        if let Some(i) = self.st.endpoint_index.get(&key).copied() {
+            let old = self.world.endpoints.remove(i);
+            self.st.reindex_endpoints(&self.world);
+            self.st.own_addresses(&old, false);
+            if let Some(held) = self.st.remove_pod_elements(&old) {
+                for class in held.into_iter().flatten() {
+                    self.st.release_class(&class);
+                }
+            }
+            self.st.endpoint_changed(&self.world, Some(&old), None);
+        }
+    }
+
+    /// Adds the policy, or replaces the one with its namespace and name.
+    pub fn upsert_policy(&mut self, p: NetworkPolicy) {
+        let r = p.reference();
+        let old = self
+            .st
+            .policy_index
+            .get(&r)
+            .map(|&i| self.world.policies[i].clone());
+        let dirty = self.st.classes_with(&r);
+        match self.st.policy_index.get(&r) {
+            Some(&i) => self.world.policies[i] = p.clone(),
+            None => self.world.policies.push(p.clone()),
+        }
+        self.st.index_policies(&self.world);
+        self.st.forget_rules(&r);
+        self.st
+            .policy_changed(&self.world, old.as_ref(), Some(&p), dirty);
+    }
+
+    /// Removes a policy (nothing happens when there is none by that name).
+    pub fn remove_policy(&mut self, namespace: &str, name: &str) {
+        let r = PolicyRef {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        if let Some(i) = self.st.policy_index.get(&r).copied() {
+            let dirty = self.st.classes_with(&r);
+            let old = self.world.policies.remove(i);
+            self.st.index_policies(&self.world);
+            self.st.forget_rules(&r);
+            self.st.policy_changed(&self.world, Some(&old), None, dirty);
+        }
+    }
+
+    /// Replaces the whole world (namespace labels, nodes, or many changes at once): a full
+    /// compile, and the diff from the previous plan.
+    pub fn set_world(&mut self, world: World) {
+        let before = self.st.plan_before();
+        let was_empty = self.st.journal.as_ref().is_some_and(|j| j.was_empty);
+        *self = Compiler::new(world, self.st.opts.clone());
+        self.st.journal = Some(Journal {
+            was_empty,
+            full: Some(before),
+            ..Journal::default()
+        });
+    }
+
+    /// The ops from the plan at the previous call (or at `new`) to the current plan, in a
+    /// safe order (see [`diff`]); empty when nothing changed.
+    pub fn take_ops(&mut self) -> Vec<Op> {
+        self.st.finish()
+    }
+}
+
+impl State {
+    // ---- the plan, with every change journalled (see `begin`/`finish`) ----
+
+    /// Records a set's element `e` before it changes.
+    fn touch_elem(&mut self, name: &str, e: &Elem) {
+        let Some(j) = &mut self.journal else {
+            return;
+        };
+        let current = self.plan.sets.get(name);
+        let entry = j
+            .sets
+            .entry(name.to_string())
+            .or_insert_with(|| match current {
+                Some(s) => SetBefore::Elements {
+                    spec: Set::new(s.key, s.interval, s.map, s.role),
+                    before: BTreeMap::new(),
+                },
+                None => SetBefore::Absent,
+            });
+        if let SetBefore::Elements { before, .. } = entry {
+            before
+                .entry(*e)
+                .or_insert_with(|| current.and_then(|s| s.elements.get(e).cloned()));
+        }
+    }
+
+    /// Records a whole set before it is created, replaced or removed.
+    fn touch_set(&mut self, name: &str) {
+        let Some(j) = &mut self.journal else {
+            return;
+        };
+        let current = self.plan.sets.get(name);
+        match j.sets.get_mut(name) {
+            None => {
+                let before = current.map_or(SetBefore::Absent, |s| SetBefore::Whole(s.clone()));
+                j.sets.insert(name.to_string(), before);
+            }
+            Some(entry @ SetBefore::Elements { .. }) => {
+                if let (SetBefore::Elements { before, .. }, Some(s)) = (&*entry, current) {
+                    let mut whole = s.clone();
+                    for (e, v) in before {
+                        match v {
+                            Some(v) => whole.elements.insert(*e, v.clone()),
+                            None => whole.elements.remove(e),
+                        };
+                    }
+                    *entry = SetBefore::Whole(whole);
+                }
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn touch_chain(&mut self, name: &str) {
+        if let Some(j) = &mut self.journal
+            && !j.chains.contains_key(name)
+        {
+            j.chains
+                .insert(name.to_string(), self.plan.chains.get(name).cloned());
+        }
+    }
+
+    fn set(&mut self, name: &str, key: KeyType, interval: bool, map: bool, role: Role) {
+        if !self.plan.sets.contains_key(name) {
+            self.touch_set(name);
+            self.plan
+                .sets
+                .insert(name.to_string(), Set::new(key, interval, map, role));
+        }
+    }
+
+    fn elem(&mut self, set: &str, e: Elem, v: Option<Verdict>) {
+        if self
+            .plan
+            .sets
+            .get(set)
+            .is_some_and(|s| s.elements.get(&e) != Some(&v))
+        {
+            self.touch_elem(set, &e);
+            if let Some(s) = self.plan.sets.get_mut(set) {
+                s.elements.insert(e, v);
+            }
+        }
+    }
+
+    fn unelem(&mut self, set: &str, e: &Elem) {
+        if self
+            .plan
+            .sets
+            .get(set)
+            .is_some_and(|s| s.elements.contains_key(e))
+        {
+            self.touch_elem(set, e);
+            if let Some(s) = self.plan.sets.get_mut(set) {
+                s.elements.remove(e);
+            }
+        }
+    }
+
+    /// Makes a set's elements `elements`, journalling only the elements that differ (a
+    /// refilled atom or port map costs its changes, not its size).
+    fn set_elements(&mut self, set: &str, elements: BTreeMap<Elem, Option<Verdict>>) {
+        let Some(current) = self.plan.sets.get(set) else {
+            return;
+        };
+        if current.elements == elements {
+            return;
+        }
+        let gone: Vec<Elem> = current
+            .elements
+            .keys()
+            .filter(|k| !elements.contains_key(k))
+            .copied()
+            .collect();
+        let changed: Vec<(Elem, Option<Verdict>)> = elements
+            .into_iter()
+            .filter(|(k, v)| current.elements.get(k) != Some(v))
+            .collect();
+        for e in gone {
+            self.unelem(set, &e);
+        }
+        for (e, v) in changed {
+            self.elem(set, e, v);
+        }
+    }
+
+    fn remove_set(&mut self, name: &str) {
+        self.touch_set(name);
+        self.plan.sets.remove(name);
+    }
+
+    fn add_chain(&mut self, name: &str, chain: Chain) {
+        self.touch_chain(name);
+        self.plan.chains.insert(name.to_string(), chain);
+    }
+
+    fn remove_chain(&mut self, name: &str) {
+        self.touch_chain(name);
+        self.plan.chains.remove(name);
+    }
+
+    /// Starts recording a change.
+    fn begin(&mut self) {
+        self.journal = Some(Journal {
+            was_empty: self.plan.is_empty(),
+            ..Journal::default()
+        });
+    }
+
+    /// The plan as it was when the journal began.
+    fn plan_before(&self) -> Plan {
+        let mut p = self.plan.clone();
+        let Some(j) = &self.journal else {
+            return p;
+        };
+        if let Some(full) = &j.full {
+            return full.clone();
+        }
+        for (name, before) in &j.sets {
+            match before {
+                SetBefore::Absent => {
+                    p.sets.remove(name);
+                }
+                SetBefore::Whole(s) => {
+                    p.sets.insert(name.clone(), s.clone());
+                }
+                SetBefore::Elements { before, .. } => {
+                    if let Some(s) = p.sets.get_mut(name) {
+                        for (e, v) in before {
+                            match v {
+                                Some(v) => s.elements.insert(*e, v.clone()),
+                                None => s.elements.remove(e),
+                            };
+                        }
+                    }
+                }
+            }
+        }
+        for (name, before) in &j.chains {
+            match before {
+                Some(c) => p.chains.insert(name.clone(), c.clone()),
+                None => p.chains.remove(name),
+            };
+        }
+        p
+    }
+
+    /// Ends a change: the ops between the touched objects as they were and as they are.
+    fn finish(&mut self) -> Vec<Op> {
+        let Some(mut j) = self.journal.take() else {
+            return Vec::new();
+        };
+        self.begin();
+        if let Some(before) = j.full {
+            return diff(&before, &self.plan);
+        }
+        let mut old = Plan::empty(&self.plan.table);
+        let mut new = Plan::empty(&self.plan.table);
+        for (name, before) in std::mem::take(&mut j.sets) {
+            let current = self.plan.sets.get(&name);
+            match before {
+                SetBefore::Elements { spec, before } => {
+                    // Only the touched elements, before and after: the rest is the same.
+                    let (mut o, mut n) = (spec.clone(), spec);
+                    for (e, v) in before {
+                        if let Some(v) = v {
+                            o.elements.insert(e, v);
+                        }
+                        if let Some(v) = current.and_then(|s| s.elements.get(&e)) {
+                            n.elements.insert(e, v.clone());
+                        }
+                    }
+                    old.sets.insert(name.clone(), o);
+                    if current.is_some() {
+                        new.sets.insert(name, n);
+                    }
+                }
+                SetBefore::Whole(s) => {
+                    if let Some(c) = current {
+                        new.sets.insert(name.clone(), c.clone());
+                    }
+                    old.sets.insert(name, s);
+                }
+                SetBefore::Absent => {
+                    if let Some(c) = current {
+                        new.sets.insert(name, c.clone());
+                    }
+                }
+            }
+        }
+        for (name, before) in std::mem::take(&mut j.chains) {
+            if let Some(c) = self.plan.chains.get(&name) {
+                new.chains.insert(name.clone(), c.clone());
+            }
+            if let Some(c) = before {
+                old.chains.insert(name, c);
+            }
+        }
+        let mut ops = diff(&old, &new);
+        if !j.was_empty {
+            ops.retain(|op| *op != Op::AddTable);
+        }
+        ops
+    }
+
+    // ---- indexes ----
+
+    fn index_policies(&mut self, world: &World) {
+        self.policy_index.clear();
+        self.ns_policies.clear();
+        for (i, p) in world.policies.iter().enumerate() {
+            self.policy_index.insert(p.reference(), i);
+            self.ns_policies
+                .entry(p.namespace.clone())
+                .or_default()
+                .push(i);
+        }
+    }
+
+    fn reindex_endpoints(&mut self, world: &World) {
+        self.endpoint_index.clear();
+        for (i, e) in world.endpoints.iter().enumerate() {
+            self.endpoint_index.insert(pod_key(e), i);
+        }
+    }
+
+    fn own_addresses(&mut self, e: &Endpoint, add: bool) {
+        for a in &e.addresses {
+            let n = self.addr_owners.entry(*a).or_default();
+            if add {
+                *n += 1;
+            } else {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.addr_owners.remove(a);
+                }
+            }
+        }
+    }
+
+    fn forget_rules(&mut self, policy: &PolicyRef) {
+        self.rules.retain(|(p, _, _), _| p != policy);
+    }
+
+    // ---- building ----
+
     /// The fixed sets and base chains.
-    fn base(&mut self) {
+    fn base(&mut self, world: &World) {
         for v6 in [false, true] {
             let f = fam(v6);
             let (addr, pair) = if v6 {
@@ -153,7 +727,7 @@ impl<'w> Ctx<'w> {
             self.set(&format!("in{f}"), addr, false, true, Role::PodMap);
             self.set(&format!("out{f}"), addr, false, true, Role::PodMap);
         }
-        if let Some(node) = self.world.node(&self.opts.node) {
+        if let Some(node) = world.node(&self.opts.node) {
             let blocks = ranges::merge(node.pod_cidrs.iter().map(Range::of_net).collect());
             for r in blocks {
                 let e = range_elem(r);
@@ -212,11 +786,12 @@ impl<'w> Ctx<'w> {
             ),
         ];
         for (name, c) in chains {
-            self.plan.chains.insert(name.to_string(), c);
+            self.add_chain(name, c);
         }
     }
 
-    fn local_pod(&mut self, e: &'w Endpoint) {
+    /// A local pod's elements and class references.
+    fn add_pod(&mut self, world: &World, e: &Endpoint) {
         for a in &e.addresses {
             let f = fam(a.is_ipv6());
             self.elem(&format!("known{f}"), Elem::addr(*a), None);
@@ -224,8 +799,9 @@ impl<'w> Ctx<'w> {
                 self.elem(&format!("self{f}"), p, None);
             }
         }
+        let mut held: [Option<String>; 2] = [None, None];
         for dir in [Direction::Ingress, Direction::Egress] {
-            if let Some(class) = self.class(e, dir) {
+            if let Some(class) = self.class(world, e, dir) {
                 let map = if dir == Direction::Ingress {
                     "in"
                 } else {
@@ -235,21 +811,52 @@ impl<'w> Ctx<'w> {
                     let set = format!("{map}{}", fam(a.is_ipv6()));
                     self.elem(&set, Elem::addr(*a), Some(Verdict::Jump(class.clone())));
                 }
+                held[dir_index(dir)] = Some(class);
             }
         }
+        self.pods.insert(pod_key(e), held);
     }
 
-    /// The class chain of pod `e` in `dir` (created on first use), or `None` when no policy
-    /// isolates it that way.
-    fn class(&mut self, e: &'w Endpoint, dir: Direction) -> Option<String> {
-        let world = self.world;
-        let pols: Vec<usize> = world
-            .policies
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.applies(dir) && p.selects(e))
-            .map(|(i, _)| i)
-            .collect();
+    /// Takes a local pod's elements out; returns the classes it held (still referenced: the
+    /// caller releases them).
+    fn remove_pod_elements(&mut self, e: &Endpoint) -> Option<[Option<String>; 2]> {
+        let held = self.pods.remove(&pod_key(e))?;
+        for a in &e.addresses {
+            let f = fam(a.is_ipv6());
+            self.unelem(&format!("known{f}"), &Elem::addr(*a));
+            if let Some(p) = Elem::pair(*a, *a) {
+                self.unelem(&format!("self{f}"), &p);
+            }
+            for (i, class) in held.iter().enumerate() {
+                if class.is_some() {
+                    let map = if i == 0 { "in" } else { "out" };
+                    self.unelem(&format!("{map}{f}"), &Elem::addr(*a));
+                }
+            }
+        }
+        Some(held)
+    }
+
+    /// The policies of `e`'s namespace that isolate it in `dir`, in world order.
+    fn selecting(&self, world: &World, e: &Endpoint, dir: Direction) -> Vec<usize> {
+        self.ns_policies
+            .get(&e.namespace)
+            .map(|v| {
+                v.iter()
+                    .copied()
+                    .filter(|&i| {
+                        let p = &world.policies[i];
+                        p.applies(dir) && p.selects(e)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The class chain of pod `e` in `dir` (created on first use), with one more reference,
+    /// or `None` when no policy isolates it that way.
+    fn class(&mut self, world: &World, e: &Endpoint, dir: Direction) -> Option<String> {
+        let pols = self.selecting(world, e, dir);
         if pols.is_empty() {
             return None;
         }
@@ -266,13 +873,16 @@ impl<'w> Ctx<'w> {
                 }
             }
         }
-        let refs: Vec<String> = pols
+        let refs: Vec<PolicyRef> = pols
             .iter()
-            .map(|&i| world.policies[i].reference().to_string())
+            .map(|&i| world.policies[i].reference())
             .collect();
         let key = format!(
             "{dir}|{}|{named:?}|{:?}",
-            refs.join(","),
+            refs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
             self.opts.log_per_second
         );
         let prefix = if dir == Direction::Ingress {
@@ -281,16 +891,30 @@ impl<'w> Ctx<'w> {
             "ce"
         };
         let name = format!("{prefix}_{}", hash(&key));
-        if self.plan.chains.contains_key(&name) {
+        if let Some(c) = self.classes.get_mut(&name) {
+            c.pods += 1;
             return Some(name);
         }
-        let contributions = self.contributions(&pols, dir, &named);
         let ports_map = format!("{name}_ports");
         self.set(&ports_map, KeyType::ProtoPort, true, true, Role::PortMap);
-        for (elem, coverage) in atoms(&contributions) {
-            let atom = self.atom(dir, &contributions, &coverage);
-            self.elem(&ports_map, elem, Some(Verdict::Jump(atom)));
+        for r in &refs {
+            self.policy_classes
+                .entry(r.clone())
+                .or_default()
+                .insert(name.clone());
         }
+        self.classes.insert(
+            name.clone(),
+            ClassEntry {
+                dir,
+                policies: refs.clone(),
+                named,
+                pods: 1,
+                atoms: BTreeSet::new(),
+                egress_named: false,
+            },
+        );
+        self.fill_class(world, &name);
         let mut rules = vec![Rule::PortVmap { map: ports_map }];
         if let Some(rate) = self.opts.log_per_second {
             rules.push(Rule::Log {
@@ -299,43 +923,222 @@ impl<'w> Ctx<'w> {
             });
         }
         rules.push(Rule::CounterDrop);
-        self.plan
-            .chains
-            .insert(name.clone(), Chain { hook: None, rules });
+        self.add_chain(&name, Chain { hook: None, rules });
         self.plan.classes.insert(
             name.clone(),
             ClassInfo {
                 direction: dir,
-                policies: pols
-                    .iter()
-                    .map(|&i| world.policies[i].reference())
-                    .collect(),
+                policies: refs,
             },
         );
         Some(name)
     }
 
+    /// (Re)computes a class's port map and atoms from the current world. Atoms of regions
+    /// that stay keep their chains; only those whose contributions changed are refilled,
+    /// those of vanished regions go.
+    fn fill_class(&mut self, world: &World, name: &str) {
+        let Some(entry) = self.classes.get(name) else {
+            return;
+        };
+        let dir = entry.dir;
+        let named = entry.named.clone();
+        let pols: Vec<usize> = entry
+            .policies
+            .iter()
+            .filter_map(|r| self.policy_index.get(r).copied())
+            .collect();
+        let contributions = self.contributions(world, &pols, dir, &named);
+        let mut elements = BTreeMap::new();
+        let mut atoms = BTreeSet::new();
+        // Regions with the same coverage share one atom, named after the first of them.
+        let mut groups: BTreeMap<Vec<&str>, (Vec<Elem>, Vec<usize>)> = BTreeMap::new();
+        let regions = atoms_of(&contributions);
+        for (elem, coverage) in &regions {
+            let mut ids: Vec<&str> = coverage
+                .iter()
+                .map(|&i| contributions[i].id.as_str())
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let g = groups
+                .entry(ids)
+                .or_insert_with(|| (Vec::new(), coverage.clone()));
+            g.0.push(*elem);
+        }
+        for (_, (elems, coverage)) in groups {
+            let Some(first) = elems.iter().min().copied() else {
+                continue;
+            };
+            let atom = self.atom(dir, name, &first, &contributions, &coverage);
+            self.sync_atom(&atom, &contributions, &coverage);
+            for e in elems {
+                elements.insert(e, Some(Verdict::Jump(atom.clone())));
+            }
+            atoms.insert(atom);
+        }
+        let before = self
+            .classes
+            .get(name)
+            .map(|c| c.atoms.clone())
+            .unwrap_or_default();
+        for a in atoms.difference(&before) {
+            if let Some(entry) = self.atoms.get_mut(a) {
+                entry.classes += 1;
+            }
+        }
+        let gone: Vec<String> = before.difference(&atoms).cloned().collect();
+        // Named egress ports resolve on whichever pods have them: any pod's ports matter,
+        // also while no pod resolves them yet.
+        let egress_named = dir == Direction::Egress
+            && pols.iter().any(|&pi| {
+                world.policies[pi].spec.egress.iter().any(|r| {
+                    r.ports
+                        .iter()
+                        .any(|p| matches!(p.port, Some(PortRef::Name(_))))
+                })
+            });
+        if let Some(entry) = self.classes.get_mut(name) {
+            entry.atoms = atoms;
+            entry.egress_named = egress_named;
+        }
+        // The port map before the atoms it stops jumping to go.
+        self.set_elements(&format!("{name}_ports"), elements);
+        for a in gone {
+            self.release_atom(&a);
+        }
+    }
+
+    /// Points an existing atom at the contributions of its coverage, refilling its sets
+    /// when they changed (a rule's addresses are recomputed as a new `Rc`).
+    fn sync_atom(&mut self, name: &str, contribs: &[Contribution], coverage: &[usize]) {
+        let Some(a) = self.atoms.get(name) else {
+            return;
+        };
+        let same = a.contributions.len() == coverage.len()
+            && a.contributions
+                .iter()
+                .zip(coverage)
+                .all(|((id, _, addrs), &i)| {
+                    *id == contribs[i].id && Rc::ptr_eq(addrs, &contribs[i].addrs)
+                });
+        if same {
+            return;
+        }
+        let next: Vec<(String, Option<RuleKey>, Rc<Addrs>)> = coverage
+            .iter()
+            .map(|&i| {
+                let c = &contribs[i];
+                (c.id.clone(), c.rule.clone(), c.addrs.clone())
+            })
+            .collect();
+        let old_ids: BTreeSet<&String> = a.contributions.iter().map(|c| &c.0).collect();
+        let new_ids: BTreeSet<&String> = next.iter().map(|c| &c.0).collect();
+        let removed: Vec<String> = old_ids.difference(&new_ids).map(|s| (*s).clone()).collect();
+        let added: Vec<String> = new_ids.difference(&old_ids).map(|s| (*s).clone()).collect();
+        for id in removed {
+            if let Some(set) = self.contribution_atoms.get_mut(&id) {
+                set.remove(name);
+                if set.is_empty() {
+                    self.contribution_atoms.remove(&id);
+                }
+            }
+        }
+        for id in added {
+            self.contribution_atoms
+                .entry(id)
+                .or_default()
+                .insert(name.to_string());
+        }
+        if let Some(a) = self.atoms.get_mut(name) {
+            a.contributions = next;
+        }
+        self.fill_atom(name);
+    }
+
+    /// Releases a class's atoms (its port map keeps pointing at them until refilled or
+    /// removed, so this is only ever followed by one of the two within a change).
+    fn unfill_class(&mut self, name: &str) {
+        let atoms = match self.classes.get_mut(name) {
+            Some(c) => std::mem::take(&mut c.atoms),
+            None => return,
+        };
+        // The port map first: an atom may be removed below, and nothing may jump to it.
+        self.set_elements(&format!("{name}_ports"), BTreeMap::new());
+        for a in atoms {
+            self.release_atom(&a);
+        }
+    }
+
+    fn release_class(&mut self, name: &str) {
+        let Some(c) = self.classes.get_mut(name) else {
+            return;
+        };
+        c.pods = c.pods.saturating_sub(1);
+        if c.pods > 0 {
+            return;
+        }
+        self.unfill_class(name);
+        if let Some(c) = self.classes.remove(name) {
+            for r in &c.policies {
+                if let Some(set) = self.policy_classes.get_mut(r) {
+                    set.remove(name);
+                    if set.is_empty() {
+                        self.policy_classes.remove(r);
+                    }
+                }
+            }
+        }
+        self.remove_chain(name);
+        self.remove_set(&format!("{name}_ports"));
+        self.plan.classes.remove(name);
+    }
+
+    fn release_atom(&mut self, name: &str) {
+        let Some(a) = self.atoms.get_mut(name) else {
+            return;
+        };
+        a.classes = a.classes.saturating_sub(1);
+        if a.classes > 0 {
+            return;
+        }
+        if let Some(a) = self.atoms.remove(name) {
+            for (id, _, _) in &a.contributions {
+                if let Some(set) = self.contribution_atoms.get_mut(id) {
+                    set.remove(name);
+                    if set.is_empty() {
+                        self.contribution_atoms.remove(id);
+                    }
+                }
+            }
+        }
+        self.remove_chain(name);
+        for v6 in [false, true] {
+            let f = fam(v6);
+            self.remove_set(&format!("{name}_a{f}"));
+            self.remove_set(&format!("{name}_n{f}"));
+        }
+    }
+
     fn contributions(
         &mut self,
+        world: &World,
         pols: &[usize],
         dir: Direction,
         named: &BTreeMap<(String, Protocol), Option<u16>>,
     ) -> Vec<Contribution> {
-        let world = self.world;
         let mut out = Vec::new();
         for &pi in pols {
             let policy = &world.policies[pi];
-            let d = if dir == Direction::Ingress {
-                "in"
-            } else {
-                "eg"
-            };
+            let pref = policy.reference();
             for (ri, rule) in policy.rules(dir).iter().enumerate() {
-                let id = format!("{}|{d}|{ri}", policy.reference());
-                let addrs = self.rule_addrs(pi, dir, ri);
+                let id = contribution_id(&pref, dir, ri);
+                let rk: RuleKey = (pref.clone(), dir, ri);
+                let addrs = self.rule_addrs(world, pi, dir, ri);
                 if rule.ports.is_empty() {
                     out.push(Contribution {
                         id,
+                        rule: Some(rk),
                         cover: Cover::All,
                         addrs,
                     });
@@ -364,6 +1167,7 @@ impl<'w> Ctx<'w> {
                 if !cover.is_empty() {
                     out.push(Contribution {
                         id,
+                        rule: Some(rk),
                         cover: Cover::Ranges(cover),
                         addrs: addrs.clone(),
                     });
@@ -377,18 +1181,15 @@ impl<'w> Ctx<'w> {
                             continue;
                         };
                         for a in &d.addresses {
-                            if self.rule_matches_addr(policy, rule, *a) {
+                            if self.rule_matches_addr(world, policy, rule, *a) {
                                 by_port.entry(n).or_default().pods.insert(*a);
                             }
                         }
                     }
                     for (n, addrs) in by_port {
                         out.push(Contribution {
-                            id: format!(
-                                "{}|eg|{ri}|{name}/{}={n}",
-                                policy.reference(),
-                                protocol.as_str()
-                            ),
+                            id: format!("{pref}|eg|{ri}|{name}/{}={n}", protocol.as_str()),
+                            rule: None,
                             cover: Cover::Ranges(vec![(protocol.number(), n, n)]),
                             addrs: Rc::new(addrs),
                         });
@@ -401,57 +1202,51 @@ impl<'w> Ctx<'w> {
 
     fn rule_matches_addr(
         &mut self,
-        policy: &'w NetworkPolicy,
-        rule: &'w PolicyRule,
+        world: &World,
+        policy: &NetworkPolicy,
+        rule: &PolicyRule,
         addr: IpAddr,
     ) -> bool {
         rule.peers.is_empty()
             || rule.peers.iter().any(|peer| match peer {
                 PolicyPeer::IpBlock(b) => b.contains(addr),
-                PolicyPeer::Pods { .. } => self.pods_peer(policy, peer).contains(&addr),
+                PolicyPeer::Pods { .. } => self.pods_peer(world, policy, peer).contains(&addr),
             })
     }
 
     /// The addresses of the pods a pod peer selects (cached per namespace and peer).
     fn pods_peer(
         &mut self,
-        policy: &'w NetworkPolicy,
-        peer: &'w PolicyPeer,
+        world: &World,
+        policy: &NetworkPolicy,
+        peer: &PolicyPeer,
     ) -> Rc<BTreeSet<IpAddr>> {
-        let key = (policy.namespace.as_str(), peer);
-        if let Some(hit) = self.peer_cache.get(&key) {
+        let key: PeerKey = (policy.namespace.clone(), peer.clone());
+        if let Some(hit) = self.peers.get(&key) {
             return hit.clone();
         }
+        let out = Rc::new(self.scan_peer(world, &key));
+        self.peers.insert(key, out.clone());
+        out
+    }
+
+    fn scan_peer(&self, world: &World, (ns, peer): &PeerKey) -> BTreeSet<IpAddr> {
         let mut out = BTreeSet::new();
-        if let PolicyPeer::Pods {
-            pod_selector,
-            namespace_selector,
-        } = peer
-        {
-            for e in &self.world.endpoints {
-                let ns_ok = match namespace_selector {
-                    None => e.namespace == policy.namespace,
-                    Some(s) => self
-                        .ns_labels
-                        .get(e.namespace.as_str())
-                        .is_some_and(|l| s.matches(l)),
-                };
-                if ns_ok && pod_selector.as_ref().is_none_or(|s| s.matches(&e.labels)) {
-                    out.extend(e.addresses.iter().copied());
-                }
+        for e in &world.endpoints {
+            if peer_selects(&self.ns_labels, ns, peer, e) {
+                out.extend(e.addresses.iter().copied());
             }
         }
-        let out = Rc::new(out);
-        self.peer_cache.insert(key, out.clone());
         out
     }
 
     /// Everything a rule's peers allow (empty peers: every address).
-    fn rule_addrs(&mut self, pi: usize, dir: Direction, ri: usize) -> Rc<Addrs> {
-        if let Some(hit) = self.rule_cache.get(&(pi, dir, ri)) {
+    fn rule_addrs(&mut self, world: &World, pi: usize, dir: Direction, ri: usize) -> Rc<Addrs> {
+        let policy = &world.policies[pi];
+        let rk: RuleKey = (policy.reference(), dir, ri);
+        if let Some(hit) = self.rules.get(&rk) {
             return hit.clone();
         }
-        let policy = &self.world.policies[pi];
         let rule = &policy.rules(dir)[ri];
         let mut addrs = Addrs::default();
         if rule.peers.is_empty() {
@@ -461,35 +1256,55 @@ impl<'w> Ctx<'w> {
             match peer {
                 PolicyPeer::IpBlock(b) => addrs.nets.extend(ranges::subtract(&b.cidr, &b.except)),
                 PolicyPeer::Pods { .. } => {
-                    let pods = self.pods_peer(policy, peer);
+                    let pods = self.pods_peer(world, policy, peer);
                     addrs.pods.extend(pods.iter().copied());
+                    self.peer_rules
+                        .entry((policy.namespace.clone(), peer.clone()))
+                        .or_default()
+                        .insert(rk.clone());
                 }
             }
         }
         let addrs = Rc::new(addrs);
-        self.rule_cache.insert((pi, dir, ri), addrs.clone());
+        self.rules.insert(rk, addrs.clone());
         addrs
     }
 
-    /// The atom chain for a coverage (created, with its sets, on first use).
-    fn atom(&mut self, dir: Direction, contribs: &[Contribution], coverage: &[usize]) -> String {
-        let mut ids: Vec<&str> = coverage.iter().map(|&i| contribs[i].id.as_str()).collect();
-        ids.sort_unstable();
-        ids.dedup();
+    /// The atom chain of `class`'s port `region` (the first of the regions with this
+    /// coverage), allowing the union of the `coverage` contributions (created, with its
+    /// sets; referenced by nobody yet: the class counts itself in).
+    ///
+    /// Its name stands for (class, region, which CIDR sets it needs), not for its
+    /// contributions: a rule that starts or stops covering the region, or a peer that
+    /// moves, changes the atom's elements, not its name, so such a change is a few
+    /// elements and no chain (unless it splits or joins regions of equal coverage). The CIDR sets exist only for families some covering rule has
+    /// an ipBlock (or no peers) in — fixed by the policies, not by the pods — which keeps
+    /// the interval sets, that `nft` reads back on every change, few.
+    fn atom(
+        &mut self,
+        dir: Direction,
+        class: &str,
+        region: &Elem,
+        contribs: &[Contribution],
+        coverage: &[usize],
+    ) -> String {
+        let nets = |v6: bool| {
+            coverage
+                .iter()
+                .any(|&i| contribs[i].addrs.nets.iter().any(|r| r.v6 == v6))
+        };
+        let shape = (nets(false), nets(true));
         let prefix = if dir == Direction::Ingress {
             "ai"
         } else {
             "ae"
         };
-        let name = format!("{prefix}_{}", hash(&format!("{dir}|{}", ids.join(";"))));
-        if self.plan.chains.contains_key(&name) {
+        let name = format!(
+            "{prefix}_{}",
+            hash(&format!("{class}|{region:?}|{shape:?}"))
+        );
+        if self.atoms.contains_key(&name) {
             return name;
-        }
-        let mut pods = BTreeSet::new();
-        let mut nets = Vec::new();
-        for &i in coverage {
-            pods.extend(contribs[i].addrs.pods.iter().copied());
-            nets.extend(contribs[i].addrs.nets.iter().copied());
         }
         let field = if dir == Direction::Ingress {
             Field::Saddr
@@ -497,13 +1312,18 @@ impl<'w> Ctx<'w> {
             Field::Daddr
         };
         let mut rules = Vec::new();
-        for v6 in [false, true] {
+        for (v6, with_nets) in [(false, shape.0), (true, shape.1)] {
             let f = fam(v6);
-            let (a, n) = (format!("{name}_a{f}"), format!("{name}_n{f}"));
             let key = if v6 { KeyType::Ipv6 } else { KeyType::Ipv4 };
+            let a = format!("{name}_a{f}");
             self.set(&a, key, false, false, Role::Peers);
-            self.set(&n, key, true, false, Role::Peers);
-            for set in [a, n] {
+            let mut sets = vec![a];
+            if with_nets {
+                let n = format!("{name}_n{f}");
+                self.set(&n, key, true, false, Role::Peers);
+                sets.push(n);
+            }
+            for set in sets {
                 rules.push(Rule::AddrIn {
                     v6,
                     field,
@@ -512,23 +1332,203 @@ impl<'w> Ctx<'w> {
                 });
             }
         }
-        for p in pods {
-            self.elem(
-                &format!("{name}_a{}", fam(p.is_ipv6())),
-                Elem::addr(p),
-                None,
-            );
+        let contributions: Vec<(String, Option<RuleKey>, Rc<Addrs>)> = coverage
+            .iter()
+            .map(|&i| {
+                let c = &contribs[i];
+                (c.id.clone(), c.rule.clone(), c.addrs.clone())
+            })
+            .collect();
+        for (id, _, _) in &contributions {
+            self.contribution_atoms
+                .entry(id.clone())
+                .or_default()
+                .insert(name.clone());
         }
-        for r in ranges::merge(nets) {
-            self.elem(&format!("{name}_n{}", fam(r.v6)), range_elem(r), None);
-        }
-        self.plan
-            .chains
-            .insert(name.clone(), Chain { hook: None, rules });
+        self.atoms.insert(
+            name.clone(),
+            AtomEntry {
+                classes: 0,
+                contributions,
+            },
+        );
+        self.fill_atom(&name);
+        self.add_chain(&name, Chain { hook: None, rules });
         name
     }
-}
 
+    /// Sets an atom's address sets to the union of its contributions.
+    fn fill_atom(&mut self, name: &str) {
+        let Some(a) = self.atoms.get(name) else {
+            return;
+        };
+        let mut pods = BTreeSet::new();
+        let mut nets = Vec::new();
+        for (_, _, addrs) in &a.contributions {
+            pods.extend(addrs.pods.iter().copied());
+            nets.extend(addrs.nets.iter().copied());
+        }
+        let mut sets: [BTreeMap<Elem, Option<Verdict>>; 4] = Default::default();
+        for p in pods {
+            sets[usize::from(p.is_ipv6()) * 2].insert(Elem::addr(p), None);
+        }
+        for r in ranges::merge(nets) {
+            sets[usize::from(r.v6) * 2 + 1].insert(range_elem(r), None);
+        }
+        let names = [
+            format!("{name}_a4"),
+            format!("{name}_n4"),
+            format!("{name}_a6"),
+            format!("{name}_n6"),
+        ];
+        for (set, elements) in names.iter().zip(sets) {
+            self.set_elements(set, elements);
+        }
+    }
+
+    // ---- changes ----
+
+    /// After endpoint `old` became `new` (either may be `None`) in `world`: patches the
+    /// peer sets that select either, recomputes the rules with those peers and the atoms
+    /// they feed, and rebuilds classes with egress named ports when named ports may move.
+    /// The pod's own elements and classes are the caller's.
+    fn endpoint_changed(&mut self, world: &World, old: Option<&Endpoint>, new: Option<&Endpoint>) {
+        let mut changed_peers = Vec::new();
+        let selects = |ns: &str, peer: &PolicyPeer, e: Option<&Endpoint>| {
+            e.is_some_and(|e| peer_selects(&self.ns_labels, ns, peer, e))
+        };
+        let candidates: Vec<(PeerKey, bool, bool)> = self
+            .peers
+            .keys()
+            .filter_map(|key| {
+                let (was, is) = (selects(&key.0, &key.1, old), selects(&key.0, &key.1, new));
+                (was || is).then(|| (key.clone(), was, is))
+            })
+            .collect();
+        for (key, was, is) in candidates {
+            let Some(current) = self.peers.get(&key) else {
+                continue;
+            };
+            // Another pod holding one of the old addresses would keep it in: rescan then.
+            let shared = was
+                && old.is_some_and(|o| {
+                    o.addresses.iter().any(|a| {
+                        let owners = self.addr_owners.get(a).copied().unwrap_or(0);
+                        let by_new = usize::from(new.is_some_and(|n| n.addresses.contains(a)));
+                        owners > by_new
+                    })
+                });
+            let next = if shared {
+                self.scan_peer(world, &key)
+            } else {
+                let mut s = (**current).clone();
+                if let (true, Some(o)) = (was, old) {
+                    for a in &o.addresses {
+                        s.remove(a);
+                    }
+                }
+                if let (true, Some(n)) = (is, new) {
+                    s.extend(n.addresses.iter().copied());
+                }
+                s
+            };
+            if next != **current {
+                self.peers.insert(key.clone(), Rc::new(next));
+                changed_peers.push(key);
+            }
+        }
+        let mut changed_rules = BTreeSet::new();
+        for key in &changed_peers {
+            if let Some(rules) = self.peer_rules.get(key) {
+                changed_rules.extend(rules.iter().cloned());
+            }
+        }
+        let mut dirty_atoms = BTreeSet::new();
+        for rk in changed_rules {
+            if self.rules.remove(&rk).is_none() {
+                continue;
+            }
+            let Some(&pi) = self.policy_index.get(&rk.0) else {
+                continue;
+            };
+            if rk.2 >= world.policies[pi].rules(rk.1).len() {
+                continue;
+            }
+            let addrs = self.rule_addrs(world, pi, rk.1, rk.2);
+            let id = contribution_id(&rk.0, rk.1, rk.2);
+            for atom in self.contribution_atoms.get(&id).into_iter().flatten() {
+                if let Some(a) = self.atoms.get_mut(atom) {
+                    for c in a.contributions.iter_mut() {
+                        if c.1.as_ref() == Some(&rk) {
+                            c.2 = addrs.clone();
+                        }
+                    }
+                    dirty_atoms.insert(atom.clone());
+                }
+            }
+        }
+        for atom in dirty_atoms {
+            self.fill_atom(&atom);
+        }
+        let named =
+            old.is_some_and(|o| !o.ports.is_empty()) || new.is_some_and(|n| !n.ports.is_empty());
+        if named {
+            let classes: Vec<String> = self
+                .classes
+                .iter()
+                .filter(|(_, c)| c.egress_named)
+                .map(|(n, _)| n.clone())
+                .collect();
+            for c in &classes {
+                self.fill_class(world, c);
+            }
+        }
+    }
+
+    /// Before a policy changes: empties the classes that include it (their atoms may hold
+    /// The classes that include a policy (to be refilled once it changed).
+    fn classes_with(&self, policy: &PolicyRef) -> Vec<String> {
+        self.policy_classes
+            .get(policy)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// After policy `old` became `new` in `world`: reclassifies the local pods either
+    /// selects, then refills the classes that included it and are still in use.
+    fn policy_changed(
+        &mut self,
+        world: &World,
+        old: Option<&NetworkPolicy>,
+        new: Option<&NetworkPolicy>,
+        dirty: Vec<String>,
+    ) {
+        let ns = match (old, new) {
+            (Some(p), _) | (None, Some(p)) => p.namespace.clone(),
+            (None, None) => return,
+        };
+        let affected: Vec<usize> = world
+            .endpoints
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.node == self.opts.node && e.namespace == ns)
+            .filter(|(_, e)| old.is_some_and(|p| p.selects(e)) || new.is_some_and(|p| p.selects(e)))
+            .map(|(i, _)| i)
+            .collect();
+        for i in affected {
+            let e = &world.endpoints[i];
+            if let Some(held) = self.remove_pod_elements(e) {
+                self.add_pod(world, e);
+                for class in held.into_iter().flatten() {
+                    self.release_class(&class);
+                }
+            }
+        }
+        for c in dirty {
+            self.fill_class(world, &c);
+        }
+    }
+}
 pub(crate) fn range_elem(r: Range) -> Elem {
     match (ranges::u128_addr(r.v6, r.lo), ranges::u128_addr(r.v6, r.hi)) {
         (IpAddr::V4(a), IpAddr::V4(b)) => Elem::V4(a, b),
@@ -540,7 +1540,7 @@ pub(crate) fn range_elem(r: Range) -> Elem {
 
 /// Splits the (protocol, port) space into regions of equal coverage: port-map elements and
 /// the contributions covering each (regions nobody covers are left out: they drop).
-fn atoms(contribs: &[Contribution]) -> Vec<(Elem, Vec<usize>)> {
+fn atoms_of(contribs: &[Contribution]) -> Vec<(Elem, Vec<usize>)> {
     let all: Vec<usize> = contribs
         .iter()
         .enumerate()

@@ -18,9 +18,10 @@
 //!   meta l4proto . th dport vmap @ci_<h>_ports  (protocol, port range) → jump an atom
 //!   [limit rate N/second log prefix "…"]
 //!   counter drop                                 denied: counted per class (policy set)
-//! chain ai_<h> / ae_<h>   one per *atom*: the union of the rules that allow a port region
+//! chain ai_<h> / ae_<h>   one per *atom*: the union of a class's rules that allow a port region
 //!   ip saddr @ai_<h>_a4 accept                   pod addresses (hash)
-//!   ip saddr @ai_<h>_n4 accept                   ipBlocks minus excepts (interval)
+//!   ip saddr @ai_<h>_n4 accept                   ipBlocks minus excepts (interval; only when
+//!                                                some covering rule has an IPv4 CIDR)
 //!   (same for ip6; egress atoms test daddr)      no match: back to the class, which drops
 //! ```
 //! Node-originated packets (kubelet probes) leave through `output`, where weft filters
@@ -58,7 +59,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Direction, PolicyRef};
 
-pub use compile::{PlanOptions, compile};
+pub use compile::{Compiler, PlanOptions, compile};
 pub use diff::{ApplyError, Op, diff};
 pub use linear::compile_linear;
 pub use render::{render, render_ops};

@@ -27,8 +27,8 @@
 
 mod baseline;
 mod lab;
-mod report;
-mod tools;
+pub(in crate::bench) mod report;
+pub(in crate::bench) mod tools;
 
 use std::path::PathBuf;
 
