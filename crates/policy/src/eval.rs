@@ -231,13 +231,14 @@ pub fn evaluate(
             .find(|a| a.is_ipv4() == v4)
             .ok_or_else(|| EvalError::NoAddress(describe(p)))
     };
+    let dst_party = party(world, dst, None);
     let src = Resolved {
         addr: pick(&src_addrs, src)?,
-        party: party(world, src),
+        party: party(world, src, Some(&dst_party)),
     };
     let dst = Resolved {
         addr: pick(&dst_addrs, dst)?,
-        party: party(world, dst),
+        party: dst_party,
     };
     Ok(judge(world, src, dst, port, protocol))
 }
@@ -251,13 +252,13 @@ pub fn evaluate_addrs(
     port: u16,
     protocol: Protocol,
 ) -> Verdict {
-    let src = Resolved {
-        addr: src,
-        party: classify(world, src),
-    };
     let dst = Resolved {
         addr: dst,
         party: classify(world, dst),
+    };
+    let src = Resolved {
+        addr: src,
+        party: classify_source(world, src, &dst.party),
     };
     judge(world, src, dst, port, protocol)
 }
@@ -287,7 +288,9 @@ fn addresses(world: &World, p: &Peer) -> Result<Vec<IpAddr>, EvalError> {
     }
 }
 
-fn party(world: &World, p: &Peer) -> Party {
+/// What `p` is; for a source given by address, `dst` is the destination's party (see
+/// [`classify_source`]).
+fn party(world: &World, p: &Peer, dst: Option<&Party>) -> Party {
     match p {
         Peer::Pod { namespace, name } => {
             let node = world
@@ -301,8 +304,27 @@ fn party(world: &World, p: &Peer) -> Party {
             }
         }
         Peer::Node(n) => Party::Node(n.clone()),
-        Peer::Ip(a) => classify(world, *a),
+        Peer::Ip(a) => match dst {
+            Some(d) => classify_source(world, *a, d),
+            None => classify(world, *a),
+        },
     }
+}
+
+/// A source address as [`classify`] reads it, except that an address the destination's node
+/// holds is that node even when other nodes hold it too: in ptp mode every node talks to its
+/// pods from the same link-local gateway (169.254.1.1), which is never routed, so a packet
+/// from it to a pod comes from the pod's own node, not from the first node listing it.
+fn classify_source(world: &World, addr: IpAddr, dst: &Party) -> Party {
+    if let Party::Pod { node, .. } | Party::Unprogrammed { node } = dst
+        && !world.endpoints.iter().any(|e| e.addresses.contains(&addr))
+        && world
+            .node(node)
+            .is_some_and(|n| n.addresses.contains(&addr))
+    {
+        return Party::Node(node.clone());
+    }
+    classify(world, addr)
 }
 
 /// Pods first, then nodes (a node's gateway address lies inside its pod range), then pod
@@ -477,5 +499,77 @@ pub(crate) fn peer_matches(
             };
             ns_ok && pod_selector.as_ref().is_none_or(|s| s.matches(&pod.labels))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{LabelSelector, Labels, Namespace, Node, PolicySpec};
+
+    /// Two ptp nodes share the link-local gateway; a deny-all isolates the pod on the second.
+    fn ptp_world() -> World {
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let node = |name: &str, underlay: &str, cidr: &str| Node {
+            name: name.into(),
+            addresses: vec![ip(underlay), ip("169.254.1.1")],
+            pod_cidrs: vec![cidr.parse().unwrap()],
+        };
+        World {
+            namespaces: vec![Namespace {
+                name: "shop".into(),
+                labels: Labels::new(),
+            }],
+            nodes: vec![
+                node("n1", "192.168.100.11", "10.244.0.0/26"),
+                node("n2", "192.168.100.12", "10.244.0.64/26"),
+            ],
+            endpoints: vec![Endpoint {
+                namespace: "shop".into(),
+                name: "db".into(),
+                labels: Labels::new(),
+                node: "n2".into(),
+                addresses: vec![ip("10.244.0.66")],
+                ports: Default::default(),
+            }],
+            policies: vec![NetworkPolicy {
+                namespace: "shop".into(),
+                name: "deny".into(),
+                labels: Labels::new(),
+                spec: PolicySpec {
+                    pod_selector: LabelSelector::everything(),
+                    policy_types: vec![Direction::Ingress],
+                    ingress: vec![],
+                    egress: vec![],
+                },
+            }],
+        }
+    }
+
+    #[test]
+    fn a_gateway_every_node_shares_is_the_destination_pods_own_node() {
+        let w = ptp_world();
+        let gw: IpAddr = "169.254.1.1".parse().unwrap();
+        let db: IpAddr = "10.244.0.66".parse().unwrap();
+        let v = evaluate_addrs(&w, gw, db, 81, Protocol::Tcp);
+        assert_eq!(v.src.party, Party::Node("n2".into()), "{v}");
+        assert_eq!(v.ingress, Side::FromOwnNode, "{v}");
+        assert!(v.allowed, "{v}");
+        let by_peer = evaluate(
+            &w,
+            &Peer::Ip(gw),
+            &Peer::Pod {
+                namespace: "shop".into(),
+                name: "db".into(),
+            },
+            81,
+            Protocol::Tcp,
+        )
+        .unwrap();
+        assert!(by_peer.allowed, "{by_peer}");
+        // An address only another node holds is still that node, and isolated out.
+        let other = evaluate_addrs(&w, "192.168.100.11".parse().unwrap(), db, 81, Protocol::Tcp);
+        assert_eq!(other.src.party, Party::Node("n1".into()), "{other}");
+        assert!(!other.allowed, "{other}");
     }
 }

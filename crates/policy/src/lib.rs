@@ -78,6 +78,9 @@
 //! - Traffic from a pod's own node is always allowed in (kubelet probes); a pod can always
 //!   reach itself. Egress from a pod to its own node is egress like any other (the docs'
 //!   "two sorts of isolation" exempt only the node's inbound connections).
+//!   An address several nodes hold (ptp mode's link-local gateway, the same on every node)
+//!   is, as a source, the destination pod's own node when that node holds it: it is never
+//!   routed, so that is where such a packet comes from.
 //! - An address in a node's pod range that no known pod has is a pod the agent has not
 //!   programmed: default-deny both ways, except from its own node.
 //! - Replies of allowed connections are allowed (conntrack); the evaluator judges new

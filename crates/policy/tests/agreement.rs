@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::*;
 use weft_policy::{Protocol, evaluate_addrs};
 
@@ -39,32 +37,26 @@ fn agree(seed: u64, linear: bool) -> (usize, usize) {
 
 #[test]
 fn compiled_plans_agree_with_the_evaluator() {
-    let start = Instant::now();
     let (mut flows, mut allowed) = (0, 0);
-    let mut seed = 0;
-    // Bounded by count and by time (debug builds on a busy machine).
-    while seed < 400 && start.elapsed() < Duration::from_secs(4) {
+    // A fixed number of worlds, not a time budget: the same test on a loaded CI machine
+    // (it failed there with "only 22 worlds in the time budget").
+    let seeds = 60;
+    for seed in 0..seeds {
         let (n, a) = agree(seed, false);
         flows += n;
         allowed += a;
-        seed += 1;
     }
-    assert!(seed >= 50, "only {seed} worlds in the time budget");
     // Both outcomes must be common, or the test proves little.
     assert!(
         allowed > flows / 10 && allowed < flows * 9 / 10,
         "{allowed} of {flows} allowed"
     );
-    eprintln!("{seed} worlds, {flows} flows agree ({allowed} allowed)");
+    eprintln!("{seeds} worlds, {flows} flows agree ({allowed} allowed)");
 }
 
 #[test]
 fn linear_plans_agree_with_the_evaluator() {
-    let start = Instant::now();
-    let mut seed = 10_000;
-    while seed < 10_150 && start.elapsed() < Duration::from_secs(3) {
+    for seed in 10_000..10_040 {
         agree(seed, true);
-        seed += 1;
     }
-    assert!(seed >= 10_030);
 }

@@ -426,6 +426,11 @@ impl Compiler {
     }
 }
 
+/// The per-pod counter set that mirrors pod map `set` (`in4` → `denied_in4`), if it is one.
+fn counted_twin(set: &str) -> Option<String> {
+    matches!(set, "in4" | "in6" | "out4" | "out6").then(|| format!("denied_{set}"))
+}
+
 impl State {
     // ---- the plan, with every change journalled (see `begin`/`finish`) ----
 
@@ -498,6 +503,9 @@ impl State {
     }
 
     fn elem(&mut self, set: &str, e: Elem, v: Option<Verdict>) {
+        if let Some(counted) = counted_twin(set) {
+            self.elem(&counted, e, None);
+        }
         if self
             .plan
             .sets
@@ -512,6 +520,9 @@ impl State {
     }
 
     fn unelem(&mut self, set: &str, e: &Elem) {
+        if let Some(counted) = counted_twin(set) {
+            self.unelem(&counted, e);
+        }
         if self
             .plan
             .sets
@@ -726,6 +737,8 @@ impl State {
             self.set(&format!("self{f}"), pair, false, false, Role::SelfPairs);
             self.set(&format!("in{f}"), addr, false, true, Role::PodMap);
             self.set(&format!("out{f}"), addr, false, true, Role::PodMap);
+            self.set(&format!("denied_in{f}"), addr, false, false, Role::Counted);
+            self.set(&format!("denied_out{f}"), addr, false, false, Role::Counted);
         }
         if let Some(node) = world.node(&self.opts.node) {
             let blocks = ranges::merge(node.pod_cidrs.iter().map(Range::of_net).collect());
@@ -920,6 +933,19 @@ impl State {
             rules.push(Rule::Log {
                 prefix: format!("weft deny {name}: "),
                 per_second: rate,
+            });
+        }
+        let (field, counted) = if dir == Direction::Ingress {
+            (Field::Daddr, "denied_in")
+        } else {
+            (Field::Saddr, "denied_out")
+        };
+        for v6 in [false, true] {
+            rules.push(Rule::AddrIn {
+                v6,
+                field,
+                set: format!("{counted}{}", fam(v6)),
+                verdict: Verdict::Drop,
             });
         }
         rules.push(Rule::CounterDrop);

@@ -234,9 +234,11 @@ pub fn diff(old: &Plan, new: &Plan) -> Vec<Op> {
     // 4.–6. Port maps, pod maps, known.
     push_adds(&mut ops, &mut changes, |r| r == Role::PortMap);
     push_adds(&mut ops, &mut changes, |r| r == Role::PodMap);
+    push_adds(&mut ops, &mut changes, |r| r == Role::Counted);
     push_adds(&mut ops, &mut changes, |r| r == Role::Known);
     // 7.–9. Removals: known, pod maps, then the narrowing rest.
     push_dels(&mut ops, &changes, |r| r == Role::Known);
+    push_dels(&mut ops, &changes, |r| r == Role::Counted);
     push_dels(&mut ops, &changes, |r| r == Role::PodMap);
     push_dels(&mut ops, &changes, |r| r == Role::PortMap);
     push_dels(&mut ops, &changes, widen);

@@ -17,7 +17,9 @@
 //! chain ci_<h> / ce_<h>   one per *class*: the pods selected by the same set of policies
 //!   meta l4proto . th dport vmap @ci_<h>_ports  (protocol, port range) → jump an atom
 //!   [limit rate N/second log prefix "…"]
-//!   counter drop                                 denied: counted per class (policy set)
+//!   ip daddr @denied_in4 drop                    denied: counted per pod (element counter;
+//!   ip6 daddr @denied_in6 drop                     egress classes: saddr, @denied_out4/6)
+//!   counter drop                                 (anything else the class denies)
 //! chain ai_<h> / ae_<h>   one per *atom*: the union of a class's rules that allow a port region
 //!   ip saddr @ai_<h>_a4 accept                   pod addresses (hash)
 //!   ip saddr @ai_<h>_n4 accept                   ipBlocks minus excepts (interval; only when
@@ -98,6 +100,10 @@ pub enum Role {
     SelfPairs,
     /// Pod address → jump to its class (isolation).
     PodMap,
+    /// The isolated pods of one direction (the keys of its pod map), each element with a
+    /// kernel counter: what the pod's class denied to or from that pod — denied packets per
+    /// pod and policy set (the class names the policies).
+    Counted,
     /// A class's (protocol, port) → jump to an atom.
     PortMap,
     /// Addresses an atom allows.

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::net::IpAddr;
 
 use super::ranges::{self, addr_u128};
-use super::{Chain, Elem, Field, HookPoint, KeyType, Op, Plan, Rule, Verdict, diff};
+use super::{Chain, Elem, Field, HookPoint, KeyType, Op, Plan, Role, Rule, Verdict, diff};
 
 /// The whole plan, from nothing (the first apply): `render_ops` of `diff(empty, plan)`.
 pub fn render(plan: &Plan) -> String {
@@ -29,10 +29,13 @@ pub fn render_ops(table: &str, ops: &[Op]) -> String {
                 key,
                 interval,
                 map,
-                ..
+                role,
             } => {
                 let ty = key_type(*key);
-                let flags = if *interval { " flags interval;" } else { "" };
+                let mut flags = if *interval { " flags interval;" } else { "" }.to_string();
+                if *role == Role::Counted {
+                    flags.push_str(" counter;");
+                }
                 if *map {
                     let _ = writeln!(out, "add map {t} {name} {{ type {ty} : verdict;{flags} }}");
                 } else {

@@ -30,7 +30,7 @@ use clap::builder::RangedU64ValueParser;
 use weft_policy::plan::{self, Compiler, HookPoint, Op, Plan, PlanOptions, Rule, Verdict};
 use weft_policy::{Endpoint, World};
 
-use super::dataplane::tools::{Placement, SOCKPERF_PORT, Tools};
+use super::dataplane::tools::{Placement, Tools};
 use super::error::{BenchError, Result};
 use super::scratch::ScratchDir;
 use super::signal;
@@ -131,8 +131,18 @@ fn run_inner(args: &PolicyArgs) -> Result<()> {
         "weftctl: bench policy: node, client and server namespaces (wtb{pid}nn/nc/ns), {} pods, rules {sizes:?}",
         worlds[0].endpoints.len()
     );
-    let net = Net::build(pid, client, server, world::DENIED_PORT, nft)?;
+    let net = Net::build(
+        pid,
+        client,
+        server,
+        world::DENIED_PORT,
+        world::CONNECT_PORT,
+        nft,
+    )?;
     let servers = tools.servers(&net.server_ns, &server.to_string(), scratch.path(), "0")?;
+    // The servers need a moment to listen, and `iperf3 -J` reports a refused connection as
+    // a JSON error with exit 0, which the client helper does not retry.
+    std::thread::sleep(std::time::Duration::from_secs(1));
     let opts = PlanOptions::new(world::NODE);
 
     let mut variants = vec![Variant::NoPolicy];
@@ -207,7 +217,7 @@ fn run_inner(args: &PolicyArgs) -> Result<()> {
             let tp = tools.throughput(&net.client_ns, &addr, args.seconds, Placement::TwoCpus)?;
             let tp1 = tools.throughput(&net.client_ns, &addr, args.seconds, Placement::OneCpu)?;
             let rr = tools.request_response(&net.client_ns, &addr, args.seconds)?;
-            let crr = net.connect_rate(SOCKPERF_PORT, args.seconds, tools.cpus.1)?;
+            let crr = net.connect_rate(world::CONNECT_PORT, args.seconds, tools.cpus.1)?;
             results[i].crr.push(crr);
             results[i].throughput.push(tp);
             results[i].throughput_one_cpu.push(tp1);

@@ -16,6 +16,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use weft_net::NetNs;
@@ -37,6 +39,9 @@ pub struct Net {
     node: File,
     nft: PathBuf,
     listener: Option<TcpListener>,
+    /// Set to stop the connection-rate listener's accept thread.
+    stop: Arc<AtomicBool>,
+    acceptor: Option<std::thread::JoinHandle<()>>,
     server: SocketAddr,
     client_path: PathBuf,
     // Last: removed after everything that lives in them.
@@ -44,12 +49,15 @@ pub struct Net {
 }
 
 impl Net {
-    /// Creates and wires the namespaces; the server pod listens on `probe_port`.
+    /// Creates and wires the namespaces; the server pod listens on `probe_port` (never
+    /// accepted: the probe only needs the handshake) and on `connect_port` (accepted and
+    /// closed at once, for [`Net::connect_rate`]).
     pub fn build(
         pid: u32,
         client: IpAddr,
         server: IpAddr,
         probe_port: u16,
+        connect_port: u16,
         nft: PathBuf,
     ) -> Result<Net> {
         let [node_ns, client_ns, server_ns] = ["nn", "nc", "ns"].map(|t| format!("wtb{pid}{t}"));
@@ -120,7 +128,29 @@ impl Net {
         listener
             .set_nonblocking(true)
             .map_err(BenchError::io("probe listener"))?;
+        let csock = SocketAddr::new(server, connect_port);
+        let accepting = server_ns_handle
+            .run(|| TcpListener::bind(csock))
+            .map_err(BenchError::net(format!("entering netns {server_ns}")))?
+            .map_err(BenchError::io(format!(
+                "listening on {csock} in {server_ns}"
+            )))?;
+        accepting
+            .set_nonblocking(true)
+            .map_err(BenchError::io("connection-rate listener"))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let acceptor = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match accepting.accept() {
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_micros(200)),
+                }
+            }
+        });
         Ok(Net {
+            stop,
+            acceptor: Some(acceptor),
             client_path: netns::path(&client_ns),
             node_ns,
             client_ns,
@@ -248,10 +278,26 @@ impl Net {
     /// Removes the namespaces now, reporting failure (Drop does it silently).
     pub fn remove(mut self) -> Result<()> {
         self.listener = None;
+        self.stop_acceptor();
         match self.namespaces.take() {
             Some(n) => Ok(n.remove()?),
             None => Ok(()),
         }
+    }
+}
+
+impl Net {
+    fn stop_acceptor(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.acceptor.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        self.stop_acceptor();
     }
 }
 

@@ -18,7 +18,8 @@
 //!   `db-1`, all ten), so the server is selected by every one of them: all N rules are on
 //!   the measured pod, in the order an iptables chain would hold them.
 //! - **The measured flow**: the last policy, `allow-bench-client`, selects the server alone
-//!   and allows TCP 5201 (iperf3) and 11111 (sockperf) from 3 pods, a /24 and, as the very
+//!   and allows TCP 5201 (iperf3) and 11111-11112 (sockperf, and the connection-rate
+//!   listener) from 3 pods, a /24 and, as the very
 //!   last peer, the client — so in the linear rendering the client's packets traverse every
 //!   one of the N rules before the one that accepts them. No earlier rule opens those ports,
 //!   and nothing opens [`DENIED_PORT`].
@@ -44,6 +45,8 @@ pub const REPLICAS: usize = 10;
 pub const RULES_PER_POLICY: usize = 10;
 /// A port the server listens on that no policy allows: the probe that must fail.
 pub const DENIED_PORT: u16 = 5202;
+/// Where the server accepts (and drops) connections for the connection-rate measurement.
+pub const CONNECT_PORT: u16 = SOCKPERF_PORT + 1;
 /// Common service ports the rules use (none of them is measured or probed).
 const PORT_POOL: [u16; 20] = [
     80, 443, 8080, 8443, 9090, 3000, 5432, 6379, 27017, 9200, 5672, 2379, 8000, 8081, 9000, 9092,
@@ -271,7 +274,15 @@ pub fn world(rules: usize, cidrs: bool) -> World {
                 one_pod("ns-5", "auth", "3"),
                 one_pod(cns, capp, "0"),
             ],
-            ports: vec![PolicyPort::tcp(IPERF_PORT), PolicyPort::tcp(SOCKPERF_PORT)],
+            // sockperf's port and the next, where the connection-rate listener is: one
+            // port entry (a range), so still one rule per peer.
+            ports: vec![
+                PolicyPort::tcp(IPERF_PORT),
+                PolicyPort {
+                    end_port: Some(CONNECT_PORT),
+                    ..PolicyPort::tcp(SOCKPERF_PORT)
+                },
+            ],
         }],
     ));
     World {
