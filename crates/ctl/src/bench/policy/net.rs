@@ -138,6 +138,15 @@ impl Net {
         accepting
             .set_nonblocking(true)
             .map_err(BenchError::io("connection-rate listener"))?;
+        // std listens with a backlog of 128: a few ms without CPU for the accept thread
+        // (2 busy vCPUs) would overflow it at thousands of connections/s and drop SYNs.
+        // Listening again on a listening socket only changes its backlog.
+        // SAFETY: a valid listening socket fd.
+        if unsafe { libc::listen(accepting.as_raw_fd(), 4096) } != 0 {
+            return Err(BenchError::io("connection-rate listener backlog")(
+                std::io::Error::last_os_error(),
+            ));
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let acceptor = std::thread::spawn(move || {
