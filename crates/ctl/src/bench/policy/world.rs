@@ -408,11 +408,4 @@ mod tests {
         }
         eprintln!("relabel: {:?} each", t.elapsed() / 200);
     }
-
-    #[test]
-    #[ignore]
-    fn dump_10000() {
-        let p = plan::compile(&world(10_000, true), &PlanOptions::new(NODE));
-        std::fs::write("/tmp/bench10k.nft", plan::render(&p)).unwrap();
-    }
 }
