@@ -14,7 +14,7 @@ use weft_backend::{Kind, Local};
 use weft_ipam::agent::{Reply, Request};
 use weft_store::{
     AnyStore, BackendKind, ClusterConfig, Datastore, EtcdStore, Family, LeaseId, LocalStore,
-    NodeRecord, StoreError, WatchEvent,
+    NodeRecord, ObjectEvent, StoreError, WatchEvent,
 };
 
 use crate::cniconf;
@@ -256,11 +256,11 @@ impl Node {
 
     /// Load the policy view and apply it (failures are logged and retried by the policy's
     /// own timer; the kernel keeps what it has).
-    async fn policy_flush(&mut self) -> Result<(), String> {
+    async fn policy_flush(&mut self, load: bool) -> Result<(), String> {
         let (blocks, underlay) = (self.blocks.clone(), self.underlay());
         let r = self
             .policy
-            .flush(&self.store, self.lease, &blocks, &underlay)
+            .flush(&self.store, self.lease, &blocks, &underlay, load)
             .await;
         if let Err(e) = &r {
             log::warn(
@@ -269,6 +269,28 @@ impl Node {
             );
         }
         r
+    }
+
+    /// After a load of the policy view at revision R, start the object watch again from R
+    /// (events queued on the old one may predate R). If that fails, the old watch's events
+    /// are not folded in but only ask for another load, which tries again.
+    async fn policy_rewatch(&mut self, events: &mut mpsc::Receiver<ObjectEvent>) {
+        let Some(rev) = self.policy.rewatch_due() else {
+            return;
+        };
+        match self.store.watch_objects(rev).await {
+            Ok(rx) => {
+                *events = rx;
+                self.policy.rewatched();
+            }
+            Err(e) => {
+                log::warn(
+                    "policy object watch not restarted; reloading",
+                    &[("error", e.to_string().into())],
+                );
+                self.policy.mark_reload();
+            }
+        }
     }
 
     fn dp(&self) -> Result<&DataplaneHandle, Error> {
@@ -535,7 +557,7 @@ impl Node {
                 }
                 self.claim_missing().await?;
                 // The endpoints went with the old lease: publish them again.
-                self.policy.mark_dirty();
+                self.policy.mark_reload();
                 self.publish().await
             }
             Err(e) => self.store_error("keep-alive", e),
@@ -544,8 +566,9 @@ impl Node {
 
     async fn on_event(&mut self, ev: WatchEvent) -> Result<(), Error> {
         self.store_up();
-        // Nodes and blocks are part of the policy view (node addresses, pod ranges).
-        self.policy.mark_dirty();
+        // Nodes and blocks are part of the policy view (node addresses, pod ranges), which
+        // only a full load reads.
+        self.policy.mark_reload();
         if matches!(ev, WatchEvent::Resync) {
             return self.resync().await;
         }
@@ -605,7 +628,8 @@ impl Node {
                 container_id,
                 ifname,
             } => self.policy.detach(&container_id, &ifname),
-            Request::PolicySync => match self.policy_flush().await {
+            // The barrier: a load now sees at least the state as of the request.
+            Request::PolicySync => match self.policy_flush(true).await {
                 Ok(()) => Reply {
                     ok: true,
                     status: Some(self.policy.status().await),
@@ -655,7 +679,8 @@ impl Node {
         // Policy objects and endpoints from the same revision, then the first complete
         // policy view, before the socket takes any attach.
         let mut policy_events = retry("watch objects", || self.store.watch_objects(rev)).await?;
-        let _ = self.policy_flush().await;
+        let _ = self.policy_flush(true).await;
+        self.policy_rewatch(&mut policy_events).await;
         let (req_tx, mut req_rx) = mpsc::channel::<socket::Incoming>(64);
         socket::serve(&self.s.socket_path(), req_tx)?;
         let mut renew = tokio::time::interval(self.s.lease_ttl / 3);
@@ -694,7 +719,7 @@ impl Node {
                 }
                 ev = policy_events.recv() => {
                     match ev {
-                        Some(_) => self.policy.mark_dirty(),
+                        Some(ev) => self.policy.on_object_event(ev),
                         None => {
                             // The watch task ended: a new one from now, and a full load.
                             if let Ok(snap) = self.store.snapshot().await {
@@ -702,13 +727,13 @@ impl Node {
                             } else {
                                 tokio::time::sleep(Duration::from_secs(1)).await;
                             }
-                            self.policy.mark_dirty();
+                            self.policy.mark_reload();
                         }
                     }
                     Ok(())
                 }
                 _ = sleep_until_due(self.policy.due()) => {
-                    let _ = self.policy_flush().await;
+                    let _ = self.policy_flush(false).await;
                     Ok(())
                 }
                 _ = renew.tick() => self.renew().await,
@@ -728,6 +753,11 @@ impl Node {
                 }
             };
             survive(step)?;
+            // A step that loaded the policy view (at some revision R) restarts the object
+            // watch from R before any further event is folded in: events still queued on
+            // the old watch may predate R, and folding them into a view as of R would step
+            // back in time.
+            self.policy_rewatch(&mut policy_events).await;
         }
     }
 }

@@ -1,7 +1,8 @@
 //! NetworkPolicy on this node: the datastore's view and this node's endpoint files become a
-//! [`weft_policy::World`], compiled for this node ([`plan::compile`]) and moved into the
-//! kernel as the diff from the plan last applied ([`plan::diff`], [`plan::render_ops`]), one
-//! `nft -f -` transaction at a time; the applied plan is kept in `<run-dir>/policy-plan.json`.
+//! [`weft_policy::World`], fed to an incremental [`plan::Compiler`] kept for this node and
+//! moved into the kernel as the compiler's ops ([`plan::Compiler::take_ops`],
+//! [`plan::render_ops`]), one `nft -f -` transaction at a time; the applied plan is kept in
+//! `<run-dir>/policy-plan.json`.
 //!
 //! Restart safety, the property everything here serves — a restarted agent never opens a
 //! denied flow, even for an instant:
@@ -11,16 +12,22 @@
 //!   it held (missing, drifted), and packets see either the old ruleset or the new one;
 //! - nothing new is applied before a complete view was loaded from the datastore; until
 //!   then attach requests are refused (the pod stays in the node's default-deny);
+//! - the first apply builds the compiler from the whole view and diffs its plan against the
+//!   restored one;
 //! - the plan file is written *before* each commit, so it is never behind the kernel;
 //! - a failed transaction leaves the kernel as it was (nft commits all or nothing); the next
-//!   apply then replaces the table whole instead of trusting a diff.
+//!   apply then builds a new compiler from the whole view and replaces the table whole.
 //!
-//! Events (objects, endpoints, nodes) only mark the view dirty; a burst is coalesced into
-//! one load and one transaction ([`COALESCE`]). An `attach` is applied at once, and answered
-//! after the commit.
+//! The view is loaded whole at start, on `policy-sync` and when something only a load sees
+//! changed ([`Policy::mark_reload`]); otherwise the object watch's events are folded into it
+//! in memory ([`Policy::on_object_event`]). After each load the object watch restarts from
+//! the load's revision ([`Policy::rewatch_due`]). Events mark the view dirty; a burst is
+//! coalesced into one apply and one transaction ([`COALESCE`]). An `attach` is applied at
+//! once, and answered after the commit.
 
 pub mod cut;
 mod endpoints;
+mod feed;
 pub mod nft;
 mod view;
 
@@ -33,8 +40,10 @@ use ipnet::IpNet;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use weft_ipam::agent::{Reply, endpoints_dir};
-use weft_policy::plan::{self, Plan, PlanOptions};
-use weft_store::{Datastore, EndpointRecord, LeaseId, Revision, StoreError};
+#[cfg(debug_assertions)]
+use weft_policy::World;
+use weft_policy::plan::{self, Compiler, Plan, PlanOptions};
+use weft_store::{Datastore, EndpointRecord, LeaseId, ObjectEvent, Revision, StoreError};
 
 use crate::cniconf::write_if_changed;
 use crate::config::Settings;
@@ -58,19 +67,32 @@ pub struct Policy {
     local: Local,
     /// None until the first complete load from the datastore.
     view: Option<View>,
-    applied: Plan,
-    /// Whether `applied` is what the kernel holds (restored or applied by us).
+    /// The plan restored at start (what the kernel holds until the first apply).
+    restored: Plan,
+    /// The world last applied and its plan, fed each change after the first apply. When
+    /// `kernel_known`, its plan is what the kernel holds.
+    compiler: Option<Compiler>,
+    /// Whether the kernel holds the current plan (`compiler`'s, or `restored` before it).
     kernel_known: bool,
     /// The view revision of the last successful apply.
     applied_revision: Revision,
-    /// A load and apply is due at this instant.
+    /// An apply is due at this instant.
     due: Option<Instant>,
+    /// The next apply must load the whole view first (nodes or blocks changed, the watch
+    /// resynced, a periodic rescan); otherwise it applies the view as the object watch's
+    /// events left it.
+    reload: bool,
+    /// The view was loaded at this revision: the object watch must start again from it
+    /// (events already queued may predate the load; folding them in would step back).
+    rewatch: Option<Revision>,
     last_error: Option<String>,
     /// Whether `policy-plan.json` holds `applied`.
     persisted: bool,
     parse_cache: ParseCache,
     /// How long the last load, compile+diff and nft transaction took.
     timing: Timing,
+    /// The same, for the last apply that committed a transaction.
+    last_change: Timing,
     /// What this agent last wrote to the datastore for its own pods.
     published: BTreeMap<(String, String), EndpointRecord>,
     /// `--policy-cut-established`, and what its last sweep did.
@@ -84,7 +106,8 @@ impl Policy {
         opts.log_per_second = s.policy_log_rate;
         Policy {
             node: s.node_name.clone(),
-            applied: Plan::empty(&opts.table),
+            restored: Plan::empty(&opts.table),
+            compiler: None,
             opts,
             endpoints_dir: endpoints_dir(&s.socket_path()),
             plan_path: s.run_dir.join("policy-plan.json"),
@@ -93,11 +116,14 @@ impl Policy {
             kernel_known: false,
             applied_revision: 0,
             due: None,
+            reload: true,
+            rewatch: None,
             last_error: None,
             published: BTreeMap::new(),
             persisted: false,
             parse_cache: ParseCache::new(),
             timing: Timing::default(),
+            last_change: Timing::default(),
             cut_established: s.policy_cut_established,
             last_cut: Ok(cut::Sweep::default()),
         }
@@ -142,7 +168,7 @@ impl Policy {
                     "persisted policy plan restored",
                     &[("classes", saved.classes.len().into())],
                 );
-                self.applied = saved;
+                self.restored = saved;
                 self.kernel_known = true;
             }
             Err(e) => log::error(
@@ -158,6 +184,54 @@ impl Policy {
         self.due = Some(self.due.map_or(at, |d| d.min(at)));
     }
 
+    /// Something only a full load of the view sees changed (nodes, blocks, a broken watch):
+    /// load the whole view and apply soon.
+    pub fn mark_reload(&mut self) {
+        self.reload = true;
+        self.mark_dirty();
+    }
+
+    /// One event of the object watch (started at the revision of the last load, see
+    /// [`Policy::take_rewatch`]): folded into the view in memory, applied soon.
+    pub fn on_object_event(&mut self, ev: ObjectEvent) {
+        match &ev {
+            ObjectEvent::EndpointPut(rec) if rec.node == self.node => {
+                self.published
+                    .insert((rec.namespace.clone(), rec.name.clone()), rec.clone());
+            }
+            ObjectEvent::EndpointDeleted {
+                node,
+                namespace,
+                name,
+            } if *node == self.node => {
+                self.published.remove(&(namespace.clone(), name.clone()));
+            }
+            _ => {}
+        }
+        // Until the watch restarted from the last load's revision, its events may predate
+        // the view: not folded in (a load follows).
+        let folded = match &mut self.view {
+            Some(v) if self.rewatch.is_none() => v.apply_event(ev, &mut self.parse_cache),
+            _ => false,
+        };
+        if folded {
+            self.mark_dirty();
+        } else {
+            self.mark_reload();
+        }
+    }
+
+    /// The revision the object watch must be started again from after a load (until
+    /// [`Policy::rewatched`]).
+    pub fn rewatch_due(&self) -> Option<Revision> {
+        self.rewatch
+    }
+
+    /// The object watch was started again from [`Policy::rewatch_due`].
+    pub fn rewatched(&mut self) {
+        self.rewatch = None;
+    }
+
     /// When the next load and apply is due.
     pub fn due(&self) -> Option<Instant> {
         self.due
@@ -170,7 +244,7 @@ impl Policy {
             self.local = now;
             self.warn_unenforceable();
         }
-        self.mark_dirty();
+        self.mark_reload();
     }
 
     fn warn_unenforceable(&self) {
@@ -185,20 +259,31 @@ impl Policy {
         }
     }
 
-    /// Load the view and apply it; then bring this node's published endpoints in line.
-    /// Failures are logged and retried ([`RETRY`]); with the datastore down the kernel keeps
-    /// what it has.
+    /// Apply the view — loaded again first when `load` (the `policy-sync` barrier), when
+    /// a reload is pending or nothing was loaded yet; else as the object watch's events
+    /// left it — then bring this node's published endpoints in line. Failures are logged
+    /// and retried ([`RETRY`]); with the datastore down the kernel keeps what it has.
     pub async fn flush<S: Datastore>(
         &mut self,
         store: &S,
         lease: LeaseId,
         blocks: &[IpNet],
         underlay: &[IpAddr],
+        load: bool,
     ) -> Result<(), String> {
         self.due = None;
+        if !(load || self.reload || self.view.is_none()) {
+            self.timing = Timing::default();
+            self.apply(blocks, underlay).await?;
+            self.publish(store, lease).await;
+            return Ok(());
+        }
         let started = std::time::Instant::now();
         let loaded = View::load(store, &mut self.parse_cache).await;
-        self.timing.load_ms = ms(started);
+        self.timing = Timing {
+            load_ms: ms(started),
+            ..Timing::default()
+        };
         match loaded {
             Ok(v) => {
                 self.published = v
@@ -207,6 +292,8 @@ impl Policy {
                     .filter(|e| e.node == self.node)
                     .map(|e| ((e.namespace.clone(), e.name.clone()), e.clone()))
                     .collect();
+                self.rewatch = Some(v.revision);
+                self.reload = false;
                 self.view = Some(v);
             }
             Err(e) => {
@@ -223,7 +310,20 @@ impl Policy {
         Ok(())
     }
 
-    /// Compile the current view for this node and commit the difference.
+    /// The plan the kernel holds when `kernel_known` (else the one last tried).
+    fn plan(&self) -> &Plan {
+        self.compiler
+            .as_ref()
+            .map_or(&self.restored, Compiler::plan)
+    }
+
+    /// Bring the compiler to the current view for this node and commit the difference.
+    ///
+    /// While the kernel is known to hold the compiler's plan, only what changed is fed to it
+    /// ([`feed::feed`]: pods and policies upserted or removed; namespaces or nodes replace
+    /// the world) and its ops are the transaction. Otherwise — the first apply after a start,
+    /// or after a failed commit — a new compiler is built from the whole view and its plan
+    /// is diffed against the restored one, or replaces the table whole.
     async fn apply(&mut self, blocks: &[IpNet], underlay: &[IpAddr]) -> Result<(), String> {
         let Some(view) = &self.view else {
             return Err("the policy view has not been loaded from the datastore yet".into());
@@ -231,30 +331,61 @@ impl Policy {
         let started = std::time::Instant::now();
         let world = view.world(&self.node, &self.local, blocks, underlay);
         let revision = view.revision;
-        let next = plan::compile(&world, &self.opts);
-        let script = if self.kernel_known {
-            let ops = plan::diff(&self.applied, &next);
-            self.timing.ops = ops.len();
-            if ops.is_empty() {
-                None
-            } else {
-                Some(plan::render_ops(&next.table, &ops))
+        self.timing.world_ms = ms(started);
+        let compiled = std::time::Instant::now();
+        let incremental = self.kernel_known && self.compiler.is_some();
+        let script = match &mut self.compiler {
+            Some(c) if incremental => {
+                #[cfg(debug_assertions)]
+                let check = (c.world().clone(), world.clone());
+                let fed = feed::feed(c, world);
+                let ops = c.take_ops();
+                self.timing.mode = if fed.whole { "world" } else { "incremental" };
+                self.timing.fed_endpoints = fed.endpoints;
+                self.timing.fed_policies = fed.policies;
+                self.timing.ops = ops.len();
+                #[cfg(debug_assertions)]
+                self_check(c, &check, &self.opts);
+                (!ops.is_empty()).then(|| plan::render_ops(&c.plan().table, &ops))
             }
-        } else {
-            self.timing.ops = 0;
-            Some(replace_script(&next))
+            _ => {
+                let c = Compiler::new(world, self.opts.clone());
+                self.timing.fed_endpoints = c.world().endpoints.len();
+                self.timing.fed_policies = c.world().policies.len();
+                let script = if self.kernel_known {
+                    let ops = plan::diff(&self.restored, c.plan());
+                    self.timing.mode = "diff";
+                    self.timing.ops = ops.len();
+                    (!ops.is_empty()).then(|| plan::render_ops(&c.plan().table, &ops))
+                } else {
+                    self.timing.mode = "replace";
+                    self.timing.ops = 0;
+                    Some(replace_script(c.plan()))
+                };
+                // Only ever diffed against once: from now on the compiler's plan is it.
+                self.restored = Plan::empty(&self.opts.table);
+                self.compiler = Some(c);
+                script
+            }
         };
-        self.timing.compile_ms = ms(started);
+        self.timing.compile_ms = ms(compiled);
         let changed = script.is_some();
+        let persisting = std::time::Instant::now();
         if changed || !self.persisted {
             // Written before the commit: a crash between the two leaves a file one step
             // ahead of the kernel, and a restart restoring it applies what this commit was
             // about to. Written after, it could be one step behind, and restoring it could
             // reopen a flow this commit had just denied.
-            let written = serde_json::to_string(&next)
+            let written = serde_json::to_string(self.plan())
                 .map_err(|e| e.to_string())
                 .and_then(|text| {
-                    write_if_changed(&self.plan_path, &text).map_err(|e| e.to_string())
+                    if changed {
+                        write_atomically(&self.plan_path, &text)
+                    } else {
+                        write_if_changed(&self.plan_path, &text)
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
+                    }
                 });
             match written {
                 Ok(_) => self.persisted = true,
@@ -264,6 +395,7 @@ impl Policy {
                 }
             }
         }
+        self.timing.persist_ms = ms(persisting);
         let started = std::time::Instant::now();
         self.timing.nft_ms = 0.0;
         if let Some(script) = script {
@@ -271,7 +403,9 @@ impl Policy {
             self.timing.nft_ms = ms(started);
             if let Err(e) = applied {
                 // nft commits all or nothing, but say so by trusting no diff next time (and
-                // write the file again then: it now holds a plan the kernel refused).
+                // write the file again then: it now holds a plan the kernel refused). The
+                // compiler moved on to that plan: the next apply builds a new one from the
+                // whole view and replaces the table with its plan.
                 self.kernel_known = false;
                 self.persisted = false;
                 self.due = Some(Instant::now() + RETRY);
@@ -280,19 +414,27 @@ impl Policy {
                 self.last_error = Some(msg.clone());
                 return Err(msg);
             }
+            self.timing.total_ms = self.timing.load_ms
+                + self.timing.world_ms
+                + self.timing.compile_ms
+                + self.timing.persist_ms
+                + self.timing.nft_ms;
+            self.last_change = self.timing;
             log::info(
                 "policy applied",
                 &[
                     ("revision", revision.into()),
-                    ("classes", next.classes.len().into()),
+                    ("classes", self.plan().classes.len().into()),
+                    ("mode", self.timing.mode.into()),
                     ("ops", self.timing.ops.into()),
                     ("loadMs", self.timing.load_ms.into()),
+                    ("worldMs", self.timing.world_ms.into()),
                     ("compileMs", self.timing.compile_ms.into()),
+                    ("persistMs", self.timing.persist_ms.into()),
                     ("nftMs", self.timing.nft_ms.into()),
                 ],
             );
         }
-        self.applied = next;
         self.kernel_known = true;
         self.applied_revision = revision;
         self.last_error = None;
@@ -306,7 +448,7 @@ impl Policy {
     /// answered: a `policy-sync` that returns has cut them). A failure is logged, not
     /// retried: the policy itself is in place.
     async fn cut(&mut self) {
-        self.last_cut = cut::sweep(self.applied.clone()).await;
+        self.last_cut = cut::sweep(self.plan().clone()).await;
         match &self.last_cut {
             Ok(s) if s.cut > 0 => log::info(
                 "established connections of denied flows cut",
@@ -400,6 +542,8 @@ impl Policy {
         if macvlan {
             self.warn_unenforceable();
         }
+        // Applied with the view in memory: nothing is loaded.
+        self.timing = Timing::default();
         if self.view.is_none() {
             self.mark_dirty();
             return socket::refuse(
@@ -458,7 +602,7 @@ impl Policy {
                         ("egress", if addr.is_ipv6() { "out6" } else { "out4" })
                     };
                     let class = self
-                        .applied
+                        .plan()
                         .sets
                         .get(map)
                         .and_then(|s| s.elements.get(&weft_policy::plan::Elem::addr(addr)))
@@ -474,7 +618,7 @@ impl Policy {
                         .find(|f| f.addresses.contains(&addr))
                         .map(|f| format!("{}/{}", f.namespace, f.name));
                     let policies: Vec<String> = self
-                        .applied
+                        .plan()
                         .classes
                         .get(&class)
                         .map(|i| i.policies.iter().map(|p| p.to_string()).collect())
@@ -493,7 +637,7 @@ impl Policy {
         }
         let mut denied = Vec::new();
         for (chain, packets) in per_chain {
-            match self.applied.classes.get(&chain) {
+            match self.plan().classes.get(&chain) {
                 Some(info) => denied.push(json!({
                     "chain": chain,
                     "direction": info.direction.as_str(),
@@ -503,8 +647,8 @@ impl Policy {
                 None => unknown += packets,
             }
         }
-        let rules: usize = self.applied.chains.values().map(|c| c.rules.len()).sum();
-        let elements: usize = self.applied.sets.values().map(|s| s.elements.len()).sum();
+        let rules: usize = self.plan().chains.values().map(|c| c.rules.len()).sum();
+        let elements: usize = self.plan().sets.values().map(|s| s.elements.len()).sum();
         let unenforceable: Vec<String> = self
             .local
             .values()
@@ -518,8 +662,8 @@ impl Policy {
             "inSync": self.in_sync(),
             "policies": self.view.as_ref().map_or(0, |v| v.policies.len()),
             "endpoints": self.local.len(),
-            "classes": self.applied.classes.len(),
-            "chains": self.applied.chains.len(),
+            "classes": self.plan().classes.len(),
+            "chains": self.plan().chains.len(),
             "rules": rules,
             "elements": elements,
             "denied": denied,
@@ -533,12 +677,8 @@ impl Policy {
                 Ok(c) => json!({"entries": c.entries, "cut": c.cut}),
                 Err(e) => json!({"error": e}),
             },
-            "lastApply": {
-                "loadMs": self.timing.load_ms,
-                "compileMs": self.timing.compile_ms,
-                "nftMs": self.timing.nft_ms,
-                "ops": self.timing.ops,
-            },
+            "lastApply": self.timing.to_json(),
+            "lastChange": self.last_change.to_json(),
         })
     }
 
@@ -550,11 +690,103 @@ impl Policy {
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Timing {
+    /// Reading the view from the datastore (0 for an attach, which uses the view in memory).
     load_ms: f64,
+    /// Building the world from the view and this node's endpoint files.
+    world_ms: f64,
+    /// Feeding the compiler (or compiling from scratch) and rendering the ops.
     compile_ms: f64,
+    /// Writing `policy-plan.json`.
+    persist_ms: f64,
     nft_ms: f64,
+    /// The sum of the above, for the last committed change.
+    total_ms: f64,
+    /// `incremental` (pods and policies fed), `world` (namespaces or nodes changed: the
+    /// world replaced), `diff` (a new compiler diffed against the restored plan), `replace`
+    /// (the whole table), `""` before any apply.
+    mode: &'static str,
     /// Ops of the last diff (0 for a whole-table replace).
     ops: usize,
+    /// Pods and policies fed to the compiler (all of them for a new compiler).
+    fed_endpoints: usize,
+    fed_policies: usize,
+}
+
+impl Timing {
+    fn to_json(self) -> Value {
+        json!({
+            "mode": self.mode,
+            "loadMs": self.load_ms,
+            "worldMs": self.world_ms,
+            "compileMs": self.compile_ms,
+            "persistMs": self.persist_ms,
+            "nftMs": self.nft_ms,
+            "totalMs": self.total_ms,
+            "ops": self.ops,
+            "endpointsFed": self.fed_endpoints,
+            "policiesFed": self.fed_policies,
+        })
+    }
+}
+
+/// Debug builds check every incremental step: the compiler's world is the view's (up to
+/// order: fed policies and pods go last) and its plan is a compile from scratch of that
+/// world. (Not against a compile of the view's world as ordered: the plan depends on the
+/// order of policies — a class lists its policies in world order — so the same policies in
+/// another order give an equivalent plan, not an equal one.) The release agent trusts the
+/// compiler's own tests: a full compile is the cost the compiler is there to avoid.
+#[cfg(debug_assertions)]
+fn self_check(c: &Compiler, (before, world): &(World, World), opts: &PlanOptions) {
+    let sorted = |w: &World| {
+        let mut w = w.clone();
+        w.namespaces.sort();
+        w.nodes.sort();
+        w.endpoints.sort();
+        w.policies.sort();
+        w
+    };
+    let same_world = sorted(c.world()) == sorted(world);
+    let same_plan = same_world && c.plan() == &plan::compile(c.world(), opts);
+    if !same_plan {
+        let dump = std::env::temp_dir().join(format!("weft-selfcheck-{}.json", std::process::id()));
+        let _ = std::fs::write(
+            &dump,
+            serde_json::to_string(&json!({"node": opts.node, "before": before, "after": world,
+                "compilerWorld": c.world()}))
+            .unwrap_or_default(),
+        );
+        panic!(
+            "policy self-check failed: {} (worlds in {})",
+            if same_world {
+                "the incremental plan differs from a full compile of its world"
+            } else {
+                "the compiler's world is not the view's"
+            },
+            dump.display()
+        );
+    }
+}
+
+/// Writes `contents` to `path` atomically (temp file, fsync, rename): the plan changed, so
+/// reading the old file back to compare would be wasted.
+fn write_atomically(path: &std::path::Path, contents: &str) -> Result<(), String> {
+    use std::io::Write;
+    let err = |e: std::io::Error| format!("writing {}: {e}", path.display());
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "policy-plan.json".into());
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    f.write_all(contents.as_bytes()).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 fn ms(since: std::time::Instant) -> f64 {

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use weft_policy::{Namespace, NetworkPolicy, Node, Object, ParseOptions, PodLabels, World};
-use weft_store::{Datastore, EndpointRecord, ObjectKind, Revision, StoreError};
+use weft_store::{Datastore, EndpointRecord, ObjectEvent, ObjectKind, Revision, StoreError};
 
 use super::endpoints::Local;
 use crate::log;
@@ -49,22 +49,9 @@ impl View {
                 v.add(parsed.clone());
                 continue;
             }
-            // weftctl validated it before writing; an object that no longer parses (a newer
-            // weftctl, a hand edit) is skipped loudly rather than stopping policy.
-            match weft_policy::parse(&o.value.to_string(), &ParseOptions::default()) {
-                Ok(parsed) => {
-                    v.add(parsed.clone());
-                    cache.insert(key, (o.value, parsed));
-                }
-                Err(e) => log::error(
-                    "stored policy object unreadable; ignored",
-                    &[
-                        ("kind", o.kind.name().into()),
-                        ("namespace", o.namespace.clone().into()),
-                        ("name", o.name.clone().into()),
-                        ("error", e.to_string().into()),
-                    ],
-                ),
+            if let Some(parsed) = parse(&o) {
+                v.add(parsed.clone());
+                cache.insert(key, (o.value, parsed));
             }
         }
         cache.retain(|k, _| seen.contains(k));
@@ -81,6 +68,63 @@ impl View {
             v.nodes.entry(b.node.clone()).or_default().1.push(b.block);
         }
         Ok(v)
+    }
+
+    /// Folds one event of the object watch into the view (the view then is the datastore's
+    /// state as of that event, as long as every event since the view's load is folded in
+    /// order). False for `Resync`: the caller must load the view again.
+    pub fn apply_event(&mut self, ev: ObjectEvent, cache: &mut ParseCache) -> bool {
+        match ev {
+            ObjectEvent::Resync => return false,
+            ObjectEvent::Put(o) => {
+                self.remove_object(o.kind, &o.namespace, &o.name);
+                let key = (o.kind, o.namespace.clone(), o.name.clone());
+                match parse(&o) {
+                    Some(parsed) => {
+                        self.add(parsed.clone());
+                        cache.insert(key, (o.value, parsed));
+                    }
+                    None => {
+                        cache.remove(&key);
+                    }
+                }
+            }
+            ObjectEvent::Deleted {
+                kind,
+                namespace,
+                name,
+            } => {
+                self.remove_object(kind, &namespace, &name);
+                cache.remove(&(kind, namespace, name));
+            }
+            ObjectEvent::EndpointPut(rec) => {
+                self.remove_endpoint(&rec.node, &rec.namespace, &rec.name);
+                self.endpoints.push(rec);
+            }
+            ObjectEvent::EndpointDeleted {
+                node,
+                namespace,
+                name,
+            } => self.remove_endpoint(&node, &namespace, &name),
+        }
+        true
+    }
+
+    fn remove_object(&mut self, kind: ObjectKind, namespace: &str, name: &str) {
+        match kind {
+            ObjectKind::Namespace => self.namespaces.retain(|n| n.name != name),
+            ObjectKind::NetworkPolicy => self
+                .policies
+                .retain(|p| !(p.namespace == namespace && p.name == name)),
+            ObjectKind::PodLabels => self
+                .pod_labels
+                .retain(|p| !(p.namespace == namespace && p.name == name)),
+        }
+    }
+
+    fn remove_endpoint(&mut self, node: &str, namespace: &str, name: &str) {
+        self.endpoints
+            .retain(|e| !(e.node == node && e.namespace == namespace && e.name == name));
     }
 
     fn add(&mut self, objects: Vec<Object>) {
@@ -150,6 +194,26 @@ impl View {
                 .collect(),
             endpoints: weft_policy::join_endpoints(&pods, &self.pod_labels),
             policies: self.policies.clone(),
+        }
+    }
+}
+
+/// A stored object, parsed. weftctl validated it before writing; an object that no longer
+/// parses (a newer weftctl, a hand edit) is skipped loudly rather than stopping policy.
+fn parse(o: &weft_store::StoredObject) -> Option<Vec<Object>> {
+    match weft_policy::parse(&o.value.to_string(), &ParseOptions::default()) {
+        Ok(parsed) => Some(parsed),
+        Err(e) => {
+            log::error(
+                "stored policy object unreadable; ignored",
+                &[
+                    ("kind", o.kind.name().into()),
+                    ("namespace", o.namespace.clone().into()),
+                    ("name", o.name.clone().into()),
+                    ("error", e.to_string().into()),
+                ],
+            );
+            None
         }
     }
 }

@@ -1,0 +1,293 @@
+//! Time to apply one change through the real weftd at benchmark scale: 1,000 pods (500 on
+//! this node as endpoint files, 500 published by another node), 1,000 or 10,000 rules
+//! (policies of 10 rules, the shape of `crates/policy/tests/scale.rs`), in etcd. It reports
+//! weftd's own `status.policy.lastChange` (load, world, compile, persist, nft) for policy
+//! edits and pod relabels (datastore events folded into the view in memory) and for pod
+//! attaches (an endpoint file and `attach`), and what a `policy-sync` (a full load) costs.
+//!
+//! Not a timed test: ignored by default, run in release —
+//! `cargo test --release -p weft-agent --test policy_scale -- --ignored --nocapture --test-threads 1`
+//! (`WEFT_SCALE_RULES=1000,10000` picks the sizes; `WEFT_SCALE_NO_CIDRS=1` makes every
+//! peer a pod selector, without the CIDR interval sets `nft` reads back on every change).
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Dir, TestNs, Weftd, weftd_command};
+use weft_ipam::agent::{Request, ask};
+use weft_store::testing::{EtcdServer, temp_dir};
+use weft_store::{Datastore, EndpointRecord, EtcdStore, ObjectKind};
+
+const PODS: u32 = 1000;
+
+fn policy(k: usize, variant: usize, cidrs: bool) -> Value {
+    let ingress: Vec<Value> = (0..10)
+        .map(|j| {
+            json!({
+                "from": [
+                    {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": format!("a{}", (k + j) % 50)}}},
+                    if cidrs {
+                        json!({"ipBlock": {"cidr": format!("172.{}.{}.0/24", 16 + j, k % 256)}})
+                    } else {
+                        json!({"podSelector": {"matchLabels": {"app": format!("a{}", (k + j + 25) % 50)}}})
+                    }
+                ],
+                "ports": [{"port": 1000 + (k * 10 + j + variant) % 5000}]
+            })
+        })
+        .collect();
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": format!("p{k}"), "namespace": format!("n{}", k % 10)},
+        "spec": {"podSelector": {"matchLabels": {"app": format!("a{}", k % 50)}}, "ingress": ingress}})
+}
+
+fn labels(i: u32, app: u32) -> Value {
+    json!({"apiVersion": "weft.dev/v1", "kind": "PodLabels",
+        "metadata": {"name": format!("p{i}"), "namespace": format!("n{}", i % 10),
+            "labels": {"app": format!("a{app}"), "tier": format!("t{}", i % 5)}}})
+}
+
+fn addr(i: u32) -> String {
+    let host = i / 2 + 2;
+    format!("10.{}.{}.{}", 90 + i % 2, host / 256, host % 256)
+}
+
+fn status(dir: &Path) -> Option<Value> {
+    let reply = ask(
+        &dir.join("run/weftd.sock"),
+        &Request::Status,
+        Duration::from_secs(60),
+    )
+    .ok()?;
+    Some(reply.status?["policy"].clone())
+}
+
+fn sync(dir: &Path) -> Value {
+    let reply = ask(
+        &dir.join("run/weftd.sock"),
+        &Request::PolicySync,
+        Duration::from_secs(30),
+    )
+    .expect("policy-sync");
+    assert!(reply.ok, "policy-sync refused: {reply:?}");
+    reply.status.expect("status")
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// One line per kind of change: the medians of weftd's own timings.
+fn report(rules: &str, what: &str, samples: &[Value]) {
+    let m = |k: &str| median(samples.iter().map(|s| s[k].as_f64().unwrap()).collect());
+    let modes: std::collections::BTreeSet<&str> =
+        samples.iter().filter_map(|s| s["mode"].as_str()).collect();
+    println!(
+        "rules={rules:>5} {what:<16} n={:>2} total={:>7.2} ms (load {:.2}, world {:.2}, compile {:.2}, persist {:.2}, nft {:.2}) ops={} mode={modes:?}",
+        samples.len(),
+        m("totalMs"),
+        m("loadMs"),
+        m("worldMs"),
+        m("compileMs"),
+        m("persistMs"),
+        m("nftMs"),
+        m("ops"),
+    );
+}
+
+/// The status once weftd committed a change after `before` (its `lastChange` differs);
+/// after 10 s without one, the `policy-sync` barrier's status (and a note that the change
+/// was not seen through the event path).
+fn next_change(dir: &Path, before: &Value) -> Value {
+    let started = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let st = status(dir).expect("status");
+        if st["lastChange"] != before["lastChange"] && st["inSync"] == true {
+            return st;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            println!(
+                "  no commit seen within 10 s; policy-sync: {}",
+                st["lastApply"]
+            );
+            return sync(dir);
+        }
+    }
+}
+
+fn run(rules: usize, cidrs: bool) {
+    let ns = TestNs::new();
+    ns.open()
+        .run(|| {
+            let etcd = EtcdServer::start().unwrap();
+            let dir = Dir(temp_dir("agent-policy-scale").unwrap());
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let store = rt.block_on(EtcdStore::connect(etcd.options())).unwrap();
+            let lease = rt
+                .block_on(store.grant_lease(Duration::from_secs(600)))
+                .unwrap();
+            rt.block_on(async {
+                for k in 0..rules / 10 {
+                    store
+                        .put_object(
+                            ObjectKind::NetworkPolicy,
+                            &format!("n{}", k % 10),
+                            &format!("p{k}"),
+                            &policy(k, 0, cidrs),
+                        )
+                        .await
+                        .unwrap();
+                }
+                for i in 0..PODS {
+                    store
+                        .put_object(
+                            ObjectKind::PodLabels,
+                            &format!("n{}", i % 10),
+                            &format!("p{i}"),
+                            &labels(i, i % 50),
+                        )
+                        .await
+                        .unwrap();
+                    if i % 2 == 1 {
+                        let rec = EndpointRecord {
+                            node: "n2".into(),
+                            namespace: format!("n{}", i % 10),
+                            name: format!("p{i}"),
+                            container_id: format!("c{i}"),
+                            ifname: "eth0".into(),
+                            addresses: vec![addr(i).parse().unwrap()],
+                        };
+                        store.put_endpoint(&rec, lease).await.unwrap();
+                    }
+                }
+            });
+            let eps = dir.0.join("run/endpoints");
+            std::fs::create_dir_all(&eps).unwrap();
+            for i in (0..PODS).step_by(2) {
+                std::fs::write(
+                    eps.join(format!("c{i}-eth0.json")),
+                    json!({"containerId": format!("c{i}"), "ifname": "eth0",
+                        "namespace": format!("n{}", i % 10), "name": format!("p{i}"),
+                        "addresses": [addr(i)], "hostInterface": format!("wv{i}"), "mode": "bridge"})
+                    .to_string(),
+                )
+                .unwrap();
+            }
+            std::fs::write(
+                dir.0.join("cluster.json"),
+                r#"{"cidrV4":"10.90.0.0/15","blockSizeV4":24,"backend":"vxlan"}"#,
+            )
+            .unwrap();
+            let mut agent = Weftd(
+                weftd_command(&dir.0, "n1")
+                    .args(["--etcd-endpoints", &etcd.endpoint()])
+                    .spawn()
+                    .expect("start weftd"),
+            );
+            let started = Instant::now();
+            let first = loop {
+                if let Ok(Some(status)) = agent.0.try_wait() {
+                    panic!("weftd exited ({status}): {}", agent.stderr());
+                }
+                if let Some(st) = status(&dir.0).filter(|s| s["inSync"] == true) {
+                    break st;
+                }
+                assert!(started.elapsed() < Duration::from_secs(120), "not in sync");
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            assert_eq!(first["policies"], rules / 10, "{first}");
+            assert_eq!(first["endpoints"], PODS / 2, "{first}");
+            println!(
+                "rules={rules:>5} cidrs={cidrs} first apply: {} (rules in the table {})",
+                first["lastChange"], first["rules"]
+            );
+
+            let label = format!("{rules} {}", if cidrs { "cidrs" } else { "pods-only" });
+            // Policy edits: one policy's ports move (a datastore event, folded in).
+            let mut samples = Vec::new();
+            let mut last = first.clone();
+            for n in 0..10 {
+                let k = (n * 37) % (rules / 10);
+                rt.block_on(store.put_object(
+                    ObjectKind::NetworkPolicy,
+                    &format!("n{}", k % 10),
+                    &format!("p{k}"),
+                    &policy(k, n + 1, cidrs),
+                ))
+                .unwrap();
+                last = next_change(&dir.0, &last);
+                assert!(last["lastError"].is_null(), "{last}");
+                samples.push(last["lastChange"].clone());
+            }
+            report(&label, "policy edit", &samples);
+
+            // Relabels: a pod (local or remote) changes app.
+            let mut samples = Vec::new();
+            for n in 0..10u32 {
+                let i = (n * 61) % PODS;
+                rt.block_on(store.put_object(
+                    ObjectKind::PodLabels,
+                    &format!("n{}", i % 10),
+                    &format!("p{i}"),
+                    &labels(i, (i + n + 1) % 50),
+                ))
+                .unwrap();
+                last = next_change(&dir.0, &last);
+                assert!(last["lastError"].is_null(), "{last}");
+                samples.push(last["lastChange"].clone());
+            }
+            report(&label, "pod relabel", &samples);
+            // The barrier: policy-sync loads the whole view again (nothing to change).
+            let st = sync(&dir.0);
+            assert!(st["lastError"].is_null(), "{st}");
+            println!("rules={label} policy-sync (full load, no change): {}", st["lastApply"]);
+
+            // Attaches: a new local pod, its file, and `attach` (answered after the commit).
+            let mut samples = Vec::new();
+            for n in 0..10u32 {
+                let i = 2 * PODS + 2 * n;
+                std::fs::write(
+                    eps.join(format!("c{i}-eth0.json")),
+                    json!({"containerId": format!("c{i}"), "ifname": "eth0",
+                        "namespace": format!("n{}", n % 10), "name": format!("new{n}"),
+                        "addresses": [addr(i)], "hostInterface": format!("wv{i}"), "mode": "bridge"})
+                    .to_string(),
+                )
+                .unwrap();
+                let reply = ask(
+                    &dir.0.join("run/weftd.sock"),
+                    &Request::Attach {
+                        container_id: format!("c{i}"),
+                        ifname: "eth0".into(),
+                    },
+                    Duration::from_secs(30),
+                )
+                .unwrap();
+                assert!(reply.ok, "{reply:?}");
+                samples.push(status(&dir.0).unwrap()["lastChange"].clone());
+            }
+            report(&label, "pod attach", &samples);
+        })
+        .unwrap();
+}
+
+#[test]
+#[ignore = "benchmark: run in release with --ignored --nocapture"]
+fn one_change_at_scale() {
+    let sizes = std::env::var("WEFT_SCALE_RULES").unwrap_or_else(|_| "1000,10000".into());
+    let cidrs = std::env::var("WEFT_SCALE_NO_CIDRS").is_err();
+    for s in sizes.split(',') {
+        run(
+            s.trim().parse().expect("WEFT_SCALE_RULES: rule counts"),
+            cidrs,
+        );
+    }
+}
