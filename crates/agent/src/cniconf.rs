@@ -2,7 +2,6 @@
 //! the hot path: mode, MTU and the node's blocks as `weft-ipam` ranges, plus the agent socket
 //! the IPAM asks when those blocks run full.
 
-use std::io::Write;
 use std::path::Path;
 
 use ipnet::IpNet;
@@ -76,22 +75,7 @@ pub fn write_if_changed(path: &Path, contents: &str) -> Result<bool, Error> {
     if std::fs::read_to_string(path).is_ok_and(|old| old == contents) {
         return Ok(false);
     }
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(err)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "weft".into());
-    // A dot-prefixed temp name with a non-.conf suffix: runtimes ignore it if they look
-    // while it exists.
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
-    f.write_all(contents.as_bytes()).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
+    crate::files::write_atomically(path, contents).map_err(err)?;
     Ok(true)
 }
 

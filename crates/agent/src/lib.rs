@@ -25,6 +25,7 @@ pub mod cniconf;
 pub mod config;
 pub mod dataplane;
 pub mod error;
+pub mod files;
 pub mod identity;
 pub mod log;
 pub mod node;

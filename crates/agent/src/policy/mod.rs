@@ -767,26 +767,11 @@ fn self_check(c: &Compiler, (before, world): &(World, World), opts: &PlanOptions
     }
 }
 
-/// Writes `contents` to `path` atomically (temp file, fsync, rename): the plan changed, so
-/// reading the old file back to compare would be wasted.
+/// Writes `contents` to `path` atomically: the plan changed, so reading the old file back to
+/// compare would be wasted.
 fn write_atomically(path: &std::path::Path, contents: &str) -> Result<(), String> {
-    use std::io::Write;
-    let err = |e: std::io::Error| format!("writing {}: {e}", path.display());
-    let dir = path.parent().unwrap_or(std::path::Path::new("."));
-    std::fs::create_dir_all(dir).map_err(err)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "policy-plan.json".into());
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
-    f.write_all(contents.as_bytes()).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    crate::files::write_atomically(path, contents)
+        .map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
 fn ms(since: std::time::Instant) -> f64 {
