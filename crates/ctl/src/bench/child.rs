@@ -163,3 +163,27 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
         .collect();
     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
 }
+
+/// Runs `ip ARGS…` to completion (dies with us); a failure carries its stderr.
+pub fn ip(args: &[&str]) -> Result<()> {
+    run("ip", args)
+}
+
+/// Runs `program ARGS…` to completion (dies with us); a failure carries its stderr.
+pub fn run(program: &str, args: &[&str]) -> Result<()> {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    die_with_parent(&mut cmd);
+    let out = cmd
+        .output()
+        .map_err(BenchError::io(format!("running {program}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(BenchError::Command {
+            what: format!("{program} {}", args.join(" ")),
+            status: out.status.to_string(),
+            output: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
+    }
+}

@@ -11,10 +11,8 @@
 //! lab's, a third pair ([`vxlan_on`]) puts hand-built VXLAN devices on two lab nodes, over
 //! the very underlay weft's VXLAN path crosses.
 
-use std::process::Command;
-
-use crate::bench::child::die_with_parent;
-use crate::bench::error::{BenchError, Result};
+use crate::bench::child::{ip, run};
+use crate::bench::error::Result;
 
 pub const RAW_CLIENT: &str = "10.251.0.1";
 pub const RAW_SERVER: &str = "10.251.0.2";
@@ -213,26 +211,4 @@ fn up(namespaces: &[&str], dev: &str) -> Result<()> {
         ip(&["-n", ns, "link", "set", dev, "up"])?;
     }
     Ok(())
-}
-
-fn ip(args: &[&str]) -> Result<()> {
-    run("ip", args)
-}
-
-fn run(program: &str, args: &[&str]) -> Result<()> {
-    let mut cmd = Command::new(program);
-    cmd.args(args);
-    die_with_parent(&mut cmd);
-    let out = cmd
-        .output()
-        .map_err(BenchError::io(format!("running {program}")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(BenchError::Command {
-            what: format!("{program} {}", args.join(" ")),
-            status: out.status.to_string(),
-            output: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        })
-    }
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use weft_net::NetNs;
 
-use crate::bench::child::die_with_parent;
+use crate::bench::child::{die_with_parent, ip, run};
 use crate::bench::error::{BenchError, Result};
 use crate::netns::{self, NetnsSet};
 
@@ -327,26 +327,4 @@ fn reset_on_close(stream: &TcpStream) {
             std::mem::size_of::<libc::linger>() as libc::socklen_t,
         )
     };
-}
-
-fn ip(args: &[&str]) -> Result<()> {
-    run("ip", args)
-}
-
-fn run(program: &str, args: &[&str]) -> Result<()> {
-    let mut cmd = Command::new(program);
-    cmd.args(args);
-    die_with_parent(&mut cmd);
-    let out = cmd
-        .output()
-        .map_err(BenchError::io(format!("running {program}")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(BenchError::Command {
-            what: format!("{program} {}", args.join(" ")),
-            status: out.status.to_string(),
-            output: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        })
-    }
 }
