@@ -103,6 +103,13 @@ pub(crate) struct Inner {
 }
 
 impl EtcdStore {
+    /// Deletes one key (no lease, no condition); whether it was there.
+    async fn delete_key(&self, op: &'static str, key: String) -> Result<bool, StoreError> {
+        let mut c = self.inner.conn.client();
+        let resp = self.inner.conn.call(op, None, c.delete(key, None)).await?;
+        Ok(resp.deleted() > 0)
+    }
+
     /// Connects and makes one request to prove etcd answers (and accepts our TLS identity),
     /// so a wrong endpoint or certificate fails here with a clear error. `Unavailable` when
     /// etcd is not reachable yet: the caller retries.
@@ -619,14 +626,11 @@ impl Datastore for EtcdStore {
         name: &str,
     ) -> Result<bool, StoreError> {
         check_names(kind, namespace, name)?;
-        let key = self.inner.keys.object(kind, namespace, name);
-        let mut c = self.inner.conn.client();
-        let resp = self
-            .inner
-            .conn
-            .call("delete_object", None, c.delete(key, None))
-            .await?;
-        Ok(resp.deleted() > 0)
+        self.delete_key(
+            "delete_object",
+            self.inner.keys.object(kind, namespace, name),
+        )
+        .await
     }
 
     async fn list_objects(
@@ -695,14 +699,11 @@ impl Datastore for EtcdStore {
         name: &str,
     ) -> Result<bool, StoreError> {
         check_endpoint_names(node, namespace, name)?;
-        let key = self.inner.keys.endpoint(node, namespace, name);
-        let mut c = self.inner.conn.client();
-        let resp = self
-            .inner
-            .conn
-            .call("delete_endpoint", None, c.delete(key, None))
-            .await?;
-        Ok(resp.deleted() > 0)
+        self.delete_key(
+            "delete_endpoint",
+            self.inner.keys.endpoint(node, namespace, name),
+        )
+        .await
     }
 
     async fn list_endpoints(&self) -> Result<(Revision, Vec<EndpointRecord>), StoreError> {
