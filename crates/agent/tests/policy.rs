@@ -116,6 +116,38 @@ fn policy_from_the_local_store_is_applied_persisted_and_restored_first() {
             let plan = std::fs::read_to_string(dir.0.join("run/policy-plan.json")).unwrap();
             assert!(plan.contains("10.97.0.2"));
 
+            // A pod attached now is an incremental change: a journal line, not a new plan
+            // file — and it must come back after a crash all the same.
+            std::fs::write(
+                eps.join("c2-eth0.json"),
+                r#"{"containerId":"c2","ifname":"eth0","namespace":"shop","name":"web-1",
+                    "addresses":["10.97.0.3"],"hostInterface":"wv1","mode":"bridge"}"#,
+            )
+            .unwrap();
+            let reply = ask(
+                &dir.0.join("run/weftd.sock"),
+                &Request::Attach {
+                    container_id: "c2".into(),
+                    ifname: "eth0".into(),
+                },
+                Duration::from_secs(10),
+            )
+            .unwrap();
+            assert!(reply.ok, "{reply:?}");
+            let st = policy_status(&dir.0).unwrap();
+            assert_eq!(st["lastChange"]["mode"], "incremental", "{st}");
+            assert!(table(&ns).unwrap().contains("10.97.0.3"));
+            let plan_after = std::fs::read_to_string(dir.0.join("run/policy-plan.json")).unwrap();
+            assert_eq!(
+                plan_after, plan,
+                "the plan file is not rewritten for one pod"
+            );
+            let journal = std::fs::read_to_string(dir.0.join("run/policy-plan.journal")).unwrap();
+            assert!(
+                journal.lines().count() >= 2 && journal.contains("10.97.0.3"),
+                "{journal}"
+            );
+
             // SIGKILL, the table gone, and the store held by someone else: weftd cannot
             // open its datastore, yet it has put the last plan back before trying.
             nix::sys::signal::kill(
@@ -136,6 +168,7 @@ fn policy_from_the_local_store_is_applied_persisted_and_restored_first() {
             assert!(!status.success(), "weftd cannot open a locked store");
             let t = table(&ns).expect("the persisted plan was restored first");
             assert!(t.contains("10.97.0.2") && t.contains("log prefix"), "{t}");
+            assert!(t.contains("10.97.0.3"), "the journal was replayed: {t}");
         })
         .unwrap();
 }

@@ -2,12 +2,17 @@
 //! change at a time: pods and policies that differ are upserted or removed (each recomputes
 //! only what it reaches); a change of namespace labels or of the nodes (their addresses,
 //! their pod ranges) replaces the whole world ([`Compiler::set_world`], a full compile),
-//! since those reach every selector.
+//! since those reach every selector. Between loads the watch's events name what changed
+//! ([`Touched`]), and only that is looked up and fed ([`feed_touched`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use weft_policy::plan::Compiler;
 use weft_policy::{Endpoint, NetworkPolicy, World};
+use weft_store::{ObjectEvent, ObjectKind};
+
+use super::endpoints::Local;
+use super::view::View;
 
 /// What [`feed`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -90,6 +95,111 @@ pub fn feed(c: &mut Compiler, next: World) -> Fed {
     }
     for p in pol_up {
         c.upsert_policy(p);
+    }
+    fed
+}
+
+/// What changed since the compiler was last fed: named pods and policies, or `whole` (a
+/// load, namespace labels, nodes or blocks: only a comparison of whole worlds tells).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Touched {
+    pub pods: BTreeSet<(String, String)>,
+    pub policies: BTreeSet<(String, String)>,
+    pub whole: bool,
+}
+
+impl Touched {
+    pub fn everything() -> Touched {
+        Touched {
+            whole: true,
+            ..Touched::default()
+        }
+    }
+
+    /// What one event of the object watch (already folded into the view) changed.
+    pub fn event(&mut self, ev: &ObjectEvent) {
+        let key = |ns: &str, n: &str| (ns.to_string(), n.to_string());
+        match ev {
+            ObjectEvent::Put(o) => self.object(o.kind, key(&o.namespace, &o.name)),
+            ObjectEvent::Deleted {
+                kind,
+                namespace,
+                name,
+            } => self.object(*kind, key(namespace, name)),
+            ObjectEvent::EndpointPut(r) => {
+                self.pods.insert(key(&r.namespace, &r.name));
+            }
+            ObjectEvent::EndpointDeleted {
+                namespace, name, ..
+            } => {
+                self.pods.insert(key(namespace, name));
+            }
+            ObjectEvent::Resync => self.whole = true,
+        }
+    }
+
+    fn object(&mut self, kind: ObjectKind, key: (String, String)) {
+        match kind {
+            ObjectKind::NetworkPolicy => {
+                self.policies.insert(key);
+            }
+            ObjectKind::PodLabels => {
+                self.pods.insert(key);
+            }
+            ObjectKind::Namespace => self.whole = true,
+        }
+    }
+}
+
+/// Feeds `c` the pods and policies `touched` names, as the view has them now; everything
+/// else is as the compiler last saw it. The cost is what changed, not the cluster: no world
+/// is built or compared (that is [`feed`], for `whole`).
+pub fn feed_touched(
+    c: &mut Compiler,
+    touched: &Touched,
+    view: &View,
+    me: &str,
+    local: &Local,
+) -> Fed {
+    let pods: Vec<(&(String, String), Option<Endpoint>)> = touched
+        .pods
+        .iter()
+        .map(|k| (k, view.endpoint(me, local, &k.0, &k.1)))
+        .collect();
+    let policies: Vec<(&(String, String), Option<&NetworkPolicy>)> = touched
+        .policies
+        .iter()
+        .map(|k| (k, view.policy(&k.0, &k.1)))
+        .collect();
+    let mut fed = Fed::default();
+    // Removals first, as in `feed`.
+    for ((ns, n), e) in &pods {
+        if e.is_none() && c.endpoint(ns, n).is_some() {
+            c.remove_endpoint(ns, n);
+            fed.endpoints += 1;
+        }
+    }
+    for ((ns, n), p) in &policies {
+        if p.is_none() && c.policy(ns, n).is_some() {
+            c.remove_policy(ns, n);
+            fed.policies += 1;
+        }
+    }
+    for ((ns, n), e) in pods {
+        if let Some(e) = e
+            && c.endpoint(ns, n) != Some(&e)
+        {
+            c.upsert_endpoint(e);
+            fed.endpoints += 1;
+        }
+    }
+    for ((ns, n), p) in policies {
+        if let Some(p) = p
+            && c.policy(ns, n) != Some(p)
+        {
+            c.upsert_policy(p.clone());
+            fed.policies += 1;
+        }
     }
     fed
 }

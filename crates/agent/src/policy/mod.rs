@@ -29,6 +29,7 @@ pub mod cut;
 mod endpoints;
 mod feed;
 pub mod nft;
+mod persist;
 mod view;
 
 use std::collections::BTreeMap;
@@ -45,11 +46,12 @@ use weft_policy::World;
 use weft_policy::plan::{self, Compiler, Plan, PlanOptions};
 use weft_store::{Datastore, EndpointRecord, LeaseId, ObjectEvent, Revision, StoreError};
 
-use crate::cniconf::write_if_changed;
 use crate::config::Settings;
 use crate::log;
 use crate::socket;
 use endpoints::Local;
+use feed::Touched;
+use persist::Persisted;
 use view::{ParseCache, View};
 
 /// How long events are gathered before one load and one transaction.
@@ -63,7 +65,8 @@ pub struct Policy {
     node: String,
     opts: PlanOptions,
     endpoints_dir: PathBuf,
-    plan_path: PathBuf,
+    /// `policy-plan.json` and its journal.
+    persist: Persisted,
     local: Local,
     /// None until the first complete load from the datastore.
     view: Option<View>,
@@ -86,8 +89,6 @@ pub struct Policy {
     /// (events already queued may predate the load; folding them in would step back).
     rewatch: Option<Revision>,
     last_error: Option<String>,
-    /// Whether `policy-plan.json` holds `applied`.
-    persisted: bool,
     parse_cache: ParseCache,
     /// How long the last load, compile+diff and nft transaction took.
     timing: Timing,
@@ -95,6 +96,10 @@ pub struct Policy {
     last_change: Timing,
     /// What this agent last wrote to the datastore for its own pods.
     published: BTreeMap<(String, String), EndpointRecord>,
+    /// What changed since the compiler was last fed.
+    touched: Touched,
+    /// The node's blocks and underlay addresses the compiler's world was built with.
+    fed_node: Option<(Vec<IpNet>, Vec<IpAddr>)>,
     /// `--policy-cut-established`, and what its last sweep did.
     cut_established: bool,
     last_cut: Result<cut::Sweep, String>,
@@ -110,7 +115,7 @@ impl Policy {
             compiler: None,
             opts,
             endpoints_dir: endpoints_dir(&s.socket_path()),
-            plan_path: s.run_dir.join("policy-plan.json"),
+            persist: Persisted::new(&s.run_dir),
             local: Local::new(),
             view: None,
             kernel_known: false,
@@ -120,10 +125,11 @@ impl Policy {
             rewatch: None,
             last_error: None,
             published: BTreeMap::new(),
-            persisted: false,
             parse_cache: ParseCache::new(),
             timing: Timing::default(),
             last_change: Timing::default(),
+            touched: Touched::everything(),
+            fed_node: None,
             cut_established: s.policy_cut_established,
             last_cut: Ok(cut::Sweep::default()),
         }
@@ -135,26 +141,19 @@ impl Policy {
     pub async fn restore(&mut self) {
         self.local = endpoints::scan(&self.endpoints_dir);
         self.warn_unenforceable();
-        let text = match std::fs::read_to_string(&self.plan_path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-            Err(e) => {
-                log::error(
-                    "cannot read the persisted policy plan; the kernel table is kept until the first complete view",
-                    &[
-                        ("file", self.plan_path.display().to_string().into()),
-                        ("error", e.to_string().into()),
-                    ],
-                );
-                return;
-            }
-        };
-        let saved: Plan = match serde_json::from_str(&text) {
-            Ok(p) => p,
+        let saved = match self.persist.load() {
+            Ok(Some(p)) => p,
+            Ok(None) => return,
             Err(e) => {
                 log::error(
                     "persisted policy plan unreadable; the kernel table is kept until the first complete view",
-                    &[("error", e.to_string().into())],
+                    &[
+                        (
+                            "file",
+                            self.persist.plan_path().display().to_string().into(),
+                        ),
+                        ("error", e.into()),
+                    ],
                 );
                 return;
             }
@@ -188,6 +187,7 @@ impl Policy {
     /// load the whole view and apply soon.
     pub fn mark_reload(&mut self) {
         self.reload = true;
+        self.touched.whole = true;
         self.mark_dirty();
     }
 
@@ -210,6 +210,7 @@ impl Policy {
         }
         // Until the watch restarted from the last load's revision, its events may predate
         // the view: not folded in (a load follows).
+        self.touched.event(&ev);
         let folded = match &mut self.view {
             Some(v) if self.rewatch.is_none() => v.apply_event(ev, &mut self.parse_cache),
             _ => false,
@@ -295,6 +296,7 @@ impl Policy {
                 self.rewatch = Some(v.revision);
                 self.reload = false;
                 self.view = Some(v);
+                self.touched.whole = true;
             }
             Err(e) => {
                 // Not sooner: every attempt can hold the control loop for a request timeout
@@ -329,26 +331,44 @@ impl Policy {
             return Err("the policy view has not been loaded from the datastore yet".into());
         };
         let started = std::time::Instant::now();
-        let world = view.world(&self.node, &self.local, blocks, underlay);
         let revision = view.revision;
+        let incremental = self.kernel_known && self.compiler.is_some();
+        let node = (blocks.to_vec(), underlay.to_vec());
+        let touched = std::mem::take(&mut self.touched);
+        // Only what the events named is looked up when nothing else can have changed;
+        // otherwise the whole world is built and compared.
+        let world = (!incremental || touched.whole || self.fed_node.as_ref() != Some(&node))
+            .then(|| view.world(&self.node, &self.local, blocks, underlay));
+        self.fed_node = Some(node);
         self.timing.world_ms = ms(started);
         let compiled = std::time::Instant::now();
-        let incremental = self.kernel_known && self.compiler.is_some();
-        let script = match &mut self.compiler {
-            Some(c) if incremental => {
+        let script = match (&mut self.compiler, world) {
+            (Some(c), world) if incremental => {
                 #[cfg(debug_assertions)]
-                let check = (c.world().clone(), world.clone());
-                let fed = feed::feed(c, world);
+                let before = c.world().clone();
+                let fed = match world {
+                    Some(world) => feed::feed(c, world),
+                    None => feed::feed_touched(c, &touched, view, &self.node, &self.local),
+                };
                 let ops = c.take_ops();
                 self.timing.mode = if fed.whole { "world" } else { "incremental" };
                 self.timing.fed_endpoints = fed.endpoints;
                 self.timing.fed_policies = fed.policies;
                 self.timing.ops = ops.len();
                 #[cfg(debug_assertions)]
-                self_check(c, &check, &self.opts);
-                (!ops.is_empty()).then(|| plan::render_ops(&c.plan().table, &ops))
+                self_check(
+                    c,
+                    &(
+                        before,
+                        view.world(&self.node, &self.local, blocks, underlay),
+                    ),
+                    &self.opts,
+                );
+                (!ops.is_empty()).then_some(Commit::Ops { ops, journal: true })
             }
-            _ => {
+            (_, world) => {
+                let world =
+                    world.unwrap_or_else(|| view.world(&self.node, &self.local, blocks, underlay));
                 let c = Compiler::new(world, self.opts.clone());
                 self.timing.fed_endpoints = c.world().endpoints.len();
                 self.timing.fed_policies = c.world().policies.len();
@@ -356,11 +376,14 @@ impl Policy {
                     let ops = plan::diff(&self.restored, c.plan());
                     self.timing.mode = "diff";
                     self.timing.ops = ops.len();
-                    (!ops.is_empty()).then(|| plan::render_ops(&c.plan().table, &ops))
+                    (!ops.is_empty()).then_some(Commit::Ops {
+                        ops,
+                        journal: false,
+                    })
                 } else {
                     self.timing.mode = "replace";
                     self.timing.ops = 0;
-                    Some(replace_script(c.plan()))
+                    Some(Commit::Replace)
                 };
                 // Only ever diffed against once: from now on the compiler's plan is it.
                 self.restored = Plan::empty(&self.opts.table);
@@ -371,35 +394,32 @@ impl Policy {
         self.timing.compile_ms = ms(compiled);
         let changed = script.is_some();
         let persisting = std::time::Instant::now();
-        if changed || !self.persisted {
-            // Written before the commit: a crash between the two leaves a file one step
-            // ahead of the kernel, and a restart restoring it applies what this commit was
-            // about to. Written after, it could be one step behind, and restoring it could
-            // reopen a flow this commit had just denied.
-            let written = serde_json::to_string(self.plan())
-                .map_err(|e| e.to_string())
-                .and_then(|text| {
-                    if changed {
-                        write_atomically(&self.plan_path, &text)
-                    } else {
-                        write_if_changed(&self.plan_path, &text)
-                            .map(|_| ())
-                            .map_err(|e| e.to_string())
-                    }
-                });
-            match written {
-                Ok(_) => self.persisted = true,
-                Err(e) => {
-                    self.persisted = false;
-                    log::error("policy plan not persisted", &[("error", e.into())]);
-                }
+        if changed || !self.persist.is_current() {
+            // Written before the commit: a crash between the two leaves files one step
+            // ahead of the kernel, and a restart restoring them applies what this commit was
+            // about to. Written after, they could be one step behind, and restoring them
+            // could reopen a flow this commit had just denied.
+            let plan = self
+                .compiler
+                .as_ref()
+                .map_or(&self.restored, Compiler::plan);
+            let written = match &script {
+                Some(Commit::Ops { ops, journal: true }) => self.persist.record(ops, plan),
+                _ => self.persist.write_whole(plan),
+            };
+            if let Err(e) = written {
+                log::error("policy plan not persisted", &[("error", e.into())]);
             }
         }
         self.timing.persist_ms = ms(persisting);
         let started = std::time::Instant::now();
         self.timing.nft_ms = 0.0;
         if let Some(script) = script {
-            let applied = nft::apply(script).await;
+            let text = match script {
+                Commit::Ops { ops, .. } => plan::render_ops(&self.opts.table, &ops),
+                Commit::Replace => replace_script(self.plan()),
+            };
+            let applied = nft::apply(text).await;
             self.timing.nft_ms = ms(started);
             if let Err(e) = applied {
                 // nft commits all or nothing, but say so by trusting no diff next time (and
@@ -407,7 +427,7 @@ impl Policy {
                 // compiler moved on to that plan: the next apply builds a new one from the
                 // whole view and replaces the table with its plan.
                 self.kernel_known = false;
-                self.persisted = false;
+                self.persist.invalidate();
                 self.due = Some(Instant::now() + RETRY);
                 let msg = format!("applying the policy plan: {e}");
                 log::error("policy not applied", &[("error", msg.clone().into())]);
@@ -537,8 +557,15 @@ impl Policy {
             return socket::refuse(&format!("no readable endpoint file {}", path.display()));
         };
         let macvlan = f.mode == "macvlan";
-        self.local
-            .insert((container_id.to_string(), ifname.to_string()), f);
+        self.touched
+            .pods
+            .insert((f.namespace.clone(), f.name.clone()));
+        if let Some(old) = self
+            .local
+            .insert((container_id.to_string(), ifname.to_string()), f)
+        {
+            self.touched.pods.insert((old.namespace, old.name));
+        }
         if macvlan {
             self.warn_unenforceable();
         }
@@ -561,8 +588,12 @@ impl Policy {
 
     /// A pod was detached: forget it and re-apply soon.
     pub fn detach(&mut self, container_id: &str, ifname: &str) -> Reply {
-        self.local
-            .remove(&(container_id.to_string(), ifname.to_string()));
+        if let Some(old) = self
+            .local
+            .remove(&(container_id.to_string(), ifname.to_string()))
+        {
+            self.touched.pods.insert((old.namespace, old.name));
+        }
         self.mark_dirty();
         Reply {
             ok: true,
@@ -729,6 +760,15 @@ impl Timing {
     }
 }
 
+/// What a change hands to the kernel.
+enum Commit {
+    /// These ops on the table as it is; `journal` when they may be recorded as a journal
+    /// line (an incremental step) rather than as a whole new plan file.
+    Ops { ops: Vec<plan::Op>, journal: bool },
+    /// The whole table, replacing whatever the kernel holds.
+    Replace,
+}
+
 /// Debug builds check every incremental step: the compiler's world is the view's (up to
 /// order: fed policies and pods go last) and its plan is a compile from scratch of that
 /// world. (Not against a compile of the view's world as ordered: the plan depends on the
@@ -765,13 +805,6 @@ fn self_check(c: &Compiler, (before, world): &(World, World), opts: &PlanOptions
             dump.display()
         );
     }
-}
-
-/// Writes `contents` to `path` atomically: the plan changed, so reading the old file back to
-/// compare would be wasted.
-fn write_atomically(path: &std::path::Path, contents: &str) -> Result<(), String> {
-    crate::files::write_atomically(path, contents)
-        .map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
 fn ms(since: std::time::Instant) -> f64 {

@@ -137,15 +137,16 @@ impl View {
         }
     }
 
-    /// The world this node enforces: the datastore's view, with this node's pods taken from
-    /// its endpoint files (the datastore's copy of them may lag) and its own blocks.
-    pub fn world(
+    /// This node's pods from its endpoint files (the datastore's copy of them may lag) and
+    /// the other nodes' from the datastore, one per namespace and name (addresses merged):
+    /// all of them, or only the one named by `only`.
+    fn running(
         &self,
         me: &str,
         local: &Local,
-        my_blocks: &[IpNet],
-        my_underlay: &[IpAddr],
-    ) -> World {
+        only: Option<(&str, &str)>,
+    ) -> Vec<weft_policy::RunningPod> {
+        let wanted = |ns: &str, name: &str| only.is_none_or(|o| o == (ns, name));
         let mut pods: BTreeMap<(String, String), weft_policy::RunningPod> = BTreeMap::new();
         let mut add = |ns: &str, name: &str, node: &str, addrs: &[IpAddr]| {
             let p = pods
@@ -163,13 +164,56 @@ impl View {
                 }
             }
         };
-        for f in local.values() {
+        for f in local.values().filter(|f| wanted(&f.namespace, &f.name)) {
             add(&f.namespace, &f.name, me, &f.addresses);
         }
-        for e in self.endpoints.iter().filter(|e| e.node != me) {
+        for e in self
+            .endpoints
+            .iter()
+            .filter(|e| e.node != me && wanted(&e.namespace, &e.name))
+        {
             add(&e.namespace, &e.name, &e.node, &e.addresses);
         }
-        let pods: Vec<weft_policy::RunningPod> = pods.into_values().collect();
+        pods.into_values().collect()
+    }
+
+    /// The pod `namespace/name` as [`View::world`] would have it, without building the
+    /// world: what one event changed, fed to the compiler on its own.
+    pub fn endpoint(
+        &self,
+        me: &str,
+        local: &Local,
+        namespace: &str,
+        name: &str,
+    ) -> Option<weft_policy::Endpoint> {
+        let pods = self.running(me, local, Some((namespace, name)));
+        let labels: Vec<PodLabels> = self
+            .pod_labels
+            .iter()
+            .filter(|p| p.namespace == namespace && p.name == name)
+            .take(1)
+            .cloned()
+            .collect();
+        weft_policy::join_endpoints(&pods, &labels).pop()
+    }
+
+    /// The policy `namespace/name`, if the view holds it.
+    pub fn policy(&self, namespace: &str, name: &str) -> Option<&NetworkPolicy> {
+        self.policies
+            .iter()
+            .find(|p| p.namespace == namespace && p.name == name)
+    }
+
+    /// The world this node enforces: the datastore's view, with this node's pods taken from
+    /// its endpoint files (the datastore's copy of them may lag) and its own blocks.
+    pub fn world(
+        &self,
+        me: &str,
+        local: &Local,
+        my_blocks: &[IpNet],
+        my_underlay: &[IpAddr],
+    ) -> World {
+        let pods = self.running(me, local, None);
         let mut nodes = self.nodes.clone();
         let mine = nodes.entry(me.to_string()).or_default();
         for a in my_underlay {

@@ -315,6 +315,27 @@ impl Compiler {
         &self.st.opts
     }
 
+    /// The pod `namespace/name` as the compiler holds it.
+    pub fn endpoint(&self, namespace: &str, name: &str) -> Option<&Endpoint> {
+        let key = (namespace.to_string(), name.to_string());
+        self.st
+            .endpoint_index
+            .get(&key)
+            .and_then(|&i| self.world.endpoints.get(i))
+    }
+
+    /// The policy `namespace/name` as the compiler holds it.
+    pub fn policy(&self, namespace: &str, name: &str) -> Option<&NetworkPolicy> {
+        let r = PolicyRef {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        self.st
+            .policy_index
+            .get(&r)
+            .and_then(|&i| self.world.policies.get(i))
+    }
+
     /// Adds the pod, or replaces the one with its namespace and name (labels, node,
     /// addresses, named ports). Returns the ops from the previous plan to the new one.
     pub fn upsert_endpoint(&mut self, e: Endpoint) {

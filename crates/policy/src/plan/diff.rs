@@ -34,9 +34,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Chain, Elem, KeyType, Plan, Role, Set, Verdict};
+use serde::{Deserialize, Serialize};
 
 /// One step of a diff (atomic on its own).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
     /// `add table` (idempotent in nftables).
     AddTable,

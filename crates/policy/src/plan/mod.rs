@@ -161,7 +161,7 @@ mod pairs {
 }
 
 impl Set {
-    pub(crate) fn new(key: KeyType, interval: bool, map: bool, role: Role) -> Set {
+    pub fn new(key: KeyType, interval: bool, map: bool, role: Role) -> Set {
         Set {
             key,
             interval,
