@@ -215,7 +215,9 @@ fn run(rules: usize, cidrs: bool) {
             let mut samples = Vec::new();
             let mut last = first.clone();
             for n in 0..10 {
-                let k = (n * 37) % (rules / 10);
+                // An even k: policy k selects app a{k % 50}, and only even apps have pods on
+                // this node (odd k would change nothing here, and time no commit).
+                let k = (n * 74) % (rules / 10);
                 rt.block_on(store.put_object(
                     ObjectKind::NetworkPolicy,
                     &format!("n{}", k % 10),

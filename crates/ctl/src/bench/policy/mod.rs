@@ -67,6 +67,7 @@ const MAX_RULES: usize = 100_000;
 
 #[derive(Debug, Clone, Copy)]
 enum Variant {
+    Bare,
     NoPolicy,
     Weft(usize),
     Linear(usize),
@@ -145,12 +146,14 @@ fn run_inner(args: &PolicyArgs) -> Result<()> {
     std::thread::sleep(std::time::Duration::from_secs(1));
     let opts = PlanOptions::new(world::NODE);
 
-    let mut variants = vec![Variant::NoPolicy];
+    net.masquerade(true)?;
+    let mut variants = vec![Variant::Bare, Variant::NoPolicy];
     variants.extend((0..sizes.len()).map(Variant::Weft));
     variants.extend((0..sizes.len()).map(Variant::Linear));
     let mut results: Vec<VariantReport> = variants
         .iter()
         .map(|v| match *v {
+            Variant::Bare => VariantReport::new(Kind::Bare, 0),
             Variant::NoPolicy => VariantReport::new(Kind::NoPolicy, 0),
             Variant::Weft(s) => VariantReport::new(Kind::Weft, sizes[s]),
             Variant::Linear(s) => VariantReport::new(Kind::Linear, sizes[s]),
@@ -183,6 +186,10 @@ fn run_inner(args: &PolicyArgs) -> Result<()> {
                 args.seconds
             );
             let installed = match variants[i] {
+                Variant::Bare => {
+                    net.masquerade(false)?;
+                    false
+                }
                 Variant::NoPolicy => false,
                 Variant::Weft(s) => {
                     let (timing, size, mut compiler) = apply_weft(&net, &worlds[s], &opts)?;
@@ -224,6 +231,9 @@ fn run_inner(args: &PolicyArgs) -> Result<()> {
             results[i].rr.push(rr);
             if installed {
                 net.nft(&format!("delete table inet {}\n", opts.table))?;
+            }
+            if let Variant::Bare = variants[i] {
+                net.masquerade(true)?;
             }
         }
     }

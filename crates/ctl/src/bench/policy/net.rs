@@ -30,6 +30,9 @@ const GATEWAY: &str = "169.254.1.1";
 /// How long the probe waits for a handshake (a dropped SYN is a timeout).
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// weftd's masquerade table (`weft_agent::dataplane::MASQ_TABLE`).
+const MASQ_TABLE: &str = "weftd";
+
 /// The namespaces, the node's handle for `nft`, and the server's probe listener.
 #[derive(Debug)]
 pub struct Net {
@@ -282,6 +285,31 @@ impl Net {
             });
         }
         Ok(ok as f64 / elapsed.as_secs_f64().max(1e-9))
+    }
+
+    /// Puts weftd's masquerade table in the node namespace (as weftd does on every node:
+    /// `inet weftd`, the pod range masqueraded, a nat chain — so conntrack tracks every
+    /// flow), or takes it out for the bare-kernel variant.
+    pub fn masquerade(&self, on: bool) -> Result<()> {
+        let ns = NetNs::open(&netns::path(&self.node_ns))
+            .map_err(BenchError::net(format!("opening netns {}", self.node_ns)))?;
+        let masq = weft_nft::Masquerade::new(MASQ_TABLE);
+        let done = ns
+            .run(|| {
+                if on {
+                    let range: ipnet::IpNet = crate::bench::policy::world::POD_CIDR
+                        .parse()
+                        .map_err(|e| format!("{e}"))?;
+                    masq.ensure(&[range]).map_err(|e| e.to_string())
+                } else {
+                    masq.delete_table().map(|_| ()).map_err(|e| e.to_string())
+                }
+            })
+            .map_err(BenchError::net(format!("entering netns {}", self.node_ns)))?;
+        done.map_err(|detail| BenchError::Unexpected {
+            what: format!("masquerade table inet {MASQ_TABLE} in {}", self.node_ns),
+            detail,
+        })
     }
 
     /// Removes the namespaces now, reporting failure (Drop does it silently).

@@ -46,6 +46,10 @@ pub struct TableSize {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// No netfilter at all in the node namespace (no conntrack): the kernel's floor.
+    Bare,
+    /// A weft node without NetworkPolicy: weftd's masquerade table (a nat chain, hence
+    /// conntrack) and nothing else — what every policed variant adds its table to.
     NoPolicy,
     Weft,
     Linear,
@@ -74,7 +78,7 @@ impl VariantReport {
             rules,
             size: TableSize::default(),
             applies: Vec::new(),
-            denied_blocked: kind != Kind::NoPolicy,
+            denied_blocked: !matches!(kind, Kind::NoPolicy | Kind::Bare),
             throughput: Vec::new(),
             throughput_one_cpu: Vec::new(),
             rr: Vec::new(),
@@ -84,6 +88,7 @@ impl VariantReport {
 
     pub fn label(&self) -> String {
         match self.kind {
+            Kind::Bare => "bare (no netfilter)".to_owned(),
             Kind::NoPolicy => "no policy".to_owned(),
             Kind::Weft => format!("weft, {} rules", self.rules),
             Kind::Linear => format!("linear, {} rules", self.rules),
@@ -205,7 +210,11 @@ impl PolicyReport {
             "nft",
             "total"
         );
-        for v in self.variants.iter().filter(|v| v.kind != Kind::NoPolicy) {
+        for v in self
+            .variants
+            .iter()
+            .filter(|v| !matches!(v.kind, Kind::NoPolicy | Kind::Bare))
+        {
             let p50 = |f: fn(&Timing) -> Duration| summary(&v.applies, f).p50_ms;
             let _ = writeln!(
                 out,
@@ -272,7 +281,7 @@ impl PolicyReport {
         );
         let _ = writeln!(
             out,
-            "new connections/s (connect + reset) on CPU {}; medians over rounds; /none = median of per-round ratios to no policy;",
+            "new connections/s (connect + reset) on CPU {}; medians over rounds; /none = median of per-round ratios to no policy (a weft node without policy:\nweftd's masquerade table, so conntrack is on, as on every weft node; bare = no netfilter in the node namespace at all);",
             self.pinned.1
         );
         let _ = writeln!(
@@ -311,7 +320,7 @@ impl PolicyReport {
                 median(v.values(Metric::Crr).into_iter()),
                 self.ratio(v, Metric::Crr),
                 match v.kind {
-                    Kind::NoPolicy => "open",
+                    Kind::NoPolicy | Kind::Bare => "open",
                     _ if v.denied_blocked => "blocked",
                     _ => "OPEN!",
                 }
