@@ -569,3 +569,66 @@ fn counted_set_elements_get_counters() {
     }
     assert!(seen, "new pod's counted element present");
 }
+
+#[test]
+fn large_batch_spans_many_messages() {
+    // Well past the default socket send buffer (~200 KiB) and one message's 64 KiB.
+    let ns = Scratch::new("big");
+    ns.nft(&format!(
+        "add table inet {TABLE}\nadd set inet {TABLE} big {{ type ipv4_addr; }}\n\
+         add map inet {TABLE} bigi {{ type ipv4_addr : verdict; flags interval; }}\n"
+    ))
+    .expect("create sets");
+    let n = 20_000u32;
+    let keys: Vec<Element> = (0..n)
+        .map(|i| Element::key((0x0a00_0000 + i).to_be_bytes().to_vec()))
+        .collect();
+    // Disjoint /31 ranges with verdicts in the interval map.
+    let ranges: Vec<Element> = (0..n)
+        .map(|i| {
+            let lo = 0x0b00_0000 + 4 * i;
+            Element::range(lo.to_be_bytes().to_vec(), (lo + 1).to_be_bytes().to_vec())
+                .with_verdict(weft_nft::Verdict::Drop)
+        })
+        .collect();
+    let count = |set: &str| -> usize {
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", &ns.0, "nft", "-j", "list", "table", "inet", TABLE,
+            ])
+            .output()
+            .expect("run nft");
+        assert!(
+            out.status.success(),
+            "nft list: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+        v["nftables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|o| {
+                let s = if o["set"].is_object() {
+                    &o["set"]
+                } else {
+                    &o["map"]
+                };
+                (s["name"] == set).then(|| s["elem"].as_array()).flatten()
+            })
+            .map(Vec::len)
+            .sum()
+    };
+    let mut b = ElementBatch::new(TABLE);
+    b.add("big", SetKind::Hash, &keys);
+    b.add("bigi", SetKind::Interval, &ranges);
+    ns.commit(b).expect("large add");
+    assert_eq!(count("big"), n as usize);
+    assert_eq!(count("bigi"), n as usize);
+    let mut b = ElementBatch::new(TABLE);
+    b.delete("big", SetKind::Hash, &keys);
+    b.delete("bigi", SetKind::Interval, &ranges);
+    ns.commit(b).expect("large delete");
+    assert_eq!(count("big"), 0);
+    assert_eq!(count("bigi"), 0);
+}
