@@ -330,6 +330,13 @@ fn ip_block_except_edits_recut_intervals() {
         "fd00:9::/32",
         &["fd00:9:2::/48", "fd00:9:ffff::/48"],
     );
+    let (pa, pb) = (plan::compile(&a, &opts()), plan::compile(&b, &opts()));
+    assert!(
+        plan::diff(&pa, &pb)
+            .iter()
+            .any(|o| matches!(o, Op::ReplaceElements { set, .. } if pb.sets[set].interval)),
+        "an interval re-cut in one op"
+    );
     element_only_change("cut", &a, &b, "ipBlock excepts");
     // 0.0.0.0/0 except 10/8: an interval reaching the top of the space, re-cut.
     let mut c = a.clone();
@@ -343,6 +350,31 @@ fn ip_block_except_edits_recut_intervals() {
     let mut d = a.clone();
     edit_block(&mut d, "web-out", "0.0.0.0/0", &[]);
     element_only_change("all", &a, &d, "0.0.0.0/0 whole");
+    // IPv6 at the top of the space: ::/0 minus fd00::/8 and ffff::/16 (the last range ends
+    // below ffff::, the one before it is open-ended no more), then ::/0 whole.
+    let mut e = a.clone();
+    set_block(&mut e, "fd00:9::/32", "::/0", &["fd00::/8", "ffff::/16"]);
+    element_only_change("v6top", &a, &e, "::/0 with excepts");
+    let mut f = a.clone();
+    set_block(&mut f, "fd00:9::/32", "::/0", &[]);
+    element_only_change("v6all", &e, &f, "::/0 whole");
+}
+
+/// Replace the ipBlock `cidr` (any policy) by `new` with `except`.
+fn set_block(w: &mut World, cidr: &str, new: &str, except: &[&str]) {
+    use weft_policy::PolicyPeer;
+    for p in w.policies.iter_mut() {
+        for rule in p.spec.ingress.iter_mut().chain(p.spec.egress.iter_mut()) {
+            for peer in rule.peers.iter_mut() {
+                if let PolicyPeer::IpBlock(b) = peer
+                    && b.cidr.to_string() == cidr
+                {
+                    b.cidr = new.parse().expect("cidr");
+                    b.except = except.iter().map(|e| e.parse().expect("cidr")).collect();
+                }
+            }
+        }
+    }
 }
 
 #[test]
