@@ -5,8 +5,10 @@
 //! cargo run --release -p weft-agent --example policy_netlink_bench [changes]
 //! ```
 //!
-//! Each change relabels one peer pod (its addresses leave or join atoms' peer sets), alternately
-//! committed each way; prints the median and mean of each.
+//! Each change relabels one peer pod (its addresses leave or join atoms' peer sets), committed
+//! in turn over netlink on a socket per commit, over netlink on a kept socket
+//! (`weft_nft::Session`), and by `nft -f -`; prints the median and mean of each. `PROBE=1`
+//! first times one add and one delete in a set of each role.
 
 #[allow(dead_code)]
 #[path = "../../ctl/src/bench/policy/world.rs"]
@@ -108,13 +110,19 @@ fn main() -> Result<(), String> {
     }
     let (mut via_netlink, mut via_nft, mut build) = (Vec::new(), Vec::new(), Vec::new());
     let (mut commit_only, mut setns) = (Vec::new(), Vec::new());
+    let mut via_session = Vec::new();
+    // A socket opened in the scratch namespace and kept for the whole run.
+    let mut session = ns
+        .run(weft_nft::Session::open)
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
     for _ in 0..20 {
         let t = Instant::now();
         ns.run(|| ()).map_err(|e| e.to_string())?;
         setns.push(t.elapsed());
     }
     let mut weights = Vec::new();
-    for j in 0..changes * 2 {
+    for j in 0..changes * 3 {
         let (pns, pname) = world::relabel_target(j / 2);
         let old = c.plan().clone();
         let mut e = c
@@ -130,7 +138,13 @@ fn main() -> Result<(), String> {
         c.upsert_endpoint(e);
         let ops: Vec<Op> = c.take_ops();
         weights.push(ops.iter().map(Op::weight).sum::<usize>());
-        if j % 2 == 0 {
+        if j % 3 == 2 {
+            let t = Instant::now();
+            let batch = netlink::element_batch(table, &ops, &old, c.plan())
+                .ok_or_else(|| format!("change {j} is not element-only: {ops:?}"))?;
+            netlink::commit_on(&mut session, batch)?;
+            via_session.push(t.elapsed());
+        } else if j % 3 == 0 {
             let t = Instant::now();
             let batch = netlink::element_batch(table, &ops, &old, c.plan())
                 .ok_or_else(|| format!("change {j} is not element-only: {ops:?}"))?;
@@ -165,6 +179,10 @@ fn main() -> Result<(), String> {
     eprintln!(
         "  (entering and leaving the scratch netns: {})",
         stats(setns)
+    );
+    eprintln!(
+        "netlink on a kept socket (Session; build + commit): {}",
+        stats(via_session)
     );
     eprintln!("nft -f (render + spawn + commit): {}", stats(via_nft));
     drop(ns_guard);

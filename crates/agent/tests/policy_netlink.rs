@@ -17,7 +17,7 @@ use common::*;
 use serde_json::Value;
 use weft_agent::policy::netlink;
 use weft_net::NetNs;
-use weft_nft::{Element, ElementBatch, SetKind};
+use weft_nft::{Element, ElementBatch, Session, SetKind};
 use weft_policy::World;
 use weft_policy::plan::{self, Op, Plan, PlanOptions};
 
@@ -75,9 +75,22 @@ impl Scratch {
         }
     }
 
+    fn netns(&self) -> NetNs {
+        NetNs::open(Path::new(&format!("/run/netns/{}", self.0))).expect("open netns")
+    }
+
     fn commit(&self, batch: ElementBatch) -> Result<(), String> {
-        let ns = NetNs::open(Path::new(&format!("/run/netns/{}", self.0))).expect("open netns");
-        ns.run(|| netlink::commit(batch)).expect("enter netns")
+        self.netns()
+            .run(|| netlink::commit(batch))
+            .expect("enter netns")
+    }
+
+    /// A socket in this namespace, kept open across commits.
+    fn session(&self) -> Session {
+        self.netns()
+            .run(Session::open)
+            .expect("enter netns")
+            .expect("open netlink socket")
     }
 
     /// `nft -j list table`, normalised: no handles, counters at zero, set elements sorted,
@@ -185,6 +198,18 @@ fn differences(a: &BTreeMap<String, Value>, b: &BTreeMap<String, Value>) -> Stri
 /// A applied by nft, then diff(A, B) over netlink, equals B applied by nft. Returns false
 /// (and changes nothing) when the diff is not element-only.
 fn check_step(inc: &Scratch, fresh: &Scratch, a: &Plan, b: &Plan, what: &str) -> bool {
+    check_step_on(inc, fresh, a, b, what, None)
+}
+
+/// As [`check_step`], committing on `session` (a socket kept open in `inc`) when given.
+fn check_step_on(
+    inc: &Scratch,
+    fresh: &Scratch,
+    a: &Plan,
+    b: &Plan,
+    what: &str,
+    session: Option<&mut Session>,
+) -> bool {
     let ops = plan::diff(a, b);
     let Some(batch) = netlink::element_batch(TABLE, &ops, a, b) else {
         assert!(
@@ -193,7 +218,11 @@ fn check_step(inc: &Scratch, fresh: &Scratch, a: &Plan, b: &Plan, what: &str) ->
         );
         return false;
     };
-    if let Err(e) = inc.commit(batch) {
+    let res = match session {
+        Some(s) => netlink::commit_on(s, batch),
+        None => inc.commit(batch),
+    };
+    if let Err(e) = res {
         panic!("{what}: commit failed: {e}\nops: {ops:?}");
     }
     fresh.load(b);
@@ -458,6 +487,8 @@ fn randomized_sequences_stay_equal() {
         let mut cur = plan::compile(&w, &opts());
         let (inc, fresh) = (Scratch::new("rnd"), Scratch::new("rnd"));
         inc.load(&cur);
+        // Odd seeds commit on one socket kept for the whole sequence (the agent's way).
+        let mut session = (seed % 2 == 1).then(|| inc.session());
         for step in 0..30 {
             let m = *r.pick(&kinds);
             let Some(w2) = mutate(&mut r, &w, m) else {
@@ -470,7 +501,7 @@ fn randomized_sequences_stay_equal() {
                 continue;
             }
             let tally = by_kind.entry(format!("{m:?}")).or_default();
-            if check_step(&inc, &fresh, &cur, &next, &what) {
+            if check_step_on(&inc, &fresh, &cur, &next, &what, session.as_mut()) {
                 element_only += 1;
                 tally.0 += 1;
             } else {
@@ -551,6 +582,29 @@ fn refused_batch_changes_nothing_and_names_the_set() {
         .expect_err("a partial interval delete must fail");
     assert!(err.contains(&format!("set {iname}")), "{err}");
     assert_eq!(ns.listing(), before);
+
+    // A kept socket stays usable after a refused batch: the next commit lands.
+    let mut session = ns.session();
+    let mut b = ElementBatch::new(TABLE);
+    b.add(name, SetKind::Hash, &[Element::key(vec![10, 0, 1, 200])]);
+    b.add(
+        "no_such_set",
+        SetKind::Hash,
+        &[Element::key(vec![1, 2, 3, 4])],
+    );
+    netlink::commit_on(&mut session, b).expect_err("a missing set must fail");
+    assert_eq!(ns.listing(), before);
+    let mut b = ElementBatch::new(TABLE);
+    b.add(name, SetKind::Hash, &[Element::key(vec![10, 0, 1, 200])]);
+    netlink::commit_on(&mut session, b).expect("commit after a refused one");
+    let after = ns.listing();
+    let set = &after[&format!("set {name}")];
+    assert!(
+        set["elem"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|e| e == "10.0.1.200")),
+        "{set}"
+    );
 }
 
 #[test]

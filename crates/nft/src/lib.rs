@@ -20,7 +20,7 @@
 mod elements;
 mod nl;
 
-pub use elements::{Element, ElementBatch, SetKind, Verdict, concat_key};
+pub use elements::{Element, ElementBatch, Session, SetKind, Verdict, concat_key};
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 

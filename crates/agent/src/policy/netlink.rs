@@ -10,7 +10,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use weft_nft::{Element, ElementBatch, SetKind, Verdict, concat_key};
+use weft_nft::{Element, ElementBatch, Session, SetKind, Verdict, concat_key};
 use weft_policy::plan::{self, Elem, KeyType, Op, Plan};
 
 /// The ops as one element batch for table `inet <table>`, in the ops' order (a
@@ -41,12 +41,21 @@ pub fn element_batch(table: &str, ops: &[Op], old: &Plan, new: &Plan) -> Option<
     Some(b)
 }
 
-/// Commit `batch` in the calling thread's network namespace (blocking: one netlink round
-/// trip; run it off the async loop). Err says which set and operation the kernel refused;
-/// nothing was applied then.
+/// Commit `batch` in the calling thread's network namespace on a socket of its own
+/// (blocking: one netlink round trip, plus an RCU grace period when the socket closes after
+/// a batch that deleted elements; run it off the async loop). Err says which set and
+/// operation the kernel refused; nothing was applied then.
 pub fn commit(batch: ElementBatch) -> Result<(), String> {
     batch
         .commit()
+        .map_err(|e| format!("netlink element commit: {e}"))
+}
+
+/// As [`commit`], on a socket kept open across commits ([`Session`]): no grace-period wait
+/// on the caller's path. The session's socket is in the namespace where it was opened.
+pub fn commit_on(session: &mut Session, batch: ElementBatch) -> Result<(), String> {
+    session
+        .commit(batch)
         .map_err(|e| format!("netlink element commit: {e}"))
 }
 
