@@ -185,6 +185,14 @@ fn main() -> Result<(), String> {
         stats(via_session)
     );
     eprintln!("nft -f (render + spawn + commit): {}", stats(via_nft));
+    // The last change went through the session: closing its socket now pays the wait for
+    // the deferred frees that the kept socket kept off the commit path.
+    let t = Instant::now();
+    drop(session);
+    eprintln!(
+        "closing the kept socket after a change: {:.2} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
     drop(ns_guard);
     Ok(())
 }
@@ -235,35 +243,41 @@ fn probe(ns: &NetNs, table: &str, p: &plan::Plan) -> Result<(), String> {
                 _ => Verdict::Accept,
             });
         }
-        let (mut adds, mut dels) = (Vec::new(), Vec::new());
-        let pause = std::env::var("PAUSE_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        // Per commit: until the kernel's ACKs (the change is in), then closing the socket.
+        let (mut adds, mut dels, mut closes) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..5 {
             for add in [true, false] {
-                std::thread::sleep(Duration::from_millis(pause));
                 let mut b = ElementBatch::new(table);
                 if add {
                     b.add(name, kind, std::slice::from_ref(&el));
                 } else {
                     b.delete(name, kind, std::slice::from_ref(&el));
                 }
-                let d = ns
-                    .run(|| {
+                let (ack, close) = ns
+                    .run(|| -> Result<(Duration, Duration), String> {
                         let t = Instant::now();
-                        b.commit().map(|()| t.elapsed()).map_err(|e| e.to_string())
+                        let mut sock = weft_nft::Session::open().map_err(|e| e.to_string())?;
+                        sock.commit(b).map_err(|e| e.to_string())?;
+                        let ack = t.elapsed();
+                        drop(sock);
+                        Ok((ack, t.elapsed() - ack))
                     })
                     .map_err(|e| e.to_string())??;
-                if add { adds.push(d) } else { dels.push(d) }
+                if add {
+                    adds.push(ack)
+                } else {
+                    dels.push(ack);
+                    closes.push(close);
+                }
             }
         }
         probed.push((name.clone(), kind, el.clone()));
         eprintln!(
-            "{name} {tag:?} ({} elements):\n  add {}\n  del {}",
+            "{name} {tag:?} ({} elements):\n  add {}\n  del {}\n  closing the socket after del {}",
             s.elements.len(),
             stats(adds),
-            stats(dels)
+            stats(dels),
+            stats(closes)
         );
     }
     let (mut adds, mut dels) = (Vec::new(), Vec::new());
