@@ -13,8 +13,14 @@
 //! The messages mirror byte-for-byte what `nft --debug=mnl` (nftables 1.0.6) sends for the
 //! same ruleset, including the set/element userdata `nft list` needs to print ranges.
 //! Everything happens in the network namespace of the calling thread.
+//!
+//! [`ElementBatch`] (module `elements`) commits set-element changes to any `inet` table as
+//! one atomic batch: the policy table's element-only diffs, without spawning `nft`.
 
+mod elements;
 mod nl;
+
+pub use elements::{Element, ElementBatch, Session, SetKind, Verdict, concat_key};
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -39,6 +45,9 @@ pub enum Error {
     /// The table name can't be an nf_tables name (empty, over 255 bytes, or contains NUL).
     #[error("invalid nf_tables table name {name:?}")]
     InvalidTableName { name: String },
+    /// A set name given to an [`ElementBatch`] can't be an nf_tables name.
+    #[error("invalid nf_tables set name {name:?} in table inet {table}")]
+    InvalidSetName { table: String, name: String },
     /// The netlink socket itself failed.
     #[error("nf_tables netlink socket: {0}")]
     Io(#[from] std::io::Error),

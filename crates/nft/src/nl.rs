@@ -184,6 +184,17 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.msgs.is_empty()
     }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.msgs.len()
+    }
+
+    /// The encoded messages so far (BATCH_BEGIN first; BATCH_END is added when sent).
+    #[cfg(test)]
+    pub(crate) fn wire(&self) -> &[u8] {
+        &self.buf
+    }
 }
 
 fn set_seq(buf: &mut [u8], hdr: usize, seq: u32) {
@@ -318,6 +329,32 @@ impl Socket {
         })
     }
 
+    /// A batch is one datagram, which must fit the socket's send buffer (netlink answers
+    /// EMSGSIZE otherwise). Grow it for large batches, as nft does; best effort: if both
+    /// calls fail the send reports the error.
+    fn fit_send_buffer(&self, len: usize) {
+        const DEFAULT_FITS: usize = 128 * 1024;
+        if len <= DEFAULT_FITS {
+            return;
+        }
+        let size = libc::c_int::try_from(len.saturating_mul(2)).unwrap_or(libc::c_int::MAX);
+        for opt in [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF] {
+            // SAFETY: setsockopt with a c_int option value.
+            let rc = unsafe {
+                libc::setsockopt(
+                    self.fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&raw const size).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc == 0 {
+                return;
+            }
+        }
+    }
+
     fn send(&self, data: &[u8]) -> Result<(), Error> {
         // SAFETY: data is a valid slice; unconnected netlink sockets send to the kernel.
         let n = unsafe { libc::send(self.fd.as_raw_fd(), data.as_ptr().cast(), data.len(), 0) };
@@ -387,6 +424,7 @@ impl Socket {
         );
         finish_msg(&mut buf, e);
         self.seq = end_seq + 1;
+        self.fit_send_buffer(buf.len());
         self.send(&buf)?;
         let mut remaining: HashSet<u32> = ops.keys().copied().collect();
         let mut failures: Vec<(u32, i32)> = Vec::new();

@@ -28,6 +28,7 @@
 pub mod cut;
 mod endpoints;
 mod feed;
+pub mod netlink;
 pub mod nft;
 mod persist;
 mod view;
