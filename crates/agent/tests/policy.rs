@@ -136,6 +136,10 @@ fn policy_from_the_local_store_is_applied_persisted_and_restored_first() {
             assert!(reply.ok, "{reply:?}");
             let st = policy_status(&dir.0).unwrap();
             assert_eq!(st["lastChange"]["mode"], "incremental", "{st}");
+            assert_eq!(
+                st["lastChange"]["via"], "netlink",
+                "one pod is element ops only: {st}"
+            );
             assert!(table(&ns).unwrap().contains("10.97.0.3"));
             let plan_after = std::fs::read_to_string(dir.0.join("run/policy-plan.json")).unwrap();
             assert_eq!(

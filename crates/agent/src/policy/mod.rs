@@ -1,8 +1,10 @@
 //! NetworkPolicy on this node: the datastore's view and this node's endpoint files become a
 //! [`weft_policy::World`], fed to an incremental [`plan::Compiler`] kept for this node and
-//! moved into the kernel as the compiler's ops ([`plan::Compiler::take_ops`],
-//! [`plan::render_ops`]), one `nft -f -` transaction at a time; the applied plan is kept in
-//! `<run-dir>/policy-plan.json`.
+//! moved into the kernel as the compiler's ops ([`plan::Compiler::take_ops`]), one atomic
+//! transaction at a time: element-only changes (most of them) as one nf_tables netlink
+//! batch ([`netlink`]), anything with new chains or sets as `nft -f -`
+//! ([`plan::render_ops`]); the applied plan is kept in `<run-dir>/policy-plan.json` and its
+//! journal ([`persist`]).
 //!
 //! Restart safety, the property everything here serves — a restarted agent never opens a
 //! denied flow, even for an instant:
@@ -99,6 +101,9 @@ pub struct Policy {
     published: BTreeMap<(String, String), EndpointRecord>,
     /// What changed since the compiler was last fed.
     touched: Touched,
+    /// The netlink socket element changes are committed on, kept open: closing one after
+    /// a batch that deleted elements waits for an RCU grace period (8–16 ms here).
+    session: Option<weft_nft::Session>,
     /// The node's blocks and underlay addresses the compiler's world was built with.
     fed_node: Option<(Vec<IpNet>, Vec<IpAddr>)>,
     /// `--policy-cut-established`, and what its last sweep did.
@@ -130,6 +135,7 @@ impl Policy {
             timing: Timing::default(),
             last_change: Timing::default(),
             touched: Touched::everything(),
+            session: None,
             fed_node: None,
             cut_established: s.policy_cut_established,
             last_cut: Ok(cut::Sweep::default()),
@@ -416,11 +422,7 @@ impl Policy {
         let started = std::time::Instant::now();
         self.timing.nft_ms = 0.0;
         if let Some(script) = script {
-            let text = match script {
-                Commit::Ops { ops, .. } => plan::render_ops(&self.opts.table, &ops),
-                Commit::Replace => replace_script(self.plan()),
-            };
-            let applied = nft::apply(text).await;
+            let applied = self.commit(script).await;
             self.timing.nft_ms = ms(started);
             if let Err(e) = applied {
                 // nft commits all or nothing, but say so by trusting no diff next time (and
@@ -453,6 +455,7 @@ impl Policy {
                     ("compileMs", self.timing.compile_ms.into()),
                     ("persistMs", self.timing.persist_ms.into()),
                     ("nftMs", self.timing.nft_ms.into()),
+                    ("via", self.timing.via.into()),
                 ],
             );
         }
@@ -463,6 +466,42 @@ impl Policy {
             self.cut().await;
         }
         Ok(())
+    }
+
+    /// Hands a change to the kernel: element-only ops as one netlink batch on the kept
+    /// session, anything else (new chains or sets, the whole table) through `nft -f`. Both
+    /// are one atomic transaction.
+    async fn commit(&mut self, commit: Commit) -> Result<(), String> {
+        let ops = match commit {
+            Commit::Ops { ops, .. } => ops,
+            Commit::Replace => {
+                self.timing.via = "nft";
+                return nft::apply(replace_script(self.plan())).await;
+            }
+        };
+        let plan = self.plan();
+        let Some(batch) = netlink::element_batch(&self.opts.table, &ops, plan, plan) else {
+            self.timing.via = "nft";
+            return nft::apply(plan::render_ops(&self.opts.table, &ops)).await;
+        };
+        self.timing.via = "netlink";
+        let session = self.session.take();
+        let (session, done) = tokio::task::spawn_blocking(move || {
+            let mut session = match session {
+                Some(s) => s,
+                None => match weft_nft::Session::open() {
+                    Ok(s) => s,
+                    Err(e) => return (None, Err(format!("nf_tables netlink socket: {e}"))),
+                },
+            };
+            let done = netlink::commit_on(&mut session, batch);
+            // After a refusal, start the next commit on a fresh socket.
+            (done.is_ok().then_some(session), done)
+        })
+        .await
+        .map_err(|e| format!("netlink commit thread failed: {e}"))?;
+        self.session = session;
+        done
     }
 
     /// Delete the conntrack entries of flows the applied plan denies (before the apply is
@@ -730,7 +769,11 @@ struct Timing {
     compile_ms: f64,
     /// Writing `policy-plan.json`.
     persist_ms: f64,
+    /// Committing the change to the kernel (netlink or `nft`).
     nft_ms: f64,
+    /// How the last change was committed: `netlink` (element ops, one batch on a kept
+    /// socket) or `nft` (`nft -f`: new chains or sets, the whole table).
+    via: &'static str,
     /// The sum of the above, for the last committed change.
     total_ms: f64,
     /// `incremental` (pods and policies fed), `world` (namespaces or nodes changed: the
@@ -753,6 +796,7 @@ impl Timing {
             "compileMs": self.compile_ms,
             "persistMs": self.persist_ms,
             "nftMs": self.nft_ms,
+            "via": self.via,
             "totalMs": self.total_ms,
             "ops": self.ops,
             "endpointsFed": self.fed_endpoints,
