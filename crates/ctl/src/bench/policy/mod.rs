@@ -12,10 +12,12 @@
 //! Before each variant's measurements a probe on a port no rule allows must fail (and
 //! succeed with no policy), so every figure is of a table that really polices the flow.
 //!
-//! Apply = `nft -f -` of `render_ops(diff(before, after))` as one transaction, timed end to
-//! end and by part: compile (a fresh [`Compiler`] for a full apply; the compiler's update
-//! for a change), diff (`diff` from nothing; `take_ops` for a change), render, nft (spawn to
-//! exit). Every variant is applied from nothing and removed (`delete table`) once per round;
+//! A full apply = `nft -f -` of `render_ops(diff(before, after))` as one transaction, timed
+//! end to end and by part: compile (a fresh [`Compiler`]), diff (`diff` from nothing),
+//! render, nft (spawn to exit). A change is committed as weftd commits it: the compiler's
+//! update, `take_ops`, then — when the ops are element ops only — one netlink batch on a
+//! socket kept open in the node namespace (`weft_agent::policy::netlink`), else
+//! `render_ops` and `nft -f -`. Every variant is applied from nothing and removed (`delete table`) once per round;
 //! the rounds rotate the order, and a ratio is the median of per-round ratios, as in
 //! `bench dataplane`.
 
@@ -37,6 +39,7 @@ use super::signal;
 use crate::exe;
 use net::Net;
 use report::{ChangeReport, Kind, PolicyReport, TableSize, Timing, VariantReport};
+use weft_agent::policy::netlink;
 
 /// Options of `weftctl bench policy`.
 #[derive(Debug, Args)]
@@ -296,6 +299,7 @@ fn apply_weft(
         nft,
         weight: weight(&ops),
         bytes: script.len(),
+        netlink: false,
     };
     Ok((timing, size, compiler))
 }
@@ -331,6 +335,7 @@ fn apply_linear(
         nft,
         weight: weight(&ops),
         bytes: script.len(),
+        netlink: false,
     };
     Ok((timing, size))
 }
@@ -373,7 +378,8 @@ fn time_changes(
     cidrs: bool,
 ) -> Result<()> {
     let table = c.options().table.clone();
-    let apply = |c: &mut Compiler, change: &dyn Fn(&mut Compiler)| -> Result<Timing> {
+    let mut session = net.netlink_session()?;
+    let mut apply = |c: &mut Compiler, change: &dyn Fn(&mut Compiler)| -> Result<Timing> {
         let t = Instant::now();
         change(c);
         let compile = t.elapsed();
@@ -381,6 +387,23 @@ fn time_changes(
         let ops = c.take_ops();
         let diff = t.elapsed();
         let t = Instant::now();
+        if let Some(batch) = netlink::element_batch(&table, &ops, c.plan(), c.plan()) {
+            let render = t.elapsed();
+            let t = Instant::now();
+            netlink::commit_on(&mut session, batch).map_err(|detail| BenchError::Unexpected {
+                what: "netlink element commit".to_owned(),
+                detail,
+            })?;
+            return Ok(Timing {
+                compile,
+                diff,
+                render,
+                nft: t.elapsed(),
+                weight: weight(&ops),
+                bytes: 0,
+                netlink: true,
+            });
+        }
         let script = plan::render_ops(&table, &ops);
         let render = t.elapsed();
         let nft = net.nft(&script)?;
@@ -391,6 +414,7 @@ fn time_changes(
             nft,
             weight: weight(&ops),
             bytes: script.len(),
+            netlink: false,
         })
     };
     for j in 0..count {

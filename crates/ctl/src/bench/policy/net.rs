@@ -312,6 +312,19 @@ impl Net {
         })
     }
 
+    /// A netlink socket in the node namespace for element commits (kept open across
+    /// changes, as weftd keeps its own).
+    pub fn netlink_session(&self) -> Result<weft_nft::Session> {
+        let ns = NetNs::open(&netns::path(&self.node_ns))
+            .map_err(BenchError::net(format!("opening netns {}", self.node_ns)))?;
+        ns.run(weft_nft::Session::open)
+            .map_err(BenchError::net(format!("entering netns {}", self.node_ns)))?
+            .map_err(|e| BenchError::Unexpected {
+                what: format!("nf_tables netlink socket in {}", self.node_ns),
+                detail: e.to_string(),
+            })
+    }
+
     /// Removes the namespaces now, reporting failure (Drop does it silently).
     pub fn remove(mut self) -> Result<()> {
         self.listener = None;

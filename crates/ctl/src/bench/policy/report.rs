@@ -21,9 +21,12 @@ pub struct Timing {
     pub diff: Duration,
     pub render: Duration,
     pub nft: Duration,
-    /// nftables ops (elements for element ops) and the script's size.
+    /// nftables ops (elements for element ops) and the script's size (0 over netlink).
     pub weight: usize,
     pub bytes: usize,
+    /// Committed as one netlink element batch (`render` is then building the batch and
+    /// `nft` the commit on the kept socket), not by `nft -f`.
+    pub netlink: bool,
 }
 
 impl Timing {
@@ -235,22 +238,23 @@ impl PolicyReport {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "one change on the applied weft table, ms: p50 of each part, total p50 / p90 / max (Compiler update + take_ops + render_ops + nft -f)"
+            "one change on the applied weft table, ms: p50 of each part, total p50 / p90 / max (Compiler update + take_ops + build the netlink batch (render_ops when not element-only) + commit on the kept socket (nft -f); netlink = changes committed over netlink)"
         );
         let _ = writeln!(
             out,
-            "{:<8}{:<14}{:>5}{:>9}{:>8}{:>8}{:>8}{:>9}{:>8}{:>8}{:>9}",
+            "{:<8}{:<14}{:>5}{:>9}{:>8}{:>8}{:>8}{:>9}{:>8}{:>8}{:>9}{:>9}",
             "rules",
             "change",
             "n",
             "compile",
             "diff",
             "render",
-            "nft",
+            "commit",
             "total",
             "p90",
             "max",
-            "elements"
+            "elements",
+            "netlink"
         );
         for c in &self.changes {
             for (name, samples) in [("relabel pod", &c.relabel), ("edit policy", &c.edit)] {
@@ -258,7 +262,7 @@ impl PolicyReport {
                 let total = summary(samples, Timing::total);
                 let _ = writeln!(
                     out,
-                    "{:<8}{:<14}{:>5}{:>9.2}{:>8.2}{:>8.2}{:>8.2}{:>9.2}{:>8.2}{:>8.2}{:>9}",
+                    "{:<8}{:<14}{:>5}{:>9.2}{:>8.2}{:>8.2}{:>8.2}{:>9.2}{:>8.2}{:>8.2}{:>9}{:>9}",
                     c.rules,
                     name,
                     samples.len(),
@@ -270,6 +274,11 @@ impl PolicyReport {
                     percentile_ms(samples, 90.0),
                     total.max_ms,
                     median(samples.iter().map(|t| t.weight as f64)),
+                    format!(
+                        "{}/{}",
+                        samples.iter().filter(|t| t.netlink).count(),
+                        samples.len()
+                    ),
                 );
             }
         }
