@@ -86,8 +86,9 @@ fn report(rules: &str, what: &str, samples: &[Value]) {
     let m = |k: &str| median(samples.iter().map(|s| s[k].as_f64().unwrap()).collect());
     let modes: std::collections::BTreeSet<&str> =
         samples.iter().filter_map(|s| s["mode"].as_str()).collect();
+    let netlink = samples.iter().filter(|s| s["via"] == "netlink").count();
     println!(
-        "rules={rules:>5} {what:<16} n={:>2} total={:>7.2} ms (load {:.2}, world {:.2}, compile {:.2}, persist {:.2}, nft {:.2}) ops={} mode={modes:?}",
+        "rules={rules:>5} {what:<16} n={:>2} total={:>7.2} ms (load {:.2}, world {:.2}, compile {:.2}, persist {:.2}, commit {:.2}) ops={} mode={modes:?} netlink={netlink}/{}",
         samples.len(),
         m("totalMs"),
         m("loadMs"),
@@ -96,6 +97,7 @@ fn report(rules: &str, what: &str, samples: &[Value]) {
         m("persistMs"),
         m("nftMs"),
         m("ops"),
+        samples.len(),
     );
 }
 

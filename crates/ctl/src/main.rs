@@ -13,6 +13,7 @@ mod exe;
 mod lab;
 mod netns;
 mod policy;
+mod status;
 
 use std::error::Error;
 use std::process::ExitCode;
@@ -28,6 +29,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// What this node's weftd says: lease, blocks, peers, datastore, NetworkPolicy (in sync,
+    /// last change, denied packets per pod and policy).
+    Status(status::StatusArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -80,6 +84,7 @@ fn main() -> ExitCode {
         Command::Apply(args) => policy::apply(&args).map_err(Into::into),
         Command::Delete(args) => policy::delete(&args).map_err(Into::into),
         Command::Get(args) => policy::get(&args).map_err(Into::into),
+        Command::Status(args) => status::run(&args).map_err(Into::into),
         Command::Policy(policy::PolicyCommand::Explain(args)) => {
             policy::explain(&args).map_err(Into::into)
         }

@@ -81,6 +81,25 @@ fn deny_all_cuts_and_delete_restores(mode: &str) {
     }
     let st = lab.wait_policy_in_sync("n1");
     assert_eq!(st["policy"]["classes"], 1, "{st}");
+    // What a person sees: `weftctl lab status` names each denied pod and its policy.
+    let text = lab.ok(&["status"], &[]);
+    for pod in ["a", "b", "c"] {
+        assert!(
+            text.lines().any(
+                |l| l.contains(&format!("shop/{pod} ")) && l.contains("policies shop/deny-all")
+            ),
+            "shop/{pod} not listed as denied:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("node n1:") && text.contains("node n2:"),
+        "{text}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&lab.ok(&["status"], &["n2", "-o", "json"])).unwrap();
+    assert_eq!(json.as_array().map(Vec::len), Some(1), "{json}");
+    assert_eq!(json[0]["node"], "n2", "{json}");
+    assert_eq!(json[0]["status"]["policy"]["classes"], 1, "{json}");
     lab.delete(DENY_ALL_SHOP);
     lab.policy_sync();
     assert_matrix(&lab, &all_pairs(true), 7120, "after deleting deny-all");

@@ -91,6 +91,13 @@ enum LabCommand {
     /// Restart a node's weftd.
     #[command(subcommand)]
     Weftd(WeftdCommand),
+    /// What each node's weftd says (`weftctl status` for every node, or one).
+    Status {
+        /// Only this node (n1, n2, … or 1, 2, …).
+        node: Option<String>,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::status::Output::Text)]
+        output: crate::status::Output,
+    },
     /// Wait until every node's weftd has loaded the datastore's current policy view and
     /// committed it to the kernel (a barrier: change policy, sync, then probe).
     PolicySync {
@@ -238,6 +245,9 @@ pub fn run(args: LabArgs) -> Result<Outcome> {
         }
         LabCommand::Weftd(WeftdCommand::Start { node }) => {
             weftd_start(&names, &node).map(|()| Outcome::Done)
+        }
+        LabCommand::Status { node, output } => {
+            status_cmd(&names, node.as_deref(), output).map(|()| Outcome::Done)
         }
         LabCommand::PolicySync { timeout } => {
             policy_sync(&names, Duration::from_secs(timeout)).map(|()| Outcome::Done)
@@ -610,6 +620,43 @@ fn weftd_start(names: &Names, given: &str) -> Result<()> {
         }
     }
     state.save(names)
+}
+
+/// Prints every node's (or one node's) weftd status; with `-o json`, one array of
+/// `{"node", "status"}` (or `"error"`) objects.
+fn status_cmd(names: &Names, only: Option<&str>, output: crate::status::Output) -> Result<()> {
+    let state = State::load_existing(names)?;
+    let only = only
+        .map(names::node_index)
+        .transpose()?
+        .map(names::node_name);
+    let mut all = Vec::new();
+    for n in state
+        .nodes
+        .iter()
+        .filter(|n| only.as_ref().is_none_or(|o| *o == n.name))
+    {
+        let got = crate::status::fetch(&node::paths(names, &n.name).socket());
+        match output {
+            crate::status::Output::Json => all.push(match got {
+                Ok(st) => serde_json::json!({"node": n.name, "status": st}),
+                Err(e) => serde_json::json!({"node": n.name, "error": e.to_string()}),
+            }),
+            crate::status::Output::Text => match got {
+                Ok(st) => crate::status::print(&st, output),
+                Err(e) => println!("node {}: {e}", n.name),
+            },
+        }
+    }
+    if let Some(o) = &only
+        && !state.nodes.iter().any(|n| n.name == *o)
+    {
+        return Err(LabError::invalid("node", o, "no such node in this lab"));
+    }
+    if output == crate::status::Output::Json {
+        println!("{}", serde_json::Value::from(all));
+    }
+    Ok(())
 }
 
 /// Asks every node's weftd for `policy-sync` (load the view now, commit, answer), retrying
