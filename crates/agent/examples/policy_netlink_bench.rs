@@ -200,7 +200,7 @@ fn main() -> Result<(), String> {
 /// Where the kernel's time goes: one element added then deleted in one set of each role,
 /// then in all those sets at once (one batch each way).
 fn probe(ns: &NetNs, table: &str, p: &plan::Plan) -> Result<(), String> {
-    use weft_nft::{Element, ElementBatch, SetKind, Verdict};
+    use weft_nft::{Element, SetKind, TableBatch, Verdict};
     let mut seen = std::collections::BTreeSet::new();
     let mut probed = Vec::new();
     for (name, s) in &p.sets {
@@ -247,11 +247,11 @@ fn probe(ns: &NetNs, table: &str, p: &plan::Plan) -> Result<(), String> {
         let (mut adds, mut dels, mut closes) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..5 {
             for add in [true, false] {
-                let mut b = ElementBatch::new(table);
+                let mut b = TableBatch::new(table);
                 if add {
-                    b.add(name, kind, std::slice::from_ref(&el));
+                    b.add_elements(name, kind, std::slice::from_ref(&el));
                 } else {
-                    b.delete(name, kind, std::slice::from_ref(&el));
+                    b.delete_elements(name, kind, std::slice::from_ref(&el));
                 }
                 let (ack, close) = ns
                     .run(|| -> Result<(Duration, Duration), String> {
@@ -283,12 +283,12 @@ fn probe(ns: &NetNs, table: &str, p: &plan::Plan) -> Result<(), String> {
     let (mut adds, mut dels) = (Vec::new(), Vec::new());
     for _ in 0..5 {
         for add in [true, false] {
-            let mut b = ElementBatch::new(table);
+            let mut b = TableBatch::new(table);
             for (name, kind, el) in &probed {
                 if add {
-                    b.add(name, *kind, std::slice::from_ref(el));
+                    b.add_elements(name, *kind, std::slice::from_ref(el));
                 } else {
-                    b.delete(name, *kind, std::slice::from_ref(el));
+                    b.delete_elements(name, *kind, std::slice::from_ref(el));
                 }
             }
             let d = ns
