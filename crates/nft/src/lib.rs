@@ -61,6 +61,13 @@ pub enum Error {
     /// name.
     #[error("invalid nf_tables chain name {name:?} in table inet {table}")]
     InvalidChainName { table: String, name: String },
+    /// A `log prefix` longer than the kernel takes (127 bytes) or containing NUL.
+    #[error("invalid log prefix {prefix:?} for chain {chain} in table inet {table}")]
+    InvalidLogPrefix {
+        table: String,
+        chain: String,
+        prefix: String,
+    },
     /// The netlink socket itself failed.
     #[error("nf_tables netlink socket: {0}")]
     Io(#[from] std::io::Error),

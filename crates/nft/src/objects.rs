@@ -43,6 +43,9 @@ const NFT_SET_CONCAT: u32 = 0x80;
 /// nft's data type of verdict-map values (`NFT_DATA_VERDICT`), with data length 0.
 const NFT_DATA_VERDICT: u32 = 0xffff_ff00;
 
+/// The kernel's `NF_LOG_PREFIXLEN` (128) less the NUL.
+const MAX_LOG_PREFIX: usize = 127;
+
 /// nft datatype ids, and how nft numbers a concatenation (`a << 6 | b`).
 const TYPE_IPV4_ADDR: u32 = 7;
 const TYPE_IPV6_ADDR: u32 = 8;
@@ -281,6 +284,17 @@ impl TableBatch {
         if let Some(c) = verdict.and_then(Verdict::chain)
             && !self.check_chain(c)
         {
+            return self;
+        }
+        if let Rule::Log { prefix, .. } = rule
+            && (prefix.len() > MAX_LOG_PREFIX || prefix.contains('\0'))
+        {
+            self.invalid
+                .get_or_insert_with(|| crate::Error::InvalidLogPrefix {
+                    table: self.table.clone(),
+                    chain: chain.to_string(),
+                    prefix: prefix.clone(),
+                });
             return self;
         }
         let set_id = set.and_then(|s| self.set_id(s));
@@ -599,6 +613,22 @@ mod tests {
         for (i, (g, n)) in got.iter().zip(&nft).enumerate() {
             assert_eq!(*g, hex(n), "message {i}");
         }
+    }
+
+    #[test]
+    fn overlong_log_prefix_fails_at_commit() {
+        let mut b = TableBatch::new("t");
+        b.add_chain("c").add_rule(
+            "c",
+            &Rule::Log {
+                prefix: "x".repeat(128),
+                per_second: 1,
+            },
+        );
+        assert!(matches!(
+            b.commit(),
+            Err(crate::Error::InvalidLogPrefix { .. })
+        ));
     }
 
     #[test]
