@@ -927,3 +927,60 @@ fn refused_object_batch_changes_nothing_and_names_the_object() {
     assert!(err.contains(&format!("chain {atom}")), "{err}");
     assert_eq!(ns.listing(), before, "a refused batch must change nothing");
 }
+
+/// Every set kind the plan has (also those only the first build creates: self pairs,
+/// counted sets, pod maps), created over netlink, lists exactly like `nft -f` made it; the
+/// counted set's new element gets its counter.
+#[test]
+fn every_set_kind_lists_like_nft() {
+    use weft_nft::{KeyType as K, SetSpec};
+    let kinds: [(&str, &str, K, bool, bool, bool); 10] = [
+        ("a4", "set", K::Ipv4, false, false, false),
+        ("n4", "set", K::Ipv4, true, false, false),
+        ("a6", "set", K::Ipv6, false, false, false),
+        ("n6", "set", K::Ipv6, true, false, false),
+        ("p4", "set", K::Ipv4Pair, false, false, false),
+        ("p6", "set", K::Ipv6Pair, false, false, false),
+        ("c4", "set", K::Ipv4, false, false, true),
+        ("c6", "set", K::Ipv6, false, false, true),
+        ("m4", "map", K::Ipv4, false, true, false),
+        ("pm", "map", K::ProtoPort, true, true, false),
+    ];
+    let (inc, fresh) = (Scratch::new("kinds"), Scratch::new("kinds"));
+    inc.nft(&format!("add table inet {TABLE}\n"))
+        .expect("table");
+    let mut script = format!("add table inet {TABLE}\n");
+    let mut b = TableBatch::new(TABLE);
+    for (name, what, key, interval, verdict_map, counter) in kinds {
+        let ty = match key {
+            K::Ipv4 => "ipv4_addr",
+            K::Ipv6 => "ipv6_addr",
+            K::Ipv4Pair => "ipv4_addr . ipv4_addr",
+            K::Ipv6Pair => "ipv6_addr . ipv6_addr",
+            K::ProtoPort => "inet_proto . inet_service",
+        };
+        let data = if verdict_map { " : verdict" } else { "" };
+        let flags = if interval { " flags interval;" } else { "" };
+        let cnt = if counter { " counter;" } else { "" };
+        script.push_str(&format!(
+            "add {what} inet {TABLE} {name} {{ type {ty}{data};{flags}{cnt} }}\n"
+        ));
+        b.add_set(
+            name,
+            &SetSpec {
+                key,
+                interval,
+                verdict_map,
+                counter,
+            },
+        );
+    }
+    script.push_str(&format!("add element inet {TABLE} c4 {{ 10.0.0.1 }}\n"));
+    b.add_elements("c4", SetKind::Hash, &[Element::key(vec![10, 0, 0, 1])]);
+    fresh.nft(&script).expect("nft -f");
+    inc.commit(b).expect("netlink");
+    let (x, y) = (inc.listing(), fresh.listing());
+    assert!(x == y, "listings differ\n{}", differences(&x, &y));
+    let elems = x["set c4"]["elem"].as_array().expect("c4 elements");
+    assert!(elems[0]["elem"]["counter"].is_object(), "{elems:?}");
+}
