@@ -83,11 +83,6 @@ pub fn batch(table: &str, ops: &[Op], old: &Plan, new: &Plan) -> Option<TableBat
     Some(b)
 }
 
-/// The old name of [`batch`], from when only element ops went over netlink.
-pub fn element_batch(table: &str, ops: &[Op], old: &Plan, new: &Plan) -> Option<TableBatch> {
-    batch(table, ops, old, new)
-}
-
 /// Commit `batch` in the calling thread's network namespace on a socket of its own
 /// (blocking: one netlink round trip, plus an RCU grace period when the socket closes after
 /// a batch that deleted elements; run it off the async loop). Err says which set and
