@@ -1,5 +1,6 @@
-//! One label change at 10,000 rules (the `weftctl bench policy` world), committed over
-//! netlink (`policy::netlink`) vs `nft -f -`, in a scratch network namespace (as root):
+//! One label change, and one policy edit, at 10,000 rules (the `weftctl bench policy`
+//! world), committed over netlink (`policy::netlink`) vs `nft -f -`, in a scratch network
+//! namespace (as root):
 //!
 //! ```text
 //! cargo run --release -p weft-agent --example policy_netlink_bench [changes]
@@ -7,8 +8,11 @@
 //!
 //! Each change relabels one peer pod (its addresses leave or join atoms' peer sets), committed
 //! in turn over netlink on a socket per commit, over netlink on a kept socket
-//! (`weft_nft::Session`), and by `nft -f -`; prints the median and mean of each. `PROBE=1`
-//! first times one add and one delete in a set of each role.
+//! (`weft_nft::Session`), and by `nft -f -`; prints the median and mean of each. Then each
+//! policy edit moves the ports of one allow policy (`weftctl bench policy`'s edit: new atom
+//! chains, their peer sets and port-map entries; the old ones deleted) and the next moves
+//! them back; edits alternate in pairs between netlink on the kept socket and `nft -f -`.
+//! `PROBE=1` first times one add and one delete in a set of each role.
 
 #[allow(dead_code)]
 #[path = "../../ctl/src/bench/policy/world.rs"]
@@ -140,13 +144,13 @@ fn main() -> Result<(), String> {
         weights.push(ops.iter().map(Op::weight).sum::<usize>());
         if j % 3 == 2 {
             let t = Instant::now();
-            let batch = netlink::element_batch(table, &ops, &old, c.plan())
+            let batch = netlink::batch(table, &ops, &old, c.plan())
                 .ok_or_else(|| format!("change {j} is not element-only: {ops:?}"))?;
             netlink::commit_on(&mut session, batch)?;
             via_session.push(t.elapsed());
         } else if j % 3 == 0 {
             let t = Instant::now();
-            let batch = netlink::element_batch(table, &ops, &old, c.plan())
+            let batch = netlink::batch(table, &ops, &old, c.plan())
                 .ok_or_else(|| format!("change {j} is not element-only: {ops:?}"))?;
             build.push(t.elapsed());
             let kernel = ns
@@ -185,6 +189,35 @@ fn main() -> Result<(), String> {
         stats(via_session)
     );
     eprintln!("nft -f (render + spawn + commit): {}", stats(via_nft));
+    let k = world::edit_target(10_000);
+    // `weftctl bench policy`'s edit: the second port moves along the pool, to ports other
+    // policies use (their regions' atoms exist: only elements change at this scale).
+    policy_edits(
+        &ns,
+        &mut c,
+        &mut session,
+        table,
+        changes,
+        "policy edit, port moved within the pool",
+        &|j| world::allow_policy(k, if j % 2 == 0 { 1 + j / 2 } else { 0 }, true),
+    )?;
+    // The same policy's second port moved to a port no policy uses, and back: a new region,
+    // so a new atom chain with its peer sets and port-map entries; back, they are deleted.
+    policy_edits(
+        &ns,
+        &mut c,
+        &mut session,
+        table,
+        changes,
+        "policy edit, port moved to a new port (new atom)",
+        &|j| {
+            let mut p = world::allow_policy(k, 0, true);
+            if j % 2 == 0 {
+                p.spec.ingress[0].ports[1] = weft_policy::PolicyPort::tcp(41_000 + j as u16 / 2);
+            }
+            p
+        },
+    )?;
     // The last change went through the session: closing its socket now pays the wait for
     // the deferred frees that the kept socket kept off the commit path.
     let t = Instant::now();
@@ -197,10 +230,67 @@ fn main() -> Result<(), String> {
     Ok(())
 }
 
+/// `changes` policy edits each way (`edit(j)` is the policy after edit `j`; odd edits undo
+/// the one before): netlink on the kept socket vs `nft -f -`.
+fn policy_edits(
+    ns: &NetNs,
+    c: &mut Compiler,
+    session: &mut weft_nft::Session,
+    table: &str,
+    changes: usize,
+    what: &str,
+    edit: &dyn Fn(usize) -> weft_policy::NetworkPolicy,
+) -> Result<(), String> {
+    let (mut via_session, mut via_nft, mut objects) = (Vec::new(), Vec::new(), Vec::new());
+    for j in 0..changes * 4 {
+        let old = c.plan().clone();
+        c.upsert_policy(edit(j));
+        let ops: Vec<Op> = c.take_ops();
+        objects.push(
+            ops.iter()
+                .filter(|o| {
+                    !matches!(
+                        o,
+                        Op::AddElements { .. }
+                            | Op::DeleteElements { .. }
+                            | Op::ReplaceElements { .. }
+                    )
+                })
+                .count(),
+        );
+        // Pairs (edit, undo) alternate between the two ways.
+        if (j / 2) % 2 == 0 {
+            let t = Instant::now();
+            let batch = netlink::batch(table, &ops, &old, c.plan())
+                .ok_or_else(|| format!("edit {j} can't go over netlink: {ops:?}"))?;
+            netlink::commit_on(session, batch)?;
+            via_session.push(t.elapsed());
+        } else {
+            let t = Instant::now();
+            let script = plan::render_ops(table, &ops);
+            ns.run(|| nft(&script)).map_err(|e| e.to_string())??;
+            via_nft.push(t.elapsed());
+        }
+    }
+    objects.sort();
+    eprintln!(
+        "{what}: {} edits, chains/sets added or deleted per edit: median {}, max {}",
+        objects.len(),
+        objects[objects.len() / 2],
+        objects[objects.len() - 1]
+    );
+    eprintln!(
+        "  netlink on a kept socket (build + commit): {}",
+        stats(via_session)
+    );
+    eprintln!("  nft -f (render + spawn + commit): {}", stats(via_nft));
+    Ok(())
+}
+
 /// Where the kernel's time goes: one element added then deleted in one set of each role,
 /// then in all those sets at once (one batch each way).
 fn probe(ns: &NetNs, table: &str, p: &plan::Plan) -> Result<(), String> {
-    use weft_nft::{Element, ElementBatch, SetKind, Verdict};
+    use weft_nft::{Element, SetKind, TableBatch, Verdict};
     let mut seen = std::collections::BTreeSet::new();
     let mut probed = Vec::new();
     for (name, s) in &p.sets {
@@ -247,11 +337,11 @@ fn probe(ns: &NetNs, table: &str, p: &plan::Plan) -> Result<(), String> {
         let (mut adds, mut dels, mut closes) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..5 {
             for add in [true, false] {
-                let mut b = ElementBatch::new(table);
+                let mut b = TableBatch::new(table);
                 if add {
-                    b.add(name, kind, std::slice::from_ref(&el));
+                    b.add_elements(name, kind, std::slice::from_ref(&el));
                 } else {
-                    b.delete(name, kind, std::slice::from_ref(&el));
+                    b.delete_elements(name, kind, std::slice::from_ref(&el));
                 }
                 let (ack, close) = ns
                     .run(|| -> Result<(Duration, Duration), String> {
@@ -283,12 +373,12 @@ fn probe(ns: &NetNs, table: &str, p: &plan::Plan) -> Result<(), String> {
     let (mut adds, mut dels) = (Vec::new(), Vec::new());
     for _ in 0..5 {
         for add in [true, false] {
-            let mut b = ElementBatch::new(table);
+            let mut b = TableBatch::new(table);
             for (name, kind, el) in &probed {
                 if add {
-                    b.add(name, *kind, std::slice::from_ref(el));
+                    b.add_elements(name, *kind, std::slice::from_ref(el));
                 } else {
-                    b.delete(name, *kind, std::slice::from_ref(el));
+                    b.delete_elements(name, *kind, std::slice::from_ref(el));
                 }
             }
             let d = ns

@@ -1,9 +1,9 @@
-//! Set-element transactions on any `inet` table: add and delete elements of existing sets
-//! and verdict maps, many sets at once, as ONE nf_tables batch (atomic: the kernel applies
-//! all of it or none of it), without spawning `nft`.
+//! Set elements in a [`TableBatch`]: add and delete elements of sets and verdict maps, many
+//! sets at once, in ONE nf_tables batch (atomic: the kernel applies all of it or none of it),
+//! without spawning `nft`.
 //!
-//! This module only moves elements. It never creates or deletes tables, sets or chains, and
-//! it knows nothing about what the sets mean: callers give raw keys (network byte order, as
+//! This module only moves elements (sets and chains are `objects`), and it knows nothing
+//! about what the sets mean: callers give raw keys (network byte order, as
 //! the set's key type lays them out) and say what kind of set each one is, because the
 //! kernel wants interval elements encoded differently per set backend:
 //!
@@ -17,37 +17,27 @@
 //!   single values.
 //!
 //! The messages mirror what `nft --debug=mnl` (nftables 1.0.6) sends for `add element` /
-//! `delete element`, except that we leave out `NFTA_SET_ELEM_LIST_SET_ID` (only meaningful
-//! for a set created in the same batch) and nft's extra end element at key 0 that it puts
+//! `delete element`, except that we send `NFTA_SET_ELEM_LIST_SET_ID` only for a set created
+//! in the same batch (nft sends an id from its cache for any set; the kernel reads it only
+//! when the name is not found) and leave out nft's extra end element at key 0 that it puts
 //! into an empty interval set (the rbtree does not need it; `nft list` shows neither).
 //! Elements of a set declared with `counter` get their counter from the kernel, which
 //! clones the set's expressions into every element that carries none.
-//!
-//! Everything happens in the network namespace of the thread that calls
-//! [`ElementBatch::commit`].
 
-use crate::Error;
-use crate::nl::{Attrs, Batch, NLM_F_CREATE, Op, Socket};
+use crate::TableBatch;
+use crate::expr::{Verdict, value_data, verdict_data};
+use crate::nl::{Attrs, NLM_F_CREATE, Op};
 
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_DATA: u16 = 2;
 const NFTA_SET_ELEM_FLAGS: u16 = 3;
 const NFTA_SET_ELEM_USERDATA: u16 = 6;
 const NFTA_SET_ELEM_KEY_END: u16 = 10;
-const NFTA_DATA_VALUE: u16 = 1;
-const NFTA_DATA_VERDICT: u16 = 2;
-const NFTA_VERDICT_CODE: u16 = 1;
-const NFTA_VERDICT_CHAIN: u16 = 2;
 const NFT_SET_ELEM_INTERVAL_END: u32 = 0x1;
-
-const NF_DROP: i32 = 0;
-const NF_ACCEPT: i32 = 1;
-const NFT_JUMP: i32 = -3;
-const NFT_GOTO: i32 = -4;
-const NFT_RETURN: i32 = -5;
 
 /// nft's element userdata for a start element with no end (NFTNL_UDATA_SET_ELEM_FLAGS =
 /// INTERVAL_OPEN); `nft list` needs it to print the range.
@@ -66,35 +56,6 @@ pub enum SetKind {
     Interval,
     /// Concatenation with `flags interval` (pipapo).
     ConcatInterval,
-}
-
-/// The value of a verdict-map element.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    Accept,
-    Drop,
-    Return,
-    Jump(String),
-    Goto(String),
-}
-
-impl Verdict {
-    fn code(&self) -> i32 {
-        match self {
-            Verdict::Accept => NF_ACCEPT,
-            Verdict::Drop => NF_DROP,
-            Verdict::Return => NFT_RETURN,
-            Verdict::Jump(_) => NFT_JUMP,
-            Verdict::Goto(_) => NFT_GOTO,
-        }
-    }
-
-    fn chain(&self) -> Option<&str> {
-        match self {
-            Verdict::Jump(c) | Verdict::Goto(c) => Some(c),
-            _ => None,
-        }
-    }
 }
 
 /// One element: a key, or an inclusive key range for interval sets, and for verdict maps the
@@ -173,98 +134,24 @@ fn successor(key: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-/// A netlink socket kept open for many [`ElementBatch`] commits.
-///
-/// Why it exists: when an nf_tables socket is closed, the kernel (6.x, `nft_rcv_nl_event`)
-/// flushes the deferred destruction of the last transactions, which waits for an RCU grace
-/// period (8–16 ms measured at HZ=250) whenever they deleted elements. With one socket per
-/// commit, as `nft -f` has, every change that removes anything pays that wait; on a socket
-/// that stays open the kernel frees the old elements in the background instead.
-///
-/// The socket belongs to the network namespace of the thread that opened it, whatever
-/// thread later commits on it.
-pub struct Session {
-    sock: Socket,
-}
-
-impl Session {
-    pub fn open() -> Result<Session, Error> {
-        Ok(Session {
-            sock: Socket::open()?,
-        })
-    }
-
-    /// As [`ElementBatch::commit`], on this session's socket.
-    pub fn commit(&mut self, batch: ElementBatch) -> Result<(), Error> {
-        if let Some(e) = batch.invalid {
-            return Err(e);
-        }
-        if batch.batch.is_empty() {
-            return Ok(());
-        }
-        self.sock.transact(batch.batch)
-    }
-}
-
-/// Element changes for the sets of one `inet` table, committed as one transaction in the
-/// caller's order (a diff's order matters for what packets see while it is built: the
-/// kernel applies the whole batch at once, but a failed commit applies nothing).
-pub struct ElementBatch {
-    table: String,
-    batch: Batch,
-    /// The first invalid set name given, reported by `commit` (so `add`/`delete` chain).
-    invalid: Option<Error>,
-}
-
-impl ElementBatch {
-    /// An empty batch for table `inet <table>`.
-    pub fn new(table: &str) -> ElementBatch {
-        let invalid = (!valid_name(table)).then(|| Error::InvalidTableName {
-            name: table.to_string(),
-        });
-        ElementBatch {
-            table: table.to_string(),
-            batch: Batch::new(),
-            invalid,
-        }
-    }
-
+impl TableBatch {
     /// Add `elems` to `set` (`add element`: an identical existing element is no error).
-    pub fn add(&mut self, set: &str, kind: SetKind, elems: &[Element]) -> &mut Self {
+    pub fn add_elements(&mut self, set: &str, kind: SetKind, elems: &[Element]) -> &mut Self {
         self.push(Op::NewSetElem, set, kind, elems);
         self
     }
 
     /// Delete `elems` from `set` (each must exist, exactly: same key and range).
-    pub fn delete(&mut self, set: &str, kind: SetKind, elems: &[Element]) -> &mut Self {
+    pub fn delete_elements(&mut self, set: &str, kind: SetKind, elems: &[Element]) -> &mut Self {
         self.push(Op::DelSetElem, set, kind, elems);
         self
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.batch.is_empty()
-    }
-
-    /// Send the batch and wait for the kernel's verdict on every message, on a socket opened
-    /// for this call in the calling thread's network namespace. On error nothing was
-    /// applied; the error names the table, set and operation of the first message the kernel
-    /// refused. Closing the socket costs an RCU grace period after a batch that deleted
-    /// anything (see [`Session`]); callers that commit often should keep a `Session`.
-    pub fn commit(self) -> Result<(), Error> {
-        Session::open()?.commit(self)
-    }
-
     fn push(&mut self, op: Op, set: &str, kind: SetKind, elems: &[Element]) {
-        if !valid_name(set) {
-            self.invalid.get_or_insert_with(|| Error::InvalidSetName {
-                table: self.table.clone(),
-                name: set.to_string(),
-            });
+        if !self.check_set(set) || elems.is_empty() {
             return;
         }
-        if self.invalid.is_some() || elems.is_empty() {
-            return;
-        }
+        let set_id = self.set_id(set);
         let mut chunks: Vec<&[Element]> = Vec::new();
         let (mut start, mut size) = (0, 0);
         for (i, e) in elems.iter().enumerate() {
@@ -295,31 +182,24 @@ impl ElementBatch {
             let table = self.table.as_str();
             self.batch.msg(op, flags, ctx, |a| {
                 a.str(NFTA_SET_ELEM_LIST_TABLE, table)
-                    .str(NFTA_SET_ELEM_LIST_SET, set)
-                    .nest(NFTA_SET_ELEM_LIST_ELEMENTS, |l| {
-                        // nft numbers the list entries 1, 2, …; the kernel ignores the type.
-                        let mut n = 0u16;
-                        let mut next = || {
-                            n = n.wrapping_add(1);
-                            n
-                        };
-                        for e in chunk {
-                            encode(l, &mut next, op, kind, e);
-                        }
-                    });
+                    .str(NFTA_SET_ELEM_LIST_SET, set);
+                if let Some(id) = set_id {
+                    a.be32(NFTA_SET_ELEM_LIST_SET_ID, id);
+                }
+                a.nest(NFTA_SET_ELEM_LIST_ELEMENTS, |l| {
+                    // nft numbers the list entries 1, 2, …; the kernel ignores the type.
+                    let mut n = 0u16;
+                    let mut next = || {
+                        n = n.wrapping_add(1);
+                        n
+                    };
+                    for e in chunk {
+                        encode(l, &mut next, op, kind, e);
+                    }
+                });
             });
         }
     }
-
-    #[cfg(test)]
-    pub(crate) fn wire(&self) -> &[u8] {
-        self.batch.wire()
-    }
-}
-
-/// Names the kernel (NFT_NAME_MAXLEN, 256 with the NUL) and an attribute can hold.
-fn valid_name(n: &str) -> bool {
-    !n.is_empty() && n.len() <= 255 && !n.contains('\0')
 }
 
 fn encode(l: &mut Attrs<'_>, next: &mut impl FnMut() -> u16, op: Op, kind: SetKind, e: &Element) {
@@ -367,26 +247,18 @@ fn encode(l: &mut Attrs<'_>, next: &mut impl FnMut() -> u16, op: Op, kind: SetKi
 }
 
 fn key(x: &mut Attrs<'_>, ty: u16, k: &[u8]) {
-    x.nest(ty, |v| {
-        v.bytes(NFTA_DATA_VALUE, k);
-    });
+    x.nest(ty, |v| value_data(v, k));
 }
 
 fn data(x: &mut Attrs<'_>, verdict: Option<&Verdict>) {
     let Some(v) = verdict else { return };
-    x.nest(NFTA_SET_ELEM_DATA, |d| {
-        d.nest(NFTA_DATA_VERDICT, |vd| {
-            vd.be32(NFTA_VERDICT_CODE, v.code() as u32);
-            if let Some(c) = v.chain() {
-                vd.str(NFTA_VERDICT_CHAIN, c);
-            }
-        });
-    });
+    x.nest(NFTA_SET_ELEM_DATA, |d| verdict_data(d, v));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Error;
 
     fn hex(s: &str) -> Vec<u8> {
         let s: String = s.split_whitespace().collect();
@@ -397,7 +269,7 @@ mod tests {
     }
 
     /// The attributes (after nlmsghdr + nfgenmsg) of the batch's only element message.
-    fn only_msg_attrs(b: &ElementBatch) -> Vec<u8> {
+    fn only_msg_attrs(b: &TableBatch) -> Vec<u8> {
         let w = b.wire();
         // BATCH_BEGIN is 20 bytes; the element message follows (BATCH_END is added at send).
         let m = &w[20..];
@@ -426,8 +298,8 @@ mod tests {
         let tcp = concat_key(&[&[6], &80u16.to_be_bytes()]);
         let tcp_hi = concat_key(&[&[6], &90u16.to_be_bytes()]);
         let dns = concat_key(&[&[17], &53u16.to_be_bytes()]);
-        let mut b = ElementBatch::new("nftelcap");
-        b.add(
+        let mut b = TableBatch::new("nftelcap");
+        b.add_elements(
             "pm",
             SetKind::ConcatInterval,
             &[
@@ -448,8 +320,8 @@ mod tests {
                10000180 0c000180 08000100 0a000000
                18000280 08000300 00000001 0c000180 08000100 0b000000
                1c000380 0c000180 08000100 f0000000 0a000600 01040100 00000000");
-        let mut b = ElementBatch::new("nftelcap");
-        b.delete(
+        let mut b = TableBatch::new("nftelcap");
+        b.delete_elements(
             "i4",
             SetKind::Interval,
             &[
@@ -466,8 +338,8 @@ mod tests {
         let nft = hex("0d000100 6e667465 6c636170 00000000
              07000200 68340000
              14000380 10000180 0c000180 08000100 0a010203");
-        let mut b = ElementBatch::new("nftelcap");
-        b.add("h4", SetKind::Hash, &[Element::key(vec![10, 1, 2, 3])]);
+        let mut b = TableBatch::new("nftelcap");
+        b.add_elements("h4", SetKind::Hash, &[Element::key(vec![10, 1, 2, 3])]);
         assert_eq!(only_msg_attrs(&b), nft);
     }
 
@@ -484,18 +356,18 @@ mod tests {
                 Element::key(i.to_be_bytes().to_vec()).with_verdict(Verdict::Jump("c".repeat(40)))
             })
             .collect();
-        let mut b = ElementBatch::new("t");
-        b.add("s", SetKind::Hash, &elems);
+        let mut b = TableBatch::new("t");
+        b.add_elements("s", SetKind::Hash, &elems);
         assert!(b.batch.len() > 1);
     }
 
     #[test]
     fn bad_names_fail_at_commit() {
-        let mut b = ElementBatch::new("t");
-        b.add("", SetKind::Hash, &[Element::key(vec![1, 2, 3, 4])]);
+        let mut b = TableBatch::new("t");
+        b.add_elements("", SetKind::Hash, &[Element::key(vec![1, 2, 3, 4])]);
         assert!(matches!(b.commit(), Err(Error::InvalidSetName { .. })));
         assert!(matches!(
-            ElementBatch::new("").commit(),
+            TableBatch::new("").commit(),
             Err(Error::InvalidTableName { .. })
         ));
     }

@@ -14,19 +14,28 @@
 //! same ruleset, including the set/element userdata `nft list` needs to print ranges.
 //! Everything happens in the network namespace of the calling thread.
 //!
-//! [`ElementBatch`] (module `elements`) commits set-element changes to any `inet` table as
-//! one atomic batch: the policy table's element-only diffs, without spawning `nft`.
+//! [`TableBatch`] (module `batch`) commits changes to any `inet` table as one atomic batch,
+//! without spawning `nft`: set elements (module `elements`) and regular chains, their rules,
+//! and sets and verdict maps (module `objects`) — the policy table's diffs after its first
+//! build. Rule expressions are encoded in module `expr`, shared with the masquerade rules.
 
+mod batch;
 mod elements;
+mod expr;
 mod nl;
+mod objects;
 
-pub use elements::{Element, ElementBatch, Session, SetKind, Verdict, concat_key};
+pub use batch::{Session, TableBatch};
+pub use elements::{Element, SetKind, concat_key};
+pub use expr::Verdict;
+pub use objects::{Field, KeyType, Rule, SetSpec};
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Subnets, Ipv6Subnets};
 use nix::errno::Errno;
 
+use expr::{NFT_CMP_EQ, NFT_CMP_NEQ, NFT_META_NFPROTO, NFT_PAYLOAD_NETWORK_HEADER, NFT_REG_1};
 use nl::{Attrs, Batch, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, Op, Socket, be32, parse_attrs};
 
 /// Errors from the kernel or the netlink exchange.
@@ -45,9 +54,20 @@ pub enum Error {
     /// The table name can't be an nf_tables name (empty, over 255 bytes, or contains NUL).
     #[error("invalid nf_tables table name {name:?}")]
     InvalidTableName { name: String },
-    /// A set name given to an [`ElementBatch`] can't be an nf_tables name.
+    /// A set name given to a [`TableBatch`] can't be an nf_tables name.
     #[error("invalid nf_tables set name {name:?} in table inet {table}")]
     InvalidSetName { table: String, name: String },
+    /// A chain name given to a [`TableBatch`] (also as a jump target) can't be an nf_tables
+    /// name.
+    #[error("invalid nf_tables chain name {name:?} in table inet {table}")]
+    InvalidChainName { table: String, name: String },
+    /// A `log prefix` longer than the kernel takes (127 bytes) or containing NUL.
+    #[error("invalid log prefix {prefix:?} for chain {chain} in table inet {table}")]
+    InvalidLogPrefix {
+        table: String,
+        chain: String,
+        prefix: String,
+    },
     /// The netlink socket itself failed.
     #[error("nf_tables netlink socket: {0}")]
     Io(#[from] std::io::Error),
@@ -83,8 +103,6 @@ const NFTA_RULE_TABLE: u16 = 1;
 const NFTA_RULE_CHAIN: u16 = 2;
 const NFTA_RULE_EXPRESSIONS: u16 = 4;
 const NFTA_LIST_ELEM: u16 = 1;
-const NFTA_EXPR_NAME: u16 = 1;
-const NFTA_EXPR_DATA: u16 = 2;
 const NFTA_DATA_VALUE: u16 = 1;
 const NFTA_SET_TABLE: u16 = 1;
 const NFTA_SET_NAME: u16 = 2;
@@ -100,34 +118,10 @@ const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_FLAGS: u16 = 3;
 const NFTA_SET_ELEM_USERDATA: u16 = 6;
-const NFTA_META_DREG: u16 = 1;
-const NFTA_META_KEY: u16 = 2;
-const NFTA_CMP_SREG: u16 = 1;
-const NFTA_CMP_OP: u16 = 2;
-const NFTA_CMP_DATA: u16 = 3;
-const NFTA_PAYLOAD_DREG: u16 = 1;
-const NFTA_PAYLOAD_BASE: u16 = 2;
-const NFTA_PAYLOAD_OFFSET: u16 = 3;
-const NFTA_PAYLOAD_LEN: u16 = 4;
-const NFTA_LOOKUP_SET: u16 = 1;
-const NFTA_LOOKUP_SREG: u16 = 2;
-const NFTA_LOOKUP_SET_ID: u16 = 4;
-const NFTA_LOOKUP_FLAGS: u16 = 5;
-const NFTA_BITWISE_SREG: u16 = 1;
-const NFTA_BITWISE_DREG: u16 = 2;
-const NFTA_BITWISE_LEN: u16 = 3;
-const NFTA_BITWISE_MASK: u16 = 4;
-const NFTA_BITWISE_XOR: u16 = 5;
 
 const NF_INET_POST_ROUTING: u32 = 4;
 const NF_IP_PRI_NAT_SRC: u32 = 100;
 const NF_ACCEPT: u32 = 1;
-const NFT_REG_1: u32 = 1;
-const NFT_META_NFPROTO: u32 = 15;
-const NFT_CMP_EQ: u32 = 0;
-const NFT_CMP_NEQ: u32 = 1;
-const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
-const NFT_LOOKUP_F_INV: u32 = 1;
 const NFT_SET_INTERVAL: u32 = 0x4;
 const NFT_SET_ELEM_INTERVAL_END: u32 = 0x1;
 
@@ -776,76 +770,36 @@ fn masq_rule(l: &mut Attrs<'_>, fam: Family) {
         Family::V6 => (libc::NFPROTO_IPV6 as u8, 8, 24),
     };
     let len = fam.key_len() as u32;
+    let net = |l: &mut Attrs<'_>, offset: u32, len: u32| {
+        expr::payload(l, NFT_REG_1, NFT_PAYLOAD_NETWORK_HEADER, offset, len);
+    };
+    let set = |inverted: bool| expr::Lookup {
+        set: fam.set(),
+        set_id: Some(fam.set_id()),
+        dreg: None,
+        inverted,
+    };
     // inet chains see both families: match the family first, as nft does.
-    expr(l, "meta", |a| {
-        a.be32(NFTA_META_KEY, NFT_META_NFPROTO)
-            .be32(NFTA_META_DREG, NFT_REG_1);
-    });
-    cmp(l, NFT_CMP_EQ, &[nfproto]);
-    payload(l, saddr, len);
-    lookup(l, fam, false);
-    payload(l, daddr, len);
-    lookup(l, fam, true);
+    expr::meta(l, NFT_META_NFPROTO, NFT_REG_1);
+    expr::cmp(l, NFT_CMP_EQ, &[nfproto]);
+    net(l, saddr, len);
+    expr::lookup(l, &set(false));
+    net(l, daddr, len);
+    expr::lookup(l, &set(true));
     match fam {
         Family::V4 => {
             // daddr & 240.0.0.0 != 224.0.0.0
-            payload(l, daddr, 4);
-            expr(l, "bitwise", |a| {
-                a.be32(NFTA_BITWISE_SREG, NFT_REG_1)
-                    .be32(NFTA_BITWISE_DREG, NFT_REG_1)
-                    .be32(NFTA_BITWISE_LEN, 4)
-                    .nest(NFTA_BITWISE_MASK, |d| {
-                        d.bytes(NFTA_DATA_VALUE, &[0xf0, 0, 0, 0]);
-                    })
-                    .nest(NFTA_BITWISE_XOR, |d| {
-                        d.bytes(NFTA_DATA_VALUE, &[0, 0, 0, 0]);
-                    });
-            });
-            cmp(l, NFT_CMP_NEQ, &[0xe0, 0, 0, 0]);
+            net(l, daddr, 4);
+            expr::bitwise_mask(l, &[0xf0, 0, 0, 0]);
+            expr::cmp(l, NFT_CMP_NEQ, &[0xe0, 0, 0, 0]);
         }
         Family::V6 => {
             // ff00::/8 is byte-aligned, so nft loads just the first byte.
-            payload(l, daddr, 1);
-            cmp(l, NFT_CMP_NEQ, &[0xff]);
+            net(l, daddr, 1);
+            expr::cmp(l, NFT_CMP_NEQ, &[0xff]);
         }
     }
-    expr(l, "masq", |_| {});
-}
-
-fn expr(l: &mut Attrs<'_>, name: &str, data: impl FnOnce(&mut Attrs<'_>)) {
-    l.nest(NFTA_LIST_ELEM, |e| {
-        e.str(NFTA_EXPR_NAME, name).nest(NFTA_EXPR_DATA, data);
-    });
-}
-
-fn cmp(l: &mut Attrs<'_>, op: u32, value: &[u8]) {
-    expr(l, "cmp", |a| {
-        a.be32(NFTA_CMP_SREG, NFT_REG_1)
-            .be32(NFTA_CMP_OP, op)
-            .nest(NFTA_CMP_DATA, |d| {
-                d.bytes(NFTA_DATA_VALUE, value);
-            });
-    });
-}
-
-fn payload(l: &mut Attrs<'_>, offset: u32, len: u32) {
-    expr(l, "payload", |a| {
-        a.be32(NFTA_PAYLOAD_DREG, NFT_REG_1)
-            .be32(NFTA_PAYLOAD_BASE, NFT_PAYLOAD_NETWORK_HEADER)
-            .be32(NFTA_PAYLOAD_OFFSET, offset)
-            .be32(NFTA_PAYLOAD_LEN, len);
-    });
-}
-
-fn lookup(l: &mut Attrs<'_>, fam: Family, inverted: bool) {
-    expr(l, "lookup", |a| {
-        a.be32(NFTA_LOOKUP_SREG, NFT_REG_1)
-            .str(NFTA_LOOKUP_SET, fam.set())
-            .be32(NFTA_LOOKUP_SET_ID, fam.set_id());
-        if inverted {
-            a.be32(NFTA_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);
-        }
-    });
+    expr::expr(l, "masq", |_| {});
 }
 
 #[cfg(test)]

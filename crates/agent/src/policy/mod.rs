@@ -1,8 +1,9 @@
 //! NetworkPolicy on this node: the datastore's view and this node's endpoint files become a
 //! [`weft_policy::World`], fed to an incremental [`plan::Compiler`] kept for this node and
 //! moved into the kernel as the compiler's ops ([`plan::Compiler::take_ops`]), one atomic
-//! transaction at a time: element-only changes (most of them) as one nf_tables netlink
-//! batch ([`netlink`]), anything with new chains or sets as `nft -f -`
+//! transaction at a time: after the first build every change (elements, and for policy
+//! edits new or vanished class/atom chains and their sets) as one nf_tables netlink batch
+//! ([`netlink`]); the table, base chains and replaced chains as `nft -f -`
 //! ([`plan::render_ops`]); the applied plan is kept in `<run-dir>/policy-plan.json` and its
 //! journal ([`persist`]).
 //!
@@ -101,7 +102,7 @@ pub struct Policy {
     published: BTreeMap<(String, String), EndpointRecord>,
     /// What changed since the compiler was last fed.
     touched: Touched,
-    /// The netlink socket element changes are committed on, kept open: closing one after
+    /// The netlink socket changes are committed on, kept open: closing one after
     /// a batch that deleted elements waits for an RCU grace period (8–16 ms here).
     session: Option<weft_nft::Session>,
     /// The node's blocks and underlay addresses the compiler's world was built with.
@@ -468,9 +469,9 @@ impl Policy {
         Ok(())
     }
 
-    /// Hands a change to the kernel: element-only ops as one netlink batch on the kept
-    /// session, anything else (new chains or sets, the whole table) through `nft -f`. Both
-    /// are one atomic transaction.
+    /// Hands a change to the kernel: elements, new and deleted sets and regular chains as one
+    /// netlink batch on the kept session; the table, base chains and replaced chains (first
+    /// build, option changes) through `nft -f`. Both are one atomic transaction.
     async fn commit(&mut self, commit: Commit) -> Result<(), String> {
         let ops = match commit {
             Commit::Ops { ops, .. } => ops,
@@ -480,7 +481,7 @@ impl Policy {
             }
         };
         let plan = self.plan();
-        let Some(batch) = netlink::element_batch(&self.opts.table, &ops, plan, plan) else {
+        let Some(batch) = netlink::batch(&self.opts.table, &ops, plan, plan) else {
             self.timing.via = "nft";
             return nft::apply(plan::render_ops(&self.opts.table, &ops)).await;
         };
@@ -771,8 +772,8 @@ struct Timing {
     persist_ms: f64,
     /// Committing the change to the kernel (netlink or `nft`).
     nft_ms: f64,
-    /// How the last change was committed: `netlink` (element ops, one batch on a kept
-    /// socket) or `nft` (`nft -f`: new chains or sets, the whole table).
+    /// How the last change was committed: `netlink` (one batch on a kept socket: elements,
+    /// regular chains, sets) or `nft` (`nft -f`: the table, base or replaced chains).
     via: &'static str,
     /// The sum of the above, for the last committed change.
     total_ms: f64,

@@ -387,11 +387,11 @@ fn time_changes(
         let ops = c.take_ops();
         let diff = t.elapsed();
         let t = Instant::now();
-        if let Some(batch) = netlink::element_batch(&table, &ops, c.plan(), c.plan()) {
+        if let Some(batch) = netlink::batch(&table, &ops, c.plan(), c.plan()) {
             let render = t.elapsed();
             let t = Instant::now();
             netlink::commit_on(&mut session, batch).map_err(|detail| BenchError::Unexpected {
-                what: "netlink element commit".to_owned(),
+                what: "netlink commit".to_owned(),
                 detail,
             })?;
             return Ok(Timing {

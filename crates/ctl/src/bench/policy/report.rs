@@ -238,7 +238,7 @@ impl PolicyReport {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "one change on the applied weft table, ms: p50 of each part, total p50 / p90 / max (Compiler update + take_ops + build the netlink batch (render_ops when not element-only) + commit on the kept socket (nft -f); netlink = changes committed over netlink)"
+            "one change on the applied weft table, ms: p50 of each part, total p50 / p90 / max (Compiler update + take_ops + build the netlink batch (render_ops when it has the table or base chains) + commit on the kept socket (nft -f); netlink = changes committed over netlink)"
         );
         let _ = writeln!(
             out,
