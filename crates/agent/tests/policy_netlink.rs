@@ -94,9 +94,8 @@ impl Scratch {
             .expect("open netlink socket")
     }
 
-    /// `nft -j list table`, normalised: no handles, counters at zero, set elements sorted,
-    /// objects keyed by kind and name (rules kept in chain order).
-    fn listing(&self) -> BTreeMap<String, Value> {
+    /// `nft -j list table`, as nft prints it.
+    fn list_json(&self) -> Value {
         let out = Command::new("ip")
             .args([
                 "netns", "exec", &self.0, "nft", "-j", "list", "table", "inet", TABLE,
@@ -105,10 +104,16 @@ impl Scratch {
             .expect("run nft");
         assert!(
             out.status.success(),
-            "{}",
+            "nft list: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let v: Value = serde_json::from_slice(&out.stdout).expect("nft json");
+        serde_json::from_slice(&out.stdout).expect("nft json")
+    }
+
+    /// `nft -j list table`, normalised: no handles, counters at zero, set elements sorted,
+    /// objects keyed by kind and name (rules kept in chain order).
+    fn listing(&self) -> BTreeMap<String, Value> {
+        let v = self.list_json();
         let mut objs = BTreeMap::new();
         for o in v["nftables"].as_array().expect("nftables array") {
             let mut o = o.clone();
@@ -702,19 +707,7 @@ fn large_batch_spans_many_messages() {
         })
         .collect();
     let count = |set: &str| -> usize {
-        let out = Command::new("ip")
-            .args([
-                "netns", "exec", &ns.0, "nft", "-j", "list", "table", "inet", TABLE,
-            ])
-            .output()
-            .expect("run nft");
-        assert!(
-            out.status.success(),
-            "nft list: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: Value = serde_json::from_slice(&out.stdout).expect("json");
-        v["nftables"]
+        ns.list_json()["nftables"]
             .as_array()
             .into_iter()
             .flatten()

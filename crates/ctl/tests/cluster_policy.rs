@@ -81,6 +81,9 @@ fn deny_all_cuts_and_delete_restores(mode: &str) {
     }
     let st = lab.wait_policy_in_sync("n1");
     assert_eq!(st["policy"]["classes"], 1, "{st}");
+    // deny-all made a class chain: after the table's first build even that is one netlink
+    // batch, no `nft` process.
+    assert_eq!(st["policy"]["lastChange"]["via"], "netlink", "{st}");
     // What a person sees: `weftctl lab status` names each denied pod and its policy.
     let text = lab.ok(&["status"], &[]);
     for pod in ["a", "b", "c"] {
