@@ -8,7 +8,10 @@ use weft_policy::{Protocol, evaluate_addrs};
 
 fn agree(seed: u64, linear: bool) -> (usize, usize) {
     let mut r = Rng::new(seed);
-    let w = random_world(&mut r);
+    agree_on(seed, linear, random_world(&mut r))
+}
+
+fn agree_on(seed: u64, linear: bool, w: weft_policy::World) -> (usize, usize) {
     let p = plans(&w, linear);
     let addrs = probe_addresses(&w);
     let mut n = 0;
@@ -58,5 +61,29 @@ fn compiled_plans_agree_with_the_evaluator() {
 fn linear_plans_agree_with_the_evaluator() {
     for seed in 10_000..10_040 {
         agree(seed, true);
+    }
+}
+
+/// An IPv4-only cluster (no node has an IPv6 pod range, no pod an IPv6 address): atoms get
+/// no IPv6 pod-address sets, and IPv6 ipBlocks are still enforced.
+#[test]
+fn single_stack_plans_agree_with_the_evaluator() {
+    for seed in 20_000..20_030 {
+        let mut r = Rng::new(seed);
+        let mut w = random_world(&mut r);
+        for n in &mut w.nodes {
+            n.pod_cidrs.retain(|c| c.addr().is_ipv4());
+        }
+        for e in &mut w.endpoints {
+            e.addresses.retain(|a| a.is_ipv4());
+        }
+        let p = plans(&w, false);
+        for plan in p.values() {
+            assert!(
+                !plan.sets.keys().any(|s| s.ends_with("_a6")),
+                "seed {seed}: an IPv6 pod set in an IPv4-only cluster"
+            );
+        }
+        agree_on(seed, false, w);
     }
 }

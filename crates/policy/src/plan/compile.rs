@@ -203,6 +203,12 @@ struct State {
     policy_classes: HashMap<PolicyRef, BTreeSet<String>>,
     contribution_atoms: HashMap<String, BTreeSet<String>>,
     journal: Option<Journal>,
+    /// The address families pods can have: those of the nodes' pod ranges (both when no
+    /// node has one). An atom gets a pod-address set only for these — in a single-stack
+    /// cluster half the sets, and the kernel looks every set up by name, walking the
+    /// table's list of them, once per message of a transaction. Fixed between whole-world
+    /// replacements (a node's ranges change only through [`Compiler::set_world`]).
+    pod_families: (bool, bool),
 }
 
 /// Builds the plan that enforces `world`'s policies for the pods of `opts.node`.
@@ -274,9 +280,18 @@ impl Compiler {
                 policy_classes: HashMap::new(),
                 contribution_atoms: HashMap::new(),
                 journal: None,
+                pod_families: (true, true),
             },
             world,
         };
+        let cidrs = || c.world.nodes.iter().flat_map(|n| n.pod_cidrs.iter());
+        let families = (
+            cidrs().any(|n| n.addr().is_ipv4()),
+            cidrs().any(|n| n.addr().is_ipv6()),
+        );
+        if families != (false, false) {
+            c.st.pod_families = families;
+        }
         c.st.index_policies(&c.world);
         for (i, e) in c.world.endpoints.iter().enumerate() {
             c.st.endpoint_index.insert(pod_key(e), i);
@@ -1346,9 +1361,10 @@ impl State {
         } else {
             "ae"
         };
+        let pods = self.pod_families;
         let name = format!(
             "{prefix}_{}",
-            hash(&format!("{class}|{region:?}|{shape:?}"))
+            hash(&format!("{class}|{region:?}|{shape:?}|{pods:?}"))
         );
         if self.atoms.contains_key(&name) {
             return name;
@@ -1359,12 +1375,15 @@ impl State {
             Field::Daddr
         };
         let mut rules = Vec::new();
-        for (v6, with_nets) in [(false, shape.0), (true, shape.1)] {
+        for (v6, with_nets, with_pods) in [(false, shape.0, pods.0), (true, shape.1, pods.1)] {
             let f = fam(v6);
             let key = if v6 { KeyType::Ipv6 } else { KeyType::Ipv4 };
-            let a = format!("{name}_a{f}");
-            self.set(&a, key, false, false, Role::Peers);
-            let mut sets = vec![a];
+            let mut sets = Vec::new();
+            if with_pods {
+                let a = format!("{name}_a{f}");
+                self.set(&a, key, false, false, Role::Peers);
+                sets.push(a);
+            }
             if with_nets {
                 let n = format!("{name}_n{f}");
                 self.set(&n, key, true, false, Role::Peers);
