@@ -1378,25 +1378,27 @@ impl State {
         for (v6, with_nets, with_pods) in [(false, shape.0, pods.0), (true, shape.1, pods.1)] {
             let f = fam(v6);
             let key = if v6 { KeyType::Ipv6 } else { KeyType::Ipv4 };
-            let mut sets = Vec::new();
-            if with_pods {
-                let a = format!("{name}_a{f}");
-                self.set(&a, key, false, false, Role::Peers);
-                sets.push(a);
-            }
-            if with_nets {
+            // One set per family: pod addresses in a hash set, or — when some rule has a
+            // CIDR of the family — pods and CIDRs together in one interval set (a pod is a
+            // one-address range). Fewer sets is what a change costs the kernel: it finds
+            // each set of a transaction by walking the table's list of them.
+            let set = if with_nets {
                 let n = format!("{name}_n{f}");
                 self.set(&n, key, true, false, Role::Peers);
-                sets.push(n);
-            }
-            for set in sets {
-                rules.push(Rule::AddrIn {
-                    v6,
-                    field,
-                    set,
-                    verdict: Verdict::Accept,
-                });
-            }
+                n
+            } else if with_pods {
+                let a = format!("{name}_a{f}");
+                self.set(&a, key, false, false, Role::Peers);
+                a
+            } else {
+                continue;
+            };
+            rules.push(Rule::AddrIn {
+                v6,
+                field,
+                set,
+                verdict: Verdict::Accept,
+            });
         }
         let contributions: Vec<(String, Option<RuleKey>, Rc<Addrs>)> = coverage
             .iter()
@@ -1429,17 +1431,10 @@ impl State {
             return;
         };
         let mut pods = BTreeSet::new();
-        let mut nets = Vec::new();
+        let mut nets: Vec<Range> = Vec::new();
         for (_, _, addrs) in &a.contributions {
             pods.extend(addrs.pods.iter().copied());
             nets.extend(addrs.nets.iter().copied());
-        }
-        let mut sets: [BTreeMap<Elem, Option<Verdict>>; 4] = Default::default();
-        for p in pods {
-            sets[usize::from(p.is_ipv6()) * 2].insert(Elem::addr(p), None);
-        }
-        for r in ranges::merge(nets) {
-            sets[usize::from(r.v6) * 2 + 1].insert(range_elem(r), None);
         }
         let names = [
             format!("{name}_a4"),
@@ -1447,6 +1442,22 @@ impl State {
             format!("{name}_a6"),
             format!("{name}_n6"),
         ];
+        // Pods go into the family's interval set when the atom has one (see `atom`).
+        let interval = |v6: bool| self.plan.sets.contains_key(&names[usize::from(v6) * 2 + 1]);
+        let (interval4, interval6) = (interval(false), interval(true));
+        let mut sets: [BTreeMap<Elem, Option<Verdict>>; 4] = Default::default();
+        for p in pods {
+            let v6 = p.is_ipv6();
+            if if v6 { interval6 } else { interval4 } {
+                let (_, x) = ranges::addr_u128(p);
+                nets.push(Range { v6, lo: x, hi: x });
+            } else {
+                sets[usize::from(v6) * 2].insert(Elem::addr(p), None);
+            }
+        }
+        for r in ranges::merge(nets) {
+            sets[usize::from(r.v6) * 2 + 1].insert(range_elem(r), None);
+        }
         for (set, elements) in names.iter().zip(sets) {
             self.set_elements(set, elements);
         }

@@ -21,10 +21,11 @@
 //!   ip6 daddr @denied_in6 drop                     egress classes: saddr, @denied_out4/6)
 //!   counter drop                                 (anything else the class denies)
 //! chain ai_<h> / ae_<h>   one per *atom*: the union of a class's rules that allow a port region
-//!   ip saddr @ai_<h>_a4 accept                   pod addresses (hash)
-//!   ip saddr @ai_<h>_n4 accept                   ipBlocks minus excepts (interval; only when
-//!                                                some covering rule has an IPv4 CIDR)
-//!   (same for ip6; egress atoms test daddr)      no match: back to the class, which drops
+//!   ip saddr @ai_<h>_a4 accept                   pod addresses (hash), or, when some
+//!     or @ai_<h>_n4                              covering rule has an IPv4 CIDR, pods and
+//!                                                ipBlocks minus excepts in one interval set
+//!   (same for ip6, only in clusters with IPv6    no match: back to the class, which drops
+//!   pod ranges or IPv6 CIDRs; egress atoms test daddr)
 //! ```
 //! Node-originated packets (kubelet probes) leave through `output`, where weft filters
 //! nothing: traffic from a pod's own node is always allowed.
@@ -35,7 +36,7 @@
 //! costs, per direction, one hash lookup in `@out4`/`@in4` (miss: not isolated, done), one
 //! lookup in the class's port map (an interval map with as many entries as the class has
 //! distinct port boundaries, independent of pods and of how many policies share them), and
-//! at most two lookups in the atom (a hash set of pod addresses, an interval set of CIDRs).
+//! one lookup in the atom (a hash set of pod addresses, or an interval set of pods and CIDRs).
 //! No chain has a number of rules that grows with pods, policies or rules: adding a policy
 //! adds elements to sets and maybe new classes and atoms, never rules to a path.
 //!
