@@ -260,22 +260,13 @@ mod tests {
     use super::*;
     use crate::Error;
 
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::testbytes::{hex, msgs};
 
     /// The attributes (after nlmsghdr + nfgenmsg) of the batch's only element message.
     fn only_msg_attrs(b: &TableBatch) -> Vec<u8> {
-        let w = b.wire();
-        // BATCH_BEGIN is 20 bytes; the element message follows (BATCH_END is added at send).
-        let m = &w[20..];
-        let len = u32::from_ne_bytes(m[0..4].try_into().unwrap()) as usize;
-        assert_eq!(len, m.len(), "exactly one message");
-        m[20..len].to_vec()
+        let mut m = msgs(b);
+        assert_eq!(m.len(), 1, "exactly one message");
+        m.remove(0)
     }
 
     /// `nft --debug=mnl -f` (nftables 1.0.6) for

@@ -24,6 +24,8 @@ mod elements;
 mod expr;
 mod nl;
 mod objects;
+#[cfg(test)]
+mod testbytes;
 
 pub use batch::{Session, TableBatch};
 pub use elements::{Element, SetKind, concat_key};

@@ -231,11 +231,13 @@ impl TableBatch {
         if !self.check_set(name) {
             return self;
         }
-        let ctx = format!("table inet {} set {name}: delete set", self.table);
-        let table = self.table.as_str();
-        self.batch.msg(Op::DelSet, 0, ctx, |a| {
-            a.str(NFTA_SET_TABLE, table).str(NFTA_SET_NAME, name);
-        });
+        self.named(
+            Op::DelSet,
+            0,
+            ("set", "delete"),
+            (NFTA_SET_TABLE, NFTA_SET_NAME),
+            name,
+        );
         self
     }
 
@@ -244,11 +246,8 @@ impl TableBatch {
         if !self.check_chain(name) {
             return self;
         }
-        let ctx = format!("table inet {} chain {name}: add chain", self.table);
-        let table = self.table.as_str();
-        self.batch.msg(Op::NewChain, NLM_F_CREATE, ctx, |a| {
-            a.str(NFTA_CHAIN_TABLE, table).str(NFTA_CHAIN_NAME, name);
-        });
+        let attrs = (NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME);
+        self.named(Op::NewChain, NLM_F_CREATE, ("chain", "add"), attrs, name);
         self
     }
 
@@ -258,12 +257,26 @@ impl TableBatch {
         if !self.check_chain(name) {
             return self;
         }
-        let ctx = format!("table inet {} chain {name}: delete chain", self.table);
-        let table = self.table.as_str();
-        self.batch.msg(Op::DelChain, 0, ctx, |a| {
-            a.str(NFTA_CHAIN_TABLE, table).str(NFTA_CHAIN_NAME, name);
-        });
+        let attrs = (NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME);
+        self.named(Op::DelChain, 0, ("chain", "delete"), attrs, name);
         self
+    }
+
+    /// A message that only names the table and one object: `(kind, verb)` for the error
+    /// context, `(table, name)` the attribute numbers.
+    fn named(
+        &mut self,
+        op: Op,
+        flags: u16,
+        (kind, verb): (&str, &str),
+        (table_attr, name_attr): (u16, u16),
+        name: &str,
+    ) {
+        let ctx = format!("table inet {} {kind} {name}: {verb} {kind}", self.table);
+        let table = self.table.as_str();
+        self.batch.msg(op, flags, ctx, |a| {
+            a.str(table_attr, table).str(name_attr, name);
+        });
     }
 
     /// `add rule`: append `rule` to `chain`.
@@ -398,25 +411,7 @@ fn encode_rule(l: &mut Attrs<'_>, rule: &Rule, set_id: Option<u32>) {
 mod tests {
     use super::*;
 
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
-
-    /// The attributes (after nlmsghdr + nfgenmsg) of every message in the batch.
-    fn msgs(b: &TableBatch) -> Vec<Vec<u8>> {
-        let mut w = &b.wire()[20..]; // after BATCH_BEGIN
-        let mut out = Vec::new();
-        while !w.is_empty() {
-            let len = u32::from_ne_bytes(w[0..4].try_into().unwrap()) as usize;
-            out.push(w[20..len].to_vec());
-            w = &w[len..];
-        }
-        out
-    }
+    use crate::testbytes::{hex, msgs};
 
     const T: &str = "0e000100 6e66746f 626a6361 70000000";
 
