@@ -267,3 +267,63 @@ fn with_etcd_down_policy_stays_and_new_pods_are_programmed_from_the_last_view() 
         "etcd back",
     );
 }
+
+/// The `auto` backend has two paths: host-gw to a peer on the same underlay segment, VXLAN
+/// through the router to one on the other. Policy is enforced on both (web → db allowed,
+/// db ↔ db and db → web denied), and deleting it opens everything again.
+#[test]
+fn policy_holds_on_both_paths_of_the_auto_backend() {
+    require_cluster_binaries();
+    let lab = Lab::new();
+    // Nodes go round-robin over two segments: n1 and n3 on one, n2 on the other.
+    lab.up_ok(&[
+        "--nodes",
+        "3",
+        "--pods-per-node",
+        "0",
+        "--no-ipv6",
+        "--backend",
+        "auto",
+    ]);
+    for (pod, node, app) in [("a", "1", "web"), ("b", "2", "db"), ("c", "3", "db")] {
+        lab.ok(
+            &["pod", "add"],
+            &[
+                pod,
+                "--node",
+                node,
+                "--namespace",
+                "shop",
+                "--labels",
+                &format!("app={app}"),
+            ],
+        );
+    }
+    assert_matrix(
+        &lab,
+        &all_pairs(true),
+        7500,
+        "auto backend, before any policy",
+    );
+    lab.apply(ALLOW_WEB_TO_DB);
+    lab.policy_sync();
+    // web-to-db isolates the db pods (b, c) for ingress and lets web (a) in; web itself
+    // is not isolated.
+    let cells = [
+        ("a", "b", true),  // web → db over VXLAN (n1 → n2, across the router)
+        ("a", "c", true),  // web → db over host-gw (n1 → n3, same segment)
+        ("b", "c", false), // db → db, n2 → n3: across segments, VXLAN
+        ("c", "b", false), // and back
+        ("b", "a", true),  // to web: not isolated
+        ("c", "a", true),  // to web over host-gw
+    ];
+    assert_matrix(&lab, &cells, 7510, "auto backend, web-to-db");
+    lab.delete(ALLOW_WEB_TO_DB);
+    lab.policy_sync();
+    assert_matrix(
+        &lab,
+        &all_pairs(true),
+        7520,
+        "auto backend, after deleting web-to-db",
+    );
+}
