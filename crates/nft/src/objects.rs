@@ -415,6 +415,24 @@ mod tests {
 
     const T: &str = "0e000100 6e66746f 626a6361 70000000";
 
+    /// The six sets of the captures below, on table `nftobjcap`.
+    fn six_sets() -> TableBatch {
+        let spec = |key, interval, verdict_map, counter| SetSpec {
+            key,
+            interval,
+            verdict_map,
+            counter,
+        };
+        let mut b = TableBatch::new("nftobjcap");
+        b.add_set("a4", &spec(KeyType::Ipv4, false, false, false))
+            .add_set("n6", &spec(KeyType::Ipv6, true, false, false))
+            .add_set("pm", &spec(KeyType::ProtoPort, true, true, false))
+            .add_set("p6", &spec(KeyType::Ipv6Pair, false, false, false))
+            .add_set("c4", &spec(KeyType::Ipv4, false, false, true))
+            .add_set("m6", &spec(KeyType::Ipv6, false, true, false));
+        b
+    }
+
     /// `nft --debug=mnl -f` (nftables 1.0.6) of, on a fresh table `inet nftobjcap`:
     ///
     /// ```text
@@ -445,19 +463,7 @@ mod tests {
              08000600 ffffff00 08000700 00000000 08000a00 00000006 16000d00 00040200
              00000104 00000000 06040000 00000000",
         ];
-        let spec = |key, interval, verdict_map, counter| SetSpec {
-            key,
-            interval,
-            verdict_map,
-            counter,
-        };
-        let mut b = TableBatch::new("nftobjcap");
-        b.add_set("a4", &spec(KeyType::Ipv4, false, false, false))
-            .add_set("n6", &spec(KeyType::Ipv6, true, false, false))
-            .add_set("pm", &spec(KeyType::ProtoPort, true, true, false))
-            .add_set("p6", &spec(KeyType::Ipv6Pair, false, false, false))
-            .add_set("c4", &spec(KeyType::Ipv4, false, false, true))
-            .add_set("m6", &spec(KeyType::Ipv6, false, true, false));
+        let b = six_sets();
         let got = msgs(&b);
         assert_eq!(got.len(), nft.len());
         for (i, (g, n)) in got.iter().zip(nft).enumerate() {
@@ -566,19 +572,7 @@ mod tests {
             format!("{T} 07000300 63310000"),
             format!("{T} 07000200 706d0000"),
         ];
-        let spec = |key, interval, verdict_map, counter| SetSpec {
-            key,
-            interval,
-            verdict_map,
-            counter,
-        };
-        let mut b = TableBatch::new("nftobjcap");
-        b.add_set("a4", &spec(KeyType::Ipv4, false, false, false))
-            .add_set("n6", &spec(KeyType::Ipv6, true, false, false))
-            .add_set("pm", &spec(KeyType::ProtoPort, true, true, false))
-            .add_set("p6", &spec(KeyType::Ipv6Pair, false, false, false))
-            .add_set("c4", &spec(KeyType::Ipv4, false, false, true))
-            .add_set("m6", &spec(KeyType::Ipv6, false, true, false));
+        let mut b = six_sets();
         let addr = |v6, field, set: &str, verdict| Rule::AddrIn {
             v6,
             field,

@@ -277,30 +277,7 @@ fn apply_weft(
     let t = Instant::now();
     let compiler = Compiler::new(w, opts.clone());
     let compile = t.elapsed();
-    let t = Instant::now();
-    let ops = plan::diff(&Plan::empty(&opts.table), compiler.plan());
-    let diff = t.elapsed();
-    let t = Instant::now();
-    let script = plan::render_ops(&opts.table, &ops);
-    let render = t.elapsed();
-    let nft = net.nft(&script)?;
-    let p = compiler.plan();
-    let size = TableSize {
-        sets: p.sets.len(),
-        chains: p.chains.len(),
-        elements: p.sets.values().map(|s| s.elements.len()).sum(),
-        rules: p.chains.values().map(|c| c.rules.len()).sum(),
-        path_rules: 0,
-    };
-    let timing = Timing {
-        compile,
-        diff,
-        render,
-        nft,
-        weight: weight(&ops),
-        bytes: script.len(),
-        netlink: false,
-    };
+    let (timing, size) = apply_from_nothing(net, compiler.plan(), compile, 0)?;
     Ok((timing, size, compiler))
 }
 
@@ -314,11 +291,22 @@ fn apply_linear(
     let t = Instant::now();
     let p = plan::compile_linear(world, opts);
     let compile = t.elapsed();
+    apply_from_nothing(net, &p, compile, linear_path(&p, server))
+}
+
+/// Diffs `p` from the empty plan, renders it and gives it to `nft -f` (no table before):
+/// the timing of each part after `compile`, and the table's size.
+fn apply_from_nothing(
+    net: &Net,
+    p: &Plan,
+    compile: std::time::Duration,
+    path_rules: usize,
+) -> Result<(Timing, TableSize)> {
     let t = Instant::now();
-    let ops = plan::diff(&Plan::empty(&opts.table), &p);
+    let ops = plan::diff(&Plan::empty(&p.table), p);
     let diff = t.elapsed();
     let t = Instant::now();
-    let script = plan::render_ops(&opts.table, &ops);
+    let script = plan::render_ops(&p.table, &ops);
     let render = t.elapsed();
     let nft = net.nft(&script)?;
     let size = TableSize {
@@ -326,7 +314,7 @@ fn apply_linear(
         chains: p.chains.len(),
         elements: p.sets.values().map(|s| s.elements.len()).sum(),
         rules: p.chains.values().map(|c| c.rules.len()).sum(),
-        path_rules: linear_path(&p, server),
+        path_rules,
     };
     let timing = Timing {
         compile,
