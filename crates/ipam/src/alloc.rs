@@ -137,6 +137,13 @@ impl Locked<'_> {
         check_duplicate: bool,
         durable: bool,
     ) -> Result<Vec<Lease>, AllocError> {
+        // A new attachment that asks for no particular address needs no list of leases: the
+        // walk's link(2) tells a taken address from a free one, and the list is read only if
+        // the walk keeps hitting taken ones (see `walk`). Reading the directory is the part
+        // of an allocation that grows with the number of pods.
+        if !check_duplicate && requested.is_empty() {
+            return self.reserve_and_commit(id, ifname, sets, &[], Taken::Unknown, durable);
+        }
         let scan = self.scan_cleaning(check_duplicate)?;
         for set in sets.iter().filter(|_| check_duplicate) {
             let held = scan.leases.iter().any(|(ip, owner)| {
@@ -151,10 +158,23 @@ impl Locked<'_> {
         }
         let taken: HashSet<IpAddr> = scan.leases.iter().map(|(ip, _)| *ip).collect();
         let wanted = match_requested(sets, requested, &taken)?;
+        self.reserve_and_commit(id, ifname, sets, &wanted, Taken::Known(taken), durable)
+    }
 
-        let temp = self.lease_content(id, ifname, durable)?;
+    /// Writes the lease content, links it to one address per set and commits, all or
+    /// nothing. `wanted`: the requested address per set (empty: none requested).
+    fn reserve_and_commit(
+        &mut self,
+        id: &str,
+        ifname: &str,
+        sets: &[RangeSet],
+        wanted: &[Option<(IpAddr, &Range)>],
+        mut taken: Taken,
+        durable: bool,
+    ) -> Result<Vec<Lease>, AllocError> {
+        let mut temp = self.lease_content(id, ifname, durable)?;
         let mut leases = Vec::with_capacity(sets.len());
-        let outcome = match self.reserve_all(sets, &wanted, &temp, &taken, &mut leases) {
+        let outcome = match self.reserve_all(sets, wanted, &mut temp, &mut taken, &mut leases) {
             Ok(()) => self.commit(temp, durable).map_err(AllocError::from),
             // `temp` is dropped (removed) at the end of this function.
             Err(e) => Err(e),
@@ -175,42 +195,54 @@ impl Locked<'_> {
         &self,
         sets: &[RangeSet],
         wanted: &[Option<(IpAddr, &Range)>],
-        temp: &TempFile,
-        taken: &HashSet<IpAddr>,
+        temp: &mut TempFile,
+        taken: &mut Taken,
         leases: &mut Vec<Lease>,
     ) -> Result<(), AllocError> {
         for (set_index, set) in sets.iter().enumerate() {
-            let got = match wanted[set_index] {
+            let mut last = self.last_reserved(set_index)?;
+            let got = match wanted.get(set_index).copied().flatten() {
                 Some((ip, range)) => {
                     if !self.link_lease(temp, ip)? {
                         return Err(AllocError::RequestedInUse(ip));
                     }
                     lease(ip, range, set_index)
                 }
-                None => self.walk(set_index, set, temp, taken)?,
+                None => self.walk(set_index, set, temp, taken, last.hint)?,
             };
             let ip = got.address.addr();
             leases.push(got);
             // Like host-local, requested addresses move the round-robin cursor too.
-            self.set_last_reserved(set_index, ip)?;
+            last.set(ip)?;
         }
         Ok(())
     }
 
-    /// Round-robin from after `last_reserved_ip.<N>`; `taken` (from this call's scan) saves
-    /// a syscall per known lease, `link` catches the rest.
+    /// Round-robin from after `last_reserved_ip.<N>`. `link` decides; `taken` saves a
+    /// syscall per known lease. Without a list, the walk reads one after
+    /// [`LIST_AFTER_MISSES`] taken addresses in a row, so a nearly full range costs one
+    /// directory read rather than a link attempt per lease.
     fn walk(
         &self,
         set_index: usize,
         set: &RangeSet,
-        temp: &TempFile,
-        taken: &HashSet<IpAddr>,
+        temp: &mut TempFile,
+        taken: &mut Taken,
+        hint: Option<IpAddr>,
     ) -> Result<Lease, AllocError> {
         if !set.0.is_empty() {
-            let mut cursor = Cursor::new(set, self.last_reserved(set_index)?);
+            let mut cursor = Cursor::new(set, hint);
+            let mut misses = 0;
             while let Some((ip, range)) = cursor.next() {
-                if !taken.contains(&ip) && self.link_lease(temp, ip)? {
+                if taken.contains(ip) {
+                    continue;
+                }
+                if self.link_lease(temp, ip)? {
                     return Ok(lease(ip, range, set_index));
+                }
+                misses += 1;
+                if misses == LIST_AFTER_MISSES && matches!(taken, Taken::Unknown) {
+                    *taken = Taken::Known(self.lease_names()?);
                 }
             }
         }
@@ -218,6 +250,25 @@ impl Locked<'_> {
             set: set_index,
             ranges: set.to_string(),
         })
+    }
+}
+
+/// Taken addresses in a row after which a walk without a list of leases reads one.
+const LIST_AFTER_MISSES: usize = 8;
+
+/// What an allocation knows of the addresses already leased.
+pub(crate) enum Taken {
+    /// Nothing: every candidate is tried with link(2).
+    Unknown,
+    Known(HashSet<IpAddr>),
+}
+
+impl Taken {
+    fn contains(&self, ip: IpAddr) -> bool {
+        match self {
+            Taken::Unknown => false,
+            Taken::Known(set) => set.contains(&ip),
+        }
     }
 }
 

@@ -5,19 +5,24 @@
 //!   lock                         empty; exclusive flock held for every operation
 //!   last_reserved_ip.<N>         last address handed out from range set N (no newline)
 //!   <ip>                         one lease, canonical IP text; "<id>\r\n<ifname>", 0600
-//!   .tmp-<pid>-<seq>             ours only: a lease/last_reserved_ip being written
+//!   .tmp-<pid>-<seq>             ours only: a lease being written where O_TMPFILE is missing
 //! ```
 //!
-//! Crash safety: a lease is written whole into a `.tmp-` file, fsynced, then hard-linked to
-//! its `<ip>` name. `link(2)` fails with EEXIST if the name exists, so it is an atomic
-//! create-if-absent that never exposes a half-written file — unlike host-local's
-//! `O_EXCL`-then-write, which a SIGKILL can leave empty. Temp files are only created under
+//! Crash safety: a lease is written whole into a nameless `O_TMPFILE` (a `.tmp-` file on
+//! filesystems without it), then hard-linked to its `<ip>` name. `link(2)` fails with EEXIST
+//! if the name exists, so it is an atomic create-if-absent that never exposes a half-written
+//! file — unlike host-local's `O_EXCL`-then-write, which a SIGKILL can leave empty. A process
+//! killed before the link leaves no name behind at all; `.tmp-` files are only created under
 //! the lock, so any seen by a lock holder are stale and removed. Files torn by others are
 //! kept as "taken" until GC.
 
+use std::ffi::CString;
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,6 +69,8 @@ impl Owner {
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
+    /// The directory itself, open for the fsync that makes new leases durable.
+    dir_file: File,
     lock_file: File,
     /// flock is per open file description, so it does not exclude two threads sharing this
     /// `Store`; this mutex does.
@@ -92,30 +99,88 @@ pub(crate) struct Scan {
 
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// A `.tmp-` file that is removed when dropped unless [`TempFile::keep`] was called
-/// (after a rename). A removal that fails in drop is left to the next locked scan.
-pub(crate) struct TempFile {
-    path: PathBuf,
-    armed: bool,
+/// A lease's content before it has a name: a nameless `O_TMPFILE`, or a `.tmp-` file that
+/// is removed when dropped unless [`TempFile::keep`] was called.
+/// A removal that fails in drop is left to the next locked scan.
+pub(crate) enum TempFile {
+    Anonymous { file: File, content: Vec<u8> },
+    Named { path: PathBuf, armed: bool },
 }
 
 impl TempFile {
     fn remove(mut self) -> Result<(), StoreError> {
-        self.armed = false;
-        fs::remove_file(&self.path).map_err(StoreError::io("remove temp file", &self.path))
-    }
-
-    /// The file was renamed into place: nothing to clean up.
-    fn keep(mut self) {
-        self.armed = false;
+        match &mut self {
+            TempFile::Anonymous { .. } => Ok(()),
+            TempFile::Named { path, armed } => {
+                *armed = false;
+                fs::remove_file(&*path).map_err(StoreError::io("remove temp file", &*path))
+            }
+        }
     }
 }
 
 impl Drop for TempFile {
     fn drop(&mut self) {
-        if self.armed {
-            let _ = fs::remove_file(&self.path);
+        if let TempFile::Named { path, armed: true } = self {
+            let _ = fs::remove_file(&*path);
         }
+    }
+}
+
+/// Gives a nameless file the name `to` (`linkat(2)` through `/proc/self/fd`, which needs no
+/// capability, unlike `AT_EMPTY_PATH`).
+fn link_anonymous(file: &File, to: &Path) -> std::io::Result<()> {
+    let from = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .map_err(std::io::Error::other)?;
+    let to = CString::new(to.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: both paths are NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// `last_reserved_ip.<N>`, open for reading the round-robin hint and writing the next one.
+pub(crate) struct LastReserved {
+    path: PathBuf,
+    file: File,
+    len: u64,
+    pub hint: Option<IpAddr>,
+}
+
+impl LastReserved {
+    /// Overwrites the hint in place: no temp file and no rename, which on ext4 would start
+    /// writeback of the new file (its "replace via rename" heuristic) on every ADD. A
+    /// process killed between the write and the truncate leaves a valid address followed
+    /// by the old one's tail, or garbage: either way only another starting point for the
+    /// next walk, which the lease files keep correct (host-local restarts at rangeStart on
+    /// garbage, as we do).
+    pub fn set(&mut self, ip: IpAddr) -> Result<(), StoreError> {
+        let text = ip.to_string();
+        let new_len = text.len() as u64;
+        self.file
+            .write_all_at(text.as_bytes(), 0)
+            .and_then(|()| {
+                if new_len < self.len {
+                    self.file.set_len(new_len)
+                } else {
+                    Ok(())
+                }
+            })
+            .map_err(StoreError::io("write", &self.path))?;
+        self.len = new_len;
+        self.hint = Some(ip);
+        Ok(())
     }
 }
 
@@ -127,11 +192,22 @@ impl Store {
             return Err(StoreError::InvalidNetworkName(network.to_owned()));
         }
         let dir = data_dir.join(network);
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(&dir)
-            .map_err(StoreError::io("create directory", &dir))?;
+        let open_dir = || {
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY)
+                .open(&dir)
+        };
+        // The directory exists on every ADD but a network's first: try it before creating.
+        let dir_file = match open_dir() {
+            Err(e) if e.kind() == ErrorKind::NotFound => DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(&dir)
+                .and_then(|()| open_dir())
+                .map_err(StoreError::io("create directory", &dir))?,
+            r => r.map_err(StoreError::io("open directory", &dir))?,
+        };
         let lock_path = dir.join(LOCK_FILE);
         let lock_file = OpenOptions::new()
             .read(true)
@@ -143,6 +219,7 @@ impl Store {
             .map_err(StoreError::io("open", &lock_path))?;
         Ok(Store {
             dir,
+            dir_file,
             lock_file,
             in_process: Mutex::new(()),
         })
@@ -232,13 +309,43 @@ impl Store {
     }
 
     fn sync_dir(&self) -> Result<(), StoreError> {
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
+        self.dir_file
+            .sync_all()
             .map_err(StoreError::io("fsync directory", &self.dir))
     }
 
-    /// Write `content` to a new temp file in the store directory, fsynced when `durable`.
+    /// Write `content` to a new nameless file in the store directory, fsynced when
+    /// `durable`; a named temp file where the filesystem has no `O_TMPFILE`.
     fn write_temp(&self, content: &[u8], durable: bool) -> Result<TempFile, StoreError> {
+        let anonymous = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_TMPFILE)
+            .mode(0o600)
+            .open(&self.dir);
+        match anonymous {
+            Ok(mut file) => {
+                file.write_all(content)
+                    .and_then(|()| if durable { file.sync_all() } else { Ok(()) })
+                    .map_err(StoreError::io("write temp file", &self.dir))?;
+                Ok(TempFile::Anonymous {
+                    file,
+                    content: content.to_vec(),
+                })
+            }
+            // Filesystems (and kernels) without O_TMPFILE refuse it in one of these ways.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+                ) =>
+            {
+                self.write_named_temp(content, durable)
+            }
+            Err(e) => Err(StoreError::io("create temp file", &self.dir)(e)),
+        }
+    }
+
+    fn write_named_temp(&self, content: &[u8], durable: bool) -> Result<TempFile, StoreError> {
         let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
         let path = self
             .dir
@@ -249,10 +356,13 @@ impl Store {
             .mode(0o600)
             .open(&path)
             .map_err(StoreError::io("create temp file", &path))?;
-        let temp = TempFile { path, armed: true };
+        let temp = TempFile::Named { path, armed: true };
         file.write_all(content)
             .and_then(|()| if durable { file.sync_all() } else { Ok(()) })
-            .map_err(StoreError::io("write temp file", &temp.path))?;
+            .map_err(|e| match &temp {
+                TempFile::Named { path, .. } => StoreError::io("write temp file", path)(e),
+                TempFile::Anonymous { .. } => StoreError::io("write temp file", &self.dir)(e),
+            })?;
         Ok(temp)
     }
 }
@@ -266,6 +376,17 @@ impl Locked<'_> {
             remove_if_present(temp, "remove stale temp file")?;
         }
         Ok(scan)
+    }
+
+    /// The addresses that have a lease file (owners not read).
+    pub(crate) fn lease_names(&self) -> Result<std::collections::HashSet<IpAddr>, StoreError> {
+        Ok(self
+            .store
+            .scan_with(false)?
+            .leases
+            .into_iter()
+            .map(|(ip, _)| ip)
+            .collect())
     }
 
     /// Write the lease content once; link it to each address with [`Locked::link_lease`].
@@ -282,9 +403,23 @@ impl Locked<'_> {
     }
 
     /// Atomically create the lease `<ip>` from `temp`; `Ok(false)` if the address is taken.
-    pub(crate) fn link_lease(&self, temp: &TempFile, ip: IpAddr) -> Result<bool, StoreError> {
+    pub(crate) fn link_lease(&self, temp: &mut TempFile, ip: IpAddr) -> Result<bool, StoreError> {
         let path = self.store.lease_path(ip);
-        match fs::hard_link(&temp.path, &path) {
+        let linked = match temp {
+            TempFile::Named { path: from, .. } => fs::hard_link(&*from, &path),
+            TempFile::Anonymous { file, content } => match link_anonymous(file, &path) {
+                // No /proc to link through: the same content under a name instead.
+                Err(e)
+                    if e.kind() == ErrorKind::NotFound && !Path::new("/proc/self/fd").exists() =>
+                {
+                    let durable = true;
+                    *temp = self.store.write_named_temp(content, durable)?;
+                    return self.link_lease(temp, ip);
+                }
+                r => r,
+            },
+        };
+        match linked {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
             Err(e) => Err(StoreError::io("link lease", path)(e)),
@@ -304,32 +439,33 @@ impl Locked<'_> {
         Ok(())
     }
 
-    pub(crate) fn last_reserved(&self, set_index: usize) -> Result<Option<IpAddr>, StoreError> {
+    /// Opens `last_reserved_ip.<N>` (created empty if missing) and reads its hint.
+    pub(crate) fn last_reserved(&self, set_index: usize) -> Result<LastReserved, StoreError> {
         let path = self
             .store
             .dir
             .join(format!("{LAST_RESERVED_PREFIX}{set_index}"));
-        match fs::read_to_string(&path) {
-            // Only a round-robin hint: garbage content just restarts at rangeStart.
-            Ok(text) => Ok(text.trim().parse().ok()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError::io("read", path)(e)),
-        }
-    }
-
-    /// Replace `last_reserved_ip.<N>` atomically (temp + rename).
-    pub(crate) fn set_last_reserved(&self, set_index: usize, ip: IpAddr) -> Result<(), StoreError> {
-        let path = self
-            .store
-            .dir
-            .join(format!("{LAST_RESERVED_PREFIX}{set_index}"));
-        // Only a round-robin hint: losing it to a crash restarts the walk at rangeStart,
-        // which the lease files keep correct, so no fsync; temp + rename still keeps a kill
-        // from leaving it torn for the next reader (host-local reads it too).
-        let temp = self.store.write_temp(ip.to_string().as_bytes(), false)?;
-        fs::rename(&temp.path, &path).map_err(StoreError::io("rename", &path))?;
-        temp.keep();
-        Ok(())
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(StoreError::io("open", &path))?;
+        let mut text = Vec::with_capacity(48);
+        file.read_to_end(&mut text)
+            .map_err(StoreError::io("read", &path))?;
+        // Only a round-robin hint: garbage content just restarts at rangeStart.
+        let hint = std::str::from_utf8(&text)
+            .ok()
+            .and_then(|t| t.trim().parse().ok());
+        Ok(LastReserved {
+            path,
+            file,
+            len: text.len() as u64,
+            hint,
+        })
     }
 
     /// Release every lease of the pair (and legacy leases of `id`) in this network.

@@ -392,3 +392,114 @@ fn huge_ipv6_set_allocates_without_enumerating() {
     drop(locked);
     assert_eq!(alloc(&store, "c1", &sets, &[]).expect("ok"), ["fd00::2/8"]);
 }
+
+/// The plugin's allocation: no lease list, `link(2)` decides.
+fn alloc_new(store: &Store, id: &str, sets: &[RangeSet]) -> Result<Vec<String>, AllocError> {
+    let mut locked = store.lock().expect("lock");
+    let leases = locked.allocate_deferred(id, "eth0", sets, &[], true)?;
+    drop(locked);
+    let ips: Vec<IpAddr> = leases.iter().map(|l| l.address.addr()).collect();
+    store.sync_leases(&ips).expect("sync");
+    Ok(leases.iter().map(|l| l.address.to_string()).collect())
+}
+
+#[test]
+fn unlisted_allocation_walks_round_robin_to_exhaustion_and_leaves_no_temp_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), "t1").expect("open");
+    let net = dir.path().join("t1");
+    let sets = [set("10.99.1.0/29"), set("fd99::/125")];
+    let got: Vec<Vec<String>> = (0..5)
+        .map(|i| alloc_new(&store, &format!("c{i}"), &sets).expect("allocate"))
+        .collect();
+    assert_eq!(got[0], ["10.99.1.2/29", "fd99::2/125"]);
+    assert_eq!(got[4], ["10.99.1.6/29", "fd99::6/125"]);
+    // The v6 set has two more addresses; the v4 set is full: all or nothing.
+    match alloc_new(&store, "c5", &sets) {
+        Err(AllocError::Exhausted { set: 0, .. }) => {}
+        other => panic!("expected Exhausted, got {other:?}"),
+    }
+    let names = lease_names(&net);
+    assert_eq!(names.len(), 10, "5 pairs and nothing else: {names:?}");
+    assert!(
+        names.iter().all(|n| n.parse::<IpAddr>().is_ok()),
+        "{names:?}"
+    );
+    assert_eq!(
+        fs::read(net.join("10.99.1.4")).expect("lease"),
+        b"c2\r\neth0"
+    );
+    assert_eq!(fs::read(net.join("fd99::4")).expect("lease"), b"c2\r\neth0");
+    let mode = fs::metadata(net.join("10.99.1.4"))
+        .expect("stat")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // Round-robin after a release: from .6 the walk wraps and finds .3 behind four taken
+    // addresses, with or without reading the list.
+    let mut locked = store.lock().expect("lock");
+    locked.release("c1", "eth0").expect("release");
+    drop(locked);
+    assert_eq!(
+        alloc_new(&store, "c6", &sets).expect("allocate"),
+        ["10.99.1.3/29", "fd99::7/125"]
+    );
+}
+
+#[test]
+fn unlisted_allocation_finds_the_first_free_address_behind_a_long_run_of_taken_ones() {
+    // 60 leases right after the hint (the walk reads the list after a few failed links)
+    // and the lease lands on the first free address behind them.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), "t1").expect("open");
+    let net = dir.path().join("t1");
+    for host in 11..71 {
+        fs::write(
+            net.join(format!("10.99.2.{host}")),
+            format!("x{host}\r\neth0"),
+        )
+        .expect("lease");
+    }
+    fs::write(net.join("last_reserved_ip.0"), "10.99.2.10").expect("hint");
+    assert_eq!(
+        alloc_new(&store, "c1", &[set("10.99.2.0/24")]).expect("allocate"),
+        ["10.99.2.71/24"]
+    );
+    assert_eq!(
+        fs::read(net.join("10.99.2.71")).expect("lease"),
+        b"c1\r\neth0"
+    );
+    assert_eq!(lease_names(&net).len(), 61);
+}
+
+#[test]
+fn last_reserved_is_rewritten_in_place_to_exactly_the_new_address() {
+    // host-local reads the whole file as one address: a shorter address must not keep the
+    // longer one's tail.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), "t1").expect("open");
+    let net = dir.path().join("t1");
+    let sets = [set("10.99.3.0/24")];
+    fs::write(net.join("last_reserved_ip.0"), "10.99.3.99").expect("hint");
+    assert_eq!(
+        alloc_new(&store, "c1", &sets).expect("allocate"),
+        ["10.99.3.100/24"]
+    );
+    assert_eq!(
+        fs::read_to_string(net.join("last_reserved_ip.0")).expect("read"),
+        "10.99.3.100"
+    );
+    assert_eq!(
+        alloc(&store, "c2", &sets, &[ip("10.99.3.7")]).expect("requested"),
+        ["10.99.3.7/24"]
+    );
+    assert_eq!(
+        fs::read_to_string(net.join("last_reserved_ip.0")).expect("read"),
+        "10.99.3.7"
+    );
+    assert_eq!(
+        alloc_new(&store, "c3", &sets).expect("allocate"),
+        ["10.99.3.8/24"]
+    );
+}

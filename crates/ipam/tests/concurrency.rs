@@ -19,6 +19,11 @@ fn sets() -> Vec<RangeSet> {
 }
 
 fn run(threads: usize, shared: bool) {
+    run_with(threads, shared, false)
+}
+
+/// `deferred`: the plugin's allocation (no lease list read, the fsync after the lock).
+fn run_with(threads: usize, shared: bool, deferred: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let shared_store = Arc::new(Store::open(dir.path(), "t1").expect("open"));
     let barrier = Arc::new(Barrier::new(threads));
@@ -37,9 +42,19 @@ fn run(threads: usize, shared: bool) {
                 };
                 barrier.wait();
                 let mut locked = store.lock().expect("lock");
-                locked
-                    .allocate(&format!("c{i}"), "eth0", &sets(), &[])
-                    .expect("allocate")
+                let id = format!("c{i}");
+                if !deferred {
+                    return locked
+                        .allocate(&id, "eth0", &sets(), &[])
+                        .expect("allocate");
+                }
+                let leases = locked
+                    .allocate_deferred(&id, "eth0", &sets(), &[], true)
+                    .expect("allocate");
+                drop(locked);
+                let ips: Vec<_> = leases.iter().map(|l| l.address.addr()).collect();
+                store.sync_leases(&ips).expect("sync");
+                leases
             })
         })
         .collect();
@@ -69,4 +84,9 @@ fn sixty_four_threads_with_own_stores_get_distinct_addresses() {
 #[test]
 fn threads_sharing_one_store_get_distinct_addresses() {
     run(32, true);
+}
+
+#[test]
+fn sixty_four_threads_allocating_as_the_plugin_does_get_distinct_addresses() {
+    run_with(64, false, true);
 }

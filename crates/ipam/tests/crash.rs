@@ -74,7 +74,21 @@ fn crash_child() {
             continue;
         }
         let id = format!("k{slot}-{n}");
-        match locked.allocate(&id, "eth0", &sets, &[]) {
+        // Both ways weft allocates: the plugin's (no lease list read, fsync after the lock
+        // is dropped, reported only once durable) and the standalone one.
+        let deferred = n % 2 == 1;
+        let allocated = if deferred {
+            locked
+                .allocate_deferred(&id, "eth0", &sets, &[], true)
+                .inspect(|leases| {
+                    drop(locked);
+                    let ips: Vec<IpAddr> = leases.iter().map(|l| l.address.addr()).collect();
+                    store.sync_leases(&ips).expect("sync");
+                })
+        } else {
+            locked.allocate(&id, "eth0", &sets, &[])
+        };
+        match allocated {
             Ok(leases) => {
                 let ips: Vec<String> = leases
                     .iter()
