@@ -1,15 +1,21 @@
 //! Executing a CNI plugin exactly as a container runtime does, and the timed phases built on it.
 //!
-//! Each exec gets a clean environment with the `CNI_*` variables, the config on stdin, and is
-//! moved into the bench's node namespace by `setns(2)` between fork and exec, the way a
-//! runtime's own process lives in the host namespace. The wall time of one exec runs from
-//! spawn to reaped exit with stdout read: what a runtime waits for.
+//! Each exec gets a clean environment with the `CNI_*` variables and the config on stdin, and
+//! starts in the bench's node namespace, the way a runtime's own process lives in the host
+//! namespace. The wall time of one exec runs from spawn to reaped exit with stdout read: what
+//! a runtime waits for.
+//!
+//! The child is spawned the way Go's `os/exec` (containerd, CRI-O) spawns it: by
+//! `posix_spawn`, a `clone(CLONE_VM|CLONE_VFORK)` that copies no page tables. A closure
+//! between fork and exec would force a real `fork(2)` of this whole process, a cost that grows
+//! with weftctl's own memory and belongs to no plugin. So the spawning thread itself enters
+//! the node namespace before the clock starts (the child inherits it) and returns to its own
+//! after the clock stops.
 
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -111,17 +117,7 @@ impl Plugin {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let node_fd = self.node.as_raw_fd();
-        // SAFETY: the closure runs in the forked child before exec and only makes the
-        // async-signal-safe setns(2) syscall; `self.node` outlives the spawn.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(node_fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        let in_node = ThreadInNetns::enter(&self.node)?;
 
         let start = Instant::now();
         let mut child = cmd.spawn().map_err(BenchError::io(format!(
@@ -140,6 +136,7 @@ impl Plugin {
             verb.as_str()
         )))?;
         let elapsed = start.elapsed();
+        in_node.leave()?;
 
         if !output.status.success() {
             signal::check()?;
@@ -154,6 +151,53 @@ impl Plugin {
             });
         }
         Ok((elapsed, output.stdout))
+    }
+}
+
+/// The calling thread moved into a network namespace until `leave` (or drop) moves it back.
+/// `setns(2)` on a network namespace changes only the calling thread's; children spawned
+/// from it start there.
+struct ThreadInNetns {
+    home: Option<File>,
+}
+
+impl ThreadInNetns {
+    fn enter(ns: &File) -> Result<Self> {
+        let home = File::open("/proc/thread-self/ns/net")
+            .map_err(BenchError::io("opening this thread's network namespace"))?;
+        // SAFETY: setns(2) on an open namespace fd; it touches only this thread's state.
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(BenchError::io("entering the node namespace")(
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(ThreadInNetns { home: Some(home) })
+    }
+
+    fn leave(mut self) -> Result<()> {
+        self.back()
+            .map_err(BenchError::io("returning to this thread's own namespace"))
+    }
+
+    fn back(&mut self) -> std::io::Result<()> {
+        let Some(home) = self.home.take() else {
+            return Ok(());
+        };
+        // SAFETY: as in `enter`, with the namespace this thread started in.
+        if unsafe { libc::setns(home.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ThreadInNetns {
+    fn drop(&mut self) {
+        // A thread left in a bench namespace would run every later step there.
+        if self.back().is_err() {
+            eprintln!("weftctl bench: cannot return a thread to its network namespace; stopping");
+            std::process::abort();
+        }
     }
 }
 
