@@ -593,6 +593,40 @@ mod tests {
     }
 
     #[test]
+    fn both_kinds_of_temp_file_link_into_a_complete_lease_and_leave_no_name() {
+        // The named kind is what filesystems without O_TMPFILE get.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), "t1").expect("open");
+        let content = b"c1\r\neth0";
+        let locked = store.lock().expect("lock");
+        let temps = [
+            store.write_temp(content, false).expect("anonymous"),
+            store.write_named_temp(content, false).expect("named"),
+        ];
+        for (n, mut temp) in temps.into_iter().enumerate() {
+            let anonymous = matches!(temp, TempFile::Anonymous { .. });
+            assert_eq!(anonymous, n == 0, "this filesystem has O_TMPFILE");
+            let ip: IpAddr = format!("10.9.0.{}", n + 2).parse().expect("ip");
+            assert!(locked.link_lease(&mut temp, ip).expect("link"));
+            assert!(
+                !locked.link_lease(&mut temp, ip).expect("taken"),
+                "EEXIST is taken"
+            );
+            locked.commit(temp, true).expect("commit");
+            assert_eq!(
+                fs::read(store.dir().join(ip.to_string())).expect("lease"),
+                content
+            );
+        }
+        let mut names: Vec<String> = fs::read_dir(store.dir())
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["10.9.0.2", "10.9.0.3", "lock"]);
+    }
+
+    #[test]
     fn rejects_bad_network_names() {
         let dir = tempfile::tempdir().expect("tempdir");
         for bad in ["", ".", "..", "a/b", "x\0"] {
