@@ -66,7 +66,7 @@ const NFT_BYTEORDER_HTON: u32 = 1;
 const LIMIT_UNIT_SECOND: u64 = 1;
 const LIMIT_DEFAULT_BURST: u32 = 5;
 
-const NF_DROP: i32 = 0;
+pub(crate) const NF_DROP: i32 = 0;
 const NF_ACCEPT: i32 = 1;
 const NFT_JUMP: i32 = -3;
 const NFT_GOTO: i32 = -4;

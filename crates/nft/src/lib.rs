@@ -18,8 +18,10 @@
 //! without spawning `nft`: set elements (module `elements`) and regular chains, their rules,
 //! and sets and verdict maps (module `objects`) — the policy table's diffs after its first
 //! build. Rule expressions are encoded in module `expr`, shared with the masquerade rules.
+//! Module [`counters`] reads drop counters and per-element counters back with netlink dumps.
 
 mod batch;
+pub mod counters;
 mod elements;
 mod expr;
 mod nl;
