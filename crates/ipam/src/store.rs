@@ -153,7 +153,9 @@ fn link_anonymous(file: &File, to: &Path) -> std::io::Result<()> {
 /// `last_reserved_ip.<N>`, open for reading the round-robin hint and writing the next one.
 pub(crate) struct LastReserved {
     path: PathBuf,
-    file: File,
+    /// `None` until the first address of the set: the file is created only by a write, so
+    /// an allocation that fails leaves no empty hint behind.
+    file: Option<File>,
     len: u64,
     pub hint: Option<IpAddr>,
 }
@@ -168,11 +170,21 @@ impl LastReserved {
     pub fn set(&mut self, ip: IpAddr) -> Result<(), StoreError> {
         let text = ip.to_string();
         let new_len = text.len() as u64;
-        self.file
-            .write_all_at(text.as_bytes(), 0)
+        let file = match self.file.take() {
+            Some(f) => f,
+            None => OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&self.path)
+                .map_err(StoreError::io("create", &self.path))?,
+        };
+        let file = self.file.insert(file);
+        file.write_all_at(text.as_bytes(), 0)
             .and_then(|()| {
                 if new_len < self.len {
-                    self.file.set_len(new_len)
+                    file.set_len(new_len)
                 } else {
                     Ok(())
                 }
@@ -445,14 +457,19 @@ impl Locked<'_> {
             .store
             .dir
             .join(format!("{LAST_RESERVED_PREFIX}{set_index}"));
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(StoreError::io("open", &path))?;
+        let opened = OpenOptions::new().read(true).write(true).open(&path);
+        let mut file = match opened {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Ok(LastReserved {
+                    path,
+                    file: None,
+                    len: 0,
+                    hint: None,
+                });
+            }
+            Err(e) => return Err(StoreError::io("open", &path)(e)),
+        };
         let mut text = Vec::with_capacity(48);
         file.read_to_end(&mut text)
             .map_err(StoreError::io("read", &path))?;
@@ -462,7 +479,7 @@ impl Locked<'_> {
             .and_then(|t| t.trim().parse().ok());
         Ok(LastReserved {
             path,
-            file,
+            file: Some(file),
             len: text.len() as u64,
             hint,
         })

@@ -503,3 +503,27 @@ fn last_reserved_is_rewritten_in_place_to_exactly_the_new_address() {
         ["10.99.3.8/24"]
     );
 }
+
+#[test]
+fn a_failed_allocation_in_a_fresh_network_writes_no_hint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), "t1").expect("open");
+    let net = dir.path().join("t1");
+    // A /30 has one address for pods (.2); someone else's lease holds it.
+    fs::write(net.join("10.99.4.2"), "other\r\neth0").expect("lease");
+    let sets = [set("10.99.4.0/30")];
+    assert!(matches!(
+        alloc_new(&store, "c1", &sets),
+        Err(AllocError::Exhausted { .. })
+    ));
+    assert!(matches!(
+        alloc(&store, "c1", &sets, &[ip("10.99.4.2")]),
+        Err(AllocError::RequestedInUse(_))
+    ));
+    let mut names: Vec<String> = fs::read_dir(&net)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").file_name().into_string().expect("utf8"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["10.99.4.2", "lock"]);
+}
