@@ -41,17 +41,7 @@ impl Neighbour {
     }
 
     fn from_message(msg: NeighbourMessage) -> Option<Neighbour> {
-        let mut ip = None;
-        let mut mac = None;
-        for attr in msg.attributes {
-            match attr {
-                NeighbourAttribute::Destination(a) => ip = ip_of(a),
-                NeighbourAttribute::LinkLayerAddress(m) => {
-                    mac = <[u8; 6]>::try_from(m.as_slice()).ok();
-                }
-                _ => {}
-            }
-        }
+        let (ip, mac) = destination_and_mac(&msg);
         Some(Neighbour {
             index: msg.header.ifindex,
             ip: ip?,
@@ -77,17 +67,7 @@ impl FdbEntry {
     }
 
     fn from_message(msg: NeighbourMessage) -> Option<FdbEntry> {
-        let mut dst = None;
-        let mut mac = None;
-        for attr in msg.attributes {
-            match attr {
-                NeighbourAttribute::Destination(a) => dst = ip_of(a),
-                NeighbourAttribute::LinkLayerAddress(m) => {
-                    mac = <[u8; 6]>::try_from(m.as_slice()).ok();
-                }
-                _ => {}
-            }
-        }
+        let (dst, mac) = destination_and_mac(&msg);
         Some(FdbEntry {
             index: msg.header.ifindex,
             mac: mac?,
@@ -95,6 +75,22 @@ impl FdbEntry {
             state: msg.header.state.into(),
         })
     }
+}
+
+/// The NDA_DST and NDA_LLADDR of a neighbour or FDB message (either may be absent).
+fn destination_and_mac(msg: &NeighbourMessage) -> (Option<IpAddr>, Option<[u8; 6]>) {
+    let mut dst = None;
+    let mut mac = None;
+    for attr in &msg.attributes {
+        match attr {
+            NeighbourAttribute::Destination(a) => dst = ip_of(a.clone()),
+            NeighbourAttribute::LinkLayerAddress(m) => {
+                mac = <[u8; 6]>::try_from(m.as_slice()).ok();
+            }
+            _ => {}
+        }
+    }
+    (dst, mac)
 }
 
 /// An AF_BRIDGE reply carries its NDA_DST as raw bytes; the length says the family.
