@@ -49,6 +49,16 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// One figure per round, divided by `unit`, with `prec` decimals, space-separated: the
+/// "per round" lines of the bench reports.
+pub fn per_round(values: &[f64], unit: f64, prec: usize) -> String {
+    values
+        .iter()
+        .map(|v| format!("{:.prec$}", v / unit))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Milliseconds as a float, the unit every table and JSON field uses.
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
@@ -66,6 +76,12 @@ pub fn per_second(count: usize, wall: Duration) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_round_scales_and_rounds_each_figure() {
+        assert_eq!(per_round(&[1234.5, 99_960.0], 1000.0, 1), "1.2 100.0");
+        assert_eq!(per_round(&[], 1.0, 2), "");
+    }
 
     fn millis(v: &[u64]) -> Vec<Duration> {
         v.iter().map(|&m| Duration::from_millis(m)).collect()

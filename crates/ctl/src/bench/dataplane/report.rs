@@ -8,6 +8,7 @@ use std::fmt::Write;
 
 use super::Kind;
 use super::tools::{PingPong, Throughput};
+use crate::bench::stats::per_round;
 
 /// Same-node and host-gw throughput, as a fraction of raw veth.
 const TARGET_DIRECT: f64 = 0.95;
@@ -168,13 +169,7 @@ impl DataplaneReport {
             "per round: Gbit/s on 2 CPUs | Gbit/s on 1 CPU | thousand round trips/s"
         );
         for p in &self.paths {
-            let fmt = |m: Metric, unit: f64, prec: usize| {
-                p.values(m)
-                    .iter()
-                    .map(|v| format!("{:.prec$}", v / unit))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            };
+            let fmt = |m: Metric, unit: f64, prec: usize| per_round(&p.values(m), unit, prec);
             let _ = writeln!(
                 out,
                 "{:<34}{} | {} | {}",

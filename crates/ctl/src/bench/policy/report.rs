@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::bench::dataplane::report::median;
 use crate::bench::dataplane::tools::{PingPong, Throughput};
-use crate::bench::stats::{Summary, ms};
+use crate::bench::stats::{Summary, ms, per_round};
 
 /// One change applied in under this, at the largest size (the issue: 10 ms at 10,000 rules).
 const TARGET_CHANGE_MS: f64 = 10.0;
@@ -341,13 +341,7 @@ impl PolicyReport {
             "per round: Gbit/s on 2 CPUs | Gbit/s on 1 CPU | thousand round trips/s | thousand connections/s"
         );
         for v in &self.variants {
-            let fmt = |m: Metric, unit: f64, prec: usize| {
-                v.values(m)
-                    .iter()
-                    .map(|x| format!("{:.prec$}", x / unit))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            };
+            let fmt = |m: Metric, unit: f64, prec: usize| per_round(&v.values(m), unit, prec);
             let _ = writeln!(
                 out,
                 "{:<22}{} | {} | {} | {}",
