@@ -50,107 +50,79 @@ pub fn raw_pair(a: &str, b: &str) -> Result<()> {
 /// The hand-built VXLAN pair between `a` (client side) and `b`.
 pub fn vxlan_pair(a: &str, b: &str) -> Result<()> {
     veth(a, b)?;
-    let ends = [a, b];
-    let overlay = [VX_CLIENT, VX_SERVER];
-    for i in 0..2 {
-        let (ns, other) = (ends[i], 1 - i);
+    for (ns, underlay) in [a, b].into_iter().zip(VX_UNDERLAY) {
         ip(&[
             "-n",
             ns,
             "addr",
             "add",
-            &format!("{}/24", VX_UNDERLAY[i]),
+            &format!("{underlay}/24"),
             "dev",
             "eth0",
         ])?;
         ip(&["-n", ns, "link", "set", "eth0", "up"])?;
-        ip(&[
-            "-n",
-            ns,
-            "link",
-            "add",
-            "vx0",
-            "address",
-            VX_MACS[i],
-            "type",
-            "vxlan",
-            "id",
-            "42",
-            "local",
-            VX_UNDERLAY[i],
-            "dstport",
-            "4789",
-            "dev",
-            "eth0",
-            "nolearning",
-        ])?;
-        ip(&[
-            "-n",
-            ns,
-            "addr",
-            "add",
-            &format!("{}/24", overlay[i]),
-            "dev",
-            "vx0",
-        ])?;
-        ip(&["-n", ns, "link", "set", "vx0", "up"])?;
-        ip(&[
-            "-n",
-            ns,
-            "neigh",
-            "add",
-            overlay[other],
-            "lladdr",
-            VX_MACS[other],
-            "dev",
-            "vx0",
-            "nud",
-            "permanent",
-        ])?;
-        run(
-            "bridge",
-            &[
-                "-n",
-                ns,
-                "fdb",
-                "add",
-                VX_MACS[other],
-                "dev",
-                "vx0",
-                "dst",
-                VX_UNDERLAY[other],
-                "self",
-                "permanent",
-            ],
-        )?;
     }
-    Ok(())
+    hand_vxlan(
+        [a, b],
+        &HandVxlan {
+            dev: "vx0",
+            vni: "42",
+            port: "4789",
+            macs: VX_MACS,
+            underlay: VX_UNDERLAY,
+            overlay: [VX_CLIENT, VX_SERVER],
+        },
+    )
 }
 
 /// A hand-built kernel VXLAN pair between two lab nodes, over the lab's own underlay
 /// (`eth0`, at `underlay`): device `wbvx0` (VNI 4242, port 4790, so it never meets
 /// `weft.vx`), 10.253.0.1/.2, static neighbour and FDB entries. It dies with the lab.
 pub fn vxlan_on(nodes: [&str; 2], underlay: [&str; 2]) -> Result<()> {
-    let overlay = [LAB_VX_CLIENT, LAB_VX_SERVER];
-    let macs = ["02:57:ba:5e:01:01", "02:57:ba:5e:01:02"];
-    for i in 0..2 {
-        let (ns, other) = (nodes[i], 1 - i);
+    hand_vxlan(
+        nodes,
+        &HandVxlan {
+            dev: "wbvx0",
+            vni: "4242",
+            port: "4790",
+            macs: ["02:57:ba:5e:01:01", "02:57:ba:5e:01:02"],
+            underlay,
+            overlay: [LAB_VX_CLIENT, LAB_VX_SERVER],
+        },
+    )
+}
+
+/// One hand-built VXLAN device per end, each with the other end's MAC in a permanent
+/// neighbour entry and a static FDB entry toward its underlay address.
+struct HandVxlan<'a> {
+    dev: &'a str,
+    vni: &'a str,
+    port: &'a str,
+    macs: [&'a str; 2],
+    underlay: [&'a str; 2],
+    overlay: [&'a str; 2],
+}
+
+fn hand_vxlan(ends: [&str; 2], vx: &HandVxlan<'_>) -> Result<()> {
+    let dev = vx.dev;
+    for (i, ns) in ends.into_iter().enumerate() {
+        let other = 1 - i;
         ip(&[
             "-n",
             ns,
             "link",
             "add",
-            "wbvx0",
+            dev,
             "address",
-            macs[i],
+            vx.macs[i],
             "type",
             "vxlan",
             "id",
-            "4242",
+            vx.vni,
             "local",
-            underlay[i],
+            vx.underlay[i],
             "dstport",
-            "4790",
+            vx.port,
             "dev",
             "eth0",
             "nolearning",
@@ -160,21 +132,21 @@ pub fn vxlan_on(nodes: [&str; 2], underlay: [&str; 2]) -> Result<()> {
             ns,
             "addr",
             "add",
-            &format!("{}/24", overlay[i]),
+            &format!("{}/24", vx.overlay[i]),
             "dev",
-            "wbvx0",
+            dev,
         ])?;
-        ip(&["-n", ns, "link", "set", "wbvx0", "up"])?;
+        ip(&["-n", ns, "link", "set", dev, "up"])?;
         ip(&[
             "-n",
             ns,
             "neigh",
             "add",
-            overlay[other],
+            vx.overlay[other],
             "lladdr",
-            macs[other],
+            vx.macs[other],
             "dev",
-            "wbvx0",
+            dev,
             "nud",
             "permanent",
         ])?;
@@ -185,11 +157,11 @@ pub fn vxlan_on(nodes: [&str; 2], underlay: [&str; 2]) -> Result<()> {
                 ns,
                 "fdb",
                 "add",
-                macs[other],
+                vx.macs[other],
                 "dev",
-                "wbvx0",
+                dev,
                 "dst",
-                underlay[other],
+                vx.underlay[other],
                 "self",
                 "permanent",
             ],
