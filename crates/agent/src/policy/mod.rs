@@ -438,11 +438,15 @@ impl Policy {
                 self.last_error = Some(msg.clone());
                 return Err(msg);
             }
-            self.timing.total_ms = self.timing.load_ms
+            // A sum of µs-rounded figures: rounded again, or 0.703 prints as 0.7030000000000001.
+            self.timing.total_ms = ((self.timing.load_ms
                 + self.timing.world_ms
                 + self.timing.compile_ms
                 + self.timing.persist_ms
-                + self.timing.nft_ms;
+                + self.timing.nft_ms)
+                * 1e3)
+                .round()
+                / 1e3;
             self.last_change = self.timing;
             log::info(
                 "policy applied",
