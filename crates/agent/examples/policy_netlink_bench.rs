@@ -28,12 +28,12 @@ mod bench {
     }
 }
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use weft_agent::policy::netlink;
+use weft_agent::policy::nft::apply_blocking;
 use weft_net::NetNs;
 use weft_policy::plan::{self, Compiler, Op, PlanOptions};
 
@@ -42,25 +42,6 @@ struct Scratch(String);
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn nft(script: &str) -> Result<(), String> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    if let Some(mut i) = child.stdin.take() {
-        i.write_all(script.as_bytes()).map_err(|e| e.to_string())?;
-    }
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
 
@@ -101,7 +82,8 @@ fn main() -> Result<(), String> {
         NetNs::open(Path::new(&format!("/run/netns/{}", ns_guard.0))).map_err(|e| e.to_string())?;
     let first = plan::render(c.plan());
     let t = Instant::now();
-    ns.run(|| nft(&first)).map_err(|e| e.to_string())??;
+    ns.run(|| apply_blocking(&first))
+        .map_err(|e| e.to_string())??;
     let elems: usize = c.plan().sets.values().map(|s| s.elements.len()).sum();
     eprintln!(
         "initial plan: {} sets, {} chains, {elems} elements, nft -f {:.0} ms",
@@ -164,7 +146,8 @@ fn main() -> Result<(), String> {
         } else {
             let t = Instant::now();
             let script = plan::render_ops(table, &ops);
-            ns.run(|| nft(&script)).map_err(|e| e.to_string())??;
+            ns.run(|| apply_blocking(&script))
+                .map_err(|e| e.to_string())??;
             via_nft.push(t.elapsed());
         }
     }
@@ -268,7 +251,8 @@ fn policy_edits(
         } else {
             let t = Instant::now();
             let script = plan::render_ops(table, &ops);
-            ns.run(|| nft(&script)).map_err(|e| e.to_string())??;
+            ns.run(|| apply_blocking(&script))
+                .map_err(|e| e.to_string())??;
             via_nft.push(t.elapsed());
         }
     }

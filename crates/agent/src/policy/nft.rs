@@ -16,7 +16,8 @@ pub async fn apply(script: String) -> Result<(), String> {
         .map_err(|e| format!("nft thread failed: {e}"))?
 }
 
-fn apply_blocking(script: &str) -> Result<(), String> {
+/// [`apply`] on the calling thread (and so in its network namespace).
+pub fn apply_blocking(script: &str) -> Result<(), String> {
     let mut child = Command::new("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())
