@@ -99,9 +99,10 @@ pub(crate) struct Scan {
 
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// A lease's content before it has a name: a nameless `O_TMPFILE`, or a `.tmp-` file that
-/// is removed when dropped unless [`TempFile::keep`] was called.
-/// A removal that fails in drop is left to the next locked scan.
+/// A lease's content before it has a name: a nameless `O_TMPFILE` (kept with its content,
+/// should it need a name after all, see [`Locked::link_lease`]), or a `.tmp-` file that is
+/// removed by [`Locked::commit`] or when dropped. A removal that fails in drop is left to
+/// the next locked scan.
 pub(crate) enum TempFile {
     Anonymous { file: File, content: Vec<u8> },
     Named { path: PathBuf, armed: bool },
@@ -368,13 +369,14 @@ impl Store {
             .mode(0o600)
             .open(&path)
             .map_err(StoreError::io("create temp file", &path))?;
-        let temp = TempFile::Named { path, armed: true };
+        // Armed before the write, so a failed write removes the file.
+        let temp = TempFile::Named {
+            path: path.clone(),
+            armed: true,
+        };
         file.write_all(content)
             .and_then(|()| if durable { file.sync_all() } else { Ok(()) })
-            .map_err(|e| match &temp {
-                TempFile::Named { path, .. } => StoreError::io("write temp file", path)(e),
-                TempFile::Anonymous { .. } => StoreError::io("write temp file", &self.dir)(e),
-            })?;
+            .map_err(StoreError::io("write temp file", &path))?;
         Ok(temp)
     }
 }
@@ -451,7 +453,8 @@ impl Locked<'_> {
         Ok(())
     }
 
-    /// Opens `last_reserved_ip.<N>` (created empty if missing) and reads its hint.
+    /// Opens `last_reserved_ip.<N>` and reads its hint; a missing file is no hint (it is
+    /// created by the first [`LastReserved::set`]).
     pub(crate) fn last_reserved(&self, set_index: usize) -> Result<LastReserved, StoreError> {
         let path = self
             .store
