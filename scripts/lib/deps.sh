@@ -1,10 +1,15 @@
 # Shared by the set-up scripts: install what weft needs on a fresh Debian 12 machine.
 # Sourced, not executed.
 
+# Every program the scripts, the binaries or the tests run comes from one of these (or from a
+# package they pull in, or one every Debian system has): the test script runs the suite under
+# `exec-guard`, which fails when a program comes from anywhere else.
 # protobuf-compiler: etcd-client's build script runs protoc. etcd-server: the datastore of the lab
-# and of the agent tests. iperf3: the throughput benchmark.
+# and of the agent tests; etcd-client: `etcdctl`, which tests read the datastore with. iperf3,
+# sockperf: the dataplane benchmark. gcc: the linker rustc calls (and doc tests). python3: the
+# policy kernel tests' socket probes.
 WEFT_APT_PACKAGES=(iproute2 iputils-ping nftables iptables containernetworking-plugins jq procps
-  protobuf-compiler etcd-server iperf3 sockperf openssl)
+  protobuf-compiler etcd-server etcd-client iperf3 sockperf openssl gcc python3)
 
 ensure_packages() {
   local missing=()
