@@ -26,10 +26,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::rc::Rc;
 
+use super::journal::Journal;
 use super::ranges::{self, Range};
 use super::{
     Chain, ClassInfo, DEFAULT_TABLE, Elem, Field, Hook, HookPoint, KeyType, Op, Plan, Role, Rule,
-    Set, Verdict, diff,
+    Set, Verdict,
 };
 use crate::model::{
     Direction, Endpoint, Labels, NetworkPolicy, PolicyPeer, PolicyRef, PortRef, Protocol,
@@ -128,32 +129,6 @@ struct AtomEntry {
     /// Classes whose port map jumps here (it goes when none is left).
     classes: usize,
     contributions: Vec<(String, Option<RuleKey>, Rc<Addrs>)>,
-}
-
-/// A set as it was before the changes being journalled.
-enum SetBefore {
-    /// It did not exist.
-    Absent,
-    /// It existed and only single elements were touched: its type, and each touched
-    /// element's value before (`None`: not in the set) — so a diff costs what was touched,
-    /// not the size of the set.
-    Elements {
-        spec: Set,
-        before: BTreeMap<Elem, Option<Option<Verdict>>>,
-    },
-    /// It existed and was replaced or removed as a whole: all of it.
-    Whole(Set),
-}
-
-/// The objects changes touched, as they were before them (`None`: did not exist).
-#[derive(Default)]
-struct Journal {
-    /// The plan was empty: the ops start with `add table`.
-    was_empty: bool,
-    /// The whole plan as it was, when the world was replaced (`set_world`).
-    full: Option<Plan>,
-    sets: BTreeMap<String, SetBefore>,
-    chains: BTreeMap<String, Option<Chain>>,
 }
 
 /// An incremental compiler: it holds a [`World`] and the [`Plan`] that [`compile`] would
@@ -446,17 +421,13 @@ impl Compiler {
     /// compile, and the diff from the previous plan.
     pub fn set_world(&mut self, world: World) {
         let before = self.st.plan_before();
-        let was_empty = self.st.journal.as_ref().is_some_and(|j| j.was_empty);
+        let was_empty = self.st.journal.as_ref().is_some_and(Journal::was_empty);
         *self = Compiler::new(world, self.st.opts.clone());
-        self.st.journal = Some(Journal {
-            was_empty,
-            full: Some(before),
-            ..Journal::default()
-        });
+        self.st.journal = Some(Journal::replacing(before, was_empty));
     }
 
     /// The ops from the plan at the previous call (or at `new`) to the current plan, in a
-    /// safe order (see [`diff`]); empty when nothing changed.
+    /// safe order (see [`diff`](super::diff)); empty when nothing changed.
     pub fn take_ops(&mut self) -> Vec<Op> {
         self.st.finish()
     }
@@ -472,60 +443,21 @@ impl State {
 
     /// Records a set's element `e` before it changes.
     fn touch_elem(&mut self, name: &str, e: &Elem) {
-        let Some(j) = &mut self.journal else {
-            return;
-        };
-        let current = self.plan.sets.get(name);
-        let entry = j
-            .sets
-            .entry(name.to_string())
-            .or_insert_with(|| match current {
-                Some(s) => SetBefore::Elements {
-                    spec: Set::new(s.key, s.interval, s.map, s.role),
-                    before: BTreeMap::new(),
-                },
-                None => SetBefore::Absent,
-            });
-        if let SetBefore::Elements { before, .. } = entry {
-            before
-                .entry(*e)
-                .or_insert_with(|| current.and_then(|s| s.elements.get(e).cloned()));
+        if let Some(j) = &mut self.journal {
+            j.touch_elem(&self.plan, name, e);
         }
     }
 
     /// Records a whole set before it is created, replaced or removed.
     fn touch_set(&mut self, name: &str) {
-        let Some(j) = &mut self.journal else {
-            return;
-        };
-        let current = self.plan.sets.get(name);
-        match j.sets.get_mut(name) {
-            None => {
-                let before = current.map_or(SetBefore::Absent, |s| SetBefore::Whole(s.clone()));
-                j.sets.insert(name.to_string(), before);
-            }
-            Some(entry @ SetBefore::Elements { .. }) => {
-                if let (SetBefore::Elements { before, .. }, Some(s)) = (&*entry, current) {
-                    let mut whole = s.clone();
-                    for (e, v) in before {
-                        match v {
-                            Some(v) => whole.elements.insert(*e, v.clone()),
-                            None => whole.elements.remove(e),
-                        };
-                    }
-                    *entry = SetBefore::Whole(whole);
-                }
-            }
-            Some(_) => {}
+        if let Some(j) = &mut self.journal {
+            j.touch_set(&self.plan, name);
         }
     }
 
     fn touch_chain(&mut self, name: &str) {
-        if let Some(j) = &mut self.journal
-            && !j.chains.contains_key(name)
-        {
-            j.chains
-                .insert(name.to_string(), self.plan.chains.get(name).cloned());
+        if let Some(j) = &mut self.journal {
+            j.touch_chain(&self.plan, name);
         }
     }
 
@@ -616,106 +548,24 @@ impl State {
 
     /// Starts recording a change.
     fn begin(&mut self) {
-        self.journal = Some(Journal {
-            was_empty: self.plan.is_empty(),
-            ..Journal::default()
-        });
+        self.journal = Some(Journal::begin(&self.plan));
     }
 
     /// The plan as it was when the journal began.
     fn plan_before(&self) -> Plan {
-        let mut p = self.plan.clone();
-        let Some(j) = &self.journal else {
-            return p;
-        };
-        if let Some(full) = &j.full {
-            return full.clone();
+        match &self.journal {
+            Some(j) => j.plan_before(&self.plan),
+            None => self.plan.clone(),
         }
-        for (name, before) in &j.sets {
-            match before {
-                SetBefore::Absent => {
-                    p.sets.remove(name);
-                }
-                SetBefore::Whole(s) => {
-                    p.sets.insert(name.clone(), s.clone());
-                }
-                SetBefore::Elements { before, .. } => {
-                    if let Some(s) = p.sets.get_mut(name) {
-                        for (e, v) in before {
-                            match v {
-                                Some(v) => s.elements.insert(*e, v.clone()),
-                                None => s.elements.remove(e),
-                            };
-                        }
-                    }
-                }
-            }
-        }
-        for (name, before) in &j.chains {
-            match before {
-                Some(c) => p.chains.insert(name.clone(), c.clone()),
-                None => p.chains.remove(name),
-            };
-        }
-        p
     }
 
     /// Ends a change: the ops between the touched objects as they were and as they are.
     fn finish(&mut self) -> Vec<Op> {
-        let Some(mut j) = self.journal.take() else {
+        let Some(j) = self.journal.take() else {
             return Vec::new();
         };
         self.begin();
-        if let Some(before) = j.full {
-            return diff(&before, &self.plan);
-        }
-        let mut old = Plan::empty(&self.plan.table);
-        let mut new = Plan::empty(&self.plan.table);
-        for (name, before) in std::mem::take(&mut j.sets) {
-            let current = self.plan.sets.get(&name);
-            match before {
-                SetBefore::Elements { spec, before } => {
-                    // Only the touched elements, before and after: the rest is the same.
-                    let (mut o, mut n) = (spec.clone(), spec);
-                    for (e, v) in before {
-                        if let Some(v) = v {
-                            o.elements.insert(e, v);
-                        }
-                        if let Some(v) = current.and_then(|s| s.elements.get(&e)) {
-                            n.elements.insert(e, v.clone());
-                        }
-                    }
-                    old.sets.insert(name.clone(), o);
-                    if current.is_some() {
-                        new.sets.insert(name, n);
-                    }
-                }
-                SetBefore::Whole(s) => {
-                    if let Some(c) = current {
-                        new.sets.insert(name.clone(), c.clone());
-                    }
-                    old.sets.insert(name, s);
-                }
-                SetBefore::Absent => {
-                    if let Some(c) = current {
-                        new.sets.insert(name, c.clone());
-                    }
-                }
-            }
-        }
-        for (name, before) in std::mem::take(&mut j.chains) {
-            if let Some(c) = self.plan.chains.get(&name) {
-                new.chains.insert(name.clone(), c.clone());
-            }
-            if let Some(c) = before {
-                old.chains.insert(name, c);
-            }
-        }
-        let mut ops = diff(&old, &new);
-        if !j.was_empty {
-            ops.retain(|op| *op != Op::AddTable);
-        }
-        ops
+        j.ops(&self.plan)
     }
 
     // ---- indexes ----

@@ -51,6 +51,7 @@
 
 mod compile;
 mod diff;
+mod journal;
 mod linear;
 mod ranges;
 mod render;
