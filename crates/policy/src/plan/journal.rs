@@ -4,8 +4,9 @@
 //! (`touch_*`); at the end of a change the touched objects before and after are diffed
 //! ([`Journal::ops`]).
 //!
-//! Keyed by the objects' names as the plan holds them (rendered [`names`](super::names)):
-//! the journal does not care what an object is for, only what it was.
+//! Keyed by the objects' names as the plan holds them (rendered [`SetName`](super::SetName)s
+//! and [`ChainName`](super::ChainName)s): the journal does not care what an object is for,
+//! only what it was.
 
 use std::collections::BTreeMap;
 
