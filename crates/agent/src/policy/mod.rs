@@ -671,16 +671,16 @@ impl Policy {
                 }
                 // Each isolated pod is in one class per direction: its element counter is
                 // what that class (its policies) denied it.
-                for (set, addr, packets, bytes) in d.pods {
-                    let (dir, map) = if set.starts_with("denied_in") {
-                        ("ingress", if addr.is_ipv6() { "in6" } else { "in4" })
-                    } else {
-                        ("egress", if addr.is_ipv6() { "out6" } else { "out4" })
+                for (dir, addr, packets, bytes) in d.pods {
+                    let map = plan::SetName::PodMap(dir, plan::Family::of(addr)).to_string();
+                    let dir = match dir {
+                        weft_policy::Direction::Ingress => "ingress",
+                        weft_policy::Direction::Egress => "egress",
                     };
                     let class = self
                         .plan()
                         .sets
-                        .get(map)
+                        .get(&map)
                         .and_then(|s| s.elements.get(&weft_policy::plan::Elem::addr(addr)))
                         .and_then(|v| match v {
                             Some(weft_policy::plan::Verdict::Jump(c)) => Some(c.clone()),
