@@ -1,0 +1,55 @@
+//! The crate's one error type: what the kernel refused, what did not parse, what the
+//! socket said, and names refused before anything was sent.
+
+use nix::errno::Errno;
+
+/// Errors from the kernel or the netlink exchange.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The kernel rejected a message (`op` is the nf_tables message, e.g. `NEWSETELEM`).
+    #[error("nf_tables {op} failed: {errno} ({context})")]
+    Kernel {
+        op: &'static str,
+        errno: Errno,
+        context: String,
+    },
+    /// The kernel's reply did not parse as expected.
+    #[error("nf_tables netlink protocol error: {detail}")]
+    Protocol { detail: String },
+    /// The table name can't be an nf_tables name (empty, over 255 bytes, or contains NUL).
+    #[error("invalid nf_tables table name {name:?}")]
+    InvalidTableName { name: String },
+    /// A set name given to a [`TableBatch`](crate::TableBatch) can't be an nf_tables name.
+    #[error("invalid nf_tables set name {name:?} in table inet {table}")]
+    InvalidSetName { table: String, name: String },
+    /// A chain name given to a [`TableBatch`](crate::TableBatch) (also as a jump target)
+    /// can't be an nf_tables name.
+    #[error("invalid nf_tables chain name {name:?} in table inet {table}")]
+    InvalidChainName { table: String, name: String },
+    /// A `log prefix` longer than the kernel takes (127 bytes) or containing NUL.
+    #[error("invalid log prefix {prefix:?} for chain {chain} in table inet {table}")]
+    InvalidLogPrefix {
+        table: String,
+        chain: String,
+        prefix: String,
+    },
+    /// The netlink socket itself failed.
+    #[error("nf_tables netlink socket: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// The kernel errno, if this is a kernel rejection.
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            Error::Kernel { errno, .. } => Some(*errno),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn protocol(detail: impl Into<String>) -> Error {
+        Error::Protocol {
+            detail: detail.into(),
+        }
+    }
+}
