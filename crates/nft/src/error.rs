@@ -1,5 +1,5 @@
-//! The crate's one error type: what the kernel refused, what did not parse, what the
-//! socket said, and names refused before anything was sent.
+//! The crate's one error type: what the kernel refused (nf_tables or conntrack), what did
+//! not parse, what the socket said, and input refused before anything was sent.
 
 use nix::errno::Errno;
 
@@ -33,6 +33,17 @@ pub enum Error {
         chain: String,
         prefix: String,
     },
+    /// The kernel refused a conntrack request (`op`: `CT_GET` for a dump, `CT_DELETE`).
+    #[error("ctnetlink {op} failed: {errno} ({context})")]
+    Conntrack {
+        op: &'static str,
+        errno: Errno,
+        context: String,
+    },
+    /// A conntrack entry that cannot be deleted by its tuple (a protocol without ports,
+    /// addresses of two families).
+    #[error("conntrack delete {entry}: {reason}")]
+    InvalidConntrackEntry { entry: String, reason: &'static str },
     /// The netlink socket itself failed.
     #[error("nf_tables netlink socket: {0}")]
     Io(#[from] std::io::Error),
@@ -42,7 +53,7 @@ impl Error {
     /// The kernel errno, if this is a kernel rejection.
     pub fn errno(&self) -> Option<Errno> {
         match self {
-            Error::Kernel { errno, .. } => Some(*errno),
+            Error::Kernel { errno, .. } | Error::Conntrack { errno, .. } => Some(*errno),
             _ => None,
         }
     }

@@ -16,6 +16,7 @@
 //! [`Error`] (module `error`) is every module's error.
 
 mod batch;
+pub mod conntrack;
 pub mod counters;
 mod elements;
 mod error;

@@ -3,15 +3,19 @@
 //! do, without the `conntrack` binary.
 //!
 //! The socket belongs to the namespace it was created in: make the [`Conntrack`] on a
-//! thread inside the namespace ([`crate::NetNs::run`]) or from a process already there. The
-//! wire format is small and stable (`linux/netfilter/nfnetlink_conntrack.h`), so it is
+//! thread inside the namespace (`weft_net::NetNs::run`) or from a process already there.
+//! The wire format is small and stable (`linux/netfilter/nfnetlink_conntrack.h`), so it is
 //! encoded here by hand rather than through another netlink crate.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use crate::error::{Error, Result};
+use nix::errno::Errno;
+
+use crate::Error;
+
+type Result<T> = std::result::Result<T, Error>;
 
 const NETLINK_NETFILTER: libc::c_int = 12;
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
@@ -89,7 +93,7 @@ impl Conntrack {
             )
         };
         if fd < 0 {
-            return Err(Error::io("ctnetlink socket", io::Error::last_os_error()));
+            return Err(Error::Io(io::Error::last_os_error()));
         }
         // SAFETY: fd is a fresh, valid descriptor nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -105,7 +109,7 @@ impl Conntrack {
             )
         };
         if rc < 0 {
-            return Err(Error::io("ctnetlink bind", io::Error::last_os_error()));
+            return Err(Error::Io(io::Error::last_os_error()));
         }
         Ok(Conntrack { fd, seq: 1 })
     }
@@ -139,13 +143,11 @@ impl Conntrack {
                     NLMSG_ERROR => {
                         let errno = error_code(msg)?;
                         if errno != 0 {
-                            return Err(Error::from_errno(
-                                "conntrack dump",
-                                "table",
-                                errno,
-                                None,
-                                &[],
-                            ));
+                            return Err(Error::Conntrack {
+                                op: "CT_GET",
+                                errno: Errno::from_raw(errno),
+                                context: "dump of the table".into(),
+                            });
                         }
                     }
                     _ if msg.len() >= HDR + NFGEN => {
@@ -168,9 +170,10 @@ impl Conntrack {
             t.protocol, t.src, t.sport, t.dst, t.dport
         );
         if !has_ports(t.protocol) {
-            return Err(Error::Invalid(format!(
-                "conntrack delete {what}: only entries of port-carrying protocols"
-            )));
+            return Err(Error::InvalidConntrackEntry {
+                entry: what,
+                reason: "only entries of port-carrying protocols",
+            });
         }
         let family = match t.src {
             IpAddr::V4(_) => libc::AF_INET,
@@ -187,9 +190,10 @@ impl Conntrack {
                 attr(&mut ip, CTA_IP_V6_DST, &d.octets());
             }
             _ => {
-                return Err(Error::Invalid(format!(
-                    "conntrack delete {what}: mixed families"
-                )));
+                return Err(Error::InvalidConntrackEntry {
+                    entry: what,
+                    reason: "mixed families",
+                });
             }
         }
         let mut proto = Vec::new();
@@ -231,13 +235,11 @@ impl Conntrack {
                 return match error_code(msg)? {
                     0 => Ok(true),
                     libc::ENOENT => Ok(false),
-                    errno => Err(Error::from_errno(
-                        "conntrack delete",
-                        &what,
-                        errno,
-                        None,
-                        &[],
-                    )),
+                    errno => Err(Error::Conntrack {
+                        op: "CT_DELETE",
+                        errno: Errno::from_raw(errno),
+                        context: what,
+                    }),
                 };
             }
         }
@@ -270,10 +272,8 @@ impl Conntrack {
             )
         };
         if rc < 0 {
-            return Err(Error::io(
-                format!("ctnetlink send ({ctx})"),
-                io::Error::last_os_error(),
-            ));
+            let _ = ctx;
+            return Err(Error::Io(io::Error::last_os_error()));
         }
         Ok(self.seq)
     }
@@ -288,7 +288,8 @@ impl Conntrack {
             }
             let e = io::Error::last_os_error();
             if e.kind() != io::ErrorKind::Interrupted {
-                return Err(Error::io(format!("ctnetlink receive ({ctx})"), e));
+                let _ = ctx;
+                return Err(Error::Io(e));
             }
         }
     }
