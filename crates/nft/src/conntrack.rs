@@ -1,34 +1,19 @@
-//! Conntrack entries over ctnetlink (`NETLINK_NETFILTER`, subsystem `CTNETLINK`): dump the
+//! Conntrack entries over ctnetlink (netfilter netlink, subsystem `CTNETLINK`): dump the
 //! table of one network namespace and delete single entries — what `conntrack -L` / `-D`
 //! do, without the `conntrack` binary.
 //!
-//! The socket belongs to the namespace it was created in: make the [`Conntrack`] on a
-//! thread inside the namespace (`weft_net::NetNs::run`) or from a process already there.
-//! The wire format is small and stable (`linux/netfilter/nfnetlink_conntrack.h`), so it is
-//! encoded here by hand rather than through another netlink crate.
+//! It speaks through the crate's one netfilter socket and the message/attribute code the
+//! nf_tables batches use (module `nl`); this module only adds conntrack's attribute numbers
+//! (`linux/netfilter/nfnetlink_conntrack.h`) and the shape of an entry. The socket belongs
+//! to the namespace it was created in: make the [`Conntrack`] on a thread inside the
+//! namespace (`weft_net::NetNs::run`) or from a process already there.
 
-use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use nix::errno::Errno;
 
 use crate::Error;
-
-type Result<T> = std::result::Result<T, Error>;
-
-const NETLINK_NETFILTER: libc::c_int = 12;
-const NFNL_SUBSYS_CTNETLINK: u16 = 1;
-const IPCTNL_MSG_CT_GET: u16 = 1;
-const IPCTNL_MSG_CT_DELETE: u16 = 2;
-
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLA_F_NESTED: u16 = 0x8000;
-const NLA_TYPE_MASK: u16 = 0x3fff;
+use crate::nl::{Attrs, Op, Socket, parse_attrs};
 
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_REPLY: u16 = 2;
@@ -43,9 +28,6 @@ const CTA_IP_V6_DST: u16 = 4;
 const CTA_PROTO_NUM: u16 = 1;
 const CTA_PROTO_SRC_PORT: u16 = 2;
 const CTA_PROTO_DST_PORT: u16 = 3;
-
-const HDR: usize = 16;
-const NFGEN: usize = 4;
 
 /// One direction of a connection as conntrack keys it. Ports are 0 for protocols without
 /// them (ICMP keeps its id/type/code elsewhere; those entries can be listed, not deleted).
@@ -77,300 +59,137 @@ pub fn has_ports(protocol: u8) -> bool {
 
 /// A ctnetlink socket in the namespace it was created in.
 pub struct Conntrack {
-    fd: OwnedFd,
-    seq: u32,
+    sock: Socket,
 }
 
 impl Conntrack {
     /// A socket in the calling thread's network namespace.
-    pub fn new() -> Result<Conntrack> {
-        // SAFETY: plain socket(2); the fd is owned right away.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                NETLINK_NETFILTER,
-            )
-        };
-        if fd < 0 {
-            return Err(Error::Io(io::Error::last_os_error()));
-        }
-        // SAFETY: fd is a fresh, valid descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: a zeroed sockaddr_nl is valid (family set below, pid 0: the kernel picks).
-        let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: sa is a valid sockaddr_nl of the size passed.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sa as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(Error::Io(io::Error::last_os_error()));
-        }
-        Ok(Conntrack { fd, seq: 1 })
+    pub fn new() -> Result<Conntrack, Error> {
+        Ok(Conntrack {
+            sock: Socket::open()?,
+        })
     }
 
     /// Every entry of the namespace's table (IPv4 and IPv6).
-    pub fn dump(&mut self) -> Result<Vec<CtEntry>> {
-        let seq = self.send(
-            IPCTNL_MSG_CT_GET,
-            NLM_F_REQUEST | NLM_F_DUMP,
-            libc::AF_UNSPEC as u8,
-            &[],
-            "dump",
-        )?;
+    pub fn dump(&mut self) -> Result<Vec<CtEntry>, Error> {
         let mut out = Vec::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = self.recv(&mut buf, "dump")?;
-            let mut off = 0;
-            while off + HDR <= n {
-                let (len, ty, mseq) = header(&buf[off..n]);
-                if len < HDR || off + len > n {
-                    return Err(Error::protocol("ctnetlink dump: truncated message"));
-                }
-                let msg = &buf[off..off + len];
-                off += align(len);
-                if mseq != seq {
-                    continue;
-                }
-                match ty {
-                    NLMSG_DONE => return Ok(out),
-                    NLMSG_ERROR => {
-                        let errno = error_code(msg)?;
-                        if errno != 0 {
-                            return Err(Error::Conntrack {
-                                op: "CT_GET",
-                                errno: Errno::from_raw(errno),
-                                context: "dump of the table".into(),
-                            });
-                        }
-                    }
-                    _ if msg.len() >= HDR + NFGEN => {
-                        if let Some(e) = parse_entry(&msg[HDR + NFGEN..]) {
-                            out.push(e);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
+        self.sock.dump_family(
+            Op::CtGet,
+            libc::AF_UNSPEC as u8,
+            "dump of the table",
+            |_| {},
+            |msg| {
+                out.extend(parse_entry(msg)?);
+                Ok(())
+            },
+        )?;
+        Ok(out)
     }
 
     /// Deletes this entry (the one with its id, when it has one). `Ok(false)`: it was gone
     /// already (expired, or deleted by someone else).
-    pub fn delete(&mut self, e: &CtEntry) -> Result<bool> {
+    pub fn delete(&mut self, e: &CtEntry) -> Result<bool, Error> {
         let t = &e.orig;
         let what = format!(
             "{} {}:{} → {}:{}",
             t.protocol, t.src, t.sport, t.dst, t.dport
         );
-        if !has_ports(t.protocol) {
-            return Err(Error::InvalidConntrackEntry {
-                entry: what,
-                reason: "only entries of port-carrying protocols",
-            });
-        }
-        let family = match t.src {
-            IpAddr::V4(_) => libc::AF_INET,
-            IpAddr::V6(_) => libc::AF_INET6,
-        } as u8;
-        let mut ip = Vec::new();
-        match (t.src, t.dst) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => {
-                attr(&mut ip, CTA_IP_V4_SRC, &s.octets());
-                attr(&mut ip, CTA_IP_V4_DST, &d.octets());
-            }
-            (IpAddr::V6(s), IpAddr::V6(d)) => {
-                attr(&mut ip, CTA_IP_V6_SRC, &s.octets());
-                attr(&mut ip, CTA_IP_V6_DST, &d.octets());
-            }
-            _ => {
-                return Err(Error::InvalidConntrackEntry {
-                    entry: what,
-                    reason: "mixed families",
-                });
-            }
-        }
-        let mut proto = Vec::new();
-        attr(&mut proto, CTA_PROTO_NUM, &[t.protocol]);
-        attr(&mut proto, CTA_PROTO_SRC_PORT, &t.sport.to_be_bytes());
-        attr(&mut proto, CTA_PROTO_DST_PORT, &t.dport.to_be_bytes());
-        let mut tuple = Vec::new();
-        attr(&mut tuple, CTA_TUPLE_IP | NLA_F_NESTED, &ip);
-        attr(&mut tuple, CTA_TUPLE_PROTO | NLA_F_NESTED, &proto);
-        let mut body = Vec::new();
-        attr(&mut body, CTA_TUPLE_ORIG | NLA_F_NESTED, &tuple);
-        if e.zone != 0 {
-            attr(&mut body, CTA_ZONE, &e.zone.to_be_bytes());
-        }
-        if let Some(id) = e.id {
-            attr(&mut body, CTA_ID, &id.to_be_bytes());
-        }
-        let seq = self.send(
-            IPCTNL_MSG_CT_DELETE,
-            NLM_F_REQUEST | NLM_F_ACK,
-            family,
-            &body,
-            &what,
-        )?;
-        let mut buf = vec![0u8; 8192];
-        loop {
-            let n = self.recv(&mut buf, &what)?;
-            let mut off = 0;
-            while off + HDR <= n {
-                let (len, ty, mseq) = header(&buf[off..n]);
-                if len < HDR || off + len > n {
-                    return Err(Error::protocol("ctnetlink delete: truncated message"));
-                }
-                let msg = &buf[off..off + len];
-                off += align(len);
-                if mseq != seq || ty != NLMSG_ERROR {
-                    continue;
-                }
-                return match error_code(msg)? {
-                    0 => Ok(true),
-                    libc::ENOENT => Ok(false),
-                    errno => Err(Error::Conntrack {
-                        op: "CT_DELETE",
-                        errno: Errno::from_raw(errno),
-                        context: what,
-                    }),
-                };
-            }
-        }
-    }
-
-    fn send(&mut self, msg: u16, flags: u16, family: u8, body: &[u8], ctx: &str) -> Result<u32> {
-        self.seq = self.seq.wrapping_add(1);
-        let len = HDR + NFGEN + body.len();
-        let mut m = Vec::with_capacity(len);
-        m.extend_from_slice(&(len as u32).to_ne_bytes());
-        m.extend_from_slice(&((NFNL_SUBSYS_CTNETLINK << 8) | msg).to_ne_bytes());
-        m.extend_from_slice(&flags.to_ne_bytes());
-        m.extend_from_slice(&self.seq.to_ne_bytes());
-        m.extend_from_slice(&0u32.to_ne_bytes());
-        m.extend_from_slice(&[family, 0, 0, 0]);
-        m.extend_from_slice(body);
-        // SAFETY: m is a valid buffer of m.len() bytes; the kernel is the destination (the
-        // socket is bound, and sendto to pid 0 is the kernel).
-        let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: as above; sa is a valid sockaddr_nl of the size passed.
-        let rc = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                m.as_ptr().cast(),
-                m.len(),
-                0,
-                (&sa as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
+        let refuse = |reason| Error::InvalidConntrackEntry {
+            entry: what.clone(),
+            reason,
         };
-        if rc < 0 {
-            let _ = ctx;
-            return Err(Error::Io(io::Error::last_os_error()));
+        if !has_ports(t.protocol) {
+            return Err(refuse("only entries of port-carrying protocols"));
         }
-        Ok(self.seq)
-    }
-
-    fn recv(&mut self, buf: &mut [u8], ctx: &str) -> Result<usize> {
-        loop {
-            // SAFETY: buf is valid for buf.len() bytes of writing.
-            let n =
-                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n >= 0 {
-                return Ok(n as usize);
+        let family = match (t.src, t.dst) {
+            (IpAddr::V4(_), IpAddr::V4(_)) => libc::AF_INET,
+            (IpAddr::V6(_), IpAddr::V6(_)) => libc::AF_INET6,
+            _ => return Err(refuse("mixed families")),
+        } as u8;
+        let done = self.sock.request(Op::CtDelete, family, &what, |a| {
+            a.nest(CTA_TUPLE_ORIG, |o| tuple(o, t));
+            if e.zone != 0 {
+                a.bytes(CTA_ZONE, &e.zone.to_be_bytes());
             }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                let _ = ctx;
-                return Err(Error::Io(e));
+            if let Some(id) = e.id {
+                a.be32(CTA_ID, id);
             }
+        });
+        match done {
+            Ok(()) => Ok(true),
+            Err(err) if err.errno() == Some(Errno::ENOENT) => Ok(false),
+            Err(err) => Err(err),
         }
     }
 }
 
-fn align(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-/// (length, type, sequence) of the message at the start of `b` (at least HDR bytes).
-fn header(b: &[u8]) -> (usize, u16, u32) {
-    let len = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
-    let ty = u16::from_ne_bytes([b[4], b[5]]);
-    let seq = u32::from_ne_bytes([b[8], b[9], b[10], b[11]]);
-    (len, ty, seq)
-}
-
-/// The positive errno of an NLMSG_ERROR message (0: an ACK).
-fn error_code(msg: &[u8]) -> Result<i32> {
-    let b = msg
-        .get(HDR..HDR + 4)
-        .ok_or_else(|| Error::protocol("ctnetlink: short error message"))?;
-    Ok(-i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-}
-
-fn attr(out: &mut Vec<u8>, ty: u16, payload: &[u8]) {
-    let len = 4 + payload.len();
-    out.extend_from_slice(&(len as u16).to_ne_bytes());
-    out.extend_from_slice(&ty.to_ne_bytes());
-    out.extend_from_slice(payload);
-    out.resize(align(out.len()), 0);
-}
-
-/// The attributes in `b`: (type without flags, payload).
-fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if b.len() < 4 {
-            return None;
+/// A tuple's attributes (addresses of one family: the caller checked).
+fn tuple(a: &mut Attrs<'_>, t: &Tuple) {
+    a.nest(CTA_TUPLE_IP, |ip| match (t.src, t.dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            ip.bytes(CTA_IP_V4_SRC, &s.octets())
+                .bytes(CTA_IP_V4_DST, &d.octets());
         }
-        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
-        let ty = u16::from_ne_bytes([b[2], b[3]]) & NLA_TYPE_MASK;
-        if len < 4 || len > b.len() {
-            return None;
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            ip.bytes(CTA_IP_V6_SRC, &s.octets())
+                .bytes(CTA_IP_V6_DST, &d.octets());
         }
-        let payload = &b[4..len];
-        b = &b[align(len).min(b.len())..];
-        Some((ty, payload))
-    })
+        _ => {}
+    });
+    a.nest(CTA_TUPLE_PROTO, |p| {
+        p.bytes(CTA_PROTO_NUM, &[t.protocol])
+            .bytes(CTA_PROTO_SRC_PORT, &t.sport.to_be_bytes())
+            .bytes(CTA_PROTO_DST_PORT, &t.dport.to_be_bytes());
+    });
 }
 
-fn parse_entry(b: &[u8]) -> Option<CtEntry> {
+/// The first two bytes of an attribute, big-endian (ports, zone).
+fn be16(data: &[u8]) -> Option<u16> {
+    Some(u16::from_be_bytes(data.get(..2)?.try_into().ok()?))
+}
+
+/// One dumped entry; `None` when it lacks a tuple of either direction.
+fn parse_entry(msg: &[u8]) -> Result<Option<CtEntry>, Error> {
     let (mut orig, mut reply, mut zone, mut id) = (None, None, 0u16, None);
-    for (ty, p) in attrs(b) {
-        match ty {
-            CTA_TUPLE_ORIG => orig = parse_tuple(p),
-            CTA_TUPLE_REPLY => reply = parse_tuple(p),
-            CTA_ZONE if p.len() >= 2 => zone = u16::from_be_bytes([p[0], p[1]]),
-            CTA_ID if p.len() >= 4 => id = Some(u32::from_be_bytes([p[0], p[1], p[2], p[3]])),
+    for a in parse_attrs(msg)? {
+        match a.ty {
+            CTA_TUPLE_ORIG => orig = parse_tuple(a.data)?,
+            CTA_TUPLE_REPLY => reply = parse_tuple(a.data)?,
+            CTA_ZONE => zone = be16(a.data).unwrap_or(zone),
+            CTA_ID => {
+                if let Some(b) = a.data.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok()) {
+                    id = Some(u32::from_be_bytes(b));
+                }
+            }
             _ => {}
         }
     }
-    Some(CtEntry {
-        orig: orig?,
-        reply: reply?,
-        zone,
-        id,
+    Ok(match (orig, reply) {
+        (Some(orig), Some(reply)) => Some(CtEntry {
+            orig,
+            reply,
+            zone,
+            id,
+        }),
+        _ => None,
     })
 }
 
-fn parse_tuple(b: &[u8]) -> Option<Tuple> {
+/// A tuple; `None` when it lacks an address or the protocol.
+fn parse_tuple(b: &[u8]) -> Result<Option<Tuple>, Error> {
     let (mut src, mut dst, mut protocol, mut sport, mut dport) = (None, None, None, 0, 0);
-    for (ty, p) in attrs(b) {
-        match ty {
+    for a in parse_attrs(b)? {
+        match a.ty {
             CTA_TUPLE_IP => {
-                for (ty, a) in attrs(p) {
-                    let addr = match a.len() {
-                        4 => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(a).ok()?)),
-                        16 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(a).ok()?)),
-                        _ => continue,
+                for ip in parse_attrs(a.data)? {
+                    let addr = if let Ok(b) = <[u8; 4]>::try_from(ip.data) {
+                        IpAddr::V4(Ipv4Addr::from(b))
+                    } else if let Ok(b) = <[u8; 16]>::try_from(ip.data) {
+                        IpAddr::V6(Ipv6Addr::from(b))
+                    } else {
+                        continue;
                     };
-                    match ty {
+                    match ip.ty {
                         CTA_IP_V4_SRC | CTA_IP_V6_SRC => src = Some(addr),
                         CTA_IP_V4_DST | CTA_IP_V6_DST => dst = Some(addr),
                         _ => {}
@@ -378,15 +197,11 @@ fn parse_tuple(b: &[u8]) -> Option<Tuple> {
                 }
             }
             CTA_TUPLE_PROTO => {
-                for (ty, a) in attrs(p) {
-                    match ty {
-                        CTA_PROTO_NUM => protocol = a.first().copied(),
-                        CTA_PROTO_SRC_PORT if a.len() >= 2 => {
-                            sport = u16::from_be_bytes([a[0], a[1]])
-                        }
-                        CTA_PROTO_DST_PORT if a.len() >= 2 => {
-                            dport = u16::from_be_bytes([a[0], a[1]])
-                        }
+                for p in parse_attrs(a.data)? {
+                    match p.ty {
+                        CTA_PROTO_NUM => protocol = p.data.first().copied(),
+                        CTA_PROTO_SRC_PORT => sport = be16(p.data).unwrap_or(sport),
+                        CTA_PROTO_DST_PORT => dport = be16(p.data).unwrap_or(dport),
                         _ => {}
                     }
                 }
@@ -394,12 +209,15 @@ fn parse_tuple(b: &[u8]) -> Option<Tuple> {
             _ => {}
         }
     }
-    Some(Tuple {
-        src: src?,
-        dst: dst?,
-        protocol: protocol?,
-        sport,
-        dport,
+    Ok(match (src, dst, protocol) {
+        (Some(src), Some(dst), Some(protocol)) => Some(Tuple {
+            src,
+            dst,
+            protocol,
+            sport,
+            dport,
+        }),
+        _ => None,
     })
 }
 
@@ -407,38 +225,76 @@ fn parse_tuple(b: &[u8]) -> Option<Tuple> {
 mod tests {
     use super::*;
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn tuples_encode_and_parse_back() {
-        let mut ip = Vec::new();
-        attr(
-            &mut ip,
-            CTA_IP_V6_SRC,
-            &"fd00::1".parse::<Ipv6Addr>().unwrap().octets(),
-        );
-        attr(
-            &mut ip,
-            CTA_IP_V6_DST,
-            &"fd00::2".parse::<Ipv6Addr>().unwrap().octets(),
-        );
-        let mut proto = Vec::new();
-        attr(&mut proto, CTA_PROTO_NUM, &[17]);
-        attr(&mut proto, CTA_PROTO_SRC_PORT, &4000u16.to_be_bytes());
-        attr(&mut proto, CTA_PROTO_DST_PORT, &53u16.to_be_bytes());
-        let mut tuple = Vec::new();
-        attr(&mut tuple, CTA_TUPLE_IP | NLA_F_NESTED, &ip);
-        attr(&mut tuple, CTA_TUPLE_PROTO | NLA_F_NESTED, &proto);
+        let t = Tuple {
+            src: ip("fd00::1"),
+            dst: ip("fd00::2"),
+            protocol: 17,
+            sport: 4000,
+            dport: 53,
+        };
+        let r = Tuple {
+            src: t.dst,
+            dst: t.src,
+            sport: t.dport,
+            dport: t.sport,
+            ..t
+        };
         let mut body = Vec::new();
-        attr(&mut body, CTA_TUPLE_ORIG | NLA_F_NESTED, &tuple);
-        attr(&mut body, CTA_TUPLE_REPLY | NLA_F_NESTED, &tuple);
-        attr(&mut body, CTA_ID, &7u32.to_be_bytes());
-        let e = parse_entry(&body).unwrap();
-        assert_eq!(e.orig.src, "fd00::1".parse::<IpAddr>().unwrap());
+        Attrs::on(&mut body)
+            .nest(CTA_TUPLE_ORIG, |a| tuple(a, &t))
+            .nest(CTA_TUPLE_REPLY, |a| tuple(a, &r))
+            .be32(CTA_ID, 7)
+            .bytes(CTA_ZONE, &3u16.to_be_bytes());
+        let e = parse_entry(&body).unwrap().unwrap();
+        assert_eq!(e.orig.src, ip("fd00::1"));
         assert_eq!(
             (e.orig.protocol, e.orig.sport, e.orig.dport),
             (17, 4000, 53)
         );
+        assert_eq!(e.reply, r);
         assert_eq!(e.id, Some(7));
+        assert_eq!(e.zone, 3);
         // A tuple without addresses is no entry.
-        assert!(parse_entry(&[]).is_none());
+        assert!(parse_entry(&[]).unwrap().is_none());
+        let mut orig_only = Vec::new();
+        Attrs::on(&mut orig_only).nest(CTA_TUPLE_ORIG, |a| tuple(a, &t));
+        assert!(parse_entry(&orig_only).unwrap().is_none());
+        // A reply that does not parse is an error, not a silently shorter table.
+        assert!(parse_entry(&[9, 0, 1, 0]).is_err());
+    }
+
+    #[test]
+    #[cfg(target_endian = "little")]
+    fn a_delete_is_the_tuple_the_kernel_keys_on() {
+        // Byte for byte what the hand-built encoder before it sent (lengths and types in host
+        // order, as netlink has them; this is a little-endian layout).
+        let t = Tuple {
+            src: ip("10.0.0.1"),
+            dst: ip("10.0.0.2"),
+            protocol: 6,
+            sport: 40000,
+            dport: 80,
+        };
+        let mut body = Vec::new();
+        Attrs::on(&mut body).nest(CTA_TUPLE_ORIG, |a| tuple(a, &t));
+        #[rustfmt::skip]
+        let want: Vec<u8> = [
+            &[52, 0, 0x01, 0x80][..],                  // CTA_TUPLE_ORIG | NESTED
+            &[20, 0, 0x01, 0x80],                      //   CTA_TUPLE_IP | NESTED
+            &[8, 0, 1, 0, 10, 0, 0, 1],                //     CTA_IP_V4_SRC
+            &[8, 0, 2, 0, 10, 0, 0, 2],                //     CTA_IP_V4_DST
+            &[28, 0, 0x02, 0x80],                      //   CTA_TUPLE_PROTO | NESTED
+            &[5, 0, 1, 0, 6, 0, 0, 0],                 //     CTA_PROTO_NUM, padded
+            &[6, 0, 2, 0, 0x9c, 0x40, 0, 0],           //     CTA_PROTO_SRC_PORT 40000
+            &[6, 0, 3, 0, 0, 80, 0, 0],                //     CTA_PROTO_DST_PORT 80
+        ]
+        .concat();
+        assert_eq!(body, want);
     }
 }

@@ -14,7 +14,7 @@ pub enum Error {
         context: String,
     },
     /// The kernel's reply did not parse as expected.
-    #[error("nf_tables netlink protocol error: {detail}")]
+    #[error("netfilter netlink protocol error: {detail}")]
     Protocol { detail: String },
     /// The table name can't be an nf_tables name (empty, over 255 bytes, or contains NUL).
     #[error("invalid nf_tables table name {name:?}")]
@@ -44,8 +44,8 @@ pub enum Error {
     /// addresses of two families).
     #[error("conntrack delete {entry}: {reason}")]
     InvalidConntrackEntry { entry: String, reason: &'static str },
-    /// The netlink socket itself failed.
-    #[error("nf_tables netlink socket: {0}")]
+    /// The netlink socket itself failed (nf_tables and conntrack share it).
+    #[error("netfilter netlink socket: {0}")]
     Io(#[from] std::io::Error),
 }
 

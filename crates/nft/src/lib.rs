@@ -1,19 +1,26 @@
-//! `weft-nft`: weft's nftables masquerade table, spoken over raw netfilter netlink.
+//! `weft-nft`: everything weft says to netfilter, over raw netfilter netlink.
 //!
-//! [`Masquerade`] (module `masquerade`) owns the table `inet <name>` (production: `inet
-//! weft`): its `postrouting` chain, the pod-range sets `masq4` / `masq6` and their two
-//! masquerade rules.
+//! **Owns:** the one netfilter netlink socket and its message/attribute encoding, batches,
+//! requests and dumps (module `nl`), and what goes over it:
+//! - [`Masquerade`] (module `masquerade`): the table `inet <name>` (production: `inet
+//!   weft`), its `postrouting` chain, the pod-range sets `masq4` / `masq6` and their two
+//!   masquerade rules;
+//! - [`TableBatch`] (module `batch`): changes to any `inet` table as one atomic batch — set
+//!   elements (module `elements`), regular chains, their rules, sets and verdict maps
+//!   (module `objects`): the policy table's diffs after its first build. Rule expressions
+//!   are encoded in module `expr`, shared with the masquerade rules;
+//! - module [`counters`]: drop counters and per-element counters read back with dumps;
+//! - module [`conntrack`]: a namespace's conntrack entries, dumped and deleted one by one
+//!   (ctnetlink).
 //!
-//! It runs on the CNI plugin's per-pod hot path, so it must not spawn `nft` (or anything
-//! else), must not link C libraries, and keeps the common case to one netlink round trip.
-//! Everything happens in the network namespace of the calling thread.
-//!
-//! [`TableBatch`] (module `batch`) commits changes to any `inet` table as one atomic batch,
-//! without spawning `nft`: set elements (module `elements`) and regular chains, their rules,
-//! and sets and verdict maps (module `objects`) — the policy table's diffs after its first
-//! build. Rule expressions are encoded in module `expr`, shared with the masquerade rules.
-//! Module [`counters`] reads drop counters and per-element counters back with netlink dumps.
 //! [`Error`] (module `error`) is every module's error.
+//!
+//! **Must not:** spawn `nft`, `conntrack` or anything else, link C libraries (libnftnl,
+//! libnetfilter_conntrack), open a second kind of netfilter socket, or know what a table
+//! is for (policy lives in `weft-policy`, its table's layout is the caller's). It runs on
+//! the CNI plugin's per-pod hot path: synchronous, no threads, and the masquerade's common
+//! case is one netlink round trip. Everything happens in the network namespace of the
+//! thread that opened the socket.
 
 mod batch;
 pub mod conntrack;
