@@ -1,15 +1,16 @@
 //! Kernel networking for Weft over netlink: network namespaces, links (bridge, veth,
 //! macvlan, vxlan), addresses, routes, static neighbour/FDB entries and sysctls.
 //!
-//! **Owns:** every conversation with the kernel's routing netlink family (and ctnetlink,
-//! for conntrack entries), on a blocking
+//! **Owns:** every conversation with the kernel's routing netlink family, on a blocking
 //! socket with its own small request/ACK/dump loop (`socket::netlink`), and all uses of
 //! the `netlink-packet-*` crates, which break their API often and so stay behind this
 //! crate's types.
 //!
 //! **Must not:** go async or start threads (the plugin switches namespaces per thread),
-//! spawn `ip` or a shell, or know about CNI. Callers decide policy; this crate only
-//! reports typed outcomes (`Error::NotFound`, `Error::Exists`, ...) with context.
+//! spawn `ip` or a shell, know about CNI, or speak netfilter netlink: nf_tables and
+//! conntrack entries belong to `weft-nft`, which has the one socket for that family.
+//! Callers decide policy; this crate only reports typed outcomes (`Error::NotFound`,
+//! `Error::Exists`, ...) with context.
 //!
 //! ```text
 //! NetNs::open(path) / NetNs::current()      a namespace, held open by fd
@@ -24,13 +25,11 @@
 //!           route_lookup (the FIB entry for one address, no dump)
 //!   neigh:  neigh_add, neigh_del, fdb_add, fdb_del (static entries for an overlay),
 //!           neighbours, fdb_entries (per-device dumps)
-//! Conntrack::new() (calling thread's netns)   ctnetlink: dump, delete (one entry, by id)
 //! sysctl::{get, set}                        /proc/sys, in the calling thread's netns
 //! parse_mac / format_mac
 //! ```
 
 pub mod addr;
-pub mod conntrack;
 pub mod error;
 mod handle;
 pub mod link;

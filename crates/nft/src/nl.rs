@@ -1,5 +1,6 @@
-//! Raw NETLINK_NETFILTER plumbing: message/attribute encoding, the batch framing nf_tables
-//! requires for every change, and reply collection.
+//! Raw netfilter netlink plumbing, for every subsystem weft speaks (nf_tables, ctnetlink):
+//! the socket, message/attribute encoding and decoding, the batch framing nf_tables
+//! requires for every change, single requests, dumps, and reply collection.
 //!
 //! Everything here is hand-rolled on purpose: the plugin runs per pod and must not pull in
 //! libnftnl (C) or spawn `nft`. The wire layout mirrors what `nft --debug=mnl` emits.
@@ -32,26 +33,32 @@ const NETLINK_CAP_ACK: libc::c_int = 10;
 
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
+const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 
 /// Address family in nfgenmsg: `inet` tables see both IPv4 and IPv6.
 pub const NFPROTO_INET: u8 = 1;
 
-/// nf_tables message types (low byte of nlmsg_type, subsystem in the high byte).
+/// The messages weft sends: nf_tables ones, and ctnetlink's (`Ct*`). On the wire the
+/// subsystem is the high byte of nlmsg_type, the message the low byte.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
-    NewTable = 0,
-    DelTable = 2,
-    NewChain = 3,
-    DelChain = 5,
-    NewRule = 6,
-    GetRule = 7,
-    NewSet = 9,
-    GetSet = 10,
-    DelSet = 11,
-    NewSetElem = 12,
-    GetSetElem = 13,
-    DelSetElem = 14,
+    NewTable,
+    DelTable,
+    NewChain,
+    DelChain,
+    NewRule,
+    GetRule,
+    NewSet,
+    GetSet,
+    DelSet,
+    NewSetElem,
+    GetSetElem,
+    DelSetElem,
+    /// `IPCTNL_MSG_CT_GET`: with `NLM_F_DUMP`, every conntrack entry.
+    CtGet,
+    /// `IPCTNL_MSG_CT_DELETE`: one conntrack entry.
+    CtDelete,
 }
 
 impl Op {
@@ -69,11 +76,41 @@ impl Op {
             Op::NewSetElem => "NEWSETELEM",
             Op::GetSetElem => "GETSETELEM",
             Op::DelSetElem => "DELSETELEM",
+            Op::CtGet => "CT_GET",
+            Op::CtDelete => "CT_DELETE",
         }
     }
 
     fn msg_type(self) -> u16 {
-        (NFNL_SUBSYS_NFTABLES << 8) | self as u16
+        // linux/netfilter/nf_tables.h (enum nf_tables_msg_types) and
+        // linux/netfilter/nfnetlink_conntrack.h (enum cntl_msg_types).
+        let (subsystem, msg) = match self {
+            Op::NewTable => (NFNL_SUBSYS_NFTABLES, 0),
+            Op::DelTable => (NFNL_SUBSYS_NFTABLES, 2),
+            Op::NewChain => (NFNL_SUBSYS_NFTABLES, 3),
+            Op::DelChain => (NFNL_SUBSYS_NFTABLES, 5),
+            Op::NewRule => (NFNL_SUBSYS_NFTABLES, 6),
+            Op::GetRule => (NFNL_SUBSYS_NFTABLES, 7),
+            Op::NewSet => (NFNL_SUBSYS_NFTABLES, 9),
+            Op::GetSet => (NFNL_SUBSYS_NFTABLES, 10),
+            Op::DelSet => (NFNL_SUBSYS_NFTABLES, 11),
+            Op::NewSetElem => (NFNL_SUBSYS_NFTABLES, 12),
+            Op::GetSetElem => (NFNL_SUBSYS_NFTABLES, 13),
+            Op::DelSetElem => (NFNL_SUBSYS_NFTABLES, 14),
+            Op::CtGet => (NFNL_SUBSYS_CTNETLINK, 1),
+            Op::CtDelete => (NFNL_SUBSYS_CTNETLINK, 2),
+        };
+        (subsystem << 8) | msg
+    }
+
+    /// The error for the kernel's refusal of this message: callers tell nf_tables and
+    /// conntrack failures apart by variant.
+    fn refused(self, errno: Errno, context: String) -> Error {
+        let op = self.name();
+        match self {
+            Op::CtGet | Op::CtDelete => Error::Conntrack { op, errno, context },
+            _ => Error::Kernel { op, errno, context },
+        }
     }
 }
 
@@ -280,8 +317,9 @@ fn error_code(payload: &[u8]) -> Result<i32, Error> {
 
 // --- socket ---------------------------------------------------------------------------------
 
-/// One NETLINK_NETFILTER socket. Sockets belong to the network namespace of the thread that
-/// creates them, so callers open one per operation on their own thread.
+/// A netfilter netlink socket: the only one weft opens, for nf_tables batches and dumps and
+/// for ctnetlink's requests and dumps alike. Sockets belong to the network namespace of the
+/// thread that creates them, so callers open one per operation on their own thread.
 pub struct Socket {
     fd: OwnedFd,
     seq: u32,
@@ -457,14 +495,14 @@ impl Socket {
             }
         }
         if let Some(&(seq, code)) = failures.iter().min_by_key(|f| f.0) {
-            let (op, context) = match ops.get(&seq) {
-                Some((op, ctx)) => (op.name(), ctx.clone()),
-                None => ("BATCH", "batch framing".to_string()),
-            };
-            return Err(Error::Kernel {
-                op,
-                errno: Errno::from_raw(code),
-                context,
+            let errno = Errno::from_raw(code);
+            return Err(match ops.get(&seq) {
+                Some((op, ctx)) => op.refused(errno, ctx.clone()),
+                None => Error::Kernel {
+                    op: "BATCH",
+                    errno,
+                    context: "batch framing".to_string(),
+                },
             });
         }
         if !remaining.is_empty() {
@@ -476,10 +514,24 @@ impl Socket {
         Ok(())
     }
 
-    /// Run a dump request and hand every reply message's attributes (after nfgenmsg) to `f`.
+    /// Run a dump request on `inet` tables (nf_tables) and hand every reply message's
+    /// attributes (after nfgenmsg) to `f`.
     pub fn dump(
         &mut self,
         op: Op,
+        context: &str,
+        build: impl FnOnce(&mut Attrs<'_>),
+        f: impl FnMut(&[u8]) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        self.dump_family(op, NFPROTO_INET, context, build, f)
+    }
+
+    /// [`Socket::dump`] with the nfgenmsg family given: ctnetlink filters a dump by it
+    /// (`AF_UNSPEC`: every family).
+    pub fn dump_family(
+        &mut self,
+        op: Op,
+        family: u8,
         context: &str,
         build: impl FnOnce(&mut Attrs<'_>),
         mut f: impl FnMut(&[u8]) -> Result<(), Error>,
@@ -492,7 +544,7 @@ impl Socket {
             op.msg_type(),
             NLM_F_REQUEST | NLM_F_DUMP,
             seq,
-            NFPROTO_INET,
+            family,
             0,
         );
         build(&mut Attrs { buf: &mut req });
@@ -513,11 +565,7 @@ impl Socket {
                             if code == 0 {
                                 return Ok(true);
                             }
-                            return Err(Error::Kernel {
-                                op: op.name(),
-                                errno: Errno::from_raw(code),
-                                context: context.to_string(),
-                            });
+                            return Err(op.refused(Errno::from_raw(code), context.to_string()));
                         }
                         _ => {
                             let p = m
@@ -538,5 +586,51 @@ impl Socket {
                 return Ok(());
             }
         }
+    }
+
+    /// Send one message on its own, outside a batch (ctnetlink takes no batches), and wait
+    /// for its ACK: `Ok` when the kernel did it, its refusal otherwise.
+    pub fn request(
+        &mut self,
+        op: Op,
+        family: u8,
+        context: &str,
+        build: impl FnOnce(&mut Attrs<'_>),
+    ) -> Result<(), Error> {
+        let seq = self.seq;
+        self.seq += 1;
+        let mut req = Vec::with_capacity(256);
+        let s = push_header(
+            &mut req,
+            op.msg_type(),
+            NLM_F_REQUEST | NLM_F_ACK,
+            seq,
+            family,
+            0,
+        );
+        build(&mut Attrs { buf: &mut req });
+        finish_msg(&mut req, s);
+        self.send(&req)?;
+        loop {
+            let Some(n) = self.recv(false)? else { continue };
+            for m in split_msgs(&self.buf[..n])? {
+                // Anything else queued (a late reply to an earlier request) is not ours.
+                if m.seq != seq || m.ty != NLMSG_ERROR {
+                    continue;
+                }
+                return match error_code(m.payload)? {
+                    0 => Ok(()),
+                    code => Err(op.refused(Errno::from_raw(code), context.to_string())),
+                };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+impl<'a> Attrs<'a> {
+    /// A writer appending to `buf`, for tests that build attributes outside a message.
+    pub(crate) fn on(buf: &'a mut Vec<u8>) -> Attrs<'a> {
+        Attrs { buf }
     }
 }

@@ -20,7 +20,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use weft_net::Handle;
-use weft_net::conntrack::{Conntrack, CtEntry, has_ports};
+use weft_nft::conntrack::{Conntrack, CtEntry, has_ports};
 use weft_policy::plan::{HookPoint, Packet, Plan};
 
 /// What one sweep did.
@@ -99,7 +99,7 @@ pub fn denied(plan: &Plan, e: &CtEntry, local: &HashSet<IpAddr>) -> bool {
 mod tests {
     use std::collections::BTreeMap;
 
-    use weft_net::conntrack::Tuple;
+    use weft_nft::conntrack::Tuple;
     use weft_policy::plan::{PlanOptions, compile};
     use weft_policy::{Endpoint, Labels, Node, Object, ParseOptions, World, parse};
 

@@ -74,13 +74,9 @@ pub struct Policy {
     local: Local,
     /// None until the first complete load from the datastore.
     view: Option<View>,
-    /// The plan restored at start (what the kernel holds until the first apply).
-    restored: Plan,
-    /// The world last applied and its plan, fed each change after the first apply. When
-    /// `kernel_known`, its plan is what the kernel holds.
-    compiler: Option<Compiler>,
-    /// Whether the kernel holds the current plan (`compiler`'s, or `restored` before it).
-    kernel_known: bool,
+    /// What the kernel's table holds, as far as this agent knows, and the compiler once
+    /// there is one.
+    enforced: Enforced,
     /// The view revision of the last successful apply.
     applied_revision: Revision,
     /// An apply is due at this instant.
@@ -112,20 +108,62 @@ pub struct Policy {
     last_cut: Result<cut::Sweep, String>,
 }
 
+/// The plan the kernel's table holds and how the next apply gets there. One value rather
+/// than a plan, an optional compiler and a flag: the combinations that cannot happen (a
+/// restored plan beside a compiler, a known kernel before any plan) cannot be built.
+enum Enforced {
+    /// Nothing was put back at start (no plan file, or it could not be read or applied):
+    /// the table is left as it is until the first apply replaces it whole. Holds an empty
+    /// plan, which is what the status reports meanwhile.
+    Unrestored(Plan),
+    /// The persisted plan was put back at start and nothing was compiled since: the kernel
+    /// holds it, and the first apply diffs a new compiler's plan against it (once).
+    Restored(Plan),
+    /// The kernel holds the compiler's plan: each change is fed to it and its ops are
+    /// the transaction.
+    Compiled(Compiler),
+    /// A commit was refused: the compiler holds the plan that was tried, the kernel
+    /// whatever it held (nf_tables commits all or nothing, but no diff is trusted now). The
+    /// next apply builds a new compiler and replaces the table whole.
+    Refused(Compiler),
+}
+
+impl Enforced {
+    /// The plan the kernel holds when [`Enforced::kernel_known`], else the one last tried
+    /// (or the empty one).
+    fn plan(&self) -> &Plan {
+        match self {
+            Enforced::Unrestored(p) | Enforced::Restored(p) => p,
+            Enforced::Compiled(c) | Enforced::Refused(c) => c.plan(),
+        }
+    }
+
+    fn kernel_known(&self) -> bool {
+        matches!(self, Enforced::Restored(_) | Enforced::Compiled(_))
+    }
+
+    /// The commit of the compiler's plan failed.
+    fn refuse(&mut self, table: &str) {
+        let placeholder = Enforced::Unrestored(Plan::empty(table));
+        *self = match std::mem::replace(self, placeholder) {
+            Enforced::Compiled(c) => Enforced::Refused(c),
+            other => other,
+        };
+    }
+}
+
 impl Policy {
     pub fn new(s: &Settings) -> Policy {
         let mut opts = PlanOptions::new(&s.node_name);
         opts.log_per_second = s.policy_log_rate;
         Policy {
             node: s.node_name.clone(),
-            restored: Plan::empty(&opts.table),
-            compiler: None,
+            enforced: Enforced::Unrestored(Plan::empty(&opts.table)),
             opts,
             endpoints_dir: endpoints_dir(&s.socket_path()),
             persist: Persisted::new(&s.run_dir),
             local: Local::new(),
             view: None,
-            kernel_known: false,
             applied_revision: 0,
             due: None,
             reload: true,
@@ -175,8 +213,7 @@ impl Policy {
                     "persisted policy plan restored",
                     &[("classes", saved.classes.len().into())],
                 );
-                self.restored = saved;
-                self.kernel_known = true;
+                self.enforced = Enforced::Restored(saved);
             }
             Err(e) => log::error(
                 "cannot restore the persisted policy plan",
@@ -320,11 +357,9 @@ impl Policy {
         Ok(())
     }
 
-    /// The plan the kernel holds when `kernel_known` (else the one last tried).
+    /// The plan the kernel holds when it is known (else the one last tried).
     fn plan(&self) -> &Plan {
-        self.compiler
-            .as_ref()
-            .map_or(&self.restored, Compiler::plan)
+        self.enforced.plan()
     }
 
     /// Bring the compiler to the current view for this node and commit the difference.
@@ -340,7 +375,7 @@ impl Policy {
         };
         let started = std::time::Instant::now();
         let revision = view.revision;
-        let incremental = self.kernel_known && self.compiler.is_some();
+        let incremental = matches!(self.enforced, Enforced::Compiled(_));
         let node = (blocks.to_vec(), underlay.to_vec());
         let touched = std::mem::take(&mut self.touched);
         // Only what the events named is looked up when nothing else can have changed;
@@ -350,8 +385,8 @@ impl Policy {
         self.fed_node = Some(node);
         self.timing.world_ms = ms(started);
         let compiled = std::time::Instant::now();
-        let script = match (&mut self.compiler, world) {
-            (Some(c), world) if incremental => {
+        let script = match (&mut self.enforced, world) {
+            (Enforced::Compiled(c), world) => {
                 #[cfg(debug_assertions)]
                 let before = c.world().clone();
                 let fed = match world {
@@ -374,14 +409,14 @@ impl Policy {
                 );
                 (!ops.is_empty()).then_some(Commit::Ops { ops, journal: true })
             }
-            (_, world) => {
+            (enforced, world) => {
                 let world =
                     world.unwrap_or_else(|| view.world(&self.node, &self.local, blocks, underlay));
                 let c = Compiler::new(world, self.opts.clone());
                 self.timing.fed_endpoints = c.world().endpoints.len();
                 self.timing.fed_policies = c.world().policies.len();
-                let script = if self.kernel_known {
-                    let ops = plan::diff(&self.restored, c.plan());
+                let script = if let Enforced::Restored(restored) = enforced {
+                    let ops = plan::diff(restored, c.plan());
                     self.timing.mode = "diff";
                     self.timing.ops = ops.len();
                     (!ops.is_empty()).then_some(Commit::Ops {
@@ -393,9 +428,10 @@ impl Policy {
                     self.timing.ops = 0;
                     Some(Commit::Replace)
                 };
-                // Only ever diffed against once: from now on the compiler's plan is it.
-                self.restored = Plan::empty(&self.opts.table);
-                self.compiler = Some(c);
+                // A restored plan is only ever diffed against once: from now on the
+                // compiler's plan is it, and the commit below makes the kernel hold it or
+                // turns this into `Refused`.
+                *enforced = Enforced::Compiled(c);
                 script
             }
         };
@@ -407,10 +443,7 @@ impl Policy {
             // ahead of the kernel, and a restart restoring them applies what this commit was
             // about to. Written after, they could be one step behind, and restoring them
             // could reopen a flow this commit had just denied.
-            let plan = self
-                .compiler
-                .as_ref()
-                .map_or(&self.restored, Compiler::plan);
+            let plan = self.enforced.plan();
             let written = match &script {
                 Some(Commit::Ops { ops, journal: true }) => self.persist.record(ops, plan),
                 _ => self.persist.write_whole(plan),
@@ -430,7 +463,7 @@ impl Policy {
                 // write the file again then: it now holds a plan the kernel refused). The
                 // compiler moved on to that plan: the next apply builds a new one from the
                 // whole view and replaces the table with its plan.
-                self.kernel_known = false;
+                self.enforced.refuse(&self.opts.table);
                 self.persist.invalidate();
                 self.due = Some(Instant::now() + RETRY);
                 let msg = format!("applying the policy plan: {e}");
@@ -464,7 +497,6 @@ impl Policy {
                 ],
             );
         }
-        self.kernel_known = true;
         self.applied_revision = revision;
         self.last_error = None;
         if changed && self.cut_established {
@@ -655,7 +687,7 @@ impl Policy {
 
     /// The policy part of the agent's status, with per-class drop counters from the kernel.
     pub async fn status(&self) -> Value {
-        let counters = if self.kernel_known {
+        let counters = if self.enforced.kernel_known() {
             nft::drop_counters(self.opts.table.clone()).await
         } else {
             Err("the kernel table is not (yet) the applied plan".to_string())
@@ -671,16 +703,16 @@ impl Policy {
                 }
                 // Each isolated pod is in one class per direction: its element counter is
                 // what that class (its policies) denied it.
-                for (set, addr, packets, bytes) in d.pods {
-                    let (dir, map) = if set.starts_with("denied_in") {
-                        ("ingress", if addr.is_ipv6() { "in6" } else { "in4" })
-                    } else {
-                        ("egress", if addr.is_ipv6() { "out6" } else { "out4" })
+                for (dir, addr, packets, bytes) in d.pods {
+                    let map = plan::SetName::PodMap(dir, plan::Family::of(addr)).to_string();
+                    let dir = match dir {
+                        weft_policy::Direction::Ingress => "ingress",
+                        weft_policy::Direction::Egress => "egress",
                     };
                     let class = self
                         .plan()
                         .sets
-                        .get(map)
+                        .get(&map)
                         .and_then(|s| s.elements.get(&weft_policy::plan::Elem::addr(addr)))
                         .and_then(|v| match v {
                             Some(weft_policy::plan::Verdict::Jump(c)) => Some(c.clone()),
@@ -760,7 +792,10 @@ impl Policy {
 
     /// Loaded, applied, and nothing waiting.
     pub fn in_sync(&self) -> bool {
-        self.view.is_some() && self.kernel_known && self.due.is_none() && self.last_error.is_none()
+        self.view.is_some()
+            && self.enforced.kernel_known()
+            && self.due.is_none()
+            && self.last_error.is_none()
     }
 }
 

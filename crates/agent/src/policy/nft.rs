@@ -8,6 +8,8 @@ use std::net::IpAddr;
 use std::process::{Command, Stdio};
 
 use weft_nft::counters;
+use weft_policy::Direction;
+use weft_policy::plan::SetName;
 
 /// Give `script` to `nft -f -`; Err carries nft's complaint.
 pub async fn apply(script: String) -> Result<(), String> {
@@ -49,9 +51,9 @@ pub fn apply_blocking(script: &str) -> Result<(), String> {
 pub struct Denied {
     /// Packets dropped by each chain's `counter drop` rule: chain → packets.
     pub chains: Vec<(String, u64)>,
-    /// Per-pod counters: (set, pod address, packets, bytes) for every element of the
-    /// `denied_*` sets (`weft_policy::plan::Role::Counted`).
-    pub pods: Vec<(String, IpAddr, u64, u64)>,
+    /// Per-pod counters: (direction of the set, pod address, packets, bytes) for every
+    /// element of the `denied_*` sets ([`SetName::Denied`]).
+    pub pods: Vec<(Direction, IpAddr, u64, u64)>,
 }
 
 /// Reads the table's drop counters over netlink (`weft_nft::counters`): one dump of the
@@ -63,11 +65,11 @@ pub async fn drop_counters(table: String) -> Result<Denied, String> {
             let chains = counters::drop_counters(&table)?;
             let mut pods = Vec::new();
             for set in counters::set_names(&table)? {
-                if !set.starts_with("denied_") {
+                let Ok(SetName::Denied(dir, _)) = set.parse() else {
                     continue;
-                }
+                };
                 for (addr, packets, bytes) in counters::element_counters(&table, &set)? {
-                    pods.push((set.clone(), addr, packets, bytes));
+                    pods.push((dir, addr, packets, bytes));
                 }
             }
             Ok(Denied { chains, pods })

@@ -11,7 +11,8 @@
 //!   (protocol, port) region (regions of equal coverage share one); one chain each, with a
 //!   pod-address set per family and a CIDR set per family some covering rule has CIDRs in.
 //!
-//! Names are stable hashes of what they stand for (FNV-1a of a canonical string): a class
+//! Names are stable hashes of what they stand for (FNV-1a of a canonical string, typed as
+//! [`ClassName`] and [`AtomName`], rendered and parsed in module `names`): a class
 //! stands for its policies (and named-port resolution), an atom for its class, its first
 //! region and which sets it has — not for the rules covering it. So recompiling after a
 //! change reuses every unchanged chain and set: a peer that moves, a pod relabelled, a rule
@@ -26,10 +27,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::rc::Rc;
 
+use super::journal::Journal;
+use super::names::{AtomName, BaseChain, ChainName, ClassName, Family, SetName};
 use super::ranges::{self, Range};
 use super::{
-    Chain, ClassInfo, DEFAULT_TABLE, Elem, Field, Hook, HookPoint, KeyType, Op, Plan, Role, Rule,
-    Set, Verdict, diff,
+    Chain, ClassInfo, DEFAULT_TABLE, Elem, Field, Hook, HookPoint, Op, Plan, Rule, Verdict,
 };
 use crate::model::{
     Direction, Endpoint, Labels, NetworkPolicy, PolicyPeer, PolicyRef, PortRef, Protocol,
@@ -57,25 +59,8 @@ impl PlanOptions {
     }
 }
 
-// Fixed names of the base objects.
-pub(crate) const EGRESS: &str = "pod_egress";
-pub(crate) const INGRESS: &str = "pod_ingress";
-pub(crate) const EGRESS_LOCAL: &str = "pod_egress_local";
+/// `pod_egress` runs before `pod_ingress` on the forward hook.
 pub(crate) const EGRESS_PRIORITY: i32 = -10;
-
-pub(crate) fn fam(v6: bool) -> &'static str {
-    if v6 { "6" } else { "4" }
-}
-
-/// Stable 64-bit FNV-1a, as 16 hex digits.
-fn hash(s: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
-}
 
 /// Addresses an atom or contribution allows: single pod addresses and CIDR-minus-except
 /// ranges (not yet merged).
@@ -112,13 +97,12 @@ type PodKey = (String, String);
 
 /// A class chain the plan holds, and what it was built from.
 struct ClassEntry {
-    dir: Direction,
     policies: Vec<PolicyRef>,
     named: BTreeMap<(String, Protocol), Option<u16>>,
     /// Local pods in this class (it goes when none is left).
     pods: usize,
     /// The atoms its port map jumps to.
-    atoms: BTreeSet<String>,
+    atoms: BTreeSet<AtomName>,
     /// It has egress named-port contributions (which any pod's ports can change).
     egress_named: bool,
 }
@@ -128,32 +112,6 @@ struct AtomEntry {
     /// Classes whose port map jumps here (it goes when none is left).
     classes: usize,
     contributions: Vec<(String, Option<RuleKey>, Rc<Addrs>)>,
-}
-
-/// A set as it was before the changes being journalled.
-enum SetBefore {
-    /// It did not exist.
-    Absent,
-    /// It existed and only single elements were touched: its type, and each touched
-    /// element's value before (`None`: not in the set) — so a diff costs what was touched,
-    /// not the size of the set.
-    Elements {
-        spec: Set,
-        before: BTreeMap<Elem, Option<Option<Verdict>>>,
-    },
-    /// It existed and was replaced or removed as a whole: all of it.
-    Whole(Set),
-}
-
-/// The objects changes touched, as they were before them (`None`: did not exist).
-#[derive(Default)]
-struct Journal {
-    /// The plan was empty: the ops start with `add table`.
-    was_empty: bool,
-    /// The whole plan as it was, when the world was replaced (`set_world`).
-    full: Option<Plan>,
-    sets: BTreeMap<String, SetBefore>,
-    chains: BTreeMap<String, Option<Chain>>,
 }
 
 /// An incremental compiler: it holds a [`World`] and the [`Plan`] that [`compile`] would
@@ -197,11 +155,12 @@ struct State {
     peer_rules: HashMap<PeerKey, BTreeSet<RuleKey>>,
     rules: HashMap<RuleKey, Rc<Addrs>>,
     /// Local pods' (ingress, egress) classes.
-    pods: HashMap<PodKey, [Option<String>; 2]>,
-    classes: HashMap<String, ClassEntry>,
-    atoms: HashMap<String, AtomEntry>,
-    policy_classes: HashMap<PolicyRef, BTreeSet<String>>,
-    contribution_atoms: HashMap<String, BTreeSet<String>>,
+    pods: HashMap<PodKey, [Option<ClassName>; 2]>,
+    classes: HashMap<ClassName, ClassEntry>,
+    atoms: HashMap<AtomName, AtomEntry>,
+    policy_classes: HashMap<PolicyRef, BTreeSet<ClassName>>,
+    /// The atoms each contribution (by id) feeds.
+    contribution_atoms: HashMap<String, BTreeSet<AtomName>>,
     journal: Option<Journal>,
     /// The address families pods can have: those of the nodes' pod ranges (both when no
     /// node has one). An atom gets a pod-address set only for these — in a single-stack
@@ -388,7 +347,7 @@ impl Compiler {
             self.st.add_pod(&self.world, &e);
         }
         for class in held.into_iter().flatten() {
-            self.st.release_class(&class);
+            self.st.release_class(class);
         }
     }
 
@@ -401,7 +360,7 @@ impl Compiler {
             self.st.own_addresses(&old, false);
             if let Some(held) = self.st.remove_pod_elements(&old) {
                 for class in held.into_iter().flatten() {
-                    self.st.release_class(&class);
+                    self.st.release_class(class);
                 }
             }
             self.st.endpoint_changed(&self.world, Some(&old), None);
@@ -446,25 +405,16 @@ impl Compiler {
     /// compile, and the diff from the previous plan.
     pub fn set_world(&mut self, world: World) {
         let before = self.st.plan_before();
-        let was_empty = self.st.journal.as_ref().is_some_and(|j| j.was_empty);
+        let was_empty = self.st.journal.as_ref().is_some_and(Journal::was_empty);
         *self = Compiler::new(world, self.st.opts.clone());
-        self.st.journal = Some(Journal {
-            was_empty,
-            full: Some(before),
-            ..Journal::default()
-        });
+        self.st.journal = Some(Journal::replacing(before, was_empty));
     }
 
     /// The ops from the plan at the previous call (or at `new`) to the current plan, in a
-    /// safe order (see [`diff`]); empty when nothing changed.
+    /// safe order (see [`diff`](super::diff)); empty when nothing changed.
     pub fn take_ops(&mut self) -> Vec<Op> {
         self.st.finish()
     }
-}
-
-/// The per-pod counter set that mirrors pod map `set` (`in4` → `denied_in4`), if it is one.
-fn counted_twin(set: &str) -> Option<String> {
-    matches!(set, "in4" | "in6" | "out4" | "out6").then(|| format!("denied_{set}"))
 }
 
 impl State {
@@ -472,101 +422,66 @@ impl State {
 
     /// Records a set's element `e` before it changes.
     fn touch_elem(&mut self, name: &str, e: &Elem) {
-        let Some(j) = &mut self.journal else {
-            return;
-        };
-        let current = self.plan.sets.get(name);
-        let entry = j
-            .sets
-            .entry(name.to_string())
-            .or_insert_with(|| match current {
-                Some(s) => SetBefore::Elements {
-                    spec: Set::new(s.key, s.interval, s.map, s.role),
-                    before: BTreeMap::new(),
-                },
-                None => SetBefore::Absent,
-            });
-        if let SetBefore::Elements { before, .. } = entry {
-            before
-                .entry(*e)
-                .or_insert_with(|| current.and_then(|s| s.elements.get(e).cloned()));
+        if let Some(j) = &mut self.journal {
+            j.touch_elem(&self.plan, name, e);
         }
     }
 
     /// Records a whole set before it is created, replaced or removed.
     fn touch_set(&mut self, name: &str) {
-        let Some(j) = &mut self.journal else {
-            return;
-        };
-        let current = self.plan.sets.get(name);
-        match j.sets.get_mut(name) {
-            None => {
-                let before = current.map_or(SetBefore::Absent, |s| SetBefore::Whole(s.clone()));
-                j.sets.insert(name.to_string(), before);
-            }
-            Some(entry @ SetBefore::Elements { .. }) => {
-                if let (SetBefore::Elements { before, .. }, Some(s)) = (&*entry, current) {
-                    let mut whole = s.clone();
-                    for (e, v) in before {
-                        match v {
-                            Some(v) => whole.elements.insert(*e, v.clone()),
-                            None => whole.elements.remove(e),
-                        };
-                    }
-                    *entry = SetBefore::Whole(whole);
-                }
-            }
-            Some(_) => {}
+        if let Some(j) = &mut self.journal {
+            j.touch_set(&self.plan, name);
         }
     }
 
     fn touch_chain(&mut self, name: &str) {
-        if let Some(j) = &mut self.journal
-            && !j.chains.contains_key(name)
-        {
-            j.chains
-                .insert(name.to_string(), self.plan.chains.get(name).cloned());
+        if let Some(j) = &mut self.journal {
+            j.touch_chain(&self.plan, name);
         }
     }
 
-    fn set(&mut self, name: &str, key: KeyType, interval: bool, map: bool, role: Role) {
-        if !self.plan.sets.contains_key(name) {
-            self.touch_set(name);
-            self.plan
-                .sets
-                .insert(name.to_string(), Set::new(key, interval, map, role));
+    /// Creates the set (its type follows from its name) unless it exists.
+    fn set(&mut self, name: SetName) {
+        let key = name.to_string();
+        if !self.plan.sets.contains_key(&key) {
+            self.touch_set(&key);
+            self.plan.sets.insert(key, name.spec());
         }
     }
 
-    fn elem(&mut self, set: &str, e: Elem, v: Option<Verdict>) {
-        if let Some(counted) = counted_twin(set) {
-            self.elem(&counted, e, None);
+    /// Puts element `e` into a set; a pod map's counted twin gets it too (every isolated
+    /// pod has a counter).
+    fn elem(&mut self, set: SetName, e: Elem, v: Option<Verdict>) {
+        if let Some(counted) = set.counted_twin() {
+            self.elem(counted, e, None);
         }
+        let set = set.to_string();
         if self
             .plan
             .sets
-            .get(set)
+            .get(&set)
             .is_some_and(|s| s.elements.get(&e) != Some(&v))
         {
-            self.touch_elem(set, &e);
-            if let Some(s) = self.plan.sets.get_mut(set) {
+            self.touch_elem(&set, &e);
+            if let Some(s) = self.plan.sets.get_mut(&set) {
                 s.elements.insert(e, v);
             }
         }
     }
 
-    fn unelem(&mut self, set: &str, e: &Elem) {
-        if let Some(counted) = counted_twin(set) {
-            self.unelem(&counted, e);
+    fn unelem(&mut self, set: SetName, e: &Elem) {
+        if let Some(counted) = set.counted_twin() {
+            self.unelem(counted, e);
         }
+        let set = set.to_string();
         if self
             .plan
             .sets
-            .get(set)
+            .get(&set)
             .is_some_and(|s| s.elements.contains_key(e))
         {
-            self.touch_elem(set, e);
-            if let Some(s) = self.plan.sets.get_mut(set) {
+            self.touch_elem(&set, e);
+            if let Some(s) = self.plan.sets.get_mut(&set) {
                 s.elements.remove(e);
             }
         }
@@ -574,8 +489,8 @@ impl State {
 
     /// Makes a set's elements `elements`, journalling only the elements that differ (a
     /// refilled atom or port map costs its changes, not its size).
-    fn set_elements(&mut self, set: &str, elements: BTreeMap<Elem, Option<Verdict>>) {
-        let Some(current) = self.plan.sets.get(set) else {
+    fn set_elements(&mut self, set: SetName, elements: BTreeMap<Elem, Option<Verdict>>) {
+        let Some(current) = self.plan.sets.get(&set.to_string()) else {
             return;
         };
         if current.elements == elements {
@@ -599,123 +514,44 @@ impl State {
         }
     }
 
-    fn remove_set(&mut self, name: &str) {
-        self.touch_set(name);
-        self.plan.sets.remove(name);
+    fn remove_set(&mut self, name: SetName) {
+        let name = name.to_string();
+        self.touch_set(&name);
+        self.plan.sets.remove(&name);
     }
 
-    fn add_chain(&mut self, name: &str, chain: Chain) {
-        self.touch_chain(name);
-        self.plan.chains.insert(name.to_string(), chain);
+    fn add_chain(&mut self, name: ChainName, chain: Chain) {
+        let name = name.to_string();
+        self.touch_chain(&name);
+        self.plan.chains.insert(name, chain);
     }
 
-    fn remove_chain(&mut self, name: &str) {
-        self.touch_chain(name);
-        self.plan.chains.remove(name);
+    fn remove_chain(&mut self, name: ChainName) {
+        let name = name.to_string();
+        self.touch_chain(&name);
+        self.plan.chains.remove(&name);
     }
 
     /// Starts recording a change.
     fn begin(&mut self) {
-        self.journal = Some(Journal {
-            was_empty: self.plan.is_empty(),
-            ..Journal::default()
-        });
+        self.journal = Some(Journal::begin(&self.plan));
     }
 
     /// The plan as it was when the journal began.
     fn plan_before(&self) -> Plan {
-        let mut p = self.plan.clone();
-        let Some(j) = &self.journal else {
-            return p;
-        };
-        if let Some(full) = &j.full {
-            return full.clone();
+        match &self.journal {
+            Some(j) => j.plan_before(&self.plan),
+            None => self.plan.clone(),
         }
-        for (name, before) in &j.sets {
-            match before {
-                SetBefore::Absent => {
-                    p.sets.remove(name);
-                }
-                SetBefore::Whole(s) => {
-                    p.sets.insert(name.clone(), s.clone());
-                }
-                SetBefore::Elements { before, .. } => {
-                    if let Some(s) = p.sets.get_mut(name) {
-                        for (e, v) in before {
-                            match v {
-                                Some(v) => s.elements.insert(*e, v.clone()),
-                                None => s.elements.remove(e),
-                            };
-                        }
-                    }
-                }
-            }
-        }
-        for (name, before) in &j.chains {
-            match before {
-                Some(c) => p.chains.insert(name.clone(), c.clone()),
-                None => p.chains.remove(name),
-            };
-        }
-        p
     }
 
     /// Ends a change: the ops between the touched objects as they were and as they are.
     fn finish(&mut self) -> Vec<Op> {
-        let Some(mut j) = self.journal.take() else {
+        let Some(j) = self.journal.take() else {
             return Vec::new();
         };
         self.begin();
-        if let Some(before) = j.full {
-            return diff(&before, &self.plan);
-        }
-        let mut old = Plan::empty(&self.plan.table);
-        let mut new = Plan::empty(&self.plan.table);
-        for (name, before) in std::mem::take(&mut j.sets) {
-            let current = self.plan.sets.get(&name);
-            match before {
-                SetBefore::Elements { spec, before } => {
-                    // Only the touched elements, before and after: the rest is the same.
-                    let (mut o, mut n) = (spec.clone(), spec);
-                    for (e, v) in before {
-                        if let Some(v) = v {
-                            o.elements.insert(e, v);
-                        }
-                        if let Some(v) = current.and_then(|s| s.elements.get(&e)) {
-                            n.elements.insert(e, v.clone());
-                        }
-                    }
-                    old.sets.insert(name.clone(), o);
-                    if current.is_some() {
-                        new.sets.insert(name, n);
-                    }
-                }
-                SetBefore::Whole(s) => {
-                    if let Some(c) = current {
-                        new.sets.insert(name.clone(), c.clone());
-                    }
-                    old.sets.insert(name, s);
-                }
-                SetBefore::Absent => {
-                    if let Some(c) = current {
-                        new.sets.insert(name, c.clone());
-                    }
-                }
-            }
-        }
-        for (name, before) in std::mem::take(&mut j.chains) {
-            if let Some(c) = self.plan.chains.get(&name) {
-                new.chains.insert(name.clone(), c.clone());
-            }
-            if let Some(c) = before {
-                old.chains.insert(name, c);
-            }
-        }
-        let mut ops = diff(&old, &new);
-        if !j.was_empty {
-            ops.retain(|op| *op != Op::AddTable);
-        }
-        ops
+        j.ops(&self.plan)
     }
 
     // ---- indexes ----
@@ -761,52 +597,46 @@ impl State {
 
     /// The fixed sets and base chains.
     fn base(&mut self, world: &World) {
-        for v6 in [false, true] {
-            let f = fam(v6);
-            let (addr, pair) = if v6 {
-                (KeyType::Ipv6, KeyType::Ipv6Pair)
-            } else {
-                (KeyType::Ipv4, KeyType::Ipv4Pair)
-            };
-            self.set(&format!("known{f}"), addr, false, false, Role::Known);
-            self.set(&format!("blocks{f}"), addr, true, false, Role::Blocks);
-            self.set(&format!("self{f}"), pair, false, false, Role::SelfPairs);
-            self.set(&format!("in{f}"), addr, false, true, Role::PodMap);
-            self.set(&format!("out{f}"), addr, false, true, Role::PodMap);
-            self.set(&format!("denied_in{f}"), addr, false, false, Role::Counted);
-            self.set(&format!("denied_out{f}"), addr, false, false, Role::Counted);
+        for f in Family::ALL {
+            self.set(SetName::Known(f));
+            self.set(SetName::Blocks(f));
+            self.set(SetName::SelfPairs(f));
+            self.set(SetName::PodMap(Direction::Ingress, f));
+            self.set(SetName::PodMap(Direction::Egress, f));
+            self.set(SetName::Denied(Direction::Ingress, f));
+            self.set(SetName::Denied(Direction::Egress, f));
         }
         if let Some(node) = world.node(&self.opts.node) {
             let blocks = ranges::merge(node.pod_cidrs.iter().map(Range::of_net).collect());
             for r in blocks {
                 let e = range_elem(r);
-                self.elem(&format!("blocks{}", fam(r.v6)), e, None);
+                self.elem(SetName::Blocks(Family::from_v6(r.v6)), e, None);
             }
         }
-        let chain = |point, priority, field, map: &str, with_self: bool| {
+        let chain = |point, priority, field, dir: Direction, with_self: bool| {
             let mut rules = vec![Rule::Established, Rule::NeighborDiscovery];
-            for v6 in [false, true] {
+            for f in Family::ALL {
                 if with_self {
                     rules.push(Rule::PairIn {
-                        v6,
-                        set: format!("self{}", fam(v6)),
+                        v6: f.is_v6(),
+                        set: SetName::SelfPairs(f).to_string(),
                         verdict: Verdict::Accept,
                     });
                 }
             }
-            for v6 in [false, true] {
+            for f in Family::ALL {
                 rules.push(Rule::Unknown {
-                    v6,
+                    v6: f.is_v6(),
                     field,
-                    within: format!("blocks{}", fam(v6)),
-                    known: format!("known{}", fam(v6)),
+                    within: SetName::Blocks(f).to_string(),
+                    known: SetName::Known(f).to_string(),
                 });
             }
-            for v6 in [false, true] {
+            for f in Family::ALL {
                 rules.push(Rule::AddrVmap {
-                    v6,
+                    v6: f.is_v6(),
                     field,
-                    map: format!("{map}{}", fam(v6)),
+                    map: SetName::PodMap(dir, f).to_string(),
                 });
             }
             Chain {
@@ -816,49 +646,50 @@ impl State {
         };
         let chains = [
             (
-                EGRESS,
+                BaseChain::PodEgress,
                 chain(
                     HookPoint::Forward,
                     EGRESS_PRIORITY,
                     Field::Saddr,
-                    "out",
+                    Direction::Egress,
                     true,
                 ),
             ),
             (
-                INGRESS,
-                chain(HookPoint::Forward, 0, Field::Daddr, "in", true),
+                BaseChain::PodIngress,
+                chain(
+                    HookPoint::Forward,
+                    0,
+                    Field::Daddr,
+                    Direction::Ingress,
+                    true,
+                ),
             ),
             (
-                EGRESS_LOCAL,
-                chain(HookPoint::Input, 0, Field::Saddr, "out", false),
+                BaseChain::PodEgressLocal,
+                chain(HookPoint::Input, 0, Field::Saddr, Direction::Egress, false),
             ),
         ];
         for (name, c) in chains {
-            self.add_chain(name, c);
+            self.add_chain(name.into(), c);
         }
     }
 
     /// A local pod's elements and class references.
     fn add_pod(&mut self, world: &World, e: &Endpoint) {
         for a in &e.addresses {
-            let f = fam(a.is_ipv6());
-            self.elem(&format!("known{f}"), Elem::addr(*a), None);
+            let f = Family::of(*a);
+            self.elem(SetName::Known(f), Elem::addr(*a), None);
             if let Some(p) = Elem::pair(*a, *a) {
-                self.elem(&format!("self{f}"), p, None);
+                self.elem(SetName::SelfPairs(f), p, None);
             }
         }
-        let mut held: [Option<String>; 2] = [None, None];
+        let mut held: [Option<ClassName>; 2] = [None, None];
         for dir in [Direction::Ingress, Direction::Egress] {
             if let Some(class) = self.class(world, e, dir) {
-                let map = if dir == Direction::Ingress {
-                    "in"
-                } else {
-                    "out"
-                };
                 for a in &e.addresses {
-                    let set = format!("{map}{}", fam(a.is_ipv6()));
-                    self.elem(&set, Elem::addr(*a), Some(Verdict::Jump(class.clone())));
+                    let map = SetName::PodMap(dir, Family::of(*a));
+                    self.elem(map, Elem::addr(*a), Some(Verdict::Jump(class.to_string())));
                 }
                 held[dir_index(dir)] = Some(class);
             }
@@ -868,19 +699,16 @@ impl State {
 
     /// Takes a local pod's elements out; returns the classes it held (still referenced: the
     /// caller releases them).
-    fn remove_pod_elements(&mut self, e: &Endpoint) -> Option<[Option<String>; 2]> {
+    fn remove_pod_elements(&mut self, e: &Endpoint) -> Option<[Option<ClassName>; 2]> {
         let held = self.pods.remove(&pod_key(e))?;
         for a in &e.addresses {
-            let f = fam(a.is_ipv6());
-            self.unelem(&format!("known{f}"), &Elem::addr(*a));
+            let f = Family::of(*a);
+            self.unelem(SetName::Known(f), &Elem::addr(*a));
             if let Some(p) = Elem::pair(*a, *a) {
-                self.unelem(&format!("self{f}"), &p);
+                self.unelem(SetName::SelfPairs(f), &p);
             }
-            for (i, class) in held.iter().enumerate() {
-                if class.is_some() {
-                    let map = if i == 0 { "in" } else { "out" };
-                    self.unelem(&format!("{map}{f}"), &Elem::addr(*a));
-                }
+            for class in held.iter().flatten() {
+                self.unelem(SetName::PodMap(class.direction(), f), &Elem::addr(*a));
             }
         }
         Some(held)
@@ -904,7 +732,7 @@ impl State {
 
     /// The class chain of pod `e` in `dir` (created on first use), with one more reference,
     /// or `None` when no policy isolates it that way.
-    fn class(&mut self, world: &World, e: &Endpoint, dir: Direction) -> Option<String> {
+    fn class(&mut self, world: &World, e: &Endpoint, dir: Direction) -> Option<ClassName> {
         let pols = self.selecting(world, e, dir);
         if pols.is_empty() {
             return None;
@@ -934,28 +762,22 @@ impl State {
                 .join(","),
             self.opts.log_per_second
         );
-        let prefix = if dir == Direction::Ingress {
-            "ci"
-        } else {
-            "ce"
-        };
-        let name = format!("{prefix}_{}", hash(&key));
+        let name = ClassName::of(dir, &key);
         if let Some(c) = self.classes.get_mut(&name) {
             c.pods += 1;
             return Some(name);
         }
-        let ports_map = format!("{name}_ports");
-        self.set(&ports_map, KeyType::ProtoPort, true, true, Role::PortMap);
+        let ports_map = SetName::Ports(name);
+        self.set(ports_map);
         for r in &refs {
             self.policy_classes
                 .entry(r.clone())
                 .or_default()
-                .insert(name.clone());
+                .insert(name);
         }
         self.classes.insert(
-            name.clone(),
+            name,
             ClassEntry {
-                dir,
                 policies: refs.clone(),
                 named,
                 pods: 1,
@@ -963,31 +785,33 @@ impl State {
                 egress_named: false,
             },
         );
-        self.fill_class(world, &name);
-        let mut rules = vec![Rule::PortVmap { map: ports_map }];
+        self.fill_class(world, name);
+        let mut rules = vec![Rule::PortVmap {
+            map: ports_map.to_string(),
+        }];
         if let Some(rate) = self.opts.log_per_second {
             rules.push(Rule::Log {
                 prefix: format!("weft deny {name}: "),
                 per_second: rate,
             });
         }
-        let (field, counted) = if dir == Direction::Ingress {
-            (Field::Daddr, "denied_in")
+        let field = if dir == Direction::Ingress {
+            Field::Daddr
         } else {
-            (Field::Saddr, "denied_out")
+            Field::Saddr
         };
-        for v6 in [false, true] {
+        for f in Family::ALL {
             rules.push(Rule::AddrIn {
-                v6,
+                v6: f.is_v6(),
                 field,
-                set: format!("{counted}{}", fam(v6)),
+                set: SetName::Denied(dir, f).to_string(),
                 verdict: Verdict::Drop,
             });
         }
         rules.push(Rule::CounterDrop);
-        self.add_chain(&name, Chain { hook: None, rules });
+        self.add_chain(name.into(), Chain { hook: None, rules });
         self.plan.classes.insert(
-            name.clone(),
+            name.to_string(),
             ClassInfo {
                 direction: dir,
                 policies: refs,
@@ -999,11 +823,11 @@ impl State {
     /// (Re)computes a class's port map and atoms from the current world. Atoms of regions
     /// that stay keep their chains; only those whose contributions changed are refilled,
     /// those of vanished regions go.
-    fn fill_class(&mut self, world: &World, name: &str) {
-        let Some(entry) = self.classes.get(name) else {
+    fn fill_class(&mut self, world: &World, name: ClassName) {
+        let Some(entry) = self.classes.get(&name) else {
             return;
         };
-        let dir = entry.dir;
+        let dir = name.direction();
         let named = entry.named.clone();
         let pols: Vec<usize> = entry
             .policies
@@ -1032,16 +856,16 @@ impl State {
             let Some(first) = elems.iter().min().copied() else {
                 continue;
             };
-            let atom = self.atom(dir, name, &first, &contributions, &coverage);
-            self.sync_atom(&atom, &contributions, &coverage);
+            let atom = self.atom(name, &first, &contributions, &coverage);
+            self.sync_atom(atom, &contributions, &coverage);
             for e in elems {
-                elements.insert(e, Some(Verdict::Jump(atom.clone())));
+                elements.insert(e, Some(Verdict::Jump(atom.to_string())));
             }
             atoms.insert(atom);
         }
         let before = self
             .classes
-            .get(name)
+            .get(&name)
             .map(|c| c.atoms.clone())
             .unwrap_or_default();
         for a in atoms.difference(&before) {
@@ -1049,7 +873,7 @@ impl State {
                 entry.classes += 1;
             }
         }
-        let gone: Vec<String> = before.difference(&atoms).cloned().collect();
+        let gone: Vec<AtomName> = before.difference(&atoms).copied().collect();
         // Named egress ports resolve on whichever pods have them: any pod's ports matter,
         // also while no pod resolves them yet.
         let egress_named = dir == Direction::Egress
@@ -1060,21 +884,21 @@ impl State {
                         .any(|p| matches!(p.port, Some(PortRef::Name(_))))
                 })
             });
-        if let Some(entry) = self.classes.get_mut(name) {
+        if let Some(entry) = self.classes.get_mut(&name) {
             entry.atoms = atoms;
             entry.egress_named = egress_named;
         }
         // The port map before the atoms it stops jumping to go.
-        self.set_elements(&format!("{name}_ports"), elements);
+        self.set_elements(SetName::Ports(name), elements);
         for a in gone {
-            self.release_atom(&a);
+            self.release_atom(a);
         }
     }
 
     /// Points an existing atom at the contributions of its coverage, refilling its sets
     /// when they changed (a rule's addresses are recomputed as a new `Rc`).
-    fn sync_atom(&mut self, name: &str, contribs: &[Contribution], coverage: &[usize]) {
-        let Some(a) = self.atoms.get(name) else {
+    fn sync_atom(&mut self, name: AtomName, contribs: &[Contribution], coverage: &[usize]) {
+        let Some(a) = self.atoms.get(&name) else {
             return;
         };
         let same = a.contributions.len() == coverage.len()
@@ -1100,19 +924,16 @@ impl State {
         let added: Vec<String> = new_ids.difference(&old_ids).map(|s| (*s).clone()).collect();
         for id in removed {
             if let Some(set) = self.contribution_atoms.get_mut(&id) {
-                set.remove(name);
+                set.remove(&name);
                 if set.is_empty() {
                     self.contribution_atoms.remove(&id);
                 }
             }
         }
         for id in added {
-            self.contribution_atoms
-                .entry(id)
-                .or_default()
-                .insert(name.to_string());
+            self.contribution_atoms.entry(id).or_default().insert(name);
         }
-        if let Some(a) = self.atoms.get_mut(name) {
+        if let Some(a) = self.atoms.get_mut(&name) {
             a.contributions = next;
         }
         self.fill_atom(name);
@@ -1120,20 +941,20 @@ impl State {
 
     /// Releases a class's atoms (its port map keeps pointing at them until refilled or
     /// removed, so this is only ever followed by one of the two within a change).
-    fn unfill_class(&mut self, name: &str) {
-        let atoms = match self.classes.get_mut(name) {
+    fn unfill_class(&mut self, name: ClassName) {
+        let atoms = match self.classes.get_mut(&name) {
             Some(c) => std::mem::take(&mut c.atoms),
             None => return,
         };
         // The port map first: an atom may be removed below, and nothing may jump to it.
-        self.set_elements(&format!("{name}_ports"), BTreeMap::new());
+        self.set_elements(SetName::Ports(name), BTreeMap::new());
         for a in atoms {
-            self.release_atom(&a);
+            self.release_atom(a);
         }
     }
 
-    fn release_class(&mut self, name: &str) {
-        let Some(c) = self.classes.get_mut(name) else {
+    fn release_class(&mut self, name: ClassName) {
+        let Some(c) = self.classes.get_mut(&name) else {
             return;
         };
         c.pods = c.pods.saturating_sub(1);
@@ -1141,44 +962,43 @@ impl State {
             return;
         }
         self.unfill_class(name);
-        if let Some(c) = self.classes.remove(name) {
+        if let Some(c) = self.classes.remove(&name) {
             for r in &c.policies {
                 if let Some(set) = self.policy_classes.get_mut(r) {
-                    set.remove(name);
+                    set.remove(&name);
                     if set.is_empty() {
                         self.policy_classes.remove(r);
                     }
                 }
             }
         }
-        self.remove_chain(name);
-        self.remove_set(&format!("{name}_ports"));
-        self.plan.classes.remove(name);
+        self.remove_chain(name.into());
+        self.remove_set(SetName::Ports(name));
+        self.plan.classes.remove(&name.to_string());
     }
 
-    fn release_atom(&mut self, name: &str) {
-        let Some(a) = self.atoms.get_mut(name) else {
+    fn release_atom(&mut self, name: AtomName) {
+        let Some(a) = self.atoms.get_mut(&name) else {
             return;
         };
         a.classes = a.classes.saturating_sub(1);
         if a.classes > 0 {
             return;
         }
-        if let Some(a) = self.atoms.remove(name) {
+        if let Some(a) = self.atoms.remove(&name) {
             for (id, _, _) in &a.contributions {
                 if let Some(set) = self.contribution_atoms.get_mut(id) {
-                    set.remove(name);
+                    set.remove(&name);
                     if set.is_empty() {
                         self.contribution_atoms.remove(id);
                     }
                 }
             }
         }
-        self.remove_chain(name);
-        for v6 in [false, true] {
-            let f = fam(v6);
-            self.remove_set(&format!("{name}_a{f}"));
-            self.remove_set(&format!("{name}_n{f}"));
+        self.remove_chain(name.into());
+        for f in Family::ALL {
+            self.remove_set(SetName::AtomPods(name, f));
+            self.remove_set(SetName::AtomNets(name, f));
         }
     }
 
@@ -1344,28 +1164,20 @@ impl State {
     /// the interval sets, that `nft` reads back on every change, few.
     fn atom(
         &mut self,
-        dir: Direction,
-        class: &str,
+        class: ClassName,
         region: &Elem,
         contribs: &[Contribution],
         coverage: &[usize],
-    ) -> String {
+    ) -> AtomName {
+        let dir = class.direction();
         let nets = |v6: bool| {
             coverage
                 .iter()
                 .any(|&i| contribs[i].addrs.nets.iter().any(|r| r.v6 == v6))
         };
         let shape = (nets(false), nets(true));
-        let prefix = if dir == Direction::Ingress {
-            "ai"
-        } else {
-            "ae"
-        };
         let pods = self.pod_families;
-        let name = format!(
-            "{prefix}_{}",
-            hash(&format!("{class}|{region:?}|{shape:?}|{pods:?}"))
-        );
+        let name = AtomName::of(dir, &format!("{class}|{region:?}|{shape:?}|{pods:?}"));
         if self.atoms.contains_key(&name) {
             return name;
         }
@@ -1375,28 +1187,25 @@ impl State {
             Field::Daddr
         };
         let mut rules = Vec::new();
-        for (v6, with_nets, with_pods) in [(false, shape.0, pods.0), (true, shape.1, pods.1)] {
-            let f = fam(v6);
-            let key = if v6 { KeyType::Ipv6 } else { KeyType::Ipv4 };
+        for (f, with_nets, with_pods) in
+            [(Family::V4, shape.0, pods.0), (Family::V6, shape.1, pods.1)]
+        {
             // One set per family: pod addresses in a hash set, or — when some rule has a
             // CIDR of the family — pods and CIDRs together in one interval set (a pod is a
             // one-address range). Fewer sets is what a change costs the kernel: it finds
             // each set of a transaction by walking the table's list of them.
             let set = if with_nets {
-                let n = format!("{name}_n{f}");
-                self.set(&n, key, true, false, Role::Peers);
-                n
+                SetName::AtomNets(name, f)
             } else if with_pods {
-                let a = format!("{name}_a{f}");
-                self.set(&a, key, false, false, Role::Peers);
-                a
+                SetName::AtomPods(name, f)
             } else {
                 continue;
             };
+            self.set(set);
             rules.push(Rule::AddrIn {
-                v6,
+                v6: f.is_v6(),
                 field,
-                set,
+                set: set.to_string(),
                 verdict: Verdict::Accept,
             });
         }
@@ -1411,23 +1220,23 @@ impl State {
             self.contribution_atoms
                 .entry(id.clone())
                 .or_default()
-                .insert(name.clone());
+                .insert(name);
         }
         self.atoms.insert(
-            name.clone(),
+            name,
             AtomEntry {
                 classes: 0,
                 contributions,
             },
         );
-        self.fill_atom(&name);
-        self.add_chain(&name, Chain { hook: None, rules });
+        self.fill_atom(name);
+        self.add_chain(name.into(), Chain { hook: None, rules });
         name
     }
 
     /// Sets an atom's address sets to the union of its contributions.
-    fn fill_atom(&mut self, name: &str) {
-        let Some(a) = self.atoms.get(name) else {
+    fn fill_atom(&mut self, name: AtomName) {
+        let Some(a) = self.atoms.get(&name) else {
             return;
         };
         let mut pods = BTreeSet::new();
@@ -1437,13 +1246,16 @@ impl State {
             nets.extend(addrs.nets.iter().copied());
         }
         let names = [
-            format!("{name}_a4"),
-            format!("{name}_n4"),
-            format!("{name}_a6"),
-            format!("{name}_n6"),
+            SetName::AtomPods(name, Family::V4),
+            SetName::AtomNets(name, Family::V4),
+            SetName::AtomPods(name, Family::V6),
+            SetName::AtomNets(name, Family::V6),
         ];
         // Pods go into the family's interval set when the atom has one (see `atom`).
-        let interval = |v6: bool| self.plan.sets.contains_key(&names[usize::from(v6) * 2 + 1]);
+        let interval = |v6: bool| {
+            let nets = names[usize::from(v6) * 2 + 1];
+            self.plan.sets.contains_key(&nets.to_string())
+        };
         let (interval4, interval6) = (interval(false), interval(true));
         let mut sets: [BTreeMap<Elem, Option<Verdict>>; 4] = Default::default();
         for p in pods {
@@ -1458,7 +1270,7 @@ impl State {
         for r in ranges::merge(nets) {
             sets[usize::from(r.v6) * 2 + 1].insert(range_elem(r), None);
         }
-        for (set, elements) in names.iter().zip(sets) {
+        for (set, elements) in names.into_iter().zip(sets) {
             self.set_elements(set, elements);
         }
     }
@@ -1540,23 +1352,23 @@ impl State {
                             c.2 = addrs.clone();
                         }
                     }
-                    dirty_atoms.insert(atom.clone());
+                    dirty_atoms.insert(*atom);
                 }
             }
         }
         for atom in dirty_atoms {
-            self.fill_atom(&atom);
+            self.fill_atom(atom);
         }
         let named =
             old.is_some_and(|o| !o.ports.is_empty()) || new.is_some_and(|n| !n.ports.is_empty());
         if named {
-            let classes: Vec<String> = self
+            let classes: Vec<ClassName> = self
                 .classes
                 .iter()
                 .filter(|(_, c)| c.egress_named)
-                .map(|(n, _)| n.clone())
+                .map(|(n, _)| *n)
                 .collect();
-            for c in &classes {
+            for c in classes {
                 self.fill_class(world, c);
             }
         }
@@ -1564,10 +1376,10 @@ impl State {
 
     /// Before a policy changes: empties the classes that include it (their atoms may hold
     /// The classes that include a policy (to be refilled once it changed).
-    fn classes_with(&self, policy: &PolicyRef) -> Vec<String> {
+    fn classes_with(&self, policy: &PolicyRef) -> Vec<ClassName> {
         self.policy_classes
             .get(policy)
-            .map(|s| s.iter().cloned().collect())
+            .map(|s| s.iter().copied().collect())
             .unwrap_or_default()
     }
 
@@ -1578,7 +1390,7 @@ impl State {
         world: &World,
         old: Option<&NetworkPolicy>,
         new: Option<&NetworkPolicy>,
-        dirty: Vec<String>,
+        dirty: Vec<ClassName>,
     ) {
         let ns = match (old, new) {
             (Some(p), _) | (None, Some(p)) => p.namespace.clone(),
@@ -1597,12 +1409,12 @@ impl State {
             if let Some(held) = self.remove_pod_elements(e) {
                 self.add_pod(world, e);
                 for class in held.into_iter().flatten() {
-                    self.release_class(&class);
+                    self.release_class(class);
                 }
             }
         }
         for c in dirty {
-            self.fill_class(world, &c);
+            self.fill_class(world, c);
         }
     }
 }

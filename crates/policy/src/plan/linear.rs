@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 
-use super::compile::{EGRESS, EGRESS_LOCAL, INGRESS, fam};
+use super::names::{BaseChain, ChainName, Family, SetName};
 use super::ranges::{self, u128_addr};
 use super::{Chain, Field, Plan, PlanOptions, Rule, Verdict, compile};
 use crate::model::{Direction, Endpoint, PolicyPeer, PortRef, World};
@@ -19,13 +19,13 @@ pub fn compile_linear(world: &World, opts: &PlanOptions) -> Plan {
         ..world.clone()
     };
     let mut plan = compile(&bare, opts);
-    for f in ["in", "out"] {
-        for v6 in [false, true] {
-            plan.sets.remove(&format!("{f}{}", fam(v6)));
+    for dir in [Direction::Ingress, Direction::Egress] {
+        for f in Family::ALL {
+            plan.sets.remove(&SetName::PodMap(dir, f).to_string());
         }
     }
-    for name in [EGRESS, INGRESS, EGRESS_LOCAL] {
-        if let Some(c) = plan.chains.get_mut(name) {
+    for name in BaseChain::ALL {
+        if let Some(c) = plan.chains.get_mut(name.as_str()) {
             c.rules.retain(|r| !matches!(r, Rule::AddrVmap { .. }));
         }
     }
@@ -34,23 +34,18 @@ pub fn compile_linear(world: &World, opts: &PlanOptions) -> Plan {
             let rules = pod_rules(world, pod, dir);
             let Some(rules) = rules else { continue };
             let key = format!("{}/{}", pod.namespace, pod.name);
-            let chain = format!(
-                "{}_{}",
-                if dir == Direction::Ingress {
-                    "li"
-                } else {
-                    "le"
-                },
-                stable_hash(&key)
-            );
+            let chain = ChainName::linear(dir, &key).to_string();
             plan.chains
                 .insert(chain.clone(), Chain { hook: None, rules });
-            let (field, bases): (Field, &[&str]) = match dir {
-                Direction::Ingress => (Field::Daddr, &[INGRESS]),
-                Direction::Egress => (Field::Saddr, &[EGRESS, EGRESS_LOCAL]),
+            let (field, bases): (Field, &[BaseChain]) = match dir {
+                Direction::Ingress => (Field::Daddr, &[BaseChain::PodIngress]),
+                Direction::Egress => (
+                    Field::Saddr,
+                    &[BaseChain::PodEgress, BaseChain::PodEgressLocal],
+                ),
             };
             for base in bases {
-                if let Some(c) = plan.chains.get_mut(*base) {
+                if let Some(c) = plan.chains.get_mut(base.as_str()) {
                     for a in &pod.addresses {
                         let r = Some((*a, *a));
                         let (saddr, daddr) = if field == Field::Saddr {
@@ -72,15 +67,6 @@ pub fn compile_linear(world: &World, opts: &PlanOptions) -> Plan {
         }
     }
     plan
-}
-
-fn stable_hash(s: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
 }
 
 type Span = Option<(IpAddr, IpAddr)>;

@@ -51,7 +51,9 @@
 
 mod compile;
 mod diff;
+mod journal;
 mod linear;
+mod names;
 mod ranges;
 mod render;
 
@@ -65,6 +67,7 @@ use crate::model::{Direction, PolicyRef};
 pub use compile::{Compiler, PlanOptions, compile};
 pub use diff::{ApplyError, Op, diff};
 pub use linear::compile_linear;
+pub use names::{AtomName, BaseChain, ChainName, ClassName, Family, NameError, SetName};
 pub use render::{render, render_ops};
 
 /// The default table name (family `inet`).
