@@ -1,6 +1,6 @@
 //! Conntrack entries over ctnetlink (netfilter netlink, subsystem `CTNETLINK`): dump the
-//! table of one network namespace and delete single entries — what `conntrack -L` / `-D`
-//! do, without the `conntrack` binary.
+//! table of one network namespace, delete single entries and change their mark — what
+//! `conntrack -L` / `-D` / `-U --mark` do, without the `conntrack` binary.
 //!
 //! It speaks through the crate's one netfilter socket and the message/attribute code the
 //! nf_tables batches use (module `nl`); this module only adds conntrack's attribute numbers
@@ -17,8 +17,10 @@ use crate::nl::{Attrs, Op, Socket, parse_attrs};
 
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_REPLY: u16 = 2;
+const CTA_MARK: u16 = 8;
 const CTA_ID: u16 = 12;
 const CTA_ZONE: u16 = 18;
+const CTA_MARK_MASK: u16 = 21;
 const CTA_TUPLE_IP: u16 = 1;
 const CTA_TUPLE_PROTO: u16 = 2;
 const CTA_IP_V4_SRC: u16 = 1;
@@ -47,6 +49,8 @@ pub struct CtEntry {
     pub orig: Tuple,
     pub reply: Tuple,
     pub zone: u16,
+    /// The connection's mark (`ct mark`).
+    pub mark: u32,
     /// The kernel's id of the entry: a delete carrying it removes this entry only, not a
     /// newer one that took the same tuple meanwhile.
     pub id: Option<u32>,
@@ -89,25 +93,9 @@ impl Conntrack {
     /// Deletes this entry (the one with its id, when it has one). `Ok(false)`: it was gone
     /// already (expired, or deleted by someone else).
     pub fn delete(&mut self, e: &CtEntry) -> Result<bool, Error> {
-        let t = &e.orig;
-        let what = format!(
-            "{} {}:{} → {}:{}",
-            t.protocol, t.src, t.sport, t.dst, t.dport
-        );
-        let refuse = |reason| Error::InvalidConntrackEntry {
-            entry: what.clone(),
-            reason,
-        };
-        if !has_ports(t.protocol) {
-            return Err(refuse("only entries of port-carrying protocols"));
-        }
-        let family = match (t.src, t.dst) {
-            (IpAddr::V4(_), IpAddr::V4(_)) => libc::AF_INET,
-            (IpAddr::V6(_), IpAddr::V6(_)) => libc::AF_INET6,
-            _ => return Err(refuse("mixed families")),
-        } as u8;
+        let (family, what) = checked(e)?;
         let done = self.sock.request(Op::CtDelete, family, &what, |a| {
-            a.nest(CTA_TUPLE_ORIG, |o| tuple(o, t));
+            a.nest(CTA_TUPLE_ORIG, |o| tuple(o, &e.orig));
             if e.zone != 0 {
                 a.bytes(CTA_ZONE, &e.zone.to_be_bytes());
             }
@@ -115,11 +103,53 @@ impl Conntrack {
                 a.be32(CTA_ID, id);
             }
         });
-        match done {
-            Ok(()) => Ok(true),
-            Err(err) if err.errno() == Some(Errno::ENOENT) => Ok(false),
-            Err(err) => Err(err),
-        }
+        gone_is_false(done)
+    }
+
+    /// Sets the bits `mask` of this entry's mark to those of `mark`, leaving the others as
+    /// they are. `Ok(false)`: the entry was gone already.
+    pub fn set_mark(&mut self, e: &CtEntry, mark: u32, mask: u32) -> Result<bool, Error> {
+        let (family, what) = checked(e)?;
+        let done = self.sock.request(Op::CtUpdate, family, &what, |a| {
+            a.nest(CTA_TUPLE_ORIG, |o| tuple(o, &e.orig));
+            if e.zone != 0 {
+                a.bytes(CTA_ZONE, &e.zone.to_be_bytes());
+            }
+            // The kernel computes (old & !mask) ^ mark: the new bits must lie within mask.
+            a.be32(CTA_MARK, mark & mask).be32(CTA_MARK_MASK, mask);
+        });
+        gone_is_false(done)
+    }
+}
+
+/// The family of an entry that can be addressed by its tuple, and how messages name it.
+fn checked(e: &CtEntry) -> Result<(u8, String), Error> {
+    let t = &e.orig;
+    let what = format!(
+        "{} {}:{} → {}:{}",
+        t.protocol, t.src, t.sport, t.dst, t.dport
+    );
+    let refuse = |reason| Error::InvalidConntrackEntry {
+        entry: what.clone(),
+        reason,
+    };
+    if !has_ports(t.protocol) {
+        return Err(refuse("only entries of port-carrying protocols"));
+    }
+    let family = match (t.src, t.dst) {
+        (IpAddr::V4(_), IpAddr::V4(_)) => libc::AF_INET,
+        (IpAddr::V6(_), IpAddr::V6(_)) => libc::AF_INET6,
+        _ => return Err(refuse("mixed families")),
+    } as u8;
+    Ok((family, what))
+}
+
+/// A request on one entry: `Ok(false)` when the kernel no longer has it.
+fn gone_is_false(done: Result<(), Error>) -> Result<bool, Error> {
+    match done {
+        Ok(()) => Ok(true),
+        Err(err) if err.errno() == Some(Errno::ENOENT) => Ok(false),
+        Err(err) => Err(err),
     }
 }
 
@@ -148,19 +178,21 @@ fn be16(data: &[u8]) -> Option<u16> {
     Some(u16::from_be_bytes(data.get(..2)?.try_into().ok()?))
 }
 
+/// The first four bytes of an attribute, big-endian (id, mark).
+fn be32(data: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(data.get(..4)?.try_into().ok()?))
+}
+
 /// One dumped entry; `None` when it lacks a tuple of either direction.
 fn parse_entry(msg: &[u8]) -> Result<Option<CtEntry>, Error> {
-    let (mut orig, mut reply, mut zone, mut id) = (None, None, 0u16, None);
+    let (mut orig, mut reply, mut zone, mut id, mut mark) = (None, None, 0u16, None, 0u32);
     for a in parse_attrs(msg)? {
         match a.ty {
             CTA_TUPLE_ORIG => orig = parse_tuple(a.data)?,
             CTA_TUPLE_REPLY => reply = parse_tuple(a.data)?,
             CTA_ZONE => zone = be16(a.data).unwrap_or(zone),
-            CTA_ID => {
-                if let Some(b) = a.data.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok()) {
-                    id = Some(u32::from_be_bytes(b));
-                }
-            }
+            CTA_ID => id = be32(a.data).or(id),
+            CTA_MARK => mark = be32(a.data).unwrap_or(mark),
             _ => {}
         }
     }
@@ -169,6 +201,7 @@ fn parse_entry(msg: &[u8]) -> Result<Option<CtEntry>, Error> {
             orig,
             reply,
             zone,
+            mark,
             id,
         }),
         _ => None,
@@ -250,6 +283,7 @@ mod tests {
             .nest(CTA_TUPLE_ORIG, |a| tuple(a, &t))
             .nest(CTA_TUPLE_REPLY, |a| tuple(a, &r))
             .be32(CTA_ID, 7)
+            .be32(CTA_MARK, 0x0020_0001)
             .bytes(CTA_ZONE, &3u16.to_be_bytes());
         let e = parse_entry(&body).unwrap().unwrap();
         assert_eq!(e.orig.src, ip("fd00::1"));
@@ -260,6 +294,7 @@ mod tests {
         assert_eq!(e.reply, r);
         assert_eq!(e.id, Some(7));
         assert_eq!(e.zone, 3);
+        assert_eq!(e.mark, 0x0020_0001);
         // A tuple without addresses is no entry.
         assert!(parse_entry(&[]).unwrap().is_none());
         let mut orig_only = Vec::new();

@@ -55,6 +55,8 @@ pub enum Op {
     NewSetElem,
     GetSetElem,
     DelSetElem,
+    /// `IPCTNL_MSG_CT_NEW` without `NLM_F_CREATE`: changes an existing entry.
+    CtUpdate,
     /// `IPCTNL_MSG_CT_GET`: with `NLM_F_DUMP`, every conntrack entry.
     CtGet,
     /// `IPCTNL_MSG_CT_DELETE`: one conntrack entry.
@@ -76,6 +78,7 @@ impl Op {
             Op::NewSetElem => "NEWSETELEM",
             Op::GetSetElem => "GETSETELEM",
             Op::DelSetElem => "DELSETELEM",
+            Op::CtUpdate => "CT_NEW",
             Op::CtGet => "CT_GET",
             Op::CtDelete => "CT_DELETE",
         }
@@ -97,6 +100,7 @@ impl Op {
             Op::NewSetElem => (NFNL_SUBSYS_NFTABLES, 12),
             Op::GetSetElem => (NFNL_SUBSYS_NFTABLES, 13),
             Op::DelSetElem => (NFNL_SUBSYS_NFTABLES, 14),
+            Op::CtUpdate => (NFNL_SUBSYS_CTNETLINK, 0),
             Op::CtGet => (NFNL_SUBSYS_CTNETLINK, 1),
             Op::CtDelete => (NFNL_SUBSYS_CTNETLINK, 2),
         };
@@ -108,7 +112,7 @@ impl Op {
     fn refused(self, errno: Errno, context: String) -> Error {
         let op = self.name();
         match self {
-            Op::CtGet | Op::CtDelete => Error::Conntrack { op, errno, context },
+            Op::CtUpdate | Op::CtGet | Op::CtDelete => Error::Conntrack { op, errno, context },
             _ => Error::Kernel { op, errno, context },
         }
     }

@@ -126,3 +126,63 @@ fn entries_are_listed_and_one_deleted_entry_is_gone_and_its_flow_new_again() {
         "data after the delete arrived: {r:?}"
     );
 }
+
+#[test]
+fn a_mark_bit_is_set_and_cleared_alone_and_a_rule_on_it_stops_the_flow() {
+    let (a, b) = pair();
+    const CUT: u32 = 0x0020_0000;
+    let v4: IpAddr = "10.98.0.2".parse().unwrap();
+    let server = b
+        .run(move || UdpSocket::bind(SocketAddr::new(v4, 5004)))
+        .unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let client = a.run(|| UdpSocket::bind("0.0.0.0:0")).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let delivered = |s: &UdpSocket, buf: &mut [u8]| s.recv_from(buf).is_ok();
+    client.send_to(b"1", SocketAddr::new(v4, 5004)).unwrap();
+    let (_, peer) = server.recv_from(&mut buf).unwrap();
+    let e = find(&dump(&b), 17, v4, 5004).expect("UDP entry");
+    assert_eq!(e.mark, 0);
+
+    // Another user's bit first, then weft's: neither disturbs the other.
+    assert!(b.run(move || Conntrack::new()?.set_mark(&e, 1, 1)).unwrap());
+    assert!(
+        b.run(move || Conntrack::new()?.set_mark(&e, CUT, CUT))
+            .unwrap()
+    );
+    assert_eq!(find(&dump(&b), 17, v4, 5004).unwrap().mark, CUT | 1);
+
+    // b drops packets of marked connections before it accepts established ones.
+    nft(
+        &b,
+        "insert rule inet wtct in ct mark & 0x00200000 == 0x00200000 drop",
+    );
+    client.send_to(b"2", SocketAddr::new(v4, 5004)).unwrap();
+    assert!(
+        !delivered(&server, &mut buf),
+        "a datagram of the marked flow arrived"
+    );
+
+    // Cleared: the flow passes again, and the other bit is still there.
+    assert!(
+        b.run(move || Conntrack::new()?.set_mark(&e, 0, CUT))
+            .unwrap()
+    );
+    assert_eq!(find(&dump(&b), 17, v4, 5004).unwrap().mark, 1);
+    client.send_to(b"3", SocketAddr::new(v4, 5004)).unwrap();
+    assert!(delivered(&server, &mut buf), "the unmarked flow is stopped");
+    server.send_to(b"r", peer).unwrap();
+    assert!(delivered(&client, &mut buf), "b's reply did not arrive");
+
+    // An entry that is gone: nothing to mark.
+    assert!(b.run(move || Conntrack::new()?.delete(&e)).unwrap());
+    assert!(
+        !b.run(move || Conntrack::new()?.set_mark(&e, CUT, CUT))
+            .unwrap()
+    );
+}
