@@ -145,10 +145,15 @@ fn nft_accepts_compiled_and_linear_plans() {
         for node in ["a", "b"] {
             let mut o = PlanOptions::new(node);
             o.log_per_second = Some(5);
-            check_mode(
-                &plan::render(&plan::compile(&w, &o)),
-                &format!("seed {seed} plan"),
-            );
+            // Node b's plans carry the cut rule first in every base chain.
+            o.cut_established = node == "b";
+            let text = plan::render(&plan::compile(&w, &o));
+            let bases = text.matches("type filter hook").count();
+            let cut_rules = text
+                .matches("ct mark & 0x00200000 == 0x00200000 drop")
+                .count();
+            assert_eq!(cut_rules, if o.cut_established { bases } else { 0 });
+            check_mode(&text, &format!("seed {seed} plan"));
             check_mode(
                 &plan::render(&plan::compile_linear(&w, &o)),
                 &format!("seed {seed} linear"),

@@ -187,6 +187,7 @@ fn rule(r: &plan::Rule) -> Option<weft_nft::Rule> {
         },
         plan::Rule::CounterDrop => weft_nft::Rule::CounterDrop,
         plan::Rule::Established
+        | plan::Rule::CutMarked
         | plan::Rule::NeighborDiscovery
         | plan::Rule::PairIn { .. }
         | plan::Rule::Unknown { .. }

@@ -47,6 +47,10 @@ pub struct PlanOptions {
     pub node: String,
     /// Log denied packets, at most this many per second per class (`None`: count only).
     pub log_per_second: Option<u32>,
+    /// `--policy-cut-established`: every base chain first drops the packets of connections
+    /// whose conntrack entry carries [`CUT_MARK`](super::CUT_MARK) (flows a change denied
+    /// while they were established; the agent marks them).
+    pub cut_established: bool,
 }
 
 impl PlanOptions {
@@ -55,6 +59,7 @@ impl PlanOptions {
             table: DEFAULT_TABLE.to_string(),
             node: node.to_string(),
             log_per_second: None,
+            cut_established: false,
         }
     }
 }
@@ -614,7 +619,9 @@ impl State {
             }
         }
         let chain = |point, priority, field, dir: Direction, with_self: bool| {
-            let mut rules = vec![Rule::Established, Rule::NeighborDiscovery];
+            let cut = self.opts.cut_established.then_some(Rule::CutMarked);
+            let mut rules: Vec<Rule> = cut.into_iter().collect();
+            rules.extend([Rule::Established, Rule::NeighborDiscovery]);
             for f in Family::ALL {
                 if with_self {
                     rules.push(Rule::PairIn {

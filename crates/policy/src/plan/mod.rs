@@ -73,6 +73,11 @@ pub use render::{render, render_ops};
 /// The default table name (family `inet`).
 pub const DEFAULT_TABLE: &str = "weft_policy";
 
+/// The conntrack mark bit that says "this connection was cut" (`--policy-cut-established`):
+/// set on an entry by the agent when a change denies its flow, cleared when a later change
+/// allows it again. One bit, touched with a mask, so other users of the mark keep theirs.
+pub const CUT_MARK: u32 = 0x0020_0000;
+
 /// A table of nftables objects. Element and chain order is canonical, so two plans are equal
 /// iff they describe the same ruleset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -317,6 +322,11 @@ pub enum Field {
 /// `v6` selects `ip` (false) or `ip6` (true).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Rule {
+    /// `ct mark and CUT_MARK == CUT_MARK drop`: before [`Rule::Established`], so that a
+    /// connection whose entry the agent marked as cut passes in neither direction (deleting
+    /// the entry is not enough for UDP: a reply already on its way would create a reversed
+    /// entry, and the denied side's next datagram would be its established reply).
+    CutMarked,
     /// `ct state established,related accept`
     Established,
     /// `icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit,
@@ -486,8 +496,11 @@ impl Plan {
             Field::Daddr => pkt.dst,
         };
         Ok(match rule {
-            // New connections of TCP/UDP/SCTP only: neither matches.
-            Rule::Established | Rule::NeighborDiscovery | Rule::Log { .. } => None,
+            // New connections of TCP/UDP/SCTP only: none of these matches (a new connection's
+            // entry carries no mark of weft's).
+            Rule::CutMarked | Rule::Established | Rule::NeighborDiscovery | Rule::Log { .. } => {
+                None
+            }
             Rule::PairIn { v6, set, verdict } => {
                 let hit = *v6 == is_v6
                     && match Elem::pair(pkt.src, pkt.dst) {

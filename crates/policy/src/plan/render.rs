@@ -5,7 +5,9 @@ use std::fmt::Write;
 use std::net::IpAddr;
 
 use super::ranges::{self, addr_u128};
-use super::{Chain, Elem, Field, HookPoint, KeyType, Op, Plan, Role, Rule, Verdict, diff};
+use super::{
+    CUT_MARK, Chain, Elem, Field, HookPoint, KeyType, Op, Plan, Role, Rule, Verdict, diff,
+};
 
 /// The whole plan, from nothing (the first apply): `render_ops` of `diff(empty, plan)`.
 pub fn render(plan: &Plan) -> String {
@@ -172,6 +174,7 @@ fn field(f: Field) -> &'static str {
 
 fn rule(r: &Rule) -> String {
     match r {
+        Rule::CutMarked => format!("ct mark & {CUT_MARK:#010x} == {CUT_MARK:#010x} drop"),
         Rule::Established => "ct state established,related accept".into(),
         Rule::NeighborDiscovery => "icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-redirect } accept".into(),
         Rule::PairIn {
