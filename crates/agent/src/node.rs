@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::mpsc;
 use weft_backend::{Kind, Local};
-use weft_ipam::agent::{Reply, Request};
+use weft_proto::{Reply, Request};
 use weft_store::{
     AnyStore, BackendKind, ClusterConfig, Datastore, EtcdStore, Family, LeaseId, LocalStore,
     NodeRecord, ObjectEvent, StoreError, WatchEvent,

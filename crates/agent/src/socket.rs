@@ -1,5 +1,5 @@
 //! The agent's local socket (`<run-dir>/weftd.sock`): one JSON request line in, one reply
-//! line out (wire types in `weft_ipam::agent`, shared with the plugin). Requests are handed
+//! line out (wire types in `weft_proto`, shared with the plugin). Requests are handed
 //! to the control loop, which owns the node's state.
 
 use std::path::Path;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
-use weft_ipam::agent::{Reply, Request};
+use weft_proto::{Reply, Request};
 
 use crate::error::Error;
 use crate::log;

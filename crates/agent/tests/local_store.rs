@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::{Dir, TestNs, Weftd, weftd_command};
-use weft_ipam::agent::{Request, ask};
+use weft_proto::{Request, ask};
 use weft_store::testing::temp_dir;
 
 fn start(dir: &Path, config: &str) -> Weftd {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::{Dir, TestNs, Weftd, weftd_command};
-use weft_ipam::agent::{Request, ask};
+use weft_proto::{Request, ask};
 use weft_store::testing::temp_dir;
 use weft_store::{Datastore, LocalStore, ObjectKind};
 

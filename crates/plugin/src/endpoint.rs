@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use weft_cni::{CniResult, Request};
-use weft_ipam::agent::{self, EndpointFile, Request as AgentRequest};
+use weft_proto::{self as agent, EndpointFile, Request as AgentRequest};
 
 use crate::config::{Mode, NetConf};
 use crate::names;

@@ -275,9 +275,9 @@ fn grow(conf: &mut IpamConfig, set: usize) -> Result<(), CniError> {
         return Err(CniError::internal("no agent socket or empty range set"));
     };
     let family = if family { "v4" } else { "v6" };
-    let reply = weft_ipam::agent::ask(
+    let reply = weft_proto::ask(
         &socket,
-        &weft_ipam::agent::Request::Grow {
+        &weft_proto::Request::Grow {
             family: family.into(),
         },
         std::time::Duration::from_secs(10),

@@ -44,10 +44,10 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde_json::{Value, json};
 use tokio::time::Instant;
-use weft_ipam::agent::{Reply, endpoints_dir};
 #[cfg(debug_assertions)]
 use weft_policy::World;
 use weft_policy::plan::{self, Compiler, Plan, PlanOptions};
+use weft_proto::{Reply, endpoints_dir};
 use weft_store::{Datastore, EndpointRecord, LeaseId, ObjectEvent, Revision, StoreError};
 
 use crate::config::Settings;

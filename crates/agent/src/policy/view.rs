@@ -265,7 +265,7 @@ fn parse(o: &weft_store::StoredObject) -> Option<Vec<Object>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weft_ipam::agent::EndpointFile;
+    use weft_proto::EndpointFile;
 
     fn file(cid: &str, name: &str, addr: &str) -> EndpointFile {
         EndpointFile {

@@ -1,7 +1,16 @@
-//! The plugin side of the node agent's local socket (`<run-dir>/weftd.sock`).
+//! The wire types of weftd's local socket (`<run-dir>/weftd.sock`) and the files the plugin
+//! leaves for it, shared by the `weft` plugin, `weftd` and `weftctl`.
 //!
-//! One JSON request line, one JSON reply line, then the agent closes the connection. The
-//! plugin asks only when it cannot go on alone: its node blocks are full and it needs the
+//! **Owns:** the request and reply lines, the endpoint files under `<run-dir>/endpoints/`
+//! and their paths, and the synchronous client ([`ask`]). One JSON request line, one JSON
+//! reply line, then the agent closes the connection.
+//!
+//! **Must not:** use an async runtime, touch the kernel, or depend on anything of the
+//! agent's: it is linked into the CNI plugin, which starts and ends per pod. The JSON is a
+//! contract between a plugin and a weftd of one release and with files already on disk:
+//! change it only in ways both sides and old files still read.
+//!
+//! The plugin asks only when it cannot go on alone: its node blocks are full and it needs the
 //! agent to lease another one. Everything else the plugin needs is in the conflist the agent
 //! wrote, so DEL, CHECK and every ADD with free addresses never touch the socket, and an agent
 //! that is down never blocks a pod's teardown.
@@ -10,8 +19,6 @@
 //! `<dir of the socket>/endpoints/<containerId>-<ifname>.json` ([`endpoint_path`]) and asks
 //! `attach`, which the agent answers once the pod's NetworkPolicy is in the kernel; DEL
 //! removes the file and says `detach`, best effort.
-//!
-//! Synchronous and dependency-free on purpose: it runs inside the CNI plugin process.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::IpAddr;
