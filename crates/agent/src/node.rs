@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::mpsc;
 use weft_backend::{Kind, Local};
-use weft_proto::{Reply, Request};
+use weft_proto::{Reply, Request, Status};
 use weft_store::{
     AnyStore, BackendKind, ClusterConfig, Datastore, EtcdStore, Family, LeaseId, LocalStore,
     NodeRecord, ObjectEvent, StoreError, WatchEvent,
@@ -600,20 +600,24 @@ impl Node {
         Ok(())
     }
 
+    /// What `status` and `policy-sync` answer.
+    async fn status(&self) -> Status {
+        Status {
+            node: self.s.node_name.clone(),
+            lease: self.lease,
+            blocks: self.blocks.clone(),
+            pod_mtu: self.dp.as_ref().map(|d| d.pod_mtu),
+            peers: self.table.peer_count(),
+            datastore_reachable: !self.store_down,
+            policy: self.policy.status().await,
+        }
+    }
+
     async fn on_request(&mut self, req: Request) -> Reply {
         match req {
             Request::Status => Reply {
-                ok: true,
-                status: Some(json!({
-                    "node": self.s.node_name,
-                    "lease": self.lease,
-                    "blocks": self.blocks,
-                    "podMtu": self.dp.as_ref().map(|d| d.pod_mtu),
-                    "peers": self.table.peer_count(),
-                    "datastoreReachable": !self.store_down,
-                    "policy": self.policy.status().await,
-                })),
-                ..Reply::default()
+                status: Some(Box::new(self.status().await)),
+                ..Reply::done()
             },
             Request::Attach {
                 container_id,
@@ -631,17 +635,15 @@ impl Node {
             // The barrier: a load now sees at least the state as of the request.
             Request::PolicySync => match self.policy_flush(true).await {
                 Ok(()) => Reply {
-                    ok: true,
-                    status: Some(self.policy.status().await),
-                    ..Reply::default()
+                    status: Some(Box::new(self.status().await)),
+                    ..Reply::done()
                 },
                 Err(e) => socket::refuse(&e),
             },
             Request::Grow { family } => {
-                let f = match family.as_str() {
-                    "v4" => Family::V4,
-                    "v6" => Family::V6,
-                    other => return socket::refuse(&format!("unknown family {other:?}")),
+                let f = match family {
+                    weft_proto::Family::V4 => Family::V4,
+                    weft_proto::Family::V6 => Family::V6,
                 };
                 if self.cfg.cidr(f).is_none() {
                     return socket::refuse(&format!("the cluster has no {family} CIDR"));
@@ -654,9 +656,8 @@ impl Node {
                     return socket::refuse(&format!("block {b} leased but not published: {e}"));
                 }
                 Reply {
-                    ok: true,
                     block: Some(b),
-                    ..Reply::default()
+                    ..Reply::done()
                 }
             }
         }

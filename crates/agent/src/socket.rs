@@ -78,9 +78,5 @@ pub fn serve(path: &Path, to_loop: mpsc::Sender<Incoming>) -> Result<(), Error> 
 }
 
 pub fn refuse(why: &str) -> Reply {
-    Reply {
-        ok: false,
-        error: Some(why.to_string()),
-        ..Reply::default()
-    }
+    Reply::refused(why)
 }

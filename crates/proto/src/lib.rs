@@ -1,9 +1,11 @@
 //! The wire types of weftd's local socket (`<run-dir>/weftd.sock`) and the files the plugin
 //! leaves for it, shared by the `weft` plugin, `weftd` and `weftctl`.
 //!
-//! **Owns:** the request and reply lines, the endpoint files under `<run-dir>/endpoints/`
-//! and their paths, and the synchronous client ([`ask`]). One JSON request line, one JSON
-//! reply line, then the agent closes the connection.
+//! **Owns:** the request and reply lines ([`Request`], [`Reply`]), the status weftd reports
+//! ([`Status`], read by `weftctl status`), the endpoint files under `<run-dir>/endpoints/`
+//! and their paths ([`EndpointFile`]), the socket's request size limit, and the synchronous
+//! client ([`ask`]). One JSON request line, one JSON reply line, then the agent closes the
+//! connection.
 //!
 //! **Must not:** use an async runtime, touch the kernel, or depend on anything of the
 //! agent's: it is linked into the CNI plugin, which starts and ends per pod. The JSON is a
@@ -20,21 +22,34 @@
 //! `attach`, which the agent answers once the pod's NetworkPolicy is in the kernel; DEL
 //! removes the file and says `detach`, best effort.
 
+mod endpoint;
+mod status;
+
 use std::io::{BufRead, BufReader, Write};
-use std::net::IpAddr;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+pub use endpoint::{EndpointFile, EndpointMode, endpoint_path, endpoints_dir};
+pub use status::{
+    ApplyMode, ApplyTiming, CommitVia, DeniedClass, DeniedPod, Direction, LastCut, PolicyStatus,
+    Status,
+};
+
+/// The longest request line weftd reads, newline included. The largest real request (an
+/// `attach` with a 64-byte container id and a 15-byte ifname) is under 200 bytes; the
+/// limit only stops a client from making weftd buffer without end.
+pub const MAX_REQUEST_LINE: usize = 64 * 1024;
+
 /// What a client may ask.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Request {
-    /// Lease one more block of this family for the node (`family`: "v4" or "v6").
-    Grow { family: String },
+    /// Lease one more block of this family for the node.
+    Grow { family: Family },
     /// The node's identity, blocks and MTU, and its policy state (for `weftctl` and tests).
     Status,
     /// A pod was attached and its [`EndpointFile`] written: program its policy, and answer
@@ -50,37 +65,32 @@ pub enum Request {
         container_id: String,
         ifname: String,
     },
-    /// Load the policy view from the datastore now, apply it, and answer with the policy
-    /// state once committed (a barrier for tools and tests).
+    /// Load the policy view from the datastore now, apply it, and answer with the node's
+    /// [`Status`] once committed (a barrier for tools and tests).
     PolicySync,
 }
 
-/// What the plugin records of a pod it attached, for the agent (JSON, camelCase).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EndpointFile {
-    pub container_id: String,
-    pub ifname: String,
-    /// `K8S_POD_NAMESPACE`, else `default`.
-    pub namespace: String,
-    /// `K8S_POD_NAME`, else the container id.
-    pub name: String,
-    pub addresses: Vec<IpAddr>,
-    /// The node-side interface (veth) in bridge and ptp modes; none in macvlan mode.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host_interface: Option<String>,
-    /// `bridge`, `ptp` or `macvlan`.
-    pub mode: String,
+/// An address family, as the wire spells it (`"v4"`, `"v6"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    V4,
+    V6,
 }
 
-/// The directory endpoint files live in, next to the agent's socket.
-pub fn endpoints_dir(socket: &Path) -> PathBuf {
-    socket.parent().unwrap_or(Path::new(".")).join("endpoints")
+impl Family {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::V4 => "v4",
+            Family::V6 => "v6",
+        }
+    }
 }
 
-/// `<dir of socket>/endpoints/<containerId>-<ifname>.json`.
-pub fn endpoint_path(socket: &Path, container_id: &str, ifname: &str) -> PathBuf {
-    endpoints_dir(socket).join(format!("{container_id}-{ifname}.json"))
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The agent's answer. `error` is set exactly when `ok` is false.
@@ -89,10 +99,31 @@ pub struct Reply {
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The block a `grow` leased.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block: Option<IpNet>,
+    /// The answer to `status` and `policy-sync`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<serde_json::Value>,
+    pub status: Option<Box<Status>>,
+}
+
+impl Reply {
+    /// Done, nothing to report.
+    pub fn done() -> Reply {
+        Reply {
+            ok: true,
+            ..Reply::default()
+        }
+    }
+
+    /// Not done, and why (for a person: the plugin logs it, weftctl prints it).
+    pub fn refused(why: impl Into<String>) -> Reply {
+        Reply {
+            ok: false,
+            error: Some(why.into()),
+            ..Reply::default()
+        }
+    }
 }
 
 /// Why a request to the agent failed.
@@ -137,50 +168,4 @@ pub fn ask(socket: &Path, req: &Request, timeout: Duration) -> Result<Reply, Age
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wire_format_is_stable() {
-        let r = Request::Grow {
-            family: "v4".into(),
-        };
-        assert_eq!(
-            serde_json::to_string(&r).unwrap(),
-            r#"{"op":"grow","family":"v4"}"#
-        );
-        assert_eq!(
-            serde_json::to_string(&Request::Status).unwrap(),
-            r#"{"op":"status"}"#
-        );
-        assert_eq!(
-            serde_json::to_string(&Request::Attach {
-                container_id: "c1".into(),
-                ifname: "eth0".into()
-            })
-            .unwrap(),
-            r#"{"op":"attach","containerId":"c1","ifname":"eth0"}"#
-        );
-        assert_eq!(
-            serde_json::to_string(&Request::PolicySync).unwrap(),
-            r#"{"op":"policy-sync"}"#
-        );
-        assert_eq!(
-            endpoint_path(Path::new("/run/weft/weftd.sock"), "c1", "eth0"),
-            Path::new("/run/weft/endpoints/c1-eth0.json")
-        );
-        let reply: Reply = serde_json::from_str(r#"{"ok":true,"block":"10.244.0.64/26"}"#).unwrap();
-        assert_eq!(reply.block, Some("10.244.0.64/26".parse().unwrap()));
-    }
-
-    #[test]
-    fn missing_socket_is_an_io_error_naming_the_path() {
-        let err = ask(
-            Path::new("/nonexistent/weftd.sock"),
-            &Request::Status,
-            Duration::from_millis(100),
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/weftd.sock"), "{err}");
-    }
-}
+mod tests;

@@ -42,12 +42,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use serde_json::{Value, json};
+#[cfg(debug_assertions)]
+use serde_json::json;
 use tokio::time::Instant;
 #[cfg(debug_assertions)]
 use weft_policy::World;
 use weft_policy::plan::{self, Compiler, Plan, PlanOptions};
-use weft_proto::{Reply, endpoints_dir};
+use weft_proto::{
+    ApplyMode, ApplyTiming, CommitVia, DeniedClass, DeniedPod, Direction, EndpointMode, LastCut,
+    PolicyStatus, Reply, endpoints_dir,
+};
 use weft_store::{Datastore, EndpointRecord, LeaseId, ObjectEvent, Revision, StoreError};
 
 use crate::config::Settings;
@@ -257,7 +261,11 @@ impl Policy {
     }
 
     fn warn_unenforceable(&self) {
-        for f in self.local.values().filter(|f| f.mode == "macvlan") {
+        for f in self
+            .local
+            .values()
+            .filter(|f| f.mode == EndpointMode::Macvlan)
+        {
             log::error(
                 "NetworkPolicy cannot be enforced for a macvlan pod: its traffic never passes this node's netfilter",
                 &[
@@ -359,7 +367,11 @@ impl Policy {
                     None => feed::feed_touched(c, &touched, view, &self.node, &self.local),
                 };
                 let ops = c.take_ops();
-                self.timing.mode = if fed.whole { "world" } else { "incremental" };
+                self.timing.mode = if fed.whole {
+                    ApplyMode::World
+                } else {
+                    ApplyMode::Incremental
+                };
                 self.timing.fed_endpoints = fed.endpoints;
                 self.timing.fed_policies = fed.policies;
                 self.timing.ops = ops.len();
@@ -382,14 +394,14 @@ impl Policy {
                 self.timing.fed_policies = c.world().policies.len();
                 let script = if self.kernel_known {
                     let ops = plan::diff(&self.restored, c.plan());
-                    self.timing.mode = "diff";
+                    self.timing.mode = ApplyMode::Diff;
                     self.timing.ops = ops.len();
                     (!ops.is_empty()).then_some(Commit::Ops {
                         ops,
                         journal: false,
                     })
                 } else {
-                    self.timing.mode = "replace";
+                    self.timing.mode = ApplyMode::Replace;
                     self.timing.ops = 0;
                     Some(Commit::Replace)
                 };
@@ -453,14 +465,14 @@ impl Policy {
                 &[
                     ("revision", revision.into()),
                     ("classes", self.plan().classes.len().into()),
-                    ("mode", self.timing.mode.into()),
+                    ("mode", self.timing.mode.as_str().into()),
                     ("ops", self.timing.ops.into()),
                     ("loadMs", self.timing.load_ms.into()),
                     ("worldMs", self.timing.world_ms.into()),
                     ("compileMs", self.timing.compile_ms.into()),
                     ("persistMs", self.timing.persist_ms.into()),
                     ("nftMs", self.timing.nft_ms.into()),
-                    ("via", self.timing.via.into()),
+                    ("via", self.timing.via.as_str().into()),
                 ],
             );
         }
@@ -480,16 +492,16 @@ impl Policy {
         let ops = match commit {
             Commit::Ops { ops, .. } => ops,
             Commit::Replace => {
-                self.timing.via = "nft";
+                self.timing.via = CommitVia::Nft;
                 return nft::apply(replace_script(self.plan())).await;
             }
         };
         let plan = self.plan();
         let Some(batch) = netlink::batch(&self.opts.table, &ops, plan, plan) else {
-            self.timing.via = "nft";
+            self.timing.via = CommitVia::Nft;
             return nft::apply(plan::render_ops(&self.opts.table, &ops)).await;
         };
-        self.timing.via = "netlink";
+        self.timing.via = CommitVia::Netlink;
         let session = self.session.take();
         let (session, done) = tokio::task::spawn_blocking(move || {
             let mut session = match session {
@@ -601,7 +613,7 @@ impl Policy {
         let Some(f) = endpoints::read(&path) else {
             return socket::refuse(&format!("no readable endpoint file {}", path.display()));
         };
-        let macvlan = f.mode == "macvlan";
+        let macvlan = f.mode == EndpointMode::Macvlan;
         self.touched
             .pods
             .insert((f.namespace.clone(), f.name.clone()));
@@ -623,10 +635,7 @@ impl Policy {
             );
         }
         match self.apply(blocks, underlay).await {
-            Ok(()) => Reply {
-                ok: true,
-                ..Reply::default()
-            },
+            Ok(()) => Reply::done(),
             Err(e) => socket::refuse(&e),
         }
     }
@@ -640,10 +649,7 @@ impl Policy {
             self.touched.pods.insert((old.namespace, old.name));
         }
         self.mark_dirty();
-        Reply {
-            ok: true,
-            ..Reply::default()
-        }
+        Reply::done()
     }
 
     /// Publish this node's endpoints after an attach or detach (outside the reply path).
@@ -654,9 +660,11 @@ impl Policy {
     }
 
     /// The policy part of the agent's status, with per-class drop counters from the kernel.
-    pub async fn status(&self) -> Value {
+    pub async fn status(&self) -> PolicyStatus {
         let counters = if self.kernel_known {
-            nft::drop_counters(self.opts.table.clone()).await
+            nft::drop_counters(self.opts.table.clone())
+                .await
+                .map_err(|e| e.to_string())
         } else {
             Err("the kernel table is not (yet) the applied plan".to_string())
         };
@@ -672,10 +680,16 @@ impl Policy {
                 // Each isolated pod is in one class per direction: its element counter is
                 // what that class (its policies) denied it.
                 for (set, addr, packets, bytes) in d.pods {
-                    let (dir, map) = if set.starts_with("denied_in") {
-                        ("ingress", if addr.is_ipv6() { "in6" } else { "in4" })
+                    let (direction, map) = if set.starts_with("denied_in") {
+                        (
+                            Direction::Ingress,
+                            if addr.is_ipv6() { "in6" } else { "in4" },
+                        )
                     } else {
-                        ("egress", if addr.is_ipv6() { "out6" } else { "out4" })
+                        (
+                            Direction::Egress,
+                            if addr.is_ipv6() { "out6" } else { "out4" },
+                        )
                     };
                     let class = self
                         .plan()
@@ -699,14 +713,14 @@ impl Policy {
                         .get(&class)
                         .map(|i| i.policies.iter().map(|p| p.to_string()).collect())
                         .unwrap_or_default();
-                    pods.push(json!({
-                        "pod": pod,
-                        "address": addr,
-                        "direction": dir,
-                        "policies": policies,
-                        "packets": packets,
-                        "bytes": bytes,
-                    }));
+                    pods.push(DeniedPod {
+                        pod,
+                        address: addr,
+                        direction,
+                        policies,
+                        packets,
+                        bytes,
+                    });
                 }
             }
             Err(e) => counter_error = Some(e),
@@ -714,12 +728,15 @@ impl Policy {
         let mut denied = Vec::new();
         for (chain, packets) in per_chain {
             match self.plan().classes.get(&chain) {
-                Some(info) => denied.push(json!({
-                    "chain": chain,
-                    "direction": info.direction.as_str(),
-                    "policies": info.policies.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-                    "packets": packets,
-                })),
+                Some(info) => denied.push(DeniedClass {
+                    direction: match info.direction {
+                        weft_policy::Direction::Ingress => Direction::Ingress,
+                        weft_policy::Direction::Egress => Direction::Egress,
+                    },
+                    policies: info.policies.iter().map(|p| p.to_string()).collect(),
+                    chain,
+                    packets,
+                }),
                 None => unknown += packets,
             }
         }
@@ -728,34 +745,39 @@ impl Policy {
         let unenforceable: Vec<String> = self
             .local
             .values()
-            .filter(|f| f.mode == "macvlan")
+            .filter(|f| f.mode == EndpointMode::Macvlan)
             .map(|f| format!("{}/{}", f.namespace, f.name))
             .collect();
-        json!({
-            "table": format!("inet {}", self.opts.table),
-            "revision": self.applied_revision,
-            "viewLoaded": self.view.is_some(),
-            "inSync": self.in_sync(),
-            "policies": self.view.as_ref().map_or(0, |v| v.policies.len()),
-            "endpoints": self.local.len(),
-            "classes": self.plan().classes.len(),
-            "chains": self.plan().chains.len(),
-            "rules": rules,
-            "elements": elements,
-            "denied": denied,
-            "deniedPods": pods,
-            "deniedUnknownPods": unknown,
-            "counterError": counter_error,
-            "lastError": self.last_error,
-            "unenforceable": unenforceable,
-            "cutEstablished": self.cut_established,
-            "lastCut": match &self.last_cut {
-                Ok(c) => json!({"entries": c.entries, "cut": c.cut}),
-                Err(e) => json!({"error": e}),
+        PolicyStatus {
+            table: format!("inet {}", self.opts.table),
+            revision: self.applied_revision,
+            view_loaded: self.view.is_some(),
+            in_sync: self.in_sync(),
+            policies: self.view.as_ref().map_or(0, |v| v.policies.len()),
+            endpoints: self.local.len(),
+            classes: self.plan().classes.len(),
+            chains: self.plan().chains.len(),
+            rules,
+            elements,
+            denied,
+            denied_pods: pods,
+            denied_unknown_pods: unknown,
+            counter_error,
+            last_error: self.last_error.clone(),
+            unenforceable,
+            cut_established: self.cut_established,
+            last_cut: match &self.last_cut {
+                Ok(c) => LastCut::Swept {
+                    entries: c.entries,
+                    cut: c.cut,
+                },
+                Err(e) => LastCut::Failed {
+                    error: e.to_string(),
+                },
             },
-            "lastApply": self.timing.to_json(),
-            "lastChange": self.last_change.to_json(),
-        })
+            last_apply: self.timing.to_status(),
+            last_change: self.last_change.to_status(),
+        }
     }
 
     /// Loaded, applied, and nothing waiting.
@@ -776,15 +798,13 @@ struct Timing {
     persist_ms: f64,
     /// Committing the change to the kernel (netlink or `nft`).
     nft_ms: f64,
-    /// How the last change was committed: `netlink` (one batch on a kept socket: elements,
-    /// regular chains, sets) or `nft` (`nft -f`: the table, base or replaced chains).
-    via: &'static str,
+    /// How the last change was committed: one netlink batch on a kept socket (elements,
+    /// regular chains, sets) or `nft -f` (the table, base or replaced chains).
+    via: CommitVia,
     /// The sum of the above, for the last committed change.
     total_ms: f64,
-    /// `incremental` (pods and policies fed), `world` (namespaces or nodes changed: the
-    /// world replaced), `diff` (a new compiler diffed against the restored plan), `replace`
-    /// (the whole table), `""` before any apply.
-    mode: &'static str,
+    /// How the plan was reached ([`ApplyMode`]).
+    mode: ApplyMode,
     /// Ops of the last diff (0 for a whole-table replace).
     ops: usize,
     /// Pods and policies fed to the compiler (all of them for a new compiler).
@@ -793,20 +813,20 @@ struct Timing {
 }
 
 impl Timing {
-    fn to_json(self) -> Value {
-        json!({
-            "mode": self.mode,
-            "loadMs": self.load_ms,
-            "worldMs": self.world_ms,
-            "compileMs": self.compile_ms,
-            "persistMs": self.persist_ms,
-            "nftMs": self.nft_ms,
-            "via": self.via,
-            "totalMs": self.total_ms,
-            "ops": self.ops,
-            "endpointsFed": self.fed_endpoints,
-            "policiesFed": self.fed_policies,
-        })
+    fn to_status(self) -> ApplyTiming {
+        ApplyTiming {
+            mode: self.mode,
+            load_ms: self.load_ms,
+            world_ms: self.world_ms,
+            compile_ms: self.compile_ms,
+            persist_ms: self.persist_ms,
+            nft_ms: self.nft_ms,
+            via: self.via,
+            total_ms: self.total_ms,
+            ops: self.ops,
+            endpoints_fed: self.fed_endpoints,
+            policies_fed: self.fed_policies,
+        }
     }
 }
 

@@ -275,7 +275,7 @@ mod tests {
             name: name.into(),
             addresses: vec![addr.parse().unwrap()],
             host_interface: Some("wv0".into()),
-            mode: "bridge".into(),
+            mode: weft_proto::EndpointMode::Bridge,
         }
     }
 

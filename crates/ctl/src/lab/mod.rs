@@ -670,10 +670,10 @@ fn policy_sync(names: &Names, timeout: Duration) -> Result<()> {
         loop {
             match ask(&socket, &Request::PolicySync, Duration::from_secs(10)) {
                 Ok(reply) => {
-                    let st = reply.status.unwrap_or_default();
+                    let p = reply.status.unwrap_or_default().policy;
                     println!(
                         "node {}: policy at revision {} ({} classes, {} rules)",
-                        n.name, st["revision"], st["classes"], st["rules"]
+                        n.name, p.revision, p.classes, p.rules
                     );
                     break;
                 }
