@@ -24,7 +24,7 @@ use crate::error::Error;
 use crate::identity;
 use crate::log;
 use crate::peers::{Change, PeerTable};
-use crate::policy::Policy;
+use crate::policy::{self, Policy};
 use crate::socket;
 
 /// What survives an agent restart in `<run-dir>/node.json`: the lease to try first and the
@@ -256,17 +256,21 @@ impl Node {
 
     /// Load the policy view and apply it (failures are logged and retried by the policy's
     /// own timer; the kernel keeps what it has).
-    async fn policy_flush(&mut self, load: bool) -> Result<(), String> {
+    async fn policy_flush(&mut self, load: bool) -> Result<(), policy::Error> {
         let (blocks, underlay) = (self.blocks.clone(), self.underlay());
         let r = self
             .policy
             .flush(&self.store, self.lease, &blocks, &underlay, load)
             .await;
-        if let Err(e) = &r {
-            log::warn(
+        match &r {
+            Ok(()) => {}
+            // An outage the node already reported: a load is retried every few seconds
+            // while it lasts, and saying so each time would bury the log.
+            Err(policy::Error::Load(StoreError::Unavailable { .. })) if self.store_down => {}
+            Err(e) => log::warn(
                 "policy view not applied; retrying",
-                &[("error", e.clone().into())],
-            );
+                &[("error", e.to_string().into())],
+            ),
         }
         r
     }
@@ -638,7 +642,7 @@ impl Node {
                     status: Some(Box::new(self.status().await)),
                     ..Reply::done()
                 },
-                Err(e) => socket::refuse(&e),
+                Err(e) => socket::refuse(&e.to_string()),
             },
             Request::Grow { family } => {
                 let f = match family {

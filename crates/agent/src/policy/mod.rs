@@ -30,6 +30,7 @@
 
 pub mod cut;
 mod endpoints;
+mod error;
 mod feed;
 pub mod netlink;
 pub mod nft;
@@ -57,6 +58,8 @@ use weft_store::{Datastore, EndpointRecord, LeaseId, ObjectEvent, Revision, Stor
 use crate::config::Settings;
 use crate::log;
 use crate::socket;
+pub use error::Error;
+
 use endpoints::Local;
 use feed::Touched;
 use persist::Persisted;
@@ -113,7 +116,7 @@ pub struct Policy {
     fed_node: Option<(Vec<IpNet>, Vec<IpAddr>)>,
     /// `--policy-cut-established`, and what its last sweep did.
     cut_established: bool,
-    last_cut: Result<cut::Sweep, String>,
+    last_cut: Result<cut::Sweep, Error>,
 }
 
 impl Policy {
@@ -164,7 +167,7 @@ impl Policy {
                             "file",
                             self.persist.plan_path().display().to_string().into(),
                         ),
-                        ("error", e.into()),
+                        ("error", e.to_string().into()),
                     ],
                 );
                 return;
@@ -184,7 +187,7 @@ impl Policy {
             }
             Err(e) => log::error(
                 "cannot restore the persisted policy plan",
-                &[("error", e.into())],
+                &[("error", e.to_string().into())],
             ),
         }
     }
@@ -287,7 +290,7 @@ impl Policy {
         blocks: &[IpNet],
         underlay: &[IpAddr],
         load: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         self.due = None;
         if !(load || self.reload || self.view.is_none()) {
             self.timing = Timing::default();
@@ -318,9 +321,9 @@ impl Policy {
                 // Not sooner: every attempt can hold the control loop for a request timeout
                 // while the datastore is down; its watch's Resync brings the load forward.
                 self.due = Some(Instant::now() + LOAD_RETRY);
-                let msg = format!("loading the policy view: {e}");
-                self.last_error = Some(msg.clone());
-                return Err(msg);
+                let e = Error::Load(e);
+                self.last_error = Some(e.to_string());
+                return Err(e);
             }
         }
         self.apply(blocks, underlay).await?;
@@ -342,9 +345,9 @@ impl Policy {
     /// the world) and its ops are the transaction. Otherwise — the first apply after a start,
     /// or after a failed commit — a new compiler is built from the whole view and its plan
     /// is diffed against the restored one, or replaces the table whole.
-    async fn apply(&mut self, blocks: &[IpNet], underlay: &[IpAddr]) -> Result<(), String> {
+    async fn apply(&mut self, blocks: &[IpNet], underlay: &[IpAddr]) -> Result<(), Error> {
         let Some(view) = &self.view else {
-            return Err("the policy view has not been loaded from the datastore yet".into());
+            return Err(Error::NotLoaded);
         };
         let started = std::time::Instant::now();
         let revision = view.revision;
@@ -428,7 +431,10 @@ impl Policy {
                 _ => self.persist.write_whole(plan),
             };
             if let Err(e) = written {
-                log::error("policy plan not persisted", &[("error", e.into())]);
+                log::error(
+                    "policy plan not persisted",
+                    &[("error", e.to_string().into())],
+                );
             }
         }
         self.timing.persist_ms = ms(persisting);
@@ -445,10 +451,13 @@ impl Policy {
                 self.kernel_known = false;
                 self.persist.invalidate();
                 self.due = Some(Instant::now() + RETRY);
-                let msg = format!("applying the policy plan: {e}");
-                log::error("policy not applied", &[("error", msg.clone().into())]);
-                self.last_error = Some(msg.clone());
-                return Err(msg);
+                let e = Error::Apply {
+                    table: self.opts.table.clone(),
+                    source: Box::new(e),
+                };
+                log::error("policy not applied", &[("error", e.to_string().into())]);
+                self.last_error = Some(e.to_string());
+                return Err(e);
             }
             // A sum of µs-rounded figures: rounded again, or 0.703 prints as 0.7030000000000001.
             self.timing.total_ms = ((self.timing.load_ms
@@ -488,7 +497,7 @@ impl Policy {
     /// Hands a change to the kernel: elements, new and deleted sets and regular chains as one
     /// netlink batch on the kept session; the table, base chains and replaced chains (first
     /// build, option changes) through `nft -f`. Both are one atomic transaction.
-    async fn commit(&mut self, commit: Commit) -> Result<(), String> {
+    async fn commit(&mut self, commit: Commit) -> Result<(), Error> {
         let ops = match commit {
             Commit::Ops { ops, .. } => ops,
             Commit::Replace => {
@@ -508,7 +517,7 @@ impl Policy {
                 Some(s) => s,
                 None => match weft_nft::Session::open() {
                     Ok(s) => s,
-                    Err(e) => return (None, Err(format!("nf_tables netlink socket: {e}"))),
+                    Err(e) => return (None, Err(Error::Socket(e))),
                 },
             };
             let done = netlink::commit_on(&mut session, batch);
@@ -516,7 +525,10 @@ impl Policy {
             (done.is_ok().then_some(session), done)
         })
         .await
-        .map_err(|e| format!("netlink commit thread failed: {e}"))?;
+        .map_err(|source| Error::Thread {
+            what: "netlink commit",
+            source,
+        })?;
         self.session = session;
         done
     }
@@ -534,7 +546,7 @@ impl Policy {
             Ok(_) => {}
             Err(e) => log::error(
                 "cutting established connections failed",
-                &[("error", e.clone().into())],
+                &[("error", e.to_string().into())],
             ),
         }
     }
@@ -636,7 +648,7 @@ impl Policy {
         }
         match self.apply(blocks, underlay).await {
             Ok(()) => Reply::done(),
-            Err(e) => socket::refuse(&e),
+            Err(e) => socket::refuse(&e.to_string()),
         }
     }
 
