@@ -328,9 +328,9 @@ impl Node {
         let (name, lease) = (self.s.node_name.clone(), self.lease);
         let b = retry("claim block", || self.store.claim_block(&name, f, lease))
             .await
-            .map_err(|e| Error::NoBlock {
+            .map_err(|source| Error::NoBlock {
                 family: fam_name(f),
-                detail: e.to_string(),
+                source,
             })?;
         self.blocks.push(b);
         log::info("block leased", &[("block", b.to_string().into())]);
@@ -347,9 +347,12 @@ impl Node {
             }
             match self.claim(f).await {
                 Ok(_) => {}
-                Err(Error::NoBlock { family, detail }) => log::error(
+                Err(Error::NoBlock { family, source }) => log::error(
                     "no block for this node: no new pods of this family until one is free",
-                    &[("family", family.into()), ("error", detail.into())],
+                    &[
+                        ("family", family.into()),
+                        ("error", source.to_string().into()),
+                    ],
                 ),
                 Err(e) => return Err(e),
             }
@@ -446,6 +449,10 @@ impl Node {
             match res {
                 Ok(()) => log::info("peer programmed", &[("peer", what.into())]),
                 // The periodic resync retries it; one bad peer must not stop the others.
+                Err(Error::Dataplane(e)) if e.is_peer_error() => log::error(
+                    "peer refused by the backend; the others carry on",
+                    &[("peer", what.into()), ("error", e.to_string().into())],
+                ),
                 Err(e) => log::error(
                     "peer not programmed",
                     &[("peer", what.into()), ("error", e.to_string().into())],
@@ -495,6 +502,16 @@ impl Node {
         let drift = match self.dp()?.resync(self.table.desired()).await {
             Ok(d) => d,
             Err(Error::DataplaneGone) => return Err(Error::DataplaneGone),
+            // Everything else was repaired: say which peers were not, count what was.
+            Err(Error::Dataplane(weft_backend::Error::PeersRefused { refused, drift })) => {
+                for why in refused {
+                    log::error(
+                        "peer not programmed; retried at the next resync",
+                        &[("error", why.into())],
+                    );
+                }
+                drift
+            }
             Err(e) => {
                 log::error(
                     "drift repair incomplete",
@@ -693,7 +710,7 @@ impl Node {
         renew.tick().await;
         resync.tick().await;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| Error::Dataplane(format!("cannot watch SIGTERM: {e}")))?;
+            .map_err(Error::Signal)?;
         loop {
             let step = tokio::select! {
                 ev = events.recv() => match ev {
