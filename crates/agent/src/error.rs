@@ -45,6 +45,16 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The run dir cannot hold weftd's socket safely (docs/agent.md, "The local socket").
+    #[error(
+        "run dir {path} (mode {mode:o}) is {reason}: weftd's socket must be reachable by root \
+         only; give weftd a directory of its own (--run-dir)"
+    )]
+    UnsafeRunDir {
+        path: PathBuf,
+        mode: u32,
+        reason: &'static str,
+    },
     #[error("local socket {path}: {source}")]
     Socket {
         path: PathBuf,

@@ -134,6 +134,8 @@ async fn connect(s: &Settings) -> Result<AnyStore, Error> {
 /// Run the agent until SIGTERM/SIGINT. Kernel state and the lease are left in place on exit:
 /// a restarted agent adopts both, so pods never notice.
 pub async fn run(s: Settings) -> Result<(), Error> {
+    // Everything weftd keeps in the run dir (socket, endpoint files, plan) is root's alone.
+    socket::secure_dir(&s.run_dir)?;
     // Before anything else, and before the datastore answers: the kernel back to the last
     // applied policy plan.
     let mut policy = Policy::new(&s);

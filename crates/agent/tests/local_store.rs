@@ -5,6 +5,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Command;
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::{Dir, TestNs, Weftd, weftd_command};
-use weft_proto::{Family, Request, ask};
+use weft_proto::{Family, MAX_REQUEST_LINE, Request, ask};
 use weft_store::testing::temp_dir;
 
 fn start(dir: &Path, config: &str) -> Weftd {
@@ -66,7 +67,9 @@ fn wait_ready(agent: &mut Weftd, dir: &Path) {
 fn exchange(sock: &Path, bytes: &[u8]) -> String {
     let mut s = UnixStream::connect(sock).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(bytes).unwrap();
+    // weftd stops reading an over-long line and closes: the write may fail, the reply is
+    // there all the same.
+    let _ = s.write_all(bytes);
     let mut line = String::new();
     BufReader::new(&s).read_line(&mut line).unwrap();
     line
@@ -91,6 +94,20 @@ fn single_node_leases_grows_and_keeps_its_blocks_across_a_restart() {
             wait_ready(&mut agent, &dir.0);
             let first = ranges(&dir.0);
             assert_eq!(first, [vec!["10.97.0.0/28"], vec!["fd00:97::/124"]]);
+
+            // The socket and its directory are root's alone.
+            let sock = dir.0.join("run/weftd.sock");
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+            assert_eq!(mode(&dir.0.join("run")), 0o700);
+            assert_eq!(mode(&sock), 0o600);
+            // A request line past the limit is refused; weftd serves the next client.
+            let long = format!("{{\"op\":\"status\"{}}}\n", " ".repeat(MAX_REQUEST_LINE));
+            let reply = exchange(&sock, long.as_bytes());
+            assert!(
+                reply.contains(r#""ok":false"#) && reply.contains("longer than"),
+                "{reply}"
+            );
+            ask(&sock, &Request::Status, Duration::from_secs(5)).expect("weftd still serves");
             let ifindex = vxlan_index(&ns);
 
             // The plugin's request when a node's blocks are full.

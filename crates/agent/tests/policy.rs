@@ -101,6 +101,12 @@ fn policy_from_the_local_store_is_applied_persisted_and_restored_first() {
                 std::thread::sleep(Duration::from_millis(50));
             };
             assert_eq!(st.classes, 1, "deny-all isolates web-0 (ingress): {st:?}");
+            // The run dir existed (made above, umask mode): weftd tightened it to root only.
+            let run_mode = std::fs::metadata(dir.0.join("run")).unwrap().permissions();
+            assert_eq!(
+                std::os::unix::fs::PermissionsExt::mode(&run_mode) & 0o7777,
+                0o700
+            );
             assert_eq!(st.endpoints, 1, "{st:?}");
             assert!(
                 st.denied.iter().all(|d| d.policies == ["shop/deny-all"]),
