@@ -138,7 +138,7 @@ pub fn serve(path: &Path, to_loop: mpsc::Sender<Incoming>) -> Result<(), Error> 
                             rx.await.unwrap_or_else(|_| refuse("request dropped"))
                         }
                     }
-                    Ok(Err(why)) => Reply::refused(why),
+                    Ok(Err(bad)) => Reply::refused(bad.to_string()),
                     Err(_) => refuse("no request within 5 s"),
                 };
                 let mut out = serde_json::to_string(&reply).unwrap_or_else(|_| "{}".into());
@@ -152,22 +152,29 @@ pub fn serve(path: &Path, to_loop: mpsc::Sender<Incoming>) -> Result<(), Error> 
     Ok(())
 }
 
-/// One request line, at most [`MAX_REQUEST_LINE`] bytes (newline included); Err is the
-/// refusal to answer with.
-async fn read_request(read: impl tokio::io::AsyncRead + Unpin) -> Result<Request, String> {
+/// Why a request line is refused (the reply's `error`, for the client to log).
+#[derive(Debug, thiserror::Error)]
+enum BadRequest {
+    #[error("read failed: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("request line longer than {MAX_REQUEST_LINE} bytes; connection closed")]
+    TooLong,
+    #[error("malformed request: {0}")]
+    Malformed(#[source] serde_json::Error),
+}
+
+/// One request line, at most [`MAX_REQUEST_LINE`] bytes (newline included).
+async fn read_request(read: impl tokio::io::AsyncRead + Unpin) -> Result<Request, BadRequest> {
     let mut line = Vec::new();
     // One byte past the limit tells a line at the limit from a longer one.
     BufReader::new(read.take(MAX_REQUEST_LINE as u64 + 1))
         .read_until(b'\n', &mut line)
         .await
-        .map_err(|e| format!("read failed: {e}"))?;
+        .map_err(BadRequest::Read)?;
     if line.len() > MAX_REQUEST_LINE {
-        return Err(format!(
-            "request line longer than {MAX_REQUEST_LINE} bytes; connection closed"
-        ));
+        return Err(BadRequest::TooLong);
     }
-    serde_json::from_slice::<Request>(line.trim_ascii())
-        .map_err(|e| format!("malformed request: {e}"))
+    serde_json::from_slice(line.trim_ascii()).map_err(BadRequest::Malformed)
 }
 
 pub fn refuse(why: &str) -> Reply {
