@@ -83,7 +83,8 @@ fn main() -> Result<(), String> {
     let first = plan::render(c.plan());
     let t = Instant::now();
     ns.run(|| apply_blocking(&first))
-        .map_err(|e| e.to_string())??;
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
     let elems: usize = c.plan().sets.values().map(|s| s.elements.len()).sum();
     eprintln!(
         "initial plan: {} sets, {} chains, {elems} elements, nft -f {:.0} ms",
@@ -128,7 +129,7 @@ fn main() -> Result<(), String> {
             let t = Instant::now();
             let batch = netlink::batch(table, &ops, &old, c.plan())
                 .ok_or_else(|| format!("change {j} is not element-only: {ops:?}"))?;
-            netlink::commit_on(&mut session, batch)?;
+            netlink::commit_on(&mut session, batch).map_err(|e| e.to_string())?;
             via_session.push(t.elapsed());
         } else if j % 3 == 0 {
             let t = Instant::now();
@@ -140,14 +141,16 @@ fn main() -> Result<(), String> {
                     let t = Instant::now();
                     netlink::commit(batch).map(|()| t.elapsed())
                 })
-                .map_err(|e| e.to_string())??;
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
             via_netlink.push(t.elapsed());
             commit_only.push(kernel);
         } else {
             let t = Instant::now();
             let script = plan::render_ops(table, &ops);
             ns.run(|| apply_blocking(&script))
-                .map_err(|e| e.to_string())??;
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
             via_nft.push(t.elapsed());
         }
     }
@@ -246,13 +249,14 @@ fn policy_edits(
             let t = Instant::now();
             let batch = netlink::batch(table, &ops, &old, c.plan())
                 .ok_or_else(|| format!("edit {j} can't go over netlink: {ops:?}"))?;
-            netlink::commit_on(session, batch)?;
+            netlink::commit_on(session, batch).map_err(|e| e.to_string())?;
             via_session.push(t.elapsed());
         } else {
             let t = Instant::now();
             let script = plan::render_ops(table, &ops);
             ns.run(|| apply_blocking(&script))
-                .map_err(|e| e.to_string())??;
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
             via_nft.push(t.elapsed());
         }
     }

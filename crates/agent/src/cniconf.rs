@@ -41,7 +41,7 @@ pub fn render(s: &Settings, blocks: &[IpNet], pod_mtu: u32) -> Value {
         // Masquerade for the whole cluster CIDR is the agent's (table `inet weftd`): a
         // per-node rule would also rewrite traffic to other nodes' pods.
         "ipMasq": false,
-        // Every pod is registered with the agent for NetworkPolicy (see weft_ipam::agent).
+        // Every pod is registered with the agent for NetworkPolicy (see weft_proto).
         "agentSocket": s.socket_path(),
         "ipam": {
             "type": "weft-ipam",

@@ -19,23 +19,27 @@ use crate::log;
 /// leaving the cluster CIDRs. Distinct from the plugin's per-network `inet weft` table.
 pub const MASQ_TABLE: &str = "weftd";
 
+/// Where a command's result goes: the backend's own error, so the control loop can tell a
+/// refused peer from a broken node.
+type Answer<T, E = weft_backend::Error> = oneshot::Sender<Result<T, E>>;
+
 enum Cmd {
-    Upsert(Peer, oneshot::Sender<Result<Path, String>>),
-    Remove(String, oneshot::Sender<Result<(), String>>),
-    Resync(Vec<Peer>, oneshot::Sender<Result<Drift, String>>),
-    SetBlocks(Vec<IpNet>, oneshot::Sender<Result<(), String>>),
-    Masquerade(Vec<IpNet>, oneshot::Sender<Result<(), String>>),
+    Upsert(Peer, Answer<Path>),
+    Remove(String, Answer<()>),
+    Resync(Vec<Peer>, Answer<Drift>),
+    SetBlocks(Vec<IpNet>, Answer<()>),
+    Masquerade(Vec<IpNet>, Answer<(), weft_nft::Error>),
 }
 
 /// The reply to a queued command.
-pub struct Pending<T>(oneshot::Receiver<Result<T, String>>);
+pub struct Pending<T, E = weft_backend::Error>(oneshot::Receiver<Result<T, E>>);
 
-impl<T> Pending<T> {
+impl<T, E: Into<Error>> Pending<T, E> {
     pub async fn wait(self) -> Result<T, Error> {
         self.0
             .await
             .map_err(|_| Error::DataplaneGone)?
-            .map_err(Error::Dataplane)
+            .map_err(Into::into)
     }
 }
 
@@ -51,7 +55,7 @@ impl DataplaneHandle {
     /// Open (create or adopt) the dataplane on a new thread; fails if the backend cannot.
     pub fn start(kind: Kind, local: Local) -> Result<DataplaneHandle, Error> {
         let (tx, rx) = mpsc::channel::<Cmd>();
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<(u32, u32), String>>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<(u32, u32), weft_backend::Error>>();
         thread::Builder::new()
             .name("dataplane".into())
             .spawn(move || {
@@ -61,17 +65,17 @@ impl DataplaneHandle {
                         dp
                     }
                     Err(e) => {
-                        let _ = ready_tx.send(Err(e.to_string()));
+                        let _ = ready_tx.send(Err(e));
                         return;
                     }
                 };
                 serve(&mut dp, rx);
             })
-            .map_err(|e| Error::Dataplane(format!("cannot start its thread: {e}")))?;
-        let (pod_mtu, underlay_mtu) = ready_rx
-            .recv()
-            .map_err(|_| Error::DataplaneGone)?
-            .map_err(Error::Dataplane)?;
+            .map_err(|source| Error::Thread {
+                what: "dataplane",
+                source,
+            })?;
+        let (pod_mtu, underlay_mtu) = ready_rx.recv().map_err(|_| Error::DataplaneGone)??;
         Ok(DataplaneHandle {
             tx,
             pod_mtu,
@@ -80,18 +84,15 @@ impl DataplaneHandle {
     }
 
     /// Queues a command; its reply comes through the returned [`Pending`].
-    fn submit<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Cmd,
-    ) -> Result<Pending<T>, Error> {
+    fn submit<T, E>(&self, make: impl FnOnce(Answer<T, E>) -> Cmd) -> Result<Pending<T, E>, Error> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(make(tx)).map_err(|_| Error::DataplaneGone)?;
         Ok(Pending(rx))
     }
 
-    async fn call<T>(
+    async fn call<T, E: Into<Error>>(
         &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Cmd,
+        make: impl FnOnce(Answer<T, E>) -> Cmd,
     ) -> Result<T, Error> {
         self.submit(make)?.wait().await
     }
@@ -127,19 +128,19 @@ fn serve(dp: &mut Dataplane, rx: mpsc::Receiver<Cmd>) {
     for cmd in rx {
         match cmd {
             Cmd::Upsert(p, tx) => {
-                let _ = tx.send(dp.upsert_peer(&p).map_err(|e| e.to_string()));
+                let _ = tx.send(dp.upsert_peer(&p));
             }
             Cmd::Remove(n, tx) => {
-                let _ = tx.send(dp.remove_peer(&n).map_err(|e| e.to_string()));
+                let _ = tx.send(dp.remove_peer(&n));
             }
             Cmd::Resync(peers, tx) => {
-                let _ = tx.send(dp.resync(&peers).map_err(|e| e.to_string()));
+                let _ = tx.send(dp.resync(&peers));
             }
             Cmd::SetBlocks(b, tx) => {
-                let _ = tx.send(dp.set_local_blocks(&b).map_err(|e| e.to_string()));
+                let _ = tx.send(dp.set_local_blocks(&b));
             }
             Cmd::Masquerade(cidrs, tx) => {
-                let _ = tx.send(masq.ensure(&cidrs).map_err(|e| e.to_string()));
+                let _ = tx.send(masq.ensure(&cidrs));
             }
         }
     }

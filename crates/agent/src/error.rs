@@ -19,15 +19,41 @@ pub enum Error {
     NoClusterConfig,
     #[error("underlay: {0}")]
     Underlay(String),
+    /// The backend refused a change (a peer it cannot reach, the kernel saying no) or could
+    /// not open; [`weft_backend::Error::is_peer_error`] tells one peer's problem from the
+    /// node's.
     #[error("dataplane: {0}")]
-    Dataplane(String),
+    Dataplane(#[from] weft_backend::Error),
+    #[error("masquerade table inet {table}: {source}", table = crate::dataplane::MASQ_TABLE)]
+    Masquerade {
+        #[from]
+        source: weft_nft::Error,
+    },
     #[error("the dataplane thread is gone")]
     DataplaneGone,
+    #[error("cannot start the {what} thread: {source}")]
+    Thread {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot watch SIGTERM: {0}")]
+    Signal(#[source] std::io::Error),
     #[error("writing {path}: {source}")]
     Write {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    /// The run dir cannot hold weftd's socket safely (docs/agent.md, "The local socket").
+    #[error(
+        "run dir {path} (mode {mode:o}) is {reason}: weftd's socket must be reachable by root \
+         only; give weftd a directory of its own (--run-dir)"
+    )]
+    UnsafeRunDir {
+        path: PathBuf,
+        mode: u32,
+        reason: &'static str,
     },
     #[error("local socket {path}: {source}")]
     Socket {
@@ -35,9 +61,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("no {family} block could be leased: {detail}")]
+    #[error("no {family} block could be leased: {source}")]
     NoBlock {
         family: &'static str,
-        detail: String,
+        #[source]
+        source: weft_store::StoreError,
     },
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::mpsc;
 use weft_backend::{Kind, Local};
-use weft_ipam::agent::{Reply, Request};
+use weft_proto::{Reply, Request, Status};
 use weft_store::{
     AnyStore, BackendKind, ClusterConfig, Datastore, EtcdStore, Family, LeaseId, LocalStore,
     NodeRecord, ObjectEvent, StoreError, WatchEvent,
@@ -24,7 +24,7 @@ use crate::error::Error;
 use crate::identity;
 use crate::log;
 use crate::peers::{Change, PeerTable};
-use crate::policy::Policy;
+use crate::policy::{self, Policy};
 use crate::socket;
 
 /// What survives an agent restart in `<run-dir>/node.json`: the lease to try first and the
@@ -134,6 +134,8 @@ async fn connect(s: &Settings) -> Result<AnyStore, Error> {
 /// Run the agent until SIGTERM/SIGINT. Kernel state and the lease are left in place on exit:
 /// a restarted agent adopts both, so pods never notice.
 pub async fn run(s: Settings) -> Result<(), Error> {
+    // Everything weftd keeps in the run dir (socket, endpoint files, plan) is root's alone.
+    socket::secure_dir(&s.run_dir)?;
     // Before anything else, and before the datastore answers: the kernel back to the last
     // applied policy plan.
     let mut policy = Policy::new(&s);
@@ -256,17 +258,21 @@ impl Node {
 
     /// Load the policy view and apply it (failures are logged and retried by the policy's
     /// own timer; the kernel keeps what it has).
-    async fn policy_flush(&mut self, load: bool) -> Result<(), String> {
+    async fn policy_flush(&mut self, load: bool) -> Result<(), policy::Error> {
         let (blocks, underlay) = (self.blocks.clone(), self.underlay());
         let r = self
             .policy
             .flush(&self.store, self.lease, &blocks, &underlay, load)
             .await;
-        if let Err(e) = &r {
-            log::warn(
+        match &r {
+            Ok(()) => {}
+            // An outage the node already reported: a load is retried every few seconds
+            // while it lasts, and saying so each time would bury the log.
+            Err(policy::Error::Load(StoreError::Unavailable { .. })) if self.store_down => {}
+            Err(e) => log::warn(
                 "policy view not applied; retrying",
-                &[("error", e.clone().into())],
-            );
+                &[("error", e.to_string().into())],
+            ),
         }
         r
     }
@@ -324,9 +330,9 @@ impl Node {
         let (name, lease) = (self.s.node_name.clone(), self.lease);
         let b = retry("claim block", || self.store.claim_block(&name, f, lease))
             .await
-            .map_err(|e| Error::NoBlock {
+            .map_err(|source| Error::NoBlock {
                 family: fam_name(f),
-                detail: e.to_string(),
+                source,
             })?;
         self.blocks.push(b);
         log::info("block leased", &[("block", b.to_string().into())]);
@@ -343,9 +349,12 @@ impl Node {
             }
             match self.claim(f).await {
                 Ok(_) => {}
-                Err(Error::NoBlock { family, detail }) => log::error(
+                Err(Error::NoBlock { family, source }) => log::error(
                     "no block for this node: no new pods of this family until one is free",
-                    &[("family", family.into()), ("error", detail.into())],
+                    &[
+                        ("family", family.into()),
+                        ("error", source.to_string().into()),
+                    ],
                 ),
                 Err(e) => return Err(e),
             }
@@ -442,6 +451,10 @@ impl Node {
             match res {
                 Ok(()) => log::info("peer programmed", &[("peer", what.into())]),
                 // The periodic resync retries it; one bad peer must not stop the others.
+                Err(Error::Dataplane(e)) if e.is_peer_error() => log::error(
+                    "peer refused by the backend; the others carry on",
+                    &[("peer", what.into()), ("error", e.to_string().into())],
+                ),
                 Err(e) => log::error(
                     "peer not programmed",
                     &[("peer", what.into()), ("error", e.to_string().into())],
@@ -491,6 +504,16 @@ impl Node {
         let drift = match self.dp()?.resync(self.table.desired()).await {
             Ok(d) => d,
             Err(Error::DataplaneGone) => return Err(Error::DataplaneGone),
+            // Everything else was repaired: say which peers were not, count what was.
+            Err(Error::Dataplane(weft_backend::Error::PeersRefused { refused, drift })) => {
+                for why in refused {
+                    log::error(
+                        "peer not programmed; retried at the next resync",
+                        &[("error", why.into())],
+                    );
+                }
+                drift
+            }
             Err(e) => {
                 log::error(
                     "drift repair incomplete",
@@ -600,20 +623,24 @@ impl Node {
         Ok(())
     }
 
+    /// What `status` and `policy-sync` answer.
+    async fn status(&self) -> Status {
+        Status {
+            node: self.s.node_name.clone(),
+            lease: self.lease,
+            blocks: self.blocks.clone(),
+            pod_mtu: self.dp.as_ref().map(|d| d.pod_mtu),
+            peers: self.table.peer_count(),
+            datastore_reachable: !self.store_down,
+            policy: self.policy.status().await,
+        }
+    }
+
     async fn on_request(&mut self, req: Request) -> Reply {
         match req {
             Request::Status => Reply {
-                ok: true,
-                status: Some(json!({
-                    "node": self.s.node_name,
-                    "lease": self.lease,
-                    "blocks": self.blocks,
-                    "podMtu": self.dp.as_ref().map(|d| d.pod_mtu),
-                    "peers": self.table.peer_count(),
-                    "datastoreReachable": !self.store_down,
-                    "policy": self.policy.status().await,
-                })),
-                ..Reply::default()
+                status: Some(Box::new(self.status().await)),
+                ..Reply::done()
             },
             Request::Attach {
                 container_id,
@@ -631,17 +658,15 @@ impl Node {
             // The barrier: a load now sees at least the state as of the request.
             Request::PolicySync => match self.policy_flush(true).await {
                 Ok(()) => Reply {
-                    ok: true,
-                    status: Some(self.policy.status().await),
-                    ..Reply::default()
+                    status: Some(Box::new(self.status().await)),
+                    ..Reply::done()
                 },
-                Err(e) => socket::refuse(&e),
+                Err(e) => socket::refuse(&e.to_string()),
             },
             Request::Grow { family } => {
-                let f = match family.as_str() {
-                    "v4" => Family::V4,
-                    "v6" => Family::V6,
-                    other => return socket::refuse(&format!("unknown family {other:?}")),
+                let f = match family {
+                    weft_proto::Family::V4 => Family::V4,
+                    weft_proto::Family::V6 => Family::V6,
                 };
                 if self.cfg.cidr(f).is_none() {
                     return socket::refuse(&format!("the cluster has no {family} CIDR"));
@@ -654,9 +679,8 @@ impl Node {
                     return socket::refuse(&format!("block {b} leased but not published: {e}"));
                 }
                 Reply {
-                    ok: true,
                     block: Some(b),
-                    ..Reply::default()
+                    ..Reply::done()
                 }
             }
         }
@@ -688,7 +712,7 @@ impl Node {
         renew.tick().await;
         resync.tick().await;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| Error::Dataplane(format!("cannot watch SIGTERM: {e}")))?;
+            .map_err(Error::Signal)?;
         loop {
             let step = tokio::select! {
                 ev = events.recv() => match ev {

@@ -4,13 +4,16 @@
 
 mod support;
 
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::{Dir, TestNs, Weftd, weftd_command};
-use weft_ipam::agent::{Request, ask};
+use weft_proto::{Family, MAX_REQUEST_LINE, Request, ask};
 use weft_store::testing::temp_dir;
 
 fn start(dir: &Path, config: &str) -> Weftd {
@@ -60,6 +63,18 @@ fn wait_ready(agent: &mut Weftd, dir: &Path) {
     }
 }
 
+/// Writes `bytes` to weftd's socket as a client would and returns its reply line.
+fn exchange(sock: &Path, bytes: &[u8]) -> String {
+    let mut s = UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // weftd stops reading an over-long line and closes: the write may fail, the reply is
+    // there all the same.
+    let _ = s.write_all(bytes);
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).unwrap();
+    line
+}
+
 fn vxlan_index(ns: &TestNs) -> String {
     let out = Command::new("ip")
         .args(["-n", &ns.0, "-j", "link", "show", "weft.vx"])
@@ -79,28 +94,40 @@ fn single_node_leases_grows_and_keeps_its_blocks_across_a_restart() {
             wait_ready(&mut agent, &dir.0);
             let first = ranges(&dir.0);
             assert_eq!(first, [vec!["10.97.0.0/28"], vec!["fd00:97::/124"]]);
+
+            // The socket and its directory are root's alone.
+            let sock = dir.0.join("run/weftd.sock");
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+            assert_eq!(mode(&dir.0.join("run")), 0o700);
+            assert_eq!(mode(&sock), 0o600);
+            // A request line past the limit is refused; weftd serves the next client.
+            let long = format!("{{\"op\":\"status\"{}}}\n", " ".repeat(MAX_REQUEST_LINE));
+            let reply = exchange(&sock, long.as_bytes());
+            assert!(
+                reply.contains(r#""ok":false"#) && reply.contains("longer than"),
+                "{reply}"
+            );
+            ask(&sock, &Request::Status, Duration::from_secs(5)).expect("weftd still serves");
             let ifindex = vxlan_index(&ns);
 
             // The plugin's request when a node's blocks are full.
             let reply = ask(
                 &dir.0.join("run/weftd.sock"),
-                &Request::Grow {
-                    family: "v4".into(),
-                },
+                &Request::Grow { family: Family::V4 },
                 Duration::from_secs(5),
             )
             .unwrap();
             assert_eq!(reply.block.unwrap().to_string(), "10.97.0.16/28");
             assert_eq!(ranges(&dir.0)[0], ["10.97.0.0/28", "10.97.0.16/28"]);
-            let err = ask(
+            // A family the wire type has no name for is refused as malformed.
+            let reply = exchange(
                 &dir.0.join("run/weftd.sock"),
-                &Request::Grow {
-                    family: "v5".into(),
-                },
-                Duration::from_secs(5),
-            )
-            .unwrap_err();
-            assert!(err.to_string().contains("unknown family"), "{err}");
+                b"{\"op\":\"grow\",\"family\":\"v5\"}\n",
+            );
+            assert!(
+                reply.contains(r#""ok":false"#) && reply.contains("malformed request"),
+                "{reply}"
+            );
 
             // SIGTERM, then a new weftd: same blocks, same device.
             nix::sys::signal::kill(

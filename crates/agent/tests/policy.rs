@@ -9,9 +9,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use support::{Dir, TestNs, Weftd, weftd_command};
-use weft_ipam::agent::{Request, ask};
+use weft_proto::{ApplyMode, CommitVia, PolicyStatus, Request, ask};
 use weft_store::testing::temp_dir;
 use weft_store::{Datastore, LocalStore, ObjectKind};
 
@@ -47,14 +47,14 @@ fn table(ns: &TestNs) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn policy_status(dir: &Path) -> Option<Value> {
+fn policy_status(dir: &Path) -> Option<PolicyStatus> {
     let reply = ask(
         &dir.join("run/weftd.sock"),
         &Request::Status,
         Duration::from_secs(2),
     )
     .ok()?;
-    Some(reply.status?["policy"].clone())
+    Some(reply.status?.policy)
 }
 
 #[test]
@@ -94,20 +94,23 @@ fn policy_from_the_local_store_is_applied_persisted_and_restored_first() {
                 if let Ok(Some(status)) = agent.0.try_wait() {
                     panic!("weftd exited ({status}): {}", agent.stderr());
                 }
-                if let Some(st) = policy_status(&dir.0).filter(|s| s["inSync"] == true) {
+                if let Some(st) = policy_status(&dir.0).filter(|s| s.in_sync) {
                     break st;
                 }
                 assert!(started.elapsed() < Duration::from_secs(15), "not in sync");
                 std::thread::sleep(Duration::from_millis(50));
             };
-            assert_eq!(st["classes"], 1, "deny-all isolates web-0 (ingress): {st}");
-            assert_eq!(st["endpoints"], 1, "{st}");
-            let denied = st["denied"].as_array().unwrap();
+            assert_eq!(st.classes, 1, "deny-all isolates web-0 (ingress): {st:?}");
+            // The run dir existed (made above, umask mode): weftd tightened it to root only.
+            let run_mode = std::fs::metadata(dir.0.join("run")).unwrap().permissions();
+            assert_eq!(
+                std::os::unix::fs::PermissionsExt::mode(&run_mode) & 0o7777,
+                0o700
+            );
+            assert_eq!(st.endpoints, 1, "{st:?}");
             assert!(
-                denied
-                    .iter()
-                    .all(|d| d["policies"] == json!(["shop/deny-all"])),
-                "{st}"
+                st.denied.iter().all(|d| d.policies == ["shop/deny-all"]),
+                "{st:?}"
             );
             let t = table(&ns).expect("the table is there");
             assert!(t.contains("10.97.0.2"), "the pod is programmed:\n{t}");
@@ -135,10 +138,11 @@ fn policy_from_the_local_store_is_applied_persisted_and_restored_first() {
             .unwrap();
             assert!(reply.ok, "{reply:?}");
             let st = policy_status(&dir.0).unwrap();
-            assert_eq!(st["lastChange"]["mode"], "incremental", "{st}");
+            assert_eq!(st.last_change.mode, ApplyMode::Incremental, "{st:?}");
             assert_eq!(
-                st["lastChange"]["via"], "netlink",
-                "one pod is element ops only: {st}"
+                st.last_change.via,
+                CommitVia::Netlink,
+                "one pod is element ops only: {st:?}"
             );
             assert!(table(&ns).unwrap().contains("10.97.0.3"));
             let plan_after = std::fs::read_to_string(dir.0.join("run/policy-plan.json")).unwrap();

@@ -80,10 +80,16 @@ impl Scratch {
         NetNs::open(Path::new(&format!("/run/netns/{}", self.0))).expect("open netns")
     }
 
+    /// Commits `batch` in this namespace; a refusal comes back as its message (which names
+    /// the set or chain), once checked to be the kernel's refusal of the batch.
     fn commit(&self, batch: TableBatch) -> Result<(), String> {
         self.netns()
             .run(|| netlink::commit(batch))
             .expect("enter netns")
+            .map_err(|e| {
+                assert!(matches!(e, weft_agent::policy::Error::Commit(_)), "{e}");
+                e.to_string()
+            })
     }
 
     /// A socket in this namespace, kept open across commits.
@@ -235,7 +241,7 @@ fn check_step_on(
         return false;
     };
     let res = match session {
-        Some(s) => netlink::commit_on(s, batch),
+        Some(s) => netlink::commit_on(s, batch).map_err(|e| e.to_string()),
         None => inc.commit(batch),
     };
     if let Err(e) = res {

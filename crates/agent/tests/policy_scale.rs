@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::{Dir, TestNs, Weftd, weftd_command};
-use weft_ipam::agent::{Request, ask};
+use weft_proto::{PolicyStatus, Request, ask};
 use weft_store::testing::{EtcdServer, temp_dir};
 use weft_store::{Datastore, EndpointRecord, EtcdStore, ObjectKind};
 
@@ -56,17 +56,18 @@ fn addr(i: u32) -> String {
     format!("10.{}.{}.{}", 90 + i % 2, host / 256, host % 256)
 }
 
-fn status(dir: &Path) -> Option<Value> {
+fn status(dir: &Path) -> Option<PolicyStatus> {
     let reply = ask(
         &dir.join("run/weftd.sock"),
         &Request::Status,
         Duration::from_secs(60),
     )
     .ok()?;
-    Some(reply.status?["policy"].clone())
+    Some(reply.status?.policy)
 }
 
-fn sync(dir: &Path) -> Value {
+/// `policy-sync`: the node's policy status once the whole view is committed.
+fn sync(dir: &Path) -> PolicyStatus {
     let reply = ask(
         &dir.join("run/weftd.sock"),
         &Request::PolicySync,
@@ -74,7 +75,7 @@ fn sync(dir: &Path) -> Value {
     )
     .expect("policy-sync");
     assert!(reply.ok, "policy-sync refused: {reply:?}");
-    reply.status.expect("status")
+    reply.status.expect("status").policy
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -134,12 +135,9 @@ fn next_change(dir: &Path, log: &Path, seen: &mut usize) -> Value {
             return all[all.len() - 1].clone();
         }
         if started.elapsed() > Duration::from_secs(10) {
-            let st = sync(dir);
-            println!(
-                "  no commit seen within 10 s; policy-sync: {}",
-                st["lastApply"]
-            );
-            return st["lastApply"].clone();
+            let last = serde_json::to_value(sync(dir).last_apply).unwrap();
+            println!("  no commit seen within 10 s; policy-sync: {last}");
+            return last;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -227,17 +225,17 @@ fn run(rules: usize, cidrs: bool) {
                         std::fs::read_to_string(&log).unwrap_or_default()
                     );
                 }
-                if let Some(st) = status(&dir.0).filter(|s| s["inSync"] == true) {
+                if let Some(st) = status(&dir.0).filter(|s| s.in_sync) {
                     break st;
                 }
                 assert!(started.elapsed() < Duration::from_secs(120), "not in sync");
                 std::thread::sleep(Duration::from_millis(100));
             };
-            assert_eq!(first["policies"], rules / 10, "{first}");
-            assert_eq!(first["endpoints"], PODS / 2, "{first}");
+            assert_eq!(first.policies, rules / 10, "{first:?}");
+            assert_eq!(first.endpoints, PODS as usize / 2, "{first:?}");
             println!(
-                "rules={rules:>5} cidrs={cidrs} first apply: {} (rules in the table {})",
-                first["lastChange"], first["rules"]
+                "rules={rules:>5} cidrs={cidrs} first apply: {:?} (rules in the table {})",
+                first.last_change, first.rules
             );
 
             let label = format!("{rules} {}", if cidrs { "cidrs" } else { "pods-only" });
@@ -275,8 +273,11 @@ fn run(rules: usize, cidrs: bool) {
             report(&label, "pod relabel", &samples);
             // The barrier: policy-sync loads the whole view again (nothing to change).
             let st = sync(&dir.0);
-            assert!(st["lastError"].is_null(), "{st}");
-            println!("rules={label} policy-sync (full load, no change): {}", st["lastApply"]);
+            assert!(st.last_error.is_none(), "{st:?}");
+            println!(
+                "rules={label} policy-sync (full load, no change): {:?}",
+                st.last_apply
+            );
 
             // Attaches: a new local pod, its file, and `attach` (answered after the commit).
             let mut samples = Vec::new();

@@ -14,7 +14,6 @@
 //! is either absent or complete (see [`store`]), and everything is re-derived from the
 //! directory under the lock — there is no cache to go stale.
 
-pub mod agent;
 mod alloc;
 mod config;
 mod dns;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use weft_cni::{CniResult, Request};
-use weft_ipam::agent::{self, EndpointFile, Request as AgentRequest};
+use weft_proto::{self as agent, EndpointFile, EndpointMode, Request as AgentRequest};
 
 use crate::config::{Mode, NetConf};
 use crate::names;
@@ -37,11 +37,11 @@ pub fn pod_identity(req: &Request) -> (String, String) {
     )
 }
 
-fn mode_name(m: Mode) -> &'static str {
+fn endpoint_mode(m: Mode) -> EndpointMode {
     match m {
-        Mode::Bridge => "bridge",
-        Mode::Ptp => "ptp",
-        Mode::Macvlan => "macvlan",
+        Mode::Bridge => EndpointMode::Bridge,
+        Mode::Ptp => EndpointMode::Ptp,
+        Mode::Macvlan => EndpointMode::Macvlan,
     }
 }
 
@@ -63,7 +63,7 @@ pub fn attach(
         addresses: result.ips.iter().map(|i| i.address.addr()).collect(),
         host_interface: (conf.mode != Mode::Macvlan)
             .then(|| names::host_veth(&req.name, &req.container_id, &req.ifname)),
-        mode: mode_name(conf.mode).to_string(),
+        mode: endpoint_mode(conf.mode),
     };
     let path = agent::endpoint_path(socket, &req.container_id, &req.ifname);
     write_atomic(

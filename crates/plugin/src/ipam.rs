@@ -274,12 +274,14 @@ fn grow(conf: &mut IpamConfig, set: usize) -> Result<(), CniError> {
     ) else {
         return Err(CniError::internal("no agent socket or empty range set"));
     };
-    let family = if family { "v4" } else { "v6" };
-    let reply = weft_ipam::agent::ask(
+    let family = if family {
+        weft_proto::Family::V4
+    } else {
+        weft_proto::Family::V6
+    };
+    let reply = weft_proto::ask(
         &socket,
-        &weft_ipam::agent::Request::Grow {
-            family: family.into(),
-        },
+        &weft_proto::Request::Grow { family },
         std::time::Duration::from_secs(10),
     )
     .map_err(|e| {

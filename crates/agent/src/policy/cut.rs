@@ -23,6 +23,8 @@ use weft_net::Handle;
 use weft_nft::conntrack::{Conntrack, CtEntry, has_ports};
 use weft_policy::plan::{HookPoint, Packet, Plan};
 
+use super::Error;
+
 /// What one sweep did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Sweep {
@@ -35,29 +37,32 @@ pub struct Sweep {
 const LOOSE: &str = "net/netfilter/nf_conntrack_tcp_loose";
 
 /// Delete the entries `plan` denies, in this process's namespace (a blocking thread).
-pub async fn sweep(plan: Plan) -> Result<Sweep, String> {
+pub async fn sweep(plan: Plan) -> Result<Sweep, Error> {
     tokio::task::spawn_blocking(move || sweep_blocking(&plan))
         .await
-        .map_err(|e| format!("conntrack thread failed: {e}"))?
+        .map_err(|source| Error::Thread {
+            what: "conntrack",
+            source,
+        })?
 }
 
-fn sweep_blocking(plan: &Plan) -> Result<Sweep, String> {
+fn sweep_blocking(plan: &Plan) -> Result<Sweep, Error> {
     // The table's own `ct state` rule loaded nf_conntrack, so the key exists.
     if weft_net::sysctl::get(LOOSE)
-        .map_err(|e| e.to_string())?
+        .map_err(Error::cut("reading nf_conntrack_tcp_loose"))?
         .trim()
         != "0"
     {
-        weft_net::sysctl::set(LOOSE, "0").map_err(|e| e.to_string())?;
+        weft_net::sysctl::set(LOOSE, "0").map_err(Error::cut("turning TCP loose pickup off"))?;
     }
     let local: HashSet<IpAddr> = Handle::new()
         .and_then(|mut h| h.addrs(None))
-        .map_err(|e| format!("listing this node's addresses: {e}"))?
+        .map_err(Error::cut("listing this node's addresses"))?
         .into_iter()
         .map(|a| a.addr.addr())
         .collect();
-    let mut ct = Conntrack::new().map_err(|e| e.to_string())?;
-    let entries = ct.dump().map_err(|e| e.to_string())?;
+    let mut ct = Conntrack::new().map_err(Error::cut("opening ctnetlink"))?;
+    let entries = ct.dump().map_err(Error::cut("conntrack dump"))?;
     let mut done = Sweep {
         entries: entries.len(),
         cut: 0,
@@ -67,7 +72,7 @@ fn sweep_blocking(plan: &Plan) -> Result<Sweep, String> {
             continue;
         }
         // Gone already (expired, closed) is as good as cut.
-        if ct.delete(e).map_err(|e| e.to_string())? {
+        if ct.delete(e).map_err(Error::cut("conntrack delete"))? {
             done.cut += 1;
         }
     }
@@ -177,6 +182,7 @@ spec:
                 dport: 40000,
             },
             zone: 0,
+            mark: 0,
             id: Some(1),
         }
     }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use weft_ipam::agent::EndpointFile;
+use weft_proto::EndpointFile;
 
 use crate::log;
 

@@ -30,6 +30,7 @@
 
 pub mod cut;
 mod endpoints;
+mod error;
 mod feed;
 pub mod netlink;
 pub mod nft;
@@ -42,17 +43,23 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use serde_json::{Value, json};
+#[cfg(debug_assertions)]
+use serde_json::json;
 use tokio::time::Instant;
-use weft_ipam::agent::{Reply, endpoints_dir};
 #[cfg(debug_assertions)]
 use weft_policy::World;
 use weft_policy::plan::{self, Compiler, Plan, PlanOptions};
+use weft_proto::{
+    ApplyMode, ApplyTiming, CommitVia, DeniedClass, DeniedPod, Direction, EndpointMode, LastCut,
+    PolicyStatus, Reply, endpoints_dir,
+};
 use weft_store::{Datastore, EndpointRecord, LeaseId, ObjectEvent, Revision, StoreError};
 
 use crate::config::Settings;
 use crate::log;
 use crate::socket;
+pub use error::Error;
+
 use endpoints::Local;
 use feed::Touched;
 use persist::Persisted;
@@ -105,7 +112,7 @@ pub struct Policy {
     fed_node: Option<(Vec<IpNet>, Vec<IpAddr>)>,
     /// `--policy-cut-established`, and what its last sweep did.
     cut_established: bool,
-    last_cut: Result<cut::Sweep, String>,
+    last_cut: Result<cut::Sweep, Error>,
 }
 
 /// The plan the kernel's table holds and how the next apply gets there. One value rather
@@ -198,7 +205,7 @@ impl Policy {
                             "file",
                             self.persist.plan_path().display().to_string().into(),
                         ),
-                        ("error", e.into()),
+                        ("error", e.to_string().into()),
                     ],
                 );
                 return;
@@ -217,7 +224,7 @@ impl Policy {
             }
             Err(e) => log::error(
                 "cannot restore the persisted policy plan",
-                &[("error", e.into())],
+                &[("error", e.to_string().into())],
             ),
         }
     }
@@ -294,7 +301,11 @@ impl Policy {
     }
 
     fn warn_unenforceable(&self) {
-        for f in self.local.values().filter(|f| f.mode == "macvlan") {
+        for f in self
+            .local
+            .values()
+            .filter(|f| f.mode == EndpointMode::Macvlan)
+        {
             log::error(
                 "NetworkPolicy cannot be enforced for a macvlan pod: its traffic never passes this node's netfilter",
                 &[
@@ -316,7 +327,7 @@ impl Policy {
         blocks: &[IpNet],
         underlay: &[IpAddr],
         load: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         self.due = None;
         if !(load || self.reload || self.view.is_none()) {
             self.timing = Timing::default();
@@ -347,9 +358,9 @@ impl Policy {
                 // Not sooner: every attempt can hold the control loop for a request timeout
                 // while the datastore is down; its watch's Resync brings the load forward.
                 self.due = Some(Instant::now() + LOAD_RETRY);
-                let msg = format!("loading the policy view: {e}");
-                self.last_error = Some(msg.clone());
-                return Err(msg);
+                let e = Error::Load(e);
+                self.last_error = Some(e.to_string());
+                return Err(e);
             }
         }
         self.apply(blocks, underlay).await?;
@@ -369,9 +380,9 @@ impl Policy {
     /// the world) and its ops are the transaction. Otherwise — the first apply after a start,
     /// or after a failed commit — a new compiler is built from the whole view and its plan
     /// is diffed against the restored one, or replaces the table whole.
-    async fn apply(&mut self, blocks: &[IpNet], underlay: &[IpAddr]) -> Result<(), String> {
+    async fn apply(&mut self, blocks: &[IpNet], underlay: &[IpAddr]) -> Result<(), Error> {
         let Some(view) = &self.view else {
-            return Err("the policy view has not been loaded from the datastore yet".into());
+            return Err(Error::NotLoaded);
         };
         let started = std::time::Instant::now();
         let revision = view.revision;
@@ -394,7 +405,11 @@ impl Policy {
                     None => feed::feed_touched(c, &touched, view, &self.node, &self.local),
                 };
                 let ops = c.take_ops();
-                self.timing.mode = if fed.whole { "world" } else { "incremental" };
+                self.timing.mode = if fed.whole {
+                    ApplyMode::World
+                } else {
+                    ApplyMode::Incremental
+                };
                 self.timing.fed_endpoints = fed.endpoints;
                 self.timing.fed_policies = fed.policies;
                 self.timing.ops = ops.len();
@@ -417,14 +432,14 @@ impl Policy {
                 self.timing.fed_policies = c.world().policies.len();
                 let script = if let Enforced::Restored(restored) = enforced {
                     let ops = plan::diff(restored, c.plan());
-                    self.timing.mode = "diff";
+                    self.timing.mode = ApplyMode::Diff;
                     self.timing.ops = ops.len();
                     (!ops.is_empty()).then_some(Commit::Ops {
                         ops,
                         journal: false,
                     })
                 } else {
-                    self.timing.mode = "replace";
+                    self.timing.mode = ApplyMode::Replace;
                     self.timing.ops = 0;
                     Some(Commit::Replace)
                 };
@@ -449,7 +464,10 @@ impl Policy {
                 _ => self.persist.write_whole(plan),
             };
             if let Err(e) = written {
-                log::error("policy plan not persisted", &[("error", e.into())]);
+                log::error(
+                    "policy plan not persisted",
+                    &[("error", e.to_string().into())],
+                );
             }
         }
         self.timing.persist_ms = ms(persisting);
@@ -466,10 +484,13 @@ impl Policy {
                 self.enforced.refuse(&self.opts.table);
                 self.persist.invalidate();
                 self.due = Some(Instant::now() + RETRY);
-                let msg = format!("applying the policy plan: {e}");
-                log::error("policy not applied", &[("error", msg.clone().into())]);
-                self.last_error = Some(msg.clone());
-                return Err(msg);
+                let e = Error::Apply {
+                    table: self.opts.table.clone(),
+                    source: Box::new(e),
+                };
+                log::error("policy not applied", &[("error", e.to_string().into())]);
+                self.last_error = Some(e.to_string());
+                return Err(e);
             }
             // A sum of µs-rounded figures: rounded again, or 0.703 prints as 0.7030000000000001.
             self.timing.total_ms = ((self.timing.load_ms
@@ -486,14 +507,14 @@ impl Policy {
                 &[
                     ("revision", revision.into()),
                     ("classes", self.plan().classes.len().into()),
-                    ("mode", self.timing.mode.into()),
+                    ("mode", self.timing.mode.as_str().into()),
                     ("ops", self.timing.ops.into()),
                     ("loadMs", self.timing.load_ms.into()),
                     ("worldMs", self.timing.world_ms.into()),
                     ("compileMs", self.timing.compile_ms.into()),
                     ("persistMs", self.timing.persist_ms.into()),
                     ("nftMs", self.timing.nft_ms.into()),
-                    ("via", self.timing.via.into()),
+                    ("via", self.timing.via.as_str().into()),
                 ],
             );
         }
@@ -508,27 +529,27 @@ impl Policy {
     /// Hands a change to the kernel: elements, new and deleted sets and regular chains as one
     /// netlink batch on the kept session; the table, base chains and replaced chains (first
     /// build, option changes) through `nft -f`. Both are one atomic transaction.
-    async fn commit(&mut self, commit: Commit) -> Result<(), String> {
+    async fn commit(&mut self, commit: Commit) -> Result<(), Error> {
         let ops = match commit {
             Commit::Ops { ops, .. } => ops,
             Commit::Replace => {
-                self.timing.via = "nft";
+                self.timing.via = CommitVia::Nft;
                 return nft::apply(replace_script(self.plan())).await;
             }
         };
         let plan = self.plan();
         let Some(batch) = netlink::batch(&self.opts.table, &ops, plan, plan) else {
-            self.timing.via = "nft";
+            self.timing.via = CommitVia::Nft;
             return nft::apply(plan::render_ops(&self.opts.table, &ops)).await;
         };
-        self.timing.via = "netlink";
+        self.timing.via = CommitVia::Netlink;
         let session = self.session.take();
         let (session, done) = tokio::task::spawn_blocking(move || {
             let mut session = match session {
                 Some(s) => s,
                 None => match weft_nft::Session::open() {
                     Ok(s) => s,
-                    Err(e) => return (None, Err(format!("nf_tables netlink socket: {e}"))),
+                    Err(e) => return (None, Err(Error::Socket(e))),
                 },
             };
             let done = netlink::commit_on(&mut session, batch);
@@ -536,7 +557,10 @@ impl Policy {
             (done.is_ok().then_some(session), done)
         })
         .await
-        .map_err(|e| format!("netlink commit thread failed: {e}"))?;
+        .map_err(|source| Error::Thread {
+            what: "netlink commit",
+            source,
+        })?;
         self.session = session;
         done
     }
@@ -554,7 +578,7 @@ impl Policy {
             Ok(_) => {}
             Err(e) => log::error(
                 "cutting established connections failed",
-                &[("error", e.clone().into())],
+                &[("error", e.to_string().into())],
             ),
         }
     }
@@ -633,7 +657,7 @@ impl Policy {
         let Some(f) = endpoints::read(&path) else {
             return socket::refuse(&format!("no readable endpoint file {}", path.display()));
         };
-        let macvlan = f.mode == "macvlan";
+        let macvlan = f.mode == EndpointMode::Macvlan;
         self.touched
             .pods
             .insert((f.namespace.clone(), f.name.clone()));
@@ -655,11 +679,8 @@ impl Policy {
             );
         }
         match self.apply(blocks, underlay).await {
-            Ok(()) => Reply {
-                ok: true,
-                ..Reply::default()
-            },
-            Err(e) => socket::refuse(&e),
+            Ok(()) => Reply::done(),
+            Err(e) => socket::refuse(&e.to_string()),
         }
     }
 
@@ -672,10 +693,7 @@ impl Policy {
             self.touched.pods.insert((old.namespace, old.name));
         }
         self.mark_dirty();
-        Reply {
-            ok: true,
-            ..Reply::default()
-        }
+        Reply::done()
     }
 
     /// Publish this node's endpoints after an attach or detach (outside the reply path).
@@ -686,9 +704,11 @@ impl Policy {
     }
 
     /// The policy part of the agent's status, with per-class drop counters from the kernel.
-    pub async fn status(&self) -> Value {
+    pub async fn status(&self) -> PolicyStatus {
         let counters = if self.enforced.kernel_known() {
-            nft::drop_counters(self.opts.table.clone()).await
+            nft::drop_counters(self.opts.table.clone())
+                .await
+                .map_err(|e| e.to_string())
         } else {
             Err("the kernel table is not (yet) the applied plan".to_string())
         };
@@ -705,9 +725,9 @@ impl Policy {
                 // what that class (its policies) denied it.
                 for (dir, addr, packets, bytes) in d.pods {
                     let map = plan::SetName::PodMap(dir, plan::Family::of(addr)).to_string();
-                    let dir = match dir {
-                        weft_policy::Direction::Ingress => "ingress",
-                        weft_policy::Direction::Egress => "egress",
+                    let direction = match dir {
+                        weft_policy::Direction::Ingress => Direction::Ingress,
+                        weft_policy::Direction::Egress => Direction::Egress,
                     };
                     let class = self
                         .plan()
@@ -731,14 +751,14 @@ impl Policy {
                         .get(&class)
                         .map(|i| i.policies.iter().map(|p| p.to_string()).collect())
                         .unwrap_or_default();
-                    pods.push(json!({
-                        "pod": pod,
-                        "address": addr,
-                        "direction": dir,
-                        "policies": policies,
-                        "packets": packets,
-                        "bytes": bytes,
-                    }));
+                    pods.push(DeniedPod {
+                        pod,
+                        address: addr,
+                        direction,
+                        policies,
+                        packets,
+                        bytes,
+                    });
                 }
             }
             Err(e) => counter_error = Some(e),
@@ -746,12 +766,15 @@ impl Policy {
         let mut denied = Vec::new();
         for (chain, packets) in per_chain {
             match self.plan().classes.get(&chain) {
-                Some(info) => denied.push(json!({
-                    "chain": chain,
-                    "direction": info.direction.as_str(),
-                    "policies": info.policies.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-                    "packets": packets,
-                })),
+                Some(info) => denied.push(DeniedClass {
+                    direction: match info.direction {
+                        weft_policy::Direction::Ingress => Direction::Ingress,
+                        weft_policy::Direction::Egress => Direction::Egress,
+                    },
+                    policies: info.policies.iter().map(|p| p.to_string()).collect(),
+                    chain,
+                    packets,
+                }),
                 None => unknown += packets,
             }
         }
@@ -760,34 +783,39 @@ impl Policy {
         let unenforceable: Vec<String> = self
             .local
             .values()
-            .filter(|f| f.mode == "macvlan")
+            .filter(|f| f.mode == EndpointMode::Macvlan)
             .map(|f| format!("{}/{}", f.namespace, f.name))
             .collect();
-        json!({
-            "table": format!("inet {}", self.opts.table),
-            "revision": self.applied_revision,
-            "viewLoaded": self.view.is_some(),
-            "inSync": self.in_sync(),
-            "policies": self.view.as_ref().map_or(0, |v| v.policies.len()),
-            "endpoints": self.local.len(),
-            "classes": self.plan().classes.len(),
-            "chains": self.plan().chains.len(),
-            "rules": rules,
-            "elements": elements,
-            "denied": denied,
-            "deniedPods": pods,
-            "deniedUnknownPods": unknown,
-            "counterError": counter_error,
-            "lastError": self.last_error,
-            "unenforceable": unenforceable,
-            "cutEstablished": self.cut_established,
-            "lastCut": match &self.last_cut {
-                Ok(c) => json!({"entries": c.entries, "cut": c.cut}),
-                Err(e) => json!({"error": e}),
+        PolicyStatus {
+            table: format!("inet {}", self.opts.table),
+            revision: self.applied_revision,
+            view_loaded: self.view.is_some(),
+            in_sync: self.in_sync(),
+            policies: self.view.as_ref().map_or(0, |v| v.policies.len()),
+            endpoints: self.local.len(),
+            classes: self.plan().classes.len(),
+            chains: self.plan().chains.len(),
+            rules,
+            elements,
+            denied,
+            denied_pods: pods,
+            denied_unknown_pods: unknown,
+            counter_error,
+            last_error: self.last_error.clone(),
+            unenforceable,
+            cut_established: self.cut_established,
+            last_cut: match &self.last_cut {
+                Ok(c) => LastCut::Swept {
+                    entries: c.entries,
+                    cut: c.cut,
+                },
+                Err(e) => LastCut::Failed {
+                    error: e.to_string(),
+                },
             },
-            "lastApply": self.timing.to_json(),
-            "lastChange": self.last_change.to_json(),
-        })
+            last_apply: self.timing.to_status(),
+            last_change: self.last_change.to_status(),
+        }
     }
 
     /// Loaded, applied, and nothing waiting.
@@ -811,15 +839,13 @@ struct Timing {
     persist_ms: f64,
     /// Committing the change to the kernel (netlink or `nft`).
     nft_ms: f64,
-    /// How the last change was committed: `netlink` (one batch on a kept socket: elements,
-    /// regular chains, sets) or `nft` (`nft -f`: the table, base or replaced chains).
-    via: &'static str,
+    /// How the last change was committed: one netlink batch on a kept socket (elements,
+    /// regular chains, sets) or `nft -f` (the table, base or replaced chains).
+    via: CommitVia,
     /// The sum of the above, for the last committed change.
     total_ms: f64,
-    /// `incremental` (pods and policies fed), `world` (namespaces or nodes changed: the
-    /// world replaced), `diff` (a new compiler diffed against the restored plan), `replace`
-    /// (the whole table), `""` before any apply.
-    mode: &'static str,
+    /// How the plan was reached ([`ApplyMode`]).
+    mode: ApplyMode,
     /// Ops of the last diff (0 for a whole-table replace).
     ops: usize,
     /// Pods and policies fed to the compiler (all of them for a new compiler).
@@ -828,20 +854,20 @@ struct Timing {
 }
 
 impl Timing {
-    fn to_json(self) -> Value {
-        json!({
-            "mode": self.mode,
-            "loadMs": self.load_ms,
-            "worldMs": self.world_ms,
-            "compileMs": self.compile_ms,
-            "persistMs": self.persist_ms,
-            "nftMs": self.nft_ms,
-            "via": self.via,
-            "totalMs": self.total_ms,
-            "ops": self.ops,
-            "endpointsFed": self.fed_endpoints,
-            "policiesFed": self.fed_policies,
-        })
+    fn to_status(self) -> ApplyTiming {
+        ApplyTiming {
+            mode: self.mode,
+            load_ms: self.load_ms,
+            world_ms: self.world_ms,
+            compile_ms: self.compile_ms,
+            persist_ms: self.persist_ms,
+            nft_ms: self.nft_ms,
+            via: self.via,
+            total_ms: self.total_ms,
+            ops: self.ops,
+            endpoints_fed: self.fed_endpoints,
+            policies_fed: self.fed_policies,
+        }
     }
 }
 

@@ -15,6 +15,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use weft_nft::{Element, Session, SetKind, SetSpec, TableBatch, Verdict, concat_key};
 use weft_policy::plan::{self, Elem, KeyType, Op, Plan, Role};
 
+use super::Error;
+
 /// The ops as one batch for table `inet <table>`, in the ops' order (a
 /// [`Op::ReplaceElements`] deletes, then adds). `None` when some op can't go over netlink
 /// (`AddTable`, `ReplaceChain`, a base chain, a rule kind regular chains don't use) or names
@@ -87,16 +89,14 @@ pub fn batch(table: &str, ops: &[Op], old: &Plan, new: &Plan) -> Option<TableBat
 /// (blocking: one netlink round trip, plus an RCU grace period when the socket closes after
 /// a batch that deleted elements; run it off the async loop). Err says which set and
 /// operation the kernel refused; nothing was applied then.
-pub fn commit(batch: TableBatch) -> Result<(), String> {
-    batch.commit().map_err(|e| format!("netlink commit: {e}"))
+pub fn commit(batch: TableBatch) -> Result<(), Error> {
+    batch.commit().map_err(Error::Commit)
 }
 
 /// As [`commit`], on a socket kept open across commits ([`Session`]): no grace-period wait
 /// on the caller's path. The session's socket is in the namespace where it was opened.
-pub fn commit_on(session: &mut Session, batch: TableBatch) -> Result<(), String> {
-    session
-        .commit(batch)
-        .map_err(|e| format!("netlink commit: {e}"))
+pub fn commit_on(session: &mut Session, batch: TableBatch) -> Result<(), Error> {
+    session.commit(batch).map_err(Error::Commit)
 }
 
 fn kind(s: &plan::Set) -> SetKind {

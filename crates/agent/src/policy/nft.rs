@@ -11,38 +11,41 @@ use weft_nft::counters;
 use weft_policy::Direction;
 use weft_policy::plan::SetName;
 
+use super::Error;
+
 /// Give `script` to `nft -f -`; Err carries nft's complaint.
-pub async fn apply(script: String) -> Result<(), String> {
+pub async fn apply(script: String) -> Result<(), Error> {
     tokio::task::spawn_blocking(move || apply_blocking(&script))
         .await
-        .map_err(|e| format!("nft thread failed: {e}"))?
+        .map_err(|source| Error::Thread {
+            what: "nft",
+            source,
+        })?
 }
 
 /// [`apply`] on the calling thread (and so in its network namespace).
-pub fn apply_blocking(script: &str) -> Result<(), String> {
+pub fn apply_blocking(script: &str) -> Result<(), Error> {
+    let failed = |step| move |source| Error::NftCommand { step, source };
     let mut child = Command::new("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run nft: {e}"))?;
+        .map_err(failed("cannot run"))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(script.as_bytes())
-            .map_err(|e| format!("writing to nft: {e}"))?;
+            .map_err(failed("writing to"))?;
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("waiting for nft: {e}"))?;
+    let out = child.wait_with_output().map_err(failed("waiting for"))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "nft -f failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(Error::NftRefused {
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
     }
 }
 
@@ -59,7 +62,7 @@ pub struct Denied {
 /// Reads the table's drop counters over netlink (`weft_nft::counters`): one dump of the
 /// rules, one of the set names and one per `denied_*` set. `nft -j list table` did the same
 /// in seconds of CPU at 10,000 rules, printing every set and rule only to be parsed here.
-pub async fn drop_counters(table: String) -> Result<Denied, String> {
+pub async fn drop_counters(table: String) -> Result<Denied, Error> {
     tokio::task::spawn_blocking(move || {
         let read = || -> Result<Denied, weft_nft::Error> {
             let chains = counters::drop_counters(&table)?;
@@ -74,8 +77,11 @@ pub async fn drop_counters(table: String) -> Result<Denied, String> {
             }
             Ok(Denied { chains, pods })
         };
-        read().map_err(|e| format!("reading the counters of inet {table}: {e}"))
+        read().map_err(|source| Error::Counters { table, source })
     })
     .await
-    .map_err(|e| format!("counter thread failed: {e}"))?
+    .map_err(|source| Error::Thread {
+        what: "counter",
+        source,
+    })?
 }

@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use weft_policy::plan::{ClassInfo, Op, Plan};
 
+use super::Error;
+
 /// Fold the journal into a new plan file beyond this many bytes.
 const COMPACT_BYTES: u64 = 4 << 20;
 
@@ -92,18 +94,23 @@ impl Persisted {
     }
 
     /// The persisted plan with its journal replayed; `Ok(None)` when there is none.
-    pub fn load(&mut self) -> Result<Option<Plan>, String> {
+    pub fn load(&mut self) -> Result<Option<Plan>, Error> {
         let text = match std::fs::read_to_string(&self.plan_path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("reading {}: {e}", self.plan_path.display())),
+            Err(e) => return Err(Error::io("reading", &self.plan_path)(e)),
         };
         let (seq, mut plan) = match serde_json::from_str::<PlanFile>(&text) {
             Ok(f) => (Some(f.seq), f.plan),
             // Written by an agent from before the journal: a bare plan, no journal.
             Err(_) => match serde_json::from_str::<Plan>(&text) {
                 Ok(p) => (None, p),
-                Err(e) => return Err(format!("{} unreadable: {e}", self.plan_path.display())),
+                Err(source) => {
+                    return Err(Error::Parse {
+                        path: self.plan_path.clone(),
+                        source,
+                    });
+                }
             },
         };
         self.seq = seq.unwrap_or(0);
@@ -114,11 +121,11 @@ impl Persisted {
         Ok(Some(plan))
     }
 
-    fn replay(&self, seq: u64, plan: &mut Plan) -> Result<(), String> {
+    fn replay(&self, seq: u64, plan: &mut Plan) -> Result<(), Error> {
         let text = match std::fs::read_to_string(&self.journal_path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(format!("reading {}: {e}", self.journal_path.display())),
+            Err(e) => return Err(Error::io("reading", &self.journal_path)(e)),
         };
         let mut lines = text.split_inclusive('\n');
         let header = lines
@@ -132,13 +139,14 @@ impl Persisted {
             if !line.ends_with('\n') {
                 break;
             }
-            let entry: Entry = serde_json::from_str(line.trim_end())
-                .map_err(|e| format!("{} unreadable: {e}", self.journal_path.display()))?;
-            plan.apply(&entry.ops).map_err(|e| {
-                format!(
-                    "{} does not apply to its plan: {e}",
-                    self.journal_path.display()
-                )
+            let entry: Entry =
+                serde_json::from_str(line.trim_end()).map_err(|source| Error::Parse {
+                    path: self.journal_path.clone(),
+                    source,
+                })?;
+            plan.apply(&entry.ops).map_err(|source| Error::Journal {
+                path: self.journal_path.clone(),
+                source,
             })?;
             if let Some(classes) = entry.classes {
                 plan.classes = classes;
@@ -149,7 +157,7 @@ impl Persisted {
 
     /// Records `ops`, which take the persisted plan to `plan`: one journal line, or a whole
     /// plan file when the files are not current or the journal is due for folding.
-    pub fn record(&mut self, ops: &[Op], plan: &Plan) -> Result<(), String> {
+    pub fn record(&mut self, ops: &[Op], plan: &Plan) -> Result<(), Error> {
         if !self.current || self.journal_bytes > COMPACT_BYTES {
             return self.write_whole(plan);
         }
@@ -157,7 +165,7 @@ impl Persisted {
             ops: ops.to_vec(),
             classes: (plan.classes != self.classes).then(|| plan.classes.clone()),
         };
-        let mut line = serde_json::to_string(&entry).map_err(|e| e.to_string())?;
+        let mut line = json_line(&entry, &self.journal_path)?;
         line.push('\n');
         let appended = std::fs::OpenOptions::new()
             .append(true)
@@ -165,7 +173,7 @@ impl Persisted {
             .and_then(|mut f| f.write_all(line.as_bytes()));
         if let Err(e) = appended {
             self.current = false;
-            return Err(format!("appending to {}: {e}", self.journal_path.display()));
+            return Err(Error::io("appending to", &self.journal_path)(e));
         }
         self.journal_bytes += line.len() as u64;
         if entry.classes.is_some() {
@@ -176,16 +184,19 @@ impl Persisted {
 
     /// A new generation: the whole plan (fsynced, renamed into place), then an empty journal
     /// that continues it.
-    pub fn write_whole(&mut self, plan: &Plan) -> Result<(), String> {
+    pub fn write_whole(&mut self, plan: &Plan) -> Result<(), Error> {
         self.current = false;
         let seq = self.seq + 1;
-        let text = json_line(&PlanFileRef { seq, plan })?;
+        let text = json_line(&PlanFileRef { seq, plan }, &self.plan_path)?;
         crate::files::write_atomically(&self.plan_path, &text)
-            .map_err(|e| format!("writing {}: {e}", self.plan_path.display()))?;
+            .map_err(Error::io("writing", &self.plan_path))?;
         self.seq = seq;
-        let header = format!("{}\n", json_line(&Header { base: seq })?);
+        let header = format!(
+            "{}\n",
+            json_line(&Header { base: seq }, &self.journal_path)?
+        );
         std::fs::write(&self.journal_path, &header)
-            .map_err(|e| format!("writing {}: {e}", self.journal_path.display()))?;
+            .map_err(Error::io("writing", &self.journal_path))?;
         self.journal_bytes = header.len() as u64;
         self.classes = plan.classes.clone();
         self.current = true;
@@ -193,8 +204,12 @@ impl Persisted {
     }
 }
 
-fn json_line<T: Serialize>(v: &T) -> Result<String, String> {
-    serde_json::to_string(v).map_err(|e| e.to_string())
+/// `v` as one line of JSON for `path`.
+fn json_line<T: Serialize>(v: &T, path: &Path) -> Result<String, Error> {
+    serde_json::to_string(v).map_err(|source| Error::Encode {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -301,7 +316,11 @@ mod tests {
         };
         p.record(&[bad], &plan_with(&["10.0.0.2"])).unwrap();
         let err = Persisted::new(&d).load().unwrap_err();
-        assert!(err.contains("does not apply"), "{err}");
+        assert!(
+            matches!(&err, Error::Journal { path, .. } if path.ends_with("policy-plan.journal")),
+            "{err}"
+        );
+        assert!(err.to_string().contains("does not apply"), "{err}");
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -265,7 +265,7 @@ fn parse(o: &weft_store::StoredObject) -> Option<Vec<Object>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weft_ipam::agent::EndpointFile;
+    use weft_proto::EndpointFile;
 
     fn file(cid: &str, name: &str, addr: &str) -> EndpointFile {
         EndpointFile {
@@ -275,7 +275,7 @@ mod tests {
             name: name.into(),
             addresses: vec![addr.parse().unwrap()],
             host_interface: Some("wv0".into()),
-            mode: "bridge".into(),
+            mode: weft_proto::EndpointMode::Bridge,
         }
     }
 

@@ -662,7 +662,7 @@ fn status_cmd(names: &Names, only: Option<&str>, output: crate::status::Output) 
 /// Asks every node's weftd for `policy-sync` (load the view now, commit, answer), retrying
 /// a node that refuses (datastore unreachable, still starting) until `timeout`.
 fn policy_sync(names: &Names, timeout: Duration) -> Result<()> {
-    use weft_ipam::agent::{Request, ask};
+    use weft_proto::{Request, ask};
     let state = State::load_existing(names)?;
     let deadline = std::time::Instant::now() + timeout;
     for n in &state.nodes {
@@ -670,10 +670,10 @@ fn policy_sync(names: &Names, timeout: Duration) -> Result<()> {
         loop {
             match ask(&socket, &Request::PolicySync, Duration::from_secs(10)) {
                 Ok(reply) => {
-                    let st = reply.status.unwrap_or_default();
+                    let p = reply.status.unwrap_or_default().policy;
                     println!(
                         "node {}: policy at revision {} ({} classes, {} rules)",
-                        n.name, st["revision"], st["classes"], st["rules"]
+                        n.name, p.revision, p.classes, p.rules
                     );
                     break;
                 }

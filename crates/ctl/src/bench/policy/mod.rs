@@ -378,9 +378,9 @@ fn time_changes(
         if let Some(batch) = netlink::batch(&table, &ops, c.plan(), c.plan()) {
             let render = t.elapsed();
             let t = Instant::now();
-            netlink::commit_on(&mut session, batch).map_err(|detail| BenchError::Unexpected {
+            netlink::commit_on(&mut session, batch).map_err(|e| BenchError::Unexpected {
                 what: "netlink commit".to_owned(),
-                detail,
+                detail: e.to_string(),
             })?;
             return Ok(Timing {
                 compile,
