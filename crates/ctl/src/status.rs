@@ -289,7 +289,10 @@ mod tests {
                 ]
             );
         }
-        assert_eq!(keys(&out["policy"]["lastCut"]), ["cut", "entries"]);
+        assert_eq!(
+            keys(&out["policy"]["lastCut"]),
+            ["cut", "entries", "released"]
+        );
         assert_eq!(out["podMtu"], serde_json::Value::Null);
         assert_eq!(out["policy"]["lastError"], serde_json::Value::Null);
     }

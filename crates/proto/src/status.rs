@@ -134,14 +134,18 @@ mod policy_type {
     }
 }
 
-/// What the last `--policy-cut-established` sweep did: `{"entries", "cut"}` or `{"error"}`.
+/// What the last `--policy-cut-established` sweep did: `{"entries", "cut", "released"}` or
+/// `{"error"}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum LastCut {
-    /// Entries in the conntrack table, and how many were deleted.
+    /// Entries in the conntrack table, how many were cut (deleted, or marked for UDP), and
+    /// how many cut ones a later change allowed again (their mark cleared).
     Swept {
         entries: usize,
         cut: usize,
+        #[serde(default)]
+        released: usize,
     },
     Failed {
         error: String,
@@ -150,7 +154,11 @@ pub enum LastCut {
 
 impl Default for LastCut {
     fn default() -> LastCut {
-        LastCut::Swept { entries: 0, cut: 0 }
+        LastCut::Swept {
+            entries: 0,
+            cut: 0,
+            released: 0,
+        }
     }
 }
 

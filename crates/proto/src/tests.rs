@@ -142,8 +142,12 @@ fn enums_on_the_wire_are_the_strings_of_before() {
         r#"{"chain":"ci_1","direction":"Egress","policies":[],"packets":0}"#,
     );
     round_trip(
-        &LastCut::Swept { entries: 4, cut: 1 },
-        r#"{"entries":4,"cut":1}"#,
+        &LastCut::Swept {
+            entries: 4,
+            cut: 1,
+            released: 2,
+        },
+        r#"{"entries":4,"cut":1,"released":2}"#,
     );
     round_trip(
         &LastCut::Failed {
@@ -287,7 +291,7 @@ fn document_of_before() -> Value {
                 "policies": ["shop/deny-all"], "packets": 5, "bytes": 300}],
             "deniedUnknownPods": 0, "counterError": null, "lastError": null,
             "unenforceable": [], "cutEstablished": false,
-            "lastCut": {"entries": 0, "cut": 0},
+            "lastCut": {"entries": 0, "cut": 0, "released": 0},
             "lastApply": {"mode": "", "loadMs": 0.0, "worldMs": 0.0, "compileMs": 0.0,
                 "persistMs": 0.0, "nftMs": 0.0, "via": "", "totalMs": 0.0, "ops": 0,
                 "endpointsFed": 0, "policiesFed": 0},

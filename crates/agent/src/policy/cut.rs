@@ -1,6 +1,19 @@
 //! `--policy-cut-established`: after a committed change, the conntrack entries of flows the
-//! new plan denies are deleted, so established connections of a newly denied flow stop too
-//! (by default they keep going: the table accepts `ct state established` first).
+//! new plan denies are cut, so established connections of a newly denied flow stop too (by
+//! default they keep going: the table accepts `ct state established` first).
+//!
+//! How an entry is cut depends on whether a packet of the flow can start it again:
+//! - TCP, SCTP, DCCP: the entry is deleted. Only an opening packet (SYN, INIT) creates an
+//!   entry, so the connection's later packets are `ct state invalid` and the plan judges
+//!   them as new ones (see loose pickup below).
+//! - UDP, UDP-Lite: any datagram creates an entry, in either direction. A reply already on
+//!   its way when the entry is deleted (or sent later to a datagram received before) creates
+//!   the reversed entry, and the denied side's next datagram is then that entry's
+//!   *established reply*: the flow goes on as if never cut (this happened under load in the
+//!   lab's updates test). So the entry is kept and marked with [`CUT_MARK`], and the plan's
+//!   base chains drop every packet of a marked connection, both ways, before they accept
+//!   established ones. The entry lives while the flow keeps sending and expires when it goes
+//!   quiet; a later change that allows the flow again clears the mark (`released`).
 //!
 //! Each entry is judged by [`Plan::walk`] on the plan just committed — the model the
 //! dataplane is checked against — as the first packet of its connection: source = the
@@ -21,7 +34,7 @@ use std::net::IpAddr;
 
 use weft_net::Handle;
 use weft_nft::conntrack::{Conntrack, CtEntry, has_ports};
-use weft_policy::plan::{HookPoint, Packet, Plan};
+use weft_policy::plan::{CUT_MARK, HookPoint, Packet, Plan};
 
 use super::Error;
 
@@ -30,13 +43,16 @@ use super::Error;
 pub struct Sweep {
     /// Entries in the table.
     pub entries: usize,
-    /// Entries deleted (newly denied flows).
+    /// Entries cut (newly denied flows): deleted, or marked for UDP.
     pub cut: usize,
+    /// Marked entries whose flows the plan allows again: their mark cleared.
+    pub released: usize,
 }
 
 const LOOSE: &str = "net/netfilter/nf_conntrack_tcp_loose";
 
-/// Delete the entries `plan` denies, in this process's namespace (a blocking thread).
+/// Cut the entries `plan` denies and release the cut ones it allows, in this process's
+/// namespace (on a blocking thread).
 pub async fn sweep(plan: Plan) -> Result<Sweep, Error> {
     tokio::task::spawn_blocking(move || sweep_blocking(&plan))
         .await
@@ -65,18 +81,35 @@ fn sweep_blocking(plan: &Plan) -> Result<Sweep, Error> {
     let entries = ct.dump().map_err(Error::cut("conntrack dump"))?;
     let mut done = Sweep {
         entries: entries.len(),
-        cut: 0,
+        ..Sweep::default()
     };
     for e in &entries {
-        if !denied(plan, e, &local) {
-            continue;
-        }
-        // Gone already (expired, closed) is as good as cut.
-        if ct.delete(e).map_err(Error::cut("conntrack delete"))? {
-            done.cut += 1;
+        // An entry that is gone already (expired, closed) is as good as cut, or released.
+        match (denied(plan, e, &local), e.mark & CUT_MARK != 0) {
+            (true, false) => {
+                let cut = if restarts_either_way(e.orig.protocol) {
+                    ct.set_mark(e, CUT_MARK, CUT_MARK)
+                        .map_err(Error::cut("conntrack mark"))?
+                } else {
+                    ct.delete(e).map_err(Error::cut("conntrack delete"))?
+                };
+                done.cut += usize::from(cut);
+            }
+            (false, true) => {
+                let released = ct
+                    .set_mark(e, 0, CUT_MARK)
+                    .map_err(Error::cut("conntrack unmark"))?;
+                done.released += usize::from(released);
+            }
+            _ => {}
         }
     }
     Ok(done)
+}
+
+/// UDP and UDP-Lite: a datagram in either direction starts a connection when there is none.
+fn restarts_either_way(protocol: u8) -> bool {
+    matches!(protocol, 17 | 136)
 }
 
 /// Whether the plan denies this entry's connection as a new one.

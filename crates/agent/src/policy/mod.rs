@@ -163,6 +163,7 @@ impl Policy {
     pub fn new(s: &Settings) -> Policy {
         let mut opts = PlanOptions::new(&s.node_name);
         opts.log_per_second = s.policy_log_rate;
+        opts.cut_established = s.policy_cut_established;
         Policy {
             node: s.node_name.clone(),
             enforced: Enforced::Unrestored(Plan::empty(&opts.table)),
@@ -565,15 +566,19 @@ impl Policy {
         done
     }
 
-    /// Delete the conntrack entries of flows the applied plan denies (before the apply is
-    /// answered: a `policy-sync` that returns has cut them). A failure is logged, not
-    /// retried: the policy itself is in place.
+    /// Cut the conntrack entries of flows the applied plan denies, and release the cut ones
+    /// it allows again (before the apply is answered: a `policy-sync` that returns has done
+    /// both). A failure is logged, not retried: the policy itself is in place.
     async fn cut(&mut self) {
         self.last_cut = cut::sweep(self.plan().clone()).await;
         match &self.last_cut {
-            Ok(s) if s.cut > 0 => log::info(
+            Ok(s) if s.cut > 0 || s.released > 0 => log::info(
                 "established connections of denied flows cut",
-                &[("entries", s.entries.into()), ("cut", s.cut.into())],
+                &[
+                    ("entries", s.entries.into()),
+                    ("cut", s.cut.into()),
+                    ("released", s.released.into()),
+                ],
             ),
             Ok(_) => {}
             Err(e) => log::error(
@@ -808,6 +813,7 @@ impl Policy {
                 Ok(c) => LastCut::Swept {
                     entries: c.entries,
                     cut: c.cut,
+                    released: c.released,
                 },
                 Err(e) => LastCut::Failed {
                     error: e.to_string(),
