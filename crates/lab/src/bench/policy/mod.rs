@@ -23,7 +23,7 @@
 
 mod net;
 mod report;
-mod world;
+pub mod world;
 
 use std::time::Instant;
 
@@ -36,10 +36,10 @@ use super::dataplane::tools::{Placement, Tools};
 use super::error::{BenchError, Result};
 use super::scratch::ScratchDir;
 use super::signal;
-use crate::exe;
 use net::Net;
 use report::{ChangeReport, Kind, PolicyReport, TableSize, Timing, VariantReport};
 use weft_agent::policy::netlink;
+use weft_ctl::exe;
 
 /// Options of `weftctl bench policy`.
 #[derive(Debug, Args)]

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use crate::bench::child::{Daemon, die_with_parent};
 use crate::bench::error::{BenchError, Result};
 use crate::bench::signal;
-use crate::exe;
+use weft_ctl::exe;
 
 pub const IPERF_PORT: u16 = 5201;
 pub const SOCKPERF_PORT: u16 = 11111;

@@ -11,7 +11,7 @@ use weft_store::{AnyStore, Datastore, ObjectKind};
 
 use super::names::Names;
 use super::state;
-use crate::policy::{PolicyError, StoreArgs};
+use weft_ctl::policy::{PolicyError, StoreArgs};
 
 fn lab_store(names: &Names) -> StoreArgs {
     StoreArgs {

@@ -5,6 +5,7 @@ use std::io;
 use std::path::PathBuf;
 
 use weft_cni::runtime::ExecError;
+pub use weft_ctl::lab::RecordError;
 
 use crate::netns::NetnsError;
 
@@ -25,15 +26,9 @@ pub enum LabError {
     )]
     MissingBinary { binary: &'static str, dir: PathBuf },
 
-    #[error("invalid {what} {value:?}: {reason}")]
-    Invalid {
-        what: &'static str,
-        value: String,
-        reason: String,
-    },
-
-    #[error("no lab named {lab:?} (start it with `weftctl lab up --name {lab} …`)")]
-    NoSuchLab { lab: String },
+    /// A name, an option or the lab's record (weft-ctl's `lab`, shared with `--lab`).
+    #[error(transparent)]
+    Record(#[from] RecordError),
 
     #[error("lab {lab:?} has no node {node:?}")]
     NoSuchNode { lab: String, node: String },
@@ -66,20 +61,6 @@ pub enum LabError {
         what: String,
         #[source]
         source: weft_net::Error,
-    },
-
-    #[error("{what}")]
-    Io {
-        what: String,
-        #[source]
-        source: io::Error,
-    },
-
-    #[error("{what} is corrupt")]
-    State {
-        what: String,
-        #[source]
-        source: serde_json::Error,
     },
 
     #[error("{daemon}: {reason}; log: {}{}", log.display(), tail_suffix(tail))]
@@ -115,7 +96,7 @@ impl LabError {
     /// Wraps an I/O error with what we were doing.
     pub fn io(what: impl Into<String>) -> impl FnOnce(io::Error) -> LabError {
         let what = what.into();
-        move |source| LabError::Io { what, source }
+        move |source| RecordError::Io { what, source }.into()
     }
 
     /// Wraps a kernel error with what we were doing.
@@ -129,11 +110,7 @@ impl LabError {
         value: impl Into<String>,
         reason: impl Into<String>,
     ) -> LabError {
-        LabError::Invalid {
-            what,
-            value: value.into(),
-            reason: reason.into(),
-        }
+        RecordError::invalid(what, value, reason).into()
     }
 }
 

@@ -42,10 +42,10 @@ use super::etcd::{self, Etcd};
 use super::scratch::ScratchDir;
 use super::signal;
 use super::stats::Summary;
-use crate::exe::is_executable;
 use crate::netns::{self, NetnsSet};
 use kernel::Counts;
 pub use report::{AgentReport, SizeReport};
+use weft_ctl::exe::is_executable;
 
 /// How often the kernel is counted while waiting for all peers.
 const POLL: Duration = Duration::from_millis(20);

@@ -26,27 +26,41 @@ use serde_json::Value;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-pub fn weftctl_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_weftctl"))
+/// The lab binary cargo built for this test run (`weftctl lab|bench` exec it).
+pub fn lab_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_weftctl-lab"))
 }
 
-/// Where cargo put weftctl, and with a workspace build also weft, weft-ipam and weftd.
+/// Where cargo put weftctl-lab, and with a workspace build also weftctl, weft, weft-ipam
+/// and weftd.
 pub fn bin_dir() -> PathBuf {
-    weftctl_bin()
+    lab_bin()
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default()
 }
 
+/// Panics with what to build when `bin` is not next to weftctl-lab.
+fn require_built(bin: &str) -> PathBuf {
+    let path = bin_dir().join(bin);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the workspace first (cargo build --workspace, or cargo test --workspace)",
+        path.display()
+    );
+    path
+}
+
+/// `weftctl` next to weftctl-lab: the tests run the commands people type, `weftctl lab …`
+/// and `weftctl bench …` included, which weftctl hands to the weftctl-lab beside it.
+pub fn weftctl_bin() -> PathBuf {
+    require_built("weftctl")
+}
+
 /// Panics with what to build when the binaries a full lab needs are not next to weftctl.
 pub fn require_cluster_binaries() {
     for bin in ["weftd", "weft", "weft-ipam"] {
-        let path = bin_dir().join(bin);
-        assert!(
-            path.is_file(),
-            "{} is missing: build the workspace first (cargo build --workspace, or cargo test --workspace)",
-            path.display()
-        );
+        require_built(bin);
     }
 }
 

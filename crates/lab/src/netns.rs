@@ -11,8 +11,8 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 
-/// Where `ip netns` keeps its bind mounts.
-pub const NETNS_DIR: &str = "/run/netns";
+/// Where `ip netns` keeps its bind mounts (weft-ctl's, which opens a lab's namespace too).
+pub use weft_ctl::lab::names::NETNS_DIR;
 
 /// What can go wrong making or removing namespaces.
 #[derive(Debug, thiserror::Error)]

@@ -8,8 +8,8 @@
 //! lab pod add/label/del, pods, exec, node add/del, etcd stop/start, weftd restart
 //! ```
 //!
-//! Modules: `names` (every name the lab creates, and validation), `state` (the record and
-//! the lock), `topology` (namespaces, links, addresses), `procs` (daemons: start, find, stop),
+//! Modules: `names` (every name the lab creates, and validation) and `state` (the record
+//! and the lock) are weft-ctl's `lab`, shared with `weftctl … --lab`; `topology` (namespaces, links, addresses), `procs` (daemons: start, find, stop),
 //! `etcd`, `node` (weftd), `pod` (the runtime side of CNI), `records` (pods as PodLabels
 //! objects in the lab's etcd), `probe` + `check` (`lab check`),
 //! `up` and `down`.
@@ -21,15 +21,15 @@ mod check;
 mod down;
 mod error;
 mod etcd;
-pub(crate) mod names;
 mod node;
 mod pod;
 mod probe;
 mod procs;
 mod records;
-pub(crate) mod state;
 pub(crate) mod topology;
 mod up;
+
+pub(crate) use weft_ctl::lab::{names, state};
 
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
@@ -40,7 +40,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
 
-pub use error::{LabError, Result};
+pub use error::{LabError, RecordError, Result};
 use names::Names;
 use procs::Owner;
 use state::{Lock, State};
@@ -95,8 +95,8 @@ enum LabCommand {
     Status {
         /// Only this node (n1, n2, … or 1, 2, …).
         node: Option<String>,
-        #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::status::Output::Text)]
-        output: crate::status::Output,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = weft_ctl::status::Output::Text)]
+        output: weft_ctl::status::Output,
     },
     /// Wait until every node's weftd has loaded the datastore's current policy view and
     /// committed it to the kernel (a barrier: change policy, sync, then probe).
@@ -258,9 +258,10 @@ pub fn run(args: LabArgs) -> Result<Outcome> {
 /// The lock and record of a lab that exists.
 fn open_lab(names: &Names) -> Result<(Lock, State)> {
     if !names.state_dir().is_dir() {
-        return Err(LabError::NoSuchLab {
+        return Err(RecordError::NoSuchLab {
             lab: names.lab().to_owned(),
-        });
+        }
+        .into());
     }
     let lock = Lock::acquire(names)?;
     let state = State::load_existing(names)?;
@@ -439,7 +440,7 @@ fn pod_label(names: &Names, pod: &str, changes: &[String]) -> Result<()> {
     let changes = changes
         .iter()
         .map(|c| names::parse_label_change(c))
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
     let (_lock, mut state) = open_lab(names)?;
     let record = state.pod_mut(pod).ok_or_else(|| no_such_pod(names, pod))?;
     for change in changes {
@@ -619,12 +620,12 @@ fn weftd_start(names: &Names, given: &str) -> Result<()> {
             n.blocks = blocks;
         }
     }
-    state.save(names)
+    Ok(state.save(names)?)
 }
 
 /// Prints every node's (or one node's) weftd status; with `-o json`, one array of
 /// `{"node", "status"}` (or `"error"`) objects.
-fn status_cmd(names: &Names, only: Option<&str>, output: crate::status::Output) -> Result<()> {
+fn status_cmd(names: &Names, only: Option<&str>, output: weft_ctl::status::Output) -> Result<()> {
     let state = State::load_existing(names)?;
     let only = only
         .map(names::node_index)
@@ -636,14 +637,14 @@ fn status_cmd(names: &Names, only: Option<&str>, output: crate::status::Output) 
         .iter()
         .filter(|n| only.as_ref().is_none_or(|o| *o == n.name))
     {
-        let got = crate::status::fetch(&node::paths(names, &n.name).socket());
+        let got = weft_ctl::status::fetch(&node::paths(names, &n.name).socket());
         match output {
-            crate::status::Output::Json => all.push(match got {
+            weft_ctl::status::Output::Json => all.push(match got {
                 Ok(st) => serde_json::json!({"node": n.name, "status": st}),
                 Err(e) => serde_json::json!({"node": n.name, "error": e.to_string()}),
             }),
-            crate::status::Output::Text => match got {
-                Ok(st) => crate::status::print(&st, output),
+            weft_ctl::status::Output::Text => match got {
+                Ok(st) => weft_ctl::status::print(&st, output),
                 Err(e) => println!("node {}: {e}", n.name),
             },
         }
@@ -653,7 +654,7 @@ fn status_cmd(names: &Names, only: Option<&str>, output: crate::status::Output) 
     {
         return Err(LabError::invalid("node", o, "no such node in this lab"));
     }
-    if output == crate::status::Output::Json {
+    if output == weft_ctl::status::Output::Json {
         println!("{}", serde_json::Value::from(all));
     }
     Ok(())

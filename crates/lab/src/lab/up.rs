@@ -16,7 +16,7 @@ use super::node::{self, Starting};
 use super::state::{Backend, Lock, Mode, Node, Options, Pod, State, write_atomic};
 use super::topology::{self, MAX_NODE_INDEX, MAX_SEGMENTS};
 use super::{etcd, owner, pod};
-use crate::exe;
+use weft_ctl::exe;
 
 pub const ETCD_HINT: &str = "Debian: apt-get install etcd-server";
 const IP_HINT: &str = "Debian: apt-get install iproute2";
@@ -507,7 +507,7 @@ fn start_agents(names: &Names, state: &mut State) -> Result<()> {
             n.blocks = blocks;
         }
     }
-    state.save(names)
+    Ok(state.save(names)?)
 }
 
 /// ADD for every pod without a result: nodes in parallel, one pod at a time per node (what
@@ -558,10 +558,7 @@ fn wire_pods(names: &Names, state: &mut State) -> Result<()> {
 }
 
 fn poisoned() -> LabError {
-    LabError::Io {
-        what: "a pod worker thread panicked".to_owned(),
-        source: std::io::Error::other("panic"),
-    }
+    LabError::io("a pod worker thread panicked")(std::io::Error::other("panic"))
 }
 
 fn done(names: &Names, state: &State, until: Stage) -> Result<()> {
@@ -630,7 +627,7 @@ pub fn node_add(names: &Names, given: Option<&str>, segment: Option<u32>) -> Res
             n.blocks = blocks;
         }
     }
-    state.save(names)
+    Ok(state.save(names)?)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use serde_json::Value;
 use weft_cni::runtime::{Attachment, Runtime};
 
-use super::error::{LabError, Result};
+use super::error::{LabError, RecordError, Result};
 use super::names::Names;
 use super::node;
 use super::state::{Options, Pod};
@@ -49,9 +49,12 @@ fn conflist(names: &Names, node: &str) -> Result<Value> {
         node: node.to_owned(),
         reason: format!("reading {}: {e}", path.display()),
     })?;
-    serde_json::from_slice(&bytes).map_err(|source| LabError::State {
-        what: path.display().to_string(),
-        source,
+    serde_json::from_slice(&bytes).map_err(|source| {
+        RecordError::State {
+            what: path.display().to_string(),
+            source,
+        }
+        .into()
     })
 }
 

@@ -28,7 +28,7 @@ mod error;
 mod etcd;
 mod floor;
 mod pluginlog;
-mod policy;
+pub mod policy;
 mod report;
 mod runner;
 mod scratch;
@@ -42,7 +42,6 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use clap::builder::RangedU64ValueParser;
 
-use crate::exe::is_executable;
 use crate::netns::{self, NetnsSet};
 pub use agent::{AgentArgs, run as run_agent};
 pub use dataplane::{DataplaneArgs, run as run_dataplane};
@@ -52,6 +51,7 @@ use report::{FloorReport, Report, RunInfo, Samples, VariantReport};
 use runner::{Plugin, Pod};
 use scratch::ScratchDir;
 use stats::Summary;
+use weft_ctl::exe::is_executable;
 
 /// The pod range both sides allocate from; it only exists inside the bench's namespaces.
 const SUBNET: &str = "10.250.0.0/16";

@@ -33,10 +33,12 @@ fn missing_binaries_are_one_clear_line_and_nothing_is_made() {
 #[test]
 fn not_root_is_one_clear_line_and_nothing_is_made() {
     let lab = Lab::new();
-    // A copy anyone may run: the build tree may sit where `nobody` cannot reach.
+    // Copies anyone may run: the build tree may sit where `nobody` cannot reach. weftctl
+    // finds weftctl-lab next to itself.
     let dir = TempDir::new();
     let copy = dir.path().join("weftctl");
     std::fs::copy(weftctl_bin(), &copy).unwrap();
+    std::fs::copy(lab_bin(), dir.path().join("weftctl-lab")).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = Command::new("setpriv")

@@ -12,7 +12,7 @@ use weft_net::NetNs;
 use super::child::Daemon;
 use super::error::{BenchError, Result};
 use super::signal;
-use crate::exe;
+use weft_ctl::exe;
 
 const CLIENT_PORT: u16 = 2379;
 const PEER_PORT: u16 = 2380;

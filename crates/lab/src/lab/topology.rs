@@ -40,10 +40,9 @@ const NODE_HOST_OFFSET: u32 = 10;
 pub const MAX_SEGMENTS: u32 = 16;
 /// The most nodes ever numbered: .11 to .254.
 pub const MAX_NODE_INDEX: u32 = 244;
-/// Where the nodes find etcd (on segment 0's router address).
-pub const ETCD_ENDPOINT: &str = "http://192.168.100.1:2379";
-pub const ETCD_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 1);
-pub const ETCD_PORT: u16 = 2379;
+/// Where the nodes find etcd (on segment 0's router address): weft-ctl's, since
+/// `weftctl … --lab` reaches the same etcd.
+pub use weft_ctl::lab::{ETCD_ADDRESS, ETCD_ENDPOINT, ETCD_PORT};
 
 /// The router's address on segment `seg`.
 pub fn router_v4(seg: u32) -> Ipv4Addr {

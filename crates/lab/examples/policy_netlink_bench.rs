@@ -3,7 +3,7 @@
 //! namespace (as root):
 //!
 //! ```text
-//! cargo run --release -p weft-agent --example policy_netlink_bench [changes]
+//! cargo run --release -p weft-lab --example policy_netlink_bench [changes]
 //! ```
 //!
 //! Each change relabels one peer pod (its addresses leave or join atoms' peer sets), committed
@@ -14,26 +14,13 @@
 //! them back; edits alternate in pairs between netlink on the kept socket and `nft -f -`.
 //! `PROBE=1` first times one add and one delete in a set of each role.
 
-#[allow(dead_code)]
-#[path = "../../ctl/src/bench/policy/world.rs"]
-mod world;
-
-/// What `world.rs` imports from the ctl crate.
-mod bench {
-    pub mod dataplane {
-        pub mod tools {
-            pub const IPERF_PORT: u16 = 5201;
-            pub const SOCKPERF_PORT: u16 = 11111;
-        }
-    }
-}
-
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use weft_agent::policy::netlink;
 use weft_agent::policy::nft::apply_blocking;
+use weft_lab::bench::policy::world;
 use weft_net::NetNs;
 use weft_policy::plan::{self, Compiler, Op, PlanOptions};
 
