@@ -51,6 +51,7 @@
 
 mod compile;
 mod diff;
+#[cfg(feature = "bench")]
 mod linear;
 mod ranges;
 mod render;
@@ -64,6 +65,7 @@ use crate::model::{Direction, PolicyRef};
 
 pub use compile::{Compiler, PlanOptions, compile};
 pub use diff::{ApplyError, Op, diff};
+#[cfg(feature = "bench")]
 pub use linear::compile_linear;
 pub use render::{render, render_ops};
 
