@@ -2,9 +2,10 @@
 # Sourced, not executed.
 
 # protobuf-compiler: etcd-client's build script runs protoc. etcd-server: the datastore of the lab
-# and of the agent tests. iperf3: the throughput benchmark.
+# and of the agent tests; etcd-client (the package): etcdctl, with which tests read it directly.
+# iperf3: the throughput benchmark.
 WEFT_APT_PACKAGES=(iproute2 iputils-ping nftables iptables containernetworking-plugins jq procps
-  protobuf-compiler etcd-server iperf3 sockperf openssl)
+  protobuf-compiler etcd-server etcd-client iperf3 sockperf openssl)
 
 ensure_packages() {
   local missing=()

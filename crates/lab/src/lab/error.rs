@@ -21,7 +21,7 @@ pub enum LabError {
     },
 
     #[error(
-        "{binary} not found or not executable in {} (--bin-dir; default: weftctl's own directory)",
+        "{binary} not found or not executable in {} (--bin-dir; default: weftctl-lab's directory, next to weftctl)",
         dir.display()
     )]
     MissingBinary { binary: &'static str, dir: PathBuf },

@@ -70,7 +70,7 @@ pub struct UpArgs {
     /// IPv4 only.
     #[arg(long, overrides_with = "ipv6")]
     no_ipv6: bool,
-    /// Where weftd, weft and weft-ipam are [default: weftctl's own directory].
+    /// Where weftd, weft and weft-ipam are [default: weftctl-lab's directory, next to weftctl].
     #[arg(long)]
     bin_dir: Option<PathBuf>,
     /// weftd's --lease-ttl, in seconds [default: weftd's].
@@ -129,7 +129,7 @@ fn bin_dir(given: Option<&Path>) -> Result<PathBuf> {
             LabError::invalid(
                 "--bin-dir",
                 "",
-                "weftctl cannot tell its own directory; pass --bin-dir",
+                "weftctl-lab cannot tell its own directory; pass --bin-dir",
             )
         })?,
     };

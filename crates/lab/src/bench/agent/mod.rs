@@ -116,7 +116,7 @@ pub struct AgentArgs {
     /// Dual-stack cluster: every peer also gets an IPv6 block and underlay address.
     #[arg(long)]
     pub ipv6: bool,
-    /// Where `weftd` is [default: weftctl's own directory].
+    /// Where `weftd` is [default: weftctl-lab's directory, next to weftctl].
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
     /// Keep the logs (weftd, etcd) in /tmp/weftctl-bench-<pid>/ instead of removing them.

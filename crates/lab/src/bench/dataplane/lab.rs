@@ -16,7 +16,7 @@ pub const LAB_STATE_ROOT: &str = "/run/weft-lab";
 
 /// `weftctl lab --name NAME down`, for a lab left by a killed run.
 pub fn down_by_name(name: &str) -> Result<()> {
-    let exe = std::env::current_exe().map_err(BenchError::io("finding weftctl itself"))?;
+    let exe = std::env::current_exe().map_err(BenchError::io("finding weftctl-lab itself"))?;
     Lab {
         name: name.to_owned(),
         exe,
@@ -55,7 +55,7 @@ impl Lab {
         bin_dir: Option<&Path>,
         pods: &[(&str, u32)],
     ) -> Result<Lab> {
-        let exe = std::env::current_exe().map_err(BenchError::io("finding weftctl itself"))?;
+        let exe = std::env::current_exe().map_err(BenchError::io("finding weftctl-lab itself"))?;
         // Recorded before `up`, so a half-made lab is removed too.
         let lab = Lab {
             name: name.to_owned(),
