@@ -9,9 +9,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Dir, TestNs, Weftd, weftd_command};
+use support::{TestNs, Weftd, weftd_command};
 use weft_ipam::agent::{Request, ask};
-use weft_store::testing::temp_dir;
+use weft_testkit::TempDir;
 
 fn start(dir: &Path, config: &str) -> Weftd {
     std::fs::write(dir.join("cluster.json"), config).unwrap();
@@ -62,7 +62,7 @@ fn wait_ready(agent: &mut Weftd, dir: &Path) {
 
 fn vxlan_index(ns: &TestNs) -> String {
     let out = Command::new("ip")
-        .args(["-n", &ns.0, "-j", "link", "show", "weft.vx"])
+        .args(["-n", &ns.0.name, "-j", "link", "show", "weft.vx"])
         .output()
         .unwrap();
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -72,18 +72,18 @@ fn vxlan_index(ns: &TestNs) -> String {
 #[test]
 fn single_node_leases_grows_and_keeps_its_blocks_across_a_restart() {
     let ns = TestNs::new();
-    let dir = Dir(temp_dir("agent-local").unwrap());
+    let dir = TempDir::new("agent-local");
     ns.open()
         .run(|| {
-            let mut agent = start(&dir.0, CONFIG);
-            wait_ready(&mut agent, &dir.0);
-            let first = ranges(&dir.0);
+            let mut agent = start(dir.path(), CONFIG);
+            wait_ready(&mut agent, dir.path());
+            let first = ranges(dir.path());
             assert_eq!(first, [vec!["10.97.0.0/28"], vec!["fd00:97::/124"]]);
             let ifindex = vxlan_index(&ns);
 
             // The plugin's request when a node's blocks are full.
             let reply = ask(
-                &dir.0.join("run/weftd.sock"),
+                &dir.path().join("run/weftd.sock"),
                 &Request::Grow {
                     family: "v4".into(),
                 },
@@ -91,9 +91,9 @@ fn single_node_leases_grows_and_keeps_its_blocks_across_a_restart() {
             )
             .unwrap();
             assert_eq!(reply.block.unwrap().to_string(), "10.97.0.16/28");
-            assert_eq!(ranges(&dir.0)[0], ["10.97.0.0/28", "10.97.0.16/28"]);
+            assert_eq!(ranges(dir.path())[0], ["10.97.0.0/28", "10.97.0.16/28"]);
             let err = ask(
-                &dir.0.join("run/weftd.sock"),
+                &dir.path().join("run/weftd.sock"),
                 &Request::Grow {
                     family: "v5".into(),
                 },
@@ -109,10 +109,10 @@ fn single_node_leases_grows_and_keeps_its_blocks_across_a_restart() {
             )
             .unwrap();
             assert!(agent.0.wait().unwrap().success());
-            let mut again = start(&dir.0, CONFIG);
-            wait_ready(&mut again, &dir.0);
+            let mut again = start(dir.path(), CONFIG);
+            wait_ready(&mut again, dir.path());
             assert_eq!(
-                ranges(&dir.0),
+                ranges(dir.path()),
                 [vec!["10.97.0.0/28", "10.97.0.16/28"], vec!["fd00:97::/124"]]
             );
             assert_eq!(vxlan_index(&ns), ifindex, "the VXLAN device was recreated");
@@ -137,23 +137,26 @@ fn bad_cluster_config_stops_weftd_before_anything_is_written() {
         (r#"{"cidrV4":"10.97.0.0/24","backend":"geneve"}"#, "backend"),
         (r#"{"cidrV4":"10.97.0.0/24","mtu":1400}"#, "mtu"),
     ] {
-        let dir = Dir(temp_dir("agent-local").unwrap());
+        let dir = TempDir::new("agent-local");
         ns.open()
             .run(|| {
-                let mut agent = start(&dir.0, config);
+                let mut agent = start(dir.path(), config);
                 let status = agent.0.wait().unwrap();
                 let err = agent.stderr();
                 assert_eq!(status.code(), Some(2), "{config}: {err}");
                 assert!(err.contains(field), "{config}: expected {field:?} in {err}");
                 for made in ["store.json", "net.d", "run", "state"] {
-                    assert!(!dir.0.join(made).exists(), "{config}: {made} was written");
+                    assert!(
+                        !dir.path().join(made).exists(),
+                        "{config}: {made} was written"
+                    );
                 }
             })
             .unwrap();
     }
     // Nothing in the kernel either.
     let links = Command::new("ip")
-        .args(["-n", &ns.0, "link", "show", "weft.vx"])
+        .args(["-n", &ns.0.name, "link", "show", "weft.vx"])
         .output()
         .unwrap();
     assert!(!links.status.success());

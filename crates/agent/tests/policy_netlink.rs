@@ -5,22 +5,19 @@
 //! compared (handles and counter values aside) with a second namespace holding plan B
 //! applied from scratch. A refused batch changes nothing.
 
-#[path = "../../policy/tests/common/mod.rs"]
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use common::*;
 use serde_json::Value;
 use weft_agent::policy::netlink;
 use weft_net::NetNs;
 use weft_nft::{Element, Session, SetKind, TableBatch};
 use weft_policy::World;
 use weft_policy::plan::{self, Op, Plan, PlanOptions};
+use weft_policy::testing::*;
 
 const TABLE: &str = "wtnl_policy";
 
@@ -485,7 +482,7 @@ fn port_map_changes() {
 
 #[test]
 fn randomized_sequences_stay_equal() {
-    use common::Mutation::*;
+    use weft_policy::testing::Mutation::*;
     let kinds = [
         AddPod,
         RemovePod,

@@ -25,7 +25,7 @@ fn help_lists_lab_and_bench() {
 
 #[test]
 fn without_weftctl_lab_it_says_where_it_looked() {
-    let dir = weft_store::testing::temp_dir("weftctl-alone").unwrap();
+    let dir = weft_testkit::temp_dir("weftctl-alone").unwrap();
     let copy = dir.join("weftctl");
     std::fs::copy(weftctl_bin(), &copy).unwrap();
     for command in ["lab", "bench"] {

@@ -1,13 +1,13 @@
 //! `weftctl apply|delete|get|policy explain` against a real etcd (one per test, from
-//! `weft_store::testing`) and the local store file. `policy explain` on a whole lab is
+//! weft-testkit) and the local store file. `policy explain` on a whole lab is
 //! weft-lab's test (`crates/lab/tests/policy_explain.rs`): it needs a lab.
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use serde_json::Value;
-use weft_store::testing::EtcdServer;
+use weft_testkit::etcd::EtcdServer;
+use weft_testkit::{output_with_stdin, text};
 
 const GOOD: &str = "\
 apiVersion: v1
@@ -61,26 +61,10 @@ fn weftctl_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_weftctl"))
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "status {}\n--- stdout ---\n{}--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 fn weftctl_in(args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(weftctl_bin());
-    cmd.args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("weftctl: {e}"));
-    let mut pipe = child.stdin.take().unwrap();
-    pipe.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
-    drop(pipe);
-    child.wait_with_output().unwrap()
+    cmd.args(args);
+    output_with_stdin(cmd, stdin.unwrap_or(""))
 }
 
 struct Ctl {
@@ -229,7 +213,7 @@ fn apply_get_delete_round_trip() {
 #[test]
 fn invalid_file_is_refused_whole() {
     let ctl = Ctl::new();
-    let dir = weft_store::testing::temp_dir("policy-cli").unwrap();
+    let dir = weft_testkit::temp_dir("policy-cli").unwrap();
     let file = dir.join("bad.yaml");
     std::fs::write(&file, BAD).unwrap();
     let out = ctl.run(&["apply", "-f", file.to_str().unwrap()], None);
@@ -451,7 +435,7 @@ fn store_choice_is_required_and_explain_needs_known_pods() {
 /// The local store file works the same way (what a single-node weftd reads).
 #[test]
 fn local_store_apply_get_delete() {
-    let dir = weft_store::testing::temp_dir("policy-local").unwrap();
+    let dir = weft_testkit::temp_dir("policy-local").unwrap();
     let path = dir.join("store.json");
     let p = path.to_str().unwrap();
     let run = |args: &[&str], stdin: Option<&str>| {

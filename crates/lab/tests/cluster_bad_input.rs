@@ -65,7 +65,7 @@ fn weftd_refuses_bad_cluster_config_and_writes_nothing() {
     require_cluster_binaries();
     let lab = Lab::new();
     lab.up_ok(&["--nodes", "1", "--until", "nodes"]);
-    let dir = TempDir::new();
+    let dir = TempDir::new("labtest");
 
     // The harness sees writes: a good config under /good/ gets a config key, a node record
     // and blocks.

@@ -17,7 +17,7 @@ fn stderr(out: &std::process::Output) -> String {
 #[test]
 fn missing_binaries_are_one_clear_line_and_nothing_is_made() {
     let lab = Lab::new();
-    let empty = TempDir::new();
+    let empty = TempDir::new("labtest");
     let out = lab.cmd(
         &["up"],
         &["--bin-dir", empty.path().to_str().unwrap(), "--nodes", "2"],
@@ -35,7 +35,7 @@ fn not_root_is_one_clear_line_and_nothing_is_made() {
     let lab = Lab::new();
     // Copies anyone may run: the build tree may sit where `nobody` cannot reach. weftctl
     // finds weftctl-lab next to itself.
-    let dir = TempDir::new();
+    let dir = TempDir::new("labtest");
     let copy = dir.path().join("weftctl");
     std::fs::copy(weftctl_bin(), &copy).unwrap();
     std::fs::copy(lab_bin(), dir.path().join("weftctl-lab")).unwrap();
@@ -60,7 +60,7 @@ fn not_root_is_one_clear_line_and_nothing_is_made() {
 fn missing_etcd_is_reported_before_anything_is_made() {
     let lab = Lab::new();
     // A PATH with `ip` and nothing else.
-    let path = TempDir::new();
+    let path = TempDir::new("labtest");
     std::os::unix::fs::symlink("/usr/sbin/ip", path.path().join("ip")).unwrap();
     let out = weftctl_env(
         &["lab", "up", "--name", &lab.name, "--until", "etcd"],
@@ -73,7 +73,7 @@ fn missing_etcd_is_reported_before_anything_is_made() {
     lab.assert_gone();
 
     // And without `ip` at all.
-    let nothing = TempDir::new();
+    let nothing = TempDir::new("labtest");
     let out = weftctl_env(
         &["lab", "up", "--name", &lab.name, "--until", "underlay"],
         &[("PATH", nothing.path().to_str().unwrap())],
@@ -355,7 +355,7 @@ fn down_removes_a_half_made_lab_and_what_runs_in_it() {
         .spawn()
         .unwrap();
     // A "weftd" (sleep under that name) working in the state dir, in no lab namespace.
-    let bin = TempDir::new();
+    let bin = TempDir::new("labtest");
     let fake_name = bin.path().join("weftd");
     std::os::unix::fs::symlink("/bin/sleep", &fake_name).unwrap();
     let mut outlived = Command::new(&fake_name)

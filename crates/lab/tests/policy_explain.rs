@@ -3,8 +3,7 @@
 
 mod lab_support;
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use lab_support::{text, weftctl_bin};
 use serde_json::Value;
@@ -29,15 +28,8 @@ spec:
 
 fn weftctl_in(args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(weftctl_bin());
-    cmd.args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("weftctl: {e}"));
-    let mut pipe = child.stdin.take().unwrap();
-    pipe.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
-    drop(pipe);
-    child.wait_with_output().unwrap()
+    cmd.args(args);
+    weft_testkit::output_with_stdin(cmd, stdin.unwrap_or(""))
 }
 
 /// A two-node lab: pods get PodLabels objects in the lab's etcd (and their Namespace

@@ -269,7 +269,7 @@ fn setup(lab_args: &[&str]) -> Fixture {
         flows,
         jobs,
         blocks,
-        tmp: TempDir::new(),
+        tmp: TempDir::new("labtest"),
     };
     fixture.weftctl_file("apply", &base_manifest());
     fixture

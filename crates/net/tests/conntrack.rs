@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::TestNs;
 use weft_net::conntrack::{Conntrack, CtEntry};
+use weft_testkit::require_root;
 
 /// Namespaces a and b on one veth (10.98.0.1|2, fd98::1|2); b tracks connections (an nft
 /// input chain using conntrack, in b only).

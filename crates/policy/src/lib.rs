@@ -115,6 +115,8 @@ mod join;
 mod manifest;
 mod model;
 pub mod plan;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod validate;
 
 pub use eval::{EvalError, Party, Peer, Resolved, Side, Verdict, evaluate, evaluate_addrs};

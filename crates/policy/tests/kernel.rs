@@ -3,13 +3,11 @@
 //! the evaluator says; then a diff applied under the same sockets flips exactly the changed
 //! flow. Every namespace carries a unique prefix and is removed on drop.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
 use weft_policy::plan::{self, PlanOptions};
+use weft_policy::testing::*;
 use weft_policy::{Protocol, World, evaluate_addrs};
 
 struct Lab {

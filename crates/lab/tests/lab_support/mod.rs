@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+pub use weft_testkit::{TempDir, text};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -77,15 +78,6 @@ pub fn weftctl_env(args: &[&str], env: &[(&str, &str)]) -> Output {
 
 pub fn weftctl(args: &[&str]) -> Output {
     weftctl_env(args, &[])
-}
-
-pub fn text(out: &Output) -> String {
-    format!(
-        "status {}\n--- stdout ---\n{}--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// `weftctl args…`, which must succeed; returns stdout.
@@ -379,28 +371,6 @@ pub fn netns_inode(ns: &str) -> u64 {
 /// The cells of a check report.
 pub fn cells(report: &Value) -> Vec<Value> {
     report["cells"].as_array().cloned().unwrap_or_default()
-}
-
-/// A directory under /tmp removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new() -> TempDir {
-        let k = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let path = std::env::temp_dir().join(format!("weftctl-labtest-{}-{k}", std::process::id()));
-        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        TempDir(path)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Polls `ready` every 20 ms until it returns `Some`, for at most `timeout`; returns the

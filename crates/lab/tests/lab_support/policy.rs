@@ -27,7 +27,7 @@ impl Lab {
     }
 
     fn manifest(&self, verb: &str, yaml: &str) {
-        let dir = TempDir::new();
+        let dir = TempDir::new("labtest");
         let path = dir.path().join("manifest.yaml");
         std::fs::write(&path, yaml).unwrap();
         let p = path.to_string_lossy();

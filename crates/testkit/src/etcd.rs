@@ -1,46 +1,26 @@
-//! Test helpers (feature `testing`, never in a shipped binary): a throw-away single-member
-//! etcd on loopback ports ([`EtcdServer`]) and a throw-away PKI made with `openssl`
-//! ([`TestPki`]). Both live in their own temporary directory, removed on drop; the etcd
-//! process is killed on drop.
+//! A throw-away single-member etcd on loopback ports ([`EtcdServer`]) and a throw-away PKI
+//! made with `openssl` ([`TestPki`]). Both live in their own temporary directory, removed on
+//! drop; the etcd process is killed on drop.
 //!
 //! etcd runs with a 10 ms heartbeat and a 100 ms election timeout so that it is ready in
 //! well under a second (a single member elects itself after one election timeout). Its
 //! data directory is on `/dev/shm` when available: etcd fsyncs every commit.
+//!
+//! Plain endpoints and paths only: weft-store's own tests use this harness, so it must not
+//! depend on weft-store (a dev-dependency cycle). Callers build `EtcdOptions`/`TlsFiles`
+//! from [`EtcdServer::endpoint`] and [`ClientTls`].
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use crate::{DEFAULT_PREFIX, EtcdOptions, TlsFiles};
+use crate::temp_dir;
 
 const READY: &str = "ready to serve client requests";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A new empty directory, unique across processes and threads.
-pub fn temp_dir(tag: &str) -> io::Result<PathBuf> {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let base = Path::new("/dev/shm");
-    let base = if base.is_dir() {
-        base.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    };
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let dir = base.join(format!(
-        "weft-test-{tag}-{}-{}-{nanos}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
 
 fn free_ports() -> io::Result<(u16, u16)> {
     // Both bound at once so they differ.
@@ -184,15 +164,9 @@ impl EtcdServer {
         format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
-    /// Options to reach this server: default prefix, the PKI's client identity when TLS is
-    /// on, and a 2 s request timeout.
-    pub fn options(&self) -> EtcdOptions {
-        EtcdOptions {
-            endpoints: vec![self.endpoint()],
-            prefix: DEFAULT_PREFIX.to_string(),
-            tls: self.tls.as_ref().map(TestPki::client_files),
-            timeout: Duration::from_secs(2),
-        }
+    /// The PKI's client identity, when this server requires one.
+    pub fn client_tls(&self) -> Option<ClientTls> {
+        self.tls.as_ref().map(TestPki::client_files)
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -239,6 +213,14 @@ impl Drop for EtcdServer {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.root);
     }
+}
+
+/// What a client presents to a TLS etcd: the CA to trust, its certificate and key.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// A CA with one server certificate (for 127.0.0.1/localhost) and one client certificate,
@@ -388,9 +370,9 @@ impl TestPki {
         )
     }
 
-    /// CA, client certificate and key, for [`EtcdOptions::tls`].
-    pub fn client_files(&self) -> TlsFiles {
-        TlsFiles {
+    /// CA, client certificate and key: weft-store's `TlsFiles`, field for field.
+    pub fn client_files(&self) -> ClientTls {
+        ClientTls {
             ca: self.ca.clone(),
             cert: self.client_cert.clone(),
             key: self.client_key.clone(),

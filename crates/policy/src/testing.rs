@@ -1,10 +1,13 @@
-//! World builders shared by the integration tests.
-#![allow(dead_code)]
+//! Test support (feature `testing`): world builders, random worlds and their mutations on a
+//! replayable PRNG, and the walk of a packet through every node's plan that the tests hold
+//! the compilers against. Used by this crate's tests and weft-agent's (`policy_netlink`: the
+//! kernel must end where the plans say). It panics on a bad test input, as tests do; never
+//! enable it in a binary.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use weft_policy::{
+use crate::{
     Endpoint, NamedPort, Namespace, NetworkPolicy, Node, Object, ParseOptions, Protocol, World,
     parse,
 };
@@ -115,8 +118,9 @@ pub fn world(
 }
 
 use std::collections::BTreeMap as Map;
-use weft_policy::plan::{self, HookPoint, Packet, Plan, PlanOptions};
-use weft_policy::{Party, evaluate_addrs};
+
+use crate::plan::{self, HookPoint, Packet, Plan, PlanOptions};
+use crate::{Party, evaluate_addrs};
 
 /// One plan per node: `compile` (or `compile_linear` when `linear`).
 pub fn plans(world: &World, linear: bool) -> Map<String, Plan> {
@@ -208,31 +212,8 @@ pub fn walk(
     })
 }
 
-/// A small deterministic PRNG (xorshift64*), so randomized tests replay exactly.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
+/// The tests' replayable PRNG.
+pub use weft_testkit::Rng;
 
 const LABEL_KEYS: &[(&str, &[&str])] = &[
     ("app", &["w", "d", "c"]),
@@ -462,7 +443,7 @@ pub const ALL_MUTATIONS: &[Mutation] = &[
 
 /// Applies one change of kind `m` (if the world has something to change that way).
 pub fn mutate(r: &mut Rng, w: &World, m: Mutation) -> Option<World> {
-    use weft_policy::{PolicyPeer, PortRef};
+    use crate::{PolicyPeer, PortRef};
     let mut w = w.clone();
     match m {
         Mutation::AddPod => {
