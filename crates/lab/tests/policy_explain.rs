@@ -8,23 +8,16 @@ use std::process::{Command, Output};
 use lab_support::{text, weftctl_bin};
 use serde_json::Value;
 
-/// The policies of weft-ctl's policy_cli test manifest: shop is default-deny, web open to
-/// client on TCP 80.
-const POLICIES: &str = "\
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: default-deny, namespace: shop}
-spec: {podSelector: {}}
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: allow-web, namespace: shop}
-spec:
-  podSelector: {matchLabels: {app: web}}
-  ingress:
-  - from: [{podSelector: {matchLabels: {app: client}}}]
-    ports: [{port: 80, protocol: TCP}]
-";
+/// The policies of weft-ctl's policy_cli test manifest, as JSON (a stream of objects): shop
+/// is default-deny, web open to client on TCP 80.
+const POLICIES: &str = r#"{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+ "metadata": {"name": "default-deny", "namespace": "shop"}, "spec": {"podSelector": {}}}
+{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+ "metadata": {"name": "allow-web", "namespace": "shop"},
+ "spec": {"podSelector": {"matchLabels": {"app": "web"}},
+          "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}],
+                       "ports": [{"port": 80, "protocol": "TCP"}]}]}}
+"#;
 
 fn weftctl_in(args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(weftctl_bin());

@@ -120,6 +120,11 @@ impl TestNs {
         del(&self.name);
         self.deleted = true;
     }
+
+    /// Whether [`TestNs::delete`] removed it already.
+    pub fn is_deleted(&self) -> bool {
+        self.deleted
+    }
 }
 
 impl Drop for TestNs {
