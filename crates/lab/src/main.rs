@@ -3,7 +3,8 @@
 //! people type; run directly it takes the same arguments (`weftctl-lab lab up …`).
 //!
 //! Unlike the plugins, this is a person's tool: it may spawn `ip`, `etcd`, `weftd` and the
-//! plugins.
+//! plugins. It must not grow operator commands: those are weftctl's own (weft-ctl), which
+//! must work on a node where weftctl-lab is not installed.
 
 use std::error::Error;
 use std::process::ExitCode;

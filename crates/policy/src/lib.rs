@@ -21,6 +21,8 @@
 //!   [`plan::render_ops`] write them as `nft -f` text; `plan::compile_linear` (feature
 //!   `bench`: a baseline for benchmarks and a second compiler for the tests, never in weftd)
 //!   builds the same policy the way iptables-based implementations do;
+//!   `testing` (feature `testing`, for tests only: this crate's and weft-agent's) builds
+//!   worlds, random ones and their mutations, and walks packets through every node's plan;
 //!   [`plan::Plan::walk`] runs a packet through a plan as nftables would.
 //!
 //! It must not touch the kernel, spawn processes, read files, or use an async runtime: data
