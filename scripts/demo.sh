@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: a whole Weft cluster on this machine, then its connectivity check.
 #
-# Builds weft, weft-ipam, weftd and weftctl, then `weftctl lab up`: an underlay segment, a
+# Builds weft, weft-ipam, weftd, weftctl and weftctl-lab, then `weftctl lab up`: an underlay segment, a
 # real etcd, three node namespaces each running a real weftd, and two pods per node wired by
 # executing the real plugin as a container runtime does. `weftctl lab check` then sends real
 # packets pod↔pod across nodes (IPv4 and IPv6), node→pod, and pod→"outside" through

@@ -24,10 +24,19 @@ if cargo tree -p weft-plugin -e normal --locked | grep -Eq '\b(tokio|async-std|s
   echo "weft-plugin depends on an async runtime; it must stay synchronous" >&2
   exit 1
 fi
+echo "== weftctl links neither weftd's code, the backend nor nf_tables"
+# The operator's CLI stays small: the lab and the benchmarks need those, and they are
+# weftctl-lab (weft-lab), which `weftctl lab|bench` execs.
+tree=$(cargo tree -p weft-ctl -e normal --locked --prefix none)
+linked=$(grep -Eo '^weft-(agent|backend|nft|lab) ' <<<"$tree" | sort -u | tr -d ' ' | paste -sd, - || true)
+if [ -n "$linked" ]; then
+  echo "weft-ctl depends on $linked; lab and benchmark code belongs in weft-lab (crates/lab)" >&2
+  exit 1
+fi
 echo "== cargo build"
-# The lab tests run weftd, weft and weft-ipam from next to weftctl: build every binary first
-# (cargo test alone builds only each package's own test harnesses and the binaries its
-# integration tests name).
+# The lab tests (weft-lab) run weftctl, weftd, weft and weft-ipam from next to weftctl-lab:
+# build every binary first (cargo test alone builds only each package's own test harnesses
+# and the binaries its integration tests name).
 cargo build --workspace --locked
 echo "== cargo test"
 log=$(mktemp /tmp/weft-test.XXXXXX)

@@ -12,9 +12,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Dir, TestNs, Weftd, weftd_command};
+use support::{TestNs, Weftd, weftd_command};
 use weft_proto::{Family, MAX_REQUEST_LINE, Request, ask};
-use weft_store::testing::temp_dir;
+use weft_testkit::TempDir;
 
 fn start(dir: &Path, config: &str) -> Weftd {
     std::fs::write(dir.join("cluster.json"), config).unwrap();
@@ -77,7 +77,7 @@ fn exchange(sock: &Path, bytes: &[u8]) -> String {
 
 fn vxlan_index(ns: &TestNs) -> String {
     let out = Command::new("ip")
-        .args(["-n", &ns.0, "-j", "link", "show", "weft.vx"])
+        .args(["-n", &ns.0.name, "-j", "link", "show", "weft.vx"])
         .output()
         .unwrap();
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -87,18 +87,18 @@ fn vxlan_index(ns: &TestNs) -> String {
 #[test]
 fn single_node_leases_grows_and_keeps_its_blocks_across_a_restart() {
     let ns = TestNs::new();
-    let dir = Dir(temp_dir("agent-local").unwrap());
+    let dir = TempDir::new("agent-local");
     ns.open()
         .run(|| {
-            let mut agent = start(&dir.0, CONFIG);
-            wait_ready(&mut agent, &dir.0);
-            let first = ranges(&dir.0);
+            let mut agent = start(dir.path(), CONFIG);
+            wait_ready(&mut agent, dir.path());
+            let first = ranges(dir.path());
             assert_eq!(first, [vec!["10.97.0.0/28"], vec!["fd00:97::/124"]]);
 
             // The socket and its directory are root's alone.
-            let sock = dir.0.join("run/weftd.sock");
+            let sock = dir.path().join("run/weftd.sock");
             let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
-            assert_eq!(mode(&dir.0.join("run")), 0o700);
+            assert_eq!(mode(&dir.path().join("run")), 0o700);
             assert_eq!(mode(&sock), 0o600);
             // A request line past the limit is refused; weftd serves the next client.
             let long = format!("{{\"op\":\"status\"{}}}\n", " ".repeat(MAX_REQUEST_LINE));
@@ -112,16 +112,16 @@ fn single_node_leases_grows_and_keeps_its_blocks_across_a_restart() {
 
             // The plugin's request when a node's blocks are full.
             let reply = ask(
-                &dir.0.join("run/weftd.sock"),
+                &dir.path().join("run/weftd.sock"),
                 &Request::Grow { family: Family::V4 },
                 Duration::from_secs(5),
             )
             .unwrap();
             assert_eq!(reply.block.unwrap().to_string(), "10.97.0.16/28");
-            assert_eq!(ranges(&dir.0)[0], ["10.97.0.0/28", "10.97.0.16/28"]);
+            assert_eq!(ranges(dir.path())[0], ["10.97.0.0/28", "10.97.0.16/28"]);
             // A family the wire type has no name for is refused as malformed.
             let reply = exchange(
-                &dir.0.join("run/weftd.sock"),
+                &dir.path().join("run/weftd.sock"),
                 b"{\"op\":\"grow\",\"family\":\"v5\"}\n",
             );
             assert!(
@@ -136,10 +136,10 @@ fn single_node_leases_grows_and_keeps_its_blocks_across_a_restart() {
             )
             .unwrap();
             assert!(agent.0.wait().unwrap().success());
-            let mut again = start(&dir.0, CONFIG);
-            wait_ready(&mut again, &dir.0);
+            let mut again = start(dir.path(), CONFIG);
+            wait_ready(&mut again, dir.path());
             assert_eq!(
-                ranges(&dir.0),
+                ranges(dir.path()),
                 [vec!["10.97.0.0/28", "10.97.0.16/28"], vec!["fd00:97::/124"]]
             );
             assert_eq!(vxlan_index(&ns), ifindex, "the VXLAN device was recreated");
@@ -164,23 +164,26 @@ fn bad_cluster_config_stops_weftd_before_anything_is_written() {
         (r#"{"cidrV4":"10.97.0.0/24","backend":"geneve"}"#, "backend"),
         (r#"{"cidrV4":"10.97.0.0/24","mtu":1400}"#, "mtu"),
     ] {
-        let dir = Dir(temp_dir("agent-local").unwrap());
+        let dir = TempDir::new("agent-local");
         ns.open()
             .run(|| {
-                let mut agent = start(&dir.0, config);
+                let mut agent = start(dir.path(), config);
                 let status = agent.0.wait().unwrap();
                 let err = agent.stderr();
                 assert_eq!(status.code(), Some(2), "{config}: {err}");
                 assert!(err.contains(field), "{config}: expected {field:?} in {err}");
                 for made in ["store.json", "net.d", "run", "state"] {
-                    assert!(!dir.0.join(made).exists(), "{config}: {made} was written");
+                    assert!(
+                        !dir.path().join(made).exists(),
+                        "{config}: {made} was written"
+                    );
                 }
             })
             .unwrap();
     }
     // Nothing in the kernel either.
     let links = Command::new("ip")
-        .args(["-n", &ns.0, "link", "show", "weft.vx"])
+        .args(["-n", &ns.0.name, "link", "show", "weft.vx"])
         .output()
         .unwrap();
     assert!(!links.status.success());

@@ -10,10 +10,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{Dir, TestNs, Weftd, weftd_command};
+use support::{TestNs, Weftd, weftd_command};
 use weft_proto::{ApplyMode, CommitVia, PolicyStatus, Request, ask};
-use weft_store::testing::temp_dir;
 use weft_store::{Datastore, LocalStore, ObjectKind};
+use weft_testkit::TempDir;
 
 const CONFIG: &str = r#"{"cidrV4":"10.97.0.0/24","blockSizeV4":28,"backend":"vxlan"}"#;
 
@@ -33,7 +33,7 @@ fn table(ns: &TestNs) -> Option<String> {
         .args([
             "netns",
             "exec",
-            &ns.0,
+            &ns.0.name,
             "nft",
             "list",
             "table",
@@ -60,14 +60,14 @@ fn policy_status(dir: &Path) -> Option<PolicyStatus> {
 #[test]
 fn policy_from_the_local_store_is_applied_persisted_and_restored_first() {
     let ns = TestNs::new();
-    let dir = Dir(temp_dir("agent-policy").unwrap());
+    let dir = TempDir::new("agent-policy");
     // Stored before weftd ever ran (the local store is locked while weftd has it).
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let store = LocalStore::open(&dir.0.join("store.json")).unwrap();
+        let store = LocalStore::open(&dir.path().join("store.json")).unwrap();
         let deny = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": {"name": "deny-all", "namespace": "shop"},
             "spec": {"podSelector": {}}});
@@ -77,7 +77,7 @@ fn policy_from_the_local_store_is_applied_persisted_and_restored_first() {
             .unwrap();
     });
     // A pod the plugin attached while weftd was down.
-    let eps = dir.0.join("run/endpoints");
+    let eps = dir.path().join("run/endpoints");
     std::fs::create_dir_all(&eps).unwrap();
     std::fs::write(
         eps.join("c1-eth0.json"),
@@ -88,13 +88,13 @@ fn policy_from_the_local_store_is_applied_persisted_and_restored_first() {
 
     ns.open()
         .run(|| {
-            let mut agent = start(&dir.0);
+            let mut agent = start(dir.path());
             let started = Instant::now();
             let st = loop {
                 if let Ok(Some(status)) = agent.0.try_wait() {
                     panic!("weftd exited ({status}): {}", agent.stderr());
                 }
-                if let Some(st) = policy_status(&dir.0).filter(|s| s.in_sync) {
+                if let Some(st) = policy_status(dir.path()).filter(|s| s.in_sync) {
                     break st;
                 }
                 assert!(started.elapsed() < Duration::from_secs(15), "not in sync");
@@ -102,7 +102,9 @@ fn policy_from_the_local_store_is_applied_persisted_and_restored_first() {
             };
             assert_eq!(st.classes, 1, "deny-all isolates web-0 (ingress): {st:?}");
             // The run dir existed (made above, umask mode): weftd tightened it to root only.
-            let run_mode = std::fs::metadata(dir.0.join("run")).unwrap().permissions();
+            let run_mode = std::fs::metadata(dir.path().join("run"))
+                .unwrap()
+                .permissions();
             assert_eq!(
                 std::os::unix::fs::PermissionsExt::mode(&run_mode) & 0o7777,
                 0o700
@@ -116,7 +118,7 @@ fn policy_from_the_local_store_is_applied_persisted_and_restored_first() {
             assert!(t.contains("10.97.0.2"), "the pod is programmed:\n{t}");
             assert!(t.contains("log prefix"), "--policy-log-rate logs:\n{t}");
             assert!(t.contains("limit rate 5/second"), "{t}");
-            let plan = std::fs::read_to_string(dir.0.join("run/policy-plan.json")).unwrap();
+            let plan = std::fs::read_to_string(dir.path().join("run/policy-plan.json")).unwrap();
             assert!(plan.contains("10.97.0.2"));
 
             // A pod attached now is an incremental change: a journal line, not a new plan
@@ -128,7 +130,7 @@ fn policy_from_the_local_store_is_applied_persisted_and_restored_first() {
             )
             .unwrap();
             let reply = ask(
-                &dir.0.join("run/weftd.sock"),
+                &dir.path().join("run/weftd.sock"),
                 &Request::Attach {
                     container_id: "c2".into(),
                     ifname: "eth0".into(),
@@ -137,7 +139,7 @@ fn policy_from_the_local_store_is_applied_persisted_and_restored_first() {
             )
             .unwrap();
             assert!(reply.ok, "{reply:?}");
-            let st = policy_status(&dir.0).unwrap();
+            let st = policy_status(dir.path()).unwrap();
             assert_eq!(st.last_change.mode, ApplyMode::Incremental, "{st:?}");
             assert_eq!(
                 st.last_change.via,
@@ -145,12 +147,14 @@ fn policy_from_the_local_store_is_applied_persisted_and_restored_first() {
                 "one pod is element ops only: {st:?}"
             );
             assert!(table(&ns).unwrap().contains("10.97.0.3"));
-            let plan_after = std::fs::read_to_string(dir.0.join("run/policy-plan.json")).unwrap();
+            let plan_after =
+                std::fs::read_to_string(dir.path().join("run/policy-plan.json")).unwrap();
             assert_eq!(
                 plan_after, plan,
                 "the plan file is not rewritten for one pod"
             );
-            let journal = std::fs::read_to_string(dir.0.join("run/policy-plan.journal")).unwrap();
+            let journal =
+                std::fs::read_to_string(dir.path().join("run/policy-plan.journal")).unwrap();
             assert!(
                 journal.lines().count() >= 2 && journal.contains("10.97.0.3"),
                 "{journal}"
@@ -170,8 +174,8 @@ fn policy_from_the_local_store_is_applied_persisted_and_restored_first() {
                 .unwrap();
             assert!(out.success());
             assert!(table(&ns).is_none());
-            let _held = LocalStore::open(&dir.0.join("store.json")).unwrap();
-            let mut blocked = start(&dir.0);
+            let _held = LocalStore::open(&dir.path().join("store.json")).unwrap();
+            let mut blocked = start(dir.path());
             let status = blocked.0.wait().unwrap();
             assert!(!status.success(), "weftd cannot open a locked store");
             let t = table(&ns).expect("the persisted plan was restored first");

@@ -5,47 +5,32 @@
 //! compared (handles and counter values aside) with a second namespace holding plan B
 //! applied from scratch. A refused batch changes nothing.
 
-#[path = "../../policy/tests/common/mod.rs"]
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 
-use common::*;
 use serde_json::Value;
 use weft_agent::policy::netlink;
 use weft_net::NetNs;
 use weft_nft::{Element, Session, SetKind, TableBatch};
 use weft_policy::World;
 use weft_policy::plan::{self, Op, Plan, PlanOptions};
+use weft_policy::testing::*;
+use weft_testkit::TestNs;
 
 const TABLE: &str = "wtnl_policy";
 
-/// A scratch network namespace, removed on drop.
-struct Scratch(String);
+/// A scratch network namespace (weft-testkit's, `wtnl<tag>…`), removed on drop.
+struct Scratch(TestNs);
 
 impl Scratch {
     fn new(tag: &str) -> Scratch {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "wtnl{}-{tag}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        let st = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .expect("run ip");
-        assert!(st.success(), "ip netns add {name}");
-        Scratch(name)
+        Scratch(TestNs::new(&format!("wtnl{tag}")))
     }
 
     fn nft(&self, script: &str) -> Result<(), String> {
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.0, "nft", "-f", "-"])
+            .args(["netns", "exec", &self.0.name, "nft", "-f", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -77,7 +62,7 @@ impl Scratch {
     }
 
     fn netns(&self) -> NetNs {
-        NetNs::open(Path::new(&format!("/run/netns/{}", self.0))).expect("open netns")
+        NetNs::open(&self.0.path()).expect("open netns")
     }
 
     /// Commits `batch` in this namespace; a refusal comes back as its message (which names
@@ -102,12 +87,9 @@ impl Scratch {
 
     /// `nft -j list table`, as nft prints it.
     fn list_json(&self) -> Value {
-        let out = Command::new("ip")
-            .args([
-                "netns", "exec", &self.0, "nft", "-j", "list", "table", "inet", TABLE,
-            ])
-            .output()
-            .expect("run nft");
+        let out = self
+            .0
+            .output(&["nft", "-j", "list", "table", "inet", TABLE]);
         assert!(
             out.status.success(),
             "nft list: {}",
@@ -145,12 +127,6 @@ impl Scratch {
             }
         }
         objs
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
 }
 
@@ -491,7 +467,7 @@ fn port_map_changes() {
 
 #[test]
 fn randomized_sequences_stay_equal() {
-    use common::Mutation::*;
+    use weft_policy::testing::Mutation::*;
     let kinds = [
         AddPod,
         RemovePod,

@@ -17,10 +17,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Dir, TestNs, Weftd, weftd_command};
+use support::{TestNs, Weftd, weftd_command};
 use weft_proto::{PolicyStatus, Request, ask};
-use weft_store::testing::{EtcdServer, temp_dir};
-use weft_store::{Datastore, EndpointRecord, EtcdStore, ObjectKind};
+use weft_store::{Datastore, EndpointRecord, EtcdOptions, EtcdStore, ObjectKind};
+use weft_testkit::TempDir;
+use weft_testkit::etcd::EtcdServer;
 
 const PODS: u32 = 1000;
 
@@ -148,12 +149,15 @@ fn run(rules: usize, cidrs: bool) {
     ns.open()
         .run(|| {
             let etcd = EtcdServer::start().unwrap();
-            let dir = Dir(temp_dir("agent-policy-scale").unwrap());
+            let dir = TempDir::new("agent-policy-scale");
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
-            let store = rt.block_on(EtcdStore::connect(etcd.options())).unwrap();
+            let store = rt.block_on(EtcdStore::connect(EtcdOptions {
+                timeout: Duration::from_secs(2),
+                ..EtcdOptions::new(vec![etcd.endpoint()])
+            })).unwrap();
             let lease = rt
                 .block_on(store.grant_lease(Duration::from_secs(600)))
                 .unwrap();
@@ -192,7 +196,7 @@ fn run(rules: usize, cidrs: bool) {
                     }
                 }
             });
-            let eps = dir.0.join("run/endpoints");
+            let eps = dir.path().join("run/endpoints");
             std::fs::create_dir_all(&eps).unwrap();
             for i in (0..PODS).step_by(2) {
                 std::fs::write(
@@ -205,13 +209,13 @@ fn run(rules: usize, cidrs: bool) {
                 .unwrap();
             }
             std::fs::write(
-                dir.0.join("cluster.json"),
+                dir.path().join("cluster.json"),
                 r#"{"cidrV4":"10.90.0.0/15","blockSizeV4":24,"backend":"vxlan"}"#,
             )
             .unwrap();
-            let log = dir.0.join("weftd.log");
+            let log = dir.path().join("weftd.log");
             let mut agent = Weftd(
-                weftd_command(&dir.0, "n1")
+                weftd_command(dir.path(), "n1")
                     .args(["--etcd-endpoints", &etcd.endpoint()])
                     .stderr(std::fs::File::create(&log).expect("weftd log"))
                     .spawn()
@@ -225,7 +229,7 @@ fn run(rules: usize, cidrs: bool) {
                         std::fs::read_to_string(&log).unwrap_or_default()
                     );
                 }
-                if let Some(st) = status(&dir.0).filter(|s| s.in_sync) {
+                if let Some(st) = status(dir.path()).filter(|s| s.in_sync) {
                     break st;
                 }
                 assert!(started.elapsed() < Duration::from_secs(120), "not in sync");
@@ -253,7 +257,7 @@ fn run(rules: usize, cidrs: bool) {
                     &policy(k, n + 1, cidrs),
                 ))
                 .unwrap();
-                samples.push(next_change(&dir.0, &log, &mut seen));
+                samples.push(next_change(dir.path(), &log, &mut seen));
             }
             report(&label, "policy edit", &samples);
 
@@ -268,11 +272,11 @@ fn run(rules: usize, cidrs: bool) {
                     &labels(i, (i + n + 1) % 50),
                 ))
                 .unwrap();
-                samples.push(next_change(&dir.0, &log, &mut seen));
+                samples.push(next_change(dir.path(), &log, &mut seen));
             }
             report(&label, "pod relabel", &samples);
             // The barrier: policy-sync loads the whole view again (nothing to change).
-            let st = sync(&dir.0);
+            let st = sync(dir.path());
             assert!(st.last_error.is_none(), "{st:?}");
             println!(
                 "rules={label} policy-sync (full load, no change): {:?}",
@@ -292,7 +296,7 @@ fn run(rules: usize, cidrs: bool) {
                 )
                 .unwrap();
                 let reply = ask(
-                    &dir.0.join("run/weftd.sock"),
+                    &dir.path().join("run/weftd.sock"),
                     &Request::Attach {
                         container_id: format!("c{i}"),
                         ifname: "eth0".into(),
@@ -301,7 +305,7 @@ fn run(rules: usize, cidrs: bool) {
                 )
                 .unwrap();
                 assert!(reply.ok, "{reply:?}");
-                samples.push(next_change(&dir.0, &log, &mut seen));
+                samples.push(next_change(dir.path(), &log, &mut seen));
             }
             report(&label, "pod attach", &samples);
         })

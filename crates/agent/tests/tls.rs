@@ -9,9 +9,10 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::{Dir, TestNs, Weftd, weftd_command};
-use weft_store::testing::{EtcdServer, TestPki, temp_dir};
-use weft_store::{Datastore, EtcdOptions, EtcdStore};
+use support::{TestNs, Weftd, weftd_command};
+use weft_store::{Datastore, EtcdOptions, EtcdStore, TlsFiles};
+use weft_testkit::TempDir;
+use weft_testkit::etcd::{EtcdServer, TestPki};
 
 fn weftd(dir: &Path, endpoint: &str, ca: &Path, cert: &Path, key: &Path) -> Weftd {
     let config = dir.join("cluster.json");
@@ -41,15 +42,15 @@ fn weftd_registers_over_tls_with_client_certificates() {
         .run(|| {
             let pki = TestPki::generate().unwrap();
             let etcd = EtcdServer::start_tls(&pki).unwrap();
-            let dir = Dir(temp_dir("agent-tls").unwrap());
+            let dir = TempDir::new("agent-tls");
             let mut agent = weftd(
-                &dir.0,
+                dir.path(),
                 &etcd.endpoint(),
                 &pki.ca,
                 &pki.client_cert,
                 &pki.client_key,
             );
-            let conflist = dir.0.join("net.d/10-weft.conflist");
+            let conflist = dir.path().join("net.d/10-weft.conflist");
             let start = Instant::now();
             while !conflist.exists() {
                 if let Ok(Some(status)) = agent.0.try_wait() {
@@ -73,7 +74,12 @@ fn weftd_registers_over_tls_with_client_certificates() {
                 .unwrap();
             let snap = rt.block_on(async {
                 let mut opts = EtcdOptions::new(vec![etcd.endpoint()]);
-                opts.tls = Some(pki.client_files());
+                let c = pki.client_files();
+                opts.tls = Some(TlsFiles {
+                    ca: c.ca,
+                    cert: c.cert,
+                    key: c.key,
+                });
                 let store = EtcdStore::connect(opts).await.unwrap();
                 store.snapshot().await.unwrap()
             });
@@ -99,10 +105,10 @@ fn weftd_with_an_untrusted_client_certificate_stops_and_says_why() {
             let pki = TestPki::generate().unwrap();
             let stranger = TestPki::generate().unwrap();
             let etcd = EtcdServer::start_tls(&pki).unwrap();
-            let dir = Dir(temp_dir("agent-tls").unwrap());
+            let dir = TempDir::new("agent-tls");
             // The server's CA is right, but the client certificate comes from another CA.
             let mut agent = weftd(
-                &dir.0,
+                dir.path(),
                 &etcd.endpoint(),
                 &pki.ca,
                 &stranger.client_cert,
@@ -127,7 +133,7 @@ fn weftd_with_an_untrusted_client_certificate_stops_and_says_why() {
                 lower.contains("tls") || lower.contains("certificate"),
                 "{err}"
             );
-            assert!(!dir.0.join("net.d/10-weft.conflist").exists());
+            assert!(!dir.path().join("net.d/10-weft.conflist").exists());
         })
         .unwrap();
 }

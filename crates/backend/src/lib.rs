@@ -25,7 +25,7 @@
 //! upsert_peer / remove_peer         one peer's difference, no dumps
 //! resync(peers)                     dump, repair drift, drop entries of unknown peers
 //! set_local_blocks, pod_mtu, underlay_mtu, peers
-//! synthetic_peers                   made-up peers for benchmarks
+//! synthetic_peers                   made-up peers for benchmarks (feature `bench`)
 //! ```
 
 mod dataplane;
@@ -34,6 +34,7 @@ mod error;
 mod installed;
 mod model;
 mod plan;
+#[cfg(feature = "bench")]
 mod synthetic;
 mod underlay;
 
@@ -42,6 +43,7 @@ pub use device::{DEVICE, VXLAN_OVERHEAD_V4};
 pub use error::Error;
 pub use ipnet::IpNet;
 pub use model::{Drift, Kind, Local, Path, Peer};
+#[cfg(feature = "bench")]
 pub use synthetic::synthetic_peers;
 
 /// The `rtm_protocol` number on every route weft installs (`proto 87` in `ip route`, "W").

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::{Lab, assert_pods_talk};
 use weft_backend::{Dataplane, Drift, Error, Kind};
+use weft_testkit::require_root;
 
 fn program_all(lab: &Lab, kind: Kind) -> Vec<Dataplane> {
     let mut dps: Vec<_> = lab.nodes.iter().map(|n| n.open(kind)).collect();
@@ -133,7 +134,7 @@ fn resync_repairs_drift() {
 
     // Missing: node 1's IPv4 route and its FDB entry. Wrong: node 2's neighbour MAC.
     n0.ip(&["route", "del", "10.244.2.0/24"]);
-    common::run(
+    weft_testkit::run(
         "bridge",
         &[
             "-n",
@@ -183,7 +184,7 @@ fn resync_repairs_drift() {
         "nud",
         "permanent",
     ]);
-    common::run(
+    weft_testkit::run(
         "bridge",
         &[
             "-n",

@@ -5,6 +5,7 @@ mod common;
 
 use common::{Lab, assert_pods_talk};
 use weft_backend::{Error, IpNet, Kind, Path, Peer};
+use weft_testkit::require_root;
 
 fn ip(s: &str) -> std::net::IpAddr {
     s.parse().unwrap()

@@ -1,24 +1,27 @@
 //! `weftctl`: the person-facing tool of Weft.
 //!
-//! It holds the CNI benchmark (`weftctl bench cni`), which runs the real `weft` plugin and the
-//! reference `bridge` + `host-local` exactly as a container runtime does, in namespaces it
-//! creates and removes, and judges weft against the project's speed targets; and the lab
-//! (`weftctl lab …`), a whole cluster — etcd, one `weftd` per node, pods — in network
-//! namespaces of one machine. Unlike the plugins, weftctl is a person's tool: it may spawn
-//! `ip`, `etcd`, `weftd` and the plugins. `apply`/`delete`/`get`/`policy explain` manage
-//! NetworkPolicy objects in the datastore.
-
-mod bench;
-mod exe;
-mod lab;
-mod netns;
-mod policy;
-mod status;
+//! The operator's commands are here (weft-ctl's library): `status`, and `apply`/`delete`/
+//! `get`/`policy explain` for NetworkPolicy objects in the datastore. `lab …` (a whole
+//! cluster in network namespaces of one machine) and `bench …` (the benchmarks) are
+//! weft-lab's `weftctl-lab`, which weftctl execs — found next to this executable, else on
+//! `PATH`, as kubectl finds its plugins — with the rest of the command line, so they take
+//! the same arguments and end with the same status as if weftctl ran them itself. This
+//! keeps the lab's and the benchmarks' dependencies (weftd's own code, the backend,
+//! nf_tables) out of the operator's binary.
+//!
+//! Must not: link weft-lab, weft-agent, weft-backend or weft-nft.
 
 use std::error::Error;
-use std::process::ExitCode;
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{self, ExitCode};
 
 use clap::{Parser, Subcommand};
+use weft_ctl::{exe, policy, status};
+
+/// The executable that runs `weftctl lab …` and `weftctl bench …`.
+const LAB_EXE: &str = "weftctl-lab";
 
 #[derive(Debug, Parser)]
 #[command(name = "weftctl", version, about = "Weft diagnostics and benchmarks")]
@@ -32,12 +35,12 @@ enum Command {
     /// What this node's weftd says: lease, blocks, peers, datastore, NetworkPolicy (in sync,
     /// last change, denied packets per pod and policy).
     Status(status::StatusArgs),
-    /// Benchmarks.
-    #[command(subcommand)]
-    Bench(BenchCommand),
-    /// A multi-node cluster in network namespaces on this machine: real etcd, one weftd per
-    /// node, pods wired by the real plugin.
-    Lab(lab::LabArgs),
+    /// Benchmarks: cni, agent, dataplane, policy, cleanup (run by weftctl-lab).
+    #[command(disable_help_flag = true)]
+    Bench(External),
+    /// A multi-node cluster in network namespaces on this machine (run by weftctl-lab).
+    #[command(disable_help_flag = true)]
+    Lab(External),
     /// Store the NetworkPolicy, Namespace and PodLabels objects of a manifest (validated
     /// whole first: one invalid object and nothing is written).
     Apply(policy::FileArgs),
@@ -50,37 +53,18 @@ enum Command {
     Policy(policy::PolicyCommand),
 }
 
-#[derive(Debug, Subcommand)]
-enum BenchCommand {
-    /// CNI ADD/DEL latency and churn: weft vs the reference bridge + host-local.
-    Cni(bench::CniArgs),
-    /// One real weftd against 1,000s of synthetic nodes in a real etcd: start-up, joins,
-    /// memory, restart, and a flush-and-rebuild of the same state.
-    Agent(bench::AgentArgs),
-    /// Pod-to-pod TCP throughput and request/response rate: same node, host-gw, VXLAN,
-    /// against a raw veth pair and a hand-built kernel VXLAN pair.
-    Dataplane(bench::DataplaneArgs),
-    /// NetworkPolicy at 1,000 pods and 100/1,000/10,000 rules: full apply, one change, and
-    /// per-packet cost against no policy and against iptables-style linear chains.
-    Policy(bench::PolicyArgs),
-    /// Remove namespaces and temp dirs left by a bench run that was killed (pid gone).
-    Cleanup,
+/// A sub-command weftctl-lab runs: everything after its name, untouched (`--help` too).
+#[derive(Debug, clap::Args)]
+struct External {
+    #[arg(num_args = 0.., trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<OsString>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome: Result<(), Box<dyn Error>> = match cli.command {
-        Command::Bench(BenchCommand::Cni(args)) => bench::run_cni(&args).map_err(Into::into),
-        Command::Bench(BenchCommand::Agent(args)) => bench::run_agent(&args).map_err(Into::into),
-        Command::Bench(BenchCommand::Dataplane(args)) => {
-            bench::run_dataplane(&args).map_err(Into::into)
-        }
-        Command::Bench(BenchCommand::Policy(args)) => bench::run_policy(&args).map_err(Into::into),
-        Command::Bench(BenchCommand::Cleanup) => bench::cleanup_stale()
-            .map(|(namespaces, dirs)| {
-                eprintln!("weftctl: removed {namespaces} stale namespace(s), {dirs} temp dir(s)");
-            })
-            .map_err(Into::into),
+        Command::Bench(rest) => Err(exec_lab("bench", rest.args).into()),
+        Command::Lab(rest) => Err(exec_lab("lab", rest.args).into()),
         Command::Apply(args) => policy::apply(&args).map_err(Into::into),
         Command::Delete(args) => policy::delete(&args).map_err(Into::into),
         Command::Get(args) => policy::get(&args).map_err(Into::into),
@@ -88,25 +72,45 @@ fn main() -> ExitCode {
         Command::Policy(policy::PolicyCommand::Explain(args)) => {
             policy::explain(&args).map_err(Into::into)
         }
-        Command::Lab(args) => match lab::run(args) {
-            // A failed `lab check` has printed its report and only sets the status.
-            Ok(lab::Outcome::Exit(code)) => return code,
-            Ok(lab::Outcome::Done) => Ok(()),
-            Err(err) => Err(err.into()),
-        },
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            // The whole cause chain: "opening netns …: No such file or directory".
-            let mut message = err.to_string();
-            let mut source = err.source();
-            while let Some(cause) = source {
-                message.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
-            eprintln!("weftctl: {message}");
-            ExitCode::FAILURE
-        }
+        Err(err) => weft_ctl::fail(err.as_ref()),
     }
+}
+
+/// Why `weftctl lab|bench` did not run.
+#[derive(Debug, thiserror::Error)]
+enum ExecError {
+    #[error(
+        "`weftctl {command}` is run by {LAB_EXE}, which is neither next to weftctl ({}) nor on PATH; build it with `cargo build -p weft-lab` (scripts/build.sh builds it too) and put it next to weftctl",
+        sibling.display()
+    )]
+    Missing {
+        command: &'static str,
+        sibling: PathBuf,
+    },
+    #[error("running {}", path.display())]
+    Exec {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Replaces this process with `weftctl-lab <command> <args…>`; returns only on failure.
+fn exec_lab(command: &'static str, args: Vec<OsString>) -> ExecError {
+    let sibling = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join(LAB_EXE)))
+        .unwrap_or_else(|| PathBuf::from(LAB_EXE));
+    let path = if exe::is_executable(&sibling) {
+        sibling
+    } else if let Some(found) = exe::which(LAB_EXE) {
+        found
+    } else {
+        return ExecError::Missing { command, sibling };
+    };
+    let source = process::Command::new(&path).arg(command).args(args).exec();
+    ExecError::Exec { path, source }
 }

@@ -1,14 +1,13 @@
 //! `weftctl apply|delete|get|policy explain` against a real etcd (one per test, from
-//! `weft_store::testing`), and `policy explain` on a whole lab.
+//! weft-testkit) and the local store file. `policy explain` on a whole lab is
+//! weft-lab's test (`crates/lab/tests/policy_explain.rs`): it needs a lab.
 
-mod lab_support;
+use std::path::PathBuf;
+use std::process::{Command, Output};
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
-
-use lab_support::{text, weftctl_bin};
 use serde_json::Value;
-use weft_store::testing::EtcdServer;
+use weft_testkit::etcd::EtcdServer;
+use weft_testkit::{output_with_stdin, text};
 
 const GOOD: &str = "\
 apiVersion: v1
@@ -58,17 +57,14 @@ spec:
   - to: [{ipBlock: {cidr: 10.0.0.0/24, except: [10.1.0.0/28]}}]
 ";
 
+fn weftctl_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_weftctl"))
+}
+
 fn weftctl_in(args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(weftctl_bin());
-    cmd.args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("weftctl: {e}"));
-    let mut pipe = child.stdin.take().unwrap();
-    pipe.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
-    drop(pipe);
-    child.wait_with_output().unwrap()
+    cmd.args(args);
+    output_with_stdin(cmd, stdin.unwrap_or(""))
 }
 
 struct Ctl {
@@ -217,7 +213,7 @@ fn apply_get_delete_round_trip() {
 #[test]
 fn invalid_file_is_refused_whole() {
     let ctl = Ctl::new();
-    let dir = weft_store::testing::temp_dir("policy-cli").unwrap();
+    let dir = weft_testkit::temp_dir("policy-cli").unwrap();
     let file = dir.join("bad.yaml");
     std::fs::write(&file, BAD).unwrap();
     let out = ctl.run(&["apply", "-f", file.to_str().unwrap()], None);
@@ -436,132 +432,10 @@ fn store_choice_is_required_and_explain_needs_known_pods() {
     );
 }
 
-/// A two-node lab: pods get PodLabels objects in the lab's etcd (and their Namespace
-/// object), relabelling and deleting follow, and `policy explain --lab` judges flows between
-/// real pods with the policies applied through `--lab`.
-#[test]
-fn explain_on_a_lab() {
-    lab_support::require_cluster_binaries();
-    let lab = lab_support::Lab::new();
-    lab.up_ok(&["--nodes", "2", "--pods-per-node", "0"]);
-    for (pod, node, app) in [
-        ("web", "n1", "web"),
-        ("client", "n2", "client"),
-        ("other", "n2", "other"),
-    ] {
-        lab.ok(
-            &["pod", "add"],
-            &[
-                pod,
-                "--node",
-                node,
-                "--namespace",
-                "shop",
-                "--labels",
-                &format!("app={app}"),
-            ],
-        );
-    }
-    let at = |args: &[&str], stdin: Option<&str>| {
-        let mut a = args.to_vec();
-        a.extend(["--lab", &lab.name]);
-        let out = weftctl_in(&a, stdin);
-        assert!(out.status.success(), "weftctl {a:?}:\n{}", text(&out));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-
-    let eps = at(&["get", "endpoints"], None);
-    for want in ["web", "client", "other", "n1", "n2", "app=client"] {
-        assert!(eps.contains(want), "{want} missing:\n{eps}");
-    }
-    let ns = at(&["get", "namespaces"], None);
-    assert!(ns.contains("kubernetes.io/metadata.name=shop"), "{ns}");
-
-    let policies = GOOD
-        .split("---\n")
-        .skip(1)
-        .take(2)
-        .collect::<Vec<_>>()
-        .join("---\n");
-    at(&["apply", "-f", "-"], Some(&policies));
-
-    let allowed = at(
-        &["policy", "explain", "shop/client", "shop/web", "80/tcp"],
-        None,
-    );
-    assert!(allowed.starts_with("ALLOWED tcp/80"), "{allowed}");
-    assert!(
-        allowed.contains("allowed by shop/allow-web ingress[0]"),
-        "{allowed}"
-    );
-    let denied = at(
-        &["policy", "explain", "shop/other", "shop/web", "80/tcp"],
-        None,
-    );
-    assert!(denied.starts_with("DENIED"), "{denied}");
-    assert!(
-        denied.contains("isolated by shop/allow-web, shop/default-deny")
-            || denied.contains("isolated by shop/default-deny, shop/allow-web"),
-        "{denied}"
-    );
-    // From the pod's own node: its gateway address (from the ADD result) is the node's.
-    let state = lab.state();
-    let gw = state["pods"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "web")
-        .and_then(|p| p["result"]["ips"][0]["gateway"].as_str())
-        .expect("web's ADD result names a gateway")
-        .to_owned();
-    let probe = at(&["policy", "explain", &gw, "shop/web", "22/tcp"], None);
-    assert!(
-        probe.starts_with("ALLOWED") && probe.contains("(node n1)"),
-        "{probe}"
-    );
-    let wrong_port = at(
-        &["policy", "explain", "shop/client", "shop/web", "81/tcp"],
-        None,
-    );
-    assert!(wrong_port.starts_with("DENIED"), "{wrong_port}");
-
-    // Relabelled through the lab, the PodLabels object follows, and so does the verdict.
-    lab.ok(&["pod", "label"], &["other", "app=client"]);
-    let now = at(
-        &["policy", "explain", "shop/other", "shop/web", "80/tcp"],
-        None,
-    );
-    assert!(now.starts_with("ALLOWED"), "{now}");
-
-    lab.ok(&["pod", "del"], &["client"]);
-    let eps = at(&["get", "endpoints", "-o", "json"], None);
-    let eps: Value = serde_json::from_str(&eps).unwrap();
-    let names: Vec<&str> = eps
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["name"].as_str())
-        .collect();
-    assert_eq!(names, ["other", "web"], "{eps:#}");
-
-    // etcd down: the pod is still made, and the miss is said.
-    lab.ok(&["etcd", "stop"], &[]);
-    let out = lab.cmd(
-        &["pod", "add"],
-        &["late", "--node", "n1", "--namespace", "shop"],
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("labels not recorded"),
-        "{}",
-        text(&out)
-    );
-}
-
 /// The local store file works the same way (what a single-node weftd reads).
 #[test]
 fn local_store_apply_get_delete() {
-    let dir = weft_store::testing::temp_dir("policy-local").unwrap();
+    let dir = weft_testkit::temp_dir("policy-local").unwrap();
     let path = dir.join("store.json");
     let p = path.to_str().unwrap();
     let run = |args: &[&str], stdin: Option<&str>| {

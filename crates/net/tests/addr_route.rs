@@ -8,6 +8,7 @@ use common::TestNs;
 use weft_net::addr::{IFA_F_NODAD, IFA_F_TENTATIVE};
 use weft_net::route::{RT_SCOPE_LINK, RT_SCOPE_UNIVERSE};
 use weft_net::{Handle, IpNet, NetNs, Route, VethSpec};
+use weft_testkit::require_root;
 
 fn net(s: &str) -> IpNet {
     s.parse().unwrap()

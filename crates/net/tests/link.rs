@@ -4,6 +4,7 @@ mod common;
 
 use common::TestNs;
 use weft_net::{Error, Handle, VethSpec, parse_mac};
+use weft_testkit::require_root;
 
 #[test]
 fn veth_with_peer_in_other_namespace() {

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use common::TestNs;
 use weft_net::{Error, Handle, NetNs};
+use weft_testkit::require_root;
 
 #[test]
 fn open_rejects_regular_file_and_missing_path() {

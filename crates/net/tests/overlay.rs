@@ -7,6 +7,7 @@ use std::net::IpAddr;
 
 use common::TestNs;
 use weft_net::{Error, Handle, IpNet, NetNs, Route, VethSpec, VxlanSpec};
+use weft_testkit::require_root;
 
 fn net(s: &str) -> IpNet {
     s.parse().unwrap()

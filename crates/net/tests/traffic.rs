@@ -4,6 +4,7 @@ mod common;
 
 use common::TestNs;
 use weft_net::{Handle, IpNet, VethSpec};
+use weft_testkit::require_root;
 
 #[test]
 fn ping_across_veth_made_by_this_crate() {

@@ -11,17 +11,9 @@ use common::{NsState, Snapshot};
 use e2e_support::*;
 use serde_json::{Value, json};
 use std::path::Path;
+use weft_testkit::assert_root;
 
 type Env = Vec<(&'static str, String)>;
-
-fn require_root() {
-    // SAFETY: trivial libc call.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "these end-to-end tests need root"
-    );
-}
 
 fn base_conf(node: &Node) -> Value {
     weft_conf(node, "bad", "bridge", "v4", 71, json!({}))
@@ -41,7 +33,7 @@ fn case(
     build: &dyn Fn(&Node, &Ns) -> (Env, String),
     expect: &dyn Fn(&Out),
 ) {
-    require_root();
+    assert_root();
     for prepared in [true, false] {
         if !prepared && !pristine_too {
             continue;

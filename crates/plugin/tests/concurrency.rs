@@ -9,16 +9,12 @@ use std::sync::Barrier;
 
 use e2e_support::*;
 use serde_json::json;
+use weft_testkit::assert_root;
 
 const N: usize = 64;
 
 fn concurrent(mode: &str, subnet: u8) {
-    // SAFETY: trivial libc call.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "these end-to-end tests need root"
-    );
+    assert_root();
     let node = Node::new();
     let node_addr: IpAddr = if mode == "ptp" {
         node.ns.ip(&["addr", "add", "198.18.0.1/32", "dev", "lo"]);

@@ -11,17 +11,9 @@ use std::time::{Duration, Instant};
 
 use e2e_support::*;
 use serde_json::{Value, json};
+use weft_testkit::{Rng, assert_root};
 
 const ITERATIONS: usize = 150;
-
-fn require_root() {
-    // SAFETY: trivial libc call.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "these end-to-end tests need root"
-    );
-}
 
 fn spawn_verb(node: &Node, verb: &str, conf: &Value, cid: &str, pod: &Ns) -> std::process::Child {
     let env = cni_env(verb, cid, Some(&pod.path), "eth0", &bin_dir());
@@ -68,7 +60,7 @@ fn check_invariants(
 
 #[test]
 fn sigkill_during_add_then_del_and_gc_clean_up() {
-    require_root();
+    assert_root();
     let mut rng = Rng::from_env_or_time("sigkill_during_add");
     let seed_note = format!("seed {}", rng.0);
     let node = Node::new();
@@ -88,7 +80,7 @@ fn sigkill_during_add_then_del_and_gc_clean_up() {
         let pod = Ns::new('p');
         used.insert(cid.clone());
         let mut child = spawn_verb(&node, "ADD", &conf, &cid, &pod);
-        std::thread::sleep(Duration::from_micros(rng.below(15_000)));
+        std::thread::sleep(Duration::from_micros(rng.below(15_000) as u64));
         let _ = child.kill();
         let out = wait_out(child);
         if out.ok() {
@@ -170,7 +162,7 @@ fn sigkill_during_add_then_del_and_gc_clean_up() {
 
 #[test]
 fn sigkill_during_del_then_del_again() {
-    require_root();
+    assert_root();
     let mut rng = Rng::from_env_or_time("sigkill_during_del");
     let seed_note = format!("seed {}", rng.0);
     for mode in ["bridge", "ptp"] {
@@ -183,7 +175,7 @@ fn sigkill_during_del_then_del_again() {
             let res = node.add(&conf, &cid, &pod);
             let veth = result_host_veth(&res);
             let mut child = spawn_verb(&node, "DEL", &conf, &cid, &pod);
-            std::thread::sleep(Duration::from_micros(rng.below(10_000)));
+            std::thread::sleep(Duration::from_micros(rng.below(10_000) as u64));
             let _ = child.kill();
             let _ = wait_out(child);
             node.del(&conf, &cid, Some(&pod));

@@ -9,15 +9,7 @@ use std::path::Path;
 
 use e2e_support::*;
 use serde_json::{Value, json};
-
-fn require_root() {
-    // SAFETY: trivial libc call.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "these end-to-end tests need root"
-    );
-}
+use weft_testkit::assert_root;
 
 fn nat_rules(node: &Node) -> String {
     node.ns.exec_ok("iptables-save", &["-t", "nat"])
@@ -33,7 +25,7 @@ fn bwp_links(node: &Node) -> Vec<String> {
 
 #[test]
 fn conflist_with_portmap_bandwidth_tuning() {
-    require_root();
+    assert_root();
     let node = Node::new();
     let mac = "c2:aa:bb:cc:dd:01";
     let list = json!({
@@ -168,7 +160,7 @@ fn conflist_with_portmap_bandwidth_tuning() {
 
 #[test]
 fn reference_bridge_with_weft_ipam() {
-    require_root();
+    assert_root();
     let node = Node::new();
     let list = json!({
         "cniVersion": "1.0.0",
@@ -231,7 +223,7 @@ fn reference_bridge_with_weft_ipam() {
 
 #[test]
 fn weft_with_host_local_ipam() {
-    require_root();
+    assert_root();
     let node = Node::new();
     let hl_dir = node.dir.path().join("host-local");
     let hl = hl_dir.to_str().unwrap();

@@ -10,18 +10,10 @@ use std::net::IpAddr;
 
 use e2e_support::*;
 use serde_json::{Value, json};
+use weft_testkit::assert_root;
 
 const NODE_LO4: &str = "198.18.0.1";
 const NODE_LO6: &str = "2001:db8:ff::1";
-
-fn is_root() -> bool {
-    // SAFETY: trivial libc call.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn require_root() {
-    assert!(is_root(), "these end-to-end tests need root");
-}
 
 /// Put the ptp "node addresses" on the node's lo.
 fn node_lo_addrs(node: &Node) {
@@ -236,7 +228,7 @@ fn check_gone(node: &Node, net: &str, mode: &str, cid: &str, pod: &Ns, res: &Val
 
 /// Two pods on one node: ADD, layout, pod↔pod and pod↔node ping + TCP, DEL.
 fn two_pods(mode: &str, kind: &str, n: u8) {
-    require_root();
+    assert_root();
     let node = Node::new();
     if mode == "ptp" {
         node_lo_addrs(&node);
@@ -361,7 +353,7 @@ fn ptp_dual_stack() {
 
 #[test]
 fn macvlan_pods_reach_each_other_and_peer() {
-    require_root();
+    assert_root();
     let node = Node::new();
     let peer = Ns::new('q');
     node.ns.ip(&[
@@ -405,7 +397,7 @@ fn mtu_of(ns: &Ns, dev: &str) -> u64 {
 
 #[test]
 fn mtu_applied_to_pod_and_host_veth() {
-    require_root();
+    assert_root();
     for mode in ["bridge", "ptp"] {
         let node = Node::new();
         let conf = weft_conf(&node, "mtu", mode, "v4", 38, json!({ "mtu": 1400 }));
@@ -420,7 +412,7 @@ fn mtu_applied_to_pod_and_host_veth() {
 
 #[test]
 fn runtime_config_mac_sets_pod_mac() {
-    require_root();
+    assert_root();
     for mode in ["bridge", "ptp"] {
         let node = Node::new();
         let mac = "c2:11:22:33:44:55";
@@ -460,7 +452,7 @@ fn hairpin_flag(node: &Node, veth: &str) -> String {
 
 #[test]
 fn hairpin_mode_sets_bridge_port_flag() {
-    require_root();
+    assert_root();
     let node = Node::new();
     let on = weft_conf(
         &node,
@@ -491,7 +483,7 @@ fn hairpin_mode_sets_bridge_port_flag() {
 
 #[test]
 fn ip_masq_to_outside_only() {
-    require_root();
+    assert_root();
     let node = Node::new();
     let outside = Ns::new('o');
     node.ns.ip(&[

@@ -10,16 +10,12 @@ use std::process::Stdio;
 
 use e2e_support::*;
 use serde_json::json;
-
-fn root() {
-    // SAFETY: trivial libc call.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "these tests need root");
-}
+use weft_testkit::assert_root;
 
 /// ADD → DEL → ADD of the same attachment in the same pod namespace, over and over: each
 /// ADD must find the host veth name, the pod interface name and the address free again.
 fn readd_cycle(mode: &str, subnet: u8) {
-    root();
+    assert_root();
     let node = Node::new();
     let conf = weft_conf(
         &node,
@@ -77,7 +73,7 @@ fn ptp_add_del_add_same_attachment() {
 /// pipe must already be at EOF, with no writer left anywhere.
 #[test]
 fn del_leaves_no_writer_on_the_runtimes_pipes() {
-    root();
+    assert_root();
     let node = Node::new();
     let conf = weft_conf(&node, "pipes", "bridge", "v4", 43, json!({}));
     let pod = Ns::new('p');

@@ -18,8 +18,11 @@
 //!   world and its plan and turns each change (a pod, a policy) into those operations
 //!   recomputing only what the change reaches (what the agent runs; `compile` is a
 //!   `Compiler` used once); [`plan::render`] and
-//!   [`plan::render_ops`] write them as `nft -f` text; [`plan::compile_linear`] builds the
-//!   same policy the way iptables-based implementations do (for benchmarks);
+//!   [`plan::render_ops`] write them as `nft -f` text; `plan::compile_linear` (feature
+//!   `bench`: a baseline for benchmarks and a second compiler for the tests, never in weftd)
+//!   builds the same policy the way iptables-based implementations do;
+//!   `testing` (feature `testing`, for tests only: this crate's and weft-agent's) builds
+//!   worlds, random ones and their mutations, and walks packets through every node's plan;
 //!   [`plan::Plan::walk`] runs a packet through a plan as nftables would.
 //!
 //! It must not touch the kernel, spawn processes, read files, or use an async runtime: data
@@ -114,6 +117,8 @@ mod join;
 mod manifest;
 mod model;
 pub mod plan;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod validate;
 
 pub use eval::{EvalError, Party, Peer, Resolved, Side, Verdict, evaluate, evaluate_addrs};

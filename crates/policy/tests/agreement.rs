@@ -1,9 +1,7 @@
 //! The compiled plans, walked the way nftables evaluates them, agree with the reference
 //! evaluator on randomized worlds (seeded: a failure names its seed and replays).
 
-mod common;
-
-use common::*;
+use weft_policy::testing::*;
 use weft_policy::{Protocol, evaluate_addrs};
 
 fn agree(seed: u64, linear: bool) -> (usize, usize) {

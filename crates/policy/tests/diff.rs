@@ -1,14 +1,12 @@
 //! Diffs: applying `diff(old, new)` to `old` gives `new`; the ops are small for small causes,
 //! never flush, and come in an order where every prefix is safe for single causes.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use common::*;
 use weft_policy::plan::{self, HookPoint, Op, Packet, Plan, PlanOptions};
+use weft_policy::testing::*;
 use weft_policy::{Direction, Endpoint, Node, Protocol, World};
 
 fn same_ruleset(a: &Plan, b: &Plan) -> bool {

@@ -2,10 +2,8 @@
 //! world, and its ops, applied to the plan before the change, give the plan after it.
 //! Random worlds and random changes with fixed seeds, so a failure replays exactly.
 
-mod common;
-
-use common::*;
 use weft_policy::plan::{self, Compiler, Op, Plan, PlanOptions};
+use weft_policy::testing::*;
 use weft_policy::{Protocol, World};
 
 fn same_ruleset(a: &Plan, b: &Plan) -> bool {

@@ -3,23 +3,24 @@
 //! the evaluator says; then a diff applied under the same sockets flips exactly the changed
 //! flow. Every namespace carries a unique prefix and is removed on drop.
 
-mod common;
-
+use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
 use weft_policy::plan::{self, PlanOptions};
+use weft_policy::testing::*;
 use weft_policy::{Protocol, World, evaluate_addrs};
+use weft_testkit::TestNs;
 
+/// The namespaces by role (`wpt<role>…`, removed when the lab drops, after its servers).
 struct Lab {
-    prefix: String,
+    namespaces: BTreeMap<&'static str, TestNs>,
     servers: Vec<Child>,
 }
 
 impl Lab {
     fn ns(&self, role: &str) -> String {
-        format!("{}{role}", self.prefix)
+        self.namespaces[role].name.clone()
     }
 }
 
@@ -29,21 +30,11 @@ impl Drop for Lab {
             let _ = s.kill();
             let _ = s.wait();
         }
-        for role in ["node", "p1", "p2", "p3"] {
-            let _ = Command::new("ip")
-                .args(["netns", "del", &self.ns(role)])
-                .status();
-        }
     }
 }
 
 fn run(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    weft_testkit::run(args[0], &args[1..]);
 }
 
 fn nft(lab: &Lab, text: &str) {
@@ -86,10 +77,7 @@ fn usable() -> bool {
             .args(["-c", &format!("command -v {t}")])
             .output()
             .is_ok_and(|o| o.status.success())
-    }) && Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout == b"0\n");
+    }) && weft_testkit::is_root();
     if !ok {
         eprintln!("SKIPPED: needs root, ip, nft and python3");
     }
@@ -122,13 +110,12 @@ fn packets_follow_the_plan() {
         return;
     }
     let mut lab = Lab {
-        prefix: format!("wpt{}", std::process::id()),
+        namespaces: ["node", "p1", "p2", "p3"]
+            .into_iter()
+            .map(|role| (role, TestNs::new(&format!("wpt{role}"))))
+            .collect(),
         servers: Vec::new(),
     };
-    for role in ["node", "p1", "p2", "p3"] {
-        run(&["ip", "netns", "add", &lab.ns(role)]);
-        run(&["ip", "-n", &lab.ns(role), "link", "set", "lo", "up"]);
-    }
     let node = lab.ns("node");
     run(&[
         "ip",

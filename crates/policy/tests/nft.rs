@@ -3,15 +3,13 @@
 //! touched): `nft -c` accepts every plan, and applying a diff op by op on top of a plan gives
 //! exactly what applying the new plan from scratch gives.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::*;
 use serde_json::Value;
 use weft_policy::plan::{self, Plan, PlanOptions};
+use weft_policy::testing::*;
 
 fn nft_usable() -> bool {
     let ok = Command::new("unshare")

@@ -1,12 +1,10 @@
 //! Compile/diff/render times at benchmark scale (1,000 pods; 100, 1,000, 10,000 rules).
 //! Ignored by default; run with `cargo test --release -p weft-policy --test scale -- --ignored --nocapture`.
 
-mod common;
-
 use std::time::Instant;
 
-use common::*;
 use weft_policy::plan::{self, PlanOptions};
+use weft_policy::testing::*;
 use weft_policy::{Endpoint, Node, World};
 
 fn world(rules: usize) -> World {

@@ -2,9 +2,7 @@
 //! scenario; every case is also walked through the compiled nftables plans (`compile` and the
 //! iptables-style `compile_linear`), which must agree.
 
-mod common;
-
-use common::*;
+use weft_policy::testing::*;
 use weft_policy::{
     Endpoint, Peer,
     Protocol::{self, Sctp, Tcp, Udp},

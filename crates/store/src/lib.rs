@@ -26,8 +26,6 @@ mod keys;
 mod local;
 mod model;
 mod objects;
-#[cfg(feature = "testing")]
-pub mod testing;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use weft_store::testing::temp_dir;
 use weft_store::{
     BlockOwner, ClusterConfig, Datastore, Family, LocalStore, NodeRecord, StoreError, WatchEvent,
 };
+use weft_testkit::temp_dir;
 
 struct Dir(std::path::PathBuf);
 impl Drop for Dir {

@@ -1,52 +1,32 @@
-//! Shared by the agent's tests: a private network namespace with an underlay address, a
-//! weftd child process and a temp dir, each removed on drop.
+//! Shared by the agent's tests: a private network namespace with an underlay address and a
+//! weftd child process, each removed on drop (temp dirs and etcd: weft-testkit).
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
 use weft_net::NetNs;
 
-pub fn ip(args: &[&str]) -> Output {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(out.status.success(), "ip {args:?}: {out:?}");
-    out
-}
-
-/// A network namespace with loopback up and an underlay veth holding 192.0.2.10/24;
+/// weft-testkit's namespace (`wtag…`, lo up) with an underlay veth holding 192.0.2.10/24;
 /// removed on drop.
-pub struct TestNs(pub String);
+pub struct TestNs(pub weft_testkit::TestNs);
 
 impl TestNs {
     pub fn new() -> TestNs {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "wtag{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        ip(&["netns", "add", &name]);
-        let ns = TestNs(name);
-        ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
-        ip(&[
-            "-n", &ns.0, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
+        let ns = weft_testkit::TestNs::new("wtag");
+        ns.ip(&[
+            "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
         ]);
-        ip(&["-n", &ns.0, "addr", "add", "192.0.2.10/24", "dev", "eth0"]);
-        ip(&["-n", &ns.0, "link", "set", "eth0", "up"]);
-        ip(&["-n", &ns.0, "link", "set", "eth1", "up"]);
-        ns
+        ns.ip(&["addr", "add", "192.0.2.10/24", "dev", "eth0"]);
+        ns.ip(&["link", "set", "eth0", "up"]);
+        ns.ip(&["link", "set", "eth1", "up"]);
+        TestNs(ns)
     }
 
+    /// The namespace as weft-net's [`NetNs`], to run the agent inside it.
     pub fn open(&self) -> NetNs {
-        NetNs::open(Path::new(&format!("/run/netns/{}", self.0))).expect("open netns")
-    }
-}
-
-impl Drop for TestNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        NetNs::open(&self.0.path()).expect("open netns")
     }
 }
 
@@ -66,14 +46,6 @@ impl Drop for Weftd {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-pub struct Dir(pub PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -7,56 +7,36 @@
 #![allow(dead_code)]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::process::{Command, Stdio};
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use weft_backend::{Dataplane, IpNet, Kind, Local, Peer};
 use weft_net::NetNs;
+use weft_testkit::{TestNs, run};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 pub const VNI: u32 = 4242;
 pub const PORT: u16 = 4789;
 
-/// A named netns, deleted on drop.
-pub struct Ns {
-    pub name: String,
+/// weft-testkit's named netns (lo up), deleted on drop, with what these tests read back.
+pub struct Ns(TestNs);
+
+impl Deref for Ns {
+    type Target = TestNs;
+
+    fn deref(&self) -> &TestNs {
+        &self.0
+    }
 }
 
 impl Ns {
     pub fn new(name: String) -> Ns {
-        run("ip", &["netns", "add", &name]);
-        let ns = Ns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
+        Ns(TestNs::named(name))
     }
 
     pub fn open(&self) -> NetNs {
-        NetNs::open(&std::path::PathBuf::from("/var/run/netns").join(&self.name))
-            .expect("open test netns")
-    }
-
-    /// `ip -n <ns> args...`; panics on failure, returns stdout.
-    pub fn ip(&self, args: &[&str]) -> String {
-        let mut full = vec!["-n", &self.name];
-        full.extend_from_slice(args);
-        run("ip", &full)
-    }
-
-    /// `ip netns exec <ns> cmd...`: success and combined output.
-    pub fn exec(&self, cmd: &[&str]) -> (bool, String) {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(cmd)
-            .stdin(Stdio::null())
-            .output()
-            .expect("spawn ip netns exec");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+        NetNs::open(&self.path()).expect("open test netns")
     }
 
     pub fn sysctl(&self, key: &str, value: &str) {
@@ -129,16 +109,6 @@ impl Ns {
             .position(|n| n == field)
             .unwrap_or_else(|| panic!("no {field} in {names}"));
         values.split_whitespace().nth(i).unwrap().parse().unwrap()
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
     }
 }
 
@@ -372,35 +342,6 @@ fn make_node(p: &str, k: usize, s: usize, seg: &Ns, mtu: u32, router: bool) -> N
         pod_v4: format!("10.244.{n}.2").parse().unwrap(),
         pod_v6: format!("fd44:0:0:{n}::2").parse().unwrap(),
     }
-}
-
-pub fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("spawn {cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-pub fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-/// Kernel tests need root; say so loudly instead of failing obscurely.
-#[macro_export]
-macro_rules! require_root {
-    () => {
-        if !common::is_root() {
-            eprintln!("SKIPPED: needs root (creates network namespaces)");
-            return;
-        }
-    };
 }
 
 /// Asserts that `from`'s pod reaches `to`'s pod over both families.

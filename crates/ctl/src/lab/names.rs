@@ -10,8 +10,10 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::error::{LabError, Result};
+use super::{RecordError, Result};
 
+/// Where `ip netns` keeps its bind mounts: a named namespace is this directory's entry.
+pub const NETNS_DIR: &str = "/run/netns";
 /// Where labs keep their state (tmpfs: a lab does not survive a reboot, nor should it).
 pub const STATE_ROOT: &str = "/run/weft-lab";
 /// The lab `weftctl lab` talks to without `--name`.
@@ -33,7 +35,7 @@ impl Names {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
         if !ok {
-            return Err(LabError::invalid(
+            return Err(RecordError::invalid(
                 "lab name",
                 lab,
                 format!("use 1 to {MAX_LAB_NAME} lowercase letters or digits"),
@@ -84,6 +86,11 @@ impl Names {
     }
 }
 
+/// The path of a named network namespace.
+pub fn netns_path(name: &str) -> PathBuf {
+    PathBuf::from(NETNS_DIR).join(name)
+}
+
 /// The name of node number `index`.
 pub fn node_name(index: u32) -> String {
     format!("n{index}")
@@ -94,7 +101,7 @@ pub fn node_index(given: &str) -> Result<u32> {
     let digits = given.strip_prefix('n').unwrap_or(given);
     match digits.parse::<u32>() {
         Ok(i) if i >= 1 && !digits.starts_with('+') => Ok(i),
-        _ => Err(LabError::invalid(
+        _ => Err(RecordError::invalid(
             "node",
             given,
             "name a node as n1, n2, … (or 1, 2, …)",
@@ -112,7 +119,7 @@ pub fn validate_dns_label(what: &'static str, name: &str) -> Result<()> {
     if is_dns_label(name) {
         Ok(())
     } else {
-        Err(LabError::invalid(
+        Err(RecordError::invalid(
             what,
             name,
             "must be a DNS-1123 label: at most 63 lowercase letters, digits or '-', starting and ending with a letter or digit",
@@ -156,7 +163,7 @@ pub fn validate_label_key(key: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(LabError::invalid(
+        Err(RecordError::invalid(
             "label key",
             key,
             "must be [prefix/]name: name at most 63 alphanumerics, '-', '_' or '.' (alphanumeric at both ends), prefix a DNS subdomain",
@@ -169,7 +176,7 @@ pub fn validate_label_value(key: &str, value: &str) -> Result<()> {
     if value.is_empty() || is_label_word(value) {
         Ok(())
     } else {
-        Err(LabError::invalid(
+        Err(RecordError::invalid(
             "label value",
             format!("{key}={value}"),
             "must be empty or at most 63 alphanumerics, '-', '_' or '.' (alphanumeric at both ends)",
@@ -194,7 +201,7 @@ pub fn parse_label_change(arg: &str) -> Result<LabelChange> {
         validate_label_key(key)?;
         Ok(LabelChange::Remove(key.to_owned()))
     } else {
-        Err(LabError::invalid(
+        Err(RecordError::invalid(
             "label",
             arg,
             "write key=value to set a label, key- to remove it",
@@ -211,7 +218,7 @@ pub fn parse_labels(list: &str) -> Result<BTreeMap<String, String>> {
                 labels.insert(k, v);
             }
             LabelChange::Remove(_) => {
-                return Err(LabError::invalid("label", item, "write key=value"));
+                return Err(RecordError::invalid("label", item, "write key=value"));
             }
         }
     }

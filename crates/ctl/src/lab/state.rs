@@ -17,8 +17,8 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::error::{LabError, Result};
 use super::names::Names;
+use super::{RecordError, Result};
 
 /// How nodes reach each other's pods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -157,11 +157,11 @@ impl State {
         let bytes = match fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(LabError::io(format!("reading {}", path.display()))(e)),
+            Err(e) => return Err(RecordError::io(format!("reading {}", path.display()))(e)),
         };
         serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|source| LabError::State {
+            .map_err(|source| RecordError::State {
                 what: path.display().to_string(),
                 source,
             })
@@ -169,7 +169,7 @@ impl State {
 
     /// The record of a lab that must exist.
     pub fn load_existing(names: &Names) -> Result<State> {
-        State::load(names)?.ok_or_else(|| LabError::NoSuchLab {
+        State::load(names)?.ok_or_else(|| RecordError::NoSuchLab {
             lab: names.lab().to_owned(),
         })
     }
@@ -177,7 +177,7 @@ impl State {
     /// Writes the record whole (temp file + rename): a reader never sees half of it.
     pub fn save(&self, names: &Names) -> Result<()> {
         let path = State::path(names);
-        let bytes = serde_json::to_vec_pretty(self).map_err(|source| LabError::State {
+        let bytes = serde_json::to_vec_pretty(self).map_err(|source| RecordError::State {
             what: "lab state (serializing)".to_owned(),
             source,
         })?;
@@ -209,7 +209,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         f.write_all(bytes)?;
         fs::rename(&tmp, path)
     };
-    write().map_err(LabError::io(format!("writing {}", path.display())))
+    write().map_err(RecordError::io(format!("writing {}", path.display())))
 }
 
 /// An exclusive `flock` on the lab's lock file, held until dropped: commands that change a
@@ -229,10 +229,10 @@ impl Lock {
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(LabError::io(format!("opening {}", path.display())))?;
+            .map_err(RecordError::io(format!("opening {}", path.display())))?;
         // SAFETY: flock on an fd we own; blocking until the other command finishes.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(LabError::io(format!("locking {}", path.display()))(
+            return Err(RecordError::io(format!("locking {}", path.display()))(
                 io::Error::last_os_error(),
             ));
         }

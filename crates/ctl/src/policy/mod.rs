@@ -33,7 +33,7 @@ pub enum PolicyError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Lab(#[from] crate::lab::LabError),
+    Lab(#[from] crate::lab::RecordError),
     /// A stored object that no longer parses (written by hand or by another version).
     #[error("stored {kind} {name} is unreadable: {detail}")]
     Corrupt {

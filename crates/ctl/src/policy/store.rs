@@ -9,10 +9,9 @@ use weft_net::NetNs;
 use weft_store::{AnyStore, DEFAULT_PREFIX, EtcdOptions, EtcdStore, LocalStore};
 
 use super::PolicyError;
-use crate::lab::names::Names;
+use crate::lab::names::{self, Names};
 use crate::lab::state::State;
-use crate::lab::topology::{ETCD_ADDRESS, ETCD_PORT};
-use crate::netns;
+use crate::lab::{ETCD_ADDRESS, ETCD_PORT};
 
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
@@ -76,7 +75,7 @@ impl StoreArgs {
         match &self.lab {
             Some(lab) => {
                 let names = Names::new(lab)?;
-                let ns = NetNs::open(&netns::path(&names.underlay())).map_err(|e| {
+                let ns = NetNs::open(&names::netns_path(&names.underlay())).map_err(|e| {
                     PolicyError::Usage(format!(
                         "lab {lab}: cannot open its underlay namespace (is the lab up?): {e}"
                     ))

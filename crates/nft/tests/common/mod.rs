@@ -1,55 +1,22 @@
-//! Test scaffolding: throwaway network namespaces and threads that live inside them.
-//! Nothing here ever touches the host namespace's nftables state.
+//! Test scaffolding: weft-testkit's throw-away namespaces (`wtf…`) and threads that live
+//! inside them, and nft's JSON read back. Nothing here ever touches the host namespace's
+//! nftables state.
 #![allow(dead_code)]
 
-use std::fs::File;
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use nix::sched::{CloneFlags, setns};
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
+use std::ops::Deref;
 
 /// A named netns (`wtf<pid>x<n>`) deleted on drop, also when the test panics.
-pub struct Netns {
-    pub name: String,
-}
+pub struct Netns(weft_testkit::TestNs);
 
 impl Netns {
     pub fn new() -> Netns {
-        let name = format!(
-            "wtf{}x{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
-        sh(&["ip", "netns", "add", &name]);
-        let ns = Netns { name };
-        ns.exec(&["ip", "link", "set", "lo", "up"]);
-        ns
+        Netns(weft_testkit::TestNs::new("wtf"))
     }
 
-    /// Run `f` on a fresh thread that has joined this namespace.
-    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        self.spawn(f).join().expect("thread in netns panicked")
-    }
-
-    pub fn spawn<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> std::thread::JoinHandle<T> {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            let fd = File::open(&path).expect("open netns");
-            setns(&fd, CloneFlags::CLONE_NEWNET).expect("setns");
-            f()
-        })
-    }
-
-    /// `ip netns exec <ns> args...`; panics on failure, returns stdout.
+    /// `ip netns exec <ns> args...`; panics on failure, returns stdout (the kit's `exec_ok`:
+    /// these tests only run commands that must succeed).
     pub fn exec(&self, args: &[&str]) -> String {
-        let mut full = vec!["ip", "netns", "exec", &self.name];
-        full.extend_from_slice(args);
-        sh(&full)
+        self.0.exec_ok(args)
     }
 
     pub fn nft_json(&self, table: &str) -> serde_json::Value {
@@ -58,26 +25,12 @@ impl Netns {
     }
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
+impl Deref for Netns {
+    type Target = weft_testkit::TestNs;
 
-pub fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("spawn");
-    assert!(
-        out.status.success(),
-        "{:?} failed: {}",
-        args,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf8")
+    fn deref(&self) -> &weft_testkit::TestNs {
+        &self.0
+    }
 }
 
 /// Objects of one kind ("table", "chain", "set", "rule") in `nft -j` output.

@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
+use weft_testkit::TestNs;
 
 /// `PATH` given to every plugin execution.
 pub const SYS_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -73,44 +74,23 @@ pub fn cni_path_with_ref() -> String {
 // Namespaces
 // ---------------------------------------------------------------------------------------
 
-fn ip_netns_add(name: &str) {
-    let out = Command::new("ip")
-        .args(["netns", "add", name])
-        .output()
-        .expect("spawn ip netns add");
-    assert!(
-        out.status.success(),
-        "ip netns add {name} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // Loopback up, as a runtime would leave it.
-    let _ = Command::new("ip")
-        .args(["-n", name, "link", "set", "lo", "up"])
-        .output();
-}
-
-fn ip_netns_del(name: &str) {
-    let _ = Command::new("ip")
-        .args(["netns", "del", name])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// A "node": a named network namespace in which the plugin runs. Removed on drop (which
-/// also removes every link in it, and with them the peers of its veths).
+/// A "node": a named network namespace (weft-testkit's) in which the plugin runs. Removed on
+/// drop (which also removes every link in it, and with them the peers of its veths).
 #[derive(Debug)]
 pub struct Node {
     pub name: String,
     pub path: String,
+    _ns: TestNs,
 }
 
 impl Node {
     pub fn new() -> Node {
-        let name = format!("wt{}n{}", std::process::id(), next_id());
-        ip_netns_add(&name);
-        let path = format!("/run/netns/{name}");
-        Node { name, path }
+        let ns = TestNs::new("wtn");
+        Node {
+            name: ns.name.clone(),
+            path: ns.path().display().to_string(),
+            _ns: ns,
+        }
     }
 }
 
@@ -120,51 +100,34 @@ impl Default for Node {
     }
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        ip_netns_del(&self.name);
-    }
-}
-
 /// A pod network namespace (`CNI_NETNS` = [`Pod::path`]). Removed on drop unless
 /// [`Pod::delete`] already did it.
 #[derive(Debug)]
 pub struct Pod {
     pub name: String,
     pub path: String,
-    deleted: bool,
+    ns: TestNs,
 }
 
 impl Pod {
     pub fn new() -> Pod {
-        let name = format!("wt{}p{}", std::process::id(), next_id());
-        ip_netns_add(&name);
-        let path = format!("/run/netns/{name}");
+        let ns = TestNs::new("wtp");
         Pod {
-            name,
-            path,
-            deleted: false,
+            name: ns.name.clone(),
+            path: ns.path().display().to_string(),
+            ns,
         }
     }
 
     /// `ip netns del` now (e.g. to test DEL with a vanished netns).
     pub fn delete(&mut self) {
-        ip_netns_del(&self.name);
-        self.deleted = true;
+        self.ns.delete();
     }
 }
 
 impl Default for Pod {
     fn default() -> Self {
         Pod::new()
-    }
-}
-
-impl Drop for Pod {
-    fn drop(&mut self) {
-        if !self.deleted {
-            ip_netns_del(&self.name);
-        }
     }
 }
 
@@ -589,7 +552,7 @@ impl Fixture {
     pub fn snapshot(&self, pods: &[&Pod]) -> Snapshot {
         let mut s = Snapshot::of(&self.node.name, &self.ipam_dir());
         for p in pods {
-            if !p.deleted {
+            if !p.ns.is_deleted() {
                 s.pods.push(NsState::of(&p.name));
             }
         }
@@ -1005,16 +968,9 @@ pub fn result_ip(result: &Value, i: usize) -> String {
 // Chaining by hand (libcni-like), for conflists with the reference meta plugins
 // ---------------------------------------------------------------------------------------
 
-/// A runtime's view of one attachment.
-#[derive(Debug, Clone)]
-pub struct Attachment {
-    pub container_id: String,
-    pub netns: String,
-    pub ifname: String,
-    pub cni_args: Option<String>,
-    /// Capability args (`portMappings`, `bandwidth`, `mac`, ...).
-    pub capability_args: Map<String, Value>,
-}
+/// A runtime's view of one attachment: weft-cni's, whose runtime the lab uses; the chain
+/// runner below stays the tests' own, so the plugin is held against a second libcni.
+pub use weft_cni::runtime::Attachment;
 
 /// Build the request config of plugin `plugin` of a conflist as libcni does: inject
 /// `name`, `cniVersion`, `runtimeConfig` (capabilities the plugin sets true and the runtime

@@ -4,7 +4,7 @@
 //! real traffic (ping, TCP from a thread inside a namespace) and a small libcni-like chain
 //! runner for conflists.
 //!
-//! Every namespace made here is named `we<pid><kind><k>` so it never collides with the
+//! Every namespace made here is named `we<kind><pid>x<k>` so it never collides with the
 //! `wt…` namespaces of `common/mod.rs` and stray ones are easy to find.
 #![allow(dead_code)]
 
@@ -16,18 +16,16 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use weft_testkit::TestNs;
 
 pub const PING: &str = "/usr/bin/ping";
 pub const REF_CNI: &str = "/usr/lib/cni";
 pub const SYS_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
-
-static NS_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// The `weft` binary cargo built for this test run.
 pub fn weft_bin() -> PathBuf {
@@ -70,37 +68,31 @@ pub fn must(prog: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A named network namespace (`/run/netns/<name>`), deleted on drop.
+/// A named network namespace (weft-testkit's, `/run/netns/<name>`), deleted on drop.
 pub struct Ns {
     pub name: String,
     pub path: String,
+    ns: TestNs,
 }
 
 impl Ns {
     /// A fresh namespace with `lo` up. `kind`: 'n' node, 'p' pod, 'o' outside, 'q' peer.
     pub fn new(kind: char) -> Ns {
-        let k = NS_COUNTER.fetch_add(1, Ordering::SeqCst);
-        let name = format!("we{}{}{}", std::process::id(), kind, k);
-        // A leftover from an earlier, killed run with the same pid: remove it first.
-        let _ = run("ip", &["netns", "del", &name]);
-        must("ip", &["netns", "add", &name]);
-        let ns = Ns {
-            path: format!("/run/netns/{name}"),
-            name,
-        };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
+        let ns = TestNs::new(&format!("we{kind}"));
+        Ns {
+            name: ns.name.clone(),
+            path: ns.path().display().to_string(),
+            ns,
+        }
     }
 
     pub fn file(&self) -> File {
-        File::open(&self.path).unwrap_or_else(|e| panic!("open {}: {e}", self.path))
+        self.ns.file()
     }
 
     /// `ip -n <ns> args…`, must succeed; returns stdout.
     pub fn ip(&self, args: &[&str]) -> String {
-        let mut a = vec!["-n", &self.name];
-        a.extend_from_slice(args);
-        must("ip", &a)
+        self.ns.ip(args)
     }
 
     /// `ip -n <ns> -j args…` parsed as JSON (empty output = empty array).
@@ -121,22 +113,11 @@ impl Ns {
 
     /// `ip netns exec <ns> prog args…`.
     pub fn exec(&self, prog: &str, args: &[&str]) -> Output {
-        let mut a = vec!["netns", "exec", &self.name, prog];
-        a.extend_from_slice(args);
-        run("ip", &a)
+        self.ns.output(&[&[prog], args].concat())
     }
 
     pub fn exec_ok(&self, prog: &str, args: &[&str]) -> String {
-        let out = self.exec(prog, args);
-        assert!(
-            out.status.success(),
-            "in {}: {prog} {args:?} failed: {}\n{}{}",
-            self.name,
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.ns.exec_ok(&[&[prog], args].concat())
     }
 
     pub fn sysctl(&self, key: &str, value: &str) {
@@ -208,22 +189,9 @@ impl Ns {
     }
 }
 
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = run("ip", &["netns", "del", &self.name]);
-    }
-}
-
 /// Run `f` on a new thread whose network namespace is `ns`.
 pub fn in_ns<T: Send + 'static>(ns: &Ns, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
-    let file = ns.file();
-    thread::spawn(move || {
-        // SAFETY: setns on the calling thread with a valid namespace fd.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        drop(file);
-        f()
-    })
+    ns.ns.spawn(f)
 }
 
 /// Open a TCP listener on `listen_ip` inside `listen_ns`, connect to it from inside
@@ -669,39 +637,6 @@ pub fn masq_rule_counts(ns: &Ns) -> (usize, usize) {
         }
     }
     (v4, v6)
-}
-
-/// xorshift64* PRNG, seeded from the clock unless WEFT_SEED is set.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn from_env_or_time(what: &str) -> Rng {
-        let seed = std::env::var("WEFT_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-                    | 1
-            });
-        eprintln!("{what}: seed {seed} (rerun with WEFT_SEED={seed})");
-        Rng(seed)
-    }
-
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// Wait for `child` up to `timeout`; kill it on timeout. Returns its output.

@@ -52,6 +52,7 @@
 mod compile;
 mod diff;
 mod journal;
+#[cfg(feature = "bench")]
 mod linear;
 mod names;
 mod ranges;
@@ -66,6 +67,7 @@ use crate::model::{Direction, PolicyRef};
 
 pub use compile::{Compiler, PlanOptions, compile};
 pub use diff::{ApplyError, Op, diff};
+#[cfg(feature = "bench")]
 pub use linear::compile_linear;
 pub use names::{AtomName, BaseChain, ChainName, ClassName, Family, NameError, SetName};
 pub use render::{render, render_ops};

@@ -121,7 +121,9 @@ pub(crate) fn prefix_len(v6: bool, lo: u128, hi: u128) -> Option<u8> {
     (lo & mask == 0).then_some((bits - host_bits) as u8)
 }
 
-/// A range as the fewest CIDR blocks covering exactly it.
+/// A range as the fewest CIDR blocks covering exactly it (the linear plan's one rule per
+/// block).
+#[cfg(any(feature = "bench", test))]
 pub(crate) fn to_prefixes(r: Range) -> Vec<(u128, u8)> {
     let bits: u32 = if r.v6 { 128 } else { 32 };
     let mut out = Vec::new();

@@ -1,5 +1,5 @@
 //! Integration tests of the etcd store against real etcd servers (one per test, on loopback,
-//! from `weft_store::testing`).
+//! from weft-testkit).
 
 mod blocks;
 mod config;
@@ -12,15 +12,33 @@ mod watch;
 use std::time::Duration;
 
 use etcd_client::GetOptions;
-use weft_store::testing::EtcdServer;
-use weft_store::{ClusterConfig, EtcdStore, NodeRecord};
+use weft_store::{ClusterConfig, EtcdOptions, EtcdStore, NodeRecord, TlsFiles};
+use weft_testkit::etcd::{ClientTls, EtcdServer};
 
 pub fn server() -> EtcdServer {
     EtcdServer::start().unwrap_or_else(|e| panic!("starting etcd: {e}"))
 }
 
+/// How the store reaches `srv`: default prefix, the PKI's client identity when TLS is on,
+/// and a 2 s request timeout.
+pub fn options(srv: &EtcdServer) -> EtcdOptions {
+    EtcdOptions {
+        tls: srv.client_tls().map(tls_files),
+        timeout: Duration::from_secs(2),
+        ..EtcdOptions::new(vec![srv.endpoint()])
+    }
+}
+
+pub fn tls_files(c: ClientTls) -> TlsFiles {
+    TlsFiles {
+        ca: c.ca,
+        cert: c.cert,
+        key: c.key,
+    }
+}
+
 pub async fn connect(srv: &EtcdServer) -> EtcdStore {
-    EtcdStore::connect(srv.options())
+    EtcdStore::connect(options(srv))
         .await
         .unwrap_or_else(|e| panic!("connecting to {}: {e}", srv.endpoint()))
 }

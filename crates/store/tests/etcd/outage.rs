@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use weft_store::{Datastore, EtcdStore, Family, StoreError};
 
-use crate::{cfg, eventually, node, server};
+use crate::{cfg, eventually, node, options, server};
 
 fn unavailable<T: std::fmt::Debug>(what: &str, r: Result<T, StoreError>, started: Instant) {
     let took = started.elapsed();
@@ -23,7 +23,7 @@ fn unavailable<T: std::fmt::Debug>(what: &str, r: Result<T, StoreError>, started
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_fail_fast_while_etcd_is_down_and_recover_after_restart() {
     let mut srv = server();
-    let mut opts = srv.options();
+    let mut opts = options(&srv);
     opts.timeout = Duration::from_secs(1);
     let s = EtcdStore::connect(opts).await.unwrap();
     s.init_config(&cfg(r#"{"cidrV4":"10.3.0.0/16"}"#))

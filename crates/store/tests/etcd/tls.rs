@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use weft_store::testing::{EtcdServer, TestPki};
 use weft_store::{Datastore, EtcdStore, Family, StoreError, TlsFiles};
+use weft_testkit::etcd::{EtcdServer, TestPki};
 
-use crate::{cfg, node};
+use crate::{cfg, node, options, tls_files};
 
 fn start() -> (TestPki, EtcdServer) {
     let pki = TestPki::generate().unwrap_or_else(|e| panic!("making test certificates: {e}"));
@@ -30,7 +30,7 @@ async fn client_certificates_work_and_their_absence_is_a_clear_error() {
     assert!(srv.endpoint().starts_with("https://"));
 
     // With CA, certificate and key: everything works.
-    let s = EtcdStore::connect(srv.options()).await.unwrap();
+    let s = EtcdStore::connect(options(&srv)).await.unwrap();
     s.init_config(&cfg(r#"{"cidrV4":"10.4.0.0/16"}"#))
         .await
         .unwrap();
@@ -49,7 +49,7 @@ async fn client_certificates_work_and_their_absence_is_a_clear_error() {
 
     // A client certificate from another CA: refused by etcd in the handshake.
     let stranger = TestPki::generate().unwrap();
-    let mut opts = srv.options();
+    let mut opts = options(&srv);
     opts.tls = Some(TlsFiles {
         ca: pki.ca.clone(),
         cert: stranger.client_cert.clone(),
@@ -59,13 +59,13 @@ async fn client_certificates_work_and_their_absence_is_a_clear_error() {
     assert!(m.contains("connect at https://127.0.0.1:"), "{m}");
 
     // Not trusting the server's CA: refused by us.
-    let mut opts = srv.options();
-    opts.tls = Some(stranger.client_files());
+    let mut opts = options(&srv);
+    opts.tls = Some(tls_files(stranger.client_files()));
     let m = tls_error(EtcdStore::connect(opts).await);
     assert!(m.to_lowercase().contains("certificate"), "{m}");
 
     // No TLS at all against a TLS-only etcd.
-    let mut opts = srv.options();
+    let mut opts = options(&srv);
     opts.tls = None;
     opts.endpoints = vec![srv.endpoint().replace("https://", "http://")];
     match EtcdStore::connect(opts).await {
@@ -79,22 +79,22 @@ async fn client_certificates_work_and_their_absence_is_a_clear_error() {
     }
 
     // Files that are missing or are not PEM: named in the error.
-    let mut opts = srv.options();
+    let mut opts = options(&srv);
     opts.tls = Some(TlsFiles {
         ca: PathBuf::from("/nonexistent/ca.crt"),
-        ..pki.client_files()
+        ..tls_files(pki.client_files())
     });
     let m = tls_error(EtcdStore::connect(opts).await);
     assert!(m.contains("/nonexistent/ca.crt"), "{m}");
-    let mut opts = srv.options();
+    let mut opts = options(&srv);
     opts.tls = Some(TlsFiles {
         key: pki.client_cert.clone(),
-        ..pki.client_files()
+        ..tls_files(pki.client_files())
     });
     let m = tls_error(EtcdStore::connect(opts).await);
     assert!(m.contains("client key") && m.contains("PRIVATE KEY"), "{m}");
     // TLS files with an http:// endpoint is a contradiction, said so.
-    let mut opts = srv.options();
+    let mut opts = options(&srv);
     opts.endpoints = vec![srv.endpoint().replace("https://", "http://")];
     let m = tls_error(EtcdStore::connect(opts).await);
     assert!(m.contains("plain http"), "{m}");

@@ -1,0 +1,117 @@
+//! What can go wrong in the lab. Each message is one line a person can act on: what failed,
+//! for which lab/node/pod, and where to look (a log file) when a daemon is involved.
+
+use std::io;
+use std::path::PathBuf;
+
+use weft_cni::runtime::ExecError;
+pub use weft_ctl::lab::RecordError;
+
+use crate::netns::NetnsError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("the lab creates network namespaces and must run as root")]
+    NotRoot,
+
+    #[error("`{tool}` not found on PATH ({hint})")]
+    MissingTool {
+        tool: &'static str,
+        hint: &'static str,
+    },
+
+    #[error(
+        "{binary} not found or not executable in {} (--bin-dir; default: weftctl-lab's directory, next to weftctl)",
+        dir.display()
+    )]
+    MissingBinary { binary: &'static str, dir: PathBuf },
+
+    /// A name, an option or the lab's record (weft-ctl's `lab`, shared with `--lab`).
+    #[error(transparent)]
+    Record(#[from] RecordError),
+
+    #[error("lab {lab:?} has no node {node:?}")]
+    NoSuchNode { lab: String, node: String },
+
+    #[error("lab {lab:?} has no pod {pod:?}")]
+    NoSuchPod { lab: String, pod: String },
+
+    #[error("lab {lab:?} already has a {what} named {name:?}")]
+    Exists {
+        lab: String,
+        what: &'static str,
+        name: String,
+    },
+
+    #[error(
+        "lab {lab:?} already exists with {option} {recorded}, not {given}; run `weftctl lab down --name {lab}` first to change it"
+    )]
+    Conflict {
+        lab: String,
+        option: &'static str,
+        recorded: String,
+        given: String,
+    },
+
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+
+    #[error("{what}")]
+    Net {
+        what: String,
+        #[source]
+        source: weft_net::Error,
+    },
+
+    #[error("{daemon}: {reason}; log: {}{}", log.display(), tail_suffix(tail))]
+    Daemon {
+        daemon: String,
+        reason: String,
+        log: PathBuf,
+        tail: String,
+    },
+
+    #[error("pod {pod}: CNI {verb}")]
+    Plugin {
+        pod: String,
+        verb: &'static str,
+        #[source]
+        source: Box<ExecError>,
+    },
+
+    #[error("node {node} is not ready: {reason}")]
+    NodeNotReady { node: String, reason: String },
+}
+
+/// The last log line, quoted after the path: usually the daemon's own reason for exiting.
+fn tail_suffix(tail: &str) -> String {
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!(" (last line: {tail})")
+    }
+}
+
+impl LabError {
+    /// Wraps an I/O error with what we were doing.
+    pub fn io(what: impl Into<String>) -> impl FnOnce(io::Error) -> LabError {
+        let what = what.into();
+        move |source| RecordError::Io { what, source }.into()
+    }
+
+    /// Wraps a kernel error with what we were doing.
+    pub fn net(what: impl Into<String>) -> impl FnOnce(weft_net::Error) -> LabError {
+        let what = what.into();
+        move |source| LabError::Net { what, source }
+    }
+
+    pub fn invalid(
+        what: &'static str,
+        value: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> LabError {
+        RecordError::invalid(what, value, reason).into()
+    }
+}
+
+pub type Result<T, E = LabError> = std::result::Result<T, E>;
