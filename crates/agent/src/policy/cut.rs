@@ -54,7 +54,7 @@ const LOOSE: &str = "net/netfilter/nf_conntrack_tcp_loose";
 /// Cut the entries `plan` denies and release the cut ones it allows, in this process's
 /// namespace (on a blocking thread).
 pub async fn sweep(plan: Plan) -> Result<Sweep, Error> {
-    tokio::task::spawn_blocking(move || sweep_blocking(&plan))
+    tokio::task::spawn_blocking(move || sweep_here(&plan))
         .await
         .map_err(|source| Error::Thread {
             what: "conntrack",
@@ -62,7 +62,8 @@ pub async fn sweep(plan: Plan) -> Result<Sweep, Error> {
         })?
 }
 
-fn sweep_blocking(plan: &Plan) -> Result<Sweep, Error> {
+/// [`sweep`] on the calling thread, in its network namespace.
+pub fn sweep_here(plan: &Plan) -> Result<Sweep, Error> {
     // The table's own `ct state` rule loaded nf_conntrack, so the key exists.
     if weft_net::sysctl::get(LOOSE)
         .map_err(Error::cut("reading nf_conntrack_tcp_loose"))?
