@@ -36,13 +36,20 @@ fi
 echo "== cargo build"
 # The lab tests (weft-lab) run weftctl, weftd, weft and weft-ipam from next to weftctl-lab:
 # build every binary first (cargo test alone builds only each package's own test harnesses
-# and the binaries its integration tests name).
-cargo build --workspace --locked
-echo "== cargo test"
+# and the binaries its integration tests name), and the test harnesses too, so that what
+# runs under the exec guard below is the tests, not the compiler.
+cargo build --workspace --all-targets --locked
+target=$(cargo metadata --format-version 1 --no-deps --locked | jq -r .target_directory)
+echo "== cargo test (under exec-guard: every program run must come from an installed package)"
 log=$(mktemp /tmp/weft-test.XXXXXX)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace --locked --no-fail-fast -- --test-threads="${WEFT_TEST_THREADS:-4}" 2>&1 | tee "$log" || status=$?
+# exec-guard (crates/testkit) records every program the tests execute and fails the run when
+# one comes from a Debian package that WEFT_APT_PACKAGES does not install (with what those
+# pull in and what every Debian system has), or from no package: a program installed by
+# hand here is caught here, not on a fresh machine. The checkout and the build are ours.
+"$target/debug/exec-guard" run --packages "${WEFT_APT_PACKAGES[*]}" --ours "$PWD" --ours "$target" -- \
+  cargo test --workspace --locked --no-fail-fast -- --test-threads="${WEFT_TEST_THREADS:-4}" 2>&1 | tee "$log" || status=$?
 # One closing line for the whole suite (the last binary cargo runs is often an empty doc-test
 # binary, whose "0 passed" says nothing about the run).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

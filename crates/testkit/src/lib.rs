@@ -5,7 +5,11 @@
 //! inspect the kernel with; [`is_root`], [`assert_root`] and [`require_root!`]; [`temp_dir`]
 //! and [`TempDir`]; [`Rng`], the replayable PRNG of randomized tests; and [`etcd`], a real
 //! etcd on loopback and a test PKI. (NetworkPolicy worlds are `weft_policy::testing`: they
-//! are made of weft-policy's types.)
+//! are made of weft-policy's types.) And the guard that keeps a fresh machine passing:
+//! [`execwatch`] records every program a command and its descendants execute (the kernel's
+//! `sched_process_exec` tracepoint), [`installs`] tells which Debian package each comes from
+//! and whether the set-up scripts install it; the `exec-guard` binary runs the test suite
+//! under both (`scripts/test.sh`).
 //!
 //! Must not: be anything but a dev-dependency (and the optional dependency of weft-policy's
 //! `testing` feature, which only dev-dependencies enable); depend on any crate of weft (their
@@ -14,6 +18,8 @@
 //! process id); send traffic anywhere but loopback and its own namespaces.
 
 pub mod etcd;
+pub mod execwatch;
+pub mod installs;
 mod netns;
 
 use std::io;
