@@ -11,17 +11,6 @@ use serde_json::Value;
 use weft_policy::plan::{self, Plan, PlanOptions};
 use weft_policy::testing::*;
 
-fn nft_usable() -> bool {
-    let ok = Command::new("unshare")
-        .args(["-n", "nft", "list", "ruleset"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("SKIPPED: needs root, unshare and nft");
-    }
-    ok
-}
-
 /// A scratch directory removed on drop (also when the test fails).
 struct Scratch(PathBuf);
 
@@ -135,9 +124,7 @@ fn normalize(json: &str) -> Value {
 
 #[test]
 fn nft_accepts_compiled_and_linear_plans() {
-    if !nft_usable() {
-        return;
-    }
+    weft_testkit::require_root!();
     for seed in [1u64, 2, 3, 4, 5, 6] {
         let w = random_world(&mut Rng::new(seed));
         for node in ["a", "b"] {
@@ -162,9 +149,7 @@ fn nft_accepts_compiled_and_linear_plans() {
 
 #[test]
 fn diffs_applied_op_by_op_in_the_kernel_equal_the_new_plan() {
-    if !nft_usable() {
-        return;
-    }
+    weft_testkit::require_root!();
     let mut compared = 0;
     for seed in 0..40u64 {
         let mut r = Rng::new(seed + 500);
@@ -207,9 +192,7 @@ fn diffs_applied_op_by_op_in_the_kernel_equal_the_new_plan() {
 
 #[test]
 fn the_whole_diff_is_one_transaction_too() {
-    if !nft_usable() {
-        return;
-    }
+    weft_testkit::require_root!();
     let mut r = Rng::new(77);
     let w = random_world(&mut r);
     let w2 = mutate(&mut r, &w, Mutation::AddPolicy).unwrap();
@@ -235,9 +218,7 @@ fn the_whole_diff_is_one_transaction_too() {
 
 #[test]
 fn a_large_plan_loads() {
-    if !nft_usable() {
-        return;
-    }
+    weft_testkit::require_root!();
     // 600 pods, 60 policies: the plan is accepted and loads in one transaction.
     let mut r = Rng::new(9);
     let mut w = random_world(&mut r);
