@@ -7,14 +7,14 @@
 //! the policy arrives and the node's conntrack is swept; g's reply to a datagram from before
 //! the policy is the "late reply".
 
-use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use weft_agent::policy::cut::{Sweep, sweep_here};
 use weft_nft::conntrack::{Conntrack, CtEntry};
+use weft_policy::World;
 use weft_policy::plan::{self, CUT_MARK, Plan, PlanOptions};
-use weft_policy::{Endpoint, Labels, Node, Object, ParseOptions, World, parse};
+use weft_policy::testing::{ip, node, pod, policies};
 use weft_testkit::{TempDir, TestNs, require_root};
 
 const E: &str = "10.244.0.4";
@@ -34,40 +34,15 @@ spec:
     ports: [{protocol: UDP, port: 7600}]
 ";
 
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
 fn plan(with_policy: bool) -> Plan {
-    let pod = |name: &str, app: &str, addr: &str| Endpoint {
-        namespace: "shop".into(),
-        name: name.into(),
-        labels: Labels::from([("app".to_string(), app.to_string())]),
-        node: "n1".into(),
-        addresses: vec![ip(addr)],
-        ports: BTreeMap::new(),
-    };
-    let policies = if with_policy {
-        parse(DB, &ParseOptions::default())
-            .unwrap()
-            .into_iter()
-            .filter_map(|o| match o {
-                Object::NetworkPolicy(p) => Some(p),
-                _ => None,
-            })
-            .collect()
-    } else {
-        vec![]
-    };
     let world = World {
         namespaces: vec![],
-        nodes: vec![Node {
-            name: "n1".into(),
-            addresses: vec![ip("10.244.0.1")],
-            pod_cidrs: vec!["10.244.0.0/26".parse().unwrap()],
-        }],
-        endpoints: vec![pod("g", "db", G), pod("e", "batch", E)],
-        policies,
+        nodes: vec![node("n1", "10.244.0.1", "10.244.0.0/26")],
+        endpoints: vec![
+            pod("shop", "g", "n1", &[G], "app=db"),
+            pod("shop", "e", "n1", &[E], "app=batch"),
+        ],
+        policies: if with_policy { policies(DB) } else { vec![] },
     };
     let opts = PlanOptions {
         table: TABLE.into(),
