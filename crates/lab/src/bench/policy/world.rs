@@ -332,7 +332,7 @@ mod tests {
             let lin = plan::compile_linear(&w, &PlanOptions::new(NODE));
             let server = endpoint(&w, SERVER).unwrap().addresses[0];
             let client = endpoint(&w, CLIENT).unwrap().addresses[0];
-            let chain = lin.chains["pod_ingress"]
+            let chain = lin.chains[plan::BaseChain::PodIngress.as_str()]
                 .rules
                 .iter()
                 .find_map(|r| match r {
