@@ -48,8 +48,8 @@ fn a_program_from_no_package_fails_the_guard() {
     // A copy of `true` where no package is, nor any of the places this guard (run with no
     // --ours) takes for the tests' own: what a program installed by hand looks like. Cargo's
     // scratch dir is one the test script's own guard, around this test, does take for ours.
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("wt-guard-{}", std::process::id()));
+    let dir =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("wt-guard-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let prog = dir.join("handmade");
     std::fs::copy("/usr/bin/true", &prog).unwrap();
