@@ -540,20 +540,7 @@ impl Socket {
         build: impl FnOnce(&mut Attrs<'_>),
         mut f: impl FnMut(&[u8]) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        let seq = self.seq;
-        self.seq += 1;
-        let mut req = Vec::with_capacity(128);
-        let s = push_header(
-            &mut req,
-            op.msg_type(),
-            NLM_F_REQUEST | NLM_F_DUMP,
-            seq,
-            family,
-            0,
-        );
-        build(&mut Attrs { buf: &mut req });
-        finish_msg(&mut req, s);
-        self.send(&req)?;
+        let seq = self.send_one(op, NLM_F_REQUEST | NLM_F_DUMP, family, build)?;
         loop {
             let Some(n) = self.recv(false)? else { continue };
             let buf = std::mem::take(&mut self.buf);
@@ -592,6 +579,25 @@ impl Socket {
         }
     }
 
+    /// Builds one message (not a batch) with the next sequence number and sends it; returns
+    /// that sequence number, which its replies carry.
+    fn send_one(
+        &mut self,
+        op: Op,
+        flags: u16,
+        family: u8,
+        build: impl FnOnce(&mut Attrs<'_>),
+    ) -> Result<u32, Error> {
+        let seq = self.seq;
+        self.seq += 1;
+        let mut req = Vec::with_capacity(256);
+        let s = push_header(&mut req, op.msg_type(), flags, seq, family, 0);
+        build(&mut Attrs { buf: &mut req });
+        finish_msg(&mut req, s);
+        self.send(&req)?;
+        Ok(seq)
+    }
+
     /// Send one message on its own, outside a batch (ctnetlink takes no batches), and wait
     /// for its ACK: `Ok` when the kernel did it, its refusal otherwise.
     pub fn request(
@@ -601,20 +607,7 @@ impl Socket {
         context: &str,
         build: impl FnOnce(&mut Attrs<'_>),
     ) -> Result<(), Error> {
-        let seq = self.seq;
-        self.seq += 1;
-        let mut req = Vec::with_capacity(256);
-        let s = push_header(
-            &mut req,
-            op.msg_type(),
-            NLM_F_REQUEST | NLM_F_ACK,
-            seq,
-            family,
-            0,
-        );
-        build(&mut Attrs { buf: &mut req });
-        finish_msg(&mut req, s);
-        self.send(&req)?;
+        let seq = self.send_one(op, NLM_F_REQUEST | NLM_F_ACK, family, build)?;
         loop {
             let Some(n) = self.recv(false)? else { continue };
             for m in split_msgs(&self.buf[..n])? {
