@@ -40,6 +40,7 @@ impl Watch {
     /// instance (with this pid, so that concurrent recordings do not meet).
     pub fn start(tag: &str) -> io::Result<Watch> {
         let root = tracefs()?;
+        remove_orphans(&root.join("instances"), tag);
         let dir = root
             .join("instances")
             .join(format!("{tag}-{}", std::process::id()));
@@ -108,6 +109,28 @@ impl Drop for Watch {
         }
         // Removing an instance frees its buffers; it fails while a reader has it open.
         let _ = fs::remove_dir(&self.dir);
+    }
+}
+
+/// Removes the instances of recordings whose process is gone (killed before its drop ran):
+/// each holds its ring buffers until removed. Best effort.
+fn remove_orphans(instances: &Path, tag: &str) {
+    let Ok(entries) = fs::read_dir(instances) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(tag))
+            .and_then(|n| n.strip_prefix('-'))
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_dir(entry.path());
+        }
     }
 }
 
