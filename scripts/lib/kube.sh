@@ -21,6 +21,7 @@ WEFT_KUBE_BUILD_PACKAGES=(golang-go golang-github-modern-go-reflect2-dev make rs
 _KUBE_SUITE=bookworm
 _KUBE_SOURCES=/etc/apt/sources.list.d/weft-deb-src.sources
 _KUBE_REFLECT2=/usr/share/gocode/src/github.com/modern-go/reflect2
+_KUBE_LIB=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/kube.sh
 
 _kube_log() { echo "== kube: $*" >&2; }
 
@@ -53,18 +54,12 @@ ensure_kube_binaries() {
     _kube_log "the Kubernetes binaries are not cached in $WEFT_KUBE_CACHE; building them needs root (apt-get)"
     return 1
   fi
-  # The work runs in a command substitution with errexit of its own (whatever the caller's),
-  # so that a failing step stops it and its EXIT trap names the step; it prints the version.
-  local rc=0 errexit=0
-  case $- in *e*) errexit=1 ;; esac
-  set +e
-  version=$(
-    set -euo pipefail
-    _kube_ensure_locked
-  )
-  rc=$?
-  [ "$errexit" -eq 0 ] || set -e
-  if [ "$rc" -ne 0 ] || [ -z "$version" ] || ! _kube_complete "$WEFT_KUBE_CACHE/$version"; then
+  # The work runs in a bash of its own with errexit, so that a failing step stops it (and its
+  # EXIT trap names the step) even when the caller runs this in an `if` or before `||`, where
+  # bash ignores errexit in every subshell too. It prints the version.
+  if ! version=$(WEFT_KUBE_CACHE="$WEFT_KUBE_CACHE" WEFT_KUBE_KEEP_BUILD="${WEFT_KUBE_KEEP_BUILD:-0}" \
+    bash -c 'set -euo pipefail; . "$1"; _kube_ensure_locked' kube.sh "$_KUBE_LIB") ||
+    [ -z "$version" ] || ! _kube_complete "$WEFT_KUBE_CACHE/$version"; then
     _kube_log "no Kubernetes binaries (see the step named above)"
     return 1
   fi
@@ -83,8 +78,8 @@ _kube_on_exit() {
   fi
 }
 
-# Runs in a subshell (see ensure_kube_binaries): prints the version on stdout, all else on
-# stderr.
+# Runs in a bash of its own (see ensure_kube_binaries): prints the version on stdout, all
+# else on stderr.
 _kube_ensure_locked() {
   trap '_kube_on_exit $?' EXIT
   _kube_step="lock $WEFT_KUBE_CACHE/.lock"
