@@ -29,20 +29,10 @@ fn shop_lab(mode: &str) -> Lab {
         "--mode",
         mode,
     ]);
-    for (pod, node, app) in [("a", "1", "web"), ("b", "1", "db"), ("c", "2", "db")] {
-        lab.ok(
-            &["pod", "add"],
-            &[
-                pod,
-                "--node",
-                node,
-                "--namespace",
-                "shop",
-                "--labels",
-                &format!("app={app}"),
-            ],
-        );
-    }
+    lab.add_app_pods(
+        "shop",
+        &[("a", "1", "web"), ("b", "1", "db"), ("c", "2", "db")],
+    );
     lab
 }
 
@@ -285,20 +275,10 @@ fn policy_holds_on_both_paths_of_the_auto_backend() {
         "--backend",
         "auto",
     ]);
-    for (pod, node, app) in [("a", "1", "web"), ("b", "2", "db"), ("c", "3", "db")] {
-        lab.ok(
-            &["pod", "add"],
-            &[
-                pod,
-                "--node",
-                node,
-                "--namespace",
-                "shop",
-                "--labels",
-                &format!("app={app}"),
-            ],
-        );
-    }
+    lab.add_app_pods(
+        "shop",
+        &[("a", "1", "web"), ("b", "2", "db"), ("c", "3", "db")],
+    );
     assert_matrix(
         &lab,
         &all_pairs(true),

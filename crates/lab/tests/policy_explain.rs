@@ -33,24 +33,14 @@ fn explain_on_a_lab() {
     lab_support::require_cluster_binaries();
     let lab = lab_support::Lab::new();
     lab.up_ok(&["--nodes", "2", "--pods-per-node", "0"]);
-    for (pod, node, app) in [
-        ("web", "n1", "web"),
-        ("client", "n2", "client"),
-        ("other", "n2", "other"),
-    ] {
-        lab.ok(
-            &["pod", "add"],
-            &[
-                pod,
-                "--node",
-                node,
-                "--namespace",
-                "shop",
-                "--labels",
-                &format!("app={app}"),
-            ],
-        );
-    }
+    lab.add_app_pods(
+        "shop",
+        &[
+            ("web", "n1", "web"),
+            ("client", "n2", "client"),
+            ("other", "n2", "other"),
+        ],
+    );
     let at = |args: &[&str], stdin: Option<&str>| {
         let mut a = args.to_vec();
         a.extend(["--lab", &lab.name]);

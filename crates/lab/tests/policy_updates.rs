@@ -232,28 +232,18 @@ fn lab_with_pods(cut: bool, mode: &str) -> Lab {
         args.push("--policy-cut-established");
     }
     lab.up_ok(&args);
-    for (pod, node, app) in [
-        ("a", "1", "web"),
-        ("b", "1", "db"),
-        ("f", "1", "other"),
-        ("g", "1", "other"),
-        ("c", "2", "db"),
-        ("d", "2", "web"),
-        ("e", "2", "cache"),
-    ] {
-        lab.ok(
-            &["pod", "add"],
-            &[
-                pod,
-                "--node",
-                node,
-                "--namespace",
-                "upd",
-                "--labels",
-                &format!("app={app}"),
-            ],
-        );
-    }
+    lab.add_app_pods(
+        "upd",
+        &[
+            ("a", "1", "web"),
+            ("b", "1", "db"),
+            ("f", "1", "other"),
+            ("g", "1", "other"),
+            ("c", "2", "db"),
+            ("d", "2", "web"),
+            ("e", "2", "cache"),
+        ],
+    );
     lab
 }
 

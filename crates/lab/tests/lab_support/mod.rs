@@ -119,6 +119,26 @@ impl Lab {
         weftctl(&a)
     }
 
+    /// `lab pod add POD --node NODE --namespace NS --labels app=APP` for each (pod, node,
+    /// app), which must succeed.
+    pub fn add_app_pods(&self, namespace: &str, pods: &[(&str, &str, &str)]) {
+        for (pod, node, app) in pods {
+            let labels = format!("app={app}");
+            self.ok(
+                &["pod", "add"],
+                &[
+                    pod,
+                    "--node",
+                    node,
+                    "--namespace",
+                    namespace,
+                    "--labels",
+                    &labels,
+                ],
+            );
+        }
+    }
+
     pub fn ok(&self, sub: &[&str], args: &[&str]) -> String {
         let out = self.cmd(sub, args);
         assert!(
