@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the set-up scripts: install what weft needs on a fresh Debian 12 machine.
 # Sourced, not executed.
 
@@ -11,15 +12,18 @@
 WEFT_APT_PACKAGES=(iproute2 iputils-ping nftables iptables containernetworking-plugins jq procps
   protobuf-compiler etcd-server etcd-client iperf3 sockperf openssl gcc python3)
 
+# Installs the packages named (WEFT_APT_PACKAGES when none are) that are missing. Says what
+# it does on stderr only: callers may be printing a result on stdout.
 ensure_packages() {
-  local missing=()
-  for p in "${WEFT_APT_PACKAGES[@]}"; do
+  local missing=() p
+  [ "$#" -gt 0 ] || set -- "${WEFT_APT_PACKAGES[@]}"
+  for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   if [ "${#missing[@]}" -gt 0 ]; then
-    echo "== installing ${missing[*]}"
+    echo "== installing ${missing[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
+    apt-get update -qq >&2
     apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
 }

@@ -22,6 +22,8 @@ _KUBE_SUITE=bookworm
 _KUBE_SOURCES=/etc/apt/sources.list.d/weft-deb-src.sources
 _KUBE_REFLECT2=/usr/share/gocode/src/github.com/modern-go/reflect2
 _KUBE_LIB=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/kube.sh
+# shellcheck source=scripts/lib/deps.sh
+. "$(dirname "$_KUBE_LIB")/deps.sh"
 
 _kube_log() { echo "== kube: $*" >&2; }
 
@@ -93,7 +95,7 @@ _kube_ensure_locked() {
   rm -rf "$WEFT_KUBE_CACHE"/.install-*
 
   _kube_step="install build packages"
-  _kube_install_packages
+  ensure_packages "${WEFT_KUBE_BUILD_PACKAGES[@]}"
   _kube_step="deb-src entry $_KUBE_SOURCES"
   _kube_write_sources
   # Building takes minutes: make the lists current first, so that the newest source version
@@ -137,19 +139,6 @@ _kube_ensure_locked() {
     rm -rf "$work"
   fi
   echo "$version"
-}
-
-_kube_install_packages() {
-  local missing=() p
-  for p in "${WEFT_KUBE_BUILD_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  if [ "${#missing[@]}" -gt 0 ]; then
-    _kube_log "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >&2
-    apt-get install -y -qq "${missing[@]}" >/dev/null
-  fi
 }
 
 # The system's deb822 entries (debian.sources) as deb-src, bookworm suites only; the plain
