@@ -253,7 +253,7 @@ impl Clone for TestPki {
     }
 }
 
-fn openssl(dir: &Path, args: &[&str]) -> io::Result<()> {
+pub(crate) fn openssl(dir: &Path, args: &[&str]) -> io::Result<()> {
     let out = Command::new("openssl")
         .args(args)
         .current_dir(dir)
@@ -273,6 +273,12 @@ fn openssl(dir: &Path, args: &[&str]) -> io::Result<()> {
 impl TestPki {
     /// A fresh CA, server and client certificate (EC P-256, valid for 2 days).
     pub fn generate() -> io::Result<TestPki> {
+        TestPki::generate_for(&[])
+    }
+
+    /// As [`TestPki::generate`], with the server certificate also valid for `ips` (a server
+    /// listening inside a test's network namespace).
+    pub fn generate_for(ips: &[std::net::IpAddr]) -> io::Result<TestPki> {
         let dir = temp_dir("pki")?;
         let pki = TestPki {
             ca: dir.join("ca.crt"),
@@ -308,9 +314,13 @@ impl TestPki {
                 "keyUsage=critical,keyCertSign,cRLSign",
             ],
         )?;
+        let mut sans = String::from("IP:127.0.0.1,DNS:localhost");
+        for ip in ips {
+            sans.push_str(&format!(",IP:{ip}"));
+        }
         pki.issue(
             "server",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n",
+            &format!("subjectAltName={sans}\nextendedKeyUsage=serverAuth,clientAuth\n"),
         )?;
         pki.issue("client", "extendedKeyUsage=clientAuth\n")?;
         Ok(pki)
