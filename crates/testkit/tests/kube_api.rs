@@ -19,13 +19,13 @@ fn the_api_server_serves_enforces_rbac_and_survives_a_restart() {
     );
     let err = String::from_utf8_lossy(&denied.stderr);
     assert!(err.contains("forbidden"), "{err}");
-    api.apply(&format!(
-        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {{name: wt-kit}}\n\
+    api.apply(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: wt-kit}\n\
          rules:\n- apiGroups: ['']\n  resources: [nodes]\n  verbs: [list]\n---\n\
-         apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: wt-kit}}\n\
-         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: wt-kit}}\n\
-         subjects:\n- {{kind: ServiceAccount, name: weft-probe, namespace: kube-system}}\n"
-    ));
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: wt-kit}\n\
+         roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: wt-kit}\n\
+         subjects:\n- {kind: ServiceAccount, name: weft-probe, namespace: kube-system}\n",
+    );
     let allowed = api.kubectl_as(&sa.0, &["get", "nodes"], None);
     assert!(allowed.status.success(), "{}", weft_testkit::text(&allowed));
     api.stop_apiserver();
