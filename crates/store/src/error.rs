@@ -74,6 +74,10 @@ pub enum ConfigError {
     /// Node names follow DNS-1123 subdomain rules, like Kubernetes node names.
     #[error("node name {name:?}: {reason}")]
     NodeName { name: String, reason: &'static str },
+    /// A value of the Kubernetes ConfigMap `weft-config` (keys that are cluster config keys
+    /// report as such).
+    #[error("ConfigMap weft-config key {key}: {reason}")]
+    ConfigMap { key: String, reason: String },
     #[error("node record {node:?} {field}: {reason}")]
     NodeRecord {
         node: String,
@@ -139,6 +143,21 @@ pub enum StoreError {
         lock.display()
     )]
     Locked { path: PathBuf, lock: PathBuf },
+    /// The cluster is not ready for this yet (a Node object not created, no podCIDRs
+    /// allocated): retry, and tell a person what is missing.
+    #[error("waiting during {op}: {reason}")]
+    NotYet { op: &'static str, reason: String },
+    /// The credentials lack a permission; the API server's message names the verb and the
+    /// resource.
+    #[error("not permitted during {op}: {detail}")]
+    Forbidden { op: &'static str, detail: String },
+    /// The Kubernetes API refused a request for a reason not covered above.
+    #[error("Kubernetes API during {op}: {detail} (HTTP {code})")]
+    Api {
+        op: &'static str,
+        code: u16,
+        detail: String,
+    },
     /// A policy object's namespace or name that cannot be a key segment.
     #[error("{kind} {name}: {reason}")]
     InvalidObjectName {

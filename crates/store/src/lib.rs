@@ -1,7 +1,9 @@
 //! Weft's cluster datastore: the cluster config (pod CIDRs, block sizes, backend), node
 //! records and block ownership, behind one interface ([`Datastore`]) with two
-//! implementations: [`EtcdStore`] (etcd v3, many nodes, leases and compare-and-swap) and
-//! [`LocalStore`] (one node, one JSON file, no server).
+//! implementations: [`EtcdStore`] (etcd v3, many nodes, leases and compare-and-swap),
+//! [`LocalStore`] (one node, one JSON file, no server) and, with the feature `kubernetes`,
+//! `kube::KubeStore` (the Kubernetes API: Nodes, Pods, Namespaces, NetworkPolicies, and
+//! WeftBlock custom resources or the nodes' podCIDRs).
 //!
 //! Owns: the config model and its validation ([`ClusterConfig`]), the node/block model, the
 //! key layout in etcd, block enumeration and claiming, lease handling, watches.
@@ -23,6 +25,8 @@ mod config;
 mod error;
 mod etcd;
 mod keys;
+#[cfg(feature = "kubernetes")]
+pub mod kube;
 mod local;
 mod model;
 mod objects;
@@ -182,6 +186,17 @@ pub trait Datastore: Send + Sync + 'static {
 
     /// Nodes, blocks, policy objects and endpoints, all at one revision (one read).
     fn policy_view(&self) -> impl Future<Output = Result<PolicyView, StoreError>> + Send;
+
+    /// The PodLabels object of `namespace/name` read from the source of truth now, for a pod
+    /// whose CNI ADD can come before the datastore's watch reports it (Kubernetes). Stores
+    /// whose pod objects are written before the ADD answer None: their view already has it.
+    fn fetch_pod(
+        &self,
+        _namespace: &str,
+        _name: &str,
+    ) -> impl Future<Output = Result<Option<StoredObject>, StoreError>> + Send {
+        async { Ok(None) }
+    }
 }
 
 /// Either store, chosen at run time from the agent's configuration.
@@ -189,6 +204,8 @@ pub trait Datastore: Send + Sync + 'static {
 pub enum AnyStore {
     Etcd(EtcdStore),
     Local(LocalStore),
+    #[cfg(feature = "kubernetes")]
+    Kube(kube::KubeStore),
 }
 
 macro_rules! dispatch {
@@ -196,6 +213,8 @@ macro_rules! dispatch {
         match $self {
             AnyStore::Etcd($s) => $e,
             AnyStore::Local($s) => $e,
+            #[cfg(feature = "kubernetes")]
+            AnyStore::Kube($s) => $e,
         }
     };
 }
@@ -289,6 +308,13 @@ impl Datastore for AnyStore {
     }
     async fn policy_view(&self) -> Result<PolicyView, StoreError> {
         dispatch!(self, s => s.policy_view().await)
+    }
+    async fn fetch_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<StoredObject>, StoreError> {
+        dispatch!(self, s => s.fetch_pod(namespace, name).await)
     }
 }
 
@@ -408,5 +434,12 @@ impl<T: Datastore> Datastore for Arc<T> {
     }
     fn policy_view(&self) -> impl Future<Output = Result<PolicyView, StoreError>> + Send {
         (**self).policy_view()
+    }
+    fn fetch_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<StoredObject>, StoreError>> + Send {
+        (**self).fetch_pod(namespace, name)
     }
 }
