@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use weft_store::kube::{IpamMode, KubeOptions};
 use weft_store::{ClusterConfig, EtcdOptions, TlsFiles};
 
 use crate::error::Error;
@@ -25,12 +26,33 @@ impl Mode {
     }
 }
 
+/// Where the cluster's state lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DatastoreKind {
+    /// etcd with --etcd-endpoints, else the local store file.
+    Auto,
+    Etcd,
+    Local,
+    /// The Kubernetes API (kubeconfig from --kubeconfig, $KUBECONFIG, ~/.kube/config, or
+    /// the pod's ServiceAccount).
+    Kubernetes,
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "weftd", version, about = "Weft node agent")]
 pub struct Args {
-    /// This node's name in the cluster (DNS-1123).
-    #[arg(long)]
+    /// This node's name in the cluster (DNS-1123); on Kubernetes the Node's name, from the
+    /// downward API.
+    #[arg(long, env = "NODE_NAME")]
     pub node_name: String,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub datastore: DatastoreKind,
+    /// kubeconfig for `--datastore kubernetes`.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The namespace of weft's ConfigMap `weft-config` (`--datastore kubernetes`).
+    #[arg(long, default_value = "weft-system")]
+    pub kube_namespace: String,
     /// etcd v3 client URLs, comma separated. Without it weftd uses the local store.
     #[arg(long, value_delimiter = ',')]
     pub etcd_endpoints: Vec<String>,
@@ -89,6 +111,7 @@ pub struct Args {
 pub enum StoreChoice {
     Etcd(EtcdOptions),
     Local(PathBuf),
+    Kubernetes(KubeOptions),
 }
 
 #[derive(Debug, Clone)]
@@ -132,7 +155,24 @@ impl Settings {
                 })?)
             }
         };
-        let store = if a.etcd_endpoints.is_empty() {
+        let kind = match a.datastore {
+            DatastoreKind::Auto if a.etcd_endpoints.is_empty() => DatastoreKind::Local,
+            DatastoreKind::Auto => DatastoreKind::Etcd,
+            k => k,
+        };
+        if kind == DatastoreKind::Etcd && a.etcd_endpoints.is_empty() {
+            return Err(Error::Flag(
+                "--datastore etcd needs --etcd-endpoints".into(),
+            ));
+        }
+        let store = if kind == DatastoreKind::Kubernetes {
+            StoreChoice::Kubernetes(KubeOptions {
+                kubeconfig: a.kubeconfig.clone(),
+                namespace: a.kube_namespace.clone(),
+                ipam: IpamMode::Weft,
+                request_timeout: Duration::from_secs(10),
+            })
+        } else if kind == DatastoreKind::Local {
             StoreChoice::Local(a.store_path.clone())
         } else {
             let tls = match (&a.etcd_cacert, &a.etcd_cert, &a.etcd_key) {

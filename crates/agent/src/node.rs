@@ -12,9 +12,10 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use weft_backend::{Kind, Local};
 use weft_proto::{Reply, Request, Status};
+use weft_store::kube::KubeStore;
 use weft_store::{
-    AnyStore, BackendKind, ClusterConfig, Datastore, EtcdStore, Family, LeaseId, LocalStore,
-    NodeRecord, ObjectEvent, StoreError, WatchEvent,
+    AnyStore, BackendKind, ClusterConfig, ConfigError, Datastore, EtcdStore, Family, LeaseId,
+    LocalStore, NodeRecord, ObjectEvent, StoreError, WatchEvent,
 };
 
 use crate::cniconf;
@@ -117,6 +118,23 @@ where
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(3));
             }
+            // The cluster is not ready for this node yet (no Node object, no podCIDRs):
+            // say what is missing once, and wait rather than crash-loop.
+            Err(StoreError::NotYet { op: o, reason }) => {
+                if !logged {
+                    log::warn(
+                        "waiting for the cluster",
+                        &[
+                            ("during", what.into()),
+                            ("op", o.into()),
+                            ("reason", reason.into()),
+                        ],
+                    );
+                    logged = true;
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(3));
+            }
             other => return other,
         }
     }
@@ -127,6 +145,9 @@ async fn connect(s: &Settings) -> Result<AnyStore, Error> {
         StoreChoice::Local(path) => AnyStore::Local(LocalStore::open(path)?),
         StoreChoice::Etcd(opts) => {
             AnyStore::Etcd(retry("connect", || EtcdStore::connect(opts.clone())).await?)
+        }
+        StoreChoice::Kubernetes(opts) => {
+            AnyStore::Kube(retry("connect", || KubeStore::connect(opts.clone())).await?)
         }
     })
 }
@@ -147,8 +168,19 @@ pub async fn run(s: Settings) -> Result<(), Error> {
             .await?
             .ok_or(Error::NoClusterConfig)?,
     };
-    let underlay_v4 = identity::underlay_v4(s.underlay_v4)?;
-    let underlay_v6 = identity::underlay_v6(s.underlay_v6)?;
+    let (mut flag_v4, mut flag_v6) = (s.underlay_v4, s.underlay_v6);
+    // On Kubernetes the node's address is the Node's InternalIP (or the operator's
+    // annotation), not a guess from the default route.
+    if let AnyStore::Kube(k) = &store
+        && flag_v4.is_none()
+    {
+        let name = s.node_name.clone();
+        let (v4, v6) = retry("node addresses", || k.node_addresses(&name)).await?;
+        flag_v4 = v4;
+        flag_v6 = flag_v6.or(v6);
+    }
+    let underlay_v4 = identity::underlay_v4(flag_v4)?;
+    let underlay_v6 = identity::underlay_v6(flag_v6)?;
     let mut node = Node {
         policy,
         vtep_mac: identity::vtep_mac(&s.node_name),
@@ -214,7 +246,7 @@ impl Node {
             self.adopt(b).await?;
         }
         self.claim_missing().await?;
-        let dp = DataplaneHandle::start(
+        let mut dp = DataplaneHandle::start(
             backend_kind(self.cfg.backend),
             Local {
                 underlay_v4: self.underlay_v4,
@@ -225,6 +257,7 @@ impl Node {
                 port: self.cfg.vxlan_port,
             },
         )?;
+        self.mtu_override(&mut dp).await?;
         let cidrs: Vec<IpNet> = self
             .families()
             .into_iter()
@@ -247,6 +280,33 @@ impl Node {
                 ("backend", json!(self.cfg.backend)),
             ],
         );
+        Ok(())
+    }
+
+    /// The ConfigMap's `mtu` (Kubernetes) replaces the derived pod MTU; more than the uplink
+    /// carries would drop full-size packets, so that is refused.
+    async fn mtu_override(&self, dp: &mut DataplaneHandle) -> Result<(), Error> {
+        let AnyStore::Kube(k) = &self.store else {
+            return Ok(());
+        };
+        let Some(m) = retry("config", || k.kube_config())
+            .await?
+            .and_then(|c| c.mtu)
+        else {
+            return Ok(());
+        };
+        if m > dp.pod_mtu {
+            return Err(StoreError::InvalidConfig(ConfigError::ConfigMap {
+                key: "mtu".into(),
+                reason: format!(
+                    "{m} is more than this node's uplink carries for pods ({}, after the \
+                     backend's overhead)",
+                    dp.pod_mtu
+                ),
+            })
+            .into());
+        }
+        dp.pod_mtu = m;
         Ok(())
     }
 
@@ -648,7 +708,7 @@ impl Node {
             } => {
                 let (blocks, underlay) = (self.blocks.clone(), self.underlay());
                 self.policy
-                    .attach(&container_id, &ifname, &blocks, &underlay)
+                    .attach(&self.store, &container_id, &ifname, &blocks, &underlay)
                     .await
             }
             Request::Detach {

@@ -643,8 +643,9 @@ impl Policy {
     }
 
     /// A pod was attached: read its file, program it, answer once committed.
-    pub async fn attach(
+    pub async fn attach<S: Datastore>(
         &mut self,
+        store: &S,
         container_id: &str,
         ifname: &str,
         blocks: &[IpNet],
@@ -663,6 +664,7 @@ impl Policy {
             return socket::refuse(&format!("no readable endpoint file {}", path.display()));
         };
         let macvlan = f.mode == EndpointMode::Macvlan;
+        self.learn_pod(store, &f.namespace, &f.name).await;
         self.touched
             .pods
             .insert((f.namespace.clone(), f.name.clone()));
@@ -686,6 +688,30 @@ impl Policy {
         match self.apply(blocks, underlay).await {
             Ok(()) => Reply::done(),
             Err(e) => socket::refuse(&e.to_string()),
+        }
+    }
+
+    /// On Kubernetes the CNI ADD can come before the watch reports the pod: its labels are
+    /// read from the API now, so the policy it gets before ADD returns is its own.
+    async fn learn_pod<S: Datastore>(&mut self, store: &S, namespace: &str, name: &str) {
+        let Some(view) = &self.view else { return };
+        if view.has_pod_labels(namespace, name) {
+            return;
+        }
+        match store.fetch_pod(namespace, name).await {
+            Ok(Some(obj)) => {
+                if let Some(v) = &mut self.view {
+                    v.apply_event(ObjectEvent::Put(obj), &mut self.parse_cache);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => log::warn(
+                "pod not readable from the datastore; its policy uses the labels known so far",
+                &[
+                    ("pod", format!("{namespace}/{name}").into()),
+                    ("error", e.to_string().into()),
+                ],
+            ),
         }
     }
 

@@ -197,6 +197,13 @@ impl View {
         weft_policy::join_endpoints(&pods, &labels).pop()
     }
 
+    /// Whether the view has the labels of pod `namespace/name`.
+    pub fn has_pod_labels(&self, namespace: &str, name: &str) -> bool {
+        self.pod_labels
+            .iter()
+            .any(|p| p.namespace == namespace && p.name == name)
+    }
+
     /// The policy `namespace/name`, if the view holds it.
     pub fn policy(&self, namespace: &str, name: &str) -> Option<&NetworkPolicy> {
         self.policies
