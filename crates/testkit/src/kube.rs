@@ -10,8 +10,10 @@
 //!
 //! The binaries come from `$WEFT_KUBE_BIN` (scripts/test.sh builds and exports it through
 //! scripts/lib/kube.sh), else from the newest cache directory under
-//! `/var/cache/weft/kubernetes/`. Processes are killed when the handle drops (and, through
-//! `PR_SET_PDEATHSIG`, when the thread that started them dies).
+//! `/var/cache/weft/kubernetes/`. Processes are killed when the handle drops, and (through
+//! `PR_SET_PDEATHSIG`) when the thread that started them ends: start the control plane on
+//! the test's own thread (in an async test, inside `block_in_place`), never on a pool
+//! thread that the runtime may retire.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -206,6 +208,11 @@ impl KubeApi {
     /// The CA that signed the API server's certificate.
     pub fn ca(&self) -> &Path {
         &self.pki.ca
+    }
+
+    /// The etcd behind the API server, for a test that changes it behind the server's back.
+    pub fn etcd_endpoint(&self) -> String {
+        self.etcd.endpoint()
     }
 
     pub fn bin(&self) -> &Path {

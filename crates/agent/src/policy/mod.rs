@@ -664,7 +664,9 @@ impl Policy {
             return socket::refuse(&format!("no readable endpoint file {}", path.display()));
         };
         let macvlan = f.mode == EndpointMode::Macvlan;
-        self.learn_pod(store, &f.namespace, &f.name).await;
+        if let Err(why) = self.learn_pod(store, &f.namespace, &f.name).await {
+            return socket::refuse(&why);
+        }
         self.touched
             .pods
             .insert((f.namespace.clone(), f.name.clone()));
@@ -692,26 +694,33 @@ impl Policy {
     }
 
     /// On Kubernetes the CNI ADD can come before the watch reports the pod: its labels are
-    /// read from the API now, so the policy it gets before ADD returns is its own.
-    async fn learn_pod<S: Datastore>(&mut self, store: &S, namespace: &str, name: &str) {
-        let Some(view) = &self.view else { return };
+    /// read from the API now, so the policy it gets before ADD returns is its own. When
+    /// they cannot be read (the API server down), the ADD is refused rather than the pod
+    /// started under policies chosen for labels it may not have: the runtime retries.
+    async fn learn_pod<S: Datastore>(
+        &mut self,
+        store: &S,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), String> {
+        let Some(view) = &self.view else {
+            return Ok(());
+        };
         if view.has_pod_labels(namespace, name) {
-            return;
+            return Ok(());
         }
         match store.fetch_pod(namespace, name).await {
             Ok(Some(obj)) => {
                 if let Some(v) = &mut self.view {
                     v.apply_event(ObjectEvent::Put(obj), &mut self.parse_cache);
                 }
+                Ok(())
             }
-            Ok(None) => {}
-            Err(e) => log::warn(
-                "pod not readable from the datastore; its policy uses the labels known so far",
-                &[
-                    ("pod", format!("{namespace}/{name}").into()),
-                    ("error", e.to_string().into()),
-                ],
-            ),
+            Ok(None) => Ok(()),
+            Err(e) => Err(format!(
+                "pod {namespace}/{name} is not in weftd's cache and its labels cannot be read \
+                 ({e}); retry once the API server answers"
+            )),
         }
     }
 

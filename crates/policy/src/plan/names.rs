@@ -283,6 +283,7 @@ pub enum ChainName {
 
 impl ChainName {
     /// The linear plan's chain of pod `key` (`namespace/name`).
+    #[cfg(any(test, feature = "bench"))]
     pub(crate) fn linear(dir: Direction, key: &str) -> ChainName {
         ChainName::Linear {
             dir,

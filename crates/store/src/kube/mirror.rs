@@ -15,7 +15,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use ipnet::IpNet;
 use serde_json::Value;
-use tokio::sync::broadcast;
+use std::sync::Arc;
+
+use tokio::sync::{Notify, broadcast};
 
 use super::IpamMode;
 use super::convert::{self, PodView};
@@ -80,6 +82,8 @@ pub(crate) struct State {
     relisting: BTreeMap<Kind, BTreeSet<String>>,
     log: VecDeque<(Revision, Change)>,
     tx: broadcast::Sender<(Revision, Change)>,
+    /// Woken when a Node goes: its blocks are swept at once, not at the next round.
+    pub node_gone: Arc<Notify>,
 }
 
 impl State {
@@ -97,6 +101,7 @@ impl State {
             relisting: BTreeMap::new(),
             log: VecDeque::new(),
             tx: broadcast::channel(4096).0,
+            node_gone: Arc::new(Notify::new()),
         }
     }
 
@@ -234,6 +239,7 @@ impl State {
         let Some(old) = self.nodes.remove(name) else {
             return;
         };
+        self.node_gone.notify_one();
         if self.ipam == IpamMode::Kubernetes {
             self.pod_cidr_changes(name, &old.pod_cidrs, &[]);
         }

@@ -685,6 +685,7 @@ impl Watch {
 fn spawn_sweeper(client: Client, state: Arc<Mutex<State>>) -> AbortHandle {
     tokio::spawn(async move {
         let api: Api<DynamicObject> = Api::all_with(client, &block_resource());
+        let wake = lock(&state).node_gone.clone();
         loop {
             let orphans: Vec<(String, String)> = {
                 let st = lock(&state);
@@ -709,12 +710,8 @@ fn spawn_sweeper(client: Client, state: Arc<Mutex<State>>) -> AbortHandle {
                 // Another node's sweep or the garbage collector may be first: fine.
                 let _ = api.delete(&name, &dp).await;
             }
-            tokio::time::sleep(if cfg!(test) {
-                Duration::from_secs(1)
-            } else {
-                SWEEP_INTERVAL
-            })
-            .await;
+            // Whichever comes first: a Node deleted, or the round's time.
+            let _ = tokio::time::timeout(SWEEP_INTERVAL, wake.notified()).await;
         }
     })
     .abort_handle()

@@ -59,7 +59,7 @@ impl Subject {
     }
 
     pub async fn kube() -> Subject {
-        let api = tokio::task::spawn_blocking(|| {
+        let api = tokio::task::block_in_place(|| {
             let api = KubeApi::start(Default::default()).expect("kube-apiserver");
             api.kubectl_ok(&["create", "namespace", "weft-system"]);
             api.kubectl_ok(&["apply", "-f", &crd_path()]);
@@ -70,9 +70,7 @@ impl Subject {
                 "--timeout=30s",
             ]);
             api
-        })
-        .await
-        .expect("control plane thread");
+        });
         let opts = KubeOptions {
             kubeconfig: Some(api.admin_kubeconfig()),
             request_timeout: Duration::from_secs(5),
