@@ -14,6 +14,12 @@ fi
 . scripts/lib/deps.sh
 ensure_packages
 ensure_cargo
+# The Kubernetes datastore's tests run a real kube-apiserver (and controller manager): the
+# project's own 1.20 build, cached outside the clone (the first build takes ~10 minutes).
+# shellcheck source=scripts/lib/kube.sh
+. scripts/lib/kube.sh
+ensure_kube_binaries
+echo "== Kubernetes binaries: $WEFT_KUBE_BIN"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -47,8 +53,9 @@ status=0
 # exec-guard (crates/testkit) records every program the tests execute and fails the run when
 # one comes from a Debian package that WEFT_APT_PACKAGES does not install (with what those
 # pull in and what every Debian system has), or from no package: a program installed by
-# hand here is caught here, not on a fresh machine. The checkout and the build are ours.
-"$target/debug/exec-guard" run --packages "${WEFT_APT_PACKAGES[*]}" --ours "$PWD" --ours "$target" -- \
+# hand here is caught here, not on a fresh machine. The checkout, the build and the
+# Kubernetes build are ours.
+"$target/debug/exec-guard" run --packages "${WEFT_APT_PACKAGES[*]}" --ours "$PWD" --ours "$target" --ours "$WEFT_KUBE_BIN" -- \
   cargo test --workspace --locked --no-fail-fast -- --test-threads="${WEFT_TEST_THREADS:-4}" 2>&1 | tee "$log" || status=$?
 # One closing line for the whole suite (the last binary cargo runs is often an empty doc-test
 # binary, whose "0 passed" says nothing about the run).
