@@ -1,7 +1,8 @@
 //! weft-ctl: the operator's commands of `weftctl`, as a library the `weftctl` binary (and
 //! weft-lab's `weftctl-lab`) build on.
 //!
-//! Owns: `status` (a node's weftd as a person reads it), `policy` (`apply`/`delete`/`get`
+//! Owns: `status` (a node's weftd as a person reads it), `cluster` (`status --kubernetes`:
+//! every Node as the API server has it), `policy` (`apply`/`delete`/`get`
 //! and `policy explain` against etcd, a lab's etcd or the local store file), `lab` (the
 //! names and the on-disk record of a lab, which `--lab NAME` reads) and `exe` (finding the
 //! executables weftctl runs).
@@ -11,6 +12,7 @@
 //! `weftctl lab …` and `weftctl bench …` exec. Must not write a policy object that
 //! `weft_policy::parse` has not accepted.
 
+pub mod cluster;
 pub mod exe;
 pub mod lab;
 pub mod policy;

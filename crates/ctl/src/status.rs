@@ -26,6 +26,9 @@ pub struct StatusArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
     pub output: Output,
+    /// The whole cluster from its Kubernetes API instead of this node's weftd.
+    #[command(flatten)]
+    pub kube: crate::policy::KubeArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +37,8 @@ pub enum StatusError {
     Unreachable { socket: String, detail: String },
     #[error("weftd at {socket} refused the status request: {detail}")]
     Refused { socket: String, detail: String },
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// weftd's status, from its socket.
@@ -60,6 +65,9 @@ pub fn fetch(socket: &Path) -> Result<Status, StatusError> {
 }
 
 pub fn run(args: &StatusArgs) -> Result<(), StatusError> {
+    if args.kube.chosen() {
+        return Ok(crate::cluster::run(&args.kube, args.output)?);
+    }
     let st = fetch(&args.socket)?;
     print(&st, args.output);
     Ok(())

@@ -15,7 +15,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use weft_policy::{Object, ParseOptions, Peer, Protocol};
 use weft_store::{AnyStore, Datastore, ObjectKind, StoreError};
 
-pub use store::StoreArgs;
+pub use store::{KubeArgs, StoreArgs};
 use world::Catalog;
 
 #[derive(Debug, thiserror::Error)]

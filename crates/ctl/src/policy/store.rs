@@ -1,11 +1,13 @@
 //! Which datastore the policy commands talk to, and running a datastore session: etcd by
 //! endpoints, a lab's etcd (reached from inside the lab's underlay namespace, where it
-//! listens), or the local store file.
+//! listens), the local store file, or a Kubernetes cluster (kubeconfig found as kubectl
+//! finds it).
 
 use std::path::PathBuf;
 
 use clap::Args;
 use weft_net::NetNs;
+use weft_store::kube::{KubeOptions, KubeStore};
 use weft_store::{AnyStore, DEFAULT_PREFIX, EtcdOptions, EtcdStore, LocalStore};
 
 use super::PolicyError;
@@ -27,6 +29,38 @@ pub struct StoreArgs {
     /// The local (single-node) store file instead of etcd.
     #[arg(long, global = true, value_name = "FILE")]
     pub store_path: Option<PathBuf>,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// A Kubernetes cluster as kubectl finds it: `--kubeconfig`, else `$KUBECONFIG`, else
+/// `~/.kube/config`, else the pod's ServiceAccount.
+#[derive(Debug, Clone, Args)]
+pub struct KubeArgs {
+    /// Use the Kubernetes API (with the kubeconfig kubectl would use).
+    #[arg(long, global = true)]
+    pub kubernetes: bool,
+    /// kubeconfig file (implies --kubernetes).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The namespace of weft's ConfigMap.
+    #[arg(long, global = true, default_value = "weft-system", value_name = "NS")]
+    pub kube_namespace: String,
+}
+
+impl KubeArgs {
+    pub fn chosen(&self) -> bool {
+        self.kubernetes || self.kubeconfig.is_some()
+    }
+
+    pub async fn connect(&self) -> Result<KubeStore, weft_store::StoreError> {
+        KubeStore::connect(KubeOptions {
+            kubeconfig: self.kubeconfig.clone(),
+            namespace: self.kube_namespace.clone(),
+            ..KubeOptions::default()
+        })
+        .await
+    }
 }
 
 /// The lab, when `--lab` was given: its record.
@@ -53,10 +87,13 @@ impl StoreArgs {
     ) -> Result<T, PolicyError> {
         let chosen = usize::from(!self.etcd_endpoints.is_empty())
             + usize::from(self.lab.is_some())
-            + usize::from(self.store_path.is_some());
+            + usize::from(self.store_path.is_some())
+            + usize::from(self.kube.chosen());
         if chosen != 1 {
             return Err(PolicyError::Usage(
-                "choose exactly one datastore: --etcd-endpoints, --lab or --store-path".into(),
+                "choose exactly one datastore: --etcd-endpoints, --lab, --store-path or \
+                 --kubernetes/--kubeconfig"
+                    .into(),
             ));
         }
         let run = || -> Result<T, PolicyError> {
@@ -91,6 +128,9 @@ impl StoreArgs {
     async fn connect(&self) -> Result<AnyStore, PolicyError> {
         if let Some(path) = &self.store_path {
             return Ok(AnyStore::Local(LocalStore::open(path)?));
+        }
+        if self.kube.chosen() {
+            return Ok(AnyStore::Kube(self.kube.connect().await?));
         }
         let endpoints = if self.lab.is_some() {
             vec![format!("http://{ETCD_ADDRESS}:{ETCD_PORT}")]

@@ -8,7 +8,7 @@ use weft_policy::{
     Endpoint, Labels, Namespace, NetworkPolicy, Node, Object, ParseOptions, PodLabels, RunningPod,
     World,
 };
-use weft_store::{AnyStore, Datastore, ObjectKind};
+use weft_store::{AnyStore, Datastore, EndpointRecord, ObjectKind};
 
 use super::PolicyError;
 use super::store::Lab;
@@ -19,6 +19,11 @@ pub struct Catalog {
     pub namespaces: Vec<(Namespace, Value)>,
     pub policies: Vec<(NetworkPolicy, Value)>,
     pub pod_labels: Vec<(PodLabels, Value)>,
+    /// The pods the datastore knows as running (their node and addresses): without a lab,
+    /// these are the endpoints.
+    pub running: Vec<EndpointRecord>,
+    /// Each node's underlay addresses and blocks, from the datastore.
+    pub nodes: Vec<(String, Vec<IpAddr>, Vec<ipnet::IpNet>)>,
 }
 
 impl Catalog {
@@ -47,6 +52,23 @@ impl Catalog {
                 }
             }
         }
+        c.running = store.list_endpoints().await?.1;
+        let snap = store.snapshot().await?;
+        for n in &snap.nodes {
+            let underlay: Vec<IpAddr> = n
+                .underlay_v4
+                .map(IpAddr::V4)
+                .into_iter()
+                .chain(n.underlay_v6.map(IpAddr::V6))
+                .collect();
+            let blocks = snap
+                .blocks
+                .iter()
+                .filter(|b| b.node == n.name)
+                .map(|b| b.block)
+                .collect();
+            c.nodes.push((n.name.clone(), underlay, blocks));
+        }
         Ok(c)
     }
 
@@ -54,7 +76,22 @@ impl Catalog {
     /// lab's record), then PodLabels objects of pods nobody runs (no node, no address) —
     /// the join weftd makes too ([`weft_policy::join_endpoints`]).
     pub fn endpoints(&self, lab: Option<&Lab>) -> Vec<Endpoint> {
-        let pods: Vec<RunningPod> = lab
+        let Some(lab) = lab else {
+            let pods: Vec<RunningPod> = self
+                .running
+                .iter()
+                .map(|e| RunningPod {
+                    namespace: e.namespace.clone(),
+                    name: e.name.clone(),
+                    node: e.node.clone(),
+                    addresses: e.addresses.clone(),
+                    fallback_labels: Labels::default(),
+                })
+                .collect();
+            let labels: Vec<PodLabels> = self.pod_labels.iter().map(|(p, _)| p.clone()).collect();
+            return weft_policy::join_endpoints(&pods, &labels);
+        };
+        let pods: Vec<RunningPod> = Some(lab)
             .iter()
             .flat_map(|l| l.state.pods.iter())
             .map(|pod| RunningPod {
@@ -72,6 +109,22 @@ impl Catalog {
     /// The nodes' addresses are their underlay addresses and the pod gateways their pods'
     /// ADD results name (the bridge or ptp address the node talks to its pods from).
     pub fn world(&self, lab: Option<&Lab>) -> World {
+        if lab.is_none() {
+            return World {
+                namespaces: self.namespaces.iter().map(|(n, _)| n.clone()).collect(),
+                nodes: self
+                    .nodes
+                    .iter()
+                    .map(|(name, underlay, blocks)| Node {
+                        name: name.clone(),
+                        addresses: weft_policy::node_addresses(underlay, blocks),
+                        pod_cidrs: blocks.clone(),
+                    })
+                    .collect(),
+                endpoints: self.endpoints(None),
+                policies: self.policies.iter().map(|(p, _)| p.clone()).collect(),
+            };
+        }
         let nodes = lab
             .iter()
             .flat_map(|l| l.state.nodes.iter().map(move |n| (l, n)))

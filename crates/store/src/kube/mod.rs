@@ -614,6 +614,43 @@ impl KubeStore {
     }
 }
 
+/// One Node as weft sees it (`weftctl status --kubernetes`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeSummary {
+    pub name: String,
+    /// What its weftd published, once its network is up; None before (or without weft).
+    pub record: Option<NodeRecord>,
+    /// The blocks it owns (WeftBlocks, or its podCIDRs).
+    pub blocks: Vec<IpNet>,
+    /// Pods with an address on it.
+    pub pods: usize,
+}
+
+impl KubeStore {
+    /// Every Node, weft-ready or not, with its blocks and pods.
+    pub async fn nodes(&self) -> Result<Vec<NodeSummary>, StoreError> {
+        self.synced("nodes", &[Kind::Nodes, Kind::Blocks, Kind::Pods])
+            .await?;
+        let st = self.state();
+        let owners = st.block_owners();
+        let endpoints = st.endpoints();
+        Ok(st
+            .nodes
+            .iter()
+            .map(|(name, e)| NodeSummary {
+                name: name.clone(),
+                record: e.record.clone(),
+                blocks: owners
+                    .iter()
+                    .filter(|o| o.node == *name)
+                    .map(|o| o.block)
+                    .collect(),
+                pods: endpoints.iter().filter(|p| p.node == *name).count(),
+            })
+            .collect())
+    }
+}
+
 fn block_entry(o: &DynamicObject) -> Option<(IpNet, BlockEntry)> {
     let spec = o.data.get("spec")?;
     let cidr: IpNet = spec.get("cidr")?.as_str()?.parse().ok()?;
