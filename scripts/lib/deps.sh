@@ -8,9 +8,10 @@
 # protobuf-compiler: etcd-client's build script runs protoc. etcd-server: the datastore of the lab
 # and of the agent tests; etcd-client: `etcdctl`, which tests read the datastore with. iperf3,
 # sockperf: the dataplane benchmark. gcc: the linker rustc calls (and doc tests). python3: the
-# policy kernel tests' socket probes.
+# policy kernel tests' socket probes. containerd: its `ctr` imports the image of
+# scripts/image.sh in the image test, as a node would.
 WEFT_APT_PACKAGES=(iproute2 iputils-ping nftables iptables containernetworking-plugins jq procps
-  protobuf-compiler etcd-server etcd-client iperf3 sockperf openssl gcc python3)
+  protobuf-compiler etcd-server etcd-client iperf3 sockperf openssl gcc python3 containerd)
 
 # Installs the packages named (WEFT_APT_PACKAGES when none are) that are missing. Says what
 # it does on stderr only: callers may be printing a result on stdout.

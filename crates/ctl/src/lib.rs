@@ -4,8 +4,9 @@
 //! Owns: `status` (a node's weftd as a person reads it), `cluster` (`status --kubernetes`:
 //! every Node as the API server has it), `policy` (`apply`/`delete`/`get`
 //! and `policy explain` against etcd, a lab's etcd or the local store file), `lab` (the
-//! names and the on-disk record of a lab, which `--lab NAME` reads) and `exe` (finding the
-//! executables weftctl runs).
+//! names and the on-disk record of a lab, which `--lab NAME` reads), `exe` (finding the
+//! executables weftctl runs) and `install` (`install-cni`: the plugins onto a node, which
+//! the DaemonSet's init container runs).
 //!
 //! Must not: depend on weft-lab, weft-agent, weft-backend or weft-nft (scripts/test.sh
 //! checks with `cargo tree`): the lab and the benchmarks are weft-lab's `weftctl-lab`, which
@@ -14,6 +15,7 @@
 
 pub mod cluster;
 pub mod exe;
+pub mod install;
 pub mod lab;
 pub mod policy;
 pub mod status;

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::process::{self, ExitCode};
 
 use clap::{Parser, Subcommand};
-use weft_ctl::{exe, policy, status};
+use weft_ctl::{exe, install, policy, status};
 
 /// The executable that runs `weftctl lab …` and `weftctl bench …`.
 const LAB_EXE: &str = "weftctl-lab";
@@ -51,6 +51,9 @@ enum Command {
     /// NetworkPolicy tools.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Copy CNI plugins into a node's CNI bin dir, each replaced atomically (what the
+    /// DaemonSet's init container runs: its image has no shell).
+    InstallCni(install::InstallCniArgs),
 }
 
 /// A sub-command weftctl-lab runs: everything after its name, untouched (`--help` too).
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
         Command::Policy(policy::PolicyCommand::Explain(args)) => {
             policy::explain(&args).map_err(Into::into)
         }
+        Command::InstallCni(args) => install::run(&args).map_err(Into::into),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
