@@ -55,16 +55,10 @@ fn pod(api: &KubeApi, name: &str, app: &str, node: &str, ip: &str) {
 async fn status_and_explain_read_a_cluster_like_kubectl() {
     let api = tokio::task::block_in_place(|| {
         let api = KubeApi::start(ApiOptions::default()).expect("kube-apiserver");
-        api.kubectl_ok(&["create", "namespace", "weft-system"]);
-        let crd = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../store/tests/conformance/weftblock-crd.yaml");
-        api.kubectl_ok(&["apply", "-f", &crd.display().to_string()]);
-        api.kubectl_ok(&[
-            "wait",
-            "--for=condition=Established",
-            "crd/weftblocks.weft.dev",
-            "--timeout=30s",
-        ]);
+        api.apply_manifest(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/weft.yaml"),
+            &["Namespace", "CustomResourceDefinition"],
+        );
         api.apply(
             "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: weft-config, namespace: weft-system}\n\
              data: {cidrV4: 10.244.0.0/16, blockSizeV4: '24', backend: host-gw}\n",

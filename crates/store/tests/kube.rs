@@ -10,25 +10,16 @@ use weft_store::kube::{IpamMode, KubeOptions, KubeStore};
 use weft_store::{Datastore, Family, ObjectEvent, ObjectKind, StoreError};
 use weft_testkit::kube::{ControllerOptions, KubeApi, KubeOptions as ApiOptions};
 
-fn crd() -> String {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/conformance/weftblock-crd.yaml")
-        .display()
-        .to_string()
+/// What the project ships: weft's namespace and its CRD come from here.
+fn manifest() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/weft.yaml")
 }
 
 /// A control plane with weft's namespace and CRD, off the async runtime's threads.
 async fn control_plane(opts: ApiOptions) -> KubeApi {
     tokio::task::block_in_place(move || {
         let api = KubeApi::start(opts).expect("kube-apiserver");
-        api.kubectl_ok(&["create", "namespace", "weft-system"]);
-        api.kubectl_ok(&["apply", "-f", &crd()]);
-        api.kubectl_ok(&[
-            "wait",
-            "--for=condition=Established",
-            "crd/weftblocks.weft.dev",
-            "--timeout=30s",
-        ]);
+        api.apply_manifest(&manifest(), &["Namespace", "CustomResourceDefinition"]);
         api
     })
 }

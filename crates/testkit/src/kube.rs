@@ -392,6 +392,48 @@ impl KubeApi {
         );
     }
 
+    /// Applies (as admin) the documents of the multi-document YAML file `path` whose `kind`
+    /// is one of `kinds` (all of them when `kinds` is empty), and waits until every
+    /// CustomResourceDefinition among them is Established: the tests install exactly what
+    /// the project ships, not a copy of it.
+    #[track_caller]
+    pub fn apply_manifest(&self, path: &Path, kinds: &[&str]) {
+        let text = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        let kind_of = |doc: &str| {
+            doc.lines()
+                .find_map(|l| l.strip_prefix("kind:"))
+                .map(|k| k.trim().to_string())
+                .unwrap_or_default()
+        };
+        let docs: Vec<&str> = text
+            .split("\n---")
+            .filter(|d| {
+                let k = kind_of(d);
+                !k.is_empty() && (kinds.is_empty() || kinds.contains(&k.as_str()))
+            })
+            .collect();
+        assert!(!docs.is_empty(), "no {kinds:?} in {}", path.display());
+        self.apply(&docs.join("\n---\n"));
+        for d in docs
+            .iter()
+            .filter(|d| kind_of(d) == "CustomResourceDefinition")
+        {
+            let name = d
+                .lines()
+                .skip_while(|l| !l.starts_with("metadata:"))
+                .find_map(|l| l.trim().strip_prefix("name:"))
+                .map(|n| n.trim().to_string())
+                .unwrap_or_default();
+            self.kubectl_ok(&[
+                "wait",
+                "--for=condition=Established",
+                &format!("crd/{name}"),
+                "--timeout=30s",
+            ]);
+        }
+    }
+
     /// `kubectl args…` as admin, which must succeed; its stdout.
     #[track_caller]
     pub fn kubectl_ok(&self, args: &[&str]) -> String {

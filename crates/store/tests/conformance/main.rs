@@ -61,14 +61,7 @@ impl Subject {
     pub async fn kube() -> Subject {
         let api = tokio::task::block_in_place(|| {
             let api = KubeApi::start(Default::default()).expect("kube-apiserver");
-            api.kubectl_ok(&["create", "namespace", "weft-system"]);
-            api.kubectl_ok(&["apply", "-f", &crd_path()]);
-            api.kubectl_ok(&[
-                "wait",
-                "--for=condition=Established",
-                "crd/weftblocks.weft.dev",
-                "--timeout=30s",
-            ]);
+            api.apply_manifest(&manifest(), &["Namespace", "CustomResourceDefinition"]);
             api
         });
         let opts = KubeOptions {
@@ -94,11 +87,9 @@ impl Subject {
     }
 }
 
-/// The CRD of WeftBlock, as the test's own copy of what deploy/weft.yaml ships.
-fn crd_path() -> String {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/conformance/weftblock-crd.yaml");
-    p.display().to_string()
+/// What the project ships: weft's namespace and its CRD come from here.
+fn manifest() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/weft.yaml")
 }
 
 /// `contract::$name` once per datastore.
