@@ -29,6 +29,7 @@
 //! once, and answered after the commit.
 
 pub mod cut;
+mod denied;
 mod endpoints;
 mod error;
 mod feed;
@@ -58,6 +59,7 @@ use weft_store::{Datastore, EndpointRecord, LeaseId, ObjectEvent, Revision, Stor
 use crate::config::Settings;
 use crate::log;
 use crate::socket;
+pub use denied::DeniedIndex;
 pub use error::Error;
 
 use endpoints::Local;
