@@ -24,6 +24,7 @@ use crate::dataplane::{DataplaneHandle, Pending};
 use crate::error::Error;
 use crate::identity;
 use crate::log;
+use crate::metrics;
 use crate::peers::{Change, PeerTable};
 use crate::policy::{self, Policy};
 use crate::socket;
@@ -157,6 +158,7 @@ async fn connect(s: &Settings) -> Result<AnyStore, Error> {
 pub async fn run(s: Settings) -> Result<(), Error> {
     // Everything weftd keeps in the run dir (socket, endpoint files, plan) is root's alone.
     socket::secure_dir(&s.run_dir)?;
+    metrics::start(&s)?;
     // Before anything else, and before the datastore answers: the kernel back to the last
     // applied policy plan.
     let mut policy = Policy::new(&s);
