@@ -1,7 +1,7 @@
 //! weftd's flags and the settings derived from them. Defaults are the paths of design.md;
 //! every path is a flag so the lab can run several agents on one machine.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -105,6 +105,10 @@ pub struct Args {
     /// established connections stop too (and turn off loose TCP pickup in this namespace).
     #[arg(long)]
     pub policy_cut_established: bool,
+    /// Serve /metrics, /healthz and /readyz over HTTP on this address (e.g. 127.0.0.1:9412).
+    /// Without it weftd listens on no TCP port.
+    #[arg(long, value_name = "IP:PORT")]
+    pub metrics_address: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -131,6 +135,7 @@ pub struct Settings {
     pub cni_log_file: Option<PathBuf>,
     pub policy_log_rate: Option<u32>,
     pub policy_cut_established: bool,
+    pub metrics_address: Option<SocketAddr>,
 }
 
 impl Settings {
@@ -211,6 +216,7 @@ impl Settings {
             cni_log_file: a.cni_log_file,
             policy_log_rate: a.policy_log_rate.filter(|n| *n > 0),
             policy_cut_established: a.policy_cut_established,
+            metrics_address: a.metrics_address,
         })
     }
 

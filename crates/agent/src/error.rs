@@ -61,6 +61,13 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// `--metrics-address` cannot be served (in use, not an address of this node).
+    #[error("metrics address {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("no {family} block could be leased: {source}")]
     NoBlock {
         family: &'static str,

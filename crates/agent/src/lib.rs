@@ -19,6 +19,7 @@
 //! dataplane   kernel thread (backend)     cniconf    the conflist writer
 //! socket      plugin requests             log        JSON lines on stderr
 //! policy      NetworkPolicy: view → plan → one nft transaction per change (cut: conntrack)
+//! metrics     /metrics, /healthz, /readyz on --metrics-address (the snapshot they read)
 //! ```
 
 pub mod cniconf;
@@ -28,6 +29,7 @@ pub mod error;
 pub mod files;
 pub mod identity;
 pub mod log;
+pub mod metrics;
 pub mod node;
 pub mod peers;
 pub mod policy;

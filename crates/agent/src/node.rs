@@ -24,6 +24,7 @@ use crate::dataplane::{DataplaneHandle, Pending};
 use crate::error::Error;
 use crate::identity;
 use crate::log;
+use crate::metrics;
 use crate::peers::{Change, PeerTable};
 use crate::policy::{self, Policy};
 use crate::socket;
@@ -104,6 +105,7 @@ where
     loop {
         match op().await {
             Err(StoreError::Unavailable { op: o, detail }) => {
+                metrics::get().datastore(false);
                 if !logged {
                     log::warn(
                         "datastore unreachable; retrying",
@@ -121,6 +123,8 @@ where
             // The cluster is not ready for this node yet (no Node object, no podCIDRs):
             // say what is missing once, and wait rather than crash-loop.
             Err(StoreError::NotYet { op: o, reason }) => {
+                // It answered: the cluster lacks something, the datastore is fine.
+                metrics::get().datastore(true);
                 if !logged {
                     log::warn(
                         "waiting for the cluster",
@@ -135,7 +139,10 @@ where
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(3));
             }
-            other => return other,
+            other => {
+                metrics::get().datastore(true);
+                return other;
+            }
         }
     }
 }
@@ -157,6 +164,7 @@ async fn connect(s: &Settings) -> Result<AnyStore, Error> {
 pub async fn run(s: Settings) -> Result<(), Error> {
     // Everything weftd keeps in the run dir (socket, endpoint files, plan) is root's alone.
     socket::secure_dir(&s.run_dir)?;
+    metrics::start(&s)?;
     // Before anything else, and before the datastore answers: the kernel back to the last
     // applied policy plan.
     let mut policy = Policy::new(&s);
@@ -437,6 +445,17 @@ impl Node {
     /// the node record, the conflist and node.json.
     async fn publish(&mut self) -> Result<(), Error> {
         self.blocks.sort();
+        let held: Vec<(&'static str, usize)> = self
+            .families()
+            .into_iter()
+            .map(|f| {
+                (
+                    fam_name(f),
+                    self.blocks.iter().filter(|b| family_of(b) == f).count(),
+                )
+            })
+            .collect();
+        metrics::get().blocks(&held);
         self.dp()?.set_blocks(self.blocks.clone()).await?;
         let rec = self.record();
         let lease = self.lease;
@@ -449,6 +468,7 @@ impl Node {
         if self.blocks.is_empty() {
             // No block, no addresses: without a conflist the runtime reports the node's
             // network as not ready instead of starting pods that cannot get an address.
+            metrics::get().conflist(false);
             match std::fs::remove_file(self.s.conflist_path()) {
                 Ok(()) => log::warn("conflist removed: the node holds no block", &[]),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -463,6 +483,7 @@ impl Node {
             let conf = cniconf::render(&self.s, &self.blocks, dp.pod_mtu);
             let text = serde_json::to_string_pretty(&conf).unwrap_or_default();
             cniconf::write_if_changed(&self.s.conflist_path(), &text)?;
+            metrics::get().conflist(true);
         }
         let st = SavedState {
             name: self.s.node_name.clone(),
@@ -597,6 +618,7 @@ impl Node {
     fn store_error(&mut self, what: &str, e: StoreError) -> Result<(), Error> {
         match e {
             StoreError::Unavailable { .. } => {
+                metrics::get().datastore(false);
                 if !self.store_down {
                     log::warn(
                         "datastore unreachable; pods keep working, changes wait",
@@ -611,6 +633,7 @@ impl Node {
     }
 
     fn store_up(&mut self) {
+        metrics::get().datastore(true);
         if self.store_down {
             log::info("datastore reachable again", &[]);
             self.store_down = false;
@@ -681,6 +704,15 @@ impl Node {
             }
         }
         Ok(())
+    }
+
+    /// What the probes and `/metrics` read about the loop, after each of its steps.
+    fn observe(&self) {
+        metrics::get().step(
+            self.table.peer_count(),
+            self.policy.in_sync(),
+            self.policy.applied(),
+        );
     }
 
     /// What `status` and `policy-sync` answer.
@@ -773,6 +805,7 @@ impl Node {
         resync.tick().await;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(Error::Signal)?;
+        self.observe();
         loop {
             let step = tokio::select! {
                 ev = events.recv() => match ev {
@@ -842,6 +875,7 @@ impl Node {
             // the old watch may predate R, and folding them into a view as of R would step
             // back in time.
             self.policy_rewatch(&mut policy_events).await;
+            self.observe();
         }
     }
 }

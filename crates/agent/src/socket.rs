@@ -23,6 +23,7 @@ use weft_proto::{MAX_REQUEST_LINE, Reply, Request};
 
 use crate::error::Error;
 use crate::log;
+use crate::metrics;
 
 pub type Incoming = (Request, oneshot::Sender<Reply>);
 
@@ -129,7 +130,9 @@ pub fn serve(path: &Path, to_loop: mpsc::Sender<Incoming>) -> Result<(), Error> 
             let to_loop = to_loop.clone();
             tokio::spawn(async move {
                 let (read, mut write) = stream.into_split();
-                let reply = match tokio::time::timeout(READ_TIMEOUT, read_request(read)).await {
+                let read = tokio::time::timeout(READ_TIMEOUT, read_request(read)).await;
+                metrics::get().request(read.as_ref().ok().and_then(|r| r.as_ref().ok()));
+                let reply = match read {
                     Ok(Ok(req)) => {
                         let (tx, rx) = oneshot::channel();
                         if to_loop.send((req, tx)).await.is_err() {

@@ -29,6 +29,7 @@
 //! once, and answered after the commit.
 
 pub mod cut;
+mod denied;
 mod endpoints;
 mod error;
 mod feed;
@@ -57,7 +58,9 @@ use weft_store::{Datastore, EndpointRecord, LeaseId, ObjectEvent, Revision, Stor
 
 use crate::config::Settings;
 use crate::log;
+use crate::metrics;
 use crate::socket;
+pub use denied::DeniedIndex;
 pub use error::Error;
 
 use endpoints::Local;
@@ -222,6 +225,7 @@ impl Policy {
                     &[("classes", saved.classes.len().into())],
                 );
                 self.enforced = Enforced::Restored(saved);
+                self.share_plan();
             }
             Err(e) => log::error(
                 "cannot restore the persisted policy plan",
@@ -483,6 +487,7 @@ impl Policy {
                 // compiler moved on to that plan: the next apply builds a new one from the
                 // whole view and replaces the table with its plan.
                 self.enforced.refuse(&self.opts.table);
+                self.share_plan();
                 self.persist.invalidate();
                 self.due = Some(Instant::now() + RETRY);
                 let e = Error::Apply {
@@ -503,6 +508,7 @@ impl Policy {
                 .round()
                 / 1e3;
             self.last_change = self.timing;
+            metrics::get().policy_commit(self.timing.nft_ms / 1e3);
             log::info(
                 "policy applied",
                 &[
@@ -519,12 +525,30 @@ impl Policy {
                 ],
             );
         }
+        // A new compiler's plan is the kernel's now, committed or equal to the restored one.
+        if changed || !incremental {
+            self.share_plan();
+        }
         self.applied_revision = revision;
         self.last_error = None;
         if changed && self.cut_established {
             self.cut().await;
         }
         Ok(())
+    }
+
+    /// Gives `/metrics` what it needs to read denied packets per policy on its own: the
+    /// index of the plan the kernel holds, or none while that is unknown. Built only when
+    /// someone scrapes: it walks every class and pod map of the plan.
+    fn share_plan(&self) {
+        let m = metrics::get();
+        if m.serving() {
+            m.policy_plan(
+                self.enforced
+                    .kernel_known()
+                    .then(|| DeniedIndex::of(self.plan())),
+            );
+        }
     }
 
     /// Hands a change to the kernel: elements, new and deleted sets and regular chains as one
@@ -857,6 +881,14 @@ impl Policy {
             last_apply: self.timing.to_status(),
             last_change: self.last_change.to_status(),
         }
+    }
+
+    /// The kernel holds the plan of a complete view (as loaded or as events left it since),
+    /// and its last commit was not refused. Unlike [`Policy::in_sync`] it stays true while
+    /// a change waits out its coalescing delay or the datastore is down: pods can be
+    /// attached meanwhile.
+    pub fn applied(&self) -> bool {
+        self.view.is_some() && self.enforced.kernel_known()
     }
 
     /// Loaded, applied, and nothing waiting.

@@ -8,13 +8,18 @@ use std::process::{Child, Command, Stdio};
 
 use weft_net::NetNs;
 
-/// weft-testkit's namespace (`wtag…`, lo up) with an underlay veth holding 192.0.2.10/24;
+/// weft-testkit's namespace (`wtag…` unless told otherwise, lo up) with an underlay veth holding 192.0.2.10/24;
 /// removed on drop.
 pub struct TestNs(pub weft_testkit::TestNs);
 
 impl TestNs {
     pub fn new() -> TestNs {
-        let ns = weft_testkit::TestNs::new("wtag");
+        TestNs::with_prefix("wtag")
+    }
+
+    /// The same, named `<prefix>…` so a test file's namespaces are told apart.
+    pub fn with_prefix(prefix: &str) -> TestNs {
+        let ns = weft_testkit::TestNs::new(prefix);
         ns.ip(&[
             "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
         ]);
