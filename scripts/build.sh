@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the release binaries and prints the directory that holds them: weft, weft-ipam,
 # weftd, weftctl and weftctl-lab (which `weftctl lab` and `weftctl bench` run, found next to
-# weftctl).
+# weftctl); with package names as arguments (weft-plugin, weft-agent, …), only those.
 # The plugins are linked statically: the runtime executes them for every pod verb, and a
 # static binary skips the dynamic loader (about 0.25 ms per exec on the 2-core test VM,
 # a tenth of an ADD). Static glibc needs an explicit --target, hence the host triple.
@@ -11,6 +11,9 @@ cd "$(dirname "$0")/.."
 . scripts/lib/deps.sh
 ensure_cargo
 host=$(rustc -vV | sed -n 's/^host: //p')
+# Packages to build: the arguments, else all four (the image needs only the first three).
+packages=("$@")
+[ "${#packages[@]}" -gt 0 ] || packages=(weft-plugin weft-agent weft-ctl weft-lab)
 RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-  cargo build --release --locked --target "$host" -p weft-plugin -p weft-agent -p weft-ctl -p weft-lab >&2
+  cargo build --release --locked --target "$host" "${packages[@]/#/-p}" >&2
 echo "${CARGO_TARGET_DIR:-$PWD/target}/$host/release"

@@ -53,7 +53,8 @@ if [ -n "${WEFT_RELEASE_DIR:-}" ]; then
   log "binaries from WEFT_RELEASE_DIR=$bin"
 else
   log "building the static release binaries (scripts/build.sh)"
-  bin=$(scripts/build.sh)
+  # weftctl-lab (weft-lab) is not in the image: no need to build it.
+  bin=$(scripts/build.sh weft-plugin weft-agent weft-ctl)
 fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/weft-image.XXXXXX")
