@@ -48,6 +48,17 @@ pub struct KubeArgs {
     pub kube_namespace: String,
 }
 
+impl Default for KubeArgs {
+    /// Not chosen (another datastore is).
+    fn default() -> KubeArgs {
+        KubeArgs {
+            kubernetes: false,
+            kubeconfig: None,
+            kube_namespace: "weft-system".into(),
+        }
+    }
+}
+
 impl KubeArgs {
     pub fn chosen(&self) -> bool {
         self.kubernetes || self.kubeconfig.is_some()

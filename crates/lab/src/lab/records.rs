@@ -19,6 +19,7 @@ fn lab_store(names: &Names) -> StoreArgs {
         etcd_prefix: weft_store::DEFAULT_PREFIX.to_string(),
         lab: Some(names.lab().to_owned()),
         store_path: None,
+        kube: Default::default(),
     }
 }
 
