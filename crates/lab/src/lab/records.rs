@@ -19,6 +19,11 @@ fn lab_store(names: &Names) -> StoreArgs {
         etcd_prefix: weft_store::DEFAULT_PREFIX.to_string(),
         lab: Some(names.lab().to_owned()),
         store_path: None,
+        kube: weft_ctl::policy::KubeArgs {
+            kubernetes: false,
+            kubeconfig: None,
+            kube_namespace: "weft-system".to_owned(),
+        },
     }
 }
 
