@@ -4,7 +4,8 @@
 //! Owns: `lab` (a real multi-node cluster in network namespaces of one machine: real etcd,
 //! one weftd per node, pods wired by the real plugin; docs/lab.md), `bench` (CNI, agent,
 //! dataplane and NetworkPolicy benchmarks against their baselines; docs/bench.md) and
-//! `netns` (named namespaces made and removed in one `ip -batch`). It builds on weft-ctl's
+//! `netns` (named namespaces made and removed in one `ip -batch`), and `kubeplane` (a real
+//! etcd + kube-apiserver inside one namespace, for whatever needs a Kubernetes API). It builds on weft-ctl's
 //! library for what it shares with the operator's commands: the lab's names and record,
 //! `status` rendering, the policy store session.
 //!
@@ -13,5 +14,6 @@
 //! processes it made, found by its own prefixes; send traffic anywhere but inside them.
 
 pub mod bench;
+pub mod kubeplane;
 pub mod lab;
 mod netns;

@@ -47,6 +47,10 @@ enum BenchCommand {
     /// NetworkPolicy at 1,000 pods and 100/1,000/10,000 rules: full apply, one change, and
     /// per-packet cost against no policy and against iptables-style linear chains.
     Policy(bench::PolicyArgs),
+    /// One real weftd against a whole cluster (1,000 nodes, 10,000 pods, 1,000
+    /// NetworkPolicies) on etcd and on a real kube-apiserver: full sync, pod and policy
+    /// write -> kernel latency, peak RSS.
+    Scale(bench::ScaleArgs),
     /// Remove namespaces and temp dirs left by a bench run that was killed (pid gone).
     Cleanup,
 }
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
             bench::run_dataplane(&args).map_err(Into::into)
         }
         Command::Bench(BenchCommand::Policy(args)) => bench::run_policy(&args).map_err(Into::into),
+        Command::Bench(BenchCommand::Scale(args)) => bench::run_scale(&args).map_err(Into::into),
         Command::Bench(BenchCommand::Cleanup) => bench::cleanup_stale()
             .map(|(namespaces, dirs)| {
                 eprintln!("weftctl: removed {namespaces} stale namespace(s), {dirs} temp dir(s)");

@@ -210,3 +210,83 @@ fn smoke_bench_policy_tiny() {
     let left = bench_leftovers(pid);
     assert!(left.is_empty(), "bench policy left: {left:?}");
 }
+
+/// Smoke test of `weftctl bench scale` on both datastores at a tiny size: 20 nodes, 100
+/// pods (5 on the agent's node), 10 policies, 3 writes of each kind. Every figure must be a
+/// real measurement (non-zero) and every count the world's. Needs the Kubernetes binaries
+/// (`WEFT_KUBE_BIN`, which scripts/test.sh exports, or the cache).
+#[test]
+fn smoke_bench_scale_both_datastores() {
+    require_cluster_binaries();
+    let (pid, out) = run(&[
+        "bench",
+        "scale",
+        "--nodes",
+        "20",
+        "--pods",
+        "100",
+        "--policies",
+        "10",
+        "--namespaces",
+        "3",
+        "--local-pods",
+        "5",
+        "--writes",
+        "3",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&out)));
+    assert_eq!(report["world"]["nodes"], 20);
+    assert_eq!(report["world"]["localPods"], 5);
+    let sides = report["datastores"].as_array().expect("datastores");
+    let names: Vec<&str> = sides
+        .iter()
+        .filter_map(|s| s["datastore"].as_str())
+        .collect();
+    assert_eq!(names, ["etcd", "kubernetes"], "{report:#}");
+    let positive = |v: &serde_json::Value, what: &str| {
+        let x = v
+            .as_f64()
+            .unwrap_or_else(|| panic!("{what} missing: {report:#}"));
+        assert!(x > 0.0, "{what} is {x}: {report:#}");
+    };
+    for s in sides {
+        let ds = s["datastore"].as_str().unwrap_or_default();
+        // 19 peers: a route, an FDB entry and a neighbour each (VXLAN).
+        assert_eq!(s["kernel"]["routes"], 19, "{ds}");
+        assert_eq!(s["kernel"]["fdb"], 19, "{ds}");
+        assert_eq!(s["kernel"]["neigh"], 19, "{ds}");
+        assert_eq!(s["policy"]["policies"], 10, "{ds}");
+        assert_eq!(s["policy"]["endpoints"], 5, "{ds}");
+        for k in ["classes", "chains", "rules", "elements"] {
+            positive(&s["policy"][k], &format!("{ds} policy {k}"));
+        }
+        for k in ["fullMs", "routesMs", "policyMs"] {
+            positive(&s["sync"][k], &format!("{ds} sync {k}"));
+        }
+        let full = s["sync"]["fullMs"].as_f64().unwrap_or_default();
+        assert!(full >= s["sync"]["routesMs"].as_f64().unwrap_or_default());
+        assert!(full >= s["sync"]["policyMs"].as_f64().unwrap_or_default());
+        for w in ["podWrites", "policyWrites"] {
+            assert_eq!(s[w]["toKernel"]["n"], 3, "{ds} {w}");
+            for k in ["p50_ms", "p99_ms"] {
+                positive(&s[w]["toKernel"][k], &format!("{ds} {w} {k}"));
+                positive(&s[w]["ack"][k], &format!("{ds} {w} ack {k}"));
+            }
+        }
+        positive(&s["hwmEndMib"], &format!("{ds} VmHWM"));
+        positive(&s["setupMs"], &format!("{ds} setup"));
+        let targets = s["targets"].as_array().expect("targets");
+        assert_eq!(targets.len(), 4, "{ds}");
+        assert!(targets.iter().all(|t| t["pass"].is_boolean()), "{ds}");
+    }
+    assert!(
+        sides[1]["apiserverRssMib"]
+            .as_f64()
+            .is_some_and(|m| m > 0.0)
+    );
+    let left = bench_leftovers(pid);
+    assert!(left.is_empty(), "bench scale left: {left:?}");
+}

@@ -4,7 +4,8 @@
 //! seconds of CPU, most of it printing what the caller then throws away.
 //!
 //! Reads only; a table or set that does not exist is an empty answer, not an error, because
-//! the agent asks while its tables come and go.
+//! the agent asks while its tables come and go. [`elements`] lists a set's keys (and a
+//! verdict map's chains) for readers that watch a set change.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -23,6 +24,7 @@ const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_DATA: u16 = 2;
 /// One expression attached to an element (the kernel's form when there is exactly one).
 const NFTA_SET_ELEM_EXPR: u16 = 7;
 /// Several, as a list.
@@ -33,6 +35,7 @@ const NFTA_EXPR_DATA: u16 = 2;
 const NFTA_DATA_VALUE: u16 = 1;
 const NFTA_DATA_VERDICT: u16 = 2;
 const NFTA_VERDICT_CODE: u16 = 1;
+const NFTA_VERDICT_CHAIN: u16 = 2;
 const NFTA_COUNTER_BYTES: u16 = 1;
 const NFTA_COUNTER_PACKETS: u16 = 2;
 const NFTA_IMMEDIATE_DREG: u16 = 1;
@@ -129,6 +132,81 @@ pub fn element_counters(table: &str, set: &str) -> Result<Vec<(IpAddr, u64, u64)
         },
     );
     missing_is_empty(res.map(|()| out))
+}
+
+/// One element of a set or map as the kernel holds it: its key and, in a verdict map, the
+/// chain it jumps to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedElement {
+    pub key: Vec<u8>,
+    pub jump: Option<String>,
+}
+
+impl ListedElement {
+    /// The key as an address, when it is one (4 or 16 bytes).
+    pub fn address(&self) -> Option<IpAddr> {
+        address(&self.key)
+    }
+}
+
+/// Every element of `set` in `inet <table>`, one dump (for readers that watch a set change:
+/// tests and benchmarks). Empty if the table or the set is missing.
+pub fn elements(table: &str, set: &str) -> Result<Vec<ListedElement>, Error> {
+    let mut sock = Socket::open()?;
+    let mut out = Vec::new();
+    let res = sock.dump(
+        Op::GetSetElem,
+        &format!("elements of set {set} in table inet {table}"),
+        |a| {
+            a.str(NFTA_SET_ELEM_LIST_TABLE, table)
+                .str(NFTA_SET_ELEM_LIST_SET, set);
+        },
+        |payload| {
+            for a in parse_attrs(payload)? {
+                if a.ty != NFTA_SET_ELEM_LIST_ELEMENTS {
+                    continue;
+                }
+                for el in list(a.data)? {
+                    out.push(listed(el.data)?);
+                }
+            }
+            Ok(())
+        },
+    );
+    missing_is_empty(res.map(|()| out))
+}
+
+/// An element's key and verdict chain.
+fn listed(data: &[u8]) -> Result<ListedElement, Error> {
+    let mut el = ListedElement {
+        key: Vec::new(),
+        jump: None,
+    };
+    for a in parse_attrs(data)? {
+        match a.ty {
+            NFTA_SET_ELEM_KEY => {
+                for v in parse_attrs(a.data)? {
+                    if v.ty == NFTA_DATA_VALUE {
+                        el.key = v.data.to_vec();
+                    }
+                }
+            }
+            NFTA_SET_ELEM_DATA => {
+                for d in parse_attrs(a.data)? {
+                    if d.ty != NFTA_DATA_VERDICT {
+                        continue;
+                    }
+                    for v in parse_attrs(d.data)? {
+                        if v.ty == NFTA_VERDICT_CHAIN {
+                            el.jump = Some(text(v.data));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(el)
 }
 
 fn missing_is_empty<T: Default>(res: Result<T, Error>) -> Result<T, Error> {

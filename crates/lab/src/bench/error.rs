@@ -25,6 +25,9 @@ pub enum BenchError {
     #[error(transparent)]
     Netns(#[from] crate::netns::NetnsError),
 
+    #[error(transparent)]
+    KubePlane(#[from] crate::kubeplane::KubePlaneError),
+
     #[error(
         "{plugin} {verb} failed for pod {pod} (netns {netns}): {status}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
     )]

@@ -2,7 +2,8 @@
 //! nodes in a real etcd), `dataplane` (pod-to-pod iperf3/sockperf over the lab's paths
 //! against raw veth and hand-built VXLAN) and `policy` (NetworkPolicy tables at 100–10,000
 //! rules: apply times and per-packet cost, against iptables-style chains) live in their own
-//! modules and share `child`
+//! modules, as does `scale` (one weftd against a whole cluster of nodes, pods and policies
+//! on etcd and on a real kube-apiserver), and share `child`
 //! (processes tied to the run), `etcd`, `scratch`, `signal` and `stats`; this file is
 //! `bench cni` and `bench cleanup`.
 //!
@@ -31,6 +32,7 @@ mod pluginlog;
 pub mod policy;
 mod report;
 mod runner;
+mod scale;
 mod scratch;
 mod signal;
 mod stats;
@@ -49,6 +51,7 @@ pub use error::{BenchError, Result};
 pub use policy::{PolicyArgs, run as run_policy};
 use report::{FloorReport, Report, RunInfo, Samples, VariantReport};
 use runner::{Plugin, Pod};
+pub use scale::{ScaleArgs, run as run_scale};
 use scratch::ScratchDir;
 use stats::Summary;
 use weft_ctl::exe::is_executable;

@@ -57,7 +57,8 @@ impl Writer {
         })
     }
 
-    fn block_on<F: Future>(&self, f: F) -> Result<F::Output> {
+    /// Runs `f` to completion with this thread inside the agent's namespace.
+    pub fn block_on<F: Future>(&self, f: F) -> Result<F::Output> {
         run_in(&self.ns, &self.rt, f)
     }
 
@@ -109,6 +110,16 @@ impl Writer {
                 "writing node record {}",
                 peer.name
             )))
+    }
+
+    /// The store, for writes beyond the peers' (objects, endpoints).
+    pub fn store(&self) -> &EtcdStore {
+        &self.store
+    }
+
+    /// The lease the peers (and whatever else this run writes) hang on.
+    pub fn lease(&self) -> LeaseId {
+        self.lease
     }
 
     /// Renews the peers' lease.

@@ -21,8 +21,8 @@
 //! 7. weftd stopped, then the comparison: delete every weft entry and write them all again
 //!    in one pass over one netlink socket (weft-net), as a flush-and-rebuild agent would.
 
-mod cluster;
-mod kernel;
+pub(crate) mod cluster;
+pub(crate) mod kernel;
 mod report;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -59,15 +59,15 @@ const JOIN_GAP: Duration = Duration::from_millis(50);
 const MAX_PEERS: usize = 60_000;
 /// The agent's node name.
 const SELF_NAME: &str = "bench-self";
-const UNDERLAY_V4: &str = "192.168.0.0/16";
+pub(crate) const UNDERLAY_V4: &str = "192.168.0.0/16";
 const UNDERLAY_V6: &str = "fd00:57::/64";
-const SELF_V4: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 1);
+pub(crate) const SELF_V4: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 1);
 const SELF_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x57, 0, 0, 0, 0, 0, 1);
 const WIRE_V4: &str = "192.168.255.254/16";
 const WIRE_V6: &str = "fd00:57::ffff:fffe/64";
 /// The cluster's pod CIDRs and block sizes: one /24 (and /80) per node; the agent claims the
 /// first block, the synthetic peers hold the ones after it.
-const PODS_V4: &str = "10.0.0.0/8";
+pub(crate) const PODS_V4: &str = "10.0.0.0/8";
 const PODS_V6: &str = "fd57::/48";
 const BLOCK_V4: u8 = 24;
 const BLOCK_V6: u8 = 80;
@@ -306,13 +306,13 @@ fn run_size(args: &AgentArgs, weftd: &Path, i: usize, n: usize, dirs: &Dirs) -> 
     })
 }
 
-fn open_ns(name: &str) -> Result<NetNs> {
+pub(crate) fn open_ns(name: &str) -> Result<NetNs> {
     NetNs::open(&netns::path(name)).map_err(BenchError::net(format!("opening netns {name}")))
 }
 
 /// The agent's underlay: `eth0` in the node namespace, its peer `eth0` in the wire
 /// namespace, both up and addressed on the peers' /16 (and /64). Returns the node end's index.
-fn cable(node: &NetNs, wire: &NetNs, v6: bool) -> Result<u32> {
+pub(crate) fn cable(node: &NetNs, wire: &NetNs, v6: bool) -> Result<u32> {
     let mut h = Handle::new_in(node).map_err(BenchError::net("netlink in the node namespace"))?;
     let mut w = Handle::new_in(wire).map_err(BenchError::net("netlink in the wire namespace"))?;
     h.create_veth(&VethSpec {
@@ -363,7 +363,7 @@ fn net(s: &str) -> Result<IpNet> {
     })
 }
 
-fn make_peers(count: usize, v6: bool) -> Result<Vec<Peer>> {
+pub(crate) fn make_peers(count: usize, v6: bool) -> Result<Vec<Peer>> {
     let parse4 = |s: &str| s.parse::<Ipv4Net>();
     let parse6 = |s: &str| s.parse::<Ipv6Net>();
     let bad = |e: ipnet::AddrParseError| BenchError::Unexpected {
@@ -391,7 +391,7 @@ fn make_peers(count: usize, v6: bool) -> Result<Vec<Peer>> {
     })
 }
 
-fn cluster_config(backend: BackendKind, v6: bool) -> Result<ClusterConfig> {
+pub(crate) fn cluster_config(backend: BackendKind, v6: bool) -> Result<ClusterConfig> {
     let bad = |e: ipnet::AddrParseError| BenchError::Unexpected {
         what: "the pod CIDRs".to_owned(),
         detail: e.to_string(),
@@ -415,7 +415,7 @@ fn cluster_config(backend: BackendKind, v6: bool) -> Result<ClusterConfig> {
 }
 
 /// `weftd` in `--bin-dir`, or next to this executable.
-fn weftd_binary(bin_dir: Option<&Path>) -> Result<PathBuf> {
+pub(crate) fn weftd_binary(bin_dir: Option<&Path>) -> Result<PathBuf> {
     let dir = match bin_dir {
         Some(d) => d.to_owned(),
         None => std::env::current_exe()
@@ -454,7 +454,7 @@ fn start_weftd(weftd: &Path, ns: &str, dir: &Path, v6: bool, log: &str) -> Resul
     Daemon::spawn("weftd", ns, weftd, &args, &dir.join(log))
 }
 
-fn stop_weftd(agent: &mut Daemon) -> Result<()> {
+pub(crate) fn stop_weftd(agent: &mut Daemon) -> Result<()> {
     match agent.stop(Duration::from_secs(10)) {
         Some(s) if s.success() => Ok(()),
         Some(s) => Err(BenchError::Daemon {
@@ -599,7 +599,7 @@ pub struct Memory {
     pub hwm_kib: u64,
 }
 
-fn memory(pid: u32) -> Result<Memory> {
+pub(crate) fn memory(pid: u32) -> Result<Memory> {
     let path = format!("/proc/{pid}/status");
     let text = std::fs::read_to_string(&path).map_err(BenchError::io(format!("reading {path}")))?;
     let field = |name: &str| {
@@ -626,7 +626,7 @@ pub struct LogMarks {
     pub last_peer: Option<Duration>,
 }
 
-fn log_marks(log: &Path, spawned: SystemTime) -> LogMarks {
+pub(crate) fn log_marks(log: &Path, spawned: SystemTime) -> LogMarks {
     let Ok(text) = std::fs::read_to_string(log) else {
         return LogMarks::default();
     };
