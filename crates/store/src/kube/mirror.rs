@@ -26,8 +26,13 @@ use crate::model::{BlockOwner, EndpointRecord, NodeRecord, WatchEvent};
 use crate::objects::{ObjectEvent, ObjectKind, StoredObject};
 
 /// How many changes the log keeps for watches that start from an older revision; one from
-/// before it starts with `Resync`.
-const LOG_LEN: usize = 50_000;
+/// before it starts with `Resync`. Small on purpose: the agent watches from the revision of
+/// the view it just read, and a Resync only makes it read the view again from this cache;
+/// each entry holds a copy of an object, and the first list of a large cluster is tens of
+/// thousands of them (bench scale: 127 MiB of caches with a 50,000-entry log).
+const LOG_LEN: usize = 4096;
+/// Changes in flight to watchers; one that falls further behind gets `Resync`.
+const FANOUT: usize = 1024;
 
 /// The log's changes after a revision, or None when the log no longer reaches back to it.
 pub(crate) type Since = (
@@ -100,7 +105,7 @@ impl State {
             synced: BTreeSet::new(),
             relisting: BTreeMap::new(),
             log: VecDeque::new(),
-            tx: broadcast::channel(4096).0,
+            tx: broadcast::channel(FANOUT).0,
             node_gone: Arc::new(Notify::new()),
         }
     }
