@@ -225,6 +225,55 @@ pub fn parse_labels(list: &str) -> Result<BTreeMap<String, String>> {
     Ok(labels)
 }
 
+/// Parses `name=port[/PROTO],…` (the `--ports` of `pod add`): named container ports as a
+/// Pod spec declares them (IANA service names, 1–65535, TCP by default, UDP or SCTP).
+pub fn parse_ports(list: &str) -> Result<Vec<super::state::NamedPort>> {
+    let mut ports: Vec<super::state::NamedPort> = Vec::new();
+    for item in list.split(',').filter(|s| !s.is_empty()) {
+        let bad = |reason: &str| RecordError::invalid("port", item, reason);
+        let (name, rest) = item
+            .split_once('=')
+            .ok_or_else(|| bad("write name=port or name=port/PROTO, e.g. http=8080/TCP"))?;
+        let (number, protocol) = rest.split_once('/').unwrap_or((rest, "TCP"));
+        if !is_port_name(name) {
+            return Err(bad(
+                "a port name is 1-15 lowercase letters, digits and '-', with a letter, no '-' at \
+                 either end and no \"--\"",
+            ));
+        }
+        let port = number
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| bad("the port must be 1 to 65535"))?;
+        let protocol = protocol.to_ascii_uppercase();
+        if !["TCP", "UDP", "SCTP"].contains(&protocol.as_str()) {
+            return Err(bad("the protocol must be TCP, UDP or SCTP"));
+        }
+        if ports.iter().any(|p| p.name == name) {
+            return Err(bad("each port name once"));
+        }
+        ports.push(super::state::NamedPort {
+            name: name.to_owned(),
+            protocol,
+            port,
+        });
+    }
+    Ok(ports)
+}
+
+/// Kubernetes' IANA_SVC_NAME.
+fn is_port_name(name: &str) -> bool {
+    (1..=15).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name.bytes().any(|b| b.is_ascii_lowercase())
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,5 +341,37 @@ mod tests {
             parse_label_change("a=b=c").unwrap_err().to_string(),
             "invalid label value \"a=b=c\": must be empty or at most 63 alphanumerics, '-', '_' or '.' (alphanumeric at both ends)"
         );
+    }
+
+    #[test]
+    fn ports_are_named_container_ports() {
+        let p = parse_ports("http=8080,dns=53/udp,sig=80/SCTP").unwrap();
+        let got: Vec<(&str, &str, u16)> = p
+            .iter()
+            .map(|p| (p.name.as_str(), p.protocol.as_str(), p.port))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("http", "TCP", 8080),
+                ("dns", "UDP", 53),
+                ("sig", "SCTP", 80)
+            ]
+        );
+        assert!(parse_ports("").unwrap().is_empty());
+        for bad in [
+            "http",
+            "http=0",
+            "http=65536",
+            "http=80/icmp",
+            "Http=80",
+            "80=80",
+            "a--b=1",
+            "-a=1",
+            "abcdefghijklmnop=1",
+            "a=1,a=2",
+        ] {
+            assert!(parse_ports(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -56,6 +56,47 @@ impl Mode {
     }
 }
 
+/// Where the lab's cluster state lives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Datastore {
+    /// weft's own etcd keys: weftd on `--etcd-endpoints`.
+    #[default]
+    Etcd,
+    /// The Kubernetes API: kube-apiserver and kube-controller-manager on the lab's etcd;
+    /// nodes and pods are Node and Pod objects.
+    Kubernetes,
+}
+
+impl Datastore {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Datastore::Etcd => "etcd",
+            Datastore::Kubernetes => "kubernetes",
+        }
+    }
+}
+
+/// Where a node's pod blocks come from on the Kubernetes datastore.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ipam {
+    /// weft claims blocks itself (etcd keys, or WeftBlock objects on Kubernetes).
+    #[default]
+    Weft,
+    /// The Node's `spec.podCIDRs`, which kube-controller-manager allocates.
+    Kubernetes,
+}
+
+impl Ipam {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ipam::Weft => "weft",
+            Ipam::Kubernetes => "kubernetes",
+        }
+    }
+}
+
 /// What `lab up` was asked for when the lab was made; later `up`s must agree.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Options {
@@ -83,6 +124,16 @@ pub struct Options {
     /// The cluster's IPv6 block prefix length, when not the lab's default (122).
     #[serde(default)]
     pub block_size_v6: Option<u8>,
+    /// etcd (a lab made before this option existed) or the Kubernetes API.
+    #[serde(default)]
+    pub datastore: Datastore,
+    /// Where blocks come from (`ipam: kubernetes` only on the Kubernetes datastore).
+    #[serde(default)]
+    pub ipam: Ipam,
+    /// The Kubernetes binaries (kube-apiserver, kube-controller-manager, kubectl) the lab
+    /// runs, on the Kubernetes datastore; like `bin_dir`, what the last `up` found.
+    #[serde(default)]
+    pub kube_bin: Option<PathBuf>,
 }
 
 impl Options {
@@ -115,6 +166,10 @@ pub struct Pod {
     pub node: String,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Named container ports (`pod add --ports`): what a NetworkPolicy's named port means
+    /// for this pod. On Kubernetes they are the Pod's, fixed when it is created.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<NamedPort>,
     pub container_id: String,
     /// The ADD's addresses; empty while the pod is only planned (crash before its ADD).
     #[serde(default)]
@@ -122,6 +177,15 @@ pub struct Pod {
     /// The whole ADD result, the `prevResult` of its DEL.
     #[serde(default)]
     pub result: Option<Value>,
+}
+
+/// A named container port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedPort {
+    pub name: String,
+    /// TCP, UDP or SCTP, as Kubernetes spells them.
+    pub protocol: String,
+    pub port: u16,
 }
 
 impl Pod {

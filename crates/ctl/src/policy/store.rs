@@ -12,7 +12,7 @@ use weft_store::{AnyStore, DEFAULT_PREFIX, EtcdOptions, EtcdStore, LocalStore};
 
 use super::PolicyError;
 use crate::lab::names::{self, Names};
-use crate::lab::state::State;
+use crate::lab::state::{Datastore, State};
 use crate::lab::{ETCD_ADDRESS, ETCD_PORT};
 
 #[derive(Debug, Clone, Args)]
@@ -123,6 +123,15 @@ impl StoreArgs {
         match &self.lab {
             Some(lab) => {
                 let names = Names::new(lab)?;
+                // A lab on the Kubernetes API keeps its objects there, not in etcd's weft
+                // keys: reading its etcd would show an empty cluster.
+                if State::load_existing(&names)?.options.datastore == Datastore::Kubernetes {
+                    return Err(PolicyError::Usage(format!(
+                        "lab {lab} runs on the Kubernetes API: its policies, namespaces and \
+                         pod labels are Kubernetes objects; use kubectl (`weftctl lab kubectl \
+                         --name {lab} -- apply -f FILE`)"
+                    )));
+                }
                 let ns = NetNs::open(&names::netns_path(&names.underlay())).map_err(|e| {
                     PolicyError::Usage(format!(
                         "lab {lab}: cannot open its underlay namespace (is the lab up?): {e}"

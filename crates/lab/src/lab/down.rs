@@ -13,7 +13,7 @@ use super::error::{LabError, Result};
 use super::names::Names;
 use super::procs;
 use super::state::Lock;
-use super::{etcd, node, owner};
+use super::{controlplane, etcd, node, owner};
 use crate::netns;
 
 /// How long daemons get to exit on SIGTERM.
@@ -83,7 +83,12 @@ pub fn run(names: &Names) -> Result<()> {
 
 /// Every pidfile the lab may have written.
 fn pidfiles(names: &Names) -> Vec<PathBuf> {
-    let mut files = vec![etcd::paths(names).pidfile];
+    let kube = controlplane::paths(names);
+    let mut files = vec![
+        etcd::paths(names).pidfile,
+        kube.apiserver_pidfile,
+        kube.controller_pidfile,
+    ];
     let nodes_dir = names.state_dir().join("nodes");
     if let Ok(entries) = std::fs::read_dir(&nodes_dir) {
         for entry in entries.flatten() {

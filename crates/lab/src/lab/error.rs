@@ -81,6 +81,30 @@ pub enum LabError {
 
     #[error("node {node} is not ready: {reason}")]
     NodeNotReady { node: String, reason: String },
+
+    #[error(
+        "no Kubernetes binaries (kube-apiserver, kube-controller-manager, kubectl) {looked}: run \
+         scripts/kube-binaries.sh (it builds Kubernetes 1.20 from Debian's source into \
+         /var/cache/weft/kubernetes/, ~10 minutes the first time) or set WEFT_KUBE_BIN"
+    )]
+    MissingKube { looked: String },
+
+    #[error(
+        "lab {lab:?} runs on etcd, not on the Kubernetes API (`weftctl lab up --datastore kubernetes` makes one that does)"
+    )]
+    NotKube { lab: String },
+
+    /// A request to the lab's kube-apiserver.
+    #[error("{what}")]
+    Kube {
+        what: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+
+    /// A helper program (openssl, kubectl) that said no.
+    #[error("{what}: {detail}")]
+    Tool { what: String, detail: String },
 }
 
 /// The last log line, quoted after the path: usually the daemon's own reason for exiting.
@@ -103,6 +127,15 @@ impl LabError {
     pub fn net(what: impl Into<String>) -> impl FnOnce(weft_net::Error) -> LabError {
         let what = what.into();
         move |source| LabError::Net { what, source }
+    }
+
+    /// Wraps an API error with what we were asking for.
+    pub fn kube(what: impl Into<String>) -> impl FnOnce(kube::Error) -> LabError {
+        let what = what.into();
+        move |source| LabError::Kube {
+            what,
+            source: Box::new(source),
+        }
     }
 
     pub fn invalid(

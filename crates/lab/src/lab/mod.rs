@@ -1,26 +1,33 @@
 //! `weftctl lab`: a real multi-node Weft cluster in network namespaces of one machine.
 //!
 //! ```text
-//! lab up      underlay (router + segments + outside) → etcd → node namespaces → one weftd
-//!             per node (ready = conflist written) → pods, wired by the real plugin chain
+//! lab up      underlay (router + segments + outside) → etcd (with --datastore kubernetes:
+//!             + kube-apiserver + kube-controller-manager, weft's CRD and ConfigMap) → node
+//!             namespaces (+ Node objects) → one weftd per node (ready = conflist written)
+//!             → pods (+ Pod objects), wired by the real plugin chain
 //! lab check   pod×pod, node→pod, pod→outside reachability with real packets
 //! lab down    everything named or started by the lab, found by prefix and /proc scan
 //! lab pod add/label/del, pods, exec, node add/del, etcd stop/start, weftd restart
+//! lab kubeconfig, kubectl   the admin kubeconfig of a lab on the Kubernetes API; its kubectl
 //! ```
 //!
 //! Modules: `names` (every name the lab creates, and validation) and `state` (the record
 //! and the lock) are weft-ctl's `lab`, shared with `weftctl … --lab`; `topology` (namespaces, links, addresses), `procs` (daemons: start, find, stop),
-//! `etcd`, `node` (weftd), `pod` (the runtime side of CNI), `records` (pods as PodLabels
-//! objects in the lab's etcd), `probe` + `check` (`lab check`),
+//! `etcd`, `controlplane` (kube-apiserver, kube-controller-manager and weft's objects in
+//! them), `kubeapi` (the kubelet's part: Node and Pod objects), `node` (weftd), `pod` (the
+//! runtime side of CNI), `records` (pods as the datastore's objects: PodLabels in etcd, or
+//! Pod objects), `probe` + `check` (`lab check`),
 //! `up` and `down`.
 //!
 //! Must not: touch anything outside its own namespaces and state dir, or rely on a pid
 //! without checking the process is still the lab's.
 
 mod check;
+mod controlplane;
 mod down;
 mod error;
 mod etcd;
+mod kubeapi;
 mod node;
 mod pod;
 mod probe;
@@ -43,6 +50,7 @@ use serde::Serialize;
 pub use error::{LabError, RecordError, Result};
 use names::Names;
 use procs::Owner;
+use records::Objects;
 use state::{Lock, State};
 
 /// How a lab command ended, when not with an error.
@@ -98,6 +106,17 @@ enum LabCommand {
         #[arg(short = 'o', long = "output", value_enum, default_value_t = weft_ctl::status::Output::Text)]
         output: weft_ctl::status::Output,
     },
+    /// Print the path of the admin kubeconfig of a lab on the Kubernetes API. Its server is
+    /// the router's address, reachable inside the router namespace only: use it there
+    /// (`ip netns exec wl<LAB>-ul kubectl --kubeconfig PATH …`) or through `lab kubectl`.
+    Kubeconfig,
+    /// Run kubectl as the lab's admin inside its router namespace (a lab on the Kubernetes
+    /// API): `weftctl lab kubectl -- apply -f policy.yaml`.
+    Kubectl {
+        /// kubectl's arguments, after `--`.
+        #[arg(last = true, required = true, num_args = 1..)]
+        args: Vec<String>,
+    },
     /// Wait until every node's weftd has loaded the datastore's current policy view and
     /// committed it to the kernel (a barrier: change policy, sync, then probe).
     PolicySync {
@@ -131,7 +150,8 @@ struct CheckArgs {
 
 #[derive(Debug, Subcommand)]
 enum PodCommand {
-    /// Make a pod on a node: its namespace, then CNI ADD through the node's conflist.
+    /// Make a pod on a node: its namespace (on Kubernetes its Pod object first), then CNI ADD
+    /// through the node's conflist (then, on Kubernetes, the Pod's status).
     Add {
         pod: String,
         /// The node (n1, n2, … or 1, 2, …).
@@ -143,6 +163,10 @@ enum PodCommand {
         /// Labels, k=v,k2=v2.
         #[arg(long, default_value = "")]
         labels: String,
+        /// Named container ports, name=port[/PROTO],… (TCP by default): what a policy's
+        /// named port means for this pod. Fixed once the pod exists, as in Kubernetes.
+        #[arg(long, default_value = "")]
+        ports: String,
     },
     /// Set (k=v) or remove (k-) labels.
     Label {
@@ -222,7 +246,8 @@ pub fn run(args: LabArgs) -> Result<Outcome> {
             node,
             namespace,
             labels,
-        }) => pod_add(&names, &pod, &node, &namespace, &labels).map(|()| Outcome::Done),
+            ports,
+        }) => pod_add(&names, &pod, &node, &namespace, &labels, &ports).map(|()| Outcome::Done),
         LabCommand::Pod(PodCommand::Label { pod, changes }) => {
             pod_label(&names, &pod, &changes).map(|()| Outcome::Done)
         }
@@ -249,6 +274,8 @@ pub fn run(args: LabArgs) -> Result<Outcome> {
         LabCommand::Status { node, output } => {
             status_cmd(&names, node.as_deref(), output).map(|()| Outcome::Done)
         }
+        LabCommand::Kubeconfig => kubeconfig_cmd(&names).map(|()| Outcome::Done),
+        LabCommand::Kubectl { args } => kubectl_cmd(&names, &args),
         LabCommand::PolicySync { timeout } => {
             policy_sync(&names, Duration::from_secs(timeout)).map(|()| Outcome::Done)
         }
@@ -398,10 +425,18 @@ fn exec_cmd(names: &Names, pod: &str, command: &[String]) -> Result<Outcome> {
     ))
 }
 
-fn pod_add(names: &Names, pod: &str, node: &str, namespace: &str, labels: &str) -> Result<()> {
+fn pod_add(
+    names: &Names,
+    pod: &str,
+    node: &str,
+    namespace: &str,
+    labels: &str,
+    ports: &str,
+) -> Result<()> {
     names::validate_dns_label("pod name", pod)?;
     names::validate_dns_label("namespace", namespace)?;
     let labels = names::parse_labels(labels)?;
+    let ports = names::parse_ports(ports)?;
     let (_lock, mut state) = open_lab(names)?;
     let node = find_node(names, &state, node)?;
     if state.pod(pod).is_some() {
@@ -411,29 +446,45 @@ fn pod_add(names: &Names, pod: &str, node: &str, namespace: &str, labels: &str) 
             name: pod.to_owned(),
         });
     }
+    let host = state
+        .node(&node)
+        .map(|n| std::net::IpAddr::from(n.address4))
+        .ok_or_else(|| LabError::NoSuchNode {
+            lab: names.lab().to_owned(),
+            node: node.clone(),
+        })?;
     let mut record = state::Pod {
         name: pod.to_owned(),
         namespace: namespace.to_owned(),
         node,
         labels,
+        ports,
         container_id: names.container_id(pod),
         addresses: Vec::new(),
         result: None,
     };
+    let objects = Objects::open(names, &state.options)?;
     // Planned first: a crash during the ADD leaves a record `lab up` finishes or `pod del`
     // removes, never a namespace nobody knows.
     state.pods.push(record.clone());
     state.save(names)?;
-    let outcome = pod::add(names, &state.options, &mut record);
+    let outcome = objects.before_add(&record).and_then(|()| {
+        let added = pod::add(names, &state.options, &mut record);
+        if added.is_err() {
+            // As a kubelet that gives up: nothing of the pod is left.
+            let _ = objects.add_failed(&record);
+        }
+        added
+    });
     state.pods.retain(|p| p.name != pod);
     if outcome.is_ok() {
-        let addrs: Vec<String> = record.addresses.iter().map(ToString::to_string).collect();
-        println!("pod {pod} on {}: {}", record.node, addrs.join(", "));
-        records::record(names, &record);
-        state.pods.push(record);
+        state.pods.push(record.clone());
     }
     state.save(names)?;
-    outcome
+    outcome?;
+    let addrs: Vec<String> = record.addresses.iter().map(ToString::to_string).collect();
+    println!("pod {pod} on {}: {}", record.node, addrs.join(", "));
+    objects.after_add(names, &record, host)
 }
 
 fn pod_label(names: &Names, pod: &str, changes: &[String]) -> Result<()> {
@@ -443,13 +494,13 @@ fn pod_label(names: &Names, pod: &str, changes: &[String]) -> Result<()> {
         .collect::<Result<Vec<_>, _>>()?;
     let (_lock, mut state) = open_lab(names)?;
     let record = state.pod_mut(pod).ok_or_else(|| no_such_pod(names, pod))?;
-    for change in changes {
+    for change in &changes {
         match change {
             names::LabelChange::Set(k, v) => {
-                record.labels.insert(k, v);
+                record.labels.insert(k.clone(), v.clone());
             }
             names::LabelChange::Remove(k) => {
-                record.labels.remove(&k);
+                record.labels.remove(k);
             }
         }
     }
@@ -458,10 +509,10 @@ fn pod_label(names: &Names, pod: &str, changes: &[String]) -> Result<()> {
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    println!("pod {pod}: {}", labels.join(","));
     let record = record.clone();
+    Objects::open(names, &state.options)?.relabel(names, &record, &changes)?;
     state.save(names)?;
-    records::record(names, &record);
+    println!("pod {pod}: {}", labels.join(","));
     Ok(())
 }
 
@@ -471,10 +522,12 @@ fn pod_del(names: &Names, pod: &str) -> Result<()> {
         .pod(pod)
         .ok_or_else(|| no_such_pod(names, pod))?
         .clone();
+    let objects = Objects::open(names, &state.options)?;
     pod::del(names, &state.options, &record)?;
+    // Before the record forgets it: a failure here leaves a pod `pod del` can finish.
+    objects.forget(names, &record)?;
     state.pods.retain(|p| p.name != pod);
     state.save(names)?;
-    records::forget(names, &record);
     println!("pod {pod}: deleted");
     Ok(())
 }
@@ -532,10 +585,23 @@ fn node_del(names: &Names, given: &str, graceful: bool) -> Result<()> {
     {
         return Err(LabError::io(format!("removing {}", dir.display()))(e));
     }
-    let pods = state.pods.iter().filter(|p| p.node == node).count();
+    let gone: Vec<state::Pod> = state
+        .pods
+        .iter()
+        .filter(|p| p.node == node)
+        .cloned()
+        .collect();
+    let pods = gone.len();
     state.pods.retain(|p| p.node != node);
     state.nodes.retain(|n| n.name != node);
     state.save(names)?;
+    // On Kubernetes the node's objects go too (its WeftBlocks with the Node: it owns them).
+    if let Objects::Kube(session) = Objects::open(names, &state.options)? {
+        for p in &gone {
+            session.delete_pod(&p.namespace, &p.name)?;
+        }
+        session.delete_node(&node)?;
+    }
     let how = match (killed, graceful) {
         (false, _) => "no weftd was running",
         (true, false) => "weftd killed with SIGKILL",
@@ -696,6 +762,34 @@ fn policy_sync(names: &Names, timeout: Duration) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The record of a lab on the Kubernetes API.
+fn kube_lab(names: &Names) -> Result<State> {
+    let state = State::load_existing(names)?;
+    if state.options.datastore != state::Datastore::Kubernetes {
+        return Err(LabError::NotKube {
+            lab: names.lab().to_owned(),
+        });
+    }
+    Ok(state)
+}
+
+fn kubeconfig_cmd(names: &Names) -> Result<()> {
+    kube_lab(names)?;
+    println!("{}", controlplane::paths(names).admin_kubeconfig.display());
+    Ok(())
+}
+
+/// Replaces this process with the lab's kubectl in the router namespace.
+fn kubectl_cmd(names: &Names, args: &[String]) -> Result<Outcome> {
+    let state = kube_lab(names)?;
+    let bin = controlplane::find_bin(state.options.kube_bin.as_deref())?;
+    let err = controlplane::kubectl(names, &bin).args(args).exec();
+    Err(LabError::io(format!(
+        "running `ip netns exec {} kubectl …`",
+        names.underlay()
+    ))(err))
 }
 
 /// The directory of the running weftctl: the default `--bin-dir`.

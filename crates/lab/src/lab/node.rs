@@ -1,5 +1,5 @@
 //! One `weftd` per node, running inside the node's namespace with its files in the node's
-//! directory of the lab state dir:
+//! directory of the lab state dir, on the lab's etcd or on its Kubernetes API:
 //!
 //! ```text
 //! /run/weft-lab/<lab>/nodes/<node>/
@@ -19,10 +19,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::controlplane;
 use super::error::{LabError, Result};
 use super::names::Names;
 use super::procs::{self, Daemon, Owner};
-use super::state::{Node, Options};
+use super::state::{Datastore, Ipam, Node, Options};
 use super::topology::ETCD_ENDPOINT;
 
 /// The conflist weftd writes.
@@ -69,12 +70,30 @@ pub fn paths(names: &Names, node: &str) -> Paths {
 /// The lab's block sizes unless `--block-size-v4/-v6` say otherwise.
 pub const DEFAULT_BLOCK_SIZE_V4: u8 = 26;
 pub const DEFAULT_BLOCK_SIZE_V6: u8 = 122;
+/// The IPv6 block size when kube-controller-manager hands out the blocks (`--ipam
+/// kubernetes`): it allocates at most 16 bits below the cluster CIDR (/56 here), and /64 is
+/// what Kubernetes clusters give a node.
+pub const DEFAULT_KUBE_BLOCK_SIZE_V6: u8 = 64;
 
-/// The cluster config every weftd of the lab is given.
+/// The lab's IPv4 block prefix length.
+pub fn block_size_v4(opts: &Options) -> u8 {
+    opts.block_size_v4.unwrap_or(DEFAULT_BLOCK_SIZE_V4)
+}
+
+/// The lab's IPv6 block prefix length.
+pub fn block_size_v6(opts: &Options) -> u8 {
+    opts.block_size_v6.unwrap_or(match opts.ipam {
+        Ipam::Weft => DEFAULT_BLOCK_SIZE_V6,
+        Ipam::Kubernetes => DEFAULT_KUBE_BLOCK_SIZE_V6,
+    })
+}
+
+/// The cluster config every weftd of the lab is given (on etcd as `--cluster-config`, on
+/// Kubernetes as the ConfigMap `weft-config`).
 pub fn cluster_config(opts: &Options) -> Value {
     let mut config = serde_json::json!({
         "cidrV4": "10.244.0.0/16",
-        "blockSizeV4": opts.block_size_v4.unwrap_or(DEFAULT_BLOCK_SIZE_V4),
+        "blockSizeV4": block_size_v4(opts),
         "backend": opts.backend.as_str(),
         "vxlanVni": 1,
         "vxlanPort": 4789,
@@ -83,10 +102,7 @@ pub fn cluster_config(opts: &Options) -> Value {
         && let Some(obj) = config.as_object_mut()
     {
         obj.insert("cidrV6".to_owned(), "fd00:10:244::/56".into());
-        obj.insert(
-            "blockSizeV6".to_owned(),
-            opts.block_size_v6.unwrap_or(DEFAULT_BLOCK_SIZE_V6).into(),
-        );
+        obj.insert("blockSizeV6".to_owned(), block_size_v6(opts).into());
     }
     config
 }
@@ -107,18 +123,34 @@ pub fn start(names: &Names, opts: &Options, node: &Node) -> Result<Child> {
         std::fs::create_dir_all(dir)
             .map_err(LabError::io(format!("creating {}", dir.display())))?;
     }
-    let mut args = vec![
-        "--node-name".to_owned(),
-        node.name.clone(),
-        "--etcd-endpoints".to_owned(),
-        ETCD_ENDPOINT.to_owned(),
-        "--cluster-config".to_owned(),
-        cluster_config_path(names).display().to_string(),
-        "--underlay-address".to_owned(),
-        node.address4.to_string(),
-    ];
-    if let Some(v6) = node.address6 {
-        args.extend(["--underlay-address6".to_owned(), v6.to_string()]);
+    let mut args = vec!["--node-name".to_owned(), node.name.clone()];
+    match opts.datastore {
+        Datastore::Etcd => {
+            args.extend([
+                "--etcd-endpoints".to_owned(),
+                ETCD_ENDPOINT.to_owned(),
+                "--cluster-config".to_owned(),
+                cluster_config_path(names).display().to_string(),
+                "--underlay-address".to_owned(),
+                node.address4.to_string(),
+            ]);
+            if let Some(v6) = node.address6 {
+                args.extend(["--underlay-address6".to_owned(), v6.to_string()]);
+            }
+        }
+        // As a DaemonSet's weftd: the cluster config from the ConfigMap, the underlay
+        // addresses from the Node's InternalIPs (which the lab wrote).
+        Datastore::Kubernetes => args.extend([
+            "--datastore".to_owned(),
+            "kubernetes".to_owned(),
+            "--kubeconfig".to_owned(),
+            controlplane::paths(names)
+                .weftd_kubeconfig
+                .display()
+                .to_string(),
+            "--kube-namespace".to_owned(),
+            controlplane::WEFT_NAMESPACE.to_owned(),
+        ]),
     }
     args.extend([
         "--cni-conf-dir".to_owned(),
@@ -313,6 +345,9 @@ mod tests {
             policy_cut_established: false,
             block_size_v4: None,
             block_size_v6: None,
+            datastore: Datastore::Etcd,
+            ipam: Ipam::Weft,
+            kube_bin: None,
         };
         let c = cluster_config(&opts);
         assert_eq!(c["backend"], "host-gw");
@@ -330,8 +365,15 @@ mod tests {
         );
         let c = cluster_config(&Options {
             ipv6: false,
-            ..opts
+            ..opts.clone()
         });
         assert!(c.get("cidrV6").is_none());
+        // kube-controller-manager's blocks: /64 unless asked otherwise.
+        let kube = Options {
+            datastore: Datastore::Kubernetes,
+            ipam: Ipam::Kubernetes,
+            ..opts
+        };
+        assert_eq!(cluster_config(&kube)["blockSizeV6"], 64);
     }
 }

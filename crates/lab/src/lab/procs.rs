@@ -1,5 +1,5 @@
-//! The lab's daemons (etcd, one weftd per node): starting them detached inside a namespace,
-//! finding them again, stopping them.
+//! The lab's daemons (etcd, kube-apiserver and kube-controller-manager, one weftd per
+//! node): starting them detached inside a namespace, finding them again, stopping them.
 //!
 //! A daemon is started through `ip netns exec`, which gives it the namespace's own view of
 //! `/sys` as well as its network, in a session of its own (setsid: the person's Ctrl-C in the
@@ -23,8 +23,8 @@ use super::error::{LabError, Result};
 use crate::netns;
 
 /// Command names of what the lab starts (`ip` is what a daemon is called until `ip netns exec`
-/// execs it).
-const DAEMONS: &[&str] = &["etcd", "weftd", "ip"];
+/// execs it; the kernel keeps 15 bytes of a name: `kube-controller` is the manager).
+const DAEMONS: &[&str] = &["etcd", "weftd", "ip", "kube-apiserver", "kube-controller"];
 
 /// How to recognize the lab's processes.
 #[derive(Debug, Clone)]

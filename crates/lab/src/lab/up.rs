@@ -5,21 +5,25 @@
 //! and every stage makes what is missing and keeps what exists: a second `up` finds
 //! everything in place and only waits for readiness; an `up` after a crash finishes the job.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use clap::{Args, ValueEnum};
 
 use super::error::{LabError, Result};
+use super::kubeapi::Session;
 use super::names::{self, Names};
 use super::node::{self, Starting};
-use super::state::{Backend, Lock, Mode, Node, Options, Pod, State, write_atomic};
+use super::records::Objects;
+use super::state::{Backend, Datastore, Ipam, Lock, Mode, Node, Options, Pod, State, write_atomic};
 use super::topology::{self, MAX_NODE_INDEX, MAX_SEGMENTS};
-use super::{etcd, owner, pod};
+use super::{controlplane, etcd, owner, pod};
 use weft_ctl::exe;
 
 pub const ETCD_HINT: &str = "Debian: apt-get install etcd-server";
 const IP_HINT: &str = "Debian: apt-get install iproute2";
+const OPENSSL_HINT: &str = "Debian: apt-get install openssl";
 const DEFAULT_NODES: u32 = 3;
 const DEFAULT_PODS_PER_NODE: u32 = 2;
 const DEFAULT_MTU: u32 = 1500;
@@ -33,9 +37,10 @@ const MIN_MTU_V4: u32 = 576;
 pub enum Stage {
     /// Router, segments, outside.
     Underlay,
-    /// …and etcd.
+    /// …and etcd (with `--datastore kubernetes` also kube-apiserver, kube-controller-manager
+    /// and weft's CRD and ConfigMap in them).
     Etcd,
-    /// …and the node namespaces on their segments (no weftd).
+    /// …and the node namespaces on their segments (and their Node objects; no weftd).
     Nodes,
     /// …and weftd on every node.
     Agents,
@@ -83,10 +88,21 @@ pub struct UpArgs {
     /// denies are deleted).
     #[arg(long)]
     policy_cut_established: bool,
+    /// Where the cluster's state lives [new lab default: etcd]: `kubernetes` runs
+    /// kube-apiserver and kube-controller-manager on the lab's etcd, the lab's nodes and
+    /// pods are Node and Pod objects, and policies are written with kubectl.
+    #[arg(long, value_enum)]
+    datastore: Option<Datastore>,
+    /// Where a node's blocks come from on the Kubernetes datastore [new lab default: weft]:
+    /// `weft` (WeftBlock objects) or `kubernetes` (the Node's podCIDRs, which
+    /// kube-controller-manager allocates; IPv6 blocks are then /64 unless asked otherwise).
+    #[arg(long, value_enum)]
+    ipam: Option<Ipam>,
     /// The cluster's IPv4 block prefix length (pods per block) [new lab default: 26].
     #[arg(long, value_name = "LEN")]
     block_size_v4: Option<u8>,
-    /// The cluster's IPv6 block prefix length [new lab default: 122].
+    /// The cluster's IPv6 block prefix length [new lab default: 122; 64 with --ipam
+    /// kubernetes].
     #[arg(long, value_name = "LEN")]
     block_size_v6: Option<u8>,
     /// Stop after this stage (for looking at, or testing, the lab's own plumbing).
@@ -189,6 +205,9 @@ fn resolve(lab: &str, args: &UpArgs, recorded: Option<&Options>) -> Result<Optio
                 policy_cut_established: args.policy_cut_established,
                 block_size_v4: args.block_size_v4,
                 block_size_v6: args.block_size_v6,
+                datastore: args.datastore.unwrap_or_default(),
+                ipam: args.ipam.unwrap_or_default(),
+                kube_bin: None,
             }
         }
     };
@@ -258,17 +277,23 @@ fn resolve(lab: &str, args: &UpArgs, recorded: Option<&Options>) -> Result<Optio
         )?;
         check(
             "--block-size-v4",
-            rec.block_size_v4
-                .unwrap_or(node::DEFAULT_BLOCK_SIZE_V4)
-                .to_string(),
+            node::block_size_v4(rec).to_string(),
             args.block_size_v4.map(|b| b.to_string()),
         )?;
         check(
             "--block-size-v6",
-            rec.block_size_v6
-                .unwrap_or(node::DEFAULT_BLOCK_SIZE_V6)
-                .to_string(),
+            node::block_size_v6(rec).to_string(),
             args.block_size_v6.map(|b| b.to_string()),
+        )?;
+        check(
+            "--datastore",
+            rec.datastore.as_str().to_owned(),
+            args.datastore.map(|d| d.as_str().to_owned()),
+        )?;
+        check(
+            "--ipam",
+            rec.ipam.as_str().to_owned(),
+            args.ipam.map(|i| i.as_str().to_owned()),
         )?;
     }
     validate(&opts)?;
@@ -307,11 +332,23 @@ fn validate(opts: &Options) -> Result<()> {
             format!("must be at most {MAX_PODS_PER_NODE}"),
         ));
     }
+    if opts.ipam == Ipam::Kubernetes && opts.datastore != Datastore::Kubernetes {
+        return Err(LabError::invalid(
+            "--ipam",
+            opts.ipam.as_str(),
+            "node podCIDRs exist on the Kubernetes datastore only (add --datastore kubernetes)",
+        ));
+    }
     // The lab's CIDRs are 10.244.0.0/16 and fd00:10:244::/56; weftd refuses blocks too small
-    // for a pod next to the gateway, so the lab does too, before anything is made.
+    // for a pod next to the gateway, so the lab does too, before anything is made; and
+    // kube-controller-manager allocates IPv6 node CIDRs at most 16 bits below the cluster's.
+    let v6_largest = match opts.ipam {
+        Ipam::Weft => 126,
+        Ipam::Kubernetes => 72,
+    };
     for (flag, size, range) in [
         ("--block-size-v4", opts.block_size_v4, 16..=30),
-        ("--block-size-v6", opts.block_size_v6, 56..=126),
+        ("--block-size-v6", opts.block_size_v6, 56..=v6_largest),
     ] {
         if let Some(size) = size
             && !range.contains(&size)
@@ -344,12 +381,20 @@ fn validate(opts: &Options) -> Result<()> {
 /// Everything `up` will need, checked before anything is made.
 struct Tools {
     etcd: Option<PathBuf>,
+    /// The Kubernetes binaries, on the Kubernetes datastore.
+    kube: Option<PathBuf>,
 }
 
 fn prerequisites(stage: Stage, opts: &Options) -> Result<Tools> {
     require_tool("ip", IP_HINT)?;
     let etcd = if stage >= Stage::Etcd {
         Some(require_tool("etcd", ETCD_HINT)?)
+    } else {
+        None
+    };
+    let kube = if stage >= Stage::Etcd && opts.datastore == Datastore::Kubernetes {
+        require_tool("openssl", OPENSSL_HINT)?;
+        Some(controlplane::find_bin(opts.kube_bin.as_deref())?)
     } else {
         None
     };
@@ -360,7 +405,7 @@ fn prerequisites(stage: Stage, opts: &Options) -> Result<Tools> {
         require_binary(&opts.bin_dir, "weft")?;
         require_binary(&opts.bin_dir, "weft-ipam")?;
     }
-    Ok(Tools { etcd })
+    Ok(Tools { etcd, kube })
 }
 
 /// A node record for number `index` on `segment`.
@@ -392,6 +437,7 @@ fn plan(names: &Names, opts: &Options) -> State {
                     namespace: "default".to_owned(),
                     node: n.name.clone(),
                     labels: Default::default(),
+                    ports: Vec::new(),
                     addresses: Vec::new(),
                     result: None,
                 }
@@ -426,6 +472,9 @@ pub fn run(names: &Names, args: &UpArgs) -> Result<()> {
         }
         None => plan(names, &opts),
     };
+    if tools.kube.is_some() {
+        state.options.kube_bin.clone_from(&tools.kube);
+    }
     state.save(names)?;
 
     eprintln!(
@@ -445,6 +494,10 @@ pub fn run(names: &Names, args: &UpArgs) -> Result<()> {
     let config =
         serde_json::to_vec_pretty(&node::cluster_config(&state.options)).unwrap_or_default();
     write_atomic(&node::cluster_config_path(names), &config)?;
+    if let Some(bin) = &tools.kube {
+        eprintln!("starting kube-apiserver and kube-controller-manager");
+        controlplane::ensure(names, &owner(names)?, &state.options, bin)?;
+    }
     if args.until == Stage::Etcd {
         return done(names, &state, args.until);
     }
@@ -452,6 +505,13 @@ pub fn run(names: &Names, args: &UpArgs) -> Result<()> {
     eprintln!("creating {} node(s)", state.nodes.len());
     for n in &state.nodes {
         topology::ensure_node(names, &state.options, n)?;
+    }
+    // Before any weftd: on Kubernetes, weftd waits for its Node (as a kubelet registers it).
+    if state.options.datastore == Datastore::Kubernetes {
+        let session = Session::connect(names)?;
+        for n in &state.nodes {
+            session.ensure_node(n)?;
+        }
     }
     if args.until == Stage::Nodes {
         return done(names, &state, args.until);
@@ -511,7 +571,8 @@ fn start_agents(names: &Names, state: &mut State) -> Result<()> {
 }
 
 /// ADD for every pod without a result: nodes in parallel, one pod at a time per node (what
-/// a kubelet does), the record saved after each pod.
+/// a kubelet does), the record saved after each pod; each pod's objects before and after
+/// its ADD (`records::Objects`), and those of pods wired before made sure of.
 fn wire_pods(names: &Names, state: &mut State) -> Result<()> {
     let total = state.pods.len();
     let todo: Vec<Pod> = state
@@ -523,17 +584,32 @@ fn wire_pods(names: &Names, state: &mut State) -> Result<()> {
     let done_before = total - todo.len();
     let shared = Mutex::new((state.clone(), done_before));
     let opts = state.options.clone();
-    let nodes: Vec<String> = state.nodes.iter().map(|n| n.name.clone()).collect();
+    let already: Vec<Pod> = state
+        .pods
+        .iter()
+        .filter(|p| p.is_wired())
+        .cloned()
+        .collect();
+    let nodes: Vec<(String, IpAddr)> = state
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), IpAddr::from(n.address4)))
+        .collect();
     let outcomes: Vec<Result<()>> = std::thread::scope(|scope| {
         let handles: Vec<_> = nodes
             .iter()
-            .map(|node| {
-                let (shared, opts, todo) = (&shared, &opts, &todo);
+            .map(|(node, host)| {
+                let (shared, opts, todo, already) = (&shared, &opts, &todo, &already);
                 scope.spawn(move || -> Result<()> {
+                    let objects = Objects::open(names, opts)?;
+                    for p in already.iter().filter(|p| &p.node == node) {
+                        objects.ensure_wired(p, *host)?;
+                    }
                     for p in todo.iter().filter(|p| &p.node == node) {
                         let mut p = p.clone();
+                        objects.before_add(&p)?;
                         pod::add(names, opts, &mut p)?;
-                        super::records::record(names, &p);
+                        objects.after_add(names, &p, *host)?;
                         let mut guard = shared.lock().map_err(|_| poisoned())?;
                         let (st, wired) = &mut *guard;
                         if let Some(slot) = st.pod_mut(&p.name) {
@@ -565,11 +641,15 @@ fn done(names: &Names, state: &State, until: Stage) -> Result<()> {
     let lab = names.lab();
     if until == Stage::Pods {
         eprintln!(
-            "lab {lab} is up: {} node(s), {} pod(s), backend {}; try `weftctl lab check --name {lab}`",
+            "lab {lab} is up: {} node(s), {} pod(s), backend {}, datastore {}; try `weftctl lab check --name {lab}`",
             state.nodes.len(),
             state.pods.len(),
-            state.options.backend.as_str()
+            state.options.backend.as_str(),
+            state.options.datastore.as_str()
         );
+        if state.options.datastore == Datastore::Kubernetes {
+            eprintln!("kubectl: `weftctl lab kubectl --name {lab} -- get nodes,pods -A`");
+        }
     } else {
         eprintln!("lab {lab}: stopped after stage {until:?} (as asked)");
     }
@@ -618,6 +698,9 @@ pub fn node_add(names: &Names, given: Option<&str>, segment: Option<u32>) -> Res
     state.last_node_index = state.last_node_index.max(index);
     state.save(names)?;
     topology::ensure_node(names, &state.options, &record)?;
+    if state.options.datastore == Datastore::Kubernetes {
+        Session::connect(names)?.ensure_node(&record)?;
+    }
     let child = node::start(names, &state.options, &record)?;
     let pid = child.id();
     let ready = node::wait_ready(names, vec![(name.clone(), Starting::Child(child))])?;
@@ -693,6 +776,27 @@ mod tests {
         let mut a = args(&["--block-size-v6", "122"]);
         a.bin_dir = Some(PathBuf::from("/"));
         assert!(resolve("t", &a, Some(&plain)).is_ok());
+    }
+
+    #[test]
+    fn kubernetes_ipam_needs_the_kubernetes_datastore_and_small_enough_blocks() {
+        let err = new_lab(&["--ipam", "kubernetes"]).unwrap_err().to_string();
+        assert!(err.contains("--datastore kubernetes"), "{err}");
+        let kube = ["--datastore", "kubernetes", "--ipam", "kubernetes"];
+        let opts = new_lab(&kube).unwrap();
+        assert_eq!(node::block_size_v6(&opts), 64);
+        let mut big = kube.to_vec();
+        big.extend(["--block-size-v6", "80"]);
+        assert!(new_lab(&big).is_err());
+        // Recorded: asking again for what the lab has is no conflict, another datastore is.
+        let again = |line: &[&str]| {
+            let mut a = args(line);
+            a.bin_dir = Some(PathBuf::from("/"));
+            resolve("t", &a, Some(&opts))
+        };
+        assert!(again(&["--block-size-v6", "64", "--ipam", "kubernetes"]).is_ok());
+        let err = again(&["--datastore", "etcd"]).unwrap_err().to_string();
+        assert!(err.contains("--datastore kubernetes, not etcd"), "{err}");
     }
 
     #[test]

@@ -1,0 +1,505 @@
+//! The lab's Kubernetes control plane (`lab up --datastore kubernetes`): kube-apiserver and
+//! kube-controller-manager next to the lab's etcd, inside the router namespace, the API
+//! server listening on segment 0's router address (where every node reaches etcd today);
+//! then weft's own objects in it: the WeftBlock CRD, the namespace `weft-system` and the
+//! ConfigMap `weft-config` rendered from the lab's cluster config.
+//!
+//! Owns `<state>/kube/`: `pki/` (a CA and the server's certificate, made with openssl, the
+//! service-account key pair and the bearer tokens: made once, atomically, and kept while the
+//! lab lives), the kubeconfigs (`admin.kubeconfig` for people and the lab, `weftd.kubeconfig`
+//! for the nodes' weftd), the daemons' logs and pidfiles.
+//!
+//! Must not: listen anywhere but inside the router namespace, or run a kubelet or a
+//! scheduler: the lab itself plays the kubelet (`kubeapi`), and pods are placed by name.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use weft_store::ClusterConfig;
+use weft_store::kube::{IpamMode, KubeConfig, configmap};
+
+use super::error::{LabError, Result};
+use super::names::Names;
+use super::node;
+use super::procs::{self, Daemon, Owner};
+use super::state::{Ipam, Options, write_atomic};
+use super::topology::{ETCD_ADDRESS, ETCD_PORT};
+
+/// The API server's address: the router's on segment 0, like etcd's.
+pub const API_ADDRESS: std::net::Ipv4Addr = ETCD_ADDRESS;
+pub const API_PORT: u16 = 6443;
+/// kube-controller-manager's own (health) port, on the router's loopback.
+const CONTROLLER_PORT: u16 = 10257;
+/// The Service range the API server must be given. Nothing routes to it (no kube-proxy); it
+/// is documentation space (TEST-NET-2) that no address of the lab falls in.
+const SERVICE_RANGE: &str = "198.51.100.0/24";
+/// Dual-stack is alpha in 1.20: without the gate the API server keeps only a Node's first
+/// podCIDR, and the controller manager refuses two cluster CIDRs.
+const DUAL_STACK_GATE: &str = "--feature-gates=IPv6DualStack=true";
+/// weft's objects, namespace and ConfigMap name (what weftd is told with --kube-namespace).
+pub const WEFT_NAMESPACE: &str = "weft-system";
+/// The WeftBlock CRD, until the project's manifest (deploy/weft.yaml, the same CRD and
+/// weftd's RBAC) lands: a copy of crates/store/tests/conformance/weftblock-crd.yaml.
+const WEFTBLOCK_CRD: &str = include_str!("weftblock-crd.yaml");
+const WEFTBLOCK_CRD_NAME: &str = "weftblocks.weft.dev";
+/// Where scripts/kube-binaries.sh caches its builds, one directory per source version.
+const KUBE_CACHE: &str = "/var/cache/weft/kubernetes";
+/// The binaries the lab runs.
+const KUBE_BINARIES: [&str; 3] = ["kube-apiserver", "kube-controller-manager", "kubectl"];
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a kubectl call may wait for the API server.
+const KUBECTL_TIMEOUT: &str = "--request-timeout=10s";
+
+/// The identities in the API server's token file: the lab's (and people's) admin, and the
+/// one every node's weftd uses.
+const ADMIN_USER: &str = "admin";
+const WEFTD_USER: &str = "weft-lab:weftd";
+
+pub struct Paths {
+    pub dir: PathBuf,
+    pub pki: PathBuf,
+    pub admin_kubeconfig: PathBuf,
+    pub weftd_kubeconfig: PathBuf,
+    apiserver_log: PathBuf,
+    pub apiserver_pidfile: PathBuf,
+    pub controller_log: PathBuf,
+    pub controller_pidfile: PathBuf,
+}
+
+impl Paths {
+    fn ca(&self) -> PathBuf {
+        self.pki.join("ca.crt")
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.pki.join(name).display().to_string()
+    }
+}
+
+pub fn paths(names: &Names) -> Paths {
+    let dir = names.state_dir().join("kube");
+    Paths {
+        pki: dir.join("pki"),
+        admin_kubeconfig: dir.join("admin.kubeconfig"),
+        weftd_kubeconfig: dir.join("weftd.kubeconfig"),
+        apiserver_log: dir.join("kube-apiserver.log"),
+        apiserver_pidfile: dir.join("kube-apiserver.pid"),
+        controller_log: dir.join("kube-controller-manager.log"),
+        controller_pidfile: dir.join("kube-controller-manager.pid"),
+        dir,
+    }
+}
+
+fn has_binaries(dir: &Path) -> bool {
+    KUBE_BINARIES.iter().all(|b| dir.join(b).is_file())
+}
+
+/// The Kubernetes binaries: `$WEFT_KUBE_BIN`, else `recorded` (what the lab's `up` used),
+/// else the newest build in the cache.
+pub fn find_bin(recorded: Option<&Path>) -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("WEFT_KUBE_BIN").map(PathBuf::from) {
+        return if has_binaries(&dir) {
+            Ok(dir)
+        } else {
+            Err(LabError::MissingKube {
+                looked: format!("in WEFT_KUBE_BIN={}", dir.display()),
+            })
+        };
+    }
+    if let Some(dir) = recorded.filter(|d| has_binaries(d)) {
+        return Ok(dir.to_owned());
+    }
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(KUBE_CACHE)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .filter(|p| has_binaries(p))
+                .collect()
+        })
+        .unwrap_or_default();
+    // Version directories sort by version as long as they share a major and minor: the
+    // script builds one Debian source version, so that is all the cache ever holds.
+    dirs.sort();
+    dirs.pop().ok_or_else(|| LabError::MissingKube {
+        looked: format!("in {KUBE_CACHE}/*/bin/ (and WEFT_KUBE_BIN is not set)"),
+    })
+}
+
+/// The API server's URL as the nodes (and the router) reach it.
+pub fn url() -> String {
+    format!("https://{API_ADDRESS}:{API_PORT}")
+}
+
+/// Runs `openssl args…` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(LabError::io("running openssl"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(LabError::Tool {
+            what: format!("openssl {}", args.first().copied().unwrap_or_default()),
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
+    }
+}
+
+/// A bearer token: 128 random bits, hex.
+fn token() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    let mut f =
+        std::fs::File::open("/dev/urandom").map_err(LabError::io("opening /dev/urandom"))?;
+    std::io::Read::read_exact(&mut f, &mut bytes).map_err(LabError::io("reading /dev/urandom"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Makes `pki/` unless it is complete: CA, server certificate for the API server's address
+/// (and loopback), service-account keys, tokens. Built in a scratch directory and renamed
+/// into place, so a crash leaves either nothing or all of it.
+fn ensure_pki(names: &Names, p: &Paths) -> Result<()> {
+    if p.pki.join("tokens.csv").is_file() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&p.dir)
+        .map_err(LabError::io(format!("creating {}", p.dir.display())))?;
+    let tmp = p.dir.join("pki.tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(LabError::io(format!("creating {}", tmp.display())))?;
+    let ca_subject = format!("/CN=weft-lab-{}-ca", names.lab());
+    let ext = format!(
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
+         extendedKeyUsage=serverAuth\nsubjectAltName=IP:{API_ADDRESS},IP:127.0.0.1,DNS:localhost,\
+         DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\n"
+    );
+    std::fs::write(tmp.join("server.ext"), ext).map_err(LabError::io("writing server.ext"))?;
+    for line in [
+        format!(
+            "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key \
+             -out ca.crt -days 3650 -subj {ca_subject} -addext basicConstraints=critical,CA:TRUE \
+             -addext keyUsage=critical,keyCertSign,cRLSign"
+        ),
+        "req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout server.key \
+         -out server.csr -subj /CN=kube-apiserver"
+            .to_owned(),
+        "x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt \
+         -days 3650 -extfile server.ext"
+            .to_owned(),
+        "genrsa -out sa.key 2048".to_owned(),
+        "rsa -in sa.key -pubout -out sa.pub".to_owned(),
+    ] {
+        openssl(&tmp, &line.split_whitespace().collect::<Vec<_>>())?;
+    }
+    // weftd's identity is an admin for now; the project's manifest will give weftd a
+    // ServiceAccount with exactly its RBAC, and the lab will use that.
+    let mut csv = String::new();
+    for (user, groups) in [
+        (ADMIN_USER, "system:masters"),
+        (WEFTD_USER, "system:masters"),
+    ] {
+        let t = token()?;
+        std::fs::write(tmp.join(token_file(user)), &t).map_err(LabError::io("writing a token"))?;
+        csv.push_str(&format!("{t},{user},{user},\"{groups}\"\n"));
+    }
+    std::fs::write(tmp.join("tokens.csv"), csv).map_err(LabError::io("writing tokens.csv"))?;
+    let _ = std::fs::remove_dir_all(&p.pki);
+    std::fs::rename(&tmp, &p.pki).map_err(LabError::io(format!("renaming {}", tmp.display())))
+}
+
+fn token_file(user: &str) -> String {
+    format!("{}.token", user.replace(':', "_"))
+}
+
+/// Writes `user`'s kubeconfig (kubectl's format) at `path`.
+fn write_kubeconfig(p: &Paths, user: &str, path: &Path) -> Result<()> {
+    let token_path = p.pki.join(token_file(user));
+    let token = std::fs::read_to_string(&token_path)
+        .map_err(LabError::io(format!("reading {}", token_path.display())))?;
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: weft-lab\n  cluster:\n    server: {}\n    \
+         certificate-authority: {}\nusers:\n- name: {user}\n  user:\n    token: {}\ncontexts:\n\
+         - name: weft-lab\n  context:\n    cluster: weft-lab\n    user: {user}\n\
+         current-context: weft-lab\n",
+        url(),
+        p.ca().display(),
+        token.trim()
+    );
+    write_atomic(path, text.as_bytes())?;
+    Ok(())
+}
+
+/// `kubectl` with the admin kubeconfig, run inside the router namespace (the only place
+/// the API server's address is reachable from).
+pub fn kubectl(names: &Names, bin: &Path) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &names.underlay()])
+        .arg(bin.join("kubectl"))
+        .arg(format!(
+            "--kubeconfig={}",
+            paths(names).admin_kubeconfig.display()
+        ));
+    cmd
+}
+
+/// `kubectl args…` (stdin fed from `input`), which must succeed; its stdout.
+fn kubectl_ok(names: &Names, bin: &Path, args: &[&str], input: Option<&str>) -> Result<String> {
+    let out = run_kubectl(names, bin, args, input)?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(LabError::Tool {
+            what: format!("kubectl {}", args.join(" ")),
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
+    }
+}
+
+fn run_kubectl(names: &Names, bin: &Path, args: &[&str], input: Option<&str>) -> Result<Output> {
+    let mut cmd = kubectl(names, bin);
+    cmd.arg(KUBECTL_TIMEOUT)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+    let mut child = cmd.spawn().map_err(LabError::io("running kubectl"))?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin
+            .write_all(text.as_bytes())
+            .map_err(LabError::io("writing to kubectl"))?;
+    }
+    child
+        .wait_with_output()
+        .map_err(LabError::io("running kubectl"))
+}
+
+fn running(owner: &Owner, pidfile: &Path) -> Option<u32> {
+    procs::read_pidfile(pidfile).filter(|pid| owner.owns(*pid))
+}
+
+/// Makes the control plane run (keeping what runs), and weft's objects exist in it.
+pub fn ensure(names: &Names, owner: &Owner, opts: &Options, bin: &Path) -> Result<()> {
+    let p = paths(names);
+    ensure_pki(names, &p)?;
+    std::fs::create_dir_all(p.dir.join("apiserver-certs"))
+        .map_err(LabError::io(format!("creating {}", p.dir.display())))?;
+    write_kubeconfig(&p, ADMIN_USER, &p.admin_kubeconfig)?;
+    write_kubeconfig(&p, WEFTD_USER, &p.weftd_kubeconfig)?;
+
+    let mut apiserver = match running(owner, &p.apiserver_pidfile) {
+        Some(_) => None,
+        None => Some(start_apiserver(names, &p, opts, bin)?),
+    };
+    wait_api_ready(names, &p, bin, apiserver.as_mut())?;
+    let mut controller = match running(owner, &p.controller_pidfile) {
+        Some(_) => None,
+        None => Some(start_controller_manager(names, &p, opts, bin)?),
+    };
+    apply_weft_objects(names, opts, bin)?;
+    // Not waited for: its controllers start over the next seconds (node CIDRs ~10 s in,
+    // 1.20's allocator sleeps before it lists the nodes), while the nodes and their weftd
+    // start; what needs one waits for its work (a namespace's `default` ServiceAccount
+    // before a pod, a Node's podCIDRs in weftd). Only a start that failed at once is told.
+    if let Some(c) = controller.as_mut()
+        && let Ok(Some(status)) = c.try_wait()
+    {
+        return Err(LabError::Daemon {
+            daemon: "kube-controller-manager".to_owned(),
+            reason: format!("exited during start ({status})"),
+            tail: procs::log_tail(&p.controller_log),
+            log: p.controller_log,
+        });
+    }
+    Ok(())
+}
+
+fn start_apiserver(names: &Names, p: &Paths, opts: &Options, bin: &Path) -> Result<Child> {
+    let mut args = vec![
+        format!("--etcd-servers=http://127.0.0.1:{ETCD_PORT}"),
+        format!("--cert-dir={}", p.dir.join("apiserver-certs").display()),
+        format!("--tls-cert-file={}", p.file("server.crt")),
+        format!("--tls-private-key-file={}", p.file("server.key")),
+        format!("--secure-port={API_PORT}"),
+        format!("--bind-address={API_ADDRESS}"),
+        format!("--advertise-address={API_ADDRESS}"),
+        format!("--service-cluster-ip-range={SERVICE_RANGE}"),
+        "--authorization-mode=RBAC".to_owned(),
+        format!("--token-auth-file={}", p.file("tokens.csv")),
+        "--service-account-issuer=https://kubernetes.default.svc".to_owned(),
+        format!("--service-account-key-file={}", p.file("sa.pub")),
+        format!("--service-account-signing-key-file={}", p.file("sa.key")),
+        "--allow-privileged=true".to_owned(),
+        "--insecure-port=0".to_owned(),
+        "--v=1".to_owned(),
+    ];
+    if opts.ipv6 {
+        args.push(DUAL_STACK_GATE.to_owned());
+    }
+    spawn(
+        names,
+        "kube-apiserver",
+        bin,
+        args,
+        &p.apiserver_log,
+        &p.apiserver_pidfile,
+    )
+}
+
+fn start_controller_manager(names: &Names, p: &Paths, opts: &Options, bin: &Path) -> Result<Child> {
+    let mut args = vec![
+        format!("--kubeconfig={}", p.admin_kubeconfig.display()),
+        format!("--service-account-private-key-file={}", p.file("sa.key")),
+        format!("--root-ca-file={}", p.file("ca.crt")),
+        "--leader-elect=false".to_owned(),
+        "--port=0".to_owned(),
+        format!("--secure-port={CONTROLLER_PORT}"),
+        "--bind-address=127.0.0.1".to_owned(),
+        format!("--service-cluster-ip-range={SERVICE_RANGE}"),
+        // No kubelet ever posts a lab Node's status: the node lifecycle controller would
+        // taint every node unreachable and evict every pod five minutes later.
+        "--controllers=*,-nodelifecycle".to_owned(),
+        "--v=1".to_owned(),
+    ];
+    if opts.ipam == Ipam::Kubernetes {
+        let cfg = node::cluster_config(opts);
+        let v4 = cfg["cidrV4"].as_str().unwrap_or_default().to_owned();
+        let size4 = cfg["blockSizeV4"].as_u64().unwrap_or_default();
+        args.push("--allocate-node-cidrs=true".to_owned());
+        match cfg["cidrV6"].as_str() {
+            Some(v6) => {
+                // Two families need the dual-stack gate, and a mask per family.
+                let size6 = cfg["blockSizeV6"].as_u64().unwrap_or_default();
+                args.extend([
+                    DUAL_STACK_GATE.to_owned(),
+                    format!("--cluster-cidr={v4},{v6}"),
+                    format!("--node-cidr-mask-size-ipv4={size4}"),
+                    format!("--node-cidr-mask-size-ipv6={size6}"),
+                ]);
+            }
+            None => args.extend([
+                format!("--cluster-cidr={v4}"),
+                format!("--node-cidr-mask-size={size4}"),
+            ]),
+        }
+    }
+    spawn(
+        names,
+        "kube-controller-manager",
+        bin,
+        args,
+        &p.controller_log,
+        &p.controller_pidfile,
+    )
+}
+
+fn spawn(
+    names: &Names,
+    program: &str,
+    bin: &Path,
+    args: Vec<String>,
+    log: &Path,
+    pidfile: &Path,
+) -> Result<Child> {
+    let ul = names.underlay();
+    let dir = paths(names).dir;
+    let program_path = bin.join(program);
+    procs::spawn(&Daemon {
+        label: program.to_owned(),
+        netns: &ul,
+        program: &program_path,
+        args,
+        cwd: &dir,
+        log,
+        pidfile,
+    })
+}
+
+fn wait_api_ready(names: &Names, p: &Paths, bin: &Path, child: Option<&mut Child>) -> Result<()> {
+    wait_for("kube-apiserver", &p.apiserver_log, child, || {
+        kubectl_ok(names, bin, &["get", "--raw", "/readyz"], None).is_ok_and(|o| o.trim() == "ok")
+    })
+}
+
+/// Polls `ready` until it holds; with the child at hand, its early exit ends the wait with
+/// its log's last line.
+fn wait_for(
+    daemon: &str,
+    log: &Path,
+    mut child: Option<&mut Child>,
+    mut ready: impl FnMut() -> bool,
+) -> Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let fail = |reason: String| LabError::Daemon {
+        daemon: daemon.to_owned(),
+        reason,
+        log: log.to_owned(),
+        tail: procs::log_tail(log),
+    };
+    loop {
+        if ready() {
+            return Ok(());
+        }
+        if let Some(c) = child.as_deref_mut()
+            && let Ok(Some(status)) = c.try_wait()
+        {
+            return Err(fail(format!("exited during start ({status})")));
+        }
+        if Instant::now() >= deadline {
+            return Err(fail(format!(
+                "not ready after {}s",
+                READY_TIMEOUT.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The ConfigMap `weft-config` for the lab's cluster config and IPAM mode.
+fn config_map(opts: &Options) -> Result<serde_json::Value> {
+    let cluster = ClusterConfig::from_json(&node::cluster_config(opts).to_string())
+        .map_err(|e| LabError::invalid("cluster config", "", e.to_string()))?;
+    let data = configmap::render(&KubeConfig {
+        cluster,
+        ipam: match opts.ipam {
+            Ipam::Weft => IpamMode::Weft,
+            Ipam::Kubernetes => IpamMode::Kubernetes,
+        },
+        mtu: None,
+    });
+    Ok(json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": weft_store::kube::CONFIG_MAP, "namespace": WEFT_NAMESPACE},
+        "data": data,
+    }))
+}
+
+/// The CRD, weft's namespace and its ConfigMap, applied (again: a no-op when unchanged),
+/// then the CRD waited for until the API serves it.
+fn apply_weft_objects(names: &Names, opts: &Options, bin: &Path) -> Result<()> {
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": WEFT_NAMESPACE}});
+    // JSON documents are YAML: one stream, one kubectl.
+    let manifest = format!("{WEFTBLOCK_CRD}\n---\n{ns}\n---\n{}\n", config_map(opts)?);
+    write_atomic(
+        &paths(names).dir.join("weft-objects.yaml"),
+        manifest.as_bytes(),
+    )?;
+    kubectl_ok(names, bin, &["apply", "-f", "-"], Some(&manifest))?;
+    let crd = format!("crd/{WEFTBLOCK_CRD_NAME}");
+    kubectl_ok(
+        names,
+        bin,
+        &["wait", "--for=condition=Established", "--timeout=30s", &crd],
+        None,
+    )?;
+    Ok(())
+}
