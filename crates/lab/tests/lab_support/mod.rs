@@ -2,8 +2,9 @@
 //! runs `lab down` on drop (also when a test panics), and inspection of what a lab left on
 //! the machine (namespaces by prefix, the state dir, processes naming the state dir).
 //!
-//! Submodules: `etcd` (the datastore read with etcdctl), `kernel` (what weftd programmed in
-//! a node, and where each route leads), `traffic` (counted UDP flows, TCP bulk, DF pings),
+//! Submodules: `etcd` (the datastore read with etcdctl), `kube` (a lab on the Kubernetes
+//! API, through kubectl), `kernel` (what weftd programmed in a node, and where each route
+//! leads), `traffic` (counted UDP flows, TCP bulk, DF pings),
 //! `policy` (manifests, `lab policy-sync`, weftd's policy status, single-shot TCP/UDP probes).
 //!
 //! Lab names are `t<pid><k>`: unique per test process and test, lowercase alphanumerics as
@@ -12,6 +13,7 @@
 
 pub mod etcd;
 pub mod kernel;
+pub mod kube;
 pub mod policy;
 pub mod traffic;
 

@@ -1,0 +1,96 @@
+//! A lab on the Kubernetes datastore, read and written through its API as a person does:
+//! `weftctl lab kubectl -- …` (the lab's kubectl, as its admin, inside the router namespace),
+//! manifests with `kubectl apply|delete -f`, labels with `kubectl label`.
+
+use std::process::Output;
+
+use serde_json::Value;
+
+use super::{Lab, TempDir, text};
+
+impl Lab {
+    /// `weftctl lab kubectl --name <lab> -- args…`, whatever its status.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        let mut a = vec!["--"];
+        a.extend_from_slice(args);
+        self.cmd(&["kubectl"], &a)
+    }
+
+    /// `kubectl args…`, which must succeed; its stdout.
+    #[track_caller]
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed:\n{}",
+            text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `kubectl get args… -o json`, parsed.
+    #[track_caller]
+    pub fn kube_get(&self, args: &[&str]) -> Value {
+        let mut a = vec!["get"];
+        a.extend_from_slice(args);
+        a.extend(["-o", "json"]);
+        let out = self.kubectl_ok(&a);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("kubectl {a:?}: {e}\n{out}"))
+    }
+
+    /// `kubectl <verb> -f <yaml>` (`apply` or `delete`), its output whatever the status. The
+    /// server validates; kubectl's own schema (1.20's) is not asked, so a field the server
+    /// does not know reaches it and is dropped there, as on a cluster of that version.
+    pub fn kubectl_file(&self, verb: &str, yaml: &str) -> Output {
+        let dir = TempDir::new("labtest");
+        let path = dir.path().join("manifest.yaml");
+        std::fs::write(&path, yaml).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let p = path.to_string_lossy();
+        self.kubectl(&[verb, "--validate=false", "-f", p.as_ref()])
+    }
+
+    /// [`Lab::kubectl_file`], which must succeed.
+    #[track_caller]
+    pub fn kubectl_file_ok(&self, verb: &str, yaml: &str) {
+        let out = self.kubectl_file(verb, yaml);
+        assert!(
+            out.status.success(),
+            "kubectl {verb} failed on:\n{yaml}\n{}",
+            text(&out)
+        );
+    }
+
+    /// Sets pod `namespace/name`'s labels to exactly `labels` with `kubectl label`
+    /// (`--overwrite` for the ones it has, `key-` for those it has and `labels` lacks).
+    #[track_caller]
+    pub fn kubectl_set_labels(
+        &self,
+        namespace: &str,
+        name: &str,
+        labels: &serde_json::Map<String, Value>,
+    ) {
+        let pod = self.kube_get(&["pod", "-n", namespace, name]);
+        let mut args: Vec<String> = vec![
+            "label".into(),
+            "pod".into(),
+            "-n".into(),
+            namespace.into(),
+            name.into(),
+            "--overwrite".into(),
+        ];
+        for key in pod["metadata"]["labels"].as_object().into_iter().flatten() {
+            if !labels.contains_key(key.0) {
+                args.push(format!("{}-", key.0));
+            }
+        }
+        for (k, v) in labels {
+            args.push(format!("{k}={}", v.as_str().unwrap_or_default()));
+        }
+        if args.len() == 6 {
+            // No labels, and none to remove.
+            return;
+        }
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.kubectl_ok(&a);
+    }
+}
