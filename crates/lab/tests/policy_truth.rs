@@ -1,16 +1,19 @@
 //! The NetworkPolicy truth table. One two-node lab per variant (VXLAN + bridge, host-gw +
-//! ptp), seven pods in three namespaces (each namespace on both nodes), echo listeners on
-//! four TCP and two UDP ports and raw SCTP receivers in every pod, on both nodes and on the
-//! outside host, started once. For every scenario and in-place edit of `truth::scenarios`
-//! the manifests are applied with `weftctl apply --lab`, `lab policy-sync` waits until every
-//! weftd enforces them, and the whole matrix of new connections — pod→pod, pod→node,
+//! ptp on etcd; VXLAN + bridge on the Kubernetes API), seven pods in three namespaces (each
+//! namespace on both nodes), echo listeners on four TCP and two UDP ports and raw SCTP
+//! receivers in every pod, on both nodes and on the outside host, started once. For every
+//! scenario and in-place edit of `truth::scenarios` the manifests are applied with `weftctl
+//! apply --lab` (on the Kubernetes API: policies and namespaces with `kubectl apply -f`, pod
+//! labels with `kubectl label`), `lab policy-sync` waits until every weftd enforces them, and the whole matrix of new connections — pod→pod, pod→node,
 //! pod→outside, node→pod (from the address the node's route picks, and bound to its
 //! underlay address); TCP, UDP, SCTP ports and ICMP echo; IPv4 and IPv6 — is probed in
 //! parallel and compared with the matrix `truth::oracle` computes from the Kubernetes API
 //! semantics (independently of weft-policy). Every differing cell is printed (source,
 //! destination, port/protocol, family, same or cross node, addresses, expected, got); a
 //! sample of cells is also put to `weftctl policy explain --lab`, which must agree with the
-//! oracle. Before the scenarios, the no-policy matrix must be all open (so a closed cell
+//! oracle (on etcd: that command reads weft's etcd keys). On the Kubernetes API the oracle
+//! is given the NetworkPolicies as the API server stored them (1.20 drops `endPort`, as a
+//! cluster of that version does). Before the scenarios, the no-policy matrix must be all open (so a closed cell
 //! later is the policy, not a missing listener), and a refused file must change no cell.
 
 mod lab_support;
@@ -28,7 +31,7 @@ use truth::oracle::{self, Cluster, End, Flow, Proto};
 use truth::probe::{self, Job, Listeners, Outcome};
 use truth::scenarios::{
     EDITS, NAMESPACES, NODES, OUT_V4, OUT_V6, PODS, SCENARIOS, SCTP_PORTS, TCP_PORTS, UDP_PORTS,
-    base_manifest, documents, labels_arg, namespace_labels, pod_from_spec, render,
+    base_manifest, documents, labels_arg, namespace_labels, pod_from_spec, ports_arg, render,
 };
 
 /// A dropped probe is given this long; an allowed one answers in well under a millisecond.
@@ -49,6 +52,8 @@ struct Fixture {
     /// (node, v6) → its first pod block.
     blocks: BTreeMap<(String, bool), String>,
     tmp: TempDir,
+    /// The lab runs on the Kubernetes API: objects are written with kubectl.
+    kube: bool,
 }
 
 impl Fixture {
@@ -101,6 +106,98 @@ impl Fixture {
         render(yaml, &self.cluster, &self.blocks)
     }
 
+    /// `apply` or `delete` the manifest's objects through the lab's datastore.
+    fn write(&self, verb: &str, yaml: &str) {
+        if self.kube {
+            self.kubectl_write(verb, yaml);
+        } else {
+            self.weftctl_file(verb, yaml);
+        }
+    }
+
+    /// On the Kubernetes API: NetworkPolicy and Namespace objects with `kubectl apply|delete
+    /// -f`, a PodLabels object as the Pod's labels with `kubectl label` (its named ports are
+    /// the Pod's, fixed when `lab pod add` made it: a scenario may not change them).
+    fn kubectl_write(&self, verb: &str, yaml: &str) {
+        let mut manifest = Vec::new();
+        let mut pods: Option<Value> = None;
+        for d in documents(yaml) {
+            if d["kind"] != "PodLabels" {
+                manifest.push(d.to_string());
+                continue;
+            }
+            assert_eq!(verb, "apply", "PodLabels are Pods' labels: {d}");
+            let ns = d["metadata"]["namespace"].as_str().unwrap_or("default");
+            let name = d["metadata"]["name"].as_str().unwrap_or_default();
+            let spec = PODS
+                .iter()
+                .find(|p| p.namespace == ns && p.name == name)
+                .unwrap_or_else(|| panic!("no pod {ns}/{name}"));
+            let ports: Vec<(String, String, u64)> = d["spec"]["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    (
+                        p["name"].as_str().unwrap_or_default().to_owned(),
+                        p["protocol"].as_str().unwrap_or("TCP").to_owned(),
+                        p["containerPort"].as_u64().unwrap_or_default(),
+                    )
+                })
+                .collect();
+            let created: Vec<(String, String, u64)> = spec
+                .ports
+                .iter()
+                .map(|(n, proto, num)| (n.to_string(), proto.to_string(), u64::from(*num)))
+                .collect();
+            assert_eq!(
+                ports, created,
+                "{ns}/{name}: a Pod's named ports cannot change on Kubernetes"
+            );
+            let labels = d["metadata"]["labels"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            let pods = pods.get_or_insert_with(|| self.lab.kube_get(&["pods", "-A"]));
+            let current = pods["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| p["metadata"]["namespace"] == ns && p["metadata"]["name"] == name)
+                .and_then(|p| p["metadata"]["labels"].as_object().cloned())
+                .unwrap_or_default();
+            self.lab.kubectl_set_labels(ns, name, &current, &labels);
+        }
+        if !manifest.is_empty() {
+            let list = format!(
+                "{{\"apiVersion\": \"v1\", \"kind\": \"List\", \"items\": [{}]}}",
+                manifest.join(",")
+            );
+            self.lab.kubectl_file_ok(verb, &list);
+        }
+    }
+
+    /// The NetworkPolicies as the API server stored them, in the form the oracle reads.
+    fn stored_policies(&self) -> Vec<Value> {
+        let list = self.lab.kube_get(&["networkpolicies", "-A"]);
+        list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                serde_json::json!({
+                    "apiVersion": "networking.k8s.io/v1",
+                    "kind": "NetworkPolicy",
+                    "metadata": {
+                        "name": p["metadata"]["name"],
+                        "namespace": p["metadata"]["namespace"],
+                    },
+                    "spec": p["spec"],
+                })
+            })
+            .collect()
+    }
+
     fn weftctl_file(&self, verb: &str, yaml: &str) -> String {
         let file = self.tmp.path().join("manifest.yaml");
         std::fs::write(&file, yaml).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
@@ -150,6 +247,10 @@ fn setup(lab_args: &[&str]) -> Fixture {
         let labels = labels_arg(p.labels);
         if !labels.is_empty() {
             args.extend(["--labels", &labels]);
+        }
+        let ports = ports_arg(p.ports);
+        if !ports.is_empty() {
+            args.extend(["--ports", &ports]);
         }
         lab.ok(&["pod", "add"], &args);
     }
@@ -270,8 +371,9 @@ fn setup(lab_args: &[&str]) -> Fixture {
         jobs,
         blocks,
         tmp: TempDir::new("labtest"),
+        kube: lab_args.contains(&"kubernetes"),
     };
-    fixture.weftctl_file("apply", &base_manifest());
+    fixture.write("apply", &base_manifest());
     fixture
 }
 
@@ -316,8 +418,12 @@ fn mismatches(f: &Fixture, expected: &[bool], got: &[Outcome]) -> Vec<String> {
 }
 
 /// Puts a few cells to `weftctl policy explain --lab` (half expected allowed, half denied,
-/// chosen differently per scenario); the disagreements.
+/// chosen differently per scenario); the disagreements. None on the Kubernetes API: weftctl
+/// reads policies from weft's etcd keys, and refuses such a lab.
 fn explain_sample(f: &Fixture, seed: usize, expected: &[bool]) -> Vec<String> {
+    if f.kube {
+        return Vec::new();
+    }
     let n = f.flows.len();
     let mut picked = Vec::new();
     // Node sources get their own share: which node an address is, is where readings differ.
@@ -389,6 +495,13 @@ fn truth_table_hostgw_ptp() {
     truth_table(&["--backend", "host-gw", "--mode", "ptp"]);
 }
 
+/// The default lab on the Kubernetes API: policies, namespaces and pod labels written with
+/// kubectl, weftd reading them from the API server.
+#[test]
+fn truth_table_kube_vxlan_bridge() {
+    truth_table(&["--datastore", "kubernetes"]);
+}
+
 fn truth_table(lab_args: &[&str]) {
     let start = Instant::now();
     probe::raise_fd_limit();
@@ -430,7 +543,11 @@ fn truth_table(lab_args: &[&str]) {
     );
 
     // Bad input applies nothing: a file whose deny-everything policies are valid but whose
-    // last document is not is refused whole, and every cell stays open.
+    // last document is not is refused whole, and every cell stays open. kubectl applies a
+    // file object by object, so on the Kubernetes API the API server is given the invalid
+    // policy alone, and must refuse it.
+    let bad_policy = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: bad, namespace: alpha}\n\
+         spec: {podSelector: {}, ingress: [{ports: [{port: 70000}]}]}\n";
     let mut bad_file = String::new();
     for (ns, _) in NAMESPACES {
         let _ = write!(
@@ -439,19 +556,20 @@ fn truth_table(lab_args: &[&str]) {
              spec: {{podSelector: {{}}, policyTypes: [Ingress, Egress]}}\n---\n"
         );
     }
-    bad_file.push_str(
-        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: bad, namespace: alpha}\n\
-         spec: {podSelector: {}, ingress: [{ports: [{port: 70000}]}]}\n",
-    );
+    bad_file.push_str(bad_policy);
     let file = f.tmp.path().join("bad.yaml");
     std::fs::write(&file, &bad_file).unwrap();
-    let out = weftctl(&[
-        "apply",
-        "-f",
-        file.to_str().unwrap_or_default(),
-        "--lab",
-        &f.lab.name,
-    ]);
+    let out = if f.kube {
+        f.lab.kubectl_file("apply", bad_policy)
+    } else {
+        weftctl(&[
+            "apply",
+            "-f",
+            file.to_str().unwrap_or_default(),
+            "--lab",
+            &f.lab.name,
+        ])
+    };
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("spec.ingress[0].ports[0].port"),
@@ -515,28 +633,51 @@ fn truth_table(lab_args: &[&str]) {
                     relabels = true;
                 }
             }
-            f.weftctl_file("apply", &yaml);
+            f.write("apply", &yaml);
             if i + 1 < steps.len() {
                 wait_sync(&f.lab);
             }
         }
         let mut cluster = f.cluster.clone();
         let docs: Vec<Value> = objects.into_values().collect();
-        let policies = oracle::take_objects(&mut cluster, &docs);
+        let written = oracle::take_objects(&mut cluster, &docs);
+        let policies = if f.kube {
+            f.stored_policies()
+        } else {
+            written.clone()
+        };
         wait_sync(&f.lab);
         let expected: Vec<bool> = f
             .flows
             .iter()
             .map(|flow| oracle::allowed(&cluster, &policies, flow))
             .collect();
+        // What the API server stored means what was written, but for the fields it drops.
+        let mut dropped = Vec::new();
+        if f.kube && !steps.iter().any(|y| y.contains("endPort")) {
+            let differ = f
+                .flows
+                .iter()
+                .zip(&expected)
+                .filter(|(flow, e)| oracle::allowed(&cluster, &written, flow) != **e)
+                .count();
+            if differ > 0 {
+                dropped.push(format!(
+                    "  the stored policies mean something else than the written ones in \
+                     {differ} cells:\n{:#?}",
+                    policies
+                ));
+            }
+        }
         let got = probe_matrix(&f, &expected);
         let bad = mismatches(&f, &expected, &got);
-        let explain = explain_sample(&f, k, &expected);
+        let mut explain = explain_sample(&f, k, &expected);
+        explain.extend(dropped);
         // Policies are deleted; relabelled pods and namespaces get their base labels back.
         let np: Vec<String> = np_yaml.into_values().collect();
-        f.weftctl_file("delete", &np.join("---\n"));
+        f.write("delete", &np.join("---\n"));
         if relabels {
-            f.weftctl_file("apply", &base_manifest());
+            f.write("apply", &base_manifest());
         }
         let open = expected.iter().filter(|e| **e).count();
         summary.push(format!(
@@ -556,7 +697,11 @@ fn truth_table(lab_args: &[&str]) {
                 msg.push('\n');
             }
             if !explain.is_empty() {
-                let _ = writeln!(msg, " policy explain disagrees with the oracle:");
+                let _ = writeln!(
+                    msg,
+                    " policy explain (on the Kubernetes API: the stored policies) disagrees \
+                     with the oracle:"
+                );
                 msg.push_str(&explain.join("\n"));
             }
             eprintln!("{msg}");

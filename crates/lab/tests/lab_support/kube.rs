@@ -46,7 +46,11 @@ impl Lab {
         let path = dir.path().join("manifest.yaml");
         std::fs::write(&path, yaml).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let p = path.to_string_lossy();
-        self.kubectl(&[verb, "--validate=false", "-f", p.as_ref()])
+        if verb == "apply" {
+            self.kubectl(&[verb, "--validate=false", "-f", p.as_ref()])
+        } else {
+            self.kubectl(&[verb, "-f", p.as_ref()])
+        }
     }
 
     /// [`Lab::kubectl_file`], which must succeed.
@@ -60,16 +64,20 @@ impl Lab {
         );
     }
 
-    /// Sets pod `namespace/name`'s labels to exactly `labels` with `kubectl label`
-    /// (`--overwrite` for the ones it has, `key-` for those it has and `labels` lacks).
+    /// Changes pod `namespace/name`'s labels from `current` to exactly `labels` with one
+    /// `kubectl label` (`--overwrite` for the ones it has, `key-` for those `labels` lacks);
+    /// nothing when they are the same.
     #[track_caller]
     pub fn kubectl_set_labels(
         &self,
         namespace: &str,
         name: &str,
+        current: &serde_json::Map<String, Value>,
         labels: &serde_json::Map<String, Value>,
     ) {
-        let pod = self.kube_get(&["pod", "-n", namespace, name]);
+        if current == labels {
+            return;
+        }
         let mut args: Vec<String> = vec![
             "label".into(),
             "pod".into(),
@@ -78,17 +86,13 @@ impl Lab {
             name.into(),
             "--overwrite".into(),
         ];
-        for key in pod["metadata"]["labels"].as_object().into_iter().flatten() {
-            if !labels.contains_key(key.0) {
-                args.push(format!("{}-", key.0));
+        for key in current.keys() {
+            if !labels.contains_key(key) {
+                args.push(format!("{key}-"));
             }
         }
         for (k, v) in labels {
             args.push(format!("{k}={}", v.as_str().unwrap_or_default()));
-        }
-        if args.len() == 6 {
-            // No labels, and none to remove.
-            return;
         }
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
         self.kubectl_ok(&a);

@@ -776,6 +776,15 @@ pub fn labels_arg(labels: &[(&str, &str)]) -> String {
 
 /// The base objects: namespaces with their labels (not the automatic name label: weft must
 /// add it), pods' labels with their named ports.
+/// `name=port/PROTO,…`: the pod's named ports as `lab pod add --ports` takes them.
+pub fn ports_arg(ports: &[(&str, &str, u16)]) -> String {
+    ports
+        .iter()
+        .map(|(n, proto, num)| format!("{n}={num}/{proto}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 pub fn base_manifest() -> String {
     let mut y = String::new();
     for (ns, labels) in NAMESPACES {
