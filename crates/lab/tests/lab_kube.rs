@@ -301,6 +301,38 @@ fn ipam_kubernetes_host_gw() {
     let lab = Lab::new();
     up(&lab, "kubernetes", "host-gw");
     assert_cluster(&lab, "kubernetes");
+
+    // A crashed API server is started again by `up`, which keeps every object: the same
+    // Pods (uids), the same Nodes.
+    let uids = |kind: &str| -> BTreeMap<String, Value> {
+        by_name(&lab.kube_get(&[kind, "-A"]))
+            .into_iter()
+            .map(|(k, v)| (k, v["metadata"]["uid"].clone()))
+            .collect()
+    };
+    let (pods, nodes) = (uids("pods"), uids("nodes"));
+    let pidfile = lab.state_dir().join("kube/kube-apiserver.pid");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{}: {e}", pidfile.display()));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // Gone, not dying: `up` keeps an API server it still finds running.
+    wait_for(
+        Duration::from_secs(10),
+        || (!alive(pid as u32)).then_some(()),
+        || format!("kube-apiserver {pid} still alive after SIGKILL"),
+    );
+    let progress = lab.up_ok(&[]);
+    assert!(progress.contains("exists; completing it"), "{progress}");
+    assert_eq!(uids("pods"), pods);
+    assert_eq!(uids("nodes"), nodes);
+    assert_cluster(&lab, "kubernetes");
     del_pod_and_down(lab);
 }
 

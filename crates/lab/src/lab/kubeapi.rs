@@ -252,12 +252,7 @@ impl Session {
                 else {
                     continue;
                 };
-                let same_place = existing
-                    .spec
-                    .as_ref()
-                    .map(|s| (&s.node_name, &s.containers))
-                    == obj.spec.as_ref().map(|s| (&s.node_name, &s.containers));
-                if same_place {
+                if placement(&existing) == placement(&obj) {
                     let patch = json!({"metadata": {"labels": labels_patch(
                         existing.metadata.labels.as_ref(), &pod.labels)}});
                     return ask(
@@ -322,6 +317,22 @@ impl Session {
         let id = format!("{namespace}/{name}");
         self.block(delete_pod_now(&api, &id, name))
     }
+}
+
+/// A container port's name, number and protocol.
+type PortKey<'a> = (Option<&'a str>, i32, Option<&'a str>);
+
+/// What a Pod object fixes for good and the lab decides: its node and its named ports (the
+/// server fills in the rest of a container, so containers are not compared whole).
+fn placement(p: &Pod) -> Option<(Option<&str>, Vec<PortKey<'_>>)> {
+    let spec = p.spec.as_ref()?;
+    let ports = spec
+        .containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .map(|p| (p.name.as_deref(), p.container_port, p.protocol.as_deref()))
+        .collect();
+    Some((spec.node_name.as_deref(), ports))
 }
 
 async fn delete_pod_now(api: &Api<Pod>, id: &str, name: &str) -> Result<()> {
@@ -429,6 +440,17 @@ mod tests {
             result: None,
         };
         let obj: Pod = from_json(pod_object(&pod)).unwrap();
+        // As the server returns it: defaults filled in, the same placement.
+        let mut stored = obj.clone();
+        if let Some(spec) = stored.spec.as_mut() {
+            spec.containers[0].termination_message_path = Some("/dev/termination-log".into());
+        }
+        assert_eq!(placement(&stored), placement(&obj));
+        let mut moved = obj.clone();
+        if let Some(spec) = moved.spec.as_mut() {
+            spec.node_name = Some("n1".into());
+        }
+        assert_ne!(placement(&moved), placement(&obj));
         let spec = obj.spec.unwrap();
         assert_eq!(spec.node_name.as_deref(), Some("n2"));
         let port = &spec.containers[0].ports.as_ref().unwrap()[0];
