@@ -215,13 +215,44 @@ fn ipam_weft_vxlan() {
         &["--kubeconfig", kubeconfig.trim(), "get", "node", "n1"],
     );
     assert!(out.status.success(), "{}", text(&out));
-    // weftctl's policy commands say where a lab on the API keeps its objects.
-    let out = weftctl(&["get", "policies", "--lab", &lab.name]);
-    assert!(
-        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("kubectl"),
-        "{}",
-        text(&out)
+    // weftd runs as the manifest's ServiceAccount: what it did above, it did with the
+    // manifest's RBAC, and its kubeconfig can do nothing more (no secrets, no Node patch).
+    let weftd_kubeconfig = lab.state_dir().join("kube/weftd.kubeconfig");
+    let as_weftd = |args: &[&str]| {
+        let mut a = vec![
+            "--kubeconfig",
+            weftd_kubeconfig.to_str().unwrap_or_default(),
+        ];
+        a.extend_from_slice(args);
+        in_ns(&lab.ns("ul"), kubectl.to_str().unwrap_or_default(), &a)
+    };
+    let who = as_weftd(&["auth", "can-i", "--list"]);
+    assert!(who.status.success(), "{}", text(&who));
+    for (verb, what, want) in [
+        ("patch", "nodes --subresource=status", "yes"),
+        ("create", "weftblocks.weft.dev", "yes"),
+        ("patch", "nodes", "no"),
+        ("get", "secrets -A", "no"),
+    ] {
+        let mut args = vec!["auth", "can-i", verb];
+        args.extend(what.split(' '));
+        let out = as_weftd(&args);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            want,
+            "weftd can-i {verb} {what}: {}",
+            text(&out)
+        );
+    }
+    // weftctl's policy commands with --lab read the lab's API server.
+    lab.kubectl_file_ok(
+        "apply",
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+         metadata: {name: via-kubectl, namespace: default}\nspec: {podSelector: {}}\n",
     );
+    let listed = weftctl_ok(&["get", "policies", "--lab", &lab.name]);
+    assert!(listed.contains("via-kubectl"), "{listed}");
+    lab.kubectl_ok(&["delete", "networkpolicy", "via-kubectl"]);
 
     // Labels and named ports reach the Pod object; relabelling patches it.
     lab.ok(

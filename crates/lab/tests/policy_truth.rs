@@ -11,10 +11,11 @@
 //! semantics (independently of weft-policy). Every differing cell is printed (source,
 //! destination, port/protocol, family, same or cross node, addresses, expected, got); a
 //! sample of cells is also put to `weftctl policy explain --lab`, which must agree with the
-//! oracle (on etcd: that command reads weft's etcd keys). On the Kubernetes API the oracle
-//! is given the NetworkPolicies as the API server stored them (1.20 drops `endPort`, as a
-//! cluster of that version does). Before the scenarios, the no-policy matrix must be all open (so a closed cell
-//! later is the policy, not a missing listener), and a refused file must change no cell.
+//! oracle (it reads the lab's datastore: etcd, or the API server). On the Kubernetes API
+//! the oracle is given the NetworkPolicies as the API server stored them (1.20 drops
+//! `endPort`, as a cluster of that version does). Before the scenarios, the no-policy
+//! matrix must be all open (so a closed cell later is the policy, not a missing listener),
+//! and a refused file must change no cell.
 
 mod lab_support;
 mod truth;
@@ -418,12 +419,8 @@ fn mismatches(f: &Fixture, expected: &[bool], got: &[Outcome]) -> Vec<String> {
 }
 
 /// Puts a few cells to `weftctl policy explain --lab` (half expected allowed, half denied,
-/// chosen differently per scenario); the disagreements. None on the Kubernetes API: weftctl
-/// reads policies from weft's etcd keys, and refuses such a lab.
+/// chosen differently per scenario); the disagreements.
 fn explain_sample(f: &Fixture, seed: usize, expected: &[bool]) -> Vec<String> {
-    if f.kube {
-        return Vec::new();
-    }
     let n = f.flows.len();
     let mut picked = Vec::new();
     // Node sources get their own share: which node an address is, is where readings differ.

@@ -84,6 +84,16 @@ impl Names {
     pub fn state_dir(&self) -> PathBuf {
         PathBuf::from(STATE_ROOT).join(&self.lab)
     }
+
+    /// The control plane's files of a lab on the Kubernetes API.
+    pub fn kube_dir(&self) -> PathBuf {
+        self.state_dir().join("kube")
+    }
+
+    /// Its admin's kubeconfig (the API server is reachable inside the lab's namespaces).
+    pub fn kube_admin_kubeconfig(&self) -> PathBuf {
+        self.kube_dir().join("admin.kubeconfig")
+    }
 }
 
 /// The path of a named network namespace.

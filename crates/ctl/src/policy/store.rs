@@ -1,6 +1,6 @@
 //! Which datastore the policy commands talk to, and running a datastore session: etcd by
-//! endpoints, a lab's etcd (reached from inside the lab's underlay namespace, where it
-//! listens), the local store file, or a Kubernetes cluster (kubeconfig found as kubectl
+//! endpoints, a lab's etcd or API server (reached from inside the lab's underlay namespace,
+//! where they listen), the local store file, or a Kubernetes cluster (kubeconfig found as kubectl
 //! finds it).
 
 use std::path::PathBuf;
@@ -123,15 +123,6 @@ impl StoreArgs {
         match &self.lab {
             Some(lab) => {
                 let names = Names::new(lab)?;
-                // A lab on the Kubernetes API keeps its objects there, not in etcd's weft
-                // keys: reading its etcd would show an empty cluster.
-                if State::load_existing(&names)?.options.datastore == Datastore::Kubernetes {
-                    return Err(PolicyError::Usage(format!(
-                        "lab {lab} runs on the Kubernetes API: its policies, namespaces and \
-                         pod labels are Kubernetes objects; use kubectl (`weftctl lab kubectl \
-                         --name {lab} -- apply -f FILE`)"
-                    )));
-                }
                 let ns = NetNs::open(&names::netns_path(&names.underlay())).map_err(|e| {
                     PolicyError::Usage(format!(
                         "lab {lab}: cannot open its underlay namespace (is the lab up?): {e}"
@@ -151,6 +142,18 @@ impl StoreArgs {
         }
         if self.kube.chosen() {
             return Ok(AnyStore::Kube(self.kube.connect().await?));
+        }
+        // A lab on the Kubernetes API keeps its objects in its API server, reached (from
+        // the lab's underlay namespace, where this runs) as the lab's admin.
+        if let Some(lab) = &self.lab {
+            let names = Names::new(lab)?;
+            if State::load_existing(&names)?.options.datastore == Datastore::Kubernetes {
+                let kube = KubeArgs {
+                    kubeconfig: Some(names.kube_admin_kubeconfig()),
+                    ..KubeArgs::default()
+                };
+                return Ok(AnyStore::Kube(kube.connect().await?));
+            }
         }
         let endpoints = if self.lab.is_some() {
             vec![format!("http://{ETCD_ADDRESS}:{ETCD_PORT}")]

@@ -1,13 +1,17 @@
 //! The lab's Kubernetes control plane (`lab up --datastore kubernetes`): kube-apiserver and
 //! kube-controller-manager next to the lab's etcd, inside the router namespace, the API
 //! server listening on segment 0's router address (where every node reaches etcd today);
-//! then weft's own objects in it: the WeftBlock CRD, the namespace `weft-system` and the
-//! ConfigMap `weft-config` rendered from the lab's cluster config.
+//! then weft's own objects in it: deploy/weft.yaml's namespace `weft-system`, WeftBlock CRD,
+//! ServiceAccount and RBAC, and the ConfigMap `weft-config` rendered from the lab's cluster
+//! config. weftd authenticates as that ServiceAccount: it has exactly the manifest's RBAC.
 //!
 //! Owns `<state>/kube/`: `pki/` (a CA and the server's certificate, made with openssl, the
 //! service-account key pair and the bearer tokens: made once, atomically, and kept while the
 //! lab lives), the kubeconfigs (`admin.kubeconfig` for people and the lab, `weftd.kubeconfig`
 //! for the nodes' weftd), the daemons' logs and pidfiles.
+//!
+//! (`crate::kubeplane` is the benchmarks' control plane: processes that die with the thread
+//! that started them, and no controller manager; a lab's must outlive `lab up`.)
 //!
 //! Must not: listen anywhere but inside the router namespace, or run a kubelet or a
 //! scheduler: the lab itself plays the kubelet (`kubeapi`), and pods are placed by name.
@@ -41,9 +45,12 @@ const SERVICE_RANGE: &str = "198.51.100.0/24";
 const DUAL_STACK_GATE: &str = "--feature-gates=IPv6DualStack=true";
 /// weft's objects, namespace and ConfigMap name (what weftd is told with --kube-namespace).
 pub const WEFT_NAMESPACE: &str = "weft-system";
-/// The WeftBlock CRD, until the project's manifest (deploy/weft.yaml, the same CRD and
-/// weftd's RBAC) lands: a copy of crates/store/tests/conformance/weftblock-crd.yaml.
-const WEFTBLOCK_CRD: &str = include_str!("weftblock-crd.yaml");
+/// The project's manifest: weft's namespace, the WeftBlock CRD, weftd's ServiceAccount and
+/// RBAC, which the lab applies as they are (and its ConfigMap and DaemonSet, which it
+/// does not: the lab's ConfigMap is its own cluster config, and the lab runs weftd itself,
+/// where no kubelet would run a DaemonSet's pods).
+const MANIFEST: &str = include_str!("../../../../deploy/weft.yaml");
+const MANIFEST_SKIPPED: [&str; 2] = ["ConfigMap", "DaemonSet"];
 const WEFTBLOCK_CRD_NAME: &str = "weftblocks.weft.dev";
 /// Where scripts/kube-binaries.sh caches its builds, one directory per source version.
 const KUBE_CACHE: &str = "/var/cache/weft/kubernetes";
@@ -54,9 +61,11 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const KUBECTL_TIMEOUT: &str = "--request-timeout=10s";
 
 /// The identities in the API server's token file: the lab's (and people's) admin, and the
-/// one every node's weftd uses.
+/// one every node's weftd uses: the manifest's ServiceAccount, as the API server
+/// authenticates its token, so weftd has exactly the manifest's RBAC.
 const ADMIN_USER: &str = "admin";
-const WEFTD_USER: &str = "weft-lab:weftd";
+const WEFTD_USER: &str = "system:serviceaccount:weft-system:weft";
+const WEFTD_GROUPS: &str = "system:serviceaccounts,system:serviceaccounts:weft-system";
 
 pub struct Paths {
     pub dir: PathBuf,
@@ -80,10 +89,10 @@ impl Paths {
 }
 
 pub fn paths(names: &Names) -> Paths {
-    let dir = names.state_dir().join("kube");
+    let dir = names.kube_dir();
     Paths {
         pki: dir.join("pki"),
-        admin_kubeconfig: dir.join("admin.kubeconfig"),
+        admin_kubeconfig: names.kube_admin_kubeconfig(),
         weftd_kubeconfig: dir.join("weftd.kubeconfig"),
         apiserver_log: dir.join("kube-apiserver.log"),
         apiserver_pidfile: dir.join("kube-apiserver.pid"),
@@ -196,13 +205,8 @@ fn ensure_pki(names: &Names, p: &Paths) -> Result<()> {
     ] {
         openssl(&tmp, &line.split_whitespace().collect::<Vec<_>>())?;
     }
-    // weftd's identity is an admin for now; the project's manifest will give weftd a
-    // ServiceAccount with exactly its RBAC, and the lab will use that.
     let mut csv = String::new();
-    for (user, groups) in [
-        (ADMIN_USER, "system:masters"),
-        (WEFTD_USER, "system:masters"),
-    ] {
+    for (user, groups) in [(ADMIN_USER, "system:masters"), (WEFTD_USER, WEFTD_GROUPS)] {
         let t = token()?;
         std::fs::write(tmp.join(token_file(user)), &t).map_err(LabError::io("writing a token"))?;
         csv.push_str(&format!("{t},{user},{user},\"{groups}\"\n"));
@@ -483,12 +487,33 @@ fn config_map(opts: &Options) -> Result<serde_json::Value> {
     }))
 }
 
-/// The CRD, weft's namespace and its ConfigMap, applied (again: a no-op when unchanged),
-/// then the CRD waited for until the API serves it.
+/// The documents of a YAML stream whose top-level `kind:` is not one of `skipped`.
+fn manifest_without(yaml: &str, skipped: &[&str]) -> String {
+    let mut docs: Vec<String> = vec![String::new()];
+    for line in yaml.lines() {
+        if line == "---" {
+            docs.push(String::new());
+        } else if let Some(doc) = docs.last_mut() {
+            doc.push_str(line);
+            doc.push('\n');
+        }
+    }
+    docs.retain(|d| {
+        !d.lines()
+            .any(|l| skipped.iter().any(|k| l == format!("kind: {k}")))
+    });
+    docs.join("---\n")
+}
+
+/// The manifest's objects and the lab's ConfigMap, applied (again: a no-op when
+/// unchanged), then the CRD waited for until the API serves it.
 fn apply_weft_objects(names: &Names, opts: &Options, bin: &Path) -> Result<()> {
-    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": WEFT_NAMESPACE}});
     // JSON documents are YAML: one stream, one kubectl.
-    let manifest = format!("{WEFTBLOCK_CRD}\n---\n{ns}\n---\n{}\n", config_map(opts)?);
+    let manifest = format!(
+        "{}---\n{}\n",
+        manifest_without(MANIFEST, &MANIFEST_SKIPPED),
+        config_map(opts)?
+    );
     write_atomic(
         &paths(names).dir.join("weft-objects.yaml"),
         manifest.as_bytes(),
@@ -502,4 +527,29 @@ fn apply_weft_objects(names: &Names, opts: &Options, bin: &Path) -> Result<()> {
         None,
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_manifest_loses_only_its_config_map_and_daemon_set() {
+        let kept = manifest_without(MANIFEST, &MANIFEST_SKIPPED);
+        for kind in [
+            "Namespace",
+            "CustomResourceDefinition",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
+        ] {
+            assert!(kept.contains(&format!("\nkind: {kind}\n")), "{kind}");
+        }
+        for kind in MANIFEST_SKIPPED {
+            assert!(!kept.contains(&format!("kind: {kind}\n")), "{kind}");
+        }
+        assert!(kept.contains(&format!("name: {WEFTBLOCK_CRD_NAME}")));
+    }
 }
