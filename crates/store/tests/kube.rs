@@ -289,6 +289,12 @@ async fn an_outage_is_bridged_from_the_cache_and_the_relist_is_a_diff() {
         store.config().await,
         Err(StoreError::Unavailable { .. })
     ));
+    // A pod the cache has not seen cannot be read: weftd refuses its ADD on this answer
+    // (docs/kubernetes.md), rather than guess its labels.
+    assert!(matches!(
+        store.fetch_pod("shop", "never-seen").await,
+        Err(StoreError::Unavailable { .. })
+    ));
     // While the server is down, p2 goes (straight from etcd): the watch cannot report it,
     // only a relist can.
     let out = Command::new("etcdctl")
