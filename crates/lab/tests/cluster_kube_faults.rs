@@ -33,22 +33,7 @@ fn api_server_and_weftd_restarts_lose_no_packet() {
     flowing(100);
 
     // The API server gone: pods keep talking; started again, nothing moves.
-    let pidfile = lab.state_dir().join("kube/kube-apiserver.pid");
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap_or_default()
-        .trim()
-        .parse()
-        .unwrap_or_else(|e| panic!("{}: {e}", pidfile.display()));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    wait_for(
-        Duration::from_secs(10),
-        || (!alive(pid as u32)).then_some(()),
-        || format!("kube-apiserver {pid} still alive after SIGKILL"),
-    );
+    lab.kill_apiserver();
     flowing(2000);
     lab.up_ok(&[]);
     flowing(200);

@@ -342,23 +342,7 @@ fn ipam_kubernetes_host_gw() {
             .collect()
     };
     let (pods, nodes) = (uids("pods"), uids("nodes"));
-    let pidfile = lab.state_dir().join("kube/kube-apiserver.pid");
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap_or_default()
-        .trim()
-        .parse()
-        .unwrap_or_else(|e| panic!("{}: {e}", pidfile.display()));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    // Gone, not dying: `up` keeps an API server it still finds running.
-    wait_for(
-        Duration::from_secs(10),
-        || (!alive(pid as u32)).then_some(()),
-        || format!("kube-apiserver {pid} still alive after SIGKILL"),
-    );
+    lab.kill_apiserver();
     let progress = lab.up_ok(&[]);
     assert!(progress.contains("exists; completing it"), "{progress}");
     assert_eq!(uids("pods"), pods);

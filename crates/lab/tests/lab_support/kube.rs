@@ -97,4 +97,25 @@ impl Lab {
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
         self.kubectl_ok(&a);
     }
+
+    /// SIGKILLs the lab's kube-apiserver (a crash) and waits until it is gone: `lab up`
+    /// keeps an API server it still finds running.
+    pub fn kill_apiserver(&self) {
+        let pidfile = self.state_dir().join("kube/kube-apiserver.pid");
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap_or_default()
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{}: {e}", pidfile.display()));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        super::wait_for(
+            std::time::Duration::from_secs(10),
+            || (!super::alive(pid as u32)).then_some(()),
+            || format!("kube-apiserver {pid} still alive after SIGKILL"),
+        );
+    }
 }
