@@ -92,12 +92,20 @@ fn replaces_a_plugin_that_is_running() {
     fs::create_dir(&dst).unwrap();
     let old: PathBuf = dst.join("weft");
     fs::copy("/bin/sleep", &old).unwrap();
-    let mut running = Running(
-        Command::new(&old)
-            .arg("60")
-            .spawn()
-            .expect("run the old plugin"),
-    );
+    // Another test thread forking while fs::copy still held `old` open for writing keeps a
+    // copy of that descriptor until its child execs: the exec here then fails with ETXTBSY
+    // for a moment. Retry, as the test is not about that race.
+    let mut spawned = Command::new(&old).arg("60").spawn();
+    for _ in 0..100 {
+        match &spawned {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                spawned = Command::new(&old).arg("60").spawn();
+            }
+            _ => break,
+        }
+    }
+    let mut running = Running(spawned.expect("run the old plugin"));
     // Wait until the kernel has the file as the running program's text: the exec is done
     // once /proc/<pid>/exe names it.
     let exe = format!("/proc/{}/exe", running.0.id());
