@@ -65,24 +65,22 @@ fn block_resource() -> ApiResource {
     }
 }
 
-/// The WeftBlock CRD, as the operator installs it.
-fn crd() -> Value {
-    json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": "weftblocks.weft.dev"},
-        "spec": {
-            "group": "weft.dev",
-            "scope": "Cluster",
-            "names": {"kind": "WeftBlock", "plural": "weftblocks", "singular": "weftblock", "shortNames": ["wb"]},
-            "versions": [{
-                "name": "v1", "served": true, "storage": true,
-                "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {
-                    "type": "object", "required": ["cidr", "node"],
-                    "properties": {"cidr": {"type": "string"}, "node": {"type": "string"},
-                                   "family": {"type": "string", "enum": ["v4", "v6"]}}}}}},
-            }],
-        },
+/// What the operator applies: the CRD comes from here, not from a copy.
+const MANIFEST: &str = include_str!("../../../../../deploy/weft.yaml");
+
+/// The WeftBlock CRD of deploy/weft.yaml.
+fn crd() -> Result<Value> {
+    for doc in MANIFEST.split("\n---") {
+        let Ok(v) = yaml_serde::from_str::<Value>(doc) else {
+            continue;
+        };
+        if v["kind"] == "CustomResourceDefinition" {
+            return Ok(v);
+        }
+    }
+    Err(BenchError::Unexpected {
+        what: "reading deploy/weft.yaml".into(),
+        detail: "it holds no CustomResourceDefinition".into(),
     })
 }
 
@@ -148,7 +146,7 @@ impl KubeWorld {
         let client = self.client.clone();
         self.block_on(async move {
             let crds: Api<DynamicObject> = Api::all_with(client.clone(), &crd_resource());
-            let obj: DynamicObject = typed("the WeftBlock CRD", crd())?;
+            let obj: DynamicObject = typed("the WeftBlock CRD", crd()?)?;
             crds.create(&PostParams::default(), &obj)
                 .await
                 .map_err(api_error("creating the WeftBlock CRD"))?;
