@@ -624,6 +624,10 @@ pub struct LogMarks {
     /// The first and the last "peer programmed".
     pub first_peer: Option<Duration>,
     pub last_peer: Option<Duration>,
+    /// The first "policy applied" (a committed plan), and its own timings: load, world,
+    /// compile, nft (ms).
+    pub first_policy: Option<Duration>,
+    pub first_policy_parts: Option<[f64; 4]>,
 }
 
 pub(crate) fn log_marks(log: &Path, spawned: SystemTime) -> LogMarks {
@@ -647,6 +651,12 @@ pub(crate) fn log_marks(log: &Path, spawned: SystemTime) -> LogMarks {
             "peer programmed" => {
                 marks.first_peer = marks.first_peer.or(rel(time));
                 marks.last_peer = rel(time);
+            }
+            "policy applied" if marks.first_policy.is_none() => {
+                marks.first_policy = rel(time);
+                let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
+                marks.first_policy_parts =
+                    Some([f("loadMs"), f("worldMs"), f("compileMs"), f("nftMs")]);
             }
             _ => {}
         }

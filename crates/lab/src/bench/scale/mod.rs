@@ -37,7 +37,7 @@ mod world;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use clap::{Args, ValueEnum};
 use weft_net::Handle;
@@ -382,7 +382,7 @@ fn run_side(
         t0,
     )?;
     let rss_synced = agent_bench::memory(agent.pid())?;
-    let log = log_marks(&dirs.run.join("weftd.log"), spawned_wall);
+    let log = agent_bench::log_marks(&dirs.run.join("weftd.log"), spawned_wall);
 
     store.keep_alive()?;
     eprintln!("weftctl:   {} pod writes", args.writes);
@@ -709,49 +709,4 @@ fn wait_for(
         }
         std::thread::sleep(PROBE_POLL);
     }
-}
-
-/// Points in weftd's JSON log, relative to the spawn (ms resolution): where the start goes.
-#[derive(Debug, Clone, Default)]
-pub struct LogMarks {
-    pub node_ready: Option<Duration>,
-    pub first_peer: Option<Duration>,
-    pub last_peer: Option<Duration>,
-    /// The first committed plan, and its own timings (load, world, compile, nft).
-    pub first_policy: Option<Duration>,
-    pub first_policy_parts: Option<[f64; 4]>,
-}
-
-fn log_marks(log: &Path, spawned: SystemTime) -> LogMarks {
-    let Ok(text) = std::fs::read_to_string(log) else {
-        return LogMarks::default();
-    };
-    let base = spawned
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64());
-    let rel = |t: f64| Duration::try_from_secs_f64((t - base).max(0.0)).ok();
-    let mut m = LogMarks::default();
-    for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        let (Some(time), Some(msg)) = (v["time"].as_f64(), v["msg"].as_str()) else {
-            continue;
-        };
-        match msg {
-            "node ready" => m.node_ready = m.node_ready.or(rel(time)),
-            "peer programmed" => {
-                m.first_peer = m.first_peer.or(rel(time));
-                m.last_peer = rel(time);
-            }
-            "policy applied" if m.first_policy.is_none() => {
-                m.first_policy = rel(time);
-                let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
-                m.first_policy_parts =
-                    Some([f("loadMs"), f("worldMs"), f("compileMs"), f("nftMs")]);
-            }
-            _ => {}
-        }
-    }
-    m
 }

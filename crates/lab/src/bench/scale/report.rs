@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::kernel::Counts;
-use super::{LogMarks, Sync, Writes};
+use super::{Sync, Writes};
+use crate::bench::agent::LogMarks;
 use crate::bench::stats::{Summary, ms};
 
 /// Spawn to every route and the whole policy in the kernel.
@@ -124,7 +125,7 @@ impl SideReport {
             "policy": {"policies": st.policies, "endpoints": st.endpoints, "classes": st.classes,
                        "chains": st.chains, "rules": st.rules, "elements": st.elements,
                        "revision": st.revision},
-            "log": {"nodeReadyMs": self.log.node_ready.map(ms), "firstPeerMs": self.log.first_peer.map(ms),
+            "log": {"nodeReadyMs": self.log.ready.map(ms), "firstPeerMs": self.log.first_peer.map(ms),
                     "lastPeerMs": self.log.last_peer.map(ms), "firstPolicyMs": self.log.first_policy.map(ms),
                     "firstPolicyParts": self.log.first_policy_parts.map(|p| json!({
                         "loadMs": p[0], "worldMs": p[1], "compileMs": p[2], "nftMs": p[3]}))},
@@ -207,10 +208,7 @@ impl ScaleReport {
                 "  policy in sync (status)",
                 Box::new(|s| format!("{:.0} ms", ms(s.sync.policy))),
             ),
-            (
-                "  weftd log: node ready",
-                Box::new(|s| opt_ms(s.log.node_ready)),
-            ),
+            ("  weftd log: node ready", Box::new(|s| opt_ms(s.log.ready))),
             (
                 "  weftd log: first / last peer",
                 Box::new(|s| format!("{} / {}", opt_ms(s.log.first_peer), opt_ms(s.log.last_peer))),
