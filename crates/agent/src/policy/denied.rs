@@ -102,23 +102,14 @@ mod tests {
     use std::collections::BTreeMap;
 
     use weft_policy::plan::{PlanOptions, compile};
-    use weft_policy::{Endpoint, Labels, Node, Object, ParseOptions, World, parse};
+    use weft_policy::{Endpoint, Node, Object, ParseOptions, World, parse};
 
     use super::*;
 
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
+    use weft_policy::testing::ip;
 
     fn pod(name: &str, app: &str, addr: &str) -> Endpoint {
-        Endpoint {
-            namespace: "shop".into(),
-            name: name.into(),
-            labels: Labels::from([("app".to_string(), app.to_string())]),
-            node: "n1".into(),
-            addresses: vec![ip(addr)],
-            ports: BTreeMap::new(),
-        }
+        weft_policy::testing::pod("shop", name, "n1", &[addr], &format!("app={app}"))
     }
 
     /// db is isolated by two policies (one class), web by one; batch by none.
