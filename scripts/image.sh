@@ -25,6 +25,8 @@ fi
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/deps.sh
 . scripts/lib/deps.sh
+# shellcheck source=scripts/lib/oci.sh
+. scripts/lib/oci.sh
 ensure_packages jq nftables
 
 log() { echo "== image: $*" >&2; }
@@ -36,15 +38,6 @@ die() {
 version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"$/\1/p' Cargo.toml)
 [ -n "$version" ] || die "no version in Cargo.toml's [workspace.package]"
 ref="localhost/weft:$version"
-# The image's own mtimes and its `created` time: the epoch unless the caller pins another
-# (reproducible-builds.org's variable), never the time of the build.
-epoch=${SOURCE_DATE_EPOCH:-0}
-created=$(date -u -d "@$epoch" +%Y-%m-%dT%H:%M:%SZ)
-case "$(uname -m)" in
-  x86_64) arch=amd64 ;;
-  aarch64) arch=arm64 ;;
-  *) die "no OCI architecture name for $(uname -m)" ;;
-esac
 [ -n "$out" ] || out="${CARGO_TARGET_DIR:-$PWD/target}/weft-image-$version.oci.tar"
 case "$out" in /*) ;; *) out="$PWD/$out" ;; esac
 
@@ -58,8 +51,7 @@ else
 fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/weft-image.XXXXXX")
-partial="$out.tmp.$$"
-trap 'rm -rf "$work" "$partial"' EXIT
+trap 'rm -rf "$work"' EXIT
 root="$work/rootfs"
 mkdir -p "$root/usr/local/bin" "$root/usr/sbin"
 
@@ -94,85 +86,12 @@ for lib in $libs; do
 done
 chmod 0755 "$root"/usr/local/bin/* "$root$nft"
 
-# A tar of sorted entries with fixed metadata (reproducible-builds.org's recipe): names
-# relative to /, without "./", as image layers have them.
-reproducible_tar() {
-  local dir=$1 file=$2
-  shift 2
-  tar --create --file="$file" --directory="$dir" --sort=name --format=posix \
-    --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
-    --mtime="@$epoch" --owner=0 --group=0 --numeric-owner "$@"
-}
-
-sha() { sha256sum "$1" | cut -d' ' -f1; }
-size() { stat -c %s "$1"; }
-
-blobs="$work/layout/blobs/sha256"
-mkdir -p "$blobs"
-# Moves a file into the blob store under its digest; prints the digest (hex).
-add_blob() {
-  local d
-  d=$(sha "$1")
-  mv "$1" "$blobs/$d"
-  echo "$d"
-}
-
 log "layer: $(cd "$root" && find . -type f | sed 's,^\.,,' | sort | paste -sd' ' -)"
-# shellcheck disable=SC2046 # the top-level names, sorted, as separate arguments
-reproducible_tar "$root" "$work/layer.tar" $(cd "$root" && LC_ALL=C ls)
-diff_id=$(sha "$work/layer.tar")
-gzip -n -9 <"$work/layer.tar" >"$work/layer.tar.gz"
-layer_size=$(size "$work/layer.tar.gz")
-layer=$(add_blob "$work/layer.tar.gz")
-
-# JSON documents are written compact and with sorted keys: their digests are their bytes.
-jq -n -c -S --arg arch "$arch" --arg created "$created" --arg diff "sha256:$diff_id" \
-  --arg version "$version" '{
-    architecture: $arch, os: "linux", created: $created,
-    config: {
-      Entrypoint: ["/usr/local/bin/weftd"],
-      Env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-      Labels: {"org.opencontainers.image.title": "weft",
-               "org.opencontainers.image.version": $version}
-    },
-    rootfs: {type: "layers", diff_ids: [$diff]},
-    history: [{created: $created, created_by: "scripts/image.sh"}]
-  }' | tr -d '\n' >"$work/config.json"
-config_size=$(size "$work/config.json")
-config=$(add_blob "$work/config.json")
-
-jq -n -c -S --arg config "sha256:$config" --argjson config_size "$config_size" \
-  --arg layer "sha256:$layer" --argjson layer_size "$layer_size" '{
-    schemaVersion: 2,
-    mediaType: "application/vnd.oci.image.manifest.v1+json",
-    config: {mediaType: "application/vnd.oci.image.config.v1+json",
-             digest: $config, size: $config_size},
-    layers: [{mediaType: "application/vnd.oci.image.layer.v1.tar+gzip",
-              digest: $layer, size: $layer_size}]
-  }' | tr -d '\n' >"$work/manifest.json"
-manifest_size=$(size "$work/manifest.json")
-manifest=$(add_blob "$work/manifest.json")
-
-# The name is the index entry's org.opencontainers.image.ref.name. A full reference there is
-# what `ctr images import` keeps as the image's name (a bare tag would get an
-# "import-<date>" prefix); CRI then finds it by the name the DaemonSet uses.
-jq -n -c -S --arg manifest "sha256:$manifest" --argjson size "$manifest_size" \
-  --arg arch "$arch" --arg ref "$ref" '{
-    schemaVersion: 2,
-    mediaType: "application/vnd.oci.image.index.v1+json",
-    manifests: [{mediaType: "application/vnd.oci.image.manifest.v1+json",
-                 digest: $manifest, size: $size,
-                 platform: {architecture: $arch, os: "linux"},
-                 annotations: {"org.opencontainers.image.ref.name": $ref}}]
-  }' | tr -d '\n' >"$work/layout/index.json"
-printf '%s' '{"imageLayoutVersion":"1.0.0"}' >"$work/layout/oci-layout"
-find "$work/layout" -type d -exec chmod 0755 {} +
-find "$work/layout" -type f -exec chmod 0644 {} +
-
-mkdir -p "$(dirname "$out")"
-reproducible_tar "$work/layout" "$work/image.tar" blobs index.json oci-layout
-# Renamed into place: an interrupted run leaves the previous archive, not half of one.
-mv "$work/image.tar" "$partial"
-mv "$partial" "$out"
-log "$ref: manifest sha256:$manifest, $(size "$out") bytes"
+config_json=$(jq -n -c --arg version "$version" '{
+  Entrypoint: ["/usr/local/bin/weftd"],
+  Env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+  Labels: {"org.opencontainers.image.title": "weft",
+           "org.opencontainers.image.version": $version}
+}')
+oci_archive "$root" "$ref" "$out" "$config_json"
 echo "$out"
