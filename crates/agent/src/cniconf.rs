@@ -54,12 +54,17 @@ pub fn render(s: &Settings, blocks: &[IpNet], pod_mtu: u32) -> Value {
     if s.mode == Mode::Bridge {
         plugin["bridge"] = json!(s.bridge);
         plugin["isGateway"] = json!(true);
+        // A pod reaches itself through its own Service (Kubernetes requires it): the
+        // DNATed packet goes back out the port it came in on, which the bridge drops
+        // unless the port is in hairpin mode (with bridge-nf-call-iptables, as
+        // kube-proxy needs, br_netfilter bridges it back instead of routing it).
+        plugin["hairpinMode"] = json!(true);
     }
     if let Some(log) = &s.cni_log_file {
         plugin["logFile"] = json!(log);
     }
     json!({
-        "cniVersion": "1.1.0",
+        "cniVersion": s.cni_version,
         "name": NETWORK,
         "plugins": [plugin],
     })
@@ -114,6 +119,20 @@ mod tests {
         assert_eq!(p["ipam"]["agentSocket"], "/run/x/weftd.sock");
         assert_eq!(p["agentSocket"], "/run/x/weftd.sock");
         assert_eq!(p["bridge"], "weft0");
+        assert_eq!(v["cniVersion"], "1.1.0");
+        assert_eq!(p["hairpinMode"], true);
+    }
+
+    #[test]
+    fn the_conflist_declares_the_version_asked_for() {
+        let args = Args::parse_from(["weftd", "--node-name", "n1", "--cni-version", "1.0.0"]);
+        let s = Settings::from_args(args).unwrap();
+        let v = render(&s, &["10.244.0.0/26".parse().unwrap()], 1450);
+        assert_eq!(v["cniVersion"], "1.0.0");
+        let err = Args::try_parse_from(["weftd", "--node-name", "n1", "--cni-version", "0.3.1"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("0.3.1") && err.contains("1.0.0"), "{err}");
     }
 
     #[test]

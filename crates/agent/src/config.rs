@@ -97,6 +97,12 @@ pub struct Args {
     /// Plugin log file, written into the conflist as `logFile`.
     #[arg(long)]
     pub cni_log_file: Option<PathBuf>,
+    /// The conflist's cniVersion: the newest the node's container runtime speaks. 1.1.0
+    /// (GC and STATUS) needs containerd 2.0 or CRI-O 1.30; containerd 1.6 and 1.7 stop at
+    /// 1.0.0 and refuse to start a pod with a newer network ("unsupported CNI result
+    /// version"). The plugins answer every version.
+    #[arg(long, default_value = "1.1.0", value_parser = ["0.4.0", "1.0.0", "1.1.0"])]
+    pub cni_version: String,
     /// Log denied new connections (kernel log, prefix `weft deny <class>: `), at most N per
     /// second per class.
     #[arg(long)]
@@ -133,6 +139,7 @@ pub struct Settings {
     pub lease_ttl: Duration,
     pub resync_interval: Duration,
     pub cni_log_file: Option<PathBuf>,
+    pub cni_version: String,
     pub policy_log_rate: Option<u32>,
     pub policy_cut_established: bool,
     pub metrics_address: Option<SocketAddr>,
@@ -214,6 +221,7 @@ impl Settings {
             lease_ttl: Duration::from_secs(a.lease_ttl),
             resync_interval: Duration::from_secs(a.resync_interval),
             cni_log_file: a.cni_log_file,
+            cni_version: a.cni_version,
             policy_log_rate: a.policy_log_rate.filter(|n| *n > 0),
             policy_cut_established: a.policy_cut_established,
             metrics_address: a.metrics_address,
