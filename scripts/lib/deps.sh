@@ -9,9 +9,12 @@
 # and of the agent tests; etcd-client: `etcdctl`, which tests read the datastore with. iperf3,
 # sockperf: the dataplane benchmark. gcc: the linker rustc calls (and doc tests). python3: the
 # policy kernel tests' socket probes. containerd: its `ctr` imports the image of
-# scripts/image.sh in the image test, as a node would.
+# scripts/image.sh in the image test, as a node would, and runs the kubelet lab's nodes (with
+# runc); conntrack: kube-proxy runs it there; gcc with libc6-dev builds the lab's static pause
+# program and busybox-static is its probe image (scripts/lab-images.sh).
 WEFT_APT_PACKAGES=(iproute2 iputils-ping nftables iptables containernetworking-plugins jq procps
-  protobuf-compiler etcd-server etcd-client iperf3 sockperf openssl gcc python3 containerd)
+  protobuf-compiler etcd-server etcd-client iperf3 sockperf openssl gcc libc6-dev python3 containerd
+  runc conntrack busybox-static)
 
 # Installs the packages named (WEFT_APT_PACKAGES when none are) that are missing. Says what
 # it does on stderr only: callers may be printing a result on stdout.

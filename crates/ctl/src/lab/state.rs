@@ -134,6 +134,14 @@ pub struct Options {
     /// runs, on the Kubernetes datastore; like `bin_dir`, what the last `up` found.
     #[serde(default)]
     pub kube_bin: Option<PathBuf>,
+    /// Nodes run containerd, kubelet and kube-proxy, weft runs as the manifest's
+    /// DaemonSet, and pods come from the API (`lab up --kubelet`).
+    #[serde(default)]
+    pub kubelet: bool,
+    /// With `kubelet`: the directory of the image archives every node imports (weft's,
+    /// the pause and the probe image); like `bin_dir`, what the last `up` found.
+    #[serde(default)]
+    pub images: Option<PathBuf>,
 }
 
 impl Options {

@@ -13,8 +13,14 @@
 //! (`crate::kubeplane` is the benchmarks' control plane: processes that die with the thread
 //! that started them, and no controller manager; a lab's must outlive `lab up`.)
 //!
-//! Must not: listen anywhere but inside the router namespace, or run a kubelet or a
-//! scheduler: the lab itself plays the kubelet (`kubeapi`), and pods are placed by name.
+//! With `--kubelet` it also runs kube-scheduler, and the nodes run real kubelets
+//! (`kubelet`): the node lifecycle controller is then on, the API server reaches kubelets
+//! by their InternalIP (`kubectl exec/logs`), and `install_weft` applies the manifest's
+//! DaemonSet, the one object the lab without kubelets leaves out.
+//!
+//! Must not: listen anywhere but inside the router namespace, or run a scheduler without
+//! kubelets: without them the lab plays the kubelet (`kubeapi`), and pods are placed by
+//! name.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -37,9 +43,16 @@ pub const API_ADDRESS: std::net::Ipv4Addr = ETCD_ADDRESS;
 pub const API_PORT: u16 = 6443;
 /// kube-controller-manager's own (health) port, on the router's loopback.
 const CONTROLLER_PORT: u16 = 10257;
-/// The Service range the API server must be given. Nothing routes to it (no kube-proxy); it
-/// is documentation space (TEST-NET-2) that no address of the lab falls in.
+/// The Service range the API server must be given: documentation space (TEST-NET-2) that
+/// no address of the lab falls in. Only a kubelet lab's kube-proxy routes to it.
 const SERVICE_RANGE: &str = "198.51.100.0/24";
+/// The `kubernetes` Service's ClusterIP (the range's first address): in-cluster clients,
+/// weftd's pod among them, reach the API server there, so its certificate names it.
+const API_SERVICE_IP: &str = "198.51.100.1";
+/// kube-scheduler's own (health) port, on the router's loopback.
+const SCHEDULER_PORT: u16 = 10259;
+/// How long `install_weft` waits for weft's pods and the nodes to be Ready.
+const INSTALL_TIMEOUT: &str = "180s";
 /// Dual-stack is alpha in 1.20: without the gate the API server keeps only a Node's first
 /// podCIDR, and the controller manager refuses two cluster CIDRs.
 const DUAL_STACK_GATE: &str = "--feature-gates=IPv6DualStack=true";
@@ -76,6 +89,8 @@ pub struct Paths {
     pub apiserver_pidfile: PathBuf,
     pub controller_log: PathBuf,
     pub controller_pidfile: PathBuf,
+    pub scheduler_log: PathBuf,
+    pub scheduler_pidfile: PathBuf,
 }
 
 impl Paths {
@@ -98,6 +113,8 @@ pub fn paths(names: &Names) -> Paths {
         apiserver_pidfile: dir.join("kube-apiserver.pid"),
         controller_log: dir.join("kube-controller-manager.log"),
         controller_pidfile: dir.join("kube-controller-manager.pid"),
+        scheduler_log: dir.join("kube-scheduler.log"),
+        scheduler_pidfile: dir.join("kube-scheduler.pid"),
         dir,
     }
 }
@@ -184,7 +201,8 @@ fn ensure_pki(names: &Names, p: &Paths) -> Result<()> {
     let ca_subject = format!("/CN=weft-lab-{}-ca", names.lab());
     let ext = format!(
         "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
-         extendedKeyUsage=serverAuth\nsubjectAltName=IP:{API_ADDRESS},IP:127.0.0.1,DNS:localhost,\
+         extendedKeyUsage=serverAuth\nsubjectAltName=IP:{API_ADDRESS},IP:{API_SERVICE_IP},IP:127.0.0.1,\
+         DNS:localhost,\
          DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\n"
     );
     std::fs::write(tmp.join("server.ext"), ext).map_err(LabError::io("writing server.ext"))?;
@@ -309,6 +327,9 @@ pub fn ensure(names: &Names, owner: &Owner, opts: &Options, bin: &Path) -> Resul
         None => Some(start_controller_manager(names, &p, opts, bin)?),
     };
     apply_weft_objects(names, opts, bin)?;
+    if opts.kubelet && running(owner, &p.scheduler_pidfile).is_none() {
+        start_scheduler(names, &p, bin)?;
+    }
     // Not waited for: its controllers start over the next seconds (node CIDRs ~10 s in,
     // 1.20's allocator sleeps before it lists the nodes), while the nodes and their weftd
     // start; what needs one waits for its work (a namespace's `default` ServiceAccount
@@ -343,6 +364,9 @@ fn start_apiserver(names: &Names, p: &Paths, opts: &Options, bin: &Path) -> Resu
         format!("--service-account-signing-key-file={}", p.file("sa.key")),
         "--allow-privileged=true".to_owned(),
         "--insecure-port=0".to_owned(),
+        // `kubectl exec/logs` reach a kubelet by its node's address: no name of the lab's
+        // nodes resolves anywhere.
+        "--kubelet-preferred-address-types=InternalIP".to_owned(),
         "--v=1".to_owned(),
     ];
     if opts.ipv6 {
@@ -368,11 +392,14 @@ fn start_controller_manager(names: &Names, p: &Paths, opts: &Options, bin: &Path
         format!("--secure-port={CONTROLLER_PORT}"),
         "--bind-address=127.0.0.1".to_owned(),
         format!("--service-cluster-ip-range={SERVICE_RANGE}"),
-        // No kubelet ever posts a lab Node's status: the node lifecycle controller would
-        // taint every node unreachable and evict every pod five minutes later.
-        "--controllers=*,-nodelifecycle".to_owned(),
         "--v=1".to_owned(),
     ];
+    // Without kubelets no one posts a lab Node's status: the node lifecycle controller
+    // would taint every node unreachable and evict every pod five minutes later. With
+    // them it is what lifts a new node's not-ready taint.
+    if !opts.kubelet {
+        args.push("--controllers=*,-nodelifecycle".to_owned());
+    }
     if opts.ipam == Ipam::Kubernetes {
         let cfg = node::cluster_config(opts);
         let v4 = cfg["cidrV4"].as_str().unwrap_or_default().to_owned();
@@ -405,6 +432,90 @@ fn start_controller_manager(names: &Names, p: &Paths, opts: &Options, bin: &Path
     )
 }
 
+fn start_scheduler(names: &Names, p: &Paths, bin: &Path) -> Result<Child> {
+    let args = vec![
+        format!("--kubeconfig={}", p.admin_kubeconfig.display()),
+        "--leader-elect=false".to_owned(),
+        "--port=0".to_owned(),
+        format!("--secure-port={SCHEDULER_PORT}"),
+        "--bind-address=127.0.0.1".to_owned(),
+        "--v=1".to_owned(),
+    ];
+    spawn(
+        names,
+        "kube-scheduler",
+        bin,
+        args,
+        &p.scheduler_log,
+        &p.scheduler_pidfile,
+    )
+}
+
+/// Installs weft the way an operator does, `kubectl apply -f deploy/weft.yaml`, with the
+/// lab's cluster config as the ConfigMap (applied with the rest of weft's objects, before
+/// any node), and waits until weft's DaemonSet is rolled out and every node is Ready: a
+/// node turns Ready once weftd wrote its conflist.
+pub fn install_weft(names: &Names, bin: &Path, nodes: &[String]) -> Result<()> {
+    // Every kubelet registered first: the DaemonSet's rollout counts the nodes there are.
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let listed = kubectl_ok(names, bin, &["get", "nodes", "-o", "name"], None)?;
+        let missing: Vec<&String> = nodes
+            .iter()
+            .filter(|n| !listed.lines().any(|l| l == format!("node/{n}")))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(LabError::NodeNotReady {
+                node: missing
+                    .iter()
+                    .map(|n| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                reason: format!(
+                    "its kubelet did not register within {}s (see nodes/<node>/kubelet.log)",
+                    READY_TIMEOUT.as_secs()
+                ),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let manifest = manifest_without(MANIFEST, &["ConfigMap"]);
+    kubectl_ok(names, bin, &["apply", "-f", "-"], Some(&manifest))?;
+    let timeout = format!("--timeout={INSTALL_TIMEOUT}");
+    for wait in [
+        vec![
+            "-n",
+            WEFT_NAMESPACE,
+            "rollout",
+            "status",
+            "daemonset/weft",
+            &timeout,
+        ],
+        vec!["wait", "--for=condition=Ready", "node", "--all", &timeout],
+    ] {
+        // kubectl's own --request-timeout would cut these long waits short.
+        let out = kubectl(names, bin)
+            .args(&wait)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(LabError::io("running kubectl"))?;
+        if !out.status.success() {
+            return Err(LabError::Tool {
+                what: format!("kubectl {}", wait.join(" ")),
+                detail: format!(
+                    "{} {}",
+                    String::from_utf8_lossy(&out.stdout).trim(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn spawn(
     names: &Names,
     program: &str,
@@ -418,7 +529,7 @@ fn spawn(
     let program_path = bin.join(program);
     procs::spawn(&Daemon {
         label: program.to_owned(),
-        netns: &ul,
+        place: procs::Place::Netns(&ul),
         program: &program_path,
         args,
         cwd: &dir,

@@ -13,7 +13,7 @@ use super::error::{LabError, Result};
 use super::names::Names;
 use super::procs;
 use super::state::Lock;
-use super::{controlplane, etcd, node, owner};
+use super::{controlplane, etcd, kubelet, node, nodeview, owner};
 use crate::netns;
 
 /// How long daemons get to exit on SIGTERM.
@@ -54,6 +54,18 @@ pub fn run(names: &Names) -> Result<()> {
     let late = owner.scan();
     let late_survivors = procs::stop(&late, libc::SIGKILL, Duration::from_secs(2));
 
+    // A kubelet node's view: its mount namespace ends with its last process once unpinned,
+    // and with it every mount containerd and kubelet made. Then the pods' cgroups.
+    let views = nodeview::remove_all(names)?;
+    let cgroups_left = kubelet::remove_cgroups(names, None);
+    if !cgroups_left.is_empty() {
+        return Err(LabError::invalid(
+            "lab down",
+            names.lab(),
+            format!("cgroups {cgroups_left:?} would not go (processes left in them?)"),
+        ));
+    }
+
     let had_dir = dir.exists();
     if had_dir {
         std::fs::remove_dir_all(&dir)
@@ -67,7 +79,7 @@ pub fn run(names: &Names) -> Result<()> {
             format!("processes {left:?} did not exit on SIGKILL"),
         ));
     }
-    if pids.is_empty() && namespaces.is_empty() && !had_dir {
+    if pids.is_empty() && namespaces.is_empty() && !had_dir && views == 0 {
         eprintln!("lab {}: nothing to remove", names.lab());
     } else {
         eprintln!(
@@ -88,12 +100,14 @@ fn pidfiles(names: &Names) -> Vec<PathBuf> {
         etcd::paths(names).pidfile,
         kube.apiserver_pidfile,
         kube.controller_pidfile,
+        kube.scheduler_pidfile,
     ];
     let nodes_dir = names.state_dir().join("nodes");
     if let Ok(entries) = std::fs::read_dir(&nodes_dir) {
         for entry in entries.flatten() {
             if let Some(node) = entry.file_name().to_str() {
                 files.push(node::paths(names, node).pidfile);
+                files.extend(kubelet::pidfiles(names, node));
             }
         }
     }

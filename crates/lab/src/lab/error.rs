@@ -102,6 +102,12 @@ pub enum LabError {
         source: Box<kube::Error>,
     },
 
+    #[error(
+        "no image archive {path}: a kubelet lab imports weft's, the pause and the probe image \
+         on every node; build them with scripts/lab-images.sh (or pass --images DIR)"
+    )]
+    MissingImage { path: PathBuf },
+
     /// A helper program (openssl, kubectl) that said no.
     #[error("{what}: {detail}")]
     Tool { what: String, detail: String },

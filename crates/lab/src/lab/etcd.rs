@@ -73,7 +73,7 @@ fn start(names: &Names, etcd: &Path) -> Result<Child> {
     let dir = names.state_dir();
     procs::spawn(&Daemon {
         label: "etcd".to_owned(),
-        netns: &ul,
+        place: procs::Place::Netns(&ul),
         program: etcd,
         args,
         cwd: &dir,

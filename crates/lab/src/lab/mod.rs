@@ -14,7 +14,9 @@
 //! Modules: `names` (every name the lab creates, and validation) and `state` (the record
 //! and the lock) are weft-ctl's `lab`, shared with `weftctl … --lab`; `topology` (namespaces, links, addresses), `procs` (daemons: start, find, stop),
 //! `etcd`, `controlplane` (kube-apiserver, kube-controller-manager and weft's objects in
-//! them), `kubeapi` (the kubelet's part: Node and Pod objects), `node` (weftd), `pod` (the
+//! them), `kubeapi` (the kubelet's part: Node and Pod objects), with `--kubelet` instead
+//! `kubelet` (containerd, kubelet and kube-proxy on a node) over `nodeview` (a node's own
+//! view of the host's paths), `node` (weftd), `pod` (the
 //! runtime side of CNI), `records` (pods as the datastore's objects: PodLabels in etcd, or
 //! Pod objects), `probe` + `check` (`lab check`),
 //! `up` and `down`.
@@ -28,7 +30,9 @@ mod down;
 mod error;
 mod etcd;
 mod kubeapi;
+mod kubelet;
 mod node;
+mod nodeview;
 mod pod;
 mod probe;
 mod procs;
@@ -296,7 +300,7 @@ fn open_lab(names: &Names) -> Result<(Lock, State)> {
 }
 
 fn owner(names: &Names) -> Result<Owner> {
-    Owner::new(names.state_dir(), &names.prefix())
+    Owner::new(names.state_dir(), &names.prefix(), names.lab())
 }
 
 /// A node given as `n2`/`2` that the lab has.
@@ -572,13 +576,25 @@ fn node_del(names: &Names, given: &str, graceful: bool) -> Result<()> {
     let mut doomed = pod_ns;
     doomed.push(names.node(&node));
     // Anything else still inside (a `lab exec` left running) goes too.
+    // A kubelet node's pods (in namespaces of containerd's) go by their cgroups.
     let leftovers: Vec<u32> = owner
         .scan()
         .into_iter()
-        .filter(|pid| in_any_netns(*pid, &doomed))
+        .filter(|pid| in_any_netns(*pid, &doomed) || kubelet::in_node_pods(names, &node, *pid))
         .collect();
     procs::stop(&leftovers, libc::SIGKILL, Duration::from_secs(2));
     crate::netns::remove(&doomed)?;
+    if state.options.kubelet {
+        nodeview::remove(names, &node)?;
+        let left = kubelet::remove_cgroups(names, Some(&node));
+        if !left.is_empty() {
+            return Err(LabError::invalid(
+                "node del",
+                node,
+                format!("cgroups {left:?} would not go"),
+            ));
+        }
+    }
     let dir = node::paths(names, &node).dir;
     if let Err(e) = std::fs::remove_dir_all(&dir)
         && e.kind() != std::io::ErrorKind::NotFound
@@ -603,6 +619,7 @@ fn node_del(names: &Names, given: &str, graceful: bool) -> Result<()> {
         session.delete_node(&node)?;
     }
     let how = match (killed, graceful) {
+        _ if state.options.kubelet => "containerd, kubelet, kube-proxy and its pods killed",
         (false, _) => "no weftd was running",
         (true, false) => "weftd killed with SIGKILL",
         (true, true) => "weftd stopped with SIGTERM",

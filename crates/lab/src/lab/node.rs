@@ -177,7 +177,7 @@ pub fn start(names: &Names, opts: &Options, node: &Node) -> Result<Child> {
     let ns = names.node(&node.name);
     procs::spawn(&Daemon {
         label: format!("weftd on {}", node.name),
-        netns: &ns,
+        place: procs::Place::Netns(&ns),
         program: &program,
         args,
         cwd: &p.dir,
@@ -348,6 +348,8 @@ mod tests {
             datastore: Datastore::Etcd,
             ipam: Ipam::Weft,
             kube_bin: None,
+            kubelet: false,
+            images: None,
         };
         let c = cluster_config(&opts);
         assert_eq!(c["backend"], "host-gw");

@@ -5,11 +5,14 @@
 //! `/sys` as well as its network, in a session of its own (setsid: the person's Ctrl-C in the
 //! terminal that ran `lab up` must not reach it), with stdio on its log file and its working
 //! directory in the lab's state dir. `ip netns exec` execs the command in place, so the pid
-//! we get is the daemon's, and it goes into a pidfile at once.
+//! we get is the daemon's, and it goes into a pidfile at once. A kubelet node's daemons
+//! (containerd, kubelet, kube-proxy) enter the node's network and mount namespaces with
+//! setns(2) instead (`Place::Node`): they need the host's `/sys` with its cgroup mounts.
 //!
 //! A pid alone is not trusted (pids are reused): a process counts as the lab's only while its
-//! network namespace is one of the lab's, or its cwd or command line lies in the lab's state
-//! dir. `lab down` finds leftovers the same way, pidfile or not.
+//! network namespace is one of the lab's, its cgroup one of the lab's kubelets' (a pod's
+//! processes, in network namespaces of containerd's), or its cwd or command line lies in
+//! the lab's state dir. `lab down` finds leftovers the same way, pidfile or not.
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -24,7 +27,18 @@ use crate::netns;
 
 /// Command names of what the lab starts (`ip` is what a daemon is called until `ip netns exec`
 /// execs it; the kernel keeps 15 bytes of a name: `kube-controller` is the manager).
-const DAEMONS: &[&str] = &["etcd", "weftd", "ip", "kube-apiserver", "kube-controller"];
+const DAEMONS: &[&str] = &[
+    "etcd",
+    "weftd",
+    "ip",
+    "kube-apiserver",
+    "kube-controller",
+    "kube-scheduler",
+    "containerd",
+    "containerd-shim",
+    "kubelet",
+    "kube-proxy",
+];
 
 /// How to recognize the lab's processes.
 #[derive(Debug, Clone)]
@@ -33,6 +47,8 @@ pub struct Owner {
     pub state_dir: PathBuf,
     /// Inodes of the lab's network namespaces: a process inside one is the lab's.
     pub netns_inodes: HashSet<u64>,
+    /// What the cgroup paths of the lab's kubelets' pods start with (`/weft-lab.<lab>.`).
+    cgroup_prefix: String,
     /// This process and its ancestors, never the lab's (a shell started by `lab exec` may
     /// run `lab down` itself).
     spared: HashSet<u32>,
@@ -40,7 +56,7 @@ pub struct Owner {
 
 impl Owner {
     /// The owner record of a lab whose namespaces start with `prefix`.
-    pub fn new(state_dir: PathBuf, prefix: &str) -> Result<Owner> {
+    pub fn new(state_dir: PathBuf, prefix: &str, lab: &str) -> Result<Owner> {
         let netns_inodes = netns::list()?
             .into_iter()
             .filter(|n| n.starts_with(prefix))
@@ -49,6 +65,7 @@ impl Owner {
         Ok(Owner {
             state_dir,
             netns_inodes,
+            cgroup_prefix: format!("/{}", cgroup_prefix(lab)),
             spared: ancestors(),
         })
     }
@@ -65,6 +82,14 @@ impl Owner {
         if let Ok(meta) = fs::metadata(proc_dir.join("ns/net"))
             && self.netns_inodes.contains(&meta.ino())
         {
+            return true;
+        }
+        if fs::read_to_string(proc_dir.join("cgroup")).is_ok_and(|groups| {
+            groups
+                .lines()
+                .filter_map(|l| l.splitn(3, ':').nth(2))
+                .any(|path| path.starts_with(&self.cgroup_prefix))
+        }) {
             return true;
         }
         let is_daemon = fs::read_to_string(proc_dir.join("comm"))
@@ -94,6 +119,12 @@ impl Owner {
             .filter(|pid| self.owns(*pid))
             .collect()
     }
+}
+
+/// The name every cgroup of a lab's kubelets starts with (kubelet's cgroupRoot is
+/// `/<this><node>`), in each hierarchy: `lab down` removes those directories.
+pub fn cgroup_prefix(lab: &str) -> String {
+    format!("weft-lab.{lab}.")
 }
 
 /// This process and its ancestors.
@@ -128,11 +159,20 @@ pub fn alive(pid: u32) -> bool {
     !matches!(state, Some("Z" | "X" | "x"))
 }
 
+/// Where a daemon runs.
+pub enum Place<'a> {
+    /// In a named network namespace (through `ip netns exec`).
+    Netns(&'a str),
+    /// In a kubelet node: its network namespace and its view of the host's paths
+    /// (`nodeview`), entered with setns(2).
+    Node { netns: &'a str, mnt: &'a Path },
+}
+
 /// What to start.
 pub struct Daemon<'a> {
     /// For messages: "etcd", "weftd on n1".
     pub label: String,
-    pub netns: &'a str,
+    pub place: Place<'a>,
     pub program: &'a Path,
     pub args: Vec<String>,
     pub cwd: &'a Path,
@@ -150,19 +190,46 @@ pub fn spawn(d: &Daemon<'_>) -> Result<Child> {
     let log2 = log
         .try_clone()
         .map_err(LabError::io(format!("opening {}", d.log.display())))?;
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", d.netns])
-        .arg(d.program)
-        .args(&d.args)
+    let mut cmd = match d.place {
+        Place::Netns(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns]).arg(d.program);
+            cmd
+        }
+        Place::Node { .. } => Command::new(d.program),
+    };
+    cmd.args(&d.args)
         .current_dir(d.cwd)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2);
-    // SAFETY: setsid(2) is async-signal-safe; nothing else runs between fork and exec.
+    let entered = match d.place {
+        Place::Netns(_) => None,
+        Place::Node { netns, mnt } => {
+            let open =
+                |p: &Path| File::open(p).map_err(LabError::io(format!("opening {}", p.display())));
+            let cwd = std::ffi::CString::new(d.cwd.as_os_str().as_encoded_bytes())
+                .map_err(|_| LabError::invalid("path", d.cwd.display().to_string(), "NUL"))?;
+            Some((open(mnt)?, open(&crate::netns::path(netns))?, cwd))
+        }
+    };
+    // SAFETY: setsid(2), setns(2) and chdir(2) are async-signal-safe and touch only what
+    // was opened and allocated before the fork; nothing else runs between fork and exec.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            if let Some((mnt, net, cwd)) = &entered {
+                use std::os::fd::AsRawFd;
+                // The mount namespace first: entering it moves the root and the cwd to the
+                // node's view, where the cwd is set again (the lab's state is bound there).
+                if libc::setns(mnt.as_raw_fd(), libc::CLONE_NEWNS) < 0
+                    || libc::setns(net.as_raw_fd(), libc::CLONE_NEWNET) < 0
+                    || libc::chdir(cwd.as_ptr()) < 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         });

@@ -18,7 +18,7 @@ use super::node::{self, Starting};
 use super::records::Objects;
 use super::state::{Backend, Datastore, Ipam, Lock, Mode, Node, Options, Pod, State, write_atomic};
 use super::topology::{self, MAX_NODE_INDEX, MAX_SEGMENTS};
-use super::{controlplane, etcd, owner, pod};
+use super::{controlplane, etcd, kubelet, owner, pod};
 use weft_ctl::exe;
 
 pub const ETCD_HINT: &str = "Debian: apt-get install etcd-server";
@@ -105,6 +105,17 @@ pub struct UpArgs {
     /// kubernetes].
     #[arg(long, value_name = "LEN")]
     block_size_v6: Option<u8>,
+    /// Real nodes (with `--datastore kubernetes`): every node runs containerd, kubelet and
+    /// kube-proxy (and the control plane kube-scheduler), weft is installed from
+    /// deploy/weft.yaml as a DaemonSet, and pods come from the API (`lab kubectl`), not
+    /// from the lab [new lab default: off; IPv4 only unless --ipv6].
+    #[arg(long)]
+    kubelet: bool,
+    /// With --kubelet: the directory of the image archives the nodes import (weft.oci.tar,
+    /// pause.oci.tar, probe.oci.tar, made by scripts/lab-images.sh) [default:
+    /// $WEFT_LAB_IMAGES, else lab-images next to the binaries' directory].
+    #[arg(long, value_name = "DIR")]
+    images: Option<PathBuf>,
     /// Stop after this stage (for looking at, or testing, the lab's own plumbing).
     #[arg(long, value_enum, default_value_t = Stage::Pods)]
     until: Stage,
@@ -163,6 +174,11 @@ fn resolve(lab: &str, args: &UpArgs, recorded: Option<&Options>) -> Result<Optio
         Some(rec) => {
             let mut opts = rec.clone();
             // A different --bin-dir is no conflict: it only says where the binaries are now.
+            if args.images.is_some() || opts.images.is_none() {
+                opts.images = opts
+                    .kubelet
+                    .then(|| kubelet::images_dir(args.images.as_deref(), &bin_dir));
+            }
             opts.bin_dir = bin_dir;
             opts
         }
@@ -192,13 +208,23 @@ fn resolve(lab: &str, args: &UpArgs, recorded: Option<&Options>) -> Result<Optio
                     ));
                 }
             };
+            // A kubelet lab's pods come from the API; its nodes are IPv4 unless asked (the
+            // 1.20 kubelet and kube-proxy take dual-stack as an alpha feature).
+            let (default_pods, default_v6) = if args.kubelet {
+                (0, false)
+            } else {
+                (DEFAULT_PODS_PER_NODE, true)
+            };
+            let images = args
+                .kubelet
+                .then(|| kubelet::images_dir(args.images.as_deref(), &bin_dir));
             Options {
                 nodes: args.nodes.unwrap_or(DEFAULT_NODES),
-                pods_per_node: args.pods_per_node.unwrap_or(DEFAULT_PODS_PER_NODE),
+                pods_per_node: args.pods_per_node.unwrap_or(default_pods),
                 backend,
                 mode: args.mode.unwrap_or(Mode::Bridge),
                 mtus,
-                ipv6: args.ipv6().unwrap_or(true),
+                ipv6: args.ipv6().unwrap_or(default_v6),
                 bin_dir,
                 lease_ttl: args.lease_ttl,
                 resync_interval: args.resync_interval,
@@ -208,6 +234,8 @@ fn resolve(lab: &str, args: &UpArgs, recorded: Option<&Options>) -> Result<Optio
                 datastore: args.datastore.unwrap_or_default(),
                 ipam: args.ipam.unwrap_or_default(),
                 kube_bin: None,
+                kubelet: args.kubelet,
+                images,
             }
         }
     };
@@ -295,6 +323,11 @@ fn resolve(lab: &str, args: &UpArgs, recorded: Option<&Options>) -> Result<Optio
             rec.ipam.as_str().to_owned(),
             args.ipam.map(|i| i.as_str().to_owned()),
         )?;
+        check(
+            "--kubelet",
+            rec.kubelet.to_string(),
+            args.kubelet.then(|| true.to_string()),
+        )?;
     }
     validate(&opts)?;
     Ok(opts)
@@ -338,6 +371,32 @@ fn validate(opts: &Options) -> Result<()> {
             opts.ipam.as_str(),
             "node podCIDRs exist on the Kubernetes datastore only (add --datastore kubernetes)",
         ));
+    }
+    if opts.kubelet {
+        let refuse = |what: &'static str, value: String, reason: &str| {
+            Err(LabError::invalid(what, value, reason.to_owned()))
+        };
+        if opts.datastore != Datastore::Kubernetes {
+            return refuse(
+                "--kubelet",
+                String::new(),
+                "kubelets need the Kubernetes API (add --datastore kubernetes)",
+            );
+        }
+        if opts.pods_per_node != 0 {
+            return refuse(
+                "--pods-per-node",
+                opts.pods_per_node.to_string(),
+                "a kubelet lab's pods come from the API (kubectl), not from the lab",
+            );
+        }
+        if opts.mode != Mode::Bridge {
+            return refuse(
+                "--mode",
+                opts.mode.as_str().to_owned(),
+                "deploy/weft.yaml runs weftd in bridge mode",
+            );
+        }
     }
     // The lab's CIDRs are 10.244.0.0/16 and fd00:10:244::/56; weftd refuses blocks too small
     // for a pod next to the gateway, so the lab does too, before anything is made; and
@@ -398,6 +457,27 @@ fn prerequisites(stage: Stage, opts: &Options) -> Result<Tools> {
     } else {
         None
     };
+    if opts.kubelet {
+        if stage >= Stage::Nodes {
+            for (tool, hint) in [
+                ("containerd", "apt-get install containerd"),
+                ("ctr", "apt-get install containerd"),
+                ("runc", "apt-get install runc"),
+                ("iptables", "apt-get install iptables (kube-proxy runs it)"),
+                (
+                    "conntrack",
+                    "apt-get install conntrack (kube-proxy runs it)",
+                ),
+            ] {
+                require_tool(tool, hint)?;
+            }
+            if let Some(dir) = &opts.images {
+                kubelet::require_images(dir)?;
+            }
+        }
+        // weftd comes in weft's image; the lab runs none of its own binaries on nodes.
+        return Ok(Tools { etcd, kube });
+    }
     if stage >= Stage::Agents {
         require_binary(&opts.bin_dir, "weftd")?;
     }
@@ -505,6 +585,21 @@ pub fn run(names: &Names, args: &UpArgs) -> Result<()> {
     eprintln!("creating {} node(s)", state.nodes.len());
     for n in &state.nodes {
         topology::ensure_node(names, &state.options, n)?;
+    }
+    if state.options.kubelet {
+        let owner = owner(names)?;
+        for n in &state.nodes {
+            eprintln!("node {}: containerd, kubelet, kube-proxy", n.name);
+            kubelet::ensure(names, &owner, &state.options, n)?;
+        }
+        if args.until == Stage::Nodes {
+            return done(names, &state, args.until);
+        }
+        let bin = controlplane::find_bin(state.options.kube_bin.as_deref())?;
+        eprintln!("installing weft: kubectl apply -f deploy/weft.yaml");
+        let nodes: Vec<String> = state.nodes.iter().map(|n| n.name.clone()).collect();
+        controlplane::install_weft(names, &bin, &nodes)?;
+        return done(names, &state, Stage::Pods);
     }
     // Before any weftd: on Kubernetes, weftd waits for its Node (as a kubelet registers it).
     if state.options.datastore == Datastore::Kubernetes {
@@ -650,6 +745,12 @@ fn done(names: &Names, state: &State, until: Stage) -> Result<()> {
         if state.options.datastore == Datastore::Kubernetes {
             eprintln!("kubectl: `weftctl lab kubectl --name {lab} -- get nodes,pods -A`");
         }
+        if state.options.kubelet {
+            eprintln!(
+                "pods: `weftctl lab kubectl --name {lab} -- create deployment probe --image={} --replicas=4 -- httpd -f -p 8080`",
+                kubelet::PROBE_IMAGE
+            );
+        }
     } else {
         eprintln!("lab {lab}: stopped after stage {until:?} (as asked)");
     }
@@ -659,7 +760,9 @@ fn done(names: &Names, state: &State, until: Stage) -> Result<()> {
 /// `lab node add`: a node joins a running lab.
 pub fn node_add(names: &Names, given: Option<&str>, segment: Option<u32>) -> Result<()> {
     let (_lock, mut state) = super::open_lab(names)?;
-    require_binary(&state.options.bin_dir, "weftd")?;
+    if !state.options.kubelet {
+        require_binary(&state.options.bin_dir, "weftd")?;
+    }
     let index = match given {
         Some(g) => names::node_index(g)?,
         None => {
@@ -698,6 +801,13 @@ pub fn node_add(names: &Names, given: Option<&str>, segment: Option<u32>) -> Res
     state.last_node_index = state.last_node_index.max(index);
     state.save(names)?;
     topology::ensure_node(names, &state.options, &record)?;
+    if state.options.kubelet {
+        // Its kubelet registers it, the DaemonSet puts weftd on it, weftd makes it Ready.
+        kubelet::ensure(names, &owner(names)?, &state.options, &record)?;
+        let bin = controlplane::find_bin(state.options.kube_bin.as_deref())?;
+        controlplane::install_weft(names, &bin, &[name])?;
+        return Ok(());
+    }
     if state.options.datastore == Datastore::Kubernetes {
         Session::connect(names)?.ensure_node(&record)?;
     }
