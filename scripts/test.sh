@@ -46,6 +46,11 @@ echo "== cargo build"
 # runs under the exec guard below is the tests, not the compiler.
 cargo build --workspace --all-targets --locked
 target=$(cargo metadata --format-version 1 --no-deps --locked | jq -r .target_directory)
+echo "== image archives for the kubelet lab (scripts/lab-images.sh: the static release build)"
+# Once, before the tests: the kubelet lab test imports them on its nodes, and the image test
+# finds the release build done.
+WEFT_LAB_IMAGES=$(scripts/lab-images.sh)
+export WEFT_LAB_IMAGES
 echo "== cargo test (under exec-guard: every program run must come from an installed package)"
 log=$(mktemp /tmp/weft-test.XXXXXX)
 trap 'rm -f "$log"' EXIT

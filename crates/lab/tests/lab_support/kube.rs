@@ -119,3 +119,34 @@ impl Lab {
         );
     }
 }
+
+/// The kubelet lab's image archives: WEFT_LAB_IMAGES when the caller built them
+/// (scripts/test.sh does, once), else scripts/lab-images.sh into the target dir (a static
+/// release build the first time).
+pub fn lab_images() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("WEFT_LAB_IMAGES") {
+        return dir.into();
+    }
+    let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut cmd = std::process::Command::new(repo.join("scripts/lab-images.sh"));
+    // Cargo's variables for this package would make the release build inside rebuild
+    // (ring's build script watches CARGO_MANIFEST_DIR); the caller's own stay.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_BIN_EXE_",
+            "CARGO_CRATE_",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p))
+            || ["CARGO_PRIMARY_PACKAGE", "OUT_DIR", "LD_LIBRARY_PATH"].contains(&name.as_ref())
+        {
+            cmd.env_remove(name.as_ref());
+        }
+    }
+    let out = cmd.output().expect("scripts/lab-images.sh");
+    assert!(out.status.success(), "lab-images.sh: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).trim().into()
+}

@@ -5,6 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,9 +18,20 @@ use super::{Lab, text};
 
 /// Runs `f` with this thread inside pod `pod`'s namespace.
 pub fn in_pod<T>(lab: &Lab, pod: &str, f: impl FnOnce() -> T) -> T {
-    let path = format!("/run/netns/{}", lab.ns(&format!("p-{pod}")));
-    let ns = NetNs::open(std::path::Path::new(&path)).unwrap_or_else(|e| panic!("{path}: {e}"));
-    ns.run(f).unwrap_or_else(|e| panic!("entering {path}: {e}"))
+    in_netns_at(&pod_netns(lab, pod), f)
+}
+
+/// The path of a lab pod's network namespace.
+pub fn pod_netns(lab: &Lab, pod: &str) -> PathBuf {
+    PathBuf::from(format!("/run/netns/{}", lab.ns(&format!("p-{pod}"))))
+}
+
+/// Runs `f` with this thread inside the network namespace at `path` (a named one, or a
+/// process's `/proc/<pid>/ns/net`).
+pub fn in_netns_at<T>(path: &Path, f: impl FnOnce() -> T) -> T {
+    let ns = NetNs::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    ns.run(f)
+        .unwrap_or_else(|e| panic!("entering {}: {e}", path.display()))
 }
 
 /// What a flow saw.
@@ -105,11 +117,25 @@ impl UdpFlow {
         interval: Duration,
         answer: bool,
     ) -> UdpFlow {
+        let ends = [(from, pod_netns(lab, from)), (to, pod_netns(lab, to))];
+        Self::between(&ends, dst, port, interval, answer)
+    }
+
+    /// A flow between two network namespaces, each (name for messages, path): from the
+    /// first to `dst` in the second.
+    pub fn between(
+        ends: &[(&str, PathBuf); 2],
+        dst: IpAddr,
+        port: u16,
+        interval: Duration,
+        answer: bool,
+    ) -> UdpFlow {
+        let [(from, from_ns), (to, to_ns)] = ends;
         let label = format!(
             "udp {from} → {to} ({dst}:{port}){}",
             if answer { " answered" } else { "" }
         );
-        let rx = in_pod(lab, to, || UdpSocket::bind(SocketAddr::new(dst, port)))
+        let rx = in_netns_at(to_ns, || UdpSocket::bind(SocketAddr::new(dst, port)))
             .unwrap_or_else(|e| panic!("{label}: bind: {e}"));
         rx.set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
@@ -121,10 +147,8 @@ impl UdpFlow {
         } else {
             "0.0.0.0".parse().unwrap()
         };
-        let tx = in_pod(lab, from, || {
-            UdpSocket::bind(SocketAddr::new(unspecified, 0))
-        })
-        .unwrap_or_else(|e| panic!("{label}: bind: {e}"));
+        let tx = in_netns_at(from_ns, || UdpSocket::bind(SocketAddr::new(unspecified, 0)))
+            .unwrap_or_else(|e| panic!("{label}: bind: {e}"));
         tx.connect(SocketAddr::new(dst, port))
             .unwrap_or_else(|e| panic!("{label}: connect: {e}"));
         let stop = Arc::new(AtomicBool::new(false));
