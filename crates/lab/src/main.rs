@@ -51,6 +51,9 @@ enum BenchCommand {
     /// NetworkPolicies) on etcd and on a real kube-apiserver: full sync, pod and policy
     /// write -> kernel latency, peak RSS.
     Scale(bench::ScaleArgs),
+    /// Pod start-up in a real 2-node cluster (kubelet, containerd): N pods at once, until
+    /// each is Running and answering, with weft and with the reference bridge + host-local.
+    Podstart(bench::PodstartArgs),
     /// Remove namespaces and temp dirs left by a bench run that was killed (pid gone).
     Cleanup,
 }
@@ -65,6 +68,9 @@ fn main() -> ExitCode {
         }
         Command::Bench(BenchCommand::Policy(args)) => bench::run_policy(&args).map_err(Into::into),
         Command::Bench(BenchCommand::Scale(args)) => bench::run_scale(&args).map_err(Into::into),
+        Command::Bench(BenchCommand::Podstart(args)) => {
+            bench::run_podstart(&args).map_err(Into::into)
+        }
         Command::Bench(BenchCommand::Cleanup) => bench::cleanup_stale()
             .map(|(namespaces, dirs)| {
                 eprintln!("weftctl: removed {namespaces} stale namespace(s), {dirs} temp dir(s)");

@@ -290,3 +290,39 @@ fn smoke_bench_scale_both_datastores() {
     let left = bench_leftovers(pid);
     assert!(left.is_empty(), "bench scale left: {left:?}");
 }
+
+/// Smoke test of `weftctl bench podstart` at a tiny size: 4 pods, one round per variant,
+/// on a real 2-node kubelet lab. Every pod of both variants is timed (its start and its
+/// ADD, which the shim saw), the ratios are real numbers, and the run's lab is gone at the
+/// end. Needs the Kubernetes binaries and the lab's image archives.
+#[test]
+fn smoke_bench_podstart_both_variants() {
+    require_cluster_binaries();
+    let images = lab_support::kube::lab_images();
+    let images = images.display().to_string();
+    let (pid, out) = run(&[
+        "bench", "podstart", "--pods", "4", "--rounds", "1", "--images", &images, "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&out)));
+    let variants = report["variants"].as_array().expect("variants");
+    let names: Vec<&str> = variants
+        .iter()
+        .filter_map(|v| v["variant"].as_str())
+        .collect();
+    assert_eq!(names, ["weft", "reference"], "{report:#}");
+    for v in variants {
+        assert_eq!(v["start"]["n"], 4, "{report:#}");
+        assert!(
+            v["cni_add"]["n"].as_u64().is_some_and(|n| n >= 4),
+            "{report:#}"
+        );
+        assert!(v["start"]["p50_ms"].as_f64().is_some_and(|x| x > 0.0));
+        // The ADD is a part of the pod's start.
+        assert!(v["cni_add"]["p50_ms"].as_f64() < v["start"]["p50_ms"].as_f64());
+    }
+    assert!(report["p99_ratio"].as_f64().is_some_and(|r| r > 0.0));
+    let left = leftovers(&format!("bps{pid}"));
+    assert!(left.is_empty(), "bench podstart left: {left:?}");
+}

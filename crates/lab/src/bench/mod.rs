@@ -3,7 +3,8 @@
 //! against raw veth and hand-built VXLAN) and `policy` (NetworkPolicy tables at 100–10,000
 //! rules: apply times and per-packet cost, against iptables-style chains) live in their own
 //! modules, as does `scale` (one weftd against a whole cluster of nodes, pods and policies
-//! on etcd and on a real kube-apiserver), and share `child`
+//! on etcd and on a real kube-apiserver) and `podstart` (pod start-up in a kubelet lab,
+//! weft against the reference plugins), and share `child`
 //! (processes tied to the run), `etcd`, `scratch`, `signal` and `stats`; this file is
 //! `bench cni` and `bench cleanup`.
 //!
@@ -29,6 +30,7 @@ mod error;
 mod etcd;
 mod floor;
 mod pluginlog;
+mod podstart;
 pub mod policy;
 mod report;
 mod runner;
@@ -48,6 +50,7 @@ use crate::netns::{self, NetnsSet};
 pub use agent::{AgentArgs, run as run_agent};
 pub use dataplane::{DataplaneArgs, run as run_dataplane};
 pub use error::{BenchError, Result};
+pub use podstart::{PodstartArgs, run as run_podstart};
 pub use policy::{PolicyArgs, run as run_policy};
 use report::{FloorReport, Report, RunInfo, Samples, VariantReport};
 use runner::{Plugin, Pod};

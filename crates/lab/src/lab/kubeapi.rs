@@ -39,6 +39,15 @@ const SERVICE_ACCOUNT_TIMEOUT: Duration = Duration::from_secs(30);
 /// pods are network namespaces, and no kubelet runs.
 const POD_IMAGE: &str = "weft.dev/lab/never-pulled:0";
 
+/// A pod as [`Session::pod_states`] reports it.
+#[derive(Debug, Clone)]
+pub struct PodState {
+    pub name: String,
+    pub node: String,
+    pub phase: String,
+    pub ip: Option<IpAddr>,
+}
+
 /// A client of the lab's API server (as its admin).
 pub struct Session {
     // Declared before `rt`: dropped first, while the runtime still exists.
@@ -308,6 +317,27 @@ impl Session {
             api.patch(&pod.name, &PatchParams::default(), &Patch::Merge(&patch)),
         ))
         .map(drop)
+    }
+
+    /// The pods of `namespace` that `selector` selects, as the API has them now: name,
+    /// node, phase and first address (the benchmarks poll this).
+    pub fn pod_states(&self, namespace: &str, selector: &str) -> Result<Vec<PodState>> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let lp = kube::api::ListParams::default().labels(selector);
+        let list = self.block(ask(format!("listing pods {selector}"), api.list(&lp)))?;
+        Ok(list
+            .items
+            .into_iter()
+            .map(|p| {
+                let status = p.status.unwrap_or_default();
+                PodState {
+                    name: p.metadata.name.unwrap_or_default(),
+                    node: p.spec.and_then(|s| s.node_name).unwrap_or_default(),
+                    phase: status.phase.unwrap_or_default(),
+                    ip: status.pod_ip.and_then(|ip| ip.parse().ok()),
+                }
+            })
+            .collect())
     }
 
     /// Deletes the Pod object at once (no grace period: no kubelet is there to confirm a

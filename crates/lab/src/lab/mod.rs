@@ -40,6 +40,7 @@ mod records;
 pub(crate) mod topology;
 mod up;
 
+pub(crate) use kubeapi::Session;
 pub(crate) use weft_ctl::lab::{names, state};
 
 use std::collections::BTreeMap;
