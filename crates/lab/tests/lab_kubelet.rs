@@ -410,7 +410,13 @@ fn a_kubelet_cluster_runs_pods_on_weft_installed_from_the_manifest() {
     eprintln!("allow rule enforced {took:?} after apply");
     assert_eq!(opened.values().filter(|ok| **ok).count(), 3);
 
-    // Deleting the Deployment: containerd's DELs remove every pod's veth and lease.
+    // Each node's weftd holds its two pods as policy endpoints…
+    for n in ["n1", "n2"] {
+        let st = lab.weftd_status(n);
+        assert_eq!(st["policy"]["endpoints"], 2, "{n}: {st}");
+    }
+    // …until the Deployment is deleted: containerd's DELs remove every pod's veth, lease
+    // and endpoint.
     lab.kubectl_ok(&[
         "delete",
         "deployment",
@@ -445,10 +451,18 @@ fn a_kubelet_cluster_runs_pods_on_weft_installed_from_the_manifest() {
                 .filter(|e| e.file_name().to_string_lossy().parse::<IpAddr>().is_ok())
                 .count()
         };
+        let endpoints = || lab.weftd_status(n)["policy"]["endpoints"].as_u64();
         wait_for(
             Duration::from_secs(30),
-            || (ports() == 0 && leases() == 0).then_some(()),
-            || format!("{n}: {} bridge ports, {} leases left", ports(), leases()),
+            || (ports() == 0 && leases() == 0 && endpoints() == Some(0)).then_some(()),
+            || {
+                format!(
+                    "{n}: {} bridge ports, {} leases, {:?} endpoints left",
+                    ports(),
+                    leases(),
+                    endpoints()
+                )
+            },
         );
     }
 

@@ -43,9 +43,17 @@ impl Lab {
     /// `{"op":"status"}` on a node's weftd socket: the status object.
     pub fn weftd_status(&self, node: &str) -> Value {
         use std::io::{BufRead, BufReader, Write};
-        let path = self
+        // A kubelet node's weftd runs in the DaemonSet's pod, its run dir the node's
+        // /run/weft (the node's view).
+        let kubelet = self
             .state_dir()
-            .join(format!("nodes/{node}/run/weftd.sock"));
+            .join(format!("nodes/{node}/view/run/weft/weftd.sock"));
+        let path = if kubelet.exists() {
+            kubelet
+        } else {
+            self.state_dir()
+                .join(format!("nodes/{node}/run/weftd.sock"))
+        };
         let mut s = std::os::unix::net::UnixStream::connect(&path)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
