@@ -2,10 +2,11 @@
 //! two nodes, each a network namespace with its own view of the host's paths running
 //! containerd, kubelet and kube-proxy; weft installed from deploy/weft.yaml (its DaemonSet
 //! pods install the plugins and write the conflist containerd reads). Everything below goes
-//! through kubectl as an operator's would: a 4-replica Deployment spread over both nodes,
-//! the pod×pod matrix (HTTP, each pod asking every other), node → pod, pod → Service
-//! (kube-proxy's ClusterIP), pod → outside (masqueraded to the node's address, as the
-//! outside's listener sees it), `kubectl exec` and `kubectl logs`, and a default-deny
+//! through kubectl as an operator's would, dual-stack (1.20's alpha gate): a 4-replica
+//! Deployment spread over both nodes, the pod×pod matrix over IPv4 and over IPv6 (HTTP,
+//! each pod asking every other), node → pod, pod → both ClusterIPs of a dual-stack Service
+//! (kube-proxy's DNAT, hairpin included), pod → outside over each family (masqueraded to
+//! the node's address of that family, as the outside's listener sees it), `kubectl exec` and `kubectl logs`, and a default-deny
 //! policy plus an allow rule flipping exactly the probes they name. Then the Deployment is
 //! deleted (containerd's DELs leave no veth and no lease) and `lab down` leaves no
 //! process, namespace, mount, cgroup or file.
@@ -43,8 +44,9 @@ use weft_net::NetNs;
 
 const PROBE_IMAGE: &str = "localhost/weft-probe:lab";
 const HTTP_PORT: u16 = 8080;
-/// The outside's address (topology: TEST-NET-3).
+/// The outside's addresses (topology: TEST-NET-3 and the documentation prefix).
 const OUTSIDE: &str = "203.0.113.1";
+const OUTSIDE_V6: &str = "2001:db8:ff::1";
 const OUTSIDE_PORT: u16 = 18080;
 
 /// Runs `f` on a thread inside the named network namespace.
@@ -61,8 +63,9 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// Running pods of the Deployment: name → (node, IPv4).
-    fn probe_pods(&self) -> BTreeMap<String, (String, String)> {
+    /// Running pods of the Deployment: name → (node, address of the family as a URL host:
+    /// `10.244.0.2` or `[fd00:10:244::2]`).
+    fn probe_pods(&self, v6: bool) -> BTreeMap<String, (String, String)> {
         let list = self.lab.kube_get(&["pods", "-l", "app=probe"]);
         list["items"]
             .as_array()
@@ -72,19 +75,17 @@ impl Cluster {
                 p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null()
             })
             .map(|p| {
-                (
-                    p["metadata"]["name"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned(),
-                    (
-                        p["spec"]["nodeName"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_owned(),
-                        p["status"]["podIP"].as_str().unwrap_or_default().to_owned(),
-                    ),
-                )
+                let ip = p["status"]["podIPs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| a["ip"].as_str()?.parse::<IpAddr>().ok())
+                    .find(|ip| ip.is_ipv6() == v6)
+                    .map(url_host)
+                    .unwrap_or_default();
+                let name = p["metadata"]["name"].as_str().unwrap_or_default();
+                let node = p["spec"]["nodeName"].as_str().unwrap_or_default();
+                (name.to_owned(), (node.to_owned(), ip))
             })
             .collect()
     }
@@ -138,6 +139,14 @@ impl Cluster {
     }
 }
 
+/// An address as the host part of a URL or a socket address.
+fn url_host(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
 fn deployment(replicas: u32) -> String {
     // Spread evenly (maxSkew 1 over the nodes): both nodes get pods, so the matrix holds
     // same-node and cross-node pairs.
@@ -167,6 +176,7 @@ apiVersion: v1
 kind: Service
 metadata: {{name: probe, namespace: default}}
 spec:
+  ipFamilyPolicy: PreferDualStack
   selector: {{app: probe}}
   ports:
   - {{port: 80, targetPort: {HTTP_PORT}}}
@@ -197,10 +207,8 @@ spec:
 
 /// A listener in the outside's namespace that reports the source address of each
 /// connection it accepts (the masqueraded address of a pod's node).
-fn outside_listener(lab: &Lab) -> TcpListener {
-    let addr: SocketAddr = format!("{OUTSIDE}:{OUTSIDE_PORT}")
-        .parse()
-        .expect("address");
+fn outside_listener(lab: &Lab, ip: IpAddr) -> TcpListener {
+    let addr = SocketAddr::new(ip, OUTSIDE_PORT);
     let listener = in_netns(&lab.ns("out"), || TcpListener::bind(addr))
         .unwrap_or_else(|e| panic!("listen on {addr} in the outside: {e}"));
     listener.set_nonblocking(true).expect("nonblocking");
@@ -266,6 +274,7 @@ fn a_kubelet_cluster_runs_pods_on_weft_installed_from_the_manifest() {
         "--datastore",
         "kubernetes",
         "--kubelet",
+        "--ipv6",
         "--nodes",
         "2",
         "--images",
@@ -306,27 +315,36 @@ fn a_kubelet_cluster_runs_pods_on_weft_installed_from_the_manifest() {
     // A Deployment spread over both nodes, and its Service.
     lab.kubectl_file_ok("apply", &deployment(4));
     lab.kubectl_ok(&["rollout", "status", "deployment/probe", "--timeout=120s"]);
-    let pods = cluster.probe_pods();
+    let pods = cluster.probe_pods(false);
     assert_eq!(pods.len(), 4, "{pods:?}");
     let per_node = |n: &str| pods.values().filter(|(node, _)| node == n).count();
     assert_eq!((per_node("n1"), per_node("n2")), (2, 2), "{pods:?}");
+    // Dual-stack (1.20's alpha gate, on every component of the lab): both families'
+    // addresses, from weft's two cluster CIDRs.
+    let pods6 = cluster.probe_pods(true);
     for (name, (_, ip)) in &pods {
-        let ip: IpAddr = ip.parse().unwrap_or_else(|e| panic!("{name}: {ip}: {e}"));
         assert!(
-            matches!(ip, IpAddr::V4(v4) if v4.octets()[..2] == [10, 244]),
-            "{name}: {ip} is not in the cluster CIDR"
+            ip.starts_with("10.244."),
+            "{name}: {ip} is not in 10.244.0.0/16"
+        );
+        let ip6 = &pods6[name].1;
+        assert!(
+            ip6.starts_with("[fd00:10:244:"),
+            "{name}: {ip6} is not in fd00:10:244::/56"
         );
     }
 
-    // Every pod reaches every other pod.
-    let all = cluster.matrix(&pods);
-    let failed: Vec<_> = all.iter().filter(|(_, ok)| !**ok).collect();
-    assert!(failed.is_empty(), "pod→pod failed: {failed:?}");
-    assert_eq!(all.len(), 12);
+    // Every pod reaches every other pod, over each family.
+    for (family, pods) in [("IPv4", &pods), ("IPv6", &pods6)] {
+        let all = cluster.matrix(pods);
+        let failed: Vec<_> = all.iter().filter(|(_, ok)| !**ok).collect();
+        assert!(failed.is_empty(), "{family} pod→pod failed: {failed:?}");
+        assert_eq!(all.len(), 12);
+    }
 
     // Every node reaches every pod (the node's own namespace, as kubelet's probes do).
     for n in ["n1", "n2"] {
-        for (name, (_, ip)) in &pods {
+        for (name, (_, ip)) in pods.iter().chain(pods6.iter()) {
             let addr: SocketAddr = format!("{ip}:{HTTP_PORT}").parse().expect("address");
             let ok = in_netns(&lab.ns(n), || {
                 TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok()
@@ -335,53 +353,59 @@ fn a_kubelet_cluster_runs_pods_on_weft_installed_from_the_manifest() {
         }
     }
 
-    // Every pod reaches the Service's ClusterIP (kube-proxy's DNAT next to weft's rules).
+    // Every pod reaches both of the Service's ClusterIPs (kube-proxy's DNAT next to
+    // weft's rules), its own endpoint among them (hairpin).
     let svc = lab.kube_get(&["service", "probe"]);
-    let cluster_ip = svc["spec"]["clusterIP"]
-        .as_str()
-        .expect("clusterIP")
-        .to_owned();
-    for name in pods.keys() {
-        let answers = cluster.http_from(name, &[format!("{cluster_ip}:80")]);
-        assert!(
-            answers.values().all(|ok| *ok),
-            "{name} → service {cluster_ip}"
-        );
-    }
-
-    // Every pod reaches the outside, masqueraded to its node's address.
-    let listener = outside_listener(lab);
-    let node_addr: BTreeMap<String, IpAddr> = lab.kube_get(&["nodes"])["items"]
+    let cluster_ips: Vec<String> = svc["spec"]["clusterIPs"]
         .as_array()
         .into_iter()
         .flatten()
-        .map(|n| {
-            let ip = n["status"]["addresses"]
+        .filter_map(|ip| ip.as_str()?.parse().ok())
+        .map(|ip| format!("{}:80", url_host(ip)))
+        .collect();
+    assert_eq!(cluster_ips.len(), 2, "{}", svc["spec"]);
+    for name in pods.keys() {
+        for _ in 0..3 {
+            let answers = cluster.http_from(name, &cluster_ips);
+            assert!(
+                answers.values().all(|ok| *ok),
+                "{name} → service: {answers:?}"
+            );
+        }
+    }
+
+    // Every pod reaches the outside over each family, masqueraded to its node's address
+    // of that family.
+    let node_addrs: BTreeMap<(String, bool), IpAddr> = lab.kube_get(&["nodes"])["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|n| {
+            let node = n["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            n["status"]["addresses"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .find(|a| a["type"] == "InternalIP")
-                .and_then(|a| a["address"].as_str())
-                .and_then(|a| a.parse().ok())
-                .expect("InternalIP");
-            (
-                n["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-                ip,
-            )
+                .filter(|a| a["type"] == "InternalIP")
+                .filter_map(|a| a["address"].as_str()?.parse::<IpAddr>().ok())
+                .map(move |ip| ((node.clone(), ip.is_ipv6()), ip))
+                .collect::<Vec<_>>()
         })
         .collect();
-    for (name, (node, _)) in &pods {
-        cluster.exec(
-            name,
-            &format!("timeout 2 wget -q -O /dev/null http://{OUTSIDE}:{OUTSIDE_PORT}/; true"),
-        );
-        let sources = accepted_sources(&listener, Duration::from_millis(300));
-        assert_eq!(sources, vec![node_addr[node]], "{name} on {node} → outside");
+    for outside in [OUTSIDE, OUTSIDE_V6] {
+        let outside: IpAddr = outside.parse().expect("address");
+        let listener = outside_listener(lab, outside);
+        for (name, (node, _)) in &pods {
+            let url = format!("http://{}:{OUTSIDE_PORT}/", url_host(outside));
+            cluster.exec(name, &format!("timeout 2 wget -q -O /dev/null {url}; true"));
+            let sources = accepted_sources(&listener, Duration::from_millis(300));
+            let want = node_addrs[&(node.clone(), outside.is_ipv6())];
+            assert_eq!(sources, vec![want], "{name} on {node} → outside {outside}");
+        }
     }
-    drop(listener);
 
     // kubectl exec (above) and kubectl logs: httpd -v logs each answer it gave.
     let first = pods.keys().next().expect("a pod").clone();
@@ -440,8 +464,8 @@ fn a_kubelet_cluster_runs_pods_on_weft_installed_from_the_manifest() {
     ]);
     wait_for(
         Duration::from_secs(60),
-        || cluster.probe_pods().is_empty().then_some(()),
-        || format!("{:?}", cluster.probe_pods()),
+        || cluster.probe_pods(false).is_empty().then_some(()),
+        || format!("{:?}", cluster.probe_pods(false)),
     );
     for n in ["n1", "n2"] {
         // The pods' host ends were weft0's ports; their leases, files named by address in

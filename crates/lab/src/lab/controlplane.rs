@@ -46,6 +46,19 @@ const CONTROLLER_PORT: u16 = 10257;
 /// The Service range the API server must be given: documentation space (TEST-NET-2) that
 /// no address of the lab falls in. Only a kubelet lab's kube-proxy routes to it.
 const SERVICE_RANGE: &str = "198.51.100.0/24";
+/// A dual-stack kubelet lab's IPv6 Service range (documentation space too, apart from the
+/// outside's 2001:db8:ff::/64).
+const SERVICE_RANGE_V6: &str = "2001:db8:5e7::/112";
+
+/// The Service ranges: IPv6 too in a dual-stack kubelet lab (only kube-proxy gives them a
+/// meaning, and only a kubelet lab runs one).
+fn service_ranges(opts: &Options) -> String {
+    if opts.kubelet && opts.ipv6 {
+        format!("{SERVICE_RANGE},{SERVICE_RANGE_V6}")
+    } else {
+        SERVICE_RANGE.to_owned()
+    }
+}
 /// The `kubernetes` Service's ClusterIP (the range's first address): in-cluster clients,
 /// weftd's pod among them, reach the API server there, so its certificate names it.
 const API_SERVICE_IP: &str = "198.51.100.1";
@@ -356,7 +369,7 @@ fn start_apiserver(names: &Names, p: &Paths, opts: &Options, bin: &Path) -> Resu
         format!("--secure-port={API_PORT}"),
         format!("--bind-address={API_ADDRESS}"),
         format!("--advertise-address={API_ADDRESS}"),
-        format!("--service-cluster-ip-range={SERVICE_RANGE}"),
+        format!("--service-cluster-ip-range={}", service_ranges(opts)),
         "--authorization-mode=RBAC".to_owned(),
         format!("--token-auth-file={}", p.file("tokens.csv")),
         "--service-account-issuer=https://kubernetes.default.svc".to_owned(),
@@ -391,7 +404,7 @@ fn start_controller_manager(names: &Names, p: &Paths, opts: &Options, bin: &Path
         "--port=0".to_owned(),
         format!("--secure-port={CONTROLLER_PORT}"),
         "--bind-address=127.0.0.1".to_owned(),
-        format!("--service-cluster-ip-range={SERVICE_RANGE}"),
+        format!("--service-cluster-ip-range={}", service_ranges(opts)),
         "--v=1".to_owned(),
     ];
     // Without kubelets no one posts a lab Node's status: the node lifecycle controller

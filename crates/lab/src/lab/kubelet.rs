@@ -46,6 +46,7 @@ const REFERENCE_PLUGIN_DIR: &str = "/usr/lib/cni";
 /// Inside the node's view.
 const CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+const DUAL_STACK_GATE: &str = "--feature-gates=IPv6DualStack=true";
 
 pub struct Paths {
     pub dir: PathBuf,
@@ -222,23 +223,34 @@ pub fn ensure(names: &Names, owner: &Owner, opts: &Options, node: &Node) -> Resu
     }
     import_images(&view.in_run("containerd/containerd.sock"), &images)?;
 
+    // Dual-stack is alpha in 1.20: the gate on kubelet (both node IPs, both pod IPs in the
+    // status) and kube-proxy (both families' Services).
+    let dual = opts.ipv6 && node.address6.is_some();
     if !running(owner, &p.kubelet_pidfile) {
         make_cgroup_root(names, &node.name)?;
+        let node_ip = match node.address6 {
+            Some(v6) if dual => format!("--node-ip={},{v6}", node.address4),
+            _ => format!("--node-ip={}", node.address4),
+        };
+        let mut args = vec![
+            format!("--config={}", p.kubelet_config.display()),
+            "--container-runtime=remote".to_owned(),
+            format!("--container-runtime-endpoint=unix://{CONTAINERD_SOCKET}"),
+            format!("--kubeconfig={}", admin.display()),
+            "--root-dir=/var/lib/kubelet".to_owned(),
+            format!("--hostname-override={}", node.name),
+            node_ip,
+            format!("--pod-infra-container-image={PAUSE_IMAGE}"),
+            "--v=1".to_owned(),
+        ];
+        if dual {
+            args.push(DUAL_STACK_GATE.to_owned());
+        }
         procs::spawn(&Daemon {
             label: format!("kubelet on {}", node.name),
             place: place(),
             program: &kube_bin.join("kubelet"),
-            args: vec![
-                format!("--config={}", p.kubelet_config.display()),
-                "--container-runtime=remote".to_owned(),
-                format!("--container-runtime-endpoint=unix://{CONTAINERD_SOCKET}"),
-                format!("--kubeconfig={}", admin.display()),
-                "--root-dir=/var/lib/kubelet".to_owned(),
-                format!("--hostname-override={}", node.name),
-                format!("--node-ip={}", node.address4),
-                format!("--pod-infra-container-image={PAUSE_IMAGE}"),
-                "--v=1".to_owned(),
-            ],
+            args,
             cwd: &p.dir,
             log: &p.kubelet_log,
             pidfile: &p.kubelet_pidfile,
@@ -246,25 +258,32 @@ pub fn ensure(names: &Names, owner: &Owner, opts: &Options, node: &Node) -> Resu
     }
     if !running(owner, &p.proxy_pidfile) {
         let cluster = super::node::cluster_config(opts);
+        let cidrs = ["cidrV4", "cidrV6"]
+            .iter()
+            .filter_map(|k| cluster[*k].as_str())
+            .take(if dual { 2 } else { 1 })
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut args = vec![
+            format!("--kubeconfig={}", admin.display()),
+            format!("--hostname-override={}", node.name),
+            format!("--cluster-cidr={cidrs}"),
+            "--proxy-mode=iptables".to_owned(),
+            // Leave the host's conntrack table size alone: it is the machine's, not the
+            // node's.
+            "--conntrack-max-per-core=0".to_owned(),
+            "--metrics-bind-address=127.0.0.1:10249".to_owned(),
+            "--healthz-bind-address=127.0.0.1:10256".to_owned(),
+            "--v=1".to_owned(),
+        ];
+        if dual {
+            args.push(DUAL_STACK_GATE.to_owned());
+        }
         procs::spawn(&Daemon {
             label: format!("kube-proxy on {}", node.name),
             place: place(),
             program: &kube_bin.join("kube-proxy"),
-            args: vec![
-                format!("--kubeconfig={}", admin.display()),
-                format!("--hostname-override={}", node.name),
-                format!(
-                    "--cluster-cidr={}",
-                    cluster["cidrV4"].as_str().unwrap_or_default()
-                ),
-                "--proxy-mode=iptables".to_owned(),
-                // Leave the host's conntrack table size alone: it is the machine's, not
-                // the node's.
-                "--conntrack-max-per-core=0".to_owned(),
-                "--metrics-bind-address=127.0.0.1:10249".to_owned(),
-                "--healthz-bind-address=127.0.0.1:10256".to_owned(),
-                "--v=1".to_owned(),
-            ],
+            args,
             cwd: &p.dir,
             log: &p.proxy_log,
             pidfile: &p.proxy_pidfile,
