@@ -97,14 +97,15 @@ impl Cluster {
     }
 
     /// From pod `from`, an HTTP GET to each target, all at once; which answered with the
-    /// probe's page. (busybox 1.35's `wget -T` crashes: the timeout is busybox's
-    /// `timeout`.)
+    /// probe's page. (busybox 1.35's `wget -T` crashes: the timeout is `timeout`'s. And
+    /// `busybox wget`, not `wget`: the suite's exec-guard judges a program by its path on
+    /// the host, where /bin/wget may be another package's.)
     fn http_from(&self, from: &str, targets: &[String]) -> BTreeMap<String, bool> {
         let mut script: String = targets
             .iter()
             .map(|t| {
                 format!(
-                    "(if timeout 2 wget -q -O - http://{t}/ 2>/dev/null | grep -q weft-probe; \
+                    "(if timeout 2 busybox wget -q -O - http://{t}/ 2>/dev/null | grep -q weft-probe; \
                      then echo '{t} ok'; else echo '{t} no'; fi) & "
                 )
             })
@@ -400,7 +401,10 @@ fn a_kubelet_cluster_runs_pods_on_weft_installed_from_the_manifest() {
         let listener = outside_listener(lab, outside);
         for (name, (node, _)) in &pods {
             let url = format!("http://{}:{OUTSIDE_PORT}/", url_host(outside));
-            cluster.exec(name, &format!("timeout 2 wget -q -O /dev/null {url}; true"));
+            cluster.exec(
+                name,
+                &format!("timeout 2 busybox wget -q -O /dev/null {url}; true"),
+            );
             let sources = accepted_sources(&listener, Duration::from_millis(300));
             let want = node_addrs[&(node.clone(), outside.is_ipv6())];
             assert_eq!(sources, vec![want], "{name} on {node} → outside {outside}");
@@ -806,7 +810,7 @@ fn a_kubelet_cluster_keeps_its_pods_flowing_through_weft_and_kubelet_restarts() 
         "--",
         "sh",
         "-c",
-        &format!("timeout 3 wget -q -O - http://{on_n3}:8080/"),
+        &format!("timeout 3 busybox wget -q -O - http://{on_n3}:8080/"),
     ]);
     assert!(
         out.contains("weft-probe"),

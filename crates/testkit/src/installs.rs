@@ -37,6 +37,11 @@ pub enum Verdict {
     NotInstalled { package: String },
     /// From no Debian package at all (installed by hand, or by another tool).
     NoPackage,
+    /// Not on the host at that path: run in another mount namespace, a container (its
+    /// image's programs) or a kubelet lab node's view (its /opt/cni/bin). The project's
+    /// scripts make both: weft's and the lab's images, the plugins the DaemonSet installs
+    /// and the reference plugins the lab copies from an installed package.
+    ElsewhereOnly,
 }
 
 impl Packages {
@@ -191,6 +196,8 @@ pub fn judge(
         Some(p) => Verdict::NotInstalled {
             package: p.to_owned(),
         },
+        // symlink_metadata: a dangling link on the host is still a host program's path.
+        None if fs::symlink_metadata(path).is_err() => Verdict::ElsewhereOnly,
         None => Verdict::NoPackage,
     }
 }
@@ -389,7 +396,15 @@ Priority: required
             j("/root/.rustup/toolchains/x/bin/cargo"),
             Verdict::Toolchain
         );
-        assert_eq!(j("/usr/local/bin/kubectl"), Verdict::NoPackage);
+        // On the host and in no package: installed by hand.
+        let dir = std::env::temp_dir().join(format!("weft-judge-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let by_hand = dir.join("kubectl");
+        fs::write(&by_hand, b"").unwrap();
+        assert_eq!(judge(&by_hand, &places, &p, &installed), Verdict::NoPackage);
+        fs::remove_dir_all(&dir).unwrap();
+        // Not on the host at all: a container's or a lab node's program.
+        assert_eq!(j("/weft-no-such-dir/pause"), Verdict::ElsewhereOnly);
         assert_eq!(
             j("/usr/sbin/adduser"),
             Verdict::NotInstalled {

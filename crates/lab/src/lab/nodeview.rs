@@ -11,9 +11,10 @@
 //! So two nodes on one machine never share a conflist, a plugin, an image store or weft's
 //! leases, and a DaemonSet's hostPath volumes land in the node's directories. Those mount
 //! points do not exist on a plain host, and the lab must not create them there: `/etc`,
-//! `/opt` and `/var` are overlays in the node's view (the host's directory below, the
+//! `/opt`, `/usr` and `/var` are overlays in the node's view (the host's directory below, the
 //! node's upper directory above), so the mount points are made in the node's upper
-//! directory, and whatever else a node's process writes there stays the node's. `/run` is
+//! directory, and whatever else a node's process writes there stays the node's. A few
+//! host programs a node must not have are whited out there (`HIDDEN`). `/run` is
 //! the node's own (with `/run/weft-lab` bound back in, so the lab's paths mean the same in
 //! both views).
 //!
@@ -36,7 +37,11 @@ use super::error::{LabError, Result};
 use super::names::{Names, STATE_ROOT};
 
 /// The host directories a node sees through an overlay of its own.
-const OVERLAID: [&str; 3] = ["/etc", "/opt", "/var"];
+const OVERLAID: [&str; 4] = ["/etc", "/opt", "/usr", "/var"];
+/// Host programs a node does not have (whiteouts in its overlay): the lab's nodes run no
+/// systemd, so kubelet must not find `systemd-run` and try transient scopes with it (it
+/// probes for it at start; on a machine whose init is not systemd that only fails).
+const HIDDEN: [&str; 1] = ["/usr/bin/systemd-run"];
 
 /// A node's directories, and where each appears in its view.
 pub struct Paths {
@@ -170,6 +175,32 @@ fn unescape(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// An overlayfs whiteout (a 0/0 character device) for host path `hidden` in the upper
+/// directory of the overlay that covers it: the file is absent from the node's view.
+fn whiteout(dir: &Path, hidden: &str) -> Result<()> {
+    let Some(top) = OVERLAID.iter().find(|o| hidden.starts_with(&format!("{o}/"))) else {
+        return Err(LabError::invalid("hidden path", hidden, "under no overlay"));
+    };
+    let rel = &hidden[top.len() + 1..];
+    let path = dir
+        .join(format!("{}.upper", top.trim_start_matches('/')))
+        .join(rel);
+    if fs::symlink_metadata(&path).is_ok() {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent() {
+        mkdir(parent)?;
+    }
+    let c = cstr(&path)?;
+    // SAFETY: a NUL-terminated path; mode and device are plain integers.
+    if unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, libc::makedev(0, 0)) } != 0 {
+        return Err(LabError::io(format!("making the whiteout {}", path.display()))(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
 fn mkdir(path: &Path) -> Result<()> {
     fs::create_dir_all(path).map_err(LabError::io(format!("creating {}", path.display())))
 }
@@ -199,6 +230,9 @@ pub fn ensure(names: &Names, node: &str) -> Result<Paths> {
         mkdir(&source)?;
     }
     mkdir(&p.run.join("weft-lab"))?;
+    for hidden in HIDDEN {
+        whiteout(&p.dir, hidden)?;
+    }
 
     let (to_main, from_builder) = mpsc::channel::<Result<i32>>();
     let (to_builder, from_main) = mpsc::channel::<()>();
