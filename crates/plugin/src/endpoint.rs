@@ -6,13 +6,18 @@
 //! programmed, so the pod stays isolated until the agent (at start, or its periodic rescan
 //! of the endpoints directory) programs it. DEL removes the file and tells the agent, best
 //! effort, never failing and never waiting long.
+//!
+//! The file also says which network namespace the pod had and when it was attached, so that
+//! weftd can collect a pod whose DEL never came (its namespace gone).
 
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use weft_cni::{CniResult, Request};
-use weft_proto::{self as agent, EndpointFile, EndpointMode, Request as AgentRequest};
+use weft_net::NetNs;
+use weft_proto::{self as agent, EndpointFile, EndpointMode, NetnsRecord, Request as AgentRequest};
 
 use crate::config::{Mode, NetConf};
 use crate::names;
@@ -52,6 +57,7 @@ pub fn attach(
     socket: &Path,
     conf: &NetConf,
     req: &Request,
+    pod_ns: &NetNs,
     result: &CniResult,
 ) -> Result<Result<(), String>, std::io::Error> {
     let (namespace, name) = pod_identity(req);
@@ -64,6 +70,12 @@ pub fn attach(
         host_interface: (conf.mode != Mode::Macvlan)
             .then(|| names::host_veth(&req.name, &req.container_id, &req.ifname)),
         mode: endpoint_mode(conf.mode),
+        network: Some(req.name.clone()),
+        netns: netns_record(pod_ns),
+        attached_at_ms: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .ok()
+            .and_then(|d| u64::try_from(d.as_millis()).ok()),
     };
     let path = agent::endpoint_path(socket, &req.container_id, &req.ifname);
     write_atomic(
@@ -89,6 +101,24 @@ pub fn detach(socket: &Path, req: &Request) {
         ifname: req.ifname.clone(),
     };
     let _ = agent::ask(socket, &ask, DETACH_TIMEOUT);
+}
+
+/// The pod's network namespace as weftd will look for it. None when it cannot be read
+/// (the pod is then never collected by weftd, only by DEL or the GC verb).
+fn netns_record(ns: &NetNs) -> Option<NetnsRecord> {
+    let (dev, ino) = ns.id().ok()?;
+    let path = ns.path();
+    // The directory resolved, the name kept: the name may be a magic link
+    // (`/proc/<pid>/ns/net`) that resolving would turn into `net:[…]`.
+    let dir = std::fs::canonicalize(path.parent()?).ok()?;
+    let seen = std::fs::metadata(&dir).ok()?;
+    Some(NetnsRecord {
+        path: dir.join(path.file_name()?),
+        dev,
+        ino,
+        dir_dev: seen.dev(),
+        dir_ino: seen.ino(),
+    })
 }
 
 /// GC: remove the endpoint files of attachments not in `valid` (their DEL never came), so

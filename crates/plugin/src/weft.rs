@@ -266,7 +266,7 @@ impl weft_cni::Plugin for Weft {
             })
             .and_then(|r| match &conf.agent_socket {
                 None => Ok(r),
-                Some(socket) => match endpoint::attach(socket, &conf, req, &r) {
+                Some(socket) => match endpoint::attach(socket, &conf, req, &pod_ns, &r) {
                     Ok(Ok(())) => Ok(r),
                     Ok(Err(why)) => {
                         crate::log::warn(
