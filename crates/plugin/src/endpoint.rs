@@ -8,7 +8,7 @@
 //! effort, never failing and never waiting long.
 //!
 //! The file also says which network namespace the pod had and when it was attached, so that
-//! weftd can collect a pod whose DEL never came (its namespace gone).
+//! weftd can collect a pod whose DEL never came (its namespace gone): see `collect`.
 
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
@@ -94,8 +94,7 @@ pub fn attach(
 /// Remove the endpoint file and tell the agent; every failure is ignored (the agent's
 /// rescan notices a vanished file).
 pub fn detach(socket: &Path, req: &Request) {
-    let path = agent::endpoint_path(socket, &req.container_id, &req.ifname);
-    let _ = std::fs::remove_file(path);
+    let _ = remove_file(socket, &req.container_id, &req.ifname);
     let ask = AgentRequest::Detach {
         container_id: req.container_id.clone(),
         ifname: req.ifname.clone(),
@@ -121,14 +120,29 @@ fn netns_record(ns: &NetNs) -> Option<NetnsRecord> {
     })
 }
 
-/// GC: remove the endpoint files of attachments not in `valid` (their DEL never came), so
-/// the agent's next rescan forgets them. Returns how many were removed; errors are ignored
-/// (the files are the agent's hints, not state the runtime owns).
-pub fn gc(socket: &Path, valid: &[(String, String)]) -> usize {
+/// Removes the pair's endpoint file; `Ok(false)` when there was none.
+pub(crate) fn remove_file(
+    socket: &Path,
+    container_id: &str,
+    ifname: &str,
+) -> std::io::Result<bool> {
+    match std::fs::remove_file(agent::endpoint_path(socket, container_id, ifname)) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// GC: the endpoint files of `network`'s attachments that are not in `valid` (their DEL
+/// never came), for `collect`. Files of other networks are not this GC's (a file of an
+/// earlier release names no network and counts as this one's, as it always did).
+/// Unreadable files are skipped: the files are the agent's hints, not state the runtime
+/// owns.
+pub fn stale(socket: &Path, network: &str, valid: &[(String, String)]) -> Vec<EndpointFile> {
     let Ok(entries) = std::fs::read_dir(agent::endpoints_dir(socket)) else {
-        return 0;
+        return Vec::new();
     };
-    let mut removed = 0;
+    let mut out = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') || !name.ends_with(".json") {
@@ -140,14 +154,17 @@ pub fn gc(socket: &Path, valid: &[(String, String)]) -> usize {
         else {
             continue;
         };
+        if file.network.as_deref().is_some_and(|n| n != network) {
+            continue;
+        }
         let kept = valid
             .iter()
             .any(|(id, ifname)| *id == file.container_id && *ifname == file.ifname);
-        if !kept && std::fs::remove_file(entry.path()).is_ok() {
-            removed += 1;
+        if !kept {
+            out.push(file);
         }
     }
-    removed
+    out
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
