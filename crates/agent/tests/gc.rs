@@ -250,7 +250,14 @@ fn a_pod_whose_namespace_is_gone_is_collected_and_nothing_else() {
                         && status(&dir).is_some_and(|s| s.policy.endpoints == 1)
                 },
             );
-            assert!(!link(&gone.veth), "the gone pod's veth is still there");
+            // Deleted by the GC, or by the kernel with the namespace (whose teardown runs
+            // in the background and may still be under way).
+            wait_until(
+                &mut agent,
+                "the gone pod's veth deleted",
+                Duration::from_secs(5),
+                || !link(&gone.veth),
+            );
             assert_eq!(collected_total(), 1.0);
 
             // Nothing else: the other pod's lease, file, endpoint and veth, the lease
