@@ -91,9 +91,14 @@ pub struct Args {
     /// Node lease TTL in seconds: a node silent this long loses its blocks.
     #[arg(long, default_value_t = 20)]
     pub lease_ttl: u64,
-    /// Seconds between drift repairs of the kernel state.
+    /// Seconds between drift repairs of the kernel state, and between passes of the GC of
+    /// pods whose DEL never came.
     #[arg(long, default_value_t = 30)]
     pub resync_interval: u64,
+    /// Seconds a pod must have been attached before weftd's GC may collect it once its
+    /// network namespace is gone (docs/agent.md, "Pods whose DEL never came").
+    #[arg(long, default_value_t = 60)]
+    pub gc_grace: u64,
     /// Plugin log file, written into the conflist as `logFile`.
     #[arg(long)]
     pub cni_log_file: Option<PathBuf>,
@@ -138,6 +143,7 @@ pub struct Settings {
     pub bridge: String,
     pub lease_ttl: Duration,
     pub resync_interval: Duration,
+    pub gc_grace: Duration,
     pub cni_log_file: Option<PathBuf>,
     pub cni_version: String,
     pub policy_log_rate: Option<u32>,
@@ -154,6 +160,10 @@ impl Settings {
             return Err(Error::Flag(
                 "--resync-interval must be at least 1 second".into(),
             ));
+        }
+        // No grace at all would let a pod whose namespace is still being set up look gone.
+        if a.gc_grace == 0 {
+            return Err(Error::Flag("--gc-grace must be at least 1 second".into()));
         }
         let cluster_config = match &a.cluster_config {
             None => None,
@@ -220,6 +230,7 @@ impl Settings {
             bridge: a.bridge,
             lease_ttl: Duration::from_secs(a.lease_ttl),
             resync_interval: Duration::from_secs(a.resync_interval),
+            gc_grace: Duration::from_secs(a.gc_grace),
             cni_log_file: a.cni_log_file,
             cni_version: a.cni_version,
             policy_log_rate: a.policy_log_rate.filter(|n| *n > 0),

@@ -6,7 +6,8 @@
 //! the plugin asks for another block when its blocks are full, the cluster-wide masquerade
 //! table, and keeping the kernel's routes / FDB / neighbour entries to every peer in step
 //! with the datastore — one peer at a time as events arrive, with a periodic resync that
-//! only repairs drift — and NetworkPolicy for the node's pods (table `inet weft_policy`).
+//! only repairs drift — NetworkPolicy for the node's pods (table `inet weft_policy`), and
+//! the cleanup of pods whose DEL never came (their network namespace gone).
 //!
 //! **Must not:** flush and rebuild kernel state (a restart adopts what it finds, so pod
 //! traffic never stops), give up a block it still holds when the datastore is merely
@@ -20,6 +21,7 @@
 //! socket      plugin requests             log        JSON lines on stderr
 //! policy      NetworkPolicy: view → plan → one nft transaction per change (cut: conntrack)
 //! metrics     /metrics, /healthz, /readyz on --metrics-address (the snapshot they read)
+//! gc          pods whose DEL never came (netns gone): cleaned as the plugin's GC does
 //! ```
 
 pub mod cniconf;
@@ -27,6 +29,7 @@ pub mod config;
 pub mod dataplane;
 pub mod error;
 pub mod files;
+pub mod gc;
 pub mod identity;
 pub mod log;
 pub mod metrics;

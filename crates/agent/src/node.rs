@@ -22,6 +22,7 @@ use crate::cniconf;
 use crate::config::{Mode, Settings, StoreChoice};
 use crate::dataplane::{DataplaneHandle, Pending};
 use crate::error::Error;
+use crate::gc::Gc;
 use crate::identity;
 use crate::log;
 use crate::metrics;
@@ -69,6 +70,8 @@ struct Node {
     /// Whether the last datastore call failed, so an outage is logged once, not per tick.
     store_down: bool,
     policy: Policy,
+    /// Pods whose DEL never came.
+    gc: Gc,
 }
 
 fn fam_name(f: Family) -> &'static str {
@@ -191,6 +194,7 @@ pub async fn run(s: Settings) -> Result<(), Error> {
     let underlay_v6 = identity::underlay_v6(flag_v6)?;
     let mut node = Node {
         policy,
+        gc: Gc::new(&s),
         vtep_mac: identity::vtep_mac(&s.node_name),
         table: PeerTable::new(&s.node_name),
         s,
@@ -799,6 +803,9 @@ impl Node {
         self.policy_rewatch(&mut policy_events).await;
         let (req_tx, mut req_rx) = mpsc::channel::<socket::Incoming>(64);
         socket::serve(&self.s.socket_path(), req_tx)?;
+        // The node is ready: the first look for pods whose DEL never came (say, while the
+        // node was down), then one every resync.
+        self.gc.start(&self.policy);
         let mut renew = tokio::time::interval(self.s.lease_ttl / 3);
         let mut resync = tokio::time::interval(self.s.resync_interval);
         renew.tick().await;
@@ -858,7 +865,15 @@ impl Node {
                     // Endpoint files added or removed behind our back (the agent was down
                     // for an ADD, a DEL could not reach it), and a full policy load.
                     self.policy.rescan();
+                    // Needs no datastore: started before a resync that may wait on one.
+                    self.gc.start(&self.policy);
                     self.resync().await
+                }
+                Some(pass) = self.gc.done() => {
+                    if self.gc.finish(pass, &mut self.policy) {
+                        self.policy.publish_now(&self.store, self.lease).await;
+                    }
+                    Ok(())
                 }
                 _ = term.recv() => {
                     log::info("SIGTERM: exiting; kernel state and lease left for the next start", &[]);

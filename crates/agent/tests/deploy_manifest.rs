@@ -339,6 +339,7 @@ fn check_daemonset(c: &Cluster) {
         ("/etc/cni/net.d", "DirectoryOrCreate"),
         ("/run/weft", "DirectoryOrCreate"),
         ("/var/lib/weft", "DirectoryOrCreate"),
+        ("/run/netns", "DirectoryOrCreate"),
         ("/run/xtables.lock", "FileOrCreate"),
         ("/lib/modules", ""),
     ]
@@ -353,6 +354,15 @@ fn check_daemonset(c: &Cluster) {
         .find(|m| m["mountPath"] == "/lib/modules")
         .expect("/lib/modules mounted");
     assert_eq!(modules["readOnly"], true);
+    // weftd's GC only looks at the pods' namespace files; no propagation (see the manifest).
+    let netns = weftd["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| m["mountPath"] == "/run/netns")
+        .expect("/run/netns mounted");
+    assert_eq!(netns["readOnly"], true);
+    assert!(netns.get("mountPropagation").is_none(), "{netns}");
 }
 
 /// A pod of the DaemonSet, as its controller would create it for a node, passes the API

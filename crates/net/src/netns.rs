@@ -72,13 +72,18 @@ impl NetNs {
         self.file.as_fd()
     }
 
+    /// The namespace's identity: the device and inode of its nsfs file, the same whichever
+    /// path (a bind mount, `/proc/<pid>/ns/net`) it was opened by, and never shared with
+    /// another namespace while this one lives.
+    pub fn id(&self) -> Result<(u64, u64)> {
+        let st = fstat(&self.file)
+            .map_err(|e| Error::io(format!("fstat {}", self.path.display()), e.into()))?;
+        Ok((st.st_dev, st.st_ino))
+    }
+
     /// True when both handles name the same namespace (same nsfs inode).
     pub fn same_as(&self, other: &NetNs) -> Result<bool> {
-        let a = fstat(&self.file)
-            .map_err(|e| Error::io(format!("fstat {}", self.path.display()), e.into()))?;
-        let b = fstat(&other.file)
-            .map_err(|e| Error::io(format!("fstat {}", other.path.display()), e.into()))?;
-        Ok(a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+        Ok(self.id()? == other.id()?)
     }
 
     /// Runs `f` on this thread with the thread inside this namespace, then moves the

@@ -6,13 +6,18 @@
 //! programmed, so the pod stays isolated until the agent (at start, or its periodic rescan
 //! of the endpoints directory) programs it. DEL removes the file and tells the agent, best
 //! effort, never failing and never waiting long.
+//!
+//! The file also says which network namespace the pod had and when it was attached, so that
+//! weftd can collect a pod whose DEL never came (its namespace gone): see `collect`.
 
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use weft_cni::{CniResult, Request};
-use weft_proto::{self as agent, EndpointFile, EndpointMode, Request as AgentRequest};
+use weft_net::NetNs;
+use weft_proto::{self as agent, EndpointFile, EndpointMode, NetnsRecord, Request as AgentRequest};
 
 use crate::config::{Mode, NetConf};
 use crate::names;
@@ -52,6 +57,7 @@ pub fn attach(
     socket: &Path,
     conf: &NetConf,
     req: &Request,
+    pod_ns: &NetNs,
     result: &CniResult,
 ) -> Result<Result<(), String>, std::io::Error> {
     let (namespace, name) = pod_identity(req);
@@ -64,6 +70,12 @@ pub fn attach(
         host_interface: (conf.mode != Mode::Macvlan)
             .then(|| names::host_veth(&req.name, &req.container_id, &req.ifname)),
         mode: endpoint_mode(conf.mode),
+        network: Some(req.name.clone()),
+        netns: netns_record(pod_ns),
+        attached_at_ms: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .ok()
+            .and_then(|d| u64::try_from(d.as_millis()).ok()),
     };
     let path = agent::endpoint_path(socket, &req.container_id, &req.ifname);
     write_atomic(
@@ -82,8 +94,7 @@ pub fn attach(
 /// Remove the endpoint file and tell the agent; every failure is ignored (the agent's
 /// rescan notices a vanished file).
 pub fn detach(socket: &Path, req: &Request) {
-    let path = agent::endpoint_path(socket, &req.container_id, &req.ifname);
-    let _ = std::fs::remove_file(path);
+    let _ = remove_file(socket, &req.container_id, &req.ifname);
     let ask = AgentRequest::Detach {
         container_id: req.container_id.clone(),
         ifname: req.ifname.clone(),
@@ -91,14 +102,47 @@ pub fn detach(socket: &Path, req: &Request) {
     let _ = agent::ask(socket, &ask, DETACH_TIMEOUT);
 }
 
-/// GC: remove the endpoint files of attachments not in `valid` (their DEL never came), so
-/// the agent's next rescan forgets them. Returns how many were removed; errors are ignored
-/// (the files are the agent's hints, not state the runtime owns).
-pub fn gc(socket: &Path, valid: &[(String, String)]) -> usize {
+/// The pod's network namespace as weftd will look for it. None when it cannot be read
+/// (the pod is then never collected by weftd, only by DEL or the GC verb).
+fn netns_record(ns: &NetNs) -> Option<NetnsRecord> {
+    let (dev, ino) = ns.id().ok()?;
+    let path = ns.path();
+    // The directory resolved, the name kept: the name may be a magic link
+    // (`/proc/<pid>/ns/net`) that resolving would turn into `net:[…]`.
+    let dir = std::fs::canonicalize(path.parent()?).ok()?;
+    let seen = std::fs::metadata(&dir).ok()?;
+    Some(NetnsRecord {
+        path: dir.join(path.file_name()?),
+        dev,
+        ino,
+        dir_dev: seen.dev(),
+        dir_ino: seen.ino(),
+    })
+}
+
+/// Removes the pair's endpoint file; `Ok(false)` when there was none.
+pub(crate) fn remove_file(
+    socket: &Path,
+    container_id: &str,
+    ifname: &str,
+) -> std::io::Result<bool> {
+    match std::fs::remove_file(agent::endpoint_path(socket, container_id, ifname)) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// GC: the endpoint files of `network`'s attachments that are not in `valid` (their DEL
+/// never came), for `collect`. Files of other networks are not this GC's (a file of an
+/// earlier release names no network and counts as this one's, as it always did).
+/// Unreadable files are skipped: the files are the agent's hints, not state the runtime
+/// owns.
+pub fn stale(socket: &Path, network: &str, valid: &[(String, String)]) -> Vec<EndpointFile> {
     let Ok(entries) = std::fs::read_dir(agent::endpoints_dir(socket)) else {
-        return 0;
+        return Vec::new();
     };
-    let mut removed = 0;
+    let mut out = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') || !name.ends_with(".json") {
@@ -110,14 +154,17 @@ pub fn gc(socket: &Path, valid: &[(String, String)]) -> usize {
         else {
             continue;
         };
+        if file.network.as_deref().is_some_and(|n| n != network) {
+            continue;
+        }
         let kept = valid
             .iter()
             .any(|(id, ifname)| *id == file.container_id && *ifname == file.ifname);
-        if !kept && std::fs::remove_file(entry.path()).is_ok() {
-            removed += 1;
+        if !kept {
+            out.push(file);
         }
     }
-    removed
+    out
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

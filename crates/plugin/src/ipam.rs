@@ -341,7 +341,6 @@ fn ipam_result(conf: IpamConfig, leases: Vec<weft_ipam::Lease>) -> CniResult {
 
 pub fn del(req: &Request) -> Result<(), CniError> {
     let conf = load(req, true)?;
-    let store = open(&conf)?;
     // prevResult (the runtime's cached ADD result) names the addresses, which spares
     // reading every lease to find them; an unreadable prevResult just means no hint.
     let hint: Vec<IpAddr> = req
@@ -350,10 +349,15 @@ pub fn del(req: &Request) -> Result<(), CniError> {
         .flatten()
         .map(|r| r.ips.iter().map(|i| i.address.addr()).collect())
         .unwrap_or_default();
-    let mut locked = store.lock().map_err(store_error)?;
-    locked
-        .release_hinted(&req.container_id, &req.ifname, &hint)
-        .map_err(store_error)?;
+    // The same release weftd's GC does for a pod whose DEL never came.
+    crate::collect::release_leases(
+        &conf.data_dir,
+        &conf.network,
+        &req.container_id,
+        &req.ifname,
+        &hint,
+    )
+    .map_err(store_error)?;
     Ok(())
 }
 

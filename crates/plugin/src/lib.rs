@@ -6,8 +6,13 @@
 //!
 //! Must not: link an async runtime or anything of the agent's, spawn `ip`/`nft`/a shell, or
 //! print anything on stdout but the one CNI document (`weft_cni::skel` does the printing).
+//!
+//! Besides the binaries' entry point the library offers one thing: [`collect`], the
+//! cleanup of an attachment whose DEL never came, which weftd links to collect pods whose
+//! network namespace is gone exactly as the GC verb collects attachments.
 
 mod check;
+pub mod collect;
 mod config;
 mod endpoint;
 mod errors;

@@ -1,6 +1,7 @@
 //! The `weft` main plugin: the order of each verb, undo on failure, and what DEL, CHECK,
 //! STATUS and GC must tolerate. Mode-specific kernel work lives in `modes`.
 
+use crate::collect;
 use crate::config::{MASQ_TABLE, Mode, NetConf};
 use crate::endpoint;
 use crate::errors::{kernel, nft};
@@ -266,7 +267,7 @@ impl weft_cni::Plugin for Weft {
             })
             .and_then(|r| match &conf.agent_socket {
                 None => Ok(r),
-                Some(socket) => match endpoint::attach(socket, &conf, req, &r) {
+                Some(socket) => match endpoint::attach(socket, &conf, req, &pod_ns, &r) {
                     Ok(Ok(())) => Ok(r),
                     Ok(Err(why)) => {
                         crate::log::warn(
@@ -366,15 +367,45 @@ impl weft_cni::Plugin for Weft {
     fn gc(&self, req: &Request) -> Result<(), CniError> {
         let conf = NetConf::parse(req)?;
         let valid = req.valid_attachments()?;
-        if let Some(socket) = &conf.agent_socket {
-            endpoint::gc(socket, &valid);
-        }
         let mut errors = Vec::new();
+        // Best effort, as DEL: without netlink the leases are still collected.
+        let mut host = Handle::new()
+            .map_err(|e| errors.push(kernel("opening netlink", e)))
+            .ok();
+        // The attachments the agent was told of go the way weftd's own GC takes them
+        // (`collect`); their leases are left to the IPAM's GC below, which the IPAM plugin
+        // owns (it need not be weft-ipam) and which also takes leases no file names.
+        if let (Some(socket), Some(host)) = (&conf.agent_socket, host.as_mut()) {
+            let stores = collect::Stores {
+                agent_socket: Some(socket),
+                ipam_data_dir: None,
+            };
+            for file in endpoint::stale(socket, &req.name, &valid) {
+                let a = collect::Attachment {
+                    network: &req.name,
+                    container_id: &file.container_id,
+                    ifname: &file.ifname,
+                    host_interface: file.host_interface.as_deref(),
+                    addresses: &file.addresses,
+                };
+                match collect::collect(host, stores, &a) {
+                    // The files are the agent's hints, not state the runtime owns: a file
+                    // that will not go is the agent's rescan's to notice, not a failed GC.
+                    Ok(_) | Err(collect::CollectError::Endpoint { .. }) => {}
+                    Err(e) => errors.push(CniError::internal(e.to_string())),
+                }
+            }
+        }
         if let Err(e) = ipam::run(&conf.ipam_type, Verb::Gc, req) {
             errors.push(e);
         }
-        match Handle::new().and_then(|mut h| h.links().map(|l| (h, l))) {
-            Ok((mut host, links)) => {
+        // Stray veths no endpoint file names (a plugin without an agent, an ADD killed
+        // before it wrote the file).
+        let Some(host) = host.as_mut() else {
+            return first_error(errors);
+        };
+        match host.links() {
+            Ok(links) => {
                 for link in links {
                     let Some(alias) = &link.alias else { continue };
                     let Some((id, ifname)) = names::parse_alias(alias, &req.name) else {

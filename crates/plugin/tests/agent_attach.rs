@@ -5,7 +5,9 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixListener;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -80,6 +82,23 @@ fn add_waits_for_the_agent_and_del_tells_it() {
         ep["addresses"][0].as_str().unwrap(),
         addr.split('/').next().unwrap()
     );
+    // What weftd needs to collect the pod should its DEL never come: the network, the
+    // namespace (path, nsfs identity, directory identity) and when it was attached.
+    assert_eq!(ep["network"], "t1");
+    let ns = std::fs::metadata(&pod.path).unwrap();
+    let dir = std::fs::metadata(Path::new(&pod.path).parent().unwrap()).unwrap();
+    assert_eq!(
+        ep["netns"],
+        json!({"path": std::fs::canonicalize(Path::new(&pod.path).parent().unwrap())
+                .unwrap().join(Path::new(&pod.path).file_name().unwrap()),
+               "dev": ns.dev(), "ino": ns.ino(), "dirDev": dir.dev(), "dirIno": dir.ino()})
+    );
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let at = ep["attachedAtMs"].as_u64().expect("attachedAtMs");
+    assert!(at <= now_ms && now_ms - at < 60_000, "{at} vs {now_ms}");
     let (detach, after_del, _) = &seen[1];
     assert_eq!(detach["op"], "detach");
     assert!(after_del.is_none(), "DEL removed the file before detach");

@@ -23,6 +23,37 @@ pub struct EndpointFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_interface: Option<String>,
     pub mode: EndpointMode,
+    /// The CNI network (the conflist's `name`): which IPAM store holds the pod's leases
+    /// (`<dataDir>/<network>/`) and whose veth alias names it. None in files of earlier
+    /// releases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// The pod's network namespace as ADD found it, so weftd can tell when the pod is gone
+    /// without a DEL (docs/agent.md, "Pods whose DEL never came"). None in files of
+    /// earlier releases, and when the plugin could not read it: such a pod is never
+    /// collected by weftd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<NetnsRecord>,
+    /// When ADD registered the pod, in milliseconds since the Unix epoch (wall clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attached_at_ms: Option<u64>,
+}
+
+/// Which network namespace a pod had at ADD, and where it was seen.
+///
+/// `path` is `CNI_NETNS` with its directory resolved (`/var/run/netns/x` becomes
+/// `/run/netns/x` where `/var/run` links to `/run`), so a reader in another mount
+/// namespace finds it without the host's symlinks. `dev`/`ino` identify the namespace
+/// (its nsfs inode); `dirDev`/`dirIno` identify the directory holding `path`, which tells
+/// a reader whether it sees the same directory the plugin did or only one of that name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetnsRecord {
+    pub path: PathBuf,
+    pub dev: u64,
+    pub ino: u64,
+    pub dir_dev: u64,
+    pub dir_ino: u64,
 }
 
 /// How the plugin wired the pod (its config's `mode`), which decides whether weftd can

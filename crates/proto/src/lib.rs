@@ -33,7 +33,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-pub use endpoint::{EndpointFile, EndpointMode, endpoint_path, endpoints_dir};
+pub use endpoint::{EndpointFile, EndpointMode, NetnsRecord, endpoint_path, endpoints_dir};
 pub use status::{
     ApplyMode, ApplyTiming, CommitVia, DeniedClass, DeniedPod, Direction, LastCut, PolicyStatus,
     Status,

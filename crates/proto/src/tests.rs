@@ -190,6 +190,34 @@ fn endpoint_files_of_earlier_releases_still_read() {
     );
 }
 
+#[test]
+fn endpoint_files_carry_what_weftd_needs_to_collect_a_pod() {
+    // Earlier releases wrote none of it: it reads as absent, and is not written back.
+    let old = r#"{"containerId":"c1","ifname":"eth0","namespace":"shop","name":"web-0","addresses":["10.97.0.2"],"hostInterface":"wv0","mode":"bridge"}"#;
+    let f: EndpointFile = serde_json::from_str(old).unwrap();
+    assert_eq!(
+        (&f.network, &f.netns, f.attached_at_ms),
+        (&None, &None, None)
+    );
+    round_trip(&f, old);
+    let now = EndpointFile {
+        network: Some("weft".into()),
+        netns: Some(NetnsRecord {
+            path: "/run/netns/cni-1".into(),
+            dev: 4,
+            ino: 4026532290,
+            dir_dev: 25,
+            dir_ino: 1187,
+        }),
+        attached_at_ms: Some(1_700_000_000_123),
+        ..f
+    };
+    round_trip(
+        &now,
+        r#"{"containerId":"c1","ifname":"eth0","namespace":"shop","name":"web-0","addresses":["10.97.0.2"],"hostInterface":"wv0","mode":"bridge","network":"weft","netns":{"path":"/run/netns/cni-1","dev":4,"ino":4026532290,"dirDev":25,"dirIno":1187},"attachedAtMs":1700000000123}"#,
+    );
+}
+
 fn sample_status() -> Status {
     Status {
         node: "n1".into(),

@@ -151,6 +151,11 @@ impl Telemetry {
         });
     }
 
+    /// weftd's GC cleaned up one pod attachment whose DEL never came.
+    pub fn gc_collected(&self) {
+        self.metrics.count_gc_collected();
+    }
+
     /// A policy change was committed to the kernel in `seconds`.
     pub fn policy_commit(&self, seconds: f64) {
         self.metrics.observe_commit(seconds);

@@ -43,6 +43,7 @@ pub struct Metrics {
     policy_synced: Gauge,
     commit_seconds: Histogram,
     requests: Family<OpLabel, Counter>,
+    gc_collected: Counter,
 }
 
 impl Metrics {
@@ -85,6 +86,13 @@ impl Metrics {
             "Requests on weftd's local socket, by op (`invalid`: unreadable or too long)",
             requests.clone(),
         );
+        let gc_collected = Counter::default();
+        registry.register(
+            "gc_collected",
+            "Pod attachments weftd cleaned up because their network namespace was gone and \
+             their DEL never came",
+            gc_collected.clone(),
+        );
         registry.register(
             "build",
             "The weftd build",
@@ -98,6 +106,7 @@ impl Metrics {
             policy_synced,
             commit_seconds,
             requests,
+            gc_collected,
         }
     }
 
@@ -125,6 +134,10 @@ impl Metrics {
 
     pub fn count_request(&self, op: &'static str) {
         self.requests.get_or_create(&OpLabel { op }).inc();
+    }
+
+    pub fn count_gc_collected(&self) {
+        self.gc_collected.inc();
     }
 
     /// The whole exposition: the registry, then the denied packets read for this scrape
@@ -190,6 +203,7 @@ mod tests {
         m.observe_commit(0.0007);
         m.count_request("attach");
         m.count_request("attach");
+        m.count_gc_collected();
         let denied = BTreeMap::from([(
             PolicyRef {
                 namespace: "shop".into(),
@@ -211,6 +225,8 @@ mod tests {
             "weft_policy_commit_seconds_count 1",
             "# TYPE weft_plugin_requests counter",
             "weft_plugin_requests_total{op=\"attach\"} 2",
+            "# TYPE weft_gc_collected counter",
+            "weft_gc_collected_total 1",
             "# TYPE weft_build info",
             concat!(
                 "weft_build_info{version=\"",

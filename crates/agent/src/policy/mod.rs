@@ -51,8 +51,8 @@ use tokio::time::Instant;
 use weft_policy::World;
 use weft_policy::plan::{self, Compiler, Plan, PlanOptions};
 use weft_proto::{
-    ApplyMode, ApplyTiming, CommitVia, DeniedClass, DeniedPod, Direction, EndpointMode, LastCut,
-    PolicyStatus, Reply, endpoints_dir,
+    ApplyMode, ApplyTiming, CommitVia, DeniedClass, DeniedPod, Direction, EndpointFile,
+    EndpointMode, LastCut, PolicyStatus, Reply, endpoints_dir,
 };
 use weft_store::{Datastore, EndpointRecord, LeaseId, ObjectEvent, Revision, StoreError};
 
@@ -303,6 +303,11 @@ impl Policy {
             self.warn_unenforceable();
         }
         self.mark_reload();
+    }
+
+    /// This node's endpoint files as last read (at start, at each rescan, on `attach`).
+    pub fn local_endpoints(&self) -> impl Iterator<Item = &EndpointFile> {
+        self.local.values()
     }
 
     fn warn_unenforceable(&self) {

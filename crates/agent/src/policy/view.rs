@@ -283,6 +283,9 @@ mod tests {
             addresses: vec![addr.parse().unwrap()],
             host_interface: Some("wv0".into()),
             mode: weft_proto::EndpointMode::Bridge,
+            network: None,
+            netns: None,
+            attached_at_ms: None,
         }
     }
 

@@ -442,6 +442,10 @@ fn write_endpoint_files(run_dir: &Path, world: &World) -> Result<()> {
             addresses: vec![IpAddr::V4(p.address)],
             host_interface: Some(format!("wv{i}")),
             mode: EndpointMode::Bridge,
+            // No namespace recorded: weftd's GC leaves these pods (which have none) alone.
+            network: None,
+            netns: None,
+            attached_at_ms: None,
         };
         let path = dir.join(format!("{}-eth0.json", f.container_id));
         let text = serde_json::to_string(&f).map_err(|e| BenchError::Unexpected {
