@@ -24,7 +24,10 @@
 //!   DaemonSet rolled (`kubectl rollout restart`), kubelet restarted on a node; not one
 //!   datagram lost, and the pods never restarted;
 //! - a node added after install joins (Ready, weftd on it, its pod reachable from the
-//!   others), and removed again: its WeftBlocks go with its Node.
+//!   others), and removed again: its WeftBlocks go with its Node;
+//! - a node whose runtime lost its pods (every process killed, containerd's state and
+//!   the pods' namespace files wiped): no DEL comes, and weftd's GC collects the old
+//!   pods' endpoints and leases once the node is back.
 //!
 //! The two run at once (one test binary): two labs, each with its own names and nodes.
 
@@ -519,9 +522,11 @@ fn a_kubelet_cluster_runs_pods_on_weft_installed_from_the_manifest() {
         .flatten()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        // Zombies (killed, their parent gone, not reaped yet) still name their cgroup.
         .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-                .is_ok_and(|c| c.contains(&format!("/weft-lab.{name}.")))
+            alive(*pid)
+                && std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                    .is_ok_and(|c| c.contains(&format!("/weft-lab.{name}.")))
         })
         .collect();
     assert!(
@@ -836,6 +841,112 @@ fn a_kubelet_cluster_keeps_its_pods_flowing_through_weft_and_kubelet_restarts() 
         || format!("n3's blocks left: {:?}", blocks_of("n3")),
     );
     assert!(!lab.kubectl(&["get", "node", "n3"]).status.success());
+
+    // A node whose runtime lost its pods: every process of n2 killed (containerd, its
+    // shims, kubelet, kube-proxy, the pods, weftd's pod too) and containerd's state wiped
+    // with its pods' namespace files, but not weft's /run/weft or its leases. No DEL ever
+    // comes for the pods that were there; when `lab up` has restarted the node, kubelet
+    // makes its pods anew, and weftd's GC collects the old ones: their endpoint files and
+    // their leases go.
+    let view = lab.state_dir().join("nodes/n2/view");
+    let endpoints_dir = view.join("run/weft/endpoints");
+    let store = view.join("weft/ipam/weft");
+    let endpoint_files = || -> Vec<String> {
+        std::fs::read_dir(&endpoints_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let leases = || -> Vec<String> {
+        std::fs::read_dir(&store)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.parse::<IpAddr>().is_ok())
+            .collect()
+    };
+    let old_endpoints = endpoint_files();
+    assert!(!old_endpoints.is_empty() && !leases().is_empty());
+    let n2_ns = netns_inode(&lab.ns("n2"));
+    let n2_cgroup = format!("/weft-lab.{}.n2/", lab.name);
+    let doomed: Vec<u32> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            use std::os::unix::fs::MetadataExt;
+            let in_ns =
+                std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|m| m.ino() == n2_ns);
+            let in_pods = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .is_ok_and(|c| c.contains(&n2_cgroup));
+            in_ns || in_pods
+        })
+        .collect();
+    assert!(doomed.len() > 5, "n2's processes: {doomed:?}");
+    for pid in &doomed {
+        // SAFETY: pids of the lab's node n2, found just above.
+        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+    }
+    wait_for(
+        Duration::from_secs(20),
+        || doomed.iter().all(|p| !alive(*p)).then_some(()),
+        || "n2's processes survived SIGKILL".to_owned(),
+    );
+    // Emptied, not removed: each directory is the source of a bind mount in the node's
+    // view, which would keep showing the removed one.
+    for dir in ["containerd", "run/containerd", "run/netns"] {
+        for e in std::fs::read_dir(view.join(dir))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let path = e.path();
+            let gone = if e.file_type().is_ok_and(|t| t.is_dir()) {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            gone.unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+        }
+    }
+    lab.up_ok(&[]);
+    wait_for(
+        Duration::from_secs(120),
+        || {
+            let now = endpoint_files();
+            let left: Vec<&String> = old_endpoints.iter().filter(|e| now.contains(e)).collect();
+            let on_n2 = pods_of(&lab, "app=early")
+                .into_values()
+                .any(|p| p.node == "n2" && p.phase == "Running" && !p.ip.is_empty());
+            (left.is_empty() && on_n2).then_some(())
+        },
+        || {
+            format!(
+                "old endpoints {old_endpoints:?}, now {:?}",
+                endpoint_files()
+            )
+        },
+    );
+    // A lease file names its container on its first line; the old pods' are gone.
+    let old_ids: Vec<String> = old_endpoints
+        .iter()
+        .filter_map(|e| e.strip_suffix("-eth0.json").map(str::to_owned))
+        .collect();
+    assert!(!old_ids.is_empty(), "{old_endpoints:?}");
+    let now = leases();
+    let kept: Vec<&String> = now
+        .iter()
+        .filter(|l| {
+            let text = std::fs::read_to_string(store.join(l)).unwrap_or_default();
+            old_ids
+                .iter()
+                .any(|id| text.lines().next() == Some(id.as_str()))
+        })
+        .collect();
+    assert!(kept.is_empty(), "old leases kept: {kept:?} (now {now:?})");
 
     lab.ok(&["down"], &[]);
     lab.assert_gone();

@@ -178,7 +178,10 @@ fn unescape(field: &str) -> String {
 /// An overlayfs whiteout (a 0/0 character device) for host path `hidden` in the upper
 /// directory of the overlay that covers it: the file is absent from the node's view.
 fn whiteout(dir: &Path, hidden: &str) -> Result<()> {
-    let Some(top) = OVERLAID.iter().find(|o| hidden.starts_with(&format!("{o}/"))) else {
+    let Some(top) = OVERLAID
+        .iter()
+        .find(|o| hidden.starts_with(&format!("{o}/")))
+    else {
         return Err(LabError::invalid("hidden path", hidden, "under no overlay"));
     };
     let rel = &hidden[top.len() + 1..];
@@ -194,9 +197,10 @@ fn whiteout(dir: &Path, hidden: &str) -> Result<()> {
     let c = cstr(&path)?;
     // SAFETY: a NUL-terminated path; mode and device are plain integers.
     if unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, libc::makedev(0, 0)) } != 0 {
-        return Err(LabError::io(format!("making the whiteout {}", path.display()))(
-            std::io::Error::last_os_error(),
-        ));
+        return Err(LabError::io(format!(
+            "making the whiteout {}",
+            path.display()
+        ))(std::io::Error::last_os_error()));
     }
     Ok(())
 }
