@@ -20,6 +20,11 @@ ensure_cargo
 . scripts/lib/kube.sh
 ensure_kube_binaries
 echo "== Kubernetes binaries: $WEFT_KUBE_BIN"
+# Kubernetes' own e2e tests of pod networking run against a kubelet lab: e2e.test and the
+# agnhost image of the same source (the first build takes ~15 minutes more).
+ensure_kube_e2e
+export WEFT_KUBE_E2E
+echo "== Kubernetes e2e files: $WEFT_KUBE_E2E"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -59,8 +64,8 @@ status=0
 # one comes from a Debian package that WEFT_APT_PACKAGES does not install (with what those
 # pull in and what every Debian system has), or from no package: a program installed by
 # hand here is caught here, not on a fresh machine. The checkout, the build and the
-# Kubernetes build are ours.
-"$target/debug/exec-guard" run --packages "${WEFT_APT_PACKAGES[*]}" --ours "$PWD" --ours "$target" --ours "$WEFT_KUBE_BIN" -- \
+# Kubernetes builds are ours.
+"$target/debug/exec-guard" run --packages "${WEFT_APT_PACKAGES[*]}" --ours "$PWD" --ours "$target" --ours "$WEFT_KUBE_BIN" --ours "$WEFT_KUBE_E2E" -- \
   cargo test --workspace --locked --no-fail-fast -- --test-threads="${WEFT_TEST_THREADS:-4}" 2>&1 | tee "$log" || status=$?
 # One closing line for the whole suite (the last binary cargo runs is often an empty doc-test
 # binary, whose "0 passed" says nothing about the run).

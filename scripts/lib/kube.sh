@@ -244,9 +244,12 @@ _kube_make_progress() {
     { f = 0 }'
 }
 
+# make WHAT=TARGETS (the main binaries when none are given).
 _kube_make() {
-  local work=$1 what="" c
-  for c in "${WEFT_KUBE_COMMANDS[@]}"; do what+="${what:+ }cmd/$c"; done
+  local work=$1 what=${2:-} c
+  if [ -z "$what" ]; then
+    for c in "${WEFT_KUBE_COMMANDS[@]}"; do what+="${what:+ }cmd/$c"; done
+  fi
   _kube_step="make WHAT=\"$what\" in $work/src"
   # Like Debian's rules: a GOPATH whose k8s.io/kubernetes is the tree, static binaries.
   mkdir -p "$work/gopath/src/k8s.io" "$work/home"
@@ -283,8 +286,15 @@ _kube_install() {
     echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   } >"$tmp/BUILD-INFO"
   sync "$tmp"/bin/* "$tmp/BUILD-INFO"
-  # Incomplete (a binary removed by hand): replaced whole, under the lock.
+  # Incomplete (a binary removed by hand): replaced whole, under the lock, but the e2e
+  # files (ensure_kube_e2e) are built from the same source and stay valid.
+  if [ -d "$WEFT_KUBE_CACHE/$version/e2e" ]; then
+    mv "$WEFT_KUBE_CACHE/$version/e2e" "$tmp/e2e"
+  fi
   rm -rf "${WEFT_KUBE_CACHE:?}/$version"
   mv -T "$tmp" "$WEFT_KUBE_CACHE/$version"
   _kube_log "installed $WEFT_KUBE_CACHE/$version/bin"
 }
+
+# shellcheck source=scripts/lib/kube-e2e.sh
+. "$(dirname "$_KUBE_LIB")/kube-e2e.sh"

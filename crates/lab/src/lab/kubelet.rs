@@ -305,13 +305,30 @@ fn which(tool: &'static str) -> Result<PathBuf> {
     super::up::require_tool(tool, "apt-get install containerd")
 }
 
-/// `ctr images import` of every archive into the node's containerd (CRI's namespace,
-/// k8s.io), through its socket as the host sees it. A second import of the same archive
-/// changes nothing.
+/// The archives a node imports: those of `IMAGES` first, then every other `*.oci.tar` of
+/// `dir` in name order, so that tests bring images of their own (Kubernetes' e2e tests
+/// need agnhost) by putting archives next to the required ones.
+fn image_archives(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut extra = Vec::new();
+    let entries =
+        std::fs::read_dir(dir).map_err(LabError::io(format!("listing {}", dir.display())))?;
+    for entry in entries {
+        let entry = entry.map_err(LabError::io(format!("listing {}", dir.display())))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".oci.tar") && !IMAGES.contains(&name.as_str()) {
+            extra.push(entry.path());
+        }
+    }
+    extra.sort();
+    Ok(IMAGES.iter().map(|f| dir.join(f)).chain(extra).collect())
+}
+
+/// `ctr images import` of every archive of `image_archives` into the node's containerd
+/// (CRI's namespace, k8s.io), through its socket as the host sees it. A second import of
+/// the same archive changes nothing.
 fn import_images(socket: &Path, dir: &Path) -> Result<()> {
     let ctr = which("ctr")?;
-    for file in IMAGES {
-        let archive = dir.join(file);
+    for archive in image_archives(dir)? {
         let out = Command::new(&ctr)
             .arg(format!("--address={}", socket.display()))
             .args(["--namespace=k8s.io", "images", "import"])
@@ -400,5 +417,41 @@ fn remove_cgroup_tree(dir: &Path, left: &mut Vec<PathBuf>) {
     // A cgroup's control files are not removable: rmdir removes the directory whole.
     if std::fs::remove_dir(dir).is_err() && dir.exists() {
         left.push(dir.to_owned());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_required_archives_come_first_then_the_others_by_name() {
+        let dir = weft_testkit::TempDir::new("lab-images");
+        for file in [
+            "probe.oci.tar",
+            "zz.oci.tar",
+            "weft.oci.tar",
+            "agnhost.oci.tar",
+            "pause.oci.tar",
+            "notes.txt",
+            "half.oci.tar.tmp",
+        ] {
+            std::fs::write(dir.path().join(file), b"").expect("write");
+        }
+        let names: Vec<String> = image_archives(dir.path())
+            .expect("list")
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "weft.oci.tar",
+                "pause.oci.tar",
+                "probe.oci.tar",
+                "agnhost.oci.tar",
+                "zz.oci.tar"
+            ]
+        );
     }
 }

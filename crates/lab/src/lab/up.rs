@@ -112,7 +112,8 @@ pub struct UpArgs {
     #[arg(long)]
     kubelet: bool,
     /// With --kubelet: the directory of the image archives the nodes import (weft.oci.tar,
-    /// pause.oci.tar, probe.oci.tar, made by scripts/lab-images.sh) [default:
+    /// pause.oci.tar, probe.oci.tar, made by scripts/lab-images.sh, required; any other
+    /// *.oci.tar there too) [default:
     /// $WEFT_LAB_IMAGES, else lab-images next to the binaries' directory].
     #[arg(long, value_name = "DIR")]
     images: Option<PathBuf>,

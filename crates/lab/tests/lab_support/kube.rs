@@ -150,3 +150,19 @@ pub fn lab_images() -> std::path::PathBuf {
     assert!(out.status.success(), "lab-images.sh: {}", text(&out));
     String::from_utf8_lossy(&out.stdout).trim().into()
 }
+
+/// The directory of Kubernetes' e2e files (e2e.test, agnhost.oci.tar, agnhost.ref):
+/// WEFT_KUBE_E2E when the caller made sure of them (scripts/test.sh does), else
+/// scripts/kube-e2e.sh (a build of about 15 minutes the first time, as root).
+pub fn kube_e2e() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("WEFT_KUBE_E2E") {
+        return dir.into();
+    }
+    let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = std::process::Command::new(repo.join("scripts/kube-e2e.sh"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("scripts/kube-e2e.sh");
+    assert!(out.status.success(), "kube-e2e.sh: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).trim().into()
+}
