@@ -11,10 +11,12 @@
 # policy kernel tests' socket probes. containerd: its `ctr` imports the image of
 # scripts/image.sh in the image test, as a node would, and runs the kubelet lab's nodes (with
 # runc); conntrack: kube-proxy runs it there; gcc with libc6-dev builds the lab's static pause
-# program and busybox-static is its probe image (scripts/lab-images.sh).
+# program and busybox-static is its probe image (scripts/lab-images.sh); curl and
+# netcat-openbsd go into the agnhost image of Kubernetes' e2e tests, whose pods run them
+# (scripts/lib/kube-e2e.sh).
 WEFT_APT_PACKAGES=(iproute2 iputils-ping nftables iptables containernetworking-plugins jq procps
   protobuf-compiler etcd-server etcd-client iperf3 sockperf openssl gcc libc6-dev python3 containerd
-  runc conntrack busybox-static)
+  runc conntrack busybox-static curl netcat-openbsd)
 
 # Installs the packages named (WEFT_APT_PACKAGES when none are) that are missing. Says what
 # it does on stderr only: callers may be printing a result on stdout.
