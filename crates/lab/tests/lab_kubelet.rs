@@ -151,31 +151,39 @@ fn url_host(ip: IpAddr) -> String {
     }
 }
 
-fn deployment(replicas: u32) -> String {
-    // Spread evenly (maxSkew 1 over the nodes): both nodes get pods, so the matrix holds
-    // same-node and cross-node pairs.
+/// A Deployment `name` (pods labelled `app: <name>`) of probe pods serving HTTP on
+/// HTTP_PORT, spread evenly over the nodes (maxSkew 1): both nodes get pods, so a matrix
+/// holds same-node and cross-node pairs.
+fn spread_deployment(name: &str, replicas: u32) -> String {
     format!(
         r#"apiVersion: apps/v1
 kind: Deployment
-metadata: {{name: probe, namespace: default}}
+metadata: {{name: {name}, namespace: default}}
 spec:
   replicas: {replicas}
-  selector: {{matchLabels: {{app: probe}}}}
+  selector: {{matchLabels: {{app: {name}}}}}
   template:
-    metadata: {{labels: {{app: probe}}}}
+    metadata: {{labels: {{app: {name}}}}}
     spec:
       terminationGracePeriodSeconds: 1
       topologySpreadConstraints:
       - maxSkew: 1
         topologyKey: kubernetes.io/hostname
         whenUnsatisfiable: DoNotSchedule
-        labelSelector: {{matchLabels: {{app: probe}}}}
+        labelSelector: {{matchLabels: {{app: {name}}}}}
       containers:
       - name: probe
         image: {PROBE_IMAGE}
         imagePullPolicy: Never
         command: ["httpd", "-f", "-v", "-p", "{HTTP_PORT}", "-h", "/var/www"]
----
+"#
+    )
+}
+
+/// The `probe` Deployment and its dual-stack Service.
+fn deployment(replicas: u32) -> String {
+    format!(
+        r#"{}---
 apiVersion: v1
 kind: Service
 metadata: {{name: probe, namespace: default}}
@@ -184,7 +192,8 @@ spec:
   selector: {{app: probe}}
   ports:
   - {{port: 80, targetPort: {HTTP_PORT}}}
-"#
+"#,
+        spread_deployment("probe", replicas)
     )
 }
 
@@ -538,32 +547,6 @@ fn a_kubelet_cluster_runs_pods_on_weft_installed_from_the_manifest() {
 const FLOW_PORT: u16 = 17001;
 const FLOW_INTERVAL: Duration = Duration::from_millis(10);
 
-fn early_deployment(replicas: u32) -> String {
-    format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: early, namespace: default}}
-spec:
-  replicas: {replicas}
-  selector: {{matchLabels: {{app: early}}}}
-  template:
-    metadata: {{labels: {{app: early}}}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      topologySpreadConstraints:
-      - maxSkew: 1
-        topologyKey: kubernetes.io/hostname
-        whenUnsatisfiable: DoNotSchedule
-        labelSelector: {{matchLabels: {{app: early}}}}
-      containers:
-      - name: probe
-        image: {PROBE_IMAGE}
-        imagePullPolicy: Never
-        command: ["httpd", "-f", "-p", "8080", "-h", "/var/www"]
-"#
-    )
-}
-
 /// A pod as the API has it.
 #[derive(Debug, Clone)]
 struct PodInfo {
@@ -665,7 +648,7 @@ fn a_kubelet_cluster_keeps_its_pods_flowing_through_weft_and_kubelet_restarts() 
         "--until",
         "nodes",
     ]);
-    lab.kubectl_file_ok("apply", &early_deployment(2));
+    lab.kubectl_file_ok("apply", &spread_deployment("early", 2));
     std::thread::sleep(Duration::from_secs(3));
     let waiting = pods_of(&lab, "app=early");
     assert_eq!(waiting.len(), 2, "{waiting:?}");
@@ -815,7 +798,7 @@ fn a_kubelet_cluster_keeps_its_pods_flowing_through_weft_and_kubelet_restarts() 
         "--",
         "sh",
         "-c",
-        &format!("timeout 3 busybox wget -q -O - http://{on_n3}:8080/"),
+        &format!("timeout 3 busybox wget -q -O - http://{on_n3}:{HTTP_PORT}/"),
     ]);
     assert!(
         out.contains("weft-probe"),
