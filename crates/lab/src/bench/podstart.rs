@@ -34,8 +34,8 @@ use weft_net::NetNs;
 
 use super::error::{BenchError, Result};
 use super::stats::Summary;
-use crate::lab::Session;
 use crate::lab::names::Names;
+use crate::lab::{PodState, Session};
 
 /// The lab's nodes.
 const NODES: [&str; 2] = ["n1", "n2"];
@@ -124,36 +124,16 @@ impl LabGuard {
         }
     }
 
+    /// The lab's kubectl, in its router namespace (as `lab kubectl`), which must succeed.
     fn kubectl(&self, args: &[&str], input: Option<&str>) -> Result<String> {
-        let mut cmd = Command::new(&self.exe);
-        cmd.args(["lab", "kubectl", "--name", &self.name, "--"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            });
-        let mut child = cmd.spawn().map_err(BenchError::io("running kubectl"))?;
-        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-            use std::io::Write;
-            stdin
-                .write_all(text.as_bytes())
-                .map_err(BenchError::io("writing to kubectl"))?;
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(BenchError::io("running kubectl"))?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(BenchError::Command {
-                what: format!("kubectl {}", args.join(" ")),
-                status: out.status.to_string(),
-                output: String::from_utf8_lossy(&out.stderr).into_owned(),
-            })
-        }
+        let lab_error = |what: &str, e: crate::lab::LabError| BenchError::Unexpected {
+            what: what.to_owned(),
+            detail: e.to_string(),
+        };
+        let names = Names::new(&self.name).map_err(|e| lab_error("lab name", e.into()))?;
+        let bin = crate::lab::kube_bin(None).map_err(|e| lab_error("kubectl", e))?;
+        crate::lab::kubectl_ok(&names, &bin, args, input)
+            .map_err(|e| lab_error(&format!("kubectl {}", args.join(" ")), e))
     }
 
     fn node_dir(&self, node: &str) -> PathBuf {
@@ -427,6 +407,16 @@ fn pods_manifest(n: usize) -> String {
     docs.join("---\n")
 }
 
+/// The bench's pods as the API has them now.
+fn bench_pods(session: &Session) -> Result<Vec<PodState>> {
+    session
+        .pod_states("default", SELECTOR)
+        .map_err(|e| BenchError::Unexpected {
+            what: "listing the bench's pods".to_owned(),
+            detail: e.to_string(),
+        })
+}
+
 /// Whether a TCP connect to `addr` from `node`'s namespace succeeds.
 fn answers(netns: &NetNs, addr: SocketAddr) -> bool {
     netns
@@ -464,14 +454,7 @@ fn round(
     let deadline = t0 + Duration::from_secs(args.timeout);
     let mut started: BTreeMap<String, Duration> = BTreeMap::new();
     while started.len() < args.pods {
-        let states =
-            session
-                .pod_states("default", SELECTOR)
-                .map_err(|e| BenchError::Unexpected {
-                    what: "listing the bench's pods".to_owned(),
-                    detail: e.to_string(),
-                })?;
-        for p in states {
+        for p in bench_pods(session)? {
             if started.contains_key(&p.name) || p.phase != "Running" {
                 continue;
             }
@@ -491,17 +474,24 @@ fn round(
         }
         std::thread::sleep(POLL);
     }
-    guard.kubectl(
-        &[
-            "delete",
-            "pods",
-            "-l",
-            SELECTOR,
-            "--wait=true",
-            "--timeout=120s",
-        ],
-        None,
-    )?;
+    // No `--wait`: the lab's kubectl bounds every request (--request-timeout), and the
+    // wait is one long request. The pods are watched go here instead.
+    guard.kubectl(&["delete", "pods", "-l", SELECTOR, "--wait=false"], None)?;
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    loop {
+        let left = bench_pods(session)?.len();
+        if left == 0 {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(BenchError::Timeout {
+                what: format!("the deletion of the bench's pods ({})", variant.label()),
+                secs: args.timeout,
+                detail: format!("{left} left"),
+            });
+        }
+        std::thread::sleep(POLL);
+    }
     // Every pod's DEL through the shim, so the next round starts from a clean node.
     let adds = wait_dels(guard, args, variant)?;
     Ok((started.into_values().collect(), adds))

@@ -283,7 +283,7 @@ pub fn kubectl(names: &Names, bin: &Path) -> Command {
 }
 
 /// `kubectl args…` (stdin fed from `input`), which must succeed; its stdout.
-fn kubectl_ok(names: &Names, bin: &Path, args: &[&str], input: Option<&str>) -> Result<String> {
+pub fn kubectl_ok(names: &Names, bin: &Path, args: &[&str], input: Option<&str>) -> Result<String> {
     let out = run_kubectl(names, bin, args, input)?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())

@@ -40,7 +40,8 @@ mod records;
 pub(crate) mod topology;
 mod up;
 
-pub(crate) use kubeapi::Session;
+pub(crate) use controlplane::{find_bin as kube_bin, kubectl_ok};
+pub(crate) use kubeapi::{PodState, Session};
 pub(crate) use weft_ctl::lab::{names, state};
 
 use std::collections::BTreeMap;
