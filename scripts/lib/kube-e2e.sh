@@ -82,13 +82,7 @@ _kube_e2e_locked() {
     return 1
   fi
   local work="$WEFT_KUBE_CACHE/build-$version"
-  _kube_step="check the free space in $WEFT_KUBE_CACHE"
-  local avail_mib
-  avail_mib=$(df -Pm "$WEFT_KUBE_CACHE" | awk 'NR == 2 { print $4 }')
-  if [ ! -d "$work/src/_output" ] && [ "$avail_mib" -lt 4000 ]; then
-    _kube_log "the e2e build needs about 4 GiB free in $WEFT_KUBE_CACHE, there are $avail_mib MiB"
-    return 1
-  fi
+  _kube_check_space "$work" 4000 "the e2e build"
   _kube_log "building e2e.test and agnhost from Debian source $version (about 15 min on 2 CPUs)"
   _kube_fetch_source "$version" "$work"
   _kube_unpack "$version" "$work"
@@ -96,12 +90,7 @@ _kube_e2e_locked() {
   _kube_make "$work" test/e2e/e2e.test
   _kube_build_agnhost "$work"
   _kube_e2e_install "$version" "$work"
-  if [ "${WEFT_KUBE_KEEP_BUILD:-0}" = 1 ]; then
-    _kube_log "kept the build tree $work (WEFT_KUBE_KEEP_BUILD=1)"
-  else
-    _kube_step="remove the build tree $work"
-    rm -rf "$work"
-  fi
+  _kube_drop_build "$work"
 }
 
 _kube_build_agnhost() {

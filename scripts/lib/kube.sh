@@ -117,28 +117,40 @@ _kube_ensure_locked() {
     return 0
   fi
   local work="$WEFT_KUBE_CACHE/build-$version"
-  _kube_step="check the free space in $WEFT_KUBE_CACHE"
   # Measured: the build tree peaks at 2.6 GiB (Go's build cache in _output), then the binaries
   # take 0.4 GiB in the cache.
-  local avail_mib
-  avail_mib=$(df -Pm "$WEFT_KUBE_CACHE" | awk 'NR == 2 { print $4 }')
-  if [ ! -d "$work/src/_output" ] && [ "$avail_mib" -lt 3500 ]; then
-    _kube_log "the build needs about 3.5 GiB free in $WEFT_KUBE_CACHE, there are $avail_mib MiB"
-    return 1
-  fi
+  _kube_check_space "$work" 3500 "the build"
   _kube_log "building Kubernetes from Debian source $version (10-20 min on 2 CPUs)"
   _kube_fetch_source "$version" "$work"
   _kube_unpack "$version" "$work"
   _kube_patch_reflect2 "$work"
   _kube_make "$work"
   _kube_install "$version" "$work"
+  _kube_drop_build "$work"
+  echo "$version"
+}
+
+# Fails (after saying so) when WEFT_KUBE_CACHE has less than $2 MiB free for $3, unless a
+# build tree from an earlier attempt ($1/src/_output) already holds most of it.
+_kube_check_space() {
+  local work=$1 need_mib=$2 what=$3 avail_mib
+  _kube_step="check the free space in $WEFT_KUBE_CACHE"
+  avail_mib=$(df -Pm "$WEFT_KUBE_CACHE" | awk 'NR == 2 { print $4 }')
+  if [ ! -d "$work/src/_output" ] && [ "$avail_mib" -lt "$need_mib" ]; then
+    _kube_log "$what needs about $need_mib MiB free in $WEFT_KUBE_CACHE, there are $avail_mib MiB"
+    return 1
+  fi
+}
+
+# Removes the build tree $1 once its products are cached, unless WEFT_KUBE_KEEP_BUILD=1.
+_kube_drop_build() {
+  local work=$1
   if [ "${WEFT_KUBE_KEEP_BUILD:-0}" = 1 ]; then
     _kube_log "kept the build tree $work (WEFT_KUBE_KEEP_BUILD=1)"
   else
     _kube_step="remove the build tree $work"
     rm -rf "$work"
   fi
-  echo "$version"
 }
 
 # The system's deb822 entries (debian.sources) as deb-src, bookworm suites only; the plain
