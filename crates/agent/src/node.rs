@@ -30,6 +30,10 @@ use crate::peers::{Change, PeerTable};
 use crate::policy::{self, Policy};
 use crate::socket;
 
+/// At most this many queued requests are taken as one step: a bound on how long the
+/// first of them waits behind the rest. The socket's channel holds 64.
+const MAX_REQUEST_BATCH: usize = 64;
+
 /// What survives an agent restart in `<run-dir>/node.json`: the lease to try first and the
 /// blocks to adopt again, so a restart neither loses blocks nor waits for a new lease.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -732,6 +736,66 @@ impl Node {
         }
     }
 
+    /// The request just received and those queued behind it, answered in order, except
+    /// that consecutive ADDs (attaches) are one batch: a burst of pods on a node costs one
+    /// round of API reads and one commit, not one each (`Policy::attach_many`).
+    /// Nothing waits for a batch to fill: it is what queued while the last step ran.
+    async fn on_requests(
+        &mut self,
+        first: socket::Incoming,
+        rx: &mut mpsc::Receiver<socket::Incoming>,
+    ) {
+        let mut queue = vec![first];
+        while queue.len() < MAX_REQUEST_BATCH {
+            match rx.try_recv() {
+                Ok(next) => queue.push(next),
+                Err(_) => break,
+            }
+        }
+        let mut publish = false;
+        let mut queue = queue.into_iter().peekable();
+        while let Some((req, reply)) = queue.next() {
+            let Request::Attach {
+                container_id,
+                ifname,
+            } = req
+            else {
+                publish |= matches!(req, Request::Detach { .. });
+                let r = self.on_request(req).await;
+                let _ = reply.send(r);
+                continue;
+            };
+            let mut pods = vec![(container_id, ifname)];
+            let mut senders = vec![reply];
+            while let Some((Request::Attach { .. }, _)) = queue.peek() {
+                if let Some((
+                    Request::Attach {
+                        container_id,
+                        ifname,
+                    },
+                    reply,
+                )) = queue.next()
+                {
+                    pods.push((container_id, ifname));
+                    senders.push(reply);
+                }
+            }
+            let (blocks, underlay) = (self.blocks.clone(), self.underlay());
+            let replies = self
+                .policy
+                .attach_many(&self.store, &pods, &blocks, &underlay)
+                .await;
+            for (tx, r) in senders.into_iter().zip(replies) {
+                let _ = tx.send(r);
+            }
+            publish = true;
+        }
+        // Outside the reply path: the runtime has its answers.
+        if publish {
+            self.policy.publish_now(&self.store, self.lease).await;
+        }
+    }
+
     async fn on_request(&mut self, req: Request) -> Reply {
         match req {
             Request::Status => Reply {
@@ -743,9 +807,13 @@ impl Node {
                 ifname,
             } => {
                 let (blocks, underlay) = (self.blocks.clone(), self.underlay());
-                self.policy
-                    .attach(&self.store, &container_id, &ifname, &blocks, &underlay)
-                    .await
+                let mut replies = self
+                    .policy
+                    .attach_many(&self.store, &[(container_id, ifname)], &blocks, &underlay)
+                    .await;
+                replies
+                    .pop()
+                    .unwrap_or_else(|| socket::refuse("attach not handled"))
             }
             Request::Detach {
                 container_id,
@@ -832,13 +900,8 @@ impl Node {
                         }
                     }
                 },
-                Some((req, reply)) = req_rx.recv() => {
-                    let publish = matches!(req, Request::Attach { .. } | Request::Detach { .. });
-                    let r = self.on_request(req).await;
-                    let _ = reply.send(r);
-                    if publish {
-                        self.policy.publish_now(&self.store, self.lease).await;
-                    }
+                Some(first) = req_rx.recv() => {
+                    self.on_requests(first, &mut req_rx).await;
                     Ok(())
                 }
                 ev = policy_events.recv() => {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::{TestNs, Weftd, weftd_command};
-use weft_proto::{ApplyMode, CommitVia, PolicyStatus, Request, ask};
+use weft_proto::{AgentError, ApplyMode, CommitVia, PolicyStatus, Request, ask};
 use weft_store::{Datastore, LocalStore, ObjectKind};
 use weft_testkit::TempDir;
 
@@ -181,6 +181,127 @@ fn policy_from_the_local_store_is_applied_persisted_and_restored_first() {
             let t = table(&ns).expect("the persisted plan was restored first");
             assert!(t.contains("10.97.0.2") && t.contains("log prefix"), "{t}");
             assert!(t.contains("10.97.0.3"), "the journal was replayed: {t}");
+        })
+        .unwrap();
+}
+
+/// A runtime starts pods in bursts. ADDs that queued while weftd was busy are one batch:
+/// fewer commits than pods, yet each answer comes only once that pod is in the table, and
+/// one bad attach in the batch is refused alone.
+#[test]
+fn a_burst_of_attaches_is_committed_together_and_each_answered() {
+    const PODS: usize = 23;
+    let ns = TestNs::new();
+    let dir = TempDir::new("agent-burst");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = LocalStore::open(&dir.path().join("store.json")).unwrap();
+        let deny = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "deny-all", "namespace": "shop"},
+            "spec": {"podSelector": {}}});
+        store
+            .put_object(ObjectKind::NetworkPolicy, "shop", "deny-all", &deny)
+            .await
+            .unwrap();
+    });
+    let eps = dir.path().join("run/endpoints");
+    std::fs::create_dir_all(&eps).unwrap();
+    for i in 0..PODS {
+        std::fs::write(
+            eps.join(format!("b{i}-eth0.json")),
+            format!(
+                r#"{{"containerId":"b{i}","ifname":"eth0","namespace":"shop","name":"web-{i}",
+                    "addresses":["10.97.0.{}"],"hostInterface":"wv{i}","mode":"bridge"}}"#,
+                i + 10
+            ),
+        )
+        .unwrap();
+    }
+
+    ns.open()
+        .run(|| {
+            let mut agent = start(dir.path());
+            let started = Instant::now();
+            loop {
+                if let Ok(Some(status)) = agent.0.try_wait() {
+                    panic!("weftd exited ({status}): {}", agent.stderr());
+                }
+                if policy_status(dir.path()).is_some_and(|s| s.in_sync && s.endpoints == PODS)
+                {
+                    break;
+                }
+                assert!(started.elapsed() < Duration::from_secs(15), "not in sync");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            // The files were there at the start, so weftd knows the pods: forget them by
+            // detaching, so the burst's attaches are what brings them back.
+            let sock = dir.path().join("run/weftd.sock");
+            for i in 0..PODS {
+                let r = ask(
+                    &sock,
+                    &Request::Detach {
+                        container_id: format!("b{i}"),
+                        ifname: "eth0".into(),
+                    },
+                    Duration::from_secs(10),
+                )
+                .unwrap();
+                assert!(r.ok, "{r:?}");
+            }
+            let gone = Instant::now();
+            while table(&ns).is_some_and(|t| t.contains("10.97.0.10")) {
+                assert!(gone.elapsed() < Duration::from_secs(10), "detach not applied");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let journal = || {
+                std::fs::read_to_string(dir.path().join("run/policy-plan.journal"))
+                    .map(|j| j.lines().count())
+                    .unwrap_or(0)
+            };
+            let before = journal();
+
+            // weftd stopped while the ADDs arrive: they all queue behind one another.
+            let pid = nix::unistd::Pid::from_raw(agent.0.id() as i32);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+            let asks: Vec<_> = (0..=PODS)
+                .map(|i| {
+                    let sock = sock.clone();
+                    std::thread::spawn(move || {
+                        // The last one has no endpoint file.
+                        let id = if i == PODS { "nofile".to_string() } else { format!("b{i}") };
+                        ask(
+                            &sock,
+                            &Request::Attach {
+                                container_id: id,
+                                ifname: "eth0".into(),
+                            },
+                            Duration::from_secs(20),
+                        )
+                    })
+                })
+                .collect();
+            std::thread::sleep(Duration::from_millis(300));
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+            let mut replies: Vec<_> = asks.into_iter().map(|t| t.join().unwrap()).collect();
+            let bad = replies.pop().unwrap();
+            let t = table(&ns).unwrap();
+            for (i, r) in replies.iter().enumerate() {
+                assert!(r.as_ref().is_ok_and(|r| r.ok), "attach b{i}: {r:?}");
+                assert!(t.contains(&format!("10.97.0.{}", i + 10)), "b{i} not in:\n{t}");
+            }
+            assert!(
+                matches!(&bad, Err(AgentError::Refused(e)) if e.contains("no readable endpoint file")),
+                "{bad:?}"
+            );
+            let commits = journal() - before;
+            assert!(
+                (1..PODS).contains(&commits),
+                "{PODS} attaches in a burst took {commits} commits"
+            );
+            assert_eq!(policy_status(dir.path()).unwrap().endpoints, PODS);
         })
         .unwrap();
 }
