@@ -5,6 +5,8 @@
 # The plugins are linked statically: the runtime executes them for every pod verb, and a
 # static binary skips the dynamic loader (about 0.25 ms per exec on the 2-core test VM,
 # a tenth of an ADD). Static glibc needs an explicit --target, hence the host triple.
+# WEFT_BUILD_PROFILE picks another Cargo profile than `release` (the test suite's
+# `image-test`, Cargo.toml); the directory printed is that profile's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/deps.sh
@@ -14,6 +16,7 @@ host=$(rustc -vV | sed -n 's/^host: //p')
 # Packages to build: the arguments, else all four (the image needs only the first three).
 packages=("$@")
 [ "${#packages[@]}" -gt 0 ] || packages=(weft-plugin weft-agent weft-ctl weft-lab)
+profile=${WEFT_BUILD_PROFILE:-release}
 RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-  cargo build --release --locked --target "$host" "${packages[@]/#/-p}" >&2
-echo "${CARGO_TARGET_DIR:-$PWD/target}/$host/release"
+  cargo build --profile "$profile" --locked --target "$host" "${packages[@]/#/-p}" >&2
+echo "${CARGO_TARGET_DIR:-$PWD/target}/$host/$profile"

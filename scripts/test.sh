@@ -51,10 +51,13 @@ echo "== cargo build"
 # runs under the exec guard below is the tests, not the compiler.
 cargo build --workspace --all-targets --locked
 target=$(cargo metadata --format-version 1 --no-deps --locked | jq -r .target_directory)
-echo "== image archives for the kubelet lab (scripts/lab-images.sh: the static release build)"
+echo "== image archives for the kubelet lab (scripts/lab-images.sh: a static build)"
 # Once, before the tests: the kubelet lab test imports them on its nodes, and the image test
-# finds the release build done.
-WEFT_LAB_IMAGES=$(scripts/lab-images.sh)
+# finds the build done. The suite's images are built without cross-crate LTO (profile
+# image-test): the same code as a release, without its slowest step.
+# They go to a directory of their own, so that a benchmark never takes them for a release's.
+export WEFT_BUILD_PROFILE=${WEFT_BUILD_PROFILE:-image-test}
+WEFT_LAB_IMAGES=$(scripts/lab-images.sh "$target/lab-images-$WEFT_BUILD_PROFILE")
 export WEFT_LAB_IMAGES
 echo "== cargo test (under exec-guard: every program run must come from an installed package)"
 log=$(mktemp /tmp/weft-test.XXXXXX)

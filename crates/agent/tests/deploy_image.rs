@@ -4,8 +4,9 @@
 //! one with its root, state and socket in a temp dir — imports and unpacks it under the
 //! name the DaemonSet uses, `localhost/weft:<version>`.
 //!
-//! The script builds the static release binaries (scripts/build.sh: a few minutes the first
-//! time, about a second once built); with WEFT_RELEASE_DIR set it takes them from there.
+//! The script builds the static binaries (scripts/build.sh, in the Cargo profile
+//! WEFT_BUILD_PROFILE names, else release: a few minutes the first time, about a second
+//! once built); with WEFT_RELEASE_DIR set it takes them from there.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
