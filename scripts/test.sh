@@ -30,9 +30,14 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== the plugin binaries link no async runtime"
+echo "== the plugin binaries link no async runtime and no BPF loader"
 if cargo tree -p weft-plugin -e normal --locked | grep -Eq '\b(tokio|async-std|smol)\b'; then
   echo "weft-plugin depends on an async runtime; it must stay synchronous" >&2
+  exit 1
+fi
+# weftd does the BPF work (crates/ebpf) when the plugin's ADD asks it to attach a pod.
+if cargo tree -p weft-plugin -e normal --locked --prefix none | grep -Eq '^(aya|aya-obj|weft-ebpf) '; then
+  echo "weft-plugin depends on aya or weft-ebpf; the BPF work is weftd's" >&2
   exit 1
 fi
 echo "== weftctl links neither weftd's code, the backend nor nf_tables"

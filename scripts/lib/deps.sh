@@ -13,10 +13,11 @@
 # runc); conntrack: kube-proxy runs it there; gcc with libc6-dev builds the lab's static pause
 # program and busybox-static is its probe image (scripts/lab-images.sh); curl and
 # netcat-openbsd go into the agnhost image of Kubernetes' e2e tests, whose pods run them
-# (scripts/lib/kube-e2e.sh).
+# (scripts/lib/kube-e2e.sh). clang, libbpf-dev and linux-libc-dev: weft-ebpf's build script
+# compiles its BPF programs (C, `clang -target bpf`, libbpf's and the kernel's headers).
 WEFT_APT_PACKAGES=(iproute2 iputils-ping nftables iptables containernetworking-plugins jq procps
   protobuf-compiler etcd-server etcd-client iperf3 sockperf openssl gcc libc6-dev python3 containerd
-  runc conntrack busybox-static curl netcat-openbsd)
+  runc conntrack busybox-static curl netcat-openbsd clang libbpf-dev linux-libc-dev)
 
 # Installs the packages named (WEFT_APT_PACKAGES when none are) that are missing. Says what
 # it does on stderr only: callers may be printing a result on stdout.

@@ -1,0 +1,266 @@
+//! The fast path on a real kernel (root): a node namespace (`wteb…`) with a bridge and two
+//! bridged pods, plus one routed pod (ptp-like), all namespaces of this test; the program
+//! loaded, pinned in a bpffs directory of this test's own and attached by weft-ebpf as weftd
+//! does it. Proves by the counters which path each packet took:
+//!
+//! - bridged pod → pod and routed pod → pod are delivered by `bpf_redirect_peer`;
+//! - pod → node, ARP and a policed pod's packets go on down the kernel path, where an
+//!   nftables drop still drops;
+//! - reopening the pins (a weftd restart) attaches nothing again; detach and `remove_all`
+//!   leave no link, pin, program or qdisc.
+
+use std::path::{Path, PathBuf};
+
+use weft_ebpf::{Counters, Datapath, EndpointValue, FLAG_POLICED};
+use weft_testkit::TestNs;
+
+/// The pin directory of this test process, removed on drop (also on a panic).
+struct Pins(PathBuf);
+
+impl Pins {
+    fn new(tag: &str) -> Pins {
+        let p = PathBuf::from(format!(
+            "/sys/fs/bpf/weft-test-{tag}-{}",
+            std::process::id()
+        ));
+        let _ = weft_ebpf::remove_all(&p);
+        Pins(p)
+    }
+}
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let _ = weft_ebpf::remove_all(&self.0);
+    }
+}
+
+fn mac_of(ns: &TestNs, dev: &str) -> [u8; 6] {
+    let out = ns.ip(&["-o", "link", "show", dev]);
+    let mac = out
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .expect("link/ether");
+    weft_ebpf::parse_mac(mac).expect("mac")
+}
+
+fn ifindex(ns: &TestNs, dev: &str) -> u32 {
+    let out = ns.ip(&["-o", "link", "show", dev]);
+    out.split(':').next().unwrap().trim().parse().unwrap()
+}
+
+fn ping(from: &TestNs, to: &str) -> bool {
+    from.exec(&["ping", "-c", "2", "-i", "0.05", "-W", "1", "-q", to])
+        .0
+}
+
+fn counters(node: &TestNs, dir: &Path) -> Counters {
+    let dir = dir.to_path_buf();
+    node.run(move || Datapath::open(&dir).unwrap().counters().unwrap())
+}
+
+/// A pod namespace wired to `node` by a veth whose host end is `host`.
+fn pod(node: &TestNs, host: &str) -> TestNs {
+    let p = TestNs::new("wtebp");
+    node.ip(&[
+        "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", &p.name,
+    ]);
+    node.ip(&["link", "set", host, "up"]);
+    p.ip(&["link", "set", "eth0", "up"]);
+    p
+}
+
+#[test]
+fn same_node_traffic_is_redirected_policed_and_node_traffic_is_not() {
+    weft_testkit::require_root!();
+    let pins = Pins::new("fp");
+    let node = TestNs::new("wteb");
+    node.exec_ok(&["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
+    node.ip(&["link", "add", "br0", "type", "bridge"]);
+    node.ip(&["addr", "add", "10.98.0.1/24", "dev", "br0"]);
+    node.ip(&["link", "set", "br0", "up"]);
+    let a = pod(&node, "hA");
+    let b = pod(&node, "hB");
+    let c = pod(&node, "hC");
+    for (p, h, addr) in [(&a, "hA", "10.98.0.2/24"), (&b, "hB", "10.98.0.3/24")] {
+        node.ip(&["link", "set", h, "master", "br0"]);
+        p.ip(&["addr", "add", addr, "dev", "eth0"]);
+        p.ip(&["route", "add", "default", "via", "10.98.0.1"]);
+    }
+    // C is routed, as weft's ptp mode does it: a /32 and a link-local gateway.
+    node.ip(&["addr", "add", "169.254.1.1/32", "dev", "hC"]);
+    node.ip(&["route", "add", "10.98.1.2/32", "dev", "hC"]);
+    c.ip(&["addr", "add", "10.98.1.2/32", "dev", "eth0"]);
+    c.ip(&[
+        "route",
+        "add",
+        "169.254.1.1",
+        "dev",
+        "eth0",
+        "scope",
+        "link",
+    ]);
+    c.ip(&["route", "add", "default", "via", "169.254.1.1"]);
+
+    let br_mac = mac_of(&node, "br0");
+    let entries = [
+        (
+            "10.98.0.2",
+            ifindex(&node, "hA"),
+            mac_of(&a, "eth0"),
+            br_mac,
+        ),
+        (
+            "10.98.0.3",
+            ifindex(&node, "hB"),
+            mac_of(&b, "eth0"),
+            br_mac,
+        ),
+        (
+            "10.98.1.2",
+            ifindex(&node, "hC"),
+            mac_of(&c, "eth0"),
+            mac_of(&node, "hC"),
+        ),
+    ];
+    let dir = pins.0.clone();
+    node.run(move || {
+        let mut dp = Datapath::open(&dir).unwrap();
+        for (addr, ifindex, mac, gw_mac) in entries {
+            let v = EndpointValue {
+                ifindex,
+                flags: 0,
+                mac,
+                gw_mac,
+            };
+            dp.insert(addr.parse().unwrap(), v).unwrap();
+        }
+        for h in ["hA", "hB", "hC"] {
+            assert!(dp.attach(h).unwrap(), "{h} attached anew");
+            assert!(dp.is_attached(h).unwrap());
+        }
+    });
+
+    // Bridged pod → pod: every IPv4 packet both ways by redirect (ARP passes).
+    let before = counters(&node, &pins.0);
+    assert!(ping(&a, "10.98.0.3"), "A → B");
+    let after = counters(&node, &pins.0);
+    assert!(
+        after.redirected >= before.redirected + 4,
+        "2 requests + 2 replies redirected: {before:?} → {after:?}"
+    );
+
+    // Routed pod → pod: rewritten to the destination's MAC, TTL down by one.
+    let before = after;
+    assert!(ping(&a, "10.98.1.2"), "A → C (routed)");
+    let out = a.exec_ok(&["ping", "-c", "1", "-W", "1", "10.98.1.2"]);
+    assert!(out.contains("ttl=63"), "one routed hop: {out}");
+    let after = counters(&node, &pins.0);
+    assert!(
+        after.redirected >= before.redirected + 4,
+        "{before:?} → {after:?}"
+    );
+
+    // Pod → node: the kernel path (and the ARP before it).
+    let before = after;
+    assert!(ping(&a, "10.98.0.1"), "A → node");
+    let after = counters(&node, &pins.0);
+    assert_eq!(
+        after.redirected, before.redirected,
+        "nothing for the node redirected"
+    );
+    assert!(after.passed >= before.passed + 2, "{before:?} → {after:?}");
+
+    // C policed: its packets keep the kernel path, where a drop still drops.
+    let dir = pins.0.clone();
+    node.run(move || {
+        let mut dp = Datapath::open(&dir).unwrap();
+        let addr = "10.98.1.2".parse().unwrap();
+        let (_, v) = dp
+            .endpoints()
+            .unwrap()
+            .into_iter()
+            .find(|(a, _)| *a == addr)
+            .unwrap();
+        dp.insert(
+            addr,
+            EndpointValue {
+                flags: FLAG_POLICED,
+                ..v
+            },
+        )
+        .unwrap();
+    });
+    node.exec_ok(&["nft", "add table inet wteb"]);
+    node.exec_ok(&[
+        "nft", "add", "chain", "inet", "wteb", "wtfwd", "{", "type", "filter", "hook", "forward",
+        "priority", "0", ";", "}",
+    ]);
+    node.exec_ok(&["nft", "add rule inet wteb wtfwd ip daddr 10.98.1.2 drop"]);
+    let before = counters(&node, &pins.0);
+    assert!(
+        !ping(&a, "10.98.1.2"),
+        "the nftables drop of a policed pod holds"
+    );
+    let after = counters(&node, &pins.0);
+    assert_eq!(
+        after.redirected, before.redirected,
+        "{before:?} → {after:?}"
+    );
+    assert!(after.passed >= before.passed + 2, "{before:?} → {after:?}");
+    node.exec_ok(&["nft", "delete table inet wteb"]);
+    assert!(
+        ping(&a, "10.98.1.2"),
+        "without the drop the kernel path delivers"
+    );
+
+    // A restart: the pins are reopened, nothing is attached again; then a DEL.
+    let dir = pins.0.clone();
+    node.run(move || {
+        let mut dp = Datapath::open(&dir).unwrap();
+        assert!(!dp.attach("hA").unwrap(), "still attached: left as it is");
+        assert_eq!(dp.attached().unwrap(), ["hA", "hB", "hC"]);
+        dp.detach("hB").unwrap();
+        dp.remove("10.98.0.3".parse().unwrap()).unwrap();
+        assert!(!dp.is_attached("hB").unwrap(), "DEL detaches");
+        assert!(dp.is_attached("hA").unwrap());
+    });
+    let before = counters(&node, &pins.0);
+    assert!(
+        ping(&b, "10.98.0.2"),
+        "B → A on the kernel path (B's program gone)"
+    );
+    let after = counters(&node, &pins.0);
+    assert_eq!(
+        after.redirected, before.redirected,
+        "B is out of the map: its replies from A pass too"
+    );
+
+    // Uninstall: no pin, no program on any veth, no qdisc.
+    assert!(weft_ebpf::remove_all(&pins.0).unwrap());
+    assert!(!pins.0.exists());
+    for h in ["hA", "hB", "hC"] {
+        let qd = node.exec_ok(&["tc", "qdisc", "show", "dev", h]);
+        assert!(
+            !qd.contains("clsact") && !qd.contains("ingress"),
+            "{h}: {qd}"
+        );
+        let (_, progs) = node.run(move || {
+            aya::programs::SchedClassifier::query_tcx(h, aya::programs::TcAttachType::Ingress)
+                .unwrap()
+        });
+        assert!(progs.is_empty(), "{h}: still {} programs", progs.len());
+    }
+    assert!(
+        ping(&a, "10.98.0.3"),
+        "the kernel path alone still delivers"
+    );
+}
+
+#[test]
+fn a_pin_dir_off_bpffs_fails_to_load() {
+    weft_testkit::require_root!();
+    let dir = weft_testkit::TempDir::new("weft-ebpf-notbpffs");
+    let err = Datapath::open(&dir.path().join("pins")).unwrap_err();
+    assert!(matches!(err, weft_ebpf::Error::NotBpffs { .. }), "{err}");
+}
