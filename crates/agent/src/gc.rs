@@ -389,6 +389,7 @@ mod tests {
             name: "web-0".into(),
             addresses: vec!["10.97.0.2".parse().unwrap()],
             host_interface: Some("wv0".into()),
+            mac: None,
             mode: EndpointMode::Bridge,
             network: Some("weft".into()),
             netns: rec,

@@ -733,6 +733,7 @@ impl Node {
             peers: self.table.peer_count(),
             datastore_reachable: !self.store_down,
             policy: self.policy.status().await,
+            datapath: None,
         }
     }
 

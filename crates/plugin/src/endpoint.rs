@@ -69,6 +69,13 @@ pub fn attach(
         addresses: result.ips.iter().map(|i| i.address.addr()).collect(),
         host_interface: (conf.mode != Mode::Macvlan)
             .then(|| names::host_veth(&req.name, &req.container_id, &req.ifname)),
+        // The interface inside the pod (the one with a sandbox): weftd cannot read it from
+        // the node's namespace, and its eBPF datapath addresses frames to it.
+        mac: result
+            .interfaces
+            .iter()
+            .find(|i| i.sandbox.is_some() && i.name == req.ifname)
+            .and_then(|i| i.mac.clone()),
         mode: endpoint_mode(conf.mode),
         network: Some(req.name.clone()),
         netns: netns_record(pod_ns),

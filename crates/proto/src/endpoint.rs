@@ -22,6 +22,11 @@ pub struct EndpointFile {
     /// The node-side interface (veth) in bridge and ptp modes; none in macvlan mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_interface: Option<String>,
+    /// The pod interface's MAC (`aa:bb:cc:dd:ee:ff`), which the eBPF datapath writes as the
+    /// destination of the frames it delivers. None in files of earlier releases: such a
+    /// pod keeps the kernel path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
     pub mode: EndpointMode,
     /// The CNI network (the conflist's `name`): which IPAM store holds the pod's leases
     /// (`<dataDir>/<network>/`) and whose veth alias names it. None in files of earlier

@@ -25,6 +25,34 @@ pub struct Status {
     pub peers: usize,
     pub datastore_reachable: bool,
     pub policy: PolicyStatus,
+    /// The datapath in use (`--datapath`); null from weftds older than the eBPF one.
+    pub datapath: Option<DatapathStatus>,
+}
+
+/// How pod packets are forwarded on this node (docs/agent.md, "Datapath").
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DatapathStatus {
+    /// What `--datapath` asked for: `nft` or `ebpf`.
+    pub requested: String,
+    /// What runs: `ebpf`, or `nft` (asked for, or the fallback when the eBPF fast path could
+    /// not be loaded or attached at start-up: then `error` says why).
+    pub active: String,
+    pub error: Option<String>,
+    /// The bpffs directory of the pins (`ebpf` only).
+    pub pin_dir: Option<String>,
+    /// The kernel's id of the loaded program (`ebpf` only).
+    pub program_id: Option<u32>,
+    /// Host veths the program is attached to.
+    pub attached: usize,
+    /// Pod addresses in the endpoint map, and how many of them are policed (their packets
+    /// keep the nftables path).
+    pub endpoints: usize,
+    pub policed: usize,
+    /// The programs' decisions since they were loaded: delivered by `bpf_redirect_peer`,
+    /// and passed on to the kernel path.
+    pub redirected: u64,
+    pub passed: u64,
 }
 
 /// NetworkPolicy on this node: the plan in the kernel and what it denied.

@@ -229,6 +229,7 @@ fn sample_status() -> Status {
         pod_mtu: Some(1450),
         peers: 2,
         datastore_reachable: true,
+        datapath: None,
         policy: PolicyStatus {
             table: "inet weft_policy".into(),
             revision: 17,
@@ -308,7 +309,7 @@ fn document_of_before() -> Value {
     json!({
         "node": "n1", "lease": 7587884203316221000_i64,
         "blocks": ["10.244.0.0/26", "fd00:10:244::/122"], "podMtu": 1450, "peers": 2,
-        "datastoreReachable": true,
+        "datastoreReachable": true, "datapath": null,
         "policy": {
             "table": "inet weft_policy", "revision": 17, "viewLoaded": true, "inSync": true,
             "policies": 3, "endpoints": 4, "classes": 2, "chains": 9, "rules": 30,

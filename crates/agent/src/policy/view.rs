@@ -282,6 +282,7 @@ mod tests {
             name: name.into(),
             addresses: vec![addr.parse().unwrap()],
             host_interface: Some("wv0".into()),
+            mac: None,
             mode: weft_proto::EndpointMode::Bridge,
             network: None,
             netns: None,

@@ -441,6 +441,7 @@ fn write_endpoint_files(run_dir: &Path, world: &World) -> Result<()> {
             name: p.name.clone(),
             addresses: vec![IpAddr::V4(p.address)],
             host_interface: Some(format!("wv{i}")),
+            mac: None,
             mode: EndpointMode::Bridge,
             // No namespace recorded: weftd's GC leaves these pods (which have none) alone.
             network: None,
