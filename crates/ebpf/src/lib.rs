@@ -307,9 +307,7 @@ impl Datapath {
     /// Whether our program is attached on tcx ingress of `host_if` (in this thread's
     /// network namespace).
     pub fn is_attached(&self, host_if: &str) -> Result<bool, Error> {
-        let (_, progs) =
-            SchedClassifier::query_tcx(host_if, TcAttachType::Ingress).map_err(prog_err)?;
-        Ok(progs.iter().any(|p| p.id() == self.prog_id))
+        Ok(tcx_ingress_programs(host_if)?.contains(&self.prog_id))
     }
 
     /// Attaches the program to tcx ingress of `host_if` and pins the link, unless it is
@@ -480,6 +478,13 @@ mod sys {
         attr.0[0] = u32::try_from(link.as_raw_fd()).map_err(|_| io::Error::other("bad fd"))?;
         bpf(BPF_LINK_DETACH, &mut attr).map(|_| ())
     }
+}
+
+/// The ids of the programs on tcx ingress of `ifname` (in this thread's namespace), weft's
+/// or anyone's: what a check for leftovers reads.
+pub fn tcx_ingress_programs(ifname: &str) -> Result<Vec<u32>, Error> {
+    let (_, progs) = SchedClassifier::query_tcx(ifname, TcAttachType::Ingress).map_err(prog_err)?;
+    Ok(progs.iter().map(|p| p.id()).collect())
 }
 
 fn open_map(dir: &Path, name: &'static str) -> Result<Map, Error> {
