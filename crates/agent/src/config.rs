@@ -9,6 +9,7 @@ use clap::{Parser, ValueEnum};
 use weft_store::kube::{IpamMode, KubeOptions};
 use weft_store::{ClusterConfig, EtcdOptions, TlsFiles};
 
+pub use crate::datapath::Kind as DatapathKind;
 use crate::error::Error;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -120,6 +121,15 @@ pub struct Args {
     /// Without it weftd listens on no TCP port.
     #[arg(long, value_name = "IP:PORT")]
     pub metrics_address: Option<SocketAddr>,
+    /// How pod packets are forwarded: `nft` (the kernel's forwarding, nftables policy) or
+    /// `ebpf` (a tcx fast path for same-node pod traffic; policed pods and everything else
+    /// keep the kernel path). docs/agent.md, "Datapath".
+    #[arg(long, value_enum, default_value = "nft")]
+    pub datapath: DatapathKind,
+    /// The bpffs directory of the eBPF datapath's pins (mounted at /sys/fs/bpf if no bpffs
+    /// is there); one per weftd on a machine.
+    #[arg(long, default_value = weft_ebpf::DEFAULT_PIN_DIR)]
+    pub bpf_pin_dir: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -149,6 +159,8 @@ pub struct Settings {
     pub policy_log_rate: Option<u32>,
     pub policy_cut_established: bool,
     pub metrics_address: Option<SocketAddr>,
+    pub datapath: DatapathKind,
+    pub bpf_pin_dir: PathBuf,
 }
 
 impl Settings {
@@ -236,6 +248,8 @@ impl Settings {
             policy_log_rate: a.policy_log_rate.filter(|n| *n > 0),
             policy_cut_established: a.policy_cut_established,
             metrics_address: a.metrics_address,
+            datapath: a.datapath,
+            bpf_pin_dir: a.bpf_pin_dir,
         })
     }
 

@@ -22,10 +22,12 @@
 //! policy      NetworkPolicy: view → plan → one nft transaction per change (cut: conntrack)
 //! metrics     /metrics, /healthz, /readyz on --metrics-address (the snapshot they read)
 //! gc          pods whose DEL never came (netns gone): cleaned as the plugin's GC does
+//! datapath    --datapath nft|ebpf: weft-ebpf's fast path kept in step with the pods
 //! ```
 
 pub mod cniconf;
 pub mod config;
+pub mod datapath;
 pub mod dataplane;
 pub mod error;
 pub mod files;

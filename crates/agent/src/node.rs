@@ -20,6 +20,7 @@ use weft_store::{
 
 use crate::cniconf;
 use crate::config::{Mode, Settings, StoreChoice};
+use crate::datapath::Datapath;
 use crate::dataplane::{DataplaneHandle, Pending};
 use crate::error::Error;
 use crate::gc::Gc;
@@ -74,6 +75,8 @@ struct Node {
     /// Whether the last datastore call failed, so an outage is logged once, not per tick.
     store_down: bool,
     policy: Policy,
+    /// `--datapath`: the eBPF fast path, when it runs.
+    datapath: Datapath,
     /// Pods whose DEL never came.
     gc: Gc,
 }
@@ -176,6 +179,9 @@ pub async fn run(s: Settings) -> Result<(), Error> {
     // applied policy plan.
     let mut policy = Policy::new(&s);
     policy.restore().await;
+    // With the restored plan in the kernel, before any pod is attached: the pods of the
+    // endpoint files start policed (nftables path) until the view is loaded.
+    let datapath = Datapath::start(s.datapath, s.bpf_pin_dir.clone(), policy.local_endpoints());
     let store = connect(&s).await?;
     let cfg = match &s.cluster_config {
         Some(c) => retry("cluster config", || store.init_config(c)).await?,
@@ -198,6 +204,7 @@ pub async fn run(s: Settings) -> Result<(), Error> {
     let underlay_v6 = identity::underlay_v6(flag_v6)?;
     let mut node = Node {
         policy,
+        datapath,
         gc: Gc::new(&s),
         vtep_mac: identity::vtep_mac(&s.node_name),
         table: PeerTable::new(&s.node_name),
@@ -336,10 +343,12 @@ impl Node {
     /// own timer; the kernel keeps what it has).
     async fn policy_flush(&mut self, load: bool) -> Result<(), policy::Error> {
         let (blocks, underlay) = (self.blocks.clone(), self.underlay());
+        self.sync_policed(true);
         let r = self
             .policy
             .flush(&self.store, self.lease, &blocks, &underlay, load)
             .await;
+        self.sync_policed(false);
         match &r {
             Ok(()) => {}
             // An outage the node already reported: a load is retried every few seconds
@@ -351,6 +360,15 @@ impl Node {
             ),
         }
         r
+    }
+
+    /// The eBPF datapath's `policed` flags from the policy state: raised before a commit,
+    /// lowered after it (crate::datapath).
+    fn sync_policed(&mut self, raise_only: bool) {
+        let policy = &self.policy;
+        let policed = |f: &weft_proto::EndpointFile| policy.policed(&f.namespace, &f.name);
+        self.datapath
+            .sync_policed(policy.local_endpoints(), &policed, raise_only);
     }
 
     /// After a load of the policy view at revision R, start the object watch again from R
@@ -733,7 +751,7 @@ impl Node {
             peers: self.table.peer_count(),
             datastore_reachable: !self.store_down,
             policy: self.policy.status().await,
-            datapath: None,
+            datapath: Some(self.datapath.status()),
         }
     }
 
@@ -781,11 +799,7 @@ impl Node {
                     senders.push(reply);
                 }
             }
-            let (blocks, underlay) = (self.blocks.clone(), self.underlay());
-            let replies = self
-                .policy
-                .attach_many(&self.store, &pods, &blocks, &underlay)
-                .await;
+            let replies = self.attach_pods(&pods).await;
             for (tx, r) in senders.into_iter().zip(replies) {
                 let _ = tx.send(r);
             }
@@ -795,6 +809,31 @@ impl Node {
         if publish {
             self.policy.publish_now(&self.store, self.lease).await;
         }
+    }
+
+    /// Attaches pods (container id, ifname): their policy in one commit, then, for each
+    /// one programmed, its fast path, all before the ADDs return.
+    async fn attach_pods(&mut self, pods: &[(String, String)]) -> Vec<Reply> {
+        let (blocks, underlay) = (self.blocks.clone(), self.underlay());
+        let replies = self
+            .policy
+            .attach_many(&self.store, pods, &blocks, &underlay)
+            .await;
+        let policy = &self.policy;
+        let policed = |f: &weft_proto::EndpointFile| policy.policed(&f.namespace, &f.name);
+        for ((container_id, ifname), reply) in pods.iter().zip(&replies) {
+            // The pod's policy is in the kernel (or its ADD is refused): now its fast path.
+            if !reply.ok {
+                continue;
+            }
+            if let Some(f) = policy
+                .local_endpoints()
+                .find(|f| &f.container_id == container_id && &f.ifname == ifname)
+            {
+                self.datapath.attach(f, &policed);
+            }
+        }
+        replies
     }
 
     async fn on_request(&mut self, req: Request) -> Reply {
@@ -807,11 +846,7 @@ impl Node {
                 container_id,
                 ifname,
             } => {
-                let (blocks, underlay) = (self.blocks.clone(), self.underlay());
-                let mut replies = self
-                    .policy
-                    .attach_many(&self.store, &[(container_id, ifname)], &blocks, &underlay)
-                    .await;
+                let mut replies = self.attach_pods(&[(container_id, ifname)]).await;
                 replies
                     .pop()
                     .unwrap_or_else(|| socket::refuse("attach not handled"))
@@ -819,7 +854,16 @@ impl Node {
             Request::Detach {
                 container_id,
                 ifname,
-            } => self.policy.detach(&container_id, &ifname),
+            } => {
+                if let Some(f) = self
+                    .policy
+                    .local_endpoints()
+                    .find(|f| f.container_id == container_id && f.ifname == ifname)
+                {
+                    self.datapath.detach(f);
+                }
+                self.policy.detach(&container_id, &ifname)
+            }
             // The barrier: a load now sees at least the state as of the request.
             Request::PolicySync => match self.policy_flush(true).await {
                 Ok(()) => Reply {
@@ -929,12 +973,14 @@ impl Node {
                     // Endpoint files added or removed behind our back (the agent was down
                     // for an ADD, a DEL could not reach it), and a full policy load.
                     self.policy.rescan();
+                    self.datapath.prune(self.policy.local_endpoints());
                     // Needs no datastore: started before a resync that may wait on one.
                     self.gc.start(&self.policy);
                     self.resync().await
                 }
                 Some(pass) = self.gc.done() => {
                     if self.gc.finish(pass, &mut self.policy) {
+                        self.datapath.prune(self.policy.local_endpoints());
                         self.policy.publish_now(&self.store, self.lease).await;
                     }
                     Ok(())

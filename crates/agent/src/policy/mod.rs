@@ -305,6 +305,19 @@ impl Policy {
         self.mark_reload();
     }
 
+    /// Whether pod `namespace/name` is selected by a NetworkPolicy in the view, so its
+    /// packets must keep the nftables path (the eBPF datapath, `crate::datapath`). Yes
+    /// when unsure: before the view is loaded, or while its labels are unknown.
+    pub fn policed(&self, namespace: &str, name: &str) -> bool {
+        let Some(view) = &self.view else {
+            return true;
+        };
+        match view.endpoint(&self.node, &self.local, namespace, name) {
+            Some(ep) => view.policies.iter().any(|p| p.selects(&ep)),
+            None => true,
+        }
+    }
+
     /// This node's endpoint files as last read (at start, at each rescan, on `attach`).
     pub fn local_endpoints(&self) -> impl Iterator<Item = &EndpointFile> {
         self.local.values()

@@ -1,0 +1,337 @@
+//! The node's datapath (`--datapath`): `nft` (kernel forwarding, nftables policy: nothing to
+//! do here) or `ebpf`, weft-ebpf's fast path, whose kernel side this module keeps in step
+//! with the node's pods (docs/agent.md, "Datapath"):
+//!
+//! - at start the programs and maps are loaded, or reopened from their pins, and every pod
+//!   of the endpoint files is put in the endpoint map and attached (a pod still attached
+//!   is left as it is: a restart re-attaches nothing);
+//! - `attach` (before the plugin's ADD returns) and `detach` (DEL) do the same for one pod;
+//! - after each policy change the `policed` flags follow the policy state: a pod selected by
+//!   a NetworkPolicy keeps the nftables path, so policy stays exact in this first slice.
+//!   Flags are raised before a commit and lowered after it, so no packet of a pod the
+//!   kernel's policy selects skips it.
+//!
+//! If the fast path cannot be loaded or attached at start-up, weftd logs an error, says so in
+//! its status and runs as `nft`: every pod keeps the kernel path, never an unpoliced one.
+//! With `nft`, whatever an earlier `ebpf` run pinned is removed (links, program, maps).
+//!
+//! The BPF calls are a few syscalls each (microseconds; a load at start, milliseconds), so
+//! they run on the control loop itself, like the endpoint bookkeeping they go with.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use clap::ValueEnum;
+use weft_ebpf::{EndpointValue, FLAG_POLICED};
+use weft_proto::{DatapathStatus, EndpointFile};
+
+use crate::log;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    Nft,
+    Ebpf,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Nft => "nft",
+            Kind::Ebpf => "ebpf",
+        }
+    }
+}
+
+/// The datapath as weftd runs it.
+pub struct Datapath {
+    requested: Kind,
+    pin_dir: PathBuf,
+    fast: Option<weft_ebpf::Datapath>,
+    /// Why `ebpf` was asked for and `nft` runs.
+    error: Option<String>,
+}
+
+/// Whether a pod's packets must keep the nftables path (the policy state's answer).
+pub type Policed<'a> = &'a dyn Fn(&EndpointFile) -> bool;
+
+impl Datapath {
+    /// Brings the datapath up for the pods of `pods` (all treated as policed until the
+    /// policy view says otherwise: weftd has not loaded it yet).
+    pub fn start<'a>(
+        requested: Kind,
+        pin_dir: PathBuf,
+        pods: impl Iterator<Item = &'a EndpointFile>,
+    ) -> Datapath {
+        let mut dp = Datapath {
+            requested,
+            pin_dir,
+            fast: None,
+            error: None,
+        };
+        match requested {
+            Kind::Nft => match weft_ebpf::remove_all(&dp.pin_dir) {
+                Ok(true) => log::info(
+                    "datapath nft: the eBPF fast path of an earlier run removed",
+                    &[("pinDir", dp.pin_dir.display().to_string().into())],
+                ),
+                Ok(false) => {}
+                Err(e) => log::error(
+                    "datapath nft: cannot remove the eBPF fast path of an earlier run",
+                    &[("error", e.to_string().into())],
+                ),
+            },
+            Kind::Ebpf => {
+                let pods: Vec<&EndpointFile> = pods.collect();
+                if let Err(e) = dp.bring_up(&pods) {
+                    log::error(
+                        "datapath ebpf failed at start-up; running as nft (every pod on the kernel path)",
+                        &[("error", e.clone().into())],
+                    );
+                    // Nothing half-done may stay: a program attached to some pods with an
+                    // endpoint map weftd no longer keeps could skip policy.
+                    dp.fast = None;
+                    if let Err(rm) = weft_ebpf::remove_all(&dp.pin_dir) {
+                        log::error(
+                            "cannot remove the half-loaded eBPF fast path",
+                            &[("error", rm.to_string().into())],
+                        );
+                    }
+                    dp.error = Some(e);
+                }
+            }
+        }
+        dp
+    }
+
+    fn bring_up(&mut self, pods: &[&EndpointFile]) -> Result<(), String> {
+        let mut fast = weft_ebpf::Datapath::open(&self.pin_dir).map_err(|e| e.to_string())?;
+        // Pods gone while weftd was down: their entries and links.
+        prune(&mut fast, pods)?;
+        let all_policed = |_: &EndpointFile| true;
+        for f in pods {
+            add(&mut fast, f, &all_policed)?;
+        }
+        log::info(
+            "datapath ebpf up",
+            &[
+                ("pinDir", self.pin_dir.display().to_string().into()),
+                ("programId", fast.program_id().into()),
+                ("pods", pods.len().into()),
+            ],
+        );
+        self.fast = Some(fast);
+        Ok(())
+    }
+
+    /// Drops the entries and links of pods no longer among `pods` (endpoint files removed
+    /// behind weftd's back, pods collected by its GC).
+    pub fn prune<'a>(&mut self, pods: impl Iterator<Item = &'a EndpointFile>) {
+        let Some(fast) = &mut self.fast else {
+            return;
+        };
+        let pods: Vec<&EndpointFile> = pods.collect();
+        if let Err(e) = prune(fast, &pods) {
+            log::warn(
+                "eBPF datapath: stale pods not removed",
+                &[("error", e.into())],
+            );
+        }
+    }
+
+    /// A pod was attached (its policy committed): into the map, then the program on its
+    /// veth. A failure leaves the pod on the kernel path and is logged, not an ADD failure.
+    pub fn attach(&mut self, f: &EndpointFile, policed: Policed<'_>) {
+        let Some(fast) = &mut self.fast else {
+            return;
+        };
+        if let Err(e) = add(fast, f, policed) {
+            log::error(
+                "eBPF datapath: pod not attached; it keeps the kernel path",
+                &[
+                    ("namespace", f.namespace.clone().into()),
+                    ("pod", f.name.clone().into()),
+                    ("error", e.into()),
+                ],
+            );
+            let _ = remove(fast, f);
+        }
+    }
+
+    /// A pod was detached (DEL): its program link and its entries go.
+    pub fn detach(&mut self, f: &EndpointFile) {
+        let Some(fast) = &mut self.fast else {
+            return;
+        };
+        if let Err(e) = remove(fast, f) {
+            log::warn(
+                "eBPF datapath: pod not fully detached",
+                &[
+                    ("namespace", f.namespace.clone().into()),
+                    ("pod", f.name.clone().into()),
+                    ("error", e.into()),
+                ],
+            );
+        }
+    }
+
+    /// Sets the `policed` flags of `pods` as `policed` says; with `raise_only`, only raises
+    /// them (before a policy commit: a pod about to be selected must leave the fast path
+    /// first; one about to be released waits for the commit).
+    pub fn sync_policed<'a>(
+        &mut self,
+        pods: impl Iterator<Item = &'a EndpointFile>,
+        policed: Policed<'_>,
+        raise_only: bool,
+    ) {
+        let Some(fast) = &mut self.fast else {
+            return;
+        };
+        let current: BTreeMap<Ipv4Addr, EndpointValue> = match fast.endpoints() {
+            Ok(e) => e.into_iter().collect(),
+            Err(e) => {
+                log::error(
+                    "eBPF datapath: endpoint map unreadable",
+                    &[("error", e.to_string().into())],
+                );
+                return;
+            }
+        };
+        for f in pods {
+            let want = policed(f);
+            if raise_only && !want {
+                continue;
+            }
+            for a in v4(f) {
+                let Some(v) = current.get(&a) else { continue };
+                let is = v.flags & FLAG_POLICED != 0;
+                if is == want {
+                    continue;
+                }
+                let flags = if want {
+                    v.flags | FLAG_POLICED
+                } else {
+                    v.flags & !FLAG_POLICED
+                };
+                if let Err(e) = fast.insert(a, EndpointValue { flags, ..*v }) {
+                    log::error(
+                        "eBPF datapath: policed flag not set",
+                        &[
+                            ("address", a.to_string().into()),
+                            ("error", e.to_string().into()),
+                        ],
+                    );
+                }
+            }
+        }
+    }
+
+    pub fn status(&self) -> DatapathStatus {
+        let mut st = DatapathStatus {
+            requested: self.requested.as_str().into(),
+            active: if self.fast.is_some() { "ebpf" } else { "nft" }.into(),
+            error: self.error.clone(),
+            ..DatapathStatus::default()
+        };
+        if let Some(fast) = &self.fast {
+            st.pin_dir = Some(fast.dir().display().to_string());
+            st.program_id = Some(fast.program_id());
+            st.attached = fast.attached().map(|a| a.len()).unwrap_or(0);
+            if let Ok(eps) = fast.endpoints() {
+                st.endpoints = eps.len();
+                st.policed = eps
+                    .iter()
+                    .filter(|(_, v)| v.flags & FLAG_POLICED != 0)
+                    .count();
+            }
+            match fast.counters() {
+                Ok(c) => {
+                    st.redirected = c.redirected;
+                    st.passed = c.passed;
+                }
+                Err(e) => st.error = Some(format!("counters unreadable: {e}")),
+            }
+        }
+        st
+    }
+}
+
+fn prune(fast: &mut weft_ebpf::Datapath, pods: &[&EndpointFile]) -> Result<(), String> {
+    for (addr, _) in fast.endpoints().map_err(|e| e.to_string())? {
+        if !pods.iter().any(|f| f.addresses.contains(&IpAddr::V4(addr))) {
+            fast.remove(addr).map_err(|e| e.to_string())?;
+        }
+    }
+    for veth in fast.attached().map_err(|e| e.to_string())? {
+        if !pods
+            .iter()
+            .any(|f| f.host_interface.as_deref() == Some(veth.as_str()))
+        {
+            fast.detach(&veth).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+fn v4(f: &EndpointFile) -> impl Iterator<Item = Ipv4Addr> + '_ {
+    f.addresses.iter().filter_map(|a| match a {
+        IpAddr::V4(a) => Some(*a),
+        IpAddr::V6(_) => None,
+    })
+}
+
+/// Entries first, then the link: the program finds the pod the moment it is attached.
+/// A pod without a host veth (macvlan) or a recorded MAC (a file of an earlier release) is
+/// left on the kernel path.
+fn add(
+    fast: &mut weft_ebpf::Datapath,
+    f: &EndpointFile,
+    policed: Policed<'_>,
+) -> Result<(), String> {
+    let (Some(veth), Some(mac)) = (&f.host_interface, &f.mac) else {
+        return Ok(());
+    };
+    let mac = weft_ebpf::parse_mac(mac).ok_or_else(|| format!("bad pod MAC {mac:?}"))?;
+    let mut nl = weft_net::Handle::new().map_err(|e| e.to_string())?;
+    let host = nl
+        .link_by_name(veth)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("host veth {veth} not found"))?;
+    // What the pod sees as its gateway's MAC: the bridge's (bridge mode), else the host
+    // veth's own (ptp).
+    let gw = match host.master {
+        Some(m) => nl
+            .link_by_index(m)
+            .map_err(|e| e.to_string())?
+            .and_then(|l| l.mac),
+        None => host.mac,
+    };
+    let gw_mac = gw.ok_or_else(|| format!("no gateway MAC for {veth}"))?;
+    let flags = if policed(f) { FLAG_POLICED } else { 0 };
+    for a in v4(f) {
+        fast.insert(
+            a,
+            EndpointValue {
+                ifindex: host.index,
+                flags,
+                mac,
+                gw_mac,
+            },
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    fast.attach(veth).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// The link (packets from the pod), then the entries (packets to it). The plugin deletes
+/// the veth anyway; the pin would keep a dead link alive.
+fn remove(fast: &mut weft_ebpf::Datapath, f: &EndpointFile) -> Result<(), String> {
+    if let Some(veth) = &f.host_interface {
+        fast.detach(veth).map_err(|e| e.to_string())?;
+    }
+    for a in v4(f) {
+        fast.remove(a).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,327 @@
+//! `weftd --datapath ebpf` on one node with the local store: a real weftd in a node namespace
+//! of its own (`wtdp…`), pods ADDed and DELed by the real `weft` plugin (bridge mode) into
+//! pod namespaces (`wtdpp…`), the fast path pinned in a bpffs directory of this test's own.
+//! The programs' counters (weftd's status, `datapath`) say which path packets took:
+//!
+//! - same-node pod → pod is redirected; pod → node (and its ARP) passes to the kernel;
+//! - a pod selected by a NetworkPolicy is policed: its packets pass to nftables, whose deny
+//!   still denies, while its neighbours stay on the fast path;
+//! - a restarted weftd keeps the pins and the attachments (same program, same link pins);
+//! - DEL detaches; `--datapath nft` removes every pin and program;
+//! - a fast path that cannot be loaded at start-up falls back to nft, loudly.
+//!
+//! Needs the plugin binaries next to weftd (`cargo build -p weft-plugin`).
+
+mod support;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{TestNs, Weftd, weftd_command};
+use weft_cni::runtime::{Attachment, Runtime};
+use weft_proto::{DatapathStatus, Request, ask};
+use weft_store::{Datastore, LocalStore, ObjectKind};
+use weft_testkit::TempDir;
+
+const CONFIG: &str = r#"{"cidrV4":"10.96.0.0/24","blockSizeV4":26,"backend":"vxlan"}"#;
+const GATEWAY: &str = "10.96.0.1";
+
+fn plugin_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_weftd"))
+        .parent()
+        .expect("weftd's directory")
+        .to_path_buf();
+    assert!(
+        dir.join("weft").is_file(),
+        "{} is missing: build the plugin first (cargo build -p weft-plugin)",
+        dir.join("weft").display()
+    );
+    dir
+}
+
+/// This process's pin directory on the host's bpffs, removed on drop (also on a panic).
+struct Pins(PathBuf);
+
+impl Pins {
+    fn new() -> Pins {
+        let p = PathBuf::from(format!(
+            "/sys/fs/bpf/weft-test-agent-{}",
+            std::process::id()
+        ));
+        let _ = weft_ebpf::remove_all(&p);
+        Pins(p)
+    }
+}
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let _ = weft_ebpf::remove_all(&self.0);
+    }
+}
+
+/// weftd with `--datapath`, its pins in `pins`. Call on a thread inside the node namespace.
+fn start(dir: &Path, datapath: &str, pins: &Path) -> Weftd {
+    std::fs::write(dir.join("cluster.json"), CONFIG).unwrap();
+    let child = weftd_command(dir, "solo")
+        .arg("--store-path")
+        .arg(dir.join("store.json"))
+        .args(["--datapath", datapath])
+        .arg("--bpf-pin-dir")
+        .arg(pins)
+        .spawn()
+        .expect("start weftd");
+    let mut agent = Weftd(child);
+    let conflist = dir.join("net.d/10-weft.conflist");
+    wait_until(&mut agent, "weftd ready", || {
+        conflist.is_file() && status(dir).is_some_and(|s| s.policy.in_sync)
+    });
+    agent
+}
+
+#[track_caller]
+fn wait_until(agent: &mut Weftd, what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    loop {
+        if let Ok(Some(status)) = agent.0.try_wait() {
+            panic!(
+                "weftd exited ({status}) waiting for {what}: {}",
+                agent.stderr()
+            );
+        }
+        if done() {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{what}: not within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn status(dir: &Path) -> Option<weft_proto::Status> {
+    ask(
+        &dir.join("run/weftd.sock"),
+        &Request::Status,
+        Duration::from_secs(2),
+    )
+    .ok()?
+    .status
+    .map(|s| *s)
+}
+
+fn datapath(dir: &Path) -> DatapathStatus {
+    status(dir)
+        .and_then(|s| s.datapath)
+        .expect("datapath status")
+}
+
+struct Pod {
+    ns: weft_testkit::TestNs,
+    att: Attachment,
+    address: String,
+    veth: String,
+}
+
+impl Pod {
+    /// ADDs pod `namespace/name` through weftd's conflist, as containerd would. Call on a
+    /// thread inside the node's namespace.
+    fn add(dir: &Path, namespace: &str, name: &str) -> Pod {
+        let ns = weft_testkit::TestNs::new("wtdpp");
+        let att = Attachment {
+            container_id: format!("c-{name}-{}", ns.name),
+            netns: ns.path().display().to_string(),
+            ifname: "eth0".into(),
+            cni_args: Some(format!(
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name}"
+            )),
+            ..Attachment::default()
+        };
+        let result = Runtime::new(vec![plugin_dir()])
+            .add(&conflist(dir), &att)
+            .unwrap_or_else(|e| panic!("ADD {name}: {e}\n{}", e.stderr));
+        let address = result["ips"][0]["address"]
+            .as_str()
+            .expect("address")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
+        let file = dir.join(format!("run/endpoints/{}-eth0.json", att.container_id));
+        let endpoint: Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+        assert!(
+            endpoint["mac"].is_string(),
+            "the MAC is recorded: {endpoint}"
+        );
+        let veth = endpoint["hostInterface"]
+            .as_str()
+            .expect("veth")
+            .to_string();
+        Pod {
+            ns,
+            att,
+            address,
+            veth,
+        }
+    }
+
+    fn del(&self, dir: &Path) {
+        Runtime::new(vec![plugin_dir()])
+            .del(&conflist(dir), &self.att, None)
+            .unwrap_or_else(|e| panic!("DEL: {e}\n{}", e.stderr));
+    }
+
+    fn ping(&self, to: &str) -> bool {
+        self.ns
+            .exec(&["ping", "-c", "2", "-i", "0.05", "-W", "1", "-q", to])
+            .0
+    }
+}
+
+fn conflist(dir: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join("net.d/10-weft.conflist")).unwrap()).unwrap()
+}
+
+/// The inode of a pod's link pin: the same one after a restart means nothing re-attached.
+fn link_pin(pins: &Path, veth: &str) -> Option<u64> {
+    std::fs::metadata(pins.join("links").join(veth))
+        .ok()
+        .map(|m| m.ino())
+}
+
+/// Stores a NetworkPolicy (weftd must be down: it holds the local store's lock).
+fn put_policy(dir: &Path, namespace: &str, policy: Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = LocalStore::open(&dir.join("store.json")).unwrap();
+        let name = policy["metadata"]["name"].as_str().unwrap().to_string();
+        store
+            .put_object(ObjectKind::NetworkPolicy, namespace, &name, &policy)
+            .await
+            .unwrap();
+    });
+}
+
+#[test]
+fn same_node_pods_take_the_fast_path_policed_ones_and_the_node_do_not() {
+    let node = TestNs::with_prefix("wtdp");
+    let tmp = TempDir::new("agent-datapath");
+    let pins = Pins::new();
+    let (dir, pin_dir) = (tmp.path().to_path_buf(), pins.0.clone());
+    node.open()
+        .run(move || {
+            let pins = pin_dir.as_path();
+            let mut agent = start(&dir, "ebpf", pins);
+            let dp = datapath(&dir);
+            assert_eq!(
+                (dp.requested.as_str(), dp.active.as_str()),
+                ("ebpf", "ebpf"),
+                "{dp:?}"
+            );
+            let a = Pod::add(&dir, "shop", "a");
+            let b = Pod::add(&dir, "shop", "b");
+            let c = Pod::add(&dir, "vault", "c");
+            let dp = datapath(&dir);
+            assert_eq!((dp.attached, dp.endpoints, dp.policed), (3, 3, 0), "{dp:?}");
+
+            // Pod → pod: redirected, both ways.
+            let before = datapath(&dir);
+            assert!(a.ping(&b.address), "a → b");
+            let after = datapath(&dir);
+            assert!(
+                after.redirected >= before.redirected + 4,
+                "{before:?} → {after:?}"
+            );
+            // Pod → node: the kernel path.
+            let before = after;
+            assert!(a.ping(GATEWAY), "a → node");
+            let after = datapath(&dir);
+            assert_eq!(after.redirected, before.redirected, "{after:?}");
+            assert!(after.passed >= before.passed + 2, "{before:?} → {after:?}");
+
+            // A restart under a policy that isolates vault/c (deny all ingress).
+            let (prog, pin_a) = (after.program_id, link_pin(pins, &a.veth));
+            assert!(pin_a.is_some());
+            drop(agent);
+            put_policy(
+                &dir,
+                "vault",
+                json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                    "metadata": {"name": "deny-in", "namespace": "vault"},
+                    "spec": {"podSelector": {}}}),
+            );
+            agent = start(&dir, "ebpf", pins);
+            wait_until(&mut agent, "c policed", || datapath(&dir).policed == 1);
+            let dp = datapath(&dir);
+            assert_eq!(dp.program_id, prog, "the pinned program is reused");
+            assert_eq!(
+                link_pin(pins, &a.veth),
+                pin_a,
+                "a's link is the one pinned before"
+            );
+            assert_eq!((dp.attached, dp.endpoints), (3, 3), "{dp:?}");
+
+            let before = dp;
+            assert!(!a.ping(&c.address), "the nftables deny of policed c holds");
+            let after = datapath(&dir);
+            assert_eq!(
+                after.redirected, before.redirected,
+                "{before:?} → {after:?}"
+            );
+            assert!(after.passed >= before.passed + 2, "{before:?} → {after:?}");
+            let before = after;
+            assert!(a.ping(&b.address), "a → b stays on the fast path");
+            assert!(datapath(&dir).redirected >= before.redirected + 4);
+
+            // DEL detaches.
+            b.del(&dir);
+            assert_eq!(link_pin(pins, &b.veth), None, "b's link pin is gone");
+            let dp = datapath(&dir);
+            assert_eq!((dp.attached, dp.endpoints), (2, 2), "{dp:?}");
+
+            // Back to nft: nothing of the fast path stays.
+            drop(agent);
+            let mut agent = start(&dir, "nft", pins);
+            let dp = datapath(&dir);
+            assert_eq!((dp.active.as_str(), dp.error.as_deref()), ("nft", None));
+            assert!(!pins.exists(), "the pins are gone");
+            for veth in [&a.veth, &c.veth] {
+                assert_eq!(
+                    weft_ebpf::tcx_ingress_programs(veth).unwrap(),
+                    Vec::<u32>::new()
+                );
+            }
+            assert!(a.ping(GATEWAY), "a → node on nft");
+            drop(agent);
+
+            // A fast path that cannot be loaded (its pin dir on no bpffs): nft, loudly.
+            let bad = dir.join("not-bpffs");
+            agent = start(&dir, "ebpf", &bad);
+            let dp = datapath(&dir);
+            assert_eq!((dp.requested.as_str(), dp.active.as_str()), ("ebpf", "nft"));
+            assert!(
+                dp.error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("not on a bpffs")),
+                "{dp:?}"
+            );
+            assert!(!a.ping(&c.address), "still policed by nftables");
+            assert_eq!(
+                weft_ebpf::tcx_ingress_programs(&a.veth).unwrap(),
+                Vec::<u32>::new()
+            );
+            let _ = agent.0.kill();
+            let _ = agent.0.wait();
+            let log = agent.stderr();
+            assert!(
+                log.contains("datapath ebpf failed at start-up; running as nft"),
+                "{log}"
+            );
+        })
+        .expect("node namespace");
+}
