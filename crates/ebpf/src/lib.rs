@@ -188,8 +188,8 @@ pub fn ensure_bpffs(dir: &Path) -> Result<(), Error> {
             });
         }
     }
-    let parent = dir.parent().unwrap_or(dir);
-    let probe = if dir.exists() { dir } else { parent };
+    // The nearest directory there is: `dir` and its parents may be made below.
+    let probe = dir.ancestors().find(|p| p.exists()).unwrap_or(root);
     if statfs_magic(probe).map_err(io_err(probe))? != BPF_FS_MAGIC {
         return Err(Error::NotBpffs {
             dir: dir.to_path_buf(),
