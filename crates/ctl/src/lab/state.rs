@@ -118,6 +118,9 @@ pub struct Options {
     /// weftd runs with `--policy-cut-established`.
     #[serde(default)]
     pub policy_cut_established: bool,
+    /// weftd runs with `--datapath ebpf` (its pins under `/sys/fs/bpf/weft-lab-<lab>/<node>`).
+    #[serde(default)]
+    pub datapath_ebpf: bool,
     /// The cluster's IPv4 block prefix length, when not the lab's default (26).
     #[serde(default)]
     pub block_size_v4: Option<u8>,

@@ -49,6 +49,8 @@ pub fn run(names: &Names) -> Result<()> {
         .filter(|n| n.starts_with(&prefix))
         .collect();
     netns::remove(&namespaces)?;
+    // `--datapath ebpf`: bpffs is not per namespace; the pins outlive the nodes.
+    node::remove_pins(names)?;
 
     // The namespaces' inodes are still in `owner`: anything that got into one meanwhile.
     let late = owner.scan();

@@ -586,6 +586,10 @@ fn node_del(names: &Names, given: &str, graceful: bool) -> Result<()> {
         .collect();
     procs::stop(&leftovers, libc::SIGKILL, Duration::from_secs(2));
     crate::netns::remove(&doomed)?;
+    // Its weftd's eBPF pins, if any (bpffs is not per namespace).
+    let pins = node::pin_dir(names, &node);
+    weft_ebpf::remove_all(&pins)
+        .map_err(|e| LabError::invalid("node del", names.lab(), e.to_string()))?;
     if state.options.kubelet {
         nodeview::remove(names, &node)?;
         let left = kubelet::remove_cgroups(names, Some(&node));

@@ -173,6 +173,15 @@ pub fn start(names: &Names, opts: &Options, node: &Node) -> Result<Child> {
     if opts.policy_cut_established {
         args.push("--policy-cut-established".to_owned());
     }
+    if opts.datapath_ebpf {
+        mount_pins(names)?;
+        args.extend([
+            "--datapath".to_owned(),
+            "ebpf".to_owned(),
+            "--bpf-pin-dir".to_owned(),
+            pin_dir(names, &node.name).display().to_string(),
+        ]);
+    }
     let program = opts.bin_dir.join("weftd");
     let ns = names.node(&node.name);
     procs::spawn(&Daemon {
@@ -184,6 +193,60 @@ pub fn start(names: &Names, opts: &Options, node: &Node) -> Result<Child> {
         log: &p.log,
         pidfile: &p.pidfile,
     })
+}
+
+/// The lab's own bpffs, `<state dir>/bpf`, one pin dir per node under it (`--datapath
+/// ebpf`). Not `/sys/fs/bpf`: weftd runs under `ip netns exec`, which mounts a fresh `/sys`
+/// in a mount namespace of the process's own, so a bpffs weftd mounted there would go (and
+/// every link with it) when weftd exits. A mount made here before weftd starts is copied
+/// into its namespace and outlives it.
+pub fn pins_root(names: &Names) -> PathBuf {
+    names.state_dir().join("bpf")
+}
+
+/// Node `node`'s weftd pins its eBPF datapath here.
+pub fn pin_dir(names: &Names, node: &str) -> PathBuf {
+    pins_root(names).join(node)
+}
+
+/// Mounts the lab's bpffs unless it is there.
+fn mount_pins(names: &Names) -> Result<()> {
+    let root = pins_root(names);
+    std::fs::create_dir_all(&root).map_err(LabError::io(format!("creating {}", root.display())))?;
+    let fs = nix::sys::statfs::statfs(&root)
+        .map_err(|e| LabError::io(format!("statfs {}", root.display()))(e.into()))?;
+    if fs.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC {
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some("bpf"),
+        &root,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| LabError::io(format!("mounting bpffs on {}", root.display()))(e.into()))
+}
+
+/// Removes the pins of every node (each weftd stopped first: links, programs, maps) and
+/// unmounts the lab's bpffs.
+pub fn remove_pins(names: &Names) -> Result<()> {
+    let root = pins_root(names);
+    let Ok(entries) = std::fs::read_dir(&root) else {
+        return Ok(());
+    };
+    // Node dirs only: a bpffs also lists the kernel's own `maps.debug`, `progs.debug`.
+    for e in entries.flatten().filter(|e| e.path().is_dir()) {
+        weft_ebpf::remove_all(&e.path())
+            .map_err(|err| LabError::invalid("lab down", names.lab(), err.to_string()))?;
+    }
+    let mounted = nix::sys::statfs::statfs(&root)
+        .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC);
+    if mounted {
+        nix::mount::umount2(&root, nix::mount::MntFlags::MNT_DETACH)
+            .map_err(|e| LabError::io(format!("unmounting {}", root.display()))(e.into()))?;
+    }
+    Ok(())
 }
 
 /// Whether `node`'s weftd has its conflist written and answers on its socket.
@@ -343,6 +406,7 @@ mod tests {
             lease_ttl: None,
             resync_interval: None,
             policy_cut_established: false,
+            datapath_ebpf: false,
             block_size_v4: None,
             block_size_v6: None,
             datastore: Datastore::Etcd,

@@ -88,6 +88,10 @@ pub struct UpArgs {
     /// denies are deleted).
     #[arg(long)]
     policy_cut_established: bool,
+    /// weftd's --datapath: `nft` or `ebpf` (the eBPF fast path, docs/agent.md "Datapath")
+    /// [new lab default: nft].
+    #[arg(long, value_parser = ["nft", "ebpf"])]
+    datapath: Option<String>,
     /// Where the cluster's state lives [new lab default: etcd]: `kubernetes` runs
     /// kube-apiserver and kube-controller-manager on the lab's etcd, the lab's nodes and
     /// pods are Node and Pod objects, and policies are written with kubectl.
@@ -230,6 +234,7 @@ fn resolve(lab: &str, args: &UpArgs, recorded: Option<&Options>) -> Result<Optio
                 lease_ttl: args.lease_ttl,
                 resync_interval: args.resync_interval,
                 policy_cut_established: args.policy_cut_established,
+                datapath_ebpf: args.datapath.as_deref() == Some("ebpf"),
                 block_size_v4: args.block_size_v4,
                 block_size_v6: args.block_size_v6,
                 datastore: args.datastore.unwrap_or_default(),
@@ -303,6 +308,11 @@ fn resolve(lab: &str, args: &UpArgs, recorded: Option<&Options>) -> Result<Optio
             "--policy-cut-established",
             rec.policy_cut_established.to_string(),
             args.policy_cut_established.then(|| true.to_string()),
+        )?;
+        check(
+            "--datapath",
+            if rec.datapath_ebpf { "ebpf" } else { "nft" }.to_owned(),
+            args.datapath.clone(),
         )?;
         check(
             "--block-size-v4",
