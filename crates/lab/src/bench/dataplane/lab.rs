@@ -48,12 +48,14 @@ struct PodView {
 }
 
 impl Lab {
-    /// `lab up` with two nodes and no pods, IPv4 only, then `pods` = (name, node) added.
+    /// `lab up` with two nodes and no pods, IPv4 only (and `extra` flags), then `pods` =
+    /// (name, node) added.
     pub fn up(
         name: &str,
         backend: &str,
         bin_dir: Option<&Path>,
         pods: &[(&str, u32)],
+        extra: &[&str],
     ) -> Result<Lab> {
         let exe = std::env::current_exe().map_err(BenchError::io("finding weftctl-lab itself"))?;
         // Recorded before `up`, so a half-made lab is removed too.
@@ -76,6 +78,7 @@ impl Lab {
         if let Some(b) = &bin {
             args.extend(["--bin-dir", b.as_str()]);
         }
+        args.extend(extra);
         lab.cmd(&args)?;
         for (pod, node) in pods {
             let node = node.to_string();

@@ -6,6 +6,7 @@
 //! |---|---|
 //! | raw veth (baseline) | `wtb<pid>nr1` → `wtb<pid>nr2`, one veth pair |
 //! | same node | lab `wtb<pid>h` pod a → pod b, both on n1 (bridge `weft0`) |
+//! | same node, eBPF (`--datapath ebpf`) | lab `wtb<pid>e` (weftd `--datapath ebpf`) pod a → pod b on n1 |
 //! | host-gw | lab `wtb<pid>h` pod a (n1) → pod c (n2) |
 //! | VXLAN | lab `wtb<pid>v` pod a (n1) → pod c (n2) |
 //! | hand-built VXLAN (baseline) | `wtb<pid>nx1` → `wtb<pid>nx2`, kernel vxlan over one veth |
@@ -57,6 +58,10 @@ pub struct DataplaneArgs {
     /// Where weftd, weft and weft-ipam are, for the labs [default: weftctl's own directory].
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
+    /// `ebpf` adds the same-node path on weftd's eBPF datapath (a third lab), measured in the
+    /// same rounds as the others.
+    #[arg(long, default_value = "nft", value_parser = ["nft", "ebpf"])]
+    pub datapath: String,
 }
 
 /// Which path a measurement is of.
@@ -64,6 +69,7 @@ pub struct DataplaneArgs {
 pub enum Kind {
     Raw,
     SameNode,
+    SameNodeEbpf,
     HostGw,
     Vxlan,
     HandVxlan,
@@ -77,6 +83,7 @@ impl Kind {
         match self {
             Kind::Raw => "raw veth (baseline)",
             Kind::SameNode => "same node (bridge)",
+            Kind::SameNodeEbpf => "same node (bridge, eBPF)",
             Kind::HostGw => "cross-node host-gw",
             Kind::Vxlan => "cross-node VXLAN",
             Kind::HandVxlan => "hand-built VXLAN (baseline)",
@@ -134,7 +141,21 @@ fn run_inner(args: &DataplaneArgs) -> Result<()> {
         "host-gw",
         args.bin_dir.as_deref(),
         &pods,
+        &[],
     )?;
+    signal::check()?;
+    let ebpf = if args.datapath == "ebpf" {
+        eprintln!("weftctl: bench dataplane: lab wtb{pid}e (--datapath ebpf, pods a b on n1)");
+        Some(Lab::up(
+            &format!("wtb{pid}e"),
+            "host-gw",
+            args.bin_dir.as_deref(),
+            &[("a", 1), ("b", 1)],
+            &["--datapath", "ebpf"],
+        )?)
+    } else {
+        None
+    };
     signal::check()?;
     eprintln!("weftctl: bench dataplane: lab wtb{pid}v (vxlan, 2 nodes, pod a on n1, c on n2)");
     let vx = Lab::up(
@@ -142,6 +163,7 @@ fn run_inner(args: &DataplaneArgs) -> Result<()> {
         "vxlan",
         args.bin_dir.as_deref(),
         &[("a", 1), ("c", 2)],
+        &[],
     )?;
     signal::check()?;
 
@@ -152,7 +174,7 @@ fn run_inner(args: &DataplaneArgs) -> Result<()> {
     let (va, vc) = (vx.pod("a")?, vx.pod("c")?);
     // n2's VTEP address on weft.vx: the network address of its block (pod c's).
     let vtep = vc.block.network().to_string();
-    let paths = [
+    let mut paths = vec![
         Path {
             kind: Kind::Raw,
             client_ns: r1.clone(),
@@ -202,6 +224,18 @@ fn run_inner(args: &DataplaneArgs) -> Result<()> {
             addr: vtep,
         },
     ];
+    if let Some(e) = &ebpf {
+        let (ea, eb) = (e.pod("a")?, e.pod("b")?);
+        paths.insert(
+            2,
+            Path {
+                kind: Kind::SameNodeEbpf,
+                client_ns: ea.netns.clone(),
+                server_ns: eb.netns.clone(),
+                addr: eb.addr.clone(),
+            },
+        );
+    }
 
     let mut servers: Vec<Daemon> = Vec::new();
     for (i, p) in paths.iter().enumerate() {
@@ -239,6 +273,9 @@ fn run_inner(args: &DataplaneArgs) -> Result<()> {
 
     drop(servers);
     vx.down()?;
+    if let Some(e) = ebpf {
+        e.down()?;
+    }
     hg.down()?;
     namespaces.remove()?;
     drop(scratch);

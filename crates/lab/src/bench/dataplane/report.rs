@@ -18,6 +18,9 @@ const TARGET_VXLAN_RAW: f64 = 0.80;
 const TARGET_VXLAN_HAND: f64 = 0.97;
 /// Request/response rate of every weft path, as a fraction of raw veth.
 const TARGET_RR: f64 = 0.85;
+/// Issue 14: the eBPF datapath's same-node throughput and request/response against a raw
+/// veth pair.
+const TARGET_EBPF: f64 = 0.95;
 
 /// Every round's figures of one path.
 #[derive(Debug)]
@@ -215,7 +218,15 @@ impl DataplaneReport {
                 Kind::WeftVx,
             ),
             ("same-node / raw veth", Kind::SameNode, Kind::Raw),
+            (
+                "same-node eBPF / same-node nft",
+                Kind::SameNodeEbpf,
+                Kind::SameNode,
+            ),
         ] {
+            if self.path(weft).is_none() {
+                continue;
+            }
             let _ = writeln!(
                 out,
                 "{:<46}{:>8.3}{:>8.3}{:>8.3}",
@@ -232,7 +243,7 @@ impl DataplaneReport {
     pub fn targets(&self) -> Vec<Target> {
         let tp = |k: Kind, base: Kind| self.ratio(k, base, Metric::Tp);
         let rr = |k: Kind| self.ratio(k, Kind::Raw, Metric::Rr);
-        vec![
+        let mut targets = vec![
             Target {
                 name: "same-node throughput / raw veth",
                 value: tp(Kind::SameNode, Kind::Raw),
@@ -268,7 +279,23 @@ impl DataplaneReport {
                 value: rr(Kind::Vxlan),
                 goal: TARGET_RR,
             },
-        ]
+        ];
+        // `--datapath ebpf`: issue 14's same-node targets for the fast path.
+        if self.path(Kind::SameNodeEbpf).is_some() {
+            targets.extend([
+                Target {
+                    name: "same-node eBPF throughput / raw veth",
+                    value: tp(Kind::SameNodeEbpf, Kind::Raw),
+                    goal: TARGET_EBPF,
+                },
+                Target {
+                    name: "same-node eBPF request/response / raw veth",
+                    value: rr(Kind::SameNodeEbpf),
+                    goal: TARGET_EBPF,
+                },
+            ]);
+        }
+        targets
     }
 }
 
