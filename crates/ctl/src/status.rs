@@ -119,6 +119,29 @@ pub fn render(st: &Status) -> String {
             .map_or_else(|| "unknown".to_owned(), |m| m.to_string()),
         st.peers
     );
+    if let Some(d) = &st.datapath {
+        let _ = write!(out, "  datapath: {}", d.active);
+        if d.active != d.requested {
+            let _ = write!(out, " (asked for {})", d.requested);
+        }
+        if d.active == "ebpf" {
+            let _ = write!(
+                out,
+                "; program {} on {} pod veths; {} addresses ({} policed); {} packets redirected, {} passed",
+                d.program_id
+                    .map_or_else(|| "?".to_owned(), |i| i.to_string()),
+                d.attached,
+                d.endpoints,
+                d.policed,
+                d.redirected,
+                d.passed
+            );
+        }
+        let _ = writeln!(out);
+        if let Some(e) = &d.error {
+            let _ = writeln!(out, "  datapath ERROR: {e}");
+        }
+    }
     let p = &st.policy;
     let _ = writeln!(
         out,
@@ -197,6 +220,8 @@ mod tests {
         let st: Status = serde_json::from_value(json!({
             "node": "n1", "lease": 42, "blocks": ["10.244.0.0/26"], "podMtu": 1450,
             "peers": 2, "datastoreReachable": false,
+            "datapath": {"requested": "ebpf", "active": "nft",
+                "error": "/sys/fs/bpf/weft: not on a bpffs"},
             "policy": {"inSync": true, "revision": 17, "policies": 3, "endpoints": 4,
                 "classes": 2, "chains": 9, "rules": 30, "elements": 50,
                 "lastChange": {"mode": "incremental", "totalMs": 0.8, "ops": 3,
@@ -219,6 +244,11 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("policy: in sync at revision 17"), "{t}");
+        assert!(t.contains("datapath: nft (asked for ebpf)"), "{t}");
+        assert!(
+            t.contains("datapath ERROR: /sys/fs/bpf/weft: not on a bpffs"),
+            "{t}"
+        );
         assert!(t.contains("3 ops via netlink"), "{t}");
         assert!(
             t.contains(
@@ -246,6 +276,7 @@ mod tests {
             keys(&out),
             [
                 "blocks",
+                "datapath",
                 "datastoreReachable",
                 "lease",
                 "node",
@@ -303,6 +334,9 @@ mod tests {
         );
         assert_eq!(out["podMtu"], serde_json::Value::Null);
         assert_eq!(out["policy"]["lastError"], serde_json::Value::Null);
+        // A weftd from before the datapath setting: null, and no line for it.
+        assert_eq!(out["datapath"], serde_json::Value::Null);
+        assert!(!render(&Status::default()).contains("datapath"));
     }
 
     #[test]
