@@ -82,6 +82,15 @@ fn add_waits_for_the_agent_and_del_tells_it() {
         ep["addresses"][0].as_str().unwrap(),
         addr.split('/').next().unwrap()
     );
+    // The pod interface's MAC, which weftd's eBPF datapath addresses frames to.
+    let pod_if = result["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["sandbox"].is_string())
+        .expect("the pod's interface");
+    assert!(pod_if["mac"].is_string(), "{pod_if}");
+    assert_eq!(ep["mac"], pod_if["mac"]);
     // What weftd needs to collect the pod should its DEL never come: the network, the
     // namespace (path, nsfs identity, directory identity) and when it was attached.
     assert_eq!(ep["network"], "t1");
