@@ -543,6 +543,11 @@ impl Policy {
                 ],
             );
         }
+        // After the commit, so not on its path: a journal grown large is folded into a new
+        // plan file on a thread of its own (the loop pays for a copy of the plan).
+        if changed {
+            self.persist.tend(self.enforced.plan());
+        }
         // A new compiler's plan is the kernel's now, committed or equal to the restored one.
         if changed || !incremental {
             self.share_plan();
