@@ -312,7 +312,7 @@ fn a_single_node_weftd_serves_metrics_and_probes() {
             assert_eq!(get("/healthz"), (200, "ok\n".to_string()));
 
             // Ready says the first view is in the kernel; synced is momentary (a change
-            // waits 30 ms to be coalesced, and weftd's own endpoint publication is one).
+            // waits a moment to be coalesced, and weftd's own endpoint publication is one).
             let (_, body) = wait_for(&mut agent, "/metrics", Duration::from_secs(5), |_, b| {
                 openmetrics(b).get("weft_policy_synced") == Some(&1.0)
             });

@@ -24,9 +24,10 @@
 //! The view is loaded whole at start, on `policy-sync` and when something only a load sees
 //! changed ([`Policy::mark_reload`]); otherwise the object watch's events are folded into it
 //! in memory ([`Policy::on_object_event`]). After each load the object watch restarts from
-//! the load's revision ([`Policy::rewatch_due`]). Events mark the view dirty; a burst is
-//! coalesced into one apply and one transaction ([`COALESCE`]). An `attach` is applied at
-//! once, and answered after the commit.
+//! the load's revision ([`Policy::rewatch_due`]). Events mark the view dirty; a lone event is
+//! applied almost at once ([`SETTLE`]), a burst is coalesced into one apply and one
+//! transaction per [`COALESCE`]. An `attach` is applied at once, and answered after the
+//! commit.
 
 pub mod cut;
 mod denied;
@@ -68,8 +69,13 @@ use feed::Touched;
 use persist::Persisted;
 use view::{ParseCache, View};
 
-/// How long events are gathered before one load and one transaction.
+/// How long events are gathered before one load and one transaction, when they follow an
+/// apply closely (a burst): at most one apply per this much time while events keep coming.
 pub const COALESCE: Duration = Duration::from_millis(30);
+/// How long a lone event (nothing applied for [`COALESCE`]) waits before it is applied:
+/// long enough for events already queued with it (a pod's labels and its endpoint) to be
+/// folded in first, short of making a single change wait out a whole window.
+pub const SETTLE: Duration = Duration::from_millis(2);
 /// How soon a failed apply is tried again.
 const RETRY: Duration = Duration::from_secs(1);
 /// How soon a failed load is tried again.
@@ -91,6 +97,8 @@ pub struct Policy {
     applied_revision: Revision,
     /// An apply is due at this instant.
     due: Option<Instant>,
+    /// When the last apply ended: events closer to it than [`COALESCE`] are gathered.
+    last_apply: Option<Instant>,
     /// The next apply must load the whole view first (nodes or blocks changed, the watch
     /// resynced, a periodic rescan); otherwise it applies the view as the object watch's
     /// events left it.
@@ -177,6 +185,7 @@ impl Policy {
             view: None,
             applied_revision: 0,
             due: None,
+            last_apply: None,
             reload: true,
             rewatch: None,
             last_error: None,
@@ -236,7 +245,13 @@ impl Policy {
 
     /// Something the view depends on changed: load and apply soon.
     pub fn mark_dirty(&mut self) {
-        let at = Instant::now() + COALESCE;
+        let now = Instant::now();
+        // Leading edge: a change after a quiet spell goes in at once; within a window of
+        // the last apply it waits for the window's end, with whatever else comes meanwhile.
+        let at = match self.last_apply {
+            Some(t) if now < t + COALESCE => t + COALESCE,
+            _ => now + SETTLE,
+        };
         self.due = Some(self.due.map_or(at, |d| d.min(at)));
     }
 
@@ -404,6 +419,12 @@ impl Policy {
     /// or after a failed commit — a new compiler is built from the whole view and its plan
     /// is diffed against the restored one, or replaces the table whole.
     async fn apply(&mut self, blocks: &[IpNet], underlay: &[IpAddr]) -> Result<(), Error> {
+        let applied = self.apply_now(blocks, underlay).await;
+        self.last_apply = Some(Instant::now());
+        applied
+    }
+
+    async fn apply_now(&mut self, blocks: &[IpNet], underlay: &[IpAddr]) -> Result<(), Error> {
         let Some(view) = &self.view else {
             return Err(Error::NotLoaded);
         };
