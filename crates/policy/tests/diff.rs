@@ -458,3 +458,36 @@ fn plans_round_trip_through_json() {
         assert_eq!(back, p, "seed {seed}");
     }
 }
+
+#[test]
+fn the_first_build_renders_as_the_diff_from_nothing() {
+    // `render` streams the plan in pieces (the agent pipes them to `nft`) instead of
+    // rendering the ops of a diff from an empty plan; the text must be the same, in the
+    // diff's safe order, with sets of more than one command's worth of elements too.
+    let check = |p: &Plan, what: &str| {
+        let via_diff = plan::render_ops(&p.table, &plan::diff(&Plan::empty(&p.table), p));
+        assert_eq!(plan::render(p), via_diff, "{what}");
+        assert!(
+            plan::render_pieces(p).all(|piece| piece.ends_with('\n') && !piece.is_empty()),
+            "{what}: a piece is not whole lines"
+        );
+    };
+    for seed in 0..60u64 {
+        let w = random_world(&mut Rng::new(seed));
+        for node in ["a", "b"] {
+            check(
+                &plan::compile(&w, &PlanOptions::new(node)),
+                &format!("seed {seed} on {node}"),
+            );
+        }
+    }
+    let mut big = plan::compile(&big_world(), &PlanOptions::new("a"));
+    // And a set of more than two commands' worth of elements (512 each).
+    let mut many = plan::Set::new(plan::KeyType::Ipv4, false, false, plan::Role::Peers);
+    for i in 0..1300u32 {
+        let a = std::net::Ipv4Addr::from(0x0a63_0000 + i);
+        many.elements.insert(plan::Elem::addr(a.into()), None);
+    }
+    big.sets.insert("many".into(), many);
+    check(&big, "big world");
+}

@@ -311,7 +311,7 @@ fn push_dels(
 }
 
 /// Chains in an order where each comes after the chains its rules jump to.
-fn leaves_first<'a>(plan: &'a Plan, names: &[&'a str]) -> Vec<&'a str> {
+pub(super) fn leaves_first<'a>(plan: &'a Plan, names: &[&'a str]) -> Vec<&'a str> {
     let wanted: BTreeSet<&str> = names.iter().copied().collect();
     let mut done: BTreeSet<&str> = BTreeSet::new();
     let mut out = Vec::new();

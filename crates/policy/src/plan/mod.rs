@@ -70,7 +70,7 @@ pub use diff::{ApplyError, Op, diff};
 #[cfg(feature = "bench")]
 pub use linear::compile_linear;
 pub use names::{AtomName, BaseChain, ChainName, ClassName, Family, NameError, SetName};
-pub use render::{render, render_ops};
+pub use render::{Pieces, render, render_ops, render_pieces};
 
 /// The default table name (family `inet`).
 pub const DEFAULT_TABLE: &str = "weft_policy";
