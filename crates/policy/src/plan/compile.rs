@@ -71,7 +71,12 @@ pub(crate) const EGRESS_PRIORITY: i32 = -10;
 /// ranges (not yet merged).
 #[derive(Debug, Default, Clone)]
 struct Addrs {
-    pods: BTreeSet<IpAddr>,
+    /// The pod addresses, as the sets of the peers that select them (shared with
+    /// [`State::peers`], unioned only where an atom's elements are made): a rule's own copy
+    /// of its peers' addresses was most of the compiler's memory in a large cluster, where
+    /// a peer like `env In [prod, staging]` holds thousands of pods and many rules name it
+    /// (`weftctl bench scale`).
+    pods: Vec<Rc<BTreeSet<IpAddr>>>,
     nets: Vec<Range>,
 }
 
@@ -499,6 +504,22 @@ impl State {
             return;
         };
         if current.elements == elements {
+            return;
+        }
+        if current.elements.is_empty() && set.counted_twin().is_none() {
+            // A new (or emptied) set is moved in as it was built: a map collected at once
+            // from its elements has full B-tree nodes, one grown element by element in key
+            // order has them about half full — most of a large plan's memory is its atoms'
+            // peer sets (760k elements in `weftctl bench scale`).
+            let name = set.to_string();
+            if self.journal.is_some() {
+                for e in elements.keys() {
+                    self.touch_elem(&name, e);
+                }
+            }
+            if let Some(s) = self.plan.sets.get_mut(&name) {
+                s.elements = elements;
+            }
             return;
         }
         let gone: Vec<Elem> = current
@@ -1064,23 +1085,26 @@ impl State {
                 // Egress named ports resolve on each destination pod: one contribution per
                 // (name, number), holding the peer addresses of pods where it resolves so.
                 for (name, protocol) in egress_named {
-                    let mut by_port: BTreeMap<u16, Addrs> = BTreeMap::new();
+                    let mut by_port: BTreeMap<u16, BTreeSet<IpAddr>> = BTreeMap::new();
                     for d in &world.endpoints {
                         let Some(n) = d.named_port(&name, protocol) else {
                             continue;
                         };
                         for a in &d.addresses {
                             if self.rule_matches_addr(world, policy, rule, *a) {
-                                by_port.entry(n).or_default().pods.insert(*a);
+                                by_port.entry(n).or_default().insert(*a);
                             }
                         }
                     }
-                    for (n, addrs) in by_port {
+                    for (n, pods) in by_port {
                         out.push(Contribution {
                             id: format!("{pref}|eg|{ri}|{name}/{}={n}", protocol.as_str()),
                             rule: None,
                             cover: Cover::Ranges(vec![(protocol.number(), n, n)]),
-                            addrs: Rc::new(addrs),
+                            addrs: Rc::new(Addrs {
+                                pods: vec![Rc::new(pods)],
+                                nets: Vec::new(),
+                            }),
                         });
                     }
                 }
@@ -1120,13 +1144,14 @@ impl State {
     }
 
     fn scan_peer(&self, world: &World, (ns, peer): &PeerKey) -> BTreeSet<IpAddr> {
-        let mut out = BTreeSet::new();
-        for e in &world.endpoints {
-            if peer_selects(&self.ns_labels, ns, peer, e) {
-                out.extend(e.addresses.iter().copied());
-            }
-        }
-        out
+        // Collected at once (full B-tree nodes, see `set_elements`): peer sets are kept for
+        // as long as a rule names them, thousands of addresses each in a large cluster.
+        world
+            .endpoints
+            .iter()
+            .filter(|e| peer_selects(&self.ns_labels, ns, peer, e))
+            .flat_map(|e| e.addresses.iter().copied())
+            .collect()
     }
 
     /// Everything a rule's peers allow (empty peers: every address).
@@ -1146,7 +1171,7 @@ impl State {
                 PolicyPeer::IpBlock(b) => addrs.nets.extend(ranges::subtract(&b.cidr, &b.except)),
                 PolicyPeer::Pods { .. } => {
                     let pods = self.pods_peer(world, policy, peer);
-                    addrs.pods.extend(pods.iter().copied());
+                    addrs.pods.push(pods);
                     self.peer_rules
                         .entry((policy.namespace.clone(), peer.clone()))
                         .or_default()
@@ -1249,7 +1274,9 @@ impl State {
         let mut pods = BTreeSet::new();
         let mut nets: Vec<Range> = Vec::new();
         for (_, _, addrs) in &a.contributions {
-            pods.extend(addrs.pods.iter().copied());
+            for set in &addrs.pods {
+                pods.extend(set.iter().copied());
+            }
             nets.extend(addrs.nets.iter().copied());
         }
         let names = [
@@ -1264,21 +1291,22 @@ impl State {
             self.plan.sets.contains_key(&nets.to_string())
         };
         let (interval4, interval6) = (interval(false), interval(true));
-        let mut sets: [BTreeMap<Elem, Option<Verdict>>; 4] = Default::default();
+        // Collected whole rather than inserted one by one: see `set_elements`.
+        let mut sets: [Vec<(Elem, Option<Verdict>)>; 4] = Default::default();
         for p in pods {
             let v6 = p.is_ipv6();
             if if v6 { interval6 } else { interval4 } {
                 let (_, x) = ranges::addr_u128(p);
                 nets.push(Range { v6, lo: x, hi: x });
             } else {
-                sets[usize::from(v6) * 2].insert(Elem::addr(p), None);
+                sets[usize::from(v6) * 2].push((Elem::addr(p), None));
             }
         }
         for r in ranges::merge(nets) {
-            sets[usize::from(r.v6) * 2 + 1].insert(range_elem(r), None);
+            sets[usize::from(r.v6) * 2 + 1].push((range_elem(r), None));
         }
         for (set, elements) in names.into_iter().zip(sets) {
-            self.set_elements(set, elements);
+            self.set_elements(set, elements.into_iter().collect());
         }
     }
 
