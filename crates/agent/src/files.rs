@@ -8,6 +8,15 @@ use std::path::Path;
 /// rename, fsync of the directory). Runtimes watching a CNI config directory ignore the temp
 /// name (dot-prefixed, not `.conf`/`.conflist`) if they look while it exists.
 pub fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
+    write_atomically_with(path, |f| f.write_all(contents.as_bytes()))
+}
+
+/// [`write_atomically`] of what `write` writes, through a buffer: for contents too large to
+/// hold whole first (the policy plan file of a large cluster is tens of MB of JSON).
+pub fn write_atomically_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let name = path
@@ -15,8 +24,9 @@ pub fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "weft".into());
     let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(contents.as_bytes())?;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    write(&mut f)?;
+    let f = f.into_inner().map_err(|e| e.into_error())?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
     if let Ok(d) = std::fs::File::open(dir) {

@@ -227,7 +227,7 @@ impl Policy {
         if saved.table != self.opts.table {
             return;
         }
-        match nft::apply(replace_script(&saved)).await {
+        match nft::replace_table(&saved).await {
             Ok(()) => {
                 log::info(
                     "persisted policy plan restored",
@@ -603,7 +603,7 @@ impl Policy {
             Commit::Ops { ops, .. } => ops,
             Commit::Replace => {
                 self.timing.via = CommitVia::Nft;
-                return nft::apply(replace_script(self.plan())).await;
+                return nft::replace_table(self.plan()).await;
             }
         };
         let plan = self.plan();
@@ -1077,16 +1077,6 @@ fn self_check(c: &Compiler, (before, world): &(World, World), opts: &PlanOptions
 
 fn ms(since: std::time::Instant) -> f64 {
     (since.elapsed().as_secs_f64() * 1e6).round() / 1e3
-}
-
-/// The whole plan as one transaction that replaces whatever table of that name exists
-/// (`add` first so `delete` cannot fail on a missing table).
-fn replace_script(p: &Plan) -> String {
-    format!(
-        "add table inet {t}\ndelete table inet {t}\n{}",
-        plan::render(p),
-        t = p.table
-    )
 }
 
 fn log_publish_error(e: &StoreError, ns: &str, name: &str) {

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use weft_nft::counters;
 use weft_policy::Direction;
-use weft_policy::plan::SetName;
+use weft_policy::plan::{self, Plan, SetName};
 
 use super::Error;
 
@@ -25,6 +25,67 @@ pub async fn apply(script: String) -> Result<(), Error> {
 
 /// [`apply`] on the calling thread (and so in its network namespace).
 pub fn apply_blocking(script: &str) -> Result<(), Error> {
+    run_nft(std::iter::once(Ok(script.as_bytes())))
+}
+
+/// Bytes of script handed to the writer at a time by [`replace_table`].
+const PIECE_BYTES: usize = 256 << 10;
+
+/// Replaces table `inet <plan.table>` with `plan` in one `nft -f` transaction (`add` first
+/// so `delete` cannot fail on a missing table), the script streamed to `nft` as
+/// [`plan::render_pieces`] makes it: the first build of a large plan is tens of MB of text
+/// (760k elements in `weftctl bench scale`), which weftd never holds whole — only a piece
+/// in flight to the blocking thread that writes `nft`'s stdin.
+pub async fn replace_table(p: &Plan) -> Result<(), Error> {
+    // `None` ends the script. A channel closed before it (this future dropped half way)
+    // must not end nft's input: a prefix of the script is a valid script too, and nft
+    // would commit a table missing what came after it.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<String>>(2);
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut ended = false;
+        run_nft(std::iter::from_fn(|| {
+            if ended {
+                return None;
+            }
+            match rx.blocking_recv() {
+                Some(Some(text)) => Some(Ok(text.into_bytes())),
+                Some(None) => None,
+                None => {
+                    ended = true;
+                    Some(Err(Error::NftCommand {
+                        step: "writing to",
+                        source: std::io::Error::other("the script stopped before its end"),
+                    }))
+                }
+            }
+        }))
+    });
+    let t = &p.table;
+    let mut piece = format!("add table inet {t}\ndelete table inet {t}\n");
+    let mut sent = true;
+    for text in plan::render_pieces(p) {
+        piece.push_str(&text);
+        if piece.len() >= PIECE_BYTES {
+            // Refused: the writer stopped (nft failed), and its result says why.
+            sent = tx.send(Some(std::mem::take(&mut piece))).await.is_ok();
+            if !sent {
+                break;
+            }
+        }
+    }
+    if sent && tx.send(Some(piece)).await.is_ok() {
+        let _ = tx.send(None).await;
+    }
+    drop(tx);
+    writer.await.map_err(|source| Error::Thread {
+        what: "nft",
+        source,
+    })?
+}
+
+/// Runs `nft -f -` with the script `pieces` make, in order; a piece that is an error kills
+/// nft before its input ends, so nothing of the script is committed.
+fn run_nft<B: AsRef<[u8]>>(pieces: impl Iterator<Item = Result<B, Error>>) -> Result<(), Error> {
     let failed = |step| move |source| Error::NftCommand { step, source };
     let mut child = Command::new("nft")
         .args(["-f", "-"])
@@ -34,9 +95,20 @@ pub fn apply_blocking(script: &str) -> Result<(), Error> {
         .spawn()
         .map_err(failed("cannot run"))?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(failed("writing to"))?;
+        for piece in pieces {
+            let piece = match piece {
+                Ok(p) => p,
+                Err(e) => {
+                    // Killed with its input still open: it has parsed, not committed.
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(e);
+                }
+            };
+            stdin
+                .write_all(piece.as_ref())
+                .map_err(failed("writing to"))?;
+        }
     }
     let out = child.wait_with_output().map_err(failed("waiting for"))?;
     if out.status.success() {

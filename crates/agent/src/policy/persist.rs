@@ -367,11 +367,30 @@ impl Persisted {
         self.current = false;
         self.settle();
         let seq = self.position + 1;
-        let text = json_line(&PlanFileRef { seq, plan }, &self.plan_path)?;
-        crate::files::write_atomically(&self.plan_path, &text)
-            .map_err(Error::io("writing", &self.plan_path))?;
+        // Streamed to the file: the JSON of a large plan is tens of MB (32 MB for 760k
+        // elements), which would otherwise be held whole on top of the plan itself.
+        let mut encoding = None;
+        crate::files::write_atomically_with(&self.plan_path, |w| {
+            serde_json::to_writer(w, &PlanFileRef { seq, plan }).map_err(|e| {
+                if e.is_io() {
+                    std::io::Error::from(e)
+                } else {
+                    encoding = Some(e);
+                    std::io::Error::other("the plan cannot be encoded")
+                }
+            })
+        })
+        .map_err(|e| match encoding.take() {
+            Some(source) => Error::Encode {
+                path: self.plan_path.clone(),
+                source,
+            },
+            None => Error::io("writing", &self.plan_path)(e),
+        })?;
         self.position = seq;
-        self.plan_bytes = text.len() as u64;
+        self.plan_bytes = std::fs::metadata(&self.plan_path)
+            .map(|m| m.len())
+            .unwrap_or(0);
         let header = format!(
             "{}\n",
             json_line(
