@@ -1,8 +1,8 @@
 //! Which Debian package provides a program, and whether the set-up scripts install it.
 //!
 //! A program counts as installed by the scripts when its package is in the install list, or
-//! is pulled in by one (Depends / Pre-Depends, followed through the packages installed
-//! here), or is part of every Debian system (Essential, or Priority `required`). Read from
+//! is pulled in by one (Depends / Pre-Depends / Recommends, followed through the packages
+//! installed here), or is part of every Debian system (Essential, or Priority `required`). Read from
 //! dpkg's own database (`/var/lib/dpkg/status`, `/var/lib/dpkg/info/*.list`): no apt lists,
 //! no network, no process.
 
@@ -87,7 +87,10 @@ impl Packages {
                 continue;
             }
             let mut deps = Vec::new();
-            for key in ["Pre-Depends", "Depends"] {
+            // Recommends too: the scripts' `apt-get install` installs them (apt's default),
+            // so a fresh machine has them as surely as the Depends (clang brings
+            // libclang-rt-14-dev that way, and with it libc6-i386, whose loader `ldd` runs).
+            for key in ["Pre-Depends", "Depends", "Recommends"] {
                 if let Some(v) = fields.get(key) {
                     deps.extend(clauses(v));
                 }
@@ -302,6 +305,11 @@ Package: etcd-server
 Status: install ok installed
 Priority: optional
 Depends: adduser, libc6 (>= 2.34)
+Recommends: etcd-docs, not-installed-here
+
+Package: etcd-docs
+Status: install ok installed
+Priority: optional
 
 Package: etcd-client
 Status: install ok installed
@@ -336,12 +344,13 @@ Priority: required
     }
 
     #[test]
-    fn closure_follows_dependencies_alternatives_and_virtual_packages() {
+    fn closure_follows_dependencies_recommends_alternatives_and_virtual_packages() {
         let c = db().closure(["etcd-server"]);
         let want = [
             "adduser",
             "cdebconf",
             "coreutils",
+            "etcd-docs",
             "etcd-server",
             "libc6",
             "passwd",
