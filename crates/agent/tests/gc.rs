@@ -355,7 +355,14 @@ fn a_pod_gone_right_after_its_add_waits_for_the_grace_period() {
                 },
             );
             assert!(before_add.elapsed().unwrap() >= grace);
-            assert_eq!(status(&dir).unwrap().policy.endpoints, 0);
+            // The files go on the GC's thread; the policy follows on the control loop's
+            // next commit, a moment later.
+            wait_until(
+                &mut agent,
+                "the collected pod gone from the policy",
+                Duration::from_secs(5),
+                || status(&dir).is_some_and(|s| s.policy.endpoints == 0),
+            );
             assert_eq!(collected_total(), 1.0);
         })
         .unwrap();
