@@ -57,17 +57,15 @@ fn policy_status(dir: &Path) -> Option<PolicyStatus> {
     Some(reply.status?.policy)
 }
 
-#[test]
-fn policy_from_the_local_store_is_applied_persisted_and_restored_first() {
-    let ns = TestNs::new();
-    let dir = TempDir::new("agent-policy");
-    // Stored before weftd ever ran (the local store is locked while weftd has it).
+/// A deny-all ingress policy in namespace `shop`, in the local store under `dir`, stored
+/// before weftd runs (the local store is locked while weftd has it).
+fn store_deny_all(dir: &Path) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let store = LocalStore::open(&dir.path().join("store.json")).unwrap();
+        let store = LocalStore::open(&dir.join("store.json")).unwrap();
         let deny = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": {"name": "deny-all", "namespace": "shop"},
             "spec": {"podSelector": {}}});
@@ -76,6 +74,13 @@ fn policy_from_the_local_store_is_applied_persisted_and_restored_first() {
             .await
             .unwrap();
     });
+}
+
+#[test]
+fn policy_from_the_local_store_is_applied_persisted_and_restored_first() {
+    let ns = TestNs::new();
+    let dir = TempDir::new("agent-policy");
+    store_deny_all(dir.path());
     // A pod the plugin attached while weftd was down.
     let eps = dir.path().join("run/endpoints");
     std::fs::create_dir_all(&eps).unwrap();
@@ -193,20 +198,7 @@ fn a_burst_of_attaches_is_committed_together_and_each_answered() {
     const PODS: usize = 23;
     let ns = TestNs::new();
     let dir = TempDir::new("agent-burst");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let store = LocalStore::open(&dir.path().join("store.json")).unwrap();
-        let deny = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": {"name": "deny-all", "namespace": "shop"},
-            "spec": {"podSelector": {}}});
-        store
-            .put_object(ObjectKind::NetworkPolicy, "shop", "deny-all", &deny)
-            .await
-            .unwrap();
-    });
+    store_deny_all(dir.path());
     let eps = dir.path().join("run/endpoints");
     std::fs::create_dir_all(&eps).unwrap();
     for i in 0..PODS {
