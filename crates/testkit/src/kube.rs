@@ -23,34 +23,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::etcd::{EtcdServer, TestPki, openssl};
+use weft_kubeplane::{ApiServer, ControllerManager, Identity, NodeCidrs, PkiOptions, pki};
+
+use crate::etcd::EtcdServer;
 use crate::temp_dir;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// The Service range the API server is told about. Nothing routes to it in these tests; it
-/// is documentation space so that no address a test could reach is taken.
-const SERVICE_RANGE: &str = "198.51.100.0/24";
 
 /// Where the project's Kubernetes build is.
 pub fn bin_dir() -> io::Result<PathBuf> {
-    if let Some(d) = std::env::var_os("WEFT_KUBE_BIN") {
-        return Ok(PathBuf::from(d));
-    }
-    let cache = Path::new("/var/cache/weft/kubernetes");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(cache)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.path().join("bin"))
-                .filter(|p| p.join("kube-apiserver").is_file())
-                .collect()
-        })
-        .unwrap_or_default();
-    dirs.sort();
-    dirs.pop().ok_or_else(|| {
+    weft_kubeplane::bin_dir(&["kube-apiserver", "kubectl"]).map_err(|looked| {
         io::Error::new(
             io::ErrorKind::NotFound,
-            "no Kubernetes binaries: run scripts/kube-binaries.sh (scripts/test.sh does) or set \
-             WEFT_KUBE_BIN",
+            format!(
+                "no Kubernetes binaries {looked}: run scripts/kube-binaries.sh (scripts/test.sh \
+                 does) or set WEFT_KUBE_BIN"
+            ),
         )
     })
 }
@@ -86,13 +74,8 @@ impl Default for KubeOptions {
 
 /// A ServiceAccount's user name and groups, as the API server would authenticate its token.
 pub fn service_account(namespace: &str, name: &str) -> (String, Vec<String>) {
-    (
-        format!("system:serviceaccount:{namespace}:{name}"),
-        vec![
-            "system:serviceaccounts".to_string(),
-            format!("system:serviceaccounts:{namespace}"),
-        ],
-    )
+    let id = Identity::service_account(namespace, name);
+    (id.user, id.groups)
 }
 
 /// etcd + kube-apiserver (+ kube-controller-manager), all killed on drop.
@@ -100,7 +83,8 @@ pub struct KubeApi {
     dir: PathBuf,
     bin: PathBuf,
     etcd: EtcdServer,
-    pki: TestPki,
+    /// What `weft_kubeplane::make_pki` wrote, and the token file.
+    pki: PathBuf,
     address: IpAddr,
     port: u16,
     apiserver: Option<Child>,
@@ -141,26 +125,28 @@ impl KubeApi {
         let bin = bin_dir()?;
         let dir = temp_dir("kube")?;
         let etcd = EtcdServer::start()?;
-        let pki = TestPki::generate_for(&[opts.address])?;
-        openssl(&dir, &["genrsa", "-out", "sa.key", "2048"])?;
-        openssl(&dir, &["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"])?;
-        let mut tokens = File::create(dir.join("tokens.csv"))?;
-        let mut users = vec!["admin".to_string()];
-        writeln!(
-            tokens,
-            "{},admin,admin,\"system:masters\"",
-            token_of("admin")
+        let pki = dir.join("pki");
+        std::fs::create_dir_all(&pki)?;
+        weft_kubeplane::make_pki(
+            &pki,
+            &PkiOptions {
+                ca_name: "weft-test-ca".into(),
+                ips: vec![opts.address],
+                in_cluster: false,
+                days: 2,
+            },
         )?;
-        for (user, groups) in &opts.users {
-            writeln!(
-                tokens,
-                "{},{user},{user},\"{}\"",
-                token_of(user),
-                groups.join(",")
-            )?;
-            users.push(user.clone());
+        let mut ids = vec![Identity::admin()];
+        ids.extend(opts.users.iter().map(|(user, groups)| Identity {
+            user: user.clone(),
+            groups: groups.clone(),
+        }));
+        let mut tokens = File::create(pki.join(pki::TOKENS))?;
+        for id in &ids {
+            tokens.write_all(id.token_line(&token_of(&id.user)).as_bytes())?;
         }
         drop(tokens);
+        let users = ids.into_iter().map(|id| id.user).collect();
         let mut api = KubeApi {
             port: 0,
             bin,
@@ -206,8 +192,8 @@ impl KubeApi {
     }
 
     /// The CA that signed the API server's certificate.
-    pub fn ca(&self) -> &Path {
-        &self.pki.ca
+    pub fn ca(&self) -> PathBuf {
+        self.pki.join(pki::CA)
     }
 
     /// The etcd behind the API server, for a test that changes it behind the server's back.
@@ -235,15 +221,8 @@ impl KubeApi {
     }
 
     fn write_kubeconfig(&self, user: &str) -> io::Result<()> {
-        let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: weft-test\n  cluster:\n    \
-             server: {}\n    certificate-authority: {}\nusers:\n- name: {user}\n  user:\n    \
-             token: {}\ncontexts:\n- name: weft-test\n  context:\n    cluster: weft-test\n    \
-             user: {user}\ncurrent-context: weft-test\n",
-            self.url(),
-            self.pki.ca.display(),
-            token_of(user)
-        );
+        let text =
+            weft_kubeplane::kubeconfig("weft-test", &self.url(), &self.ca(), user, &token_of(user));
         std::fs::write(self.kubeconfig(user), text)
     }
 
@@ -256,40 +235,19 @@ impl KubeApi {
 
     fn start_apiserver(&mut self) -> io::Result<()> {
         let log = self.log("kube-apiserver")?;
-        let d = &self.dir;
+        let etcd = self.etcd.endpoint();
+        let args = ApiServer {
+            etcd: &etcd,
+            pki: &self.pki,
+            cert_dir: &self.dir.join("certs"),
+            address: self.address,
+            port: self.port,
+            service_ranges: weft_kubeplane::SERVICE_RANGE,
+            dual_stack: false,
+        }
+        .args();
         let mut cmd = Command::new(self.bin.join("kube-apiserver"));
-        cmd.arg(format!("--etcd-servers={}", self.etcd.endpoint()))
-            .arg(format!("--cert-dir={}", d.join("certs").display()))
-            .arg(format!(
-                "--tls-cert-file={}",
-                self.pki.server_cert.display()
-            ))
-            .arg(format!(
-                "--tls-private-key-file={}",
-                self.pki.server_key.display()
-            ))
-            .arg(format!("--secure-port={}", self.port))
-            .arg(format!("--bind-address={}", self.address))
-            .arg(format!("--advertise-address={}", self.address))
-            .arg(format!("--service-cluster-ip-range={SERVICE_RANGE}"))
-            .arg("--authorization-mode=RBAC")
-            .arg(format!(
-                "--token-auth-file={}",
-                d.join("tokens.csv").display()
-            ))
-            .arg("--service-account-issuer=https://kubernetes.default.svc")
-            .arg(format!(
-                "--service-account-key-file={}",
-                d.join("sa.pub").display()
-            ))
-            .arg(format!(
-                "--service-account-signing-key-file={}",
-                d.join("sa.key").display()
-            ))
-            .arg("--allow-privileged=true")
-            .arg("--insecure-port=0")
-            .arg("--kubelet-preferred-address-types=InternalIP")
-            .arg("--v=1")
+        cmd.args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -330,27 +288,19 @@ impl KubeApi {
             .clone()
             .unwrap_or(ControllerOptions { node_cidrs: None });
         let log = self.log("kube-controller-manager")?;
-        let mut cmd = Command::new(self.bin.join("kube-controller-manager"));
-        cmd.arg(format!(
-            "--kubeconfig={}",
-            self.admin_kubeconfig().display()
-        ))
-        .arg(format!(
-            "--service-account-private-key-file={}",
-            self.dir.join("sa.key").display()
-        ))
-        .arg(format!("--root-ca-file={}", self.pki.ca.display()))
-        .arg("--leader-elect=false")
-        .arg("--port=0")
-        .arg(format!("--secure-port={}", free_port(self.address)?))
-        .arg(format!("--bind-address={}", self.address))
-        .arg(format!("--service-cluster-ip-range={SERVICE_RANGE}"))
-        .arg("--v=1");
-        if let Some((cidr, mask)) = &opts.node_cidrs {
-            cmd.arg("--allocate-node-cidrs=true")
-                .arg(format!("--cluster-cidr={cidr}"))
-                .arg(format!("--node-cidr-mask-size={mask}"));
+        let kubeconfig = self.admin_kubeconfig();
+        let args = ControllerManager {
+            kubeconfig: &kubeconfig,
+            pki: &self.pki,
+            address: self.address,
+            port: free_port(self.address)?,
+            service_ranges: weft_kubeplane::SERVICE_RANGE,
+            node_cidrs: opts.node_cidrs.map(|v4| NodeCidrs { v4, v6: None }),
+            without_node_lifecycle: false,
         }
+        .args();
+        let mut cmd = Command::new(self.bin.join("kube-controller-manager"));
+        cmd.args(args);
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
