@@ -1,7 +1,9 @@
 //! A real Kubernetes control plane inside one network namespace: a private etcd and the
 //! project's kube-apiserver 1.20 build, both listening on an address of that namespace (its
 //! loopback by default), with a CA and serving certificate made by `openssl`, a static token
-//! file (one `admin` identity in `system:masters`) and service-account signing keys.
+//! file (`admin` in `system:masters`, and the identities asked for) and service-account
+//! signing keys. What the server is (flags, PKI, kubeconfigs) is weft-kubeplane's, shared
+//! with the lab's and the tests' control planes; this module runs one for a benchmark.
 //!
 //! Owns: the processes it starts (killed and reaped on [`KubePlane::stop`] or drop; each asks
 //! the kernel for SIGKILL when the thread that started it ends, so not even a SIGKILLed
@@ -26,10 +28,8 @@ use std::time::{Duration, Instant};
 
 use weft_net::NetNs;
 
-/// Where the cached Kubernetes builds are, one directory per version.
-const CACHE: &str = "/var/cache/weft/kubernetes";
-/// The Service range the API server is told about: documentation space, nothing routes to it.
-const SERVICE_RANGE: &str = "198.51.100.0/24";
+use weft_kubeplane::{ApiServer, Identity, PkiOptions, pki};
+
 /// A cold API server on the 2-vCPU VM is ready in ~4 s; a loaded machine takes longer.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 const ETCD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -37,9 +37,9 @@ const ETCD_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum KubePlaneError {
     #[error(
-        "no Kubernetes binaries: set WEFT_KUBE_BIN or run scripts/kube-binaries.sh (it caches them in {CACHE})"
+        "no Kubernetes binaries {0}: set WEFT_KUBE_BIN or run scripts/kube-binaries.sh (it caches them in /var/cache/weft/kubernetes)"
     )]
-    NoBinaries,
+    NoBinaries(String),
     #[error("`etcd` not found on PATH (Debian: apt-get install etcd-server)")]
     NoEtcd,
     #[error("{what}")]
@@ -82,6 +82,8 @@ pub struct KubePlaneOptions {
     pub address: IpAddr,
     pub apiserver_port: u16,
     pub etcd_port: u16,
+    /// Identities besides `admin` (a ServiceAccount's, to run weftd with its RBAC only).
+    pub users: Vec<Identity>,
 }
 
 impl KubePlaneOptions {
@@ -95,6 +97,7 @@ impl KubePlaneOptions {
             address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             apiserver_port: 6443,
             etcd_port: 2479,
+            users: Vec::new(),
         }
     }
 }
@@ -109,19 +112,7 @@ pub struct KubePlane {
 
 /// The Kubernetes binaries' directory: `$WEFT_KUBE_BIN`, else the newest cached build.
 pub fn bin_dir() -> Result<PathBuf> {
-    if let Some(d) = std::env::var_os("WEFT_KUBE_BIN") {
-        return Ok(PathBuf::from(d));
-    }
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(CACHE)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.path().join("bin"))
-                .filter(|p| p.join("kube-apiserver").is_file())
-                .collect()
-        })
-        .unwrap_or_default();
-    dirs.sort();
-    dirs.pop().ok_or(KubePlaneError::NoBinaries)
+    weft_kubeplane::bin_dir(&["kube-apiserver", "kubectl"]).map_err(KubePlaneError::NoBinaries)
 }
 
 impl KubePlane {
@@ -129,23 +120,40 @@ impl KubePlane {
     /// returns once `/readyz` answers `ok`.
     pub fn start(opts: KubePlaneOptions) -> Result<KubePlane> {
         let bin = bin_dir()?;
-        if !bin.join("kube-apiserver").is_file() {
-            return Err(KubePlaneError::NoBinaries);
-        }
         let etcd_bin = which("etcd").ok_or(KubePlaneError::NoEtcd)?;
         let ns = NetNs::open(&opts.netns).map_err(|source| KubePlaneError::Netns {
             what: format!("opening {}", opts.netns.display()),
             source,
         })?;
-        pki(&opts.dir, opts.address)?;
-        std::fs::write(
-            opts.dir.join("tokens.csv"),
-            format!("{},admin,admin,\"system:masters\"\n", token()),
+        weft_kubeplane::make_pki(
+            &opts.dir,
+            &PkiOptions {
+                ca_name: "weft-kubeplane-ca".into(),
+                ips: vec![opts.address],
+                in_cluster: false,
+                days: 2,
+            },
         )
-        .map_err(io_err("writing the token file"))?;
+        .map_err(io_err("making the control plane's PKI"))?;
+        let ids: Vec<Identity> = std::iter::once(Identity::admin())
+            .chain(opts.users.iter().cloned())
+            .collect();
+        let tokens: String = ids.iter().map(|id| id.token_line(&token(id))).collect();
+        std::fs::write(opts.dir.join(pki::TOKENS), tokens)
+            .map_err(io_err("writing the token file"))?;
         let etcd = start_etcd(&ns, &opts, &etcd_bin)?;
-        let url = url_of(opts.address, opts.apiserver_port);
-        write_kubeconfig(&opts.dir.join("kubeconfig-admin"), &url, &opts.dir)?;
+        let url = weft_kubeplane::url(opts.address, opts.apiserver_port);
+        for id in &ids {
+            let path = kubeconfig_path(&opts.dir, id);
+            let text = weft_kubeplane::kubeconfig(
+                "weft",
+                &url,
+                &opts.dir.join(pki::CA),
+                &id.user,
+                &token(id),
+            );
+            std::fs::write(&path, text).map_err(io_err(format!("writing {}", path.display())))?;
+        }
         let apiserver = start_apiserver(&ns, &opts, &bin)?;
         let mut plane = KubePlane {
             opts,
@@ -159,17 +167,22 @@ impl KubePlane {
 
     /// `https://<address>:<port>`, reachable from inside the namespace.
     pub fn url(&self) -> String {
-        url_of(self.opts.address, self.opts.apiserver_port)
+        weft_kubeplane::url(self.opts.address, self.opts.apiserver_port)
     }
 
     /// A kubeconfig (kubectl's format) of the `admin` identity (`system:masters`).
     pub fn admin_kubeconfig(&self) -> PathBuf {
-        self.opts.dir.join("kubeconfig-admin")
+        kubeconfig_path(&self.opts.dir, &Identity::admin())
+    }
+
+    /// A kubeconfig of `id`, one of [`KubePlaneOptions::users`].
+    pub fn kubeconfig(&self, id: &Identity) -> PathBuf {
+        kubeconfig_path(&self.opts.dir, id)
     }
 
     /// The CA that signed the API server's certificate.
     pub fn ca(&self) -> PathBuf {
-        self.opts.dir.join("ca.crt")
+        self.opts.dir.join(pki::CA)
     }
 
     /// The Kubernetes binaries in use (kubectl is there too).
@@ -236,118 +249,18 @@ impl KubePlane {
     }
 }
 
-fn url_of(addr: IpAddr, port: u16) -> String {
-    match addr {
-        IpAddr::V4(a) => format!("https://{a}:{port}"),
-        IpAddr::V6(a) => format!("https://[{a}]:{port}"),
+fn kubeconfig_path(dir: &Path, id: &Identity) -> PathBuf {
+    dir.join(format!("kubeconfig-{}", id.file_stem()))
+}
+
+/// `id`'s bearer token. Only this control plane reads it, and it listens only inside the
+/// caller's namespace: a value derived from the run and the user is enough.
+fn token(id: &Identity) -> String {
+    let mut h: u64 = 0x5eed_ba5e_0f0f_u64 ^ u64::from(std::process::id());
+    for b in id.user.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
-}
-
-/// The admin's bearer token. Only this control plane reads it, and it listens only inside
-/// the caller's namespace: a fixed random-looking value is enough.
-fn token() -> String {
-    format!(
-        "weft-kubeplane-{:016x}",
-        0x5eed_ba5e_0f0f_u64 ^ u64::from(std::process::id())
-    )
-}
-
-fn write_kubeconfig(path: &Path, url: &str, dir: &Path) -> Result<()> {
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: weft\n  cluster:\n    server: {url}\n    \
-         certificate-authority: {}\nusers:\n- name: admin\n  user:\n    token: {}\ncontexts:\n\
-         - name: weft\n  context:\n    cluster: weft\n    user: admin\ncurrent-context: weft\n",
-        dir.join("ca.crt").display(),
-        token()
-    );
-    std::fs::write(path, text).map_err(io_err(format!("writing {}", path.display())))
-}
-
-/// A CA, the API server's certificate (valid for `addr`, 127.0.0.1 and localhost: rustls
-/// wants a SAN, a v3 leaf that is no CA, and a CA with basicConstraints), and the
-/// service-account signing key pair.
-fn pki(dir: &Path, addr: IpAddr) -> Result<()> {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=weft-kubeplane-ca",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    openssl(dir, &ca)?;
-    std::fs::write(
-        dir.join("server.ext"),
-        format!(
-            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
-             subjectAltName=IP:127.0.0.1,DNS:localhost,IP:{addr}\nextendedKeyUsage=serverAuth\n"
-        ),
-    )
-    .map_err(io_err("writing server.ext"))?;
-    let mut csr = vec!["req"];
-    csr.extend(ec);
-    csr.extend([
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=kube-apiserver",
-    ]);
-    openssl(dir, &csr)?;
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-        ],
-    )?;
-    openssl(dir, &["genrsa", "-out", "sa.key", "2048"])?;
-    openssl(dir, &["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"])
-}
-
-fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
-    let mut cmd = Command::new("openssl");
-    cmd.args(args).current_dir(dir).stdin(Stdio::null());
-    die_with_parent(&mut cmd);
-    let out = cmd.output().map_err(io_err("running openssl"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(KubePlaneError::Process {
-            what: "openssl",
-            reason: format!("`openssl {}` failed ({})", args.join(" "), out.status),
-            tail: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        })
-    }
+    format!("weft-kubeplane-{h:016x}")
 }
 
 fn start_etcd(ns: &NetNs, opts: &KubePlaneOptions, program: &Path) -> Result<Proc> {
@@ -415,45 +328,29 @@ fn etcd_healthy(addr: SocketAddr) -> bool {
 }
 
 fn start_apiserver(ns: &NetNs, opts: &KubePlaneOptions, bin: &Path) -> Result<Proc> {
-    let d = &opts.dir;
     let host = match opts.address {
         IpAddr::V4(a) => a.to_string(),
         IpAddr::V6(a) => format!("[{a}]"),
     };
+    let etcd = format!("http://{host}:{}", opts.etcd_port);
+    let args = ApiServer {
+        etcd: &etcd,
+        pki: &opts.dir,
+        cert_dir: &opts.dir.join("certs"),
+        address: opts.address,
+        port: opts.apiserver_port,
+        service_ranges: weft_kubeplane::SERVICE_RANGE,
+        dual_stack: false,
+    }
+    .args();
     let mut cmd = Command::new(bin.join("kube-apiserver"));
-    cmd.arg(format!("--etcd-servers=http://{host}:{}", opts.etcd_port))
-        .arg(format!("--cert-dir={}", d.join("certs").display()))
-        .arg(format!(
-            "--tls-cert-file={}",
-            d.join("server.crt").display()
-        ))
-        .arg(format!(
-            "--tls-private-key-file={}",
-            d.join("server.key").display()
-        ))
-        .arg(format!("--secure-port={}", opts.apiserver_port))
-        .arg(format!("--bind-address={}", opts.address))
-        .arg(format!("--advertise-address={}", opts.address))
-        .arg(format!("--service-cluster-ip-range={SERVICE_RANGE}"))
-        .arg("--authorization-mode=RBAC")
-        .arg(format!(
-            "--token-auth-file={}",
-            d.join("tokens.csv").display()
-        ))
-        .arg("--service-account-issuer=https://kubernetes.default.svc")
-        .arg(format!(
-            "--service-account-key-file={}",
-            d.join("sa.pub").display()
-        ))
-        .arg(format!(
-            "--service-account-signing-key-file={}",
-            d.join("sa.key").display()
-        ))
-        .arg("--allow-privileged=true")
-        .arg("--insecure-port=0")
-        .arg("--kubelet-preferred-address-types=InternalIP")
-        .arg("--v=1");
-    Proc::spawn(ns, "kube-apiserver", cmd, &d.join("kube-apiserver.log"))
+    cmd.args(args);
+    Proc::spawn(
+        ns,
+        "kube-apiserver",
+        cmd,
+        &opts.dir.join("kube-apiserver.log"),
+    )
 }
 
 /// A child started inside a namespace, stdio on a log; killed and reaped on drop.

@@ -11,7 +11,8 @@
 //! for the nodes' weftd), the daemons' logs and pidfiles.
 //!
 //! (`crate::kubeplane` is the benchmarks' control plane: processes that die with the thread
-//! that started them, and no controller manager; a lab's must outlive `lab up`.)
+//! that started them, and no controller manager; a lab's must outlive `lab up`. What both
+//! run — flags, PKI, kubeconfigs — is weft-kubeplane's, shared with the tests too.)
 //!
 //! With `--kubelet` it also runs kube-scheduler, and the nodes run real kubelets
 //! (`kubelet`): the node lifecycle controller is then on, the API server reaches kubelets
@@ -28,6 +29,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use weft_kubeplane::{ApiServer, ControllerManager, Identity, NodeCidrs, PkiOptions, pki};
 use weft_store::ClusterConfig;
 use weft_store::kube::{IpamMode, KubeConfig, configmap};
 
@@ -43,9 +45,6 @@ pub const API_ADDRESS: std::net::Ipv4Addr = ETCD_ADDRESS;
 pub const API_PORT: u16 = 6443;
 /// kube-controller-manager's own (health) port, on the router's loopback.
 const CONTROLLER_PORT: u16 = 10257;
-/// The Service range the API server must be given: documentation space (TEST-NET-2) that
-/// no address of the lab falls in. Only a kubelet lab's kube-proxy routes to it.
-const SERVICE_RANGE: &str = "198.51.100.0/24";
 /// A dual-stack kubelet lab's IPv6 Service range (documentation space too, apart from the
 /// outside's 2001:db8:ff::/64).
 const SERVICE_RANGE_V6: &str = "2001:db8:5e7::/112";
@@ -54,21 +53,15 @@ const SERVICE_RANGE_V6: &str = "2001:db8:5e7::/112";
 /// meaning, and only a kubelet lab runs one).
 fn service_ranges(opts: &Options) -> String {
     if opts.kubelet && opts.ipv6 {
-        format!("{SERVICE_RANGE},{SERVICE_RANGE_V6}")
+        format!("{},{SERVICE_RANGE_V6}", weft_kubeplane::SERVICE_RANGE)
     } else {
-        SERVICE_RANGE.to_owned()
+        weft_kubeplane::SERVICE_RANGE.to_owned()
     }
 }
-/// The `kubernetes` Service's ClusterIP (the range's first address): in-cluster clients,
-/// weftd's pod among them, reach the API server there, so its certificate names it.
-const API_SERVICE_IP: &str = "198.51.100.1";
 /// kube-scheduler's own (health) port, on the router's loopback.
 const SCHEDULER_PORT: u16 = 10259;
 /// How long `install_weft` waits for weft's pods and the nodes to be Ready.
 const INSTALL_TIMEOUT: &str = "180s";
-/// Dual-stack is alpha in 1.20: without the gate the API server keeps only a Node's first
-/// podCIDR, and the controller manager refuses two cluster CIDRs.
-const DUAL_STACK_GATE: &str = "--feature-gates=IPv6DualStack=true";
 /// weft's objects, namespace and ConfigMap name (what weftd is told with --kube-namespace).
 pub const WEFT_NAMESPACE: &str = "weft-system";
 /// The project's manifest: weft's namespace, the WeftBlock CRD, weftd's ServiceAccount and
@@ -78,8 +71,6 @@ pub const WEFT_NAMESPACE: &str = "weft-system";
 const MANIFEST: &str = include_str!("../../../../deploy/weft.yaml");
 const MANIFEST_SKIPPED: [&str; 2] = ["ConfigMap", "DaemonSet"];
 const WEFTBLOCK_CRD_NAME: &str = "weftblocks.weft.dev";
-/// Where scripts/kube-binaries.sh caches its builds, one directory per source version.
-const KUBE_CACHE: &str = "/var/cache/weft/kubernetes";
 /// The binaries the lab runs.
 const KUBE_BINARIES: [&str; 3] = ["kube-apiserver", "kube-controller-manager", "kubectl"];
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -89,9 +80,12 @@ const KUBECTL_TIMEOUT: &str = "--request-timeout=10s";
 /// The identities in the API server's token file: the lab's (and people's) admin, and the
 /// one every node's weftd uses: the manifest's ServiceAccount, as the API server
 /// authenticates its token, so weftd has exactly the manifest's RBAC.
-const ADMIN_USER: &str = "admin";
-const WEFTD_USER: &str = "system:serviceaccount:weft-system:weft";
-const WEFTD_GROUPS: &str = "system:serviceaccounts,system:serviceaccounts:weft-system";
+fn identities() -> [Identity; 2] {
+    [
+        Identity::admin(),
+        Identity::service_account(WEFT_NAMESPACE, "weft"),
+    ]
+}
 
 pub struct Paths {
     pub dir: PathBuf,
@@ -108,11 +102,7 @@ pub struct Paths {
 
 impl Paths {
     fn ca(&self) -> PathBuf {
-        self.pki.join("ca.crt")
-    }
-
-    fn file(&self, name: &str) -> String {
-        self.pki.join(name).display().to_string()
+        self.pki.join(pki::CA)
     }
 }
 
@@ -139,32 +129,12 @@ fn has_binaries(dir: &Path) -> bool {
 /// The Kubernetes binaries: `$WEFT_KUBE_BIN`, else `recorded` (what the lab's `up` used),
 /// else the newest build in the cache.
 pub fn find_bin(recorded: Option<&Path>) -> Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("WEFT_KUBE_BIN").map(PathBuf::from) {
-        return if has_binaries(&dir) {
-            Ok(dir)
-        } else {
-            Err(LabError::MissingKube {
-                looked: format!("in WEFT_KUBE_BIN={}", dir.display()),
-            })
-        };
-    }
-    if let Some(dir) = recorded.filter(|d| has_binaries(d)) {
+    if std::env::var_os("WEFT_KUBE_BIN").is_none()
+        && let Some(dir) = recorded.filter(|d| has_binaries(d))
+    {
         return Ok(dir.to_owned());
     }
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(KUBE_CACHE)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.path().join("bin"))
-                .filter(|p| has_binaries(p))
-                .collect()
-        })
-        .unwrap_or_default();
-    // Version directories sort by version as long as they share a major and minor: the
-    // script builds one Debian source version, so that is all the cache ever holds.
-    dirs.sort();
-    dirs.pop().ok_or_else(|| LabError::MissingKube {
-        looked: format!("in {KUBE_CACHE}/*/bin/ (and WEFT_KUBE_BIN is not set)"),
-    })
+    weft_kubeplane::bin_dir(&KUBE_BINARIES).map_err(|looked| LabError::MissingKube { looked })
 }
 
 /// The API server's URL as the nodes (and the router) reach it.
@@ -172,38 +142,11 @@ pub fn url() -> String {
     format!("https://{API_ADDRESS}:{API_PORT}")
 }
 
-/// Runs `openssl args…` in `dir`.
-fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(LabError::io("running openssl"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(LabError::Tool {
-            what: format!("openssl {}", args.first().copied().unwrap_or_default()),
-            detail: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        })
-    }
-}
-
-/// A bearer token: 128 random bits, hex.
-fn token() -> Result<String> {
-    let mut bytes = [0u8; 16];
-    let mut f =
-        std::fs::File::open("/dev/urandom").map_err(LabError::io("opening /dev/urandom"))?;
-    std::io::Read::read_exact(&mut f, &mut bytes).map_err(LabError::io("reading /dev/urandom"))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 /// Makes `pki/` unless it is complete: CA, server certificate for the API server's address
 /// (and loopback), service-account keys, tokens. Built in a scratch directory and renamed
 /// into place, so a crash leaves either nothing or all of it.
 fn ensure_pki(names: &Names, p: &Paths) -> Result<()> {
-    if p.pki.join("tokens.csv").is_file() {
+    if p.pki.join(pki::TOKENS).is_file() {
         return Ok(());
     }
     std::fs::create_dir_all(&p.dir)
@@ -211,60 +154,38 @@ fn ensure_pki(names: &Names, p: &Paths) -> Result<()> {
     let tmp = p.dir.join("pki.tmp");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(LabError::io(format!("creating {}", tmp.display())))?;
-    let ca_subject = format!("/CN=weft-lab-{}-ca", names.lab());
-    let ext = format!(
-        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
-         extendedKeyUsage=serverAuth\nsubjectAltName=IP:{API_ADDRESS},IP:{API_SERVICE_IP},IP:127.0.0.1,\
-         DNS:localhost,\
-         DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\n"
-    );
-    std::fs::write(tmp.join("server.ext"), ext).map_err(LabError::io("writing server.ext"))?;
-    for line in [
-        format!(
-            "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key \
-             -out ca.crt -days 3650 -subj {ca_subject} -addext basicConstraints=critical,CA:TRUE \
-             -addext keyUsage=critical,keyCertSign,cRLSign"
-        ),
-        "req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout server.key \
-         -out server.csr -subj /CN=kube-apiserver"
-            .to_owned(),
-        "x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt \
-         -days 3650 -extfile server.ext"
-            .to_owned(),
-        "genrsa -out sa.key 2048".to_owned(),
-        "rsa -in sa.key -pubout -out sa.pub".to_owned(),
-    ] {
-        openssl(&tmp, &line.split_whitespace().collect::<Vec<_>>())?;
-    }
+    weft_kubeplane::make_pki(
+        &tmp,
+        &PkiOptions {
+            ca_name: format!("weft-lab-{}-ca", names.lab()),
+            ips: vec![API_ADDRESS.into()],
+            // weftd's pod reaches the API server at the `kubernetes` Service.
+            in_cluster: true,
+            days: 3650,
+        },
+    )
+    .map_err(LabError::io("making the control plane's PKI"))?;
     let mut csv = String::new();
-    for (user, groups) in [(ADMIN_USER, "system:masters"), (WEFTD_USER, WEFTD_GROUPS)] {
-        let t = token()?;
-        std::fs::write(tmp.join(token_file(user)), &t).map_err(LabError::io("writing a token"))?;
-        csv.push_str(&format!("{t},{user},{user},\"{groups}\"\n"));
+    for id in identities() {
+        let t = weft_kubeplane::random_token().map_err(LabError::io("reading /dev/urandom"))?;
+        std::fs::write(tmp.join(token_file(&id)), &t).map_err(LabError::io("writing a token"))?;
+        csv.push_str(&id.token_line(&t));
     }
-    std::fs::write(tmp.join("tokens.csv"), csv).map_err(LabError::io("writing tokens.csv"))?;
+    std::fs::write(tmp.join(pki::TOKENS), csv).map_err(LabError::io("writing tokens.csv"))?;
     let _ = std::fs::remove_dir_all(&p.pki);
     std::fs::rename(&tmp, &p.pki).map_err(LabError::io(format!("renaming {}", tmp.display())))
 }
 
-fn token_file(user: &str) -> String {
-    format!("{}.token", user.replace(':', "_"))
+fn token_file(id: &Identity) -> String {
+    format!("{}.token", id.file_stem())
 }
 
-/// Writes `user`'s kubeconfig (kubectl's format) at `path`.
-fn write_kubeconfig(p: &Paths, user: &str, path: &Path) -> Result<()> {
-    let token_path = p.pki.join(token_file(user));
+/// Writes `id`'s kubeconfig (kubectl's format) at `path`.
+fn write_kubeconfig(p: &Paths, id: &Identity, path: &Path) -> Result<()> {
+    let token_path = p.pki.join(token_file(id));
     let token = std::fs::read_to_string(&token_path)
         .map_err(LabError::io(format!("reading {}", token_path.display())))?;
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: weft-lab\n  cluster:\n    server: {}\n    \
-         certificate-authority: {}\nusers:\n- name: {user}\n  user:\n    token: {}\ncontexts:\n\
-         - name: weft-lab\n  context:\n    cluster: weft-lab\n    user: {user}\n\
-         current-context: weft-lab\n",
-        url(),
-        p.ca().display(),
-        token.trim()
-    );
+    let text = weft_kubeplane::kubeconfig("weft-lab", &url(), &p.ca(), &id.user, token.trim());
     write_atomic(path, text.as_bytes())?;
     Ok(())
 }
@@ -327,8 +248,9 @@ pub fn ensure(names: &Names, owner: &Owner, opts: &Options, bin: &Path) -> Resul
     ensure_pki(names, &p)?;
     std::fs::create_dir_all(p.dir.join("apiserver-certs"))
         .map_err(LabError::io(format!("creating {}", p.dir.display())))?;
-    write_kubeconfig(&p, ADMIN_USER, &p.admin_kubeconfig)?;
-    write_kubeconfig(&p, WEFTD_USER, &p.weftd_kubeconfig)?;
+    let [admin, weftd] = identities();
+    write_kubeconfig(&p, &admin, &p.admin_kubeconfig)?;
+    write_kubeconfig(&p, &weftd, &p.weftd_kubeconfig)?;
 
     let mut apiserver = match running(owner, &p.apiserver_pidfile) {
         Some(_) => None,
@@ -361,30 +283,17 @@ pub fn ensure(names: &Names, owner: &Owner, opts: &Options, bin: &Path) -> Resul
 }
 
 fn start_apiserver(names: &Names, p: &Paths, opts: &Options, bin: &Path) -> Result<Child> {
-    let mut args = vec![
-        format!("--etcd-servers=http://127.0.0.1:{ETCD_PORT}"),
-        format!("--cert-dir={}", p.dir.join("apiserver-certs").display()),
-        format!("--tls-cert-file={}", p.file("server.crt")),
-        format!("--tls-private-key-file={}", p.file("server.key")),
-        format!("--secure-port={API_PORT}"),
-        format!("--bind-address={API_ADDRESS}"),
-        format!("--advertise-address={API_ADDRESS}"),
-        format!("--service-cluster-ip-range={}", service_ranges(opts)),
-        "--authorization-mode=RBAC".to_owned(),
-        format!("--token-auth-file={}", p.file("tokens.csv")),
-        "--service-account-issuer=https://kubernetes.default.svc".to_owned(),
-        format!("--service-account-key-file={}", p.file("sa.pub")),
-        format!("--service-account-signing-key-file={}", p.file("sa.key")),
-        "--allow-privileged=true".to_owned(),
-        "--insecure-port=0".to_owned(),
-        // `kubectl exec/logs` reach a kubelet by its node's address: no name of the lab's
-        // nodes resolves anywhere.
-        "--kubelet-preferred-address-types=InternalIP".to_owned(),
-        "--v=1".to_owned(),
-    ];
-    if opts.ipv6 {
-        args.push(DUAL_STACK_GATE.to_owned());
+    let etcd = format!("http://127.0.0.1:{ETCD_PORT}");
+    let args = ApiServer {
+        etcd: &etcd,
+        pki: &p.pki,
+        cert_dir: &p.dir.join("apiserver-certs"),
+        address: API_ADDRESS.into(),
+        port: API_PORT,
+        service_ranges: &service_ranges(opts),
+        dual_stack: opts.ipv6,
     }
+    .args();
     spawn(
         names,
         "kube-apiserver",
@@ -396,45 +305,29 @@ fn start_apiserver(names: &Names, p: &Paths, opts: &Options, bin: &Path) -> Resu
 }
 
 fn start_controller_manager(names: &Names, p: &Paths, opts: &Options, bin: &Path) -> Result<Child> {
-    let mut args = vec![
-        format!("--kubeconfig={}", p.admin_kubeconfig.display()),
-        format!("--service-account-private-key-file={}", p.file("sa.key")),
-        format!("--root-ca-file={}", p.file("ca.crt")),
-        "--leader-elect=false".to_owned(),
-        "--port=0".to_owned(),
-        format!("--secure-port={CONTROLLER_PORT}"),
-        "--bind-address=127.0.0.1".to_owned(),
-        format!("--service-cluster-ip-range={}", service_ranges(opts)),
-        "--v=1".to_owned(),
-    ];
-    // Without kubelets no one posts a lab Node's status: the node lifecycle controller
-    // would taint every node unreachable and evict every pod five minutes later. With
-    // them it is what lifts a new node's not-ready taint.
-    if !opts.kubelet {
-        args.push("--controllers=*,-nodelifecycle".to_owned());
-    }
-    if opts.ipam == Ipam::Kubernetes {
+    let node_cidrs = (opts.ipam == Ipam::Kubernetes).then(|| {
         let cfg = node::cluster_config(opts);
-        let v4 = cfg["cidrV4"].as_str().unwrap_or_default().to_owned();
-        let size4 = cfg["blockSizeV4"].as_u64().unwrap_or_default();
-        args.push("--allocate-node-cidrs=true".to_owned());
-        match cfg["cidrV6"].as_str() {
-            Some(v6) => {
-                // Two families need the dual-stack gate, and a mask per family.
-                let size6 = cfg["blockSizeV6"].as_u64().unwrap_or_default();
-                args.extend([
-                    DUAL_STACK_GATE.to_owned(),
-                    format!("--cluster-cidr={v4},{v6}"),
-                    format!("--node-cidr-mask-size-ipv4={size4}"),
-                    format!("--node-cidr-mask-size-ipv6={size6}"),
-                ]);
-            }
-            None => args.extend([
-                format!("--cluster-cidr={v4}"),
-                format!("--node-cidr-mask-size={size4}"),
-            ]),
+        let range = |cidr: &str, size: &str| {
+            let mask = cfg[size].as_u64().and_then(|m| u8::try_from(m).ok());
+            Some((cfg[cidr].as_str()?.to_owned(), mask.unwrap_or_default()))
+        };
+        NodeCidrs {
+            v4: range("cidrV4", "blockSizeV4").unwrap_or_default(),
+            v6: range("cidrV6", "blockSizeV6"),
         }
+    });
+    let args = ControllerManager {
+        kubeconfig: &p.admin_kubeconfig,
+        pki: &p.pki,
+        address: std::net::Ipv4Addr::LOCALHOST.into(),
+        port: CONTROLLER_PORT,
+        service_ranges: &service_ranges(opts),
+        node_cidrs,
+        // Without kubelets no one posts a lab Node's status; with them the node lifecycle
+        // controller is what lifts a new node's not-ready taint.
+        without_node_lifecycle: !opts.kubelet,
     }
+    .args();
     spawn(
         names,
         "kube-controller-manager",

@@ -68,21 +68,37 @@ fn block_resource() -> ApiResource {
 /// What the operator applies: the CRD comes from here, not from a copy.
 const MANIFEST: &str = include_str!("../../../../../deploy/weft.yaml");
 
+/// The objects of deploy/weft.yaml of this kind.
+fn manifest_objects(kind: &str) -> Vec<Value> {
+    MANIFEST
+        .split("\n---")
+        .filter_map(|doc| yaml_serde::from_str::<Value>(doc).ok())
+        .filter(|v| v["kind"] == kind)
+        .collect()
+}
+
 /// The WeftBlock CRD of deploy/weft.yaml.
 fn crd() -> Result<Value> {
-    for doc in MANIFEST.split("\n---") {
-        let Ok(v) = yaml_serde::from_str::<Value>(doc) else {
-            continue;
-        };
-        if v["kind"] == "CustomResourceDefinition" {
-            return Ok(v);
-        }
-    }
-    Err(BenchError::Unexpected {
-        what: "reading deploy/weft.yaml".into(),
-        detail: "it holds no CustomResourceDefinition".into(),
-    })
+    manifest_objects("CustomResourceDefinition")
+        .pop()
+        .ok_or_else(|| BenchError::Unexpected {
+            what: "reading deploy/weft.yaml".into(),
+            detail: "it holds no CustomResourceDefinition".into(),
+        })
 }
+
+/// weftd's identity and its rights, as deploy/weft.yaml gives them: (kind, group, plural).
+const RBAC_KINDS: [(&str, &str, &str); 5] = [
+    ("ServiceAccount", "", "serviceaccounts"),
+    ("ClusterRole", "rbac.authorization.k8s.io", "clusterroles"),
+    (
+        "ClusterRoleBinding",
+        "rbac.authorization.k8s.io",
+        "clusterrolebindings",
+    ),
+    ("Role", "rbac.authorization.k8s.io", "roles"),
+    ("RoleBinding", "rbac.authorization.k8s.io", "rolebindings"),
+];
 
 fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> BenchError {
     let what = what.into();
@@ -182,7 +198,7 @@ impl KubeWorld {
             nss.create(&PostParams::default(), &ns)
                 .await
                 .map_err(api_error("creating namespace weft-system"))?;
-            let cms: Api<ConfigMap> = Api::namespaced(client, WEFT_NAMESPACE);
+            let cms: Api<ConfigMap> = Api::namespaced(client.clone(), WEFT_NAMESPACE);
             let cm: ConfigMap = typed(
                 "the ConfigMap",
                 json!({"metadata": {"name": CONFIG_MAP, "namespace": WEFT_NAMESPACE}, "data": data}),
@@ -190,6 +206,32 @@ impl KubeWorld {
             cms.create(&PostParams::default(), &cm)
                 .await
                 .map_err(api_error("creating ConfigMap weft-config"))?;
+            // weftd runs as the manifest's ServiceAccount, so a right the manifest lacks
+            // fails the benchmark as it would fail a cluster.
+            for (kind, group, plural) in RBAC_KINDS {
+                let version = "v1";
+                let resource = ApiResource {
+                    group: group.into(),
+                    version: version.into(),
+                    api_version: if group.is_empty() {
+                        version.into()
+                    } else {
+                        format!("{group}/{version}")
+                    },
+                    kind: kind.into(),
+                    plural: plural.into(),
+                };
+                for v in manifest_objects(kind) {
+                    let obj: DynamicObject = typed(kind, v)?;
+                    let api: Api<DynamicObject> = match obj.metadata.namespace.as_deref() {
+                        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+                        None => Api::all_with(client.clone(), &resource),
+                    };
+                    api.create(&PostParams::default(), &obj)
+                        .await
+                        .map_err(api_error(format!("creating the manifest's {kind}")))?;
+                }
+            }
             Ok(())
         })?
     }

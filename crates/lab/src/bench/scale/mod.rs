@@ -52,6 +52,8 @@ use super::etcd::{self as bench_etcd, Etcd};
 use super::scratch::ScratchDir;
 use super::signal;
 use super::stats::Summary;
+use weft_kubeplane::Identity;
+
 use crate::kubeplane::{KubePlane, KubePlaneOptions};
 use crate::netns::{self, NetnsSet};
 pub use report::{ScaleReport, SideReport};
@@ -321,11 +323,10 @@ fn run_side(
             let kdir = dirs.run.join("kube");
             std::fs::create_dir_all(&kdir)
                 .map_err(BenchError::io(format!("creating {}", kdir.display())))?;
-            let plane = KubePlane::start(KubePlaneOptions::new(
-                netns::path(&node_ns),
-                kdir,
-                dirs.fast.join("kube-etcd"),
-            ))?;
+            let mut opts =
+                KubePlaneOptions::new(netns::path(&node_ns), kdir, dirs.fast.join("kube-etcd"));
+            opts.users.push(weftd_identity());
+            let plane = KubePlane::start(opts)?;
             let took = started.elapsed();
             let w = kube::KubeWorld::connect(
                 agent_bench::open_ns(&node_ns)?,
@@ -459,8 +460,13 @@ fn write_endpoint_files(run_dir: &Path, world: &World) -> Result<()> {
     Ok(())
 }
 
-/// weftd as the lab runs it; on Kubernetes with the admin kubeconfig (no RBAC manifest to
-/// take a ServiceAccount's rules from yet).
+/// Who weftd is on Kubernetes: deploy/weft.yaml's ServiceAccount, with exactly its RBAC
+/// (`KubeWorld::install` applies it), as on a cluster.
+fn weftd_identity() -> Identity {
+    Identity::service_account(kube::WEFT_NAMESPACE, "weft")
+}
+
+/// weftd as the lab runs it; on Kubernetes as its ServiceAccount.
 fn start_weftd(weftd: &Path, ns: &str, dir: &Path, kind: Kind, store: &Store) -> Result<Daemon> {
     let p = |sub: &str| dir.join(sub).display().to_string();
     let mut args = vec![
@@ -476,7 +482,7 @@ fn start_weftd(weftd: &Path, ns: &str, dir: &Path, kind: Kind, store: &Store) ->
             args.push("--datastore=kubernetes".into());
             args.push(format!(
                 "--kubeconfig={}",
-                plane.admin_kubeconfig().display()
+                plane.kubeconfig(&weftd_identity()).display()
             ));
             args.push(format!("--kube-namespace={}", kube::WEFT_NAMESPACE));
         }
