@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use weft_kubeplane::openssl;
+
 use crate::temp_dir;
 
 const READY: &str = "ready to serve client requests";
@@ -251,23 +253,6 @@ impl Clone for TestPki {
             owner: false,
         }
     }
-}
-
-pub(crate) fn openssl(dir: &Path, args: &[&str]) -> io::Result<()> {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| io::Error::new(e.kind(), format!("running openssl: {e}")))?;
-    if !out.status.success() {
-        return Err(io::Error::other(format!(
-            "openssl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        )));
-    }
-    Ok(())
 }
 
 impl TestPki {
