@@ -108,6 +108,16 @@ pub fn set_names(table: &str) -> Result<Vec<String>, Error> {
 /// The elements of an address set with their counters: (address, packets, bytes), for
 /// every element that carries a counter. Empty if the table or the set is missing.
 pub fn element_counters(table: &str, set: &str) -> Result<Vec<(IpAddr, u64, u64)>, Error> {
+    dump_elements(table, set, element)
+}
+
+/// Each element of `set` in `inet <table>` read by `read` (`None`: skipped), one dump.
+/// Empty if the table or the set is missing.
+fn dump_elements<T>(
+    table: &str,
+    set: &str,
+    mut read: impl FnMut(&[u8]) -> Result<Option<T>, Error>,
+) -> Result<Vec<T>, Error> {
     let mut sock = Socket::open()?;
     let mut out = Vec::new();
     let res = sock.dump(
@@ -123,9 +133,7 @@ pub fn element_counters(table: &str, set: &str) -> Result<Vec<(IpAddr, u64, u64)
                     continue;
                 }
                 for el in list(a.data)? {
-                    if let Some(found) = element(el.data)? {
-                        out.push(found);
-                    }
+                    out.extend(read(el.data)?);
                 }
             }
             Ok(())
@@ -152,28 +160,7 @@ impl ListedElement {
 /// Every element of `set` in `inet <table>`, one dump (for readers that watch a set change:
 /// tests and benchmarks). Empty if the table or the set is missing.
 pub fn elements(table: &str, set: &str) -> Result<Vec<ListedElement>, Error> {
-    let mut sock = Socket::open()?;
-    let mut out = Vec::new();
-    let res = sock.dump(
-        Op::GetSetElem,
-        &format!("elements of set {set} in table inet {table}"),
-        |a| {
-            a.str(NFTA_SET_ELEM_LIST_TABLE, table)
-                .str(NFTA_SET_ELEM_LIST_SET, set);
-        },
-        |payload| {
-            for a in parse_attrs(payload)? {
-                if a.ty != NFTA_SET_ELEM_LIST_ELEMENTS {
-                    continue;
-                }
-                for el in list(a.data)? {
-                    out.push(listed(el.data)?);
-                }
-            }
-            Ok(())
-        },
-    );
-    missing_is_empty(res.map(|()| out))
+    dump_elements(table, set, |data| listed(data).map(Some))
 }
 
 /// An element's key and verdict chain.
