@@ -341,6 +341,7 @@ fn check_daemonset(c: &Cluster) {
         ("/var/lib/weft", "DirectoryOrCreate"),
         ("/run/netns", "DirectoryOrCreate"),
         ("/run/xtables.lock", "FileOrCreate"),
+        ("/sys/fs/bpf", "Directory"),
         ("/lib/modules", ""),
     ]
     .into_iter()
@@ -363,6 +364,23 @@ fn check_daemonset(c: &Cluster) {
         .expect("/run/netns mounted");
     assert_eq!(netns["readOnly"], true);
     assert!(netns.get("mountPropagation").is_none(), "{netns}");
+    // The eBPF datapath's pins go to the host's bpffs, where they outlive the container.
+    let bpffs = weftd["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| m["mountPath"] == "/sys/fs/bpf")
+        .expect("/sys/fs/bpf mounted");
+    assert!(bpffs.get("mountPropagation").is_none(), "{bpffs}");
+    let args: Vec<&str> = weftd["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    for want in ["--datapath=nft", "--bpf-pin-dir=/sys/fs/bpf/weft"] {
+        assert!(args.contains(&want), "{want} not in {args:?}");
+    }
 }
 
 /// A pod of the DaemonSet, as its controller would create it for a node, passes the API
