@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// The programs in `bpf/`, each `<name>.bpf.c` → `$OUT_DIR/<name>.bpf.o`.
-const PROGRAMS: &[&str] = &["from_pod"];
+const PROGRAMS: &[&str] = &["datapath"];
 
 fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));

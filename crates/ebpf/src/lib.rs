@@ -6,18 +6,31 @@
 //! host-side veth on tcx ingress (the pod's egress), the endpoint entries the programs read,
 //! the decision counters they keep, and removing all of it.
 //!
-//! The first slice has one program, `weft_from_pod` (`bpf/from_pod.bpf.c`): IPv4 from a local
-//! pod to a local pod, neither policed, is handed to the destination with
-//! `bpf_redirect_peer`; everything else goes on down the kernel path (`TC_ACT_OK`).
+//! Two programs, one object (`bpf/datapath.bpf.c`), sharing its maps:
+//!
+//! - `weft_from_pod` on each pod's host veth: IPv4 from a known, unpoliced pod to a local
+//!   unpoliced pod is handed over with `bpf_redirect_peer`; to a pod on a peer node (a block
+//!   in `weft_peers`) it goes out of the uplink with `bpf_fib_lookup` + `bpf_redirect_neigh`,
+//!   if the FIB picks weft's route to that peer;
+//! - `weft_from_uplink` on the node's uplink: IPv4 from a pod on a peer node to a local
+//!   unpoliced pod is delivered with `bpf_redirect_peer`.
+//!
+//! Everything else goes on down the kernel path (`TC_ACT_OK`), and so does every packet of
+//! a connection the kernel path carries (`weft_kernel_flows`, e.g. the replies of a Service's
+//! NAT): the C file's header says what is taken and why.
 //!
 //! Pins, under the pin directory:
 //!
 //! ```text
 //! weft_endpoints        hash: pod IPv4 (network order) → EndpointValue
-//! weft_stats            per-CPU array: [0] redirected, [1] passed
-//! from_pod-<hash>       the program; <hash> is the object's, so an upgraded weftd loads
-//!                       its own and moves every attachment over atomically
+//! weft_peers            LPM trie: peer pod block → PeerValue (next hop, uplink)
+//! weft_kernel_flows     LRU hash: (pod IPv4, port, protocol) of kernel-path connections
+//! weft_stats            per-CPU array, slots as in Counters: [0] local redirect,
+//!                       [1] passed, [2] to a peer, [3] from a peer, [4] kernel flow
+//! from_pod-<hash>       the programs; <hash> is the object's, so an upgraded weftd loads
+//! from_uplink-<hash>    its own and moves every attachment over atomically
 //! links/<host ifname>   one tcx link per attached pod veth
+//! uplinks/<ifname>      one tcx link per attached uplink
 //! ```
 //!
 //! The pins keep everything in the kernel across weftd restarts: a restarted weftd reopens
@@ -33,6 +46,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use aya::EbpfLoader;
+use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray};
 use aya::pin::PinError;
 use aya::programs::links::{FdLink, LinkError, PinnedLink};
@@ -42,13 +56,19 @@ use aya::programs::{ProgramError, SchedClassifier};
 /// Where weftd pins its programs and maps unless told otherwise.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/weft";
 
-/// The compiled `bpf/from_pod.bpf.c`.
-static FROM_POD: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/from_pod.bpf.o"));
+/// The compiled `bpf/datapath.bpf.c`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/datapath.bpf.o"));
 
 const PROG: &str = "weft_from_pod";
+const UPLINK_PROG: &str = "weft_from_uplink";
+/// Pin name prefixes of the two programs (`<prefix><hash>`).
+const PROG_PIN: &str = "from_pod-";
+const UPLINK_PROG_PIN: &str = "from_uplink-";
 const ENDPOINTS: &str = "weft_endpoints";
+const PEERS: &str = "weft_peers";
 const STATS: &str = "weft_stats";
 const LINKS: &str = "links";
+const UPLINKS: &str = "uplinks";
 /// `statfs(2)` magic of bpffs.
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
@@ -71,13 +91,42 @@ pub struct EndpointValue {
 // SAFETY: plain integers and byte arrays, no padding (4 + 4 + 6 + 6 = 20, alignment 4).
 unsafe impl aya::Pod for EndpointValue {}
 
-/// What the programs decided, summed over CPUs.
+/// A peer node's pod block in `weft_peers`: the route weft programmed to it; the layout of
+/// `struct weft_peer` in the C. The programs send to the block only when the FIB picks
+/// exactly this next hop and uplink.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerValue {
+    /// The peer node's address (the route's next hop).
+    pub gateway: Ipv4Addr,
+    /// The uplink the route goes out of.
+    pub ifindex: u32,
+}
+
+/// The map's form of [`PeerValue`] (address in network order).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct PeerRaw {
+    gateway: u32,
+    ifindex: u32,
+}
+
+// SAFETY: two u32, no padding.
+unsafe impl aya::Pod for PeerRaw {}
+
+/// What the programs decided, summed over CPUs (the slots of `weft_stats`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
-    /// Delivered to a local pod by `bpf_redirect_peer`.
+    /// [0] Delivered from a local pod to a local pod by `bpf_redirect_peer`.
     pub redirected: u64,
-    /// Handed on to the kernel path.
+    /// [1] Handed on to the kernel path (both programs, any reason).
     pub passed: u64,
+    /// [2] Sent from a local pod to a peer node by `bpf_redirect_neigh`.
+    pub to_peer: u64,
+    /// [3] Delivered from a peer node to a local pod by `bpf_redirect_peer`.
+    pub from_peer: u64,
+    /// [4] Passed because the flow belongs to the kernel path (also counted in `passed`).
+    pub kernel_flow: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +139,7 @@ pub enum Error {
     Io { path: PathBuf, source: io::Error },
     #[error("loading the BPF object: {0}")]
     Load(#[source] Box<aya::EbpfError>),
-    #[error("program {PROG}: {0}")]
+    #[error("program: {0}")]
     Program(#[source] Box<ProgramError>),
     #[error("map {name}: {source}")]
     Map {
@@ -135,9 +184,14 @@ fn map_err(name: &'static str) -> impl FnOnce(MapError) -> Error {
 /// The loaded, pinned fast path, as weftd holds it.
 pub struct Datapath {
     dir: PathBuf,
+    /// `weft_from_pod`, for the pods' host veths.
     prog: SchedClassifier,
     prog_id: u32,
+    /// `weft_from_uplink`, for the node's uplink.
+    uplink_prog: SchedClassifier,
+    uplink_prog_id: u32,
     endpoints: HashMap<MapData, u32, EndpointValue>,
+    peers: LpmTrie<MapData, u32, PeerRaw>,
     stats: PerCpuArray<MapData, u64>,
 }
 
@@ -146,11 +200,12 @@ impl std::fmt::Debug for Datapath {
         f.debug_struct("Datapath")
             .field("dir", &self.dir)
             .field("prog_id", &self.prog_id)
+            .field("uplink_prog_id", &self.uplink_prog_id)
             .finish()
     }
 }
 
-/// FNV-1a: names the program pin after the object, so a different build is told apart.
+/// FNV-1a: names the program pins after the object, so a different build is told apart.
 fn object_hash(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
@@ -195,61 +250,120 @@ pub fn ensure_bpffs(dir: &Path) -> Result<(), Error> {
             dir: dir.to_path_buf(),
         });
     }
-    std::fs::create_dir_all(dir.join(LINKS)).map_err(io_err(dir))?;
+    for sub in [LINKS, UPLINKS] {
+        std::fs::create_dir_all(dir.join(sub)).map_err(io_err(dir))?;
+    }
     Ok(())
+}
+
+/// Which of the two programs a link or pin belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Pod,
+    Uplink,
+}
+
+impl Role {
+    fn links_dir(self) -> &'static str {
+        match self {
+            Role::Pod => LINKS,
+            Role::Uplink => UPLINKS,
+        }
+    }
+}
+
+fn load_and_pin(dir: &Path, pins: &[(&str, PathBuf)]) -> Result<(), Error> {
+    let mut obj = EbpfLoader::new()
+        .default_map_pin_directory(dir)
+        .load(OBJECT)
+        .map_err(|e| Error::Load(Box::new(e)))?;
+    for (name, pin) in pins {
+        let prog: &mut SchedClassifier = obj
+            .program_mut(name)
+            .ok_or_else(|| prog_err(ProgramError::NotLoaded))?
+            .try_into()
+            .map_err(prog_err)?;
+        prog.load().map_err(prog_err)?;
+        prog.pin(pin).map_err(|e| Error::Pin {
+            path: pin.clone(),
+            source: Box::new(e),
+        })?;
+    }
+    Ok(())
+}
+
+fn open_prog(pin: &Path) -> Result<(SchedClassifier, u32), Error> {
+    let prog = SchedClassifier::from_pin(pin).map_err(prog_err)?;
+    let id = prog.info().map_err(prog_err)?.id();
+    Ok((prog, id))
 }
 
 impl Datapath {
     /// Opens the fast path pinned in `dir`, loading and pinning it first when this build's
-    /// program is not there (first start, or an upgrade: then every pinned link is moved
-    /// to the new program in one `bpf_link_update` each, and the old program unpinned).
-    /// Maps are reused by name, so endpoint entries survive both.
+    /// programs are not there (first start, or an upgrade: then every pinned link is moved
+    /// to the new program in one `bpf_link_update` each, and the old programs unpinned).
+    /// Maps are reused by name, so endpoint and peer entries survive both.
     pub fn open(dir: &Path) -> Result<Datapath, Error> {
         ensure_bpffs(dir)?;
-        let prog_pin = dir.join(format!("from_pod-{:016x}", object_hash(FROM_POD)));
-        let fresh = !prog_pin.exists();
+        let hash = object_hash(OBJECT);
+        let prog_pin = dir.join(format!("{PROG_PIN}{hash:016x}"));
+        let uplink_pin = dir.join(format!("{UPLINK_PROG_PIN}{hash:016x}"));
+        let fresh = !prog_pin.exists() || !uplink_pin.exists();
         if fresh {
-            let mut obj = EbpfLoader::new()
-                .default_map_pin_directory(dir)
-                .load(FROM_POD)
-                .map_err(|e| Error::Load(Box::new(e)))?;
-            let prog: &mut SchedClassifier = obj
-                .program_mut(PROG)
-                .ok_or_else(|| prog_err(ProgramError::NotLoaded))?
-                .try_into()
-                .map_err(prog_err)?;
-            prog.load().map_err(prog_err)?;
-            prog.pin(&prog_pin).map_err(|e| Error::Pin {
-                path: prog_pin.clone(),
-                source: Box::new(e),
-            })?;
+            // A half-pinned pair (a crash between the two pins) is loaded again whole.
+            for p in [&prog_pin, &uplink_pin] {
+                match std::fs::remove_file(p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err(p)(e)),
+                }
+            }
+            load_and_pin(
+                dir,
+                &[(PROG, prog_pin.clone()), (UPLINK_PROG, uplink_pin.clone())],
+            )?;
         }
-        let mut dp = Datapath::from_pins(dir, &prog_pin)?;
+        let (prog, prog_id) = open_prog(&prog_pin)?;
+        let (uplink_prog, uplink_prog_id) = open_prog(&uplink_pin)?;
+        let endpoints = open_map(dir, ENDPOINTS)?;
+        let endpoints = HashMap::try_from(endpoints).map_err(map_err(ENDPOINTS))?;
+        let peers = LpmTrie::try_from(open_map(dir, PEERS)?).map_err(map_err(PEERS))?;
+        let stats = PerCpuArray::try_from(open_map(dir, STATS)?).map_err(map_err(STATS))?;
+        let mut dp = Datapath {
+            dir: dir.to_path_buf(),
+            prog,
+            prog_id,
+            uplink_prog,
+            uplink_prog_id,
+            endpoints,
+            peers,
+            stats,
+        };
         if fresh {
-            dp.adopt_links()?;
-            dp.unpin_other_programs(&prog_pin)?;
+            dp.adopt_links(Role::Pod)?;
+            dp.adopt_links(Role::Uplink)?;
+            dp.unpin_other_programs(&[&prog_pin, &uplink_pin])?;
         }
         Ok(dp)
     }
 
-    fn from_pins(dir: &Path, prog_pin: &Path) -> Result<Datapath, Error> {
-        let prog = SchedClassifier::from_pin(prog_pin).map_err(prog_err)?;
-        let prog_id = prog.info().map_err(prog_err)?.id();
-        let endpoints = open_map(dir, ENDPOINTS)?;
-        let endpoints = HashMap::try_from(endpoints).map_err(map_err(ENDPOINTS))?;
-        let stats = PerCpuArray::try_from(open_map(dir, STATS)?).map_err(map_err(STATS))?;
-        Ok(Datapath {
-            dir: dir.to_path_buf(),
-            prog,
-            prog_id,
-            endpoints,
-            stats,
-        })
+    fn prog_mut(&mut self, role: Role) -> &mut SchedClassifier {
+        match role {
+            Role::Pod => &mut self.prog,
+            Role::Uplink => &mut self.uplink_prog,
+        }
     }
 
-    /// Points every pinned link at this program (after an upgrade).
-    fn adopt_links(&mut self) -> Result<(), Error> {
-        for path in self.link_pins()? {
+    fn prog_id_of(&self, role: Role) -> u32 {
+        match role {
+            Role::Pod => self.prog_id,
+            Role::Uplink => self.uplink_prog_id,
+        }
+    }
+
+    /// Points every pinned link of `role` at this build's program (after an upgrade).
+    fn adopt_links(&mut self, role: Role) -> Result<(), Error> {
+        for path in self.link_pins(role)? {
             let pinned = PinnedLink::from_pin(&path).map_err(|e| Error::Link {
                 path: path.clone(),
                 source: Box::new(e),
@@ -259,26 +373,28 @@ impl Datapath {
                 path: path.clone(),
                 source: Box::new(e),
             })?;
-            let id = self.prog.attach_to_link(link).map_err(prog_err)?;
+            let prog = self.prog_mut(role);
+            let id = prog.attach_to_link(link).map_err(prog_err)?;
             // The pin holds the link; our copy of its fd may go.
-            let _ = self.prog.take_link(id).map_err(prog_err)?;
+            let _ = prog.take_link(id).map_err(prog_err)?;
         }
         Ok(())
     }
 
-    fn unpin_other_programs(&self, keep: &Path) -> Result<(), Error> {
+    fn unpin_other_programs(&self, keep: &[&Path]) -> Result<(), Error> {
         for e in std::fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
             let p = e.map_err(io_err(&self.dir))?.path();
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            if name.starts_with("from_pod-") && p != keep {
+            let ours = name.starts_with(PROG_PIN) || name.starts_with(UPLINK_PROG_PIN);
+            if ours && !keep.contains(&p.as_path()) {
                 std::fs::remove_file(&p).map_err(io_err(&p))?;
             }
         }
         Ok(())
     }
 
-    fn link_pins(&self) -> Result<Vec<PathBuf>, Error> {
-        let links = self.dir.join(LINKS);
+    fn link_pins(&self, role: Role) -> Result<Vec<PathBuf>, Error> {
+        let links = self.dir.join(role.links_dir());
         let mut out = Vec::new();
         for e in std::fs::read_dir(&links).map_err(io_err(&links))? {
             out.push(e.map_err(io_err(&links))?.path());
@@ -292,41 +408,60 @@ impl Datapath {
         &self.dir
     }
 
-    /// The kernel's id of the loaded program.
+    /// The kernel's id of the loaded pod program.
     pub fn program_id(&self) -> u32 {
         self.prog_id
     }
 
-    fn link_pin(&self, host_if: &str) -> Result<PathBuf, Error> {
-        if host_if.is_empty() || host_if.contains('/') || host_if.starts_with('.') {
-            return Err(Error::BadInterface(host_if.to_string()));
-        }
-        Ok(self.dir.join(LINKS).join(host_if))
+    /// The kernel's id of the loaded uplink program.
+    pub fn uplink_program_id(&self) -> u32 {
+        self.uplink_prog_id
     }
 
-    /// Whether our program is attached on tcx ingress of `host_if` (in this thread's
+    fn link_pin(&self, role: Role, ifname: &str) -> Result<PathBuf, Error> {
+        if ifname.is_empty() || ifname.contains('/') || ifname.starts_with('.') {
+            return Err(Error::BadInterface(ifname.to_string()));
+        }
+        Ok(self.dir.join(role.links_dir()).join(ifname))
+    }
+
+    /// Whether our pod program is attached on tcx ingress of `host_if` (in this thread's
     /// network namespace).
     pub fn is_attached(&self, host_if: &str) -> Result<bool, Error> {
         Ok(tcx_ingress_programs(host_if)?.contains(&self.prog_id))
     }
 
-    /// Attaches the program to tcx ingress of `host_if` and pins the link, unless it is
+    /// Whether our uplink program is attached on tcx ingress of `ifname`.
+    pub fn is_uplink_attached(&self, ifname: &str) -> Result<bool, Error> {
+        Ok(tcx_ingress_programs(ifname)?.contains(&self.uplink_prog_id))
+    }
+
+    /// Attaches the pod program to tcx ingress of `host_if` and pins the link, unless it is
     /// attached already (a restart, a repeated ADD): then nothing changes. A pin left by a
     /// veth that is gone (its link dead) is replaced. Returns whether it attached anew.
     pub fn attach(&mut self, host_if: &str) -> Result<bool, Error> {
-        let pin = self.link_pin(host_if)?;
+        self.attach_role(Role::Pod, host_if)
+    }
+
+    /// The same for the uplink program on the node's uplink `ifname`: packets from peer
+    /// nodes' pods to local pods are delivered from there.
+    pub fn attach_uplink(&mut self, ifname: &str) -> Result<bool, Error> {
+        self.attach_role(Role::Uplink, ifname)
+    }
+
+    fn attach_role(&mut self, role: Role, ifname: &str) -> Result<bool, Error> {
+        let pin = self.link_pin(role, ifname)?;
         if pin.exists() {
-            if self.is_attached(host_if)? {
+            if tcx_ingress_programs(ifname)?.contains(&self.prog_id_of(role)) {
                 return Ok(false);
             }
             std::fs::remove_file(&pin).map_err(io_err(&pin))?;
         }
-        let id = self
-            .prog
-            .attach(host_if, TcAttachType::Ingress)
+        let prog = self.prog_mut(role);
+        let id = prog
+            .attach(ifname, TcAttachType::Ingress)
             .map_err(prog_err)?;
-        let link: FdLink = self
-            .prog
+        let link: FdLink = prog
             .take_link(id)
             .map_err(prog_err)?
             .try_into()
@@ -342,19 +477,33 @@ impl Datapath {
         Ok(true)
     }
 
-    /// Detaches the program from `host_if` now, and removes the link's pin. Absent is fine.
+    /// Detaches the pod program from `host_if` now, and removes the link's pin. Absent is
+    /// fine.
     pub fn detach(&mut self, host_if: &str) -> Result<(), Error> {
-        let pin = self.link_pin(host_if)?;
-        unpin_link(&pin)
+        unpin_link(&self.link_pin(Role::Pod, host_if)?)
+    }
+
+    /// Detaches the uplink program from `ifname` now, and removes the link's pin.
+    pub fn detach_uplink(&mut self, ifname: &str) -> Result<(), Error> {
+        unpin_link(&self.link_pin(Role::Uplink, ifname)?)
+    }
+
+    fn pinned_names(&self, role: Role) -> Result<Vec<String>, Error> {
+        Ok(self
+            .link_pins(role)?
+            .iter()
+            .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_string))
+            .collect())
     }
 
     /// The host veths with a pinned link.
     pub fn attached(&self) -> Result<Vec<String>, Error> {
-        Ok(self
-            .link_pins()?
-            .iter()
-            .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_string))
-            .collect())
+        self.pinned_names(Role::Pod)
+    }
+
+    /// The uplinks with a pinned link.
+    pub fn uplinks(&self) -> Result<Vec<String>, Error> {
+        self.pinned_names(Role::Uplink)
     }
 
     /// Puts (or replaces) one pod address.
@@ -366,14 +515,10 @@ impl Datapath {
 
     /// Removes one pod address; absent is fine.
     pub fn remove(&mut self, addr: Ipv4Addr) -> Result<(), Error> {
-        match self.endpoints.remove(&u32::from_ne_bytes(addr.octets())) {
-            Ok(()) => Ok(()),
-            Err(MapError::KeyNotFound) => Ok(()),
-            Err(MapError::SyscallError(e)) if e.io_error.kind() == io::ErrorKind::NotFound => {
-                Ok(())
-            }
-            Err(e) => Err(map_err(ENDPOINTS)(e)),
-        }
+        ignore_absent(
+            self.endpoints.remove(&u32::from_ne_bytes(addr.octets())),
+            ENDPOINTS,
+        )
     }
 
     /// Every pod address in the map.
@@ -387,16 +532,77 @@ impl Datapath {
         Ok(out)
     }
 
-    /// The decision counters, summed over CPUs.
+    /// Puts (or replaces) a peer node's pod block `addr/prefix` and the route weft
+    /// programmed to it.
+    pub fn insert_peer(
+        &mut self,
+        addr: Ipv4Addr,
+        prefix: u8,
+        value: PeerValue,
+    ) -> Result<(), Error> {
+        let raw = PeerRaw {
+            gateway: u32::from_ne_bytes(value.gateway.octets()),
+            ifindex: value.ifindex,
+        };
+        self.peers
+            .insert(&peer_key(addr, prefix), raw, 0)
+            .map_err(map_err(PEERS))
+    }
+
+    /// Removes a peer block; absent is fine.
+    pub fn remove_peer(&mut self, addr: Ipv4Addr, prefix: u8) -> Result<(), Error> {
+        ignore_absent(self.peers.remove(&peer_key(addr, prefix)), PEERS)
+    }
+
+    /// Every peer block in the map, as `(address, prefix length, route)`.
+    pub fn peers(&self) -> Result<Vec<(Ipv4Addr, u8, PeerValue)>, Error> {
+        let mut out = Vec::new();
+        for kv in self.peers.iter() {
+            let (k, v) = kv.map_err(map_err(PEERS))?;
+            let prefix = u8::try_from(k.prefix_len()).unwrap_or(32);
+            out.push((
+                Ipv4Addr::from(k.data().to_ne_bytes()),
+                prefix,
+                PeerValue {
+                    gateway: Ipv4Addr::from(v.gateway.to_ne_bytes()),
+                    ifindex: v.ifindex,
+                },
+            ));
+        }
+        out.sort_by_key(|(a, p, _)| (*a, *p));
+        Ok(out)
+    }
+
+    /// The decision counters, summed over CPUs. A slot the pinned map lacks (a map pinned
+    /// by an older build, with fewer slots) reads as zero.
     pub fn counters(&self) -> Result<Counters, Error> {
         let sum = |i: u32| -> Result<u64, Error> {
-            let v = self.stats.get(&i, 0).map_err(map_err(STATS))?;
-            Ok(v.iter().copied().fold(0u64, u64::wrapping_add))
+            match self.stats.get(&i, 0) {
+                Ok(v) => Ok(v.iter().copied().fold(0u64, u64::wrapping_add)),
+                Err(MapError::OutOfBounds { .. }) => Ok(0),
+                Err(e) => Err(map_err(STATS)(e)),
+            }
         };
         Ok(Counters {
             redirected: sum(0)?,
             passed: sum(1)?,
+            to_peer: sum(2)?,
+            from_peer: sum(3)?,
+            kernel_flow: sum(4)?,
         })
+    }
+}
+
+fn peer_key(addr: Ipv4Addr, prefix: u8) -> Key<u32> {
+    Key::new(u32::from(prefix.min(32)), u32::from_ne_bytes(addr.octets()))
+}
+
+fn ignore_absent(r: Result<(), MapError>, name: &'static str) -> Result<(), Error> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(map_err(name)(e)),
     }
 }
 
@@ -500,12 +706,14 @@ pub fn remove_all(dir: &Path) -> Result<bool, Error> {
     if !dir.exists() {
         return Ok(false);
     }
-    let links = dir.join(LINKS);
-    if links.exists() {
-        for e in std::fs::read_dir(&links).map_err(io_err(&links))? {
-            unpin_link(&e.map_err(io_err(&links))?.path())?;
+    for sub in [LINKS, UPLINKS] {
+        let links = dir.join(sub);
+        if links.exists() {
+            for e in std::fs::read_dir(&links).map_err(io_err(&links))? {
+                unpin_link(&e.map_err(io_err(&links))?.path())?;
+            }
+            std::fs::remove_dir(&links).map_err(io_err(&links))?;
         }
-        std::fs::remove_dir(&links).map_err(io_err(&links))?;
     }
     for e in std::fs::read_dir(dir).map_err(io_err(dir))? {
         let p = e.map_err(io_err(dir))?.path();
@@ -532,6 +740,8 @@ mod tests {
     #[test]
     fn value_layout_matches_the_c_struct() {
         assert_eq!(std::mem::size_of::<EndpointValue>(), 20);
+        assert_eq!(std::mem::size_of::<PeerRaw>(), 8);
+        assert_eq!(std::mem::size_of::<Key<u32>>(), 8);
     }
 
     #[test]

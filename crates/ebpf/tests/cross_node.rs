@@ -1,0 +1,390 @@
+//! The cross-node (host-gw) fast path on a real kernel (root). Two "nodes" are namespaces of
+//! this test (`wtxn…`) joined by a veth underlay (`u1` ↔ `u2`), each with a bridge and pods
+//! in namespaces of their own (`wtxp…`), routes to the peer's pod block via the peer as
+//! weftd programs them (`proto 87`), and an "outside" namespace (`wtxo…`) behind node 1,
+//! reached with masquerade. Each node has its own pin directory; programs are attached and
+//! maps filled by weft-ebpf as weftd does it. The counters prove the path taken:
+//!
+//! - pod A (node 1) ↔ pod B (node 2): ping and TCP go out with `bpf_redirect_neigh` and in
+//!   with `bpf_redirect_peer` on both nodes, with the TTL a routed path gives (two hops);
+//! - a policed pod's traffic is not redirected on its node, and an nftables drop still drops;
+//! - pod → node, pod → outside (masqueraded) and pod → "Service" (a DNAT as kube-proxy
+//!   makes it) keep the kernel path; the Service's replies from B are handed to conntrack on
+//!   node 1, which undoes the NAT;
+//! - `remove_all` leaves no link on the uplinks.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use weft_ebpf::{Counters, Datapath, EndpointValue, FLAG_POLICED, PeerValue};
+use weft_testkit::TestNs;
+
+/// A pin directory of this test process, removed on drop (also on a panic).
+struct Pins(PathBuf);
+
+impl Pins {
+    fn new(tag: &str) -> Pins {
+        let p = PathBuf::from(format!(
+            "/sys/fs/bpf/weft-test-{tag}-{}",
+            std::process::id()
+        ));
+        let _ = weft_ebpf::remove_all(&p);
+        Pins(p)
+    }
+}
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let _ = weft_ebpf::remove_all(&self.0);
+    }
+}
+
+fn mac_of(ns: &TestNs, dev: &str) -> [u8; 6] {
+    let out = ns.ip(&["-o", "link", "show", dev]);
+    let mac = out
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .expect("link/ether");
+    weft_ebpf::parse_mac(mac).expect("mac")
+}
+
+fn ifindex(ns: &TestNs, dev: &str) -> u32 {
+    let out = ns.ip(&["-o", "link", "show", dev]);
+    out.split(':').next().unwrap().trim().parse().unwrap()
+}
+
+fn ping(from: &TestNs, to: &str) -> (bool, String) {
+    from.exec(&["ping", "-c", "2", "-i", "0.05", "-W", "1", to])
+}
+
+fn counters(node: &TestNs, dir: &Path) -> Counters {
+    let dir = dir.to_path_buf();
+    node.run(move || Datapath::open(&dir).unwrap().counters().unwrap())
+}
+
+/// A node: forwarding on, a bridge `br0` with `gw/24` for its pods.
+fn node(gw: &str) -> TestNs {
+    let n = TestNs::new("wtxn");
+    n.exec_ok(&["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
+    n.ip(&["link", "add", "br0", "type", "bridge"]);
+    n.ip(&["addr", "add", &format!("{gw}/24"), "dev", "br0"]);
+    n.ip(&["link", "set", "br0", "up"]);
+    n
+}
+
+/// A bridged pod on `node`, host veth `host`, address `addr/24`, default route via `gw`.
+fn pod(node: &TestNs, host: &str, addr: &str, gw: &str) -> TestNs {
+    let p = TestNs::new("wtxp");
+    node.ip(&[
+        "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", &p.name,
+    ]);
+    node.ip(&["link", "set", host, "master", "br0", "up"]);
+    p.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
+    p.ip(&["link", "set", "eth0", "up"]);
+    p.ip(&["route", "add", "default", "via", gw]);
+    p
+}
+
+/// One pod as weftd records it: address, host veth, its ifindex, the pod's MAC, its
+/// gateway's MAC, flags.
+type PodEntry = (&'static str, &'static str, u32, [u8; 6], [u8; 6], u32);
+
+/// weftd's part on `node`: the pods in the endpoint map and attached, the peer's block in
+/// the peer map, the uplink program on `uplink`.
+fn set_up(
+    node: &TestNs,
+    dir: &Path,
+    pods: Vec<PodEntry>,
+    peer: (&'static str, u8, &'static str),
+    uplink: &'static str,
+) {
+    let uplink_index = ifindex(node, uplink);
+    let dir = dir.to_path_buf();
+    node.run(move || {
+        let mut dp = Datapath::open(&dir).unwrap();
+        for (addr, host, ifindex, mac, gw_mac, flags) in pods {
+            let v = EndpointValue {
+                ifindex,
+                flags,
+                mac,
+                gw_mac,
+            };
+            dp.insert(addr.parse().unwrap(), v).unwrap();
+            assert!(dp.attach(host).unwrap());
+        }
+        let (block, prefix, gateway) = peer;
+        let v = PeerValue {
+            gateway: gateway.parse().unwrap(),
+            ifindex: uplink_index,
+        };
+        dp.insert_peer(block.parse().unwrap(), prefix, v).unwrap();
+        assert!(dp.attach_uplink(uplink).unwrap(), "uplink attached anew");
+        assert!(!dp.attach_uplink(uplink).unwrap(), "attached once only");
+        assert!(dp.is_uplink_attached(uplink).unwrap());
+    });
+}
+
+/// A TCP server in `ns` on `addr`: answers each connection's line with the address the
+/// connection came from. Runs until the namespace goes (the thread is left to end with
+/// the process).
+fn serve(ns: &TestNs, addr: &'static str) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    ns.spawn(move || {
+        let l = TcpListener::bind(addr).unwrap();
+        tx.send(()).unwrap();
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let peer = s
+                .peer_addr()
+                .map(|p| p.ip().to_string())
+                .unwrap_or_default();
+            let mut line = String::new();
+            if BufReader::new(&s).read_line(&mut line).is_ok() {
+                let _ = writeln!(s, "{peer}");
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(5)).expect("server up");
+}
+
+/// Connects from `ns` to `to` and returns what the server saw as the client's address.
+fn tcp(ns: &TestNs, to: &'static str) -> Result<String, String> {
+    ns.run(move || {
+        let to: SocketAddr = to.parse().unwrap();
+        let mut s =
+            TcpStream::connect_timeout(&to, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))
+            .map_err(|e| e.to_string())?;
+        writeln!(s, "hello").map_err(|e| e.to_string())?;
+        let mut line = String::new();
+        BufReader::new(&s)
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+        Ok(line.trim().to_string())
+    })
+}
+
+#[test]
+fn pods_on_two_host_gw_nodes_take_the_fast_path_policed_and_nat_do_not() {
+    weft_testkit::require_root!();
+    let pins1 = Pins::new("xn1");
+    let pins2 = Pins::new("xn2");
+    let n1 = node("10.97.1.1");
+    let n2 = node("10.97.2.1");
+
+    // The underlay, and the routes weftd's host-gw backend programs.
+    n1.ip(&[
+        "link", "add", "u1", "type", "veth", "peer", "name", "u2", "netns", &n2.name,
+    ]);
+    n1.ip(&["addr", "add", "192.168.97.1/24", "dev", "u1"]);
+    n2.ip(&["addr", "add", "192.168.97.2/24", "dev", "u2"]);
+    n1.ip(&["link", "set", "u1", "up"]);
+    n2.ip(&["link", "set", "u2", "up"]);
+    n1.ip(&[
+        "route",
+        "add",
+        "10.97.2.0/24",
+        "via",
+        "192.168.97.2",
+        "dev",
+        "u1",
+        "proto",
+        "87",
+    ]);
+    n2.ip(&[
+        "route",
+        "add",
+        "10.97.1.0/24",
+        "via",
+        "192.168.97.1",
+        "dev",
+        "u2",
+        "proto",
+        "87",
+    ]);
+
+    // The outside, behind node 1, reached with the cluster masquerade.
+    let out = TestNs::new("wtxo");
+    n1.ip(&[
+        "link", "add", "ux", "type", "veth", "peer", "name", "eth0", "netns", &out.name,
+    ]);
+    n1.ip(&["addr", "add", "203.0.113.1/24", "dev", "ux"]);
+    n1.ip(&["link", "set", "ux", "up"]);
+    out.ip(&["addr", "add", "203.0.113.2/24", "dev", "eth0"]);
+    out.ip(&["link", "set", "eth0", "up"]);
+    n1.exec_ok(&["nft", "add table ip wtxn"]);
+    n1.exec_ok(&[
+        "nft",
+        "add chain ip wtxn post { type nat hook postrouting priority 100 ; }",
+    ]);
+    n1.exec_ok(&[
+        "nft",
+        "add rule ip wtxn post ip saddr 10.97.0.0/16 ip daddr != 10.97.0.0/16 masquerade",
+    ]);
+    // A "Service" 10.96.0.10:80 → B:8080, as kube-proxy's DNAT makes it.
+    n1.exec_ok(&[
+        "nft",
+        "add chain ip wtxn pre { type nat hook prerouting priority -100 ; }",
+    ]);
+    n1.exec_ok(&[
+        "nft",
+        "add rule ip wtxn pre ip daddr 10.96.0.10 tcp dport 80 dnat to 10.97.2.2:8080",
+    ]);
+
+    let a = pod(&n1, "hA", "10.97.1.2", "10.97.1.1");
+    let p = pod(&n1, "hP", "10.97.1.3", "10.97.1.1");
+    let b = pod(&n2, "hB", "10.97.2.2", "10.97.2.1");
+
+    let br1 = mac_of(&n1, "br0");
+    let br2 = mac_of(&n2, "br0");
+    set_up(
+        &n1,
+        &pins1.0,
+        vec![
+            (
+                "10.97.1.2",
+                "hA",
+                ifindex(&n1, "hA"),
+                mac_of(&a, "eth0"),
+                br1,
+                0,
+            ),
+            (
+                "10.97.1.3",
+                "hP",
+                ifindex(&n1, "hP"),
+                mac_of(&p, "eth0"),
+                br1,
+                FLAG_POLICED,
+            ),
+        ],
+        ("10.97.2.0", 24, "192.168.97.2"),
+        "u1",
+    );
+    set_up(
+        &n2,
+        &pins2.0,
+        vec![(
+            "10.97.2.2",
+            "hB",
+            ifindex(&n2, "hB"),
+            mac_of(&b, "eth0"),
+            br2,
+            0,
+        )],
+        ("10.97.1.0", 24, "192.168.97.1"),
+        "u2",
+    );
+    serve(&b, "10.97.2.2:8080");
+
+    // A ↔ B: out by redirect_neigh, in by redirect_peer, on both nodes; two routed hops.
+    let (b1, b2) = (counters(&n1, &pins1.0), counters(&n2, &pins2.0));
+    let (ok, text) = ping(&a, "10.97.2.2");
+    assert!(ok, "A → B: {text}");
+    assert!(text.contains("ttl=62"), "two routed hops: {text}");
+    let (c1, c2) = (counters(&n1, &pins1.0), counters(&n2, &pins2.0));
+    assert!(c1.to_peer >= b1.to_peer + 2, "n1 out: {b1:?} → {c1:?}");
+    assert!(c2.from_peer >= b2.from_peer + 2, "n2 in: {b2:?} → {c2:?}");
+    assert!(c2.to_peer >= b2.to_peer + 2, "n2 out: {b2:?} → {c2:?}");
+    assert!(c1.from_peer >= b1.from_peer + 2, "n1 in: {b1:?} → {c1:?}");
+
+    // TCP A → B: connects, and B sees A's own address.
+    let (b1, b2) = (c1, c2);
+    assert_eq!(tcp(&a, "10.97.2.2:8080").as_deref(), Ok("10.97.1.2"));
+    let (c1, c2) = (counters(&n1, &pins1.0), counters(&n2, &pins2.0));
+    // SYN, ACK, data, FIN at least each way.
+    assert!(c1.to_peer >= b1.to_peer + 3, "n1 out: {b1:?} → {c1:?}");
+    assert!(c1.from_peer >= b1.from_peer + 3, "n1 in: {b1:?} → {c1:?}");
+    assert!(c2.to_peer >= b2.to_peer + 3, "n2 out: {b2:?} → {c2:?}");
+    assert!(c2.from_peer >= b2.from_peer + 3, "n2 in: {b2:?} → {c2:?}");
+
+    // Policed P: nothing of its traffic redirected on its node, and a drop still drops.
+    n1.exec_ok(&[
+        "nft",
+        "add chain ip wtxn wtfwd { type filter hook forward priority 0 ; }",
+    ]);
+    n1.exec_ok(&["nft", "add rule ip wtxn wtfwd ip saddr 10.97.1.3 drop"]);
+    let b1 = counters(&n1, &pins1.0);
+    assert!(!ping(&p, "10.97.2.2").0, "the policed pod's drop holds");
+    assert!(tcp(&p, "10.97.2.2:8080").is_err(), "and for TCP");
+    let c1 = counters(&n1, &pins1.0);
+    assert_eq!(
+        (c1.to_peer, c1.from_peer),
+        (b1.to_peer, b1.from_peer),
+        "{b1:?} → {c1:?}"
+    );
+    assert!(c1.passed >= b1.passed + 2, "{b1:?} → {c1:?}");
+    n1.exec_ok(&["nft", "flush chain ip wtxn wtfwd"]);
+    let b1 = c1;
+    assert_eq!(
+        tcp(&p, "10.97.2.2:8080").as_deref(),
+        Ok("10.97.1.3"),
+        "without the drop the kernel path carries P"
+    );
+    let c1 = counters(&n1, &pins1.0);
+    assert_eq!(
+        (c1.to_peer, c1.from_peer),
+        (b1.to_peer, b1.from_peer),
+        "P's packets and B's replies to P stay on n1's kernel path: {b1:?} → {c1:?}"
+    );
+
+    // Pod → its node, pod → the peer node: the kernel path.
+    let b1 = c1;
+    assert!(ping(&a, "10.97.1.1").0, "A → n1");
+    assert!(ping(&a, "192.168.97.2").0, "A → n2");
+    let c1 = counters(&n1, &pins1.0);
+    assert_eq!(
+        (c1.to_peer, c1.from_peer),
+        (b1.to_peer, b1.from_peer),
+        "{b1:?} → {c1:?}"
+    );
+
+    // Pod → outside: masqueraded by the kernel path.
+    serve(&out, "203.0.113.2:8081");
+    let b1 = c1;
+    assert_eq!(
+        tcp(&a, "203.0.113.2:8081").as_deref(),
+        Ok("203.0.113.1"),
+        "the outside sees the node's address"
+    );
+    let c1 = counters(&n1, &pins1.0);
+    assert_eq!(c1.to_peer, b1.to_peer, "{b1:?} → {c1:?}");
+
+    // Pod → "Service": DNATed to B by the kernel path; B's replies come back from B's own
+    // address and must reach conntrack on n1, which gives them the Service's address.
+    let (b1, b2) = (c1, counters(&n2, &pins2.0));
+    assert_eq!(tcp(&a, "10.96.0.10:80").as_deref(), Ok("10.97.1.2"));
+    let (c1, c2) = (counters(&n1, &pins1.0), counters(&n2, &pins2.0));
+    assert_eq!(c1.to_peer, b1.to_peer, "A's side is NATed: {b1:?} → {c1:?}");
+    assert_eq!(c1.from_peer, b1.from_peer, "{b1:?} → {c1:?}");
+    assert!(
+        c1.kernel_flow >= b1.kernel_flow + 3,
+        "B's replies passed as a kernel flow: {b1:?} → {c1:?}"
+    );
+    assert!(
+        c2.to_peer >= b2.to_peer + 3,
+        "n2 has no NAT for it: its side is fast: {b2:?} → {c2:?}"
+    );
+
+    // Uninstall: no link on the uplinks or the veths, no pins.
+    for (n, pins, devs) in [
+        (&n1, &pins1, &["u1", "hA", "hP"][..]),
+        (&n2, &pins2, &["u2", "hB"][..]),
+    ] {
+        assert!(weft_ebpf::remove_all(&pins.0).unwrap());
+        assert!(!pins.0.exists());
+        for dev in devs {
+            let dev = dev.to_string();
+            let progs = n.run(move || weft_ebpf::tcx_ingress_programs(&dev).unwrap());
+            assert!(progs.is_empty(), "{progs:?}");
+        }
+    }
+    assert_eq!(
+        tcp(&a, "10.97.2.2:8080").as_deref(),
+        Ok("10.97.1.2"),
+        "the kernel path alone still carries A → B"
+    );
+}
