@@ -136,6 +136,15 @@ pub fn render(st: &Status) -> String {
                 d.redirected,
                 d.passed
             );
+            let _ = write!(
+                out,
+                "; uplink {} with {} peer blocks: {} to peers, {} from peers, {} kernel flows",
+                d.uplink.as_deref().unwrap_or("none"),
+                d.peers,
+                d.to_peer,
+                d.from_peer,
+                d.kernel_flow
+            );
         }
         let _ = writeln!(out);
         if let Some(e) = &d.error {

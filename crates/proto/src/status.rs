@@ -49,10 +49,21 @@ pub struct DatapathStatus {
     /// keep the nftables path).
     pub endpoints: usize,
     pub policed: usize,
-    /// The programs' decisions since they were loaded: delivered by `bpf_redirect_peer`,
-    /// and passed on to the kernel path.
+    /// The programs' decisions since they were loaded: delivered by `bpf_redirect_peer`
+    /// from a local pod to a local pod, and passed on to the kernel path.
     pub redirected: u64,
     pub passed: u64,
+    /// The uplink the arrival program is attached to (`ebpf` only).
+    pub uplink: Option<String>,
+    /// Peer pod blocks in the peer map: host-gw routes weft programmed to peers.
+    pub peers: usize,
+    /// Sent to a pod on a peer node by `bpf_redirect_neigh`.
+    pub to_peer: u64,
+    /// Delivered from a pod on a peer node by `bpf_redirect_peer`, on the uplink.
+    pub from_peer: u64,
+    /// Passed because the connection is the kernel path's (a Service's NAT, say); also
+    /// counted in `passed`.
+    pub kernel_flow: u64,
 }
 
 /// NetworkPolicy on this node: the plan in the kernel and what it denied.
