@@ -11,6 +11,13 @@
 //!   Flags are raised before a commit and lowered after it, so no packet of a pod the
 //!   kernel's policy selects skips it.
 //!
+//! - once the backend is up, the uplink program goes on the underlay interface (the one
+//!   holding the node's underlay address), and the peer map follows weft's own routes out
+//!   of it (`proto 87` with a next hop on the uplink: host-gw peers; VXLAN peers go through
+//!   `weft.vx` and stay on the kernel path), re-read after every batch of peer changes and
+//!   every resync. Without the uplink program the peer map is kept empty, so no flow leaves
+//!   by the fast path whose replies would arrive by the kernel's.
+//!
 //! If the fast path cannot be loaded or attached at start-up, weftd logs an error, says so in
 //! its status and runs as `nft`: every pod keeps the kernel path, never an unpoliced one.
 //! With `nft`, whatever an earlier `ebpf` run pinned is removed (links, program, maps).
@@ -20,10 +27,12 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::IpNet;
 use std::path::PathBuf;
 
 use clap::ValueEnum;
-use weft_ebpf::{EndpointValue, FLAG_POLICED};
+use weft_ebpf::{EndpointValue, FLAG_POLICED, PeerValue};
 use weft_proto::{DatapathStatus, EndpointFile};
 
 use crate::log;
@@ -48,6 +57,8 @@ pub struct Datapath {
     requested: Kind,
     pin_dir: PathBuf,
     fast: Option<weft_ebpf::Datapath>,
+    /// The underlay interface with the uplink program: name, ifindex.
+    uplink: Option<(String, u32)>,
     /// Why `ebpf` was asked for and `nft` runs.
     error: Option<String>,
 }
@@ -67,6 +78,7 @@ impl Datapath {
             requested,
             pin_dir,
             fast: None,
+            uplink: None,
             error: None,
         };
         match requested {
@@ -226,6 +238,45 @@ impl Datapath {
         }
     }
 
+    /// Attaches the uplink program to the interface holding `underlay_v4` (a restart finds
+    /// it attached and leaves it), detaches it from any other interface an earlier run
+    /// used, and fills the peer map. A failure leaves cross-node traffic on the kernel path
+    /// (the peer map emptied) and is logged; same-node traffic keeps its fast path.
+    pub fn set_uplink(&mut self, underlay_v4: Ipv4Addr) {
+        let Some(fast) = &mut self.fast else {
+            return;
+        };
+        match attach_uplink(fast, underlay_v4) {
+            Ok(uplink) => {
+                log::info(
+                    "eBPF datapath: uplink attached",
+                    &[
+                        ("uplink", uplink.0.clone().into()),
+                        ("programId", fast.uplink_program_id().into()),
+                    ],
+                );
+                self.uplink = Some(uplink);
+            }
+            Err(e) => log::error(
+                "eBPF datapath: uplink not attached; traffic to and from peers keeps the kernel path",
+                &[("error", e.into())],
+            ),
+        }
+        self.sync_peers();
+    }
+
+    /// Makes the peer map what weft's routes say: every IPv4 route weft programmed with a
+    /// next hop out of the uplink (a host-gw peer's block), nothing else.
+    pub fn sync_peers(&mut self) {
+        let Some(fast) = &mut self.fast else {
+            return;
+        };
+        let uplink = self.uplink.as_ref().map(|(_, i)| *i);
+        if let Err(e) = sync_peers(fast, uplink) {
+            log::error("eBPF datapath: peer map not synced", &[("error", e.into())]);
+        }
+    }
+
     pub fn status(&self) -> DatapathStatus {
         let mut st = DatapathStatus {
             requested: self.requested.as_str().into(),
@@ -244,10 +295,15 @@ impl Datapath {
                     .filter(|(_, v)| v.flags & FLAG_POLICED != 0)
                     .count();
             }
+            st.uplink = self.uplink.as_ref().map(|(n, _)| n.clone());
+            st.peers = fast.peers().map(|p| p.len()).unwrap_or(0);
             match fast.counters() {
                 Ok(c) => {
                     st.redirected = c.redirected;
                     st.passed = c.passed;
+                    st.to_peer = c.to_peer;
+                    st.from_peer = c.from_peer;
+                    st.kernel_flow = c.kernel_flow;
                 }
                 Err(e) => st.error = Some(format!("counters unreadable: {e}")),
             }
@@ -332,6 +388,75 @@ fn remove(fast: &mut weft_ebpf::Datapath, f: &EndpointFile) -> Result<(), String
     }
     for a in v4(f) {
         fast.remove(a).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// The interface holding `underlay_v4`, with the uplink program attached; other uplinks'
+/// links (an earlier run's, on another interface) detached.
+fn attach_uplink(
+    fast: &mut weft_ebpf::Datapath,
+    underlay_v4: Ipv4Addr,
+) -> Result<(String, u32), String> {
+    let mut nl = weft_net::Handle::new().map_err(|e| e.to_string())?;
+    let index = nl
+        .addrs(None)
+        .map_err(|e| e.to_string())?
+        .iter()
+        .find(|a| a.addr.addr() == IpAddr::V4(underlay_v4))
+        .map(|a| a.index)
+        .ok_or_else(|| format!("no interface holds the underlay address {underlay_v4}"))?;
+    let name = nl
+        .link_by_index(index)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("underlay interface #{index} not found"))?
+        .name;
+    for old in fast.uplinks().map_err(|e| e.to_string())? {
+        if old != name {
+            fast.detach_uplink(&old).map_err(|e| e.to_string())?;
+        }
+    }
+    fast.attach_uplink(&name).map_err(|e| e.to_string())?;
+    Ok((name, index))
+}
+
+/// The peer map from weft's routes (`uplink`: the uplink's ifindex; none: emptied).
+fn sync_peers(fast: &mut weft_ebpf::Datapath, uplink: Option<u32>) -> Result<(), String> {
+    let mut want: BTreeMap<(Ipv4Addr, u8), PeerValue> = BTreeMap::new();
+    if let Some(uplink) = uplink {
+        let mut nl = weft_net::Handle::new().map_err(|e| e.to_string())?;
+        let routes = nl
+            .routes_by_protocol(false, weft_backend::RTPROT_WEFT)
+            .map_err(|e| e.to_string())?;
+        for r in routes {
+            // The main table's routes with a next hop out of the uplink: host-gw peers.
+            if !matches!(r.table, None | Some(254)) || r.oif != Some(uplink) {
+                continue;
+            }
+            let (IpNet::V4(dst), Some(IpAddr::V4(gateway))) = (r.dst, r.gateway) else {
+                continue;
+            };
+            want.insert(
+                (dst.network(), dst.prefix_len()),
+                PeerValue {
+                    gateway,
+                    ifindex: uplink,
+                },
+            );
+        }
+    }
+    let have = fast.peers().map_err(|e| e.to_string())?;
+    for (addr, prefix, v) in &have {
+        if want.get(&(*addr, *prefix)) != Some(v) {
+            fast.remove_peer(*addr, *prefix)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    for ((addr, prefix), v) in want {
+        if !have.contains(&(addr, prefix, v)) {
+            fast.insert_peer(addr, prefix, v)
+                .map_err(|e| e.to_string())?;
+        }
     }
     Ok(())
 }

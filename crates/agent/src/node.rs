@@ -288,6 +288,8 @@ impl Node {
             .collect();
         dp.masquerade(cidrs).await?;
         self.dp = Some(dp);
+        // The backend's routes are in: the uplink program and the peer map follow them.
+        self.datapath.set_uplink(self.underlay_v4);
         forwarding_on();
         if self.s.mode == Mode::Bridge {
             bridge_netfilter_on();
@@ -568,6 +570,8 @@ impl Node {
                 ),
             }
         }
+        // The eBPF peer map follows the routes just programmed (one route dump per batch).
+        self.datapath.sync_peers();
     }
 
     /// Reload the whole view and repair the kernel: after a broken watch, and periodically.
@@ -637,6 +641,7 @@ impl Node {
                     ("removed", drift.removed.into()),
                 ],
             );
+            self.datapath.sync_peers();
         }
         Ok(Some(snap.revision))
     }
