@@ -8,7 +8,9 @@
 //!   still denies, while its neighbours stay on the fast path;
 //! - a restarted weftd keeps the pins and the attachments (same program, same link pins);
 //! - DEL detaches; `--datapath nft` removes every pin and program;
-//! - a fast path that cannot be loaded at start-up falls back to nft, loudly.
+//! - a fast path that cannot be loaded at start-up falls back to nft, loudly;
+//! - with host-gw, the uplink program sits on the underlay interface and the peer map holds
+//!   the peer's block as weft routed it; a restart keeps that link, `nft` removes it.
 //!
 //! Needs the plugin binaries next to weftd (`cargo build -p weft-plugin`).
 
@@ -22,7 +24,7 @@ use serde_json::{Value, json};
 use support::{TestNs, Weftd, weftd_command};
 use weft_cni::runtime::{Attachment, Runtime};
 use weft_proto::{DatapathStatus, Request, ask};
-use weft_store::{Datastore, LocalStore, ObjectKind};
+use weft_store::{Datastore, Family, LocalStore, NodeRecord, ObjectKind};
 use weft_testkit::TempDir;
 
 const CONFIG: &str = r#"{"cidrV4":"10.96.0.0/24","blockSizeV4":26,"backend":"vxlan"}"#;
@@ -55,6 +57,17 @@ impl Pins {
     }
 }
 
+impl Pins {
+    fn tagged(tag: &str) -> Pins {
+        let p = PathBuf::from(format!(
+            "/sys/fs/bpf/weft-test-agent-{tag}-{}",
+            std::process::id()
+        ));
+        let _ = weft_ebpf::remove_all(&p);
+        Pins(p)
+    }
+}
+
 impl Drop for Pins {
     fn drop(&mut self) {
         let _ = weft_ebpf::remove_all(&self.0);
@@ -63,7 +76,11 @@ impl Drop for Pins {
 
 /// weftd with `--datapath`, its pins in `pins`. Call on a thread inside the node namespace.
 fn start(dir: &Path, datapath: &str, pins: &Path) -> Weftd {
-    std::fs::write(dir.join("cluster.json"), CONFIG).unwrap();
+    start_with(dir, datapath, pins, CONFIG)
+}
+
+fn start_with(dir: &Path, datapath: &str, pins: &Path, config: &str) -> Weftd {
+    std::fs::write(dir.join("cluster.json"), config).unwrap();
     let child = weftd_command(dir, "solo")
         .arg("--store-path")
         .arg(dir.join("store.json"))
@@ -322,6 +339,98 @@ fn same_node_pods_take_the_fast_path_policed_ones_and_the_node_do_not() {
                 log.contains("datapath ebpf failed at start-up; running as nft"),
                 "{log}"
             );
+        })
+        .expect("node namespace");
+}
+
+/// Puts a peer node on the underlay segment (192.0.2.20) with one block of the cluster
+/// CIDR, under a lease that outlives the test (weftd must be down: it holds the store's
+/// lock). Returns the block.
+fn put_peer(dir: &Path, config: &str) -> ipnet::IpNet {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = LocalStore::open(&dir.join("store.json")).unwrap();
+        let cfg = weft_store::ClusterConfig::from_json(config).unwrap();
+        store.init_config(&cfg).await.unwrap();
+        let lease = store.grant_lease(Duration::from_secs(3600)).await.unwrap();
+        let block = store.claim_block("peer", Family::V4, lease).await.unwrap();
+        let rec = NodeRecord {
+            name: "peer".into(),
+            underlay_v4: Some("192.0.2.20".parse().unwrap()),
+            underlay_v6: None,
+            vtep_mac: "0a:58:c0:00:02:14".into(),
+            mtu: 1500,
+            blocks: vec![block],
+        };
+        store.put_node(&rec, lease).await.unwrap();
+        block
+    })
+}
+
+#[test]
+fn host_gw_peers_are_in_the_peer_map_and_the_uplink_program_on_the_underlay() {
+    const HOST_GW: &str = r#"{"cidrV4":"10.96.0.0/24","blockSizeV4":26,"backend":"host-gw"}"#;
+    let node = TestNs::with_prefix("wtdq");
+    let tmp = TempDir::new("agent-datapath-gw");
+    let pins = Pins::tagged("gw");
+    let (dir, pin_dir) = (tmp.path().to_path_buf(), pins.0.clone());
+    node.open()
+        .run(move || {
+            let pins = pin_dir.as_path();
+            let block = put_peer(&dir, HOST_GW);
+            let mut agent = start_with(&dir, "ebpf", pins, HOST_GW);
+            wait_until(&mut agent, "the peer's block in the peer map", || {
+                datapath(&dir).peers == 1
+            });
+            let dp = datapath(&dir);
+            assert_eq!(dp.uplink.as_deref(), Some("eth0"), "{dp:?}");
+            assert!(
+                !weft_ebpf::tcx_ingress_programs("eth0").unwrap().is_empty(),
+                "the uplink program is on eth0"
+            );
+            let route = std::process::Command::new("ip")
+                .args(["route", "show", &block.to_string()])
+                .output()
+                .unwrap();
+            let route = String::from_utf8_lossy(&route.stdout).into_owned();
+            assert!(
+                route.contains("via 192.0.2.20 dev eth0 proto 87"),
+                "weft's host-gw route: {route}"
+            );
+            let a = Pod::add(&dir, "shop", "a");
+            assert!(a.ping("192.0.2.10"), "a → node with the uplink program on");
+
+            // A restart re-uses the uplink's link.
+            let pin = std::fs::metadata(pins.join("uplinks/eth0"))
+                .ok()
+                .map(|m| m.ino());
+            assert!(pin.is_some(), "uplinks/eth0 is pinned");
+            drop(agent);
+            agent = start_with(&dir, "ebpf", pins, HOST_GW);
+            wait_until(&mut agent, "peer map after restart", || {
+                datapath(&dir).peers == 1
+            });
+            assert_eq!(
+                std::fs::metadata(pins.join("uplinks/eth0"))
+                    .ok()
+                    .map(|m| m.ino()),
+                pin,
+                "the uplink's link is the one pinned before"
+            );
+
+            // nft: no program on the uplink, no pins.
+            drop(agent);
+            let agent = start_with(&dir, "nft", pins, HOST_GW);
+            assert!(!pins.exists(), "the pins are gone");
+            assert_eq!(
+                weft_ebpf::tcx_ingress_programs("eth0").unwrap(),
+                Vec::<u32>::new()
+            );
+            drop(agent);
+            a.del(&dir);
         })
         .expect("node namespace");
 }
