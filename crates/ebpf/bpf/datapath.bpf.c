@@ -257,7 +257,9 @@ static __always_inline int to_peer(struct __sk_buff *skb, struct iphdr *ip, stru
 	fib.l4_protocol = ip->protocol;
 	fib.sport = sport;
 	fib.dport = dport;
-	fib.tot_len = bpf_ntohs(ip->tot_len);
+	// tot_len stays 0: with a length the helper checks it against the uplink's MTU and
+	// refuses every GSO packet (64 KiB); without one it asks is_skb_forwardable(), which
+	// knows GSO packets are segmented later.
 	fib.ipv4_src = ip->saddr;
 	fib.ipv4_dst = ip->daddr;
 	fib.ifindex = skb->ingress_ifindex;

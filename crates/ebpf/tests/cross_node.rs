@@ -150,6 +150,46 @@ fn serve(ns: &TestNs, addr: &'static str) {
     rx.recv_timeout(Duration::from_secs(5)).expect("server up");
 }
 
+/// A TCP sink in `ns` on `addr`: reads each connection to its end and answers the count.
+fn sink(ns: &TestNs, addr: &'static str) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    ns.spawn(move || {
+        let l = TcpListener::bind(addr).unwrap();
+        tx.send(()).unwrap();
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let n = std::io::copy(&mut s, &mut std::io::sink()).unwrap_or(0);
+            let _ = writeln!(s, "{n}");
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(5)).expect("sink up");
+}
+
+/// Sends `bytes` from `ns` to the sink at `to` and returns the count it read.
+fn bulk(ns: &TestNs, to: &'static str, bytes: usize) -> Result<usize, String> {
+    ns.run(move || {
+        let to: SocketAddr = to.parse().unwrap();
+        let mut s =
+            TcpStream::connect_timeout(&to, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(|e| e.to_string())?;
+        let chunk = vec![0x5au8; 64 * 1024];
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            s.write_all(&chunk[..n]).map_err(|e| e.to_string())?;
+            left -= n;
+        }
+        s.shutdown(std::net::Shutdown::Write)
+            .map_err(|e| e.to_string())?;
+        let mut line = String::new();
+        BufReader::new(&s)
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+        line.trim().parse().map_err(|e| format!("{line:?}: {e}"))
+    })
+}
+
 /// Connects from `ns` to `to` and returns what the server saw as the client's address.
 fn tcp(ns: &TestNs, to: &'static str) -> Result<String, String> {
     ns.run(move || {
@@ -300,6 +340,19 @@ fn pods_on_two_host_gw_nodes_take_the_fast_path_policed_and_nat_do_not() {
     assert!(c1.from_peer >= b1.from_peer + 3, "n1 in: {b1:?} → {c1:?}");
     assert!(c2.to_peer >= b2.to_peer + 3, "n2 out: {b2:?} → {c2:?}");
     assert!(c2.from_peer >= b2.from_peer + 3, "n2 in: {b2:?} → {c2:?}");
+
+    // Bulk TCP: the pods' GSO packets (far above the uplink's MTU) take the fast path too,
+    // to be segmented on the uplink as the kernel path would.
+    sink(&b, "10.97.2.2:8082");
+    let (b1, b2) = (c1, c2);
+    assert_eq!(bulk(&a, "10.97.2.2:8082", 16 << 20), Ok(16 << 20));
+    let (c1, c2) = (counters(&n1, &pins1.0), counters(&n2, &pins2.0));
+    assert!(c1.to_peer >= b1.to_peer + 20, "n1 out: {b1:?} → {c1:?}");
+    assert!(
+        c1.passed <= b1.passed + 4,
+        "nothing of the stream passed on n1: {b1:?} → {c1:?}"
+    );
+    assert!(c2.passed <= b2.passed + 4, "nor on n2: {b2:?} → {c2:?}");
 
     // Policed P: nothing of its traffic redirected on its node, and a drop still drops.
     n1.exec_ok(&[
