@@ -7,6 +7,7 @@
 //! | raw veth (baseline) | `wtb<pid>nr1` → `wtb<pid>nr2`, one veth pair |
 //! | same node | lab `wtb<pid>h` pod a → pod b, both on n1 (bridge `weft0`) |
 //! | same node, eBPF (`--datapath ebpf`) | lab `wtb<pid>e` (weftd `--datapath ebpf`) pod a → pod b on n1 |
+//! | host-gw, eBPF (`--datapath ebpf`) | lab `wtb<pid>e` pod a (n1) → pod c (n2) |
 //! | host-gw | lab `wtb<pid>h` pod a (n1) → pod c (n2) |
 //! | VXLAN | lab `wtb<pid>v` pod a (n1) → pod c (n2) |
 //! | hand-built VXLAN (baseline) | `wtb<pid>nx1` → `wtb<pid>nx2`, kernel vxlan over one veth |
@@ -58,8 +59,8 @@ pub struct DataplaneArgs {
     /// Where weftd, weft and weft-ipam are, for the labs [default: weftctl's own directory].
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
-    /// `ebpf` adds the same-node path on weftd's eBPF datapath (a third lab), measured in the
-    /// same rounds as the others.
+    /// `ebpf` adds the same-node and cross-node host-gw paths on weftd's eBPF datapath (a
+    /// third lab), measured in the same rounds as the others.
     #[arg(long, default_value = "nft", value_parser = ["nft", "ebpf"])]
     pub datapath: String,
 }
@@ -71,6 +72,7 @@ pub enum Kind {
     SameNode,
     SameNodeEbpf,
     HostGw,
+    HostGwEbpf,
     Vxlan,
     HandVxlan,
     Underlay,
@@ -85,6 +87,7 @@ impl Kind {
             Kind::SameNode => "same node (bridge)",
             Kind::SameNodeEbpf => "same node (bridge, eBPF)",
             Kind::HostGw => "cross-node host-gw",
+            Kind::HostGwEbpf => "cross-node host-gw, eBPF",
             Kind::Vxlan => "cross-node VXLAN",
             Kind::HandVxlan => "hand-built VXLAN (baseline)",
             Kind::Underlay => "lab underlay n1->n2 (info)",
@@ -145,12 +148,14 @@ fn run_inner(args: &DataplaneArgs) -> Result<()> {
     )?;
     signal::check()?;
     let ebpf = if args.datapath == "ebpf" {
-        eprintln!("weftctl: bench dataplane: lab wtb{pid}e (--datapath ebpf, pods a b on n1)");
+        eprintln!(
+            "weftctl: bench dataplane: lab wtb{pid}e (--datapath ebpf, host-gw, pods a b on n1, c on n2)"
+        );
         Some(Lab::up(
             &format!("wtb{pid}e"),
             "host-gw",
             args.bin_dir.as_deref(),
-            &[("a", 1), ("b", 1)],
+            &pods,
             &["--datapath", "ebpf"],
         )?)
     } else {
@@ -225,7 +230,7 @@ fn run_inner(args: &DataplaneArgs) -> Result<()> {
         },
     ];
     if let Some(e) = &ebpf {
-        let (ea, eb) = (e.pod("a")?, e.pod("b")?);
+        let (ea, eb, ec) = (e.pod("a")?, e.pod("b")?, e.pod("c")?);
         paths.insert(
             2,
             Path {
@@ -233,6 +238,15 @@ fn run_inner(args: &DataplaneArgs) -> Result<()> {
                 client_ns: ea.netns.clone(),
                 server_ns: eb.netns.clone(),
                 addr: eb.addr.clone(),
+            },
+        );
+        paths.insert(
+            4,
+            Path {
+                kind: Kind::HostGwEbpf,
+                client_ns: ea.netns.clone(),
+                server_ns: ec.netns.clone(),
+                addr: ec.addr.clone(),
             },
         );
     }
