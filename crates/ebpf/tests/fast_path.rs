@@ -6,10 +6,15 @@
 //! - bridged pod → pod and routed pod → pod are delivered by `bpf_redirect_peer`;
 //! - pod → node, ARP and a policed pod's packets go on down the kernel path, where an
 //!   nftables drop still drops;
+//! - pod → "Service" DNATed to a pod on the same node: the backend's replies are left to
+//!   conntrack (a kernel-path flow), which gives them the Service's address back;
 //! - reopening the pins (a weftd restart) attaches nothing again; detach and `remove_all`
 //!   leave no link, pin, program or qdisc.
 
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use weft_ebpf::{Counters, Datapath, EndpointValue, FLAG_POLICED};
 use weft_testkit::TestNs;
@@ -57,6 +62,45 @@ fn ping(from: &TestNs, to: &str) -> bool {
 fn counters(node: &TestNs, dir: &Path) -> Counters {
     let dir = dir.to_path_buf();
     node.run(move || Datapath::open(&dir).unwrap().counters().unwrap())
+}
+
+/// A TCP server in `ns` on `addr` answering each connection's line with the client's
+/// address; its thread ends with the process.
+fn serve(ns: &TestNs, addr: &'static str) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    ns.spawn(move || {
+        let l = TcpListener::bind(addr).unwrap();
+        tx.send(()).unwrap();
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let peer = s
+                .peer_addr()
+                .map(|p| p.ip().to_string())
+                .unwrap_or_default();
+            let mut line = String::new();
+            if BufReader::new(&s).read_line(&mut line).is_ok() {
+                let _ = writeln!(s, "{peer}");
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(5)).expect("server up");
+}
+
+/// Connects from `ns` to `to`; what the server saw as the client's address.
+fn tcp(ns: &TestNs, to: &'static str) -> Result<String, String> {
+    ns.run(move || {
+        let to: SocketAddr = to.parse().unwrap();
+        let mut s =
+            TcpStream::connect_timeout(&to, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))
+            .map_err(|e| e.to_string())?;
+        writeln!(s, "hello").map_err(|e| e.to_string())?;
+        let mut line = String::new();
+        BufReader::new(&s)
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+        Ok(line.trim().to_string())
+    })
 }
 
 /// A pod namespace wired to `node` by a veth whose host end is `host`.
@@ -170,6 +214,33 @@ fn same_node_traffic_is_redirected_policed_and_node_traffic_is_not() {
         "nothing for the node redirected"
     );
     assert!(after.passed >= before.passed + 2, "{before:?} → {after:?}");
+
+    // A → "Service" 10.96.0.10:80, DNATed to B by the kernel path (as kube-proxy does it):
+    // B's replies, from B's own address to A, must reach conntrack to get the Service's
+    // address back; redirected, A would drop them.
+    node.exec_ok(&["nft", "add table ip wtebnat"]);
+    node.exec_ok(&[
+        "nft",
+        "add chain ip wtebnat pre { type nat hook prerouting priority -100 ; }",
+    ]);
+    node.exec_ok(&[
+        "nft",
+        "add rule ip wtebnat pre ip daddr 10.96.0.10 tcp dport 80 dnat to 10.98.0.3:8080",
+    ]);
+    serve(&b, "10.98.0.3:8080");
+    let before = counters(&node, &pins.0);
+    assert_eq!(tcp(&a, "10.96.0.10:80").as_deref(), Ok("10.98.0.2"));
+    let after = counters(&node, &pins.0);
+    assert!(
+        after.kernel_flow >= before.kernel_flow + 3,
+        "B's replies passed as a kernel flow: {before:?} → {after:?}"
+    );
+    assert_eq!(tcp(&a, "10.98.0.3:8080").as_deref(), Ok("10.98.0.2"));
+    assert!(
+        counters(&node, &pins.0).redirected >= after.redirected + 6,
+        "a direct connection to B is still redirected"
+    );
+    node.exec_ok(&["nft", "delete table ip wtebnat"]);
 
     // C policed: its packets keep the kernel path, where a drop still drops.
     let dir = pins.0.clone();
