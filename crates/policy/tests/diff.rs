@@ -210,7 +210,7 @@ fn a_new_selected_pod_is_isolated_before_it_leaves_default_deny() {
     let ops = check_diff(&old, &new, "new pod");
     let peer = index_of(&ops, |op| match op {
         Op::AddElements { set, elements } => {
-            set.starts_with("ai_")
+            set.starts_with("pp_")
                 && elements
                     .iter()
                     .any(|(k, _)| *k == plan::Elem::addr(ip("10.0.1.12")))
@@ -272,7 +272,7 @@ fn a_removed_pod_falls_back_to_default_deny_before_isolation_goes() {
     let isolation = index_of(&ops, deletes_from("in4", "10.0.1.10"));
     let peer = index_of(&ops, |op| match op {
         Op::DeleteElements { set, elements } => {
-            set.starts_with("ai_") && elements.contains(&plan::Elem::addr(ip("10.0.1.10")))
+            set.starts_with("pp_") && elements.contains(&plan::Elem::addr(ip("10.0.1.10")))
         }
         _ => false,
     });
@@ -404,8 +404,9 @@ fn small_causes_give_small_diffs_among_1000_pods() {
     assert!(weight(&ops) <= 16, "weight {}: {ops:#?}", weight(&ops));
 
     // A policy edit (one port moved to a port nothing else covers): atoms are named after
-    // their class and port region, so the new region gets a new atom holding just that
-    // rule's peers and the old region's atom goes — in the classes of that policy only.
+    // the peer sets they read, so the new region jumps to an atom reading just that rule's
+    // peer sets (shared, already there) and the old region's atom may go — in the classes
+    // of that policy only.
     let mut w5 = w.clone();
     let p = w5
         .policies

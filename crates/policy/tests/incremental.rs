@@ -180,3 +180,81 @@ fn every_change_equals_a_full_compile() {
     }
     assert!(changes > 1000, "only {changes} changes checked");
 }
+
+/// A policy whose peers other policies name already: the peers' address sets are shared by
+/// the table, so the change is the new class's chain, port map and atoms (and the pod
+/// map's entries) — not one pod address.
+#[test]
+fn a_policy_naming_existing_peers_adds_no_peer_addresses() {
+    let prod = "env=prod";
+    let mut pods = Vec::new();
+    for (i, ns) in ["a", "b", "c"].into_iter().enumerate() {
+        for j in 0..20 {
+            let app = if j % 2 == 0 { "web" } else { "db" };
+            let addr = format!("10.0.1.{}", 10 + i * 30 + j);
+            pods.push(pod(
+                ns,
+                &format!("{app}{j}"),
+                "a",
+                &[&addr],
+                &format!("app={app}"),
+            ));
+        }
+    }
+    let allow = |ns: &str, port: u16| {
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: db, namespace: {ns}}}\nspec:\n  podSelector: {{matchLabels: {{app: db}}}}\n  ingress:\n  - from: [{{namespaceSelector: {{matchLabels: {{env: prod}}}}, podSelector: {{matchLabels: {{app: web}}}}}}, {{ipBlock: {{cidr: 192.168.0.0/16, except: [192.168.1.0/24]}}}}]\n    ports: [{{port: {port}}}]\n"
+        )
+    };
+    let w = world(
+        vec![
+            namespace("a", prod),
+            namespace("b", prod),
+            namespace("c", prod),
+        ],
+        pods,
+        policies(&allow("a", 80)),
+    );
+    let o = PlanOptions::new("a");
+    let mut c = Compiler::new(w, o.clone());
+    c.take_ops();
+    let before = c.plan().clone();
+    for (ns, port) in [("b", 443), ("c", 80)] {
+        let p = policies(&allow(ns, port)).remove(0);
+        c.upsert_policy(p);
+        let ops = c.take_ops();
+        let peer = |s: &str| s.starts_with("pp_") || s.starts_with("pn_");
+        for op in &ops {
+            match op {
+                Op::AddSet { name, .. } | Op::DeleteSet { name, .. } => {
+                    assert!(!peer(name), "{ns}: peer set {name} made: {ops:#?}")
+                }
+                Op::AddElements { set, .. }
+                | Op::DeleteElements { set, .. }
+                | Op::ReplaceElements { set, .. } => {
+                    assert!(!peer(set), "{ns}: peer set {set} changed: {ops:#?}")
+                }
+                _ => {}
+            }
+        }
+        assert!(
+            ops.iter()
+                .any(|op| matches!(op, Op::AddChain { name, .. } if name.starts_with("ci_"))),
+            "{ns}: a class chain: {ops:#?}"
+        );
+        // 10 selected pods: in4 and denied_in4 each; a port map entry or two.
+        let weight: usize = ops.iter().map(Op::weight).sum();
+        assert!(weight <= 30, "{ns}: weight {weight}: {ops:#?}");
+        assert!(same_ruleset(c.plan(), &plan::compile(c.world(), &o)));
+    }
+    // For the three namespaces' peers: one pod-address set per family of the nodes' pod
+    // ranges (dual-stack here) and one CIDR set (IPv4 only).
+    let peers = |p: &Plan| {
+        p.sets
+            .keys()
+            .filter(|n| n.starts_with("pp_") || n.starts_with("pn_"))
+            .count()
+    };
+    assert_eq!(peers(&before), 3, "{:?}", before.sets.keys());
+    assert_eq!(peers(c.plan()), 3, "{:?}", c.plan().sets.keys());
+}

@@ -1,23 +1,31 @@
 //! World → Plan for one node.
 //!
 //! Vocabulary (see the module above for the table's shape):
-//! - a **contribution** is what one rule allows, as (port cover, addresses): an ingress rule
+//! - a **peer set** is what one distinct peer allows, per family: the pods a pod peer
+//!   selects (keyed by its selectors, and by the policy's namespace only without a namespace
+//!   selector), an ipBlock minus its excepts, or everything (a rule without peers); shared by
+//!   the whole table;
+//! - a **contribution** is what one rule allows, as (port cover, peer sets): an ingress rule
 //!   with its named ports resolved on the class's pods, or an egress rule (its numeric ports
-//!   with the rule's peers, and for each named port and each number it resolves to on some
-//!   pod, that number with just those pods' addresses);
+//!   with the rule's peer sets, and for each named port and each number it resolves to on
+//!   some pod, that number with derived sets: each peer's pods where it resolves so);
 //! - a **class** is the set of local pods selected by the same policies in one direction
 //!   (and, for ingress, resolving the policies' named ports the same way); one chain each;
-//! - an **atom** is, within one class, the union of the contributions that cover some
-//!   (protocol, port) region (regions of equal coverage share one); one chain each, with a
-//!   pod-address set per family and a CIDR set per family some covering rule has CIDRs in.
+//! - an **atom** is the union of the peer sets of the contributions covering some (protocol,
+//!   port) region of a class: one chain per distinct union, one `accept` rule per set,
+//!   shared by every class and region with that union.
 //!
 //! Names are stable hashes of what they stand for (FNV-1a of a canonical string, typed as
-//! [`ClassName`] and [`AtomName`], rendered and parsed in module `names`): a class
-//! stands for its policies (and named-port resolution), an atom for its class, its first
-//! region and which sets it has — not for the rules covering it. So recompiling after a
-//! change reuses every unchanged chain and set: a peer that moves, a pod relabelled, a rule
-//! added to or removed from a region, a policy joining a class's region, all change
-//! elements only; new chains appear only for a new class or a new port region.
+//! [`ClassName`], [`AtomName`] and [`PeerName`], rendered and parsed in module `names`): a
+//! class stands for its policies (and named-port resolution), a peer set for its peer, an
+//! atom for the names of the sets it reads. An atom's rules are exactly one `accept` per
+//! set of its name, so its name fixes its rules and a chain never has to change: were it
+//! named after its class and region (as before 2026-12-07, when it had sets of its own to
+//! fill), a rule joining the region would have to add a rule to a live chain. So
+//! recompiling after a change reuses every unchanged chain and set: a peer that moves, a
+//! pod relabelled, change elements of the peer sets only; a rule added to or removed from
+//! a region, a policy joining a class's region, point the class's port map at another atom
+//! (one more chain of a few rules at most, the sets being there already).
 //!
 //! [`compile`] builds a plan from scratch; a [`Compiler`] keeps the world, the plan and what
 //! they were built from, and turns one change into ops while recomputing only what the
@@ -28,14 +36,16 @@ use std::net::IpAddr;
 use std::rc::Rc;
 
 use super::journal::Journal;
-use super::names::{AtomName, BaseChain, ChainName, ClassName, Family, SetName};
+use super::names::{
+    AtomName, BaseChain, ChainName, ClassName, Family, PeerKind, PeerName, SetName,
+};
 use super::ranges::{self, Range};
 use super::{
     Chain, ClassInfo, DEFAULT_TABLE, Elem, Field, Hook, HookPoint, Op, Plan, Rule, Verdict,
 };
 use crate::model::{
-    Direction, Endpoint, Labels, NetworkPolicy, PolicyPeer, PolicyRef, PortRef, Protocol,
-    Rule as PolicyRule, World,
+    Direction, Endpoint, IpBlock, Labels, NetworkPolicy, PolicyPeer, PolicyRef, PortRef, Protocol,
+    World,
 };
 
 /// How to build a node's plan.
@@ -67,17 +77,26 @@ impl PlanOptions {
 /// `pod_egress` runs before `pod_ingress` on the forward hook.
 pub(crate) const EGRESS_PRIORITY: i32 = -10;
 
-/// Addresses an atom or contribution allows: single pod addresses and CIDR-minus-except
-/// ranges (not yet merged).
-#[derive(Debug, Default, Clone)]
-struct Addrs {
-    /// The pod addresses, as the sets of the peers that select them (shared with
-    /// [`State::peers`], unioned only where an atom's elements are made): a rule's own copy
-    /// of its peers' addresses was most of the compiler's memory in a large cluster, where
-    /// a peer like `env In [prod, staging]` holds thousands of pods and many rules name it
-    /// (`weftctl bench scale`).
-    pods: Vec<Rc<BTreeSet<IpAddr>>>,
-    nets: Vec<Range>,
+/// A set of one family that a contribution allows: a peer's (or an egress named port's part
+/// of a peer's) addresses, shared by every atom whose rules name it.
+#[derive(Debug, Clone)]
+struct PeerSet {
+    name: SetName,
+    source: Source,
+}
+
+/// Where a peer set's elements come from.
+#[derive(Debug, Clone)]
+enum Source {
+    /// The pods a pod peer selects: [`State::peers`], which every endpoint change patches
+    /// (and the set with it, while it exists).
+    Pods(PeerKey),
+    /// Fixed ranges of the set's family: an ipBlock minus its excepts, or every address.
+    Nets(Rc<Vec<Range>>),
+    /// Pod addresses of the set's family computed with the contribution: an egress named
+    /// port's part of a peer (its pods whose port resolves to one number), which any pod's
+    /// named ports can change (classes with such rules are refilled then).
+    Derived(Rc<Vec<IpAddr>>),
 }
 
 /// Which (protocol, port)s a contribution covers.
@@ -90,15 +109,14 @@ enum Cover {
 }
 
 struct Contribution {
-    id: String,
-    /// The policy rule whose peers these addresses are (`None`: an egress named-port
-    /// contribution, whose addresses depend on every pod's named ports).
-    rule: Option<RuleKey>,
     cover: Cover,
-    addrs: Rc<Addrs>,
+    /// The peer sets whose addresses it allows (their union).
+    sets: Rc<Vec<PeerSet>>,
 }
 
-/// A policy peer as seen from its policy's namespace.
+/// A policy peer as seen from its policy's namespace: the namespace is `""` when the peer
+/// has a namespace selector (it selects the same pods from every namespace), so the same
+/// peer in two namespaces is one key, one cache entry and one set.
 type PeerKey = (String, PolicyPeer);
 /// A rule of a policy: (policy, direction, index).
 type RuleKey = (PolicyRef, Direction, usize);
@@ -117,11 +135,13 @@ struct ClassEntry {
     egress_named: bool,
 }
 
-/// An atom chain the plan holds.
+/// An atom chain the plan holds (shared by every class with a region allowing exactly the
+/// union of the same peer sets).
 struct AtomEntry {
     /// Classes whose port map jumps here (it goes when none is left).
     classes: usize,
-    contributions: Vec<(String, Option<RuleKey>, Rc<Addrs>)>,
+    /// The peer sets its rules read (each holds one reference to them).
+    sets: Vec<SetName>,
 }
 
 /// An incremental compiler: it holds a [`World`] and the [`Plan`] that [`compile`] would
@@ -134,12 +154,12 @@ struct AtomEntry {
 /// burst of them, becomes one `nft -f` transaction. The first apply is
 /// [`render`](super::render) of [`Compiler::plan`].
 ///
-/// What it keeps between changes: the addresses each policy peer selects, the addresses
-/// each rule allows, which policies select each local pod (its classes), and reference
-/// counts of classes (by pods) and atoms (by classes). A relabelled pod patches the peer
-/// sets it enters or leaves, recomputes the rules with those peers and rebuilds just the
-/// atoms those rules feed; an edited policy rebuilds the classes that include it and
-/// reclassifies only the local pods its old or new selector picks. Namespace and node
+/// What it keeps between changes: the addresses each policy peer selects, the peer sets
+/// each rule names, which policies select each local pod (its classes), and reference
+/// counts of classes (by pods), atoms (by classes) and peer sets (by atoms). A relabelled
+/// pod patches the peer sets it enters or leaves — elements only, whatever classes and
+/// atoms read them; an edited policy rebuilds the classes that include it and reclassifies
+/// only the local pods its old or new selector picks. Namespace and node
 /// changes go through [`Compiler::set_world`] (a full compile and a full diff).
 ///
 /// `plan()` always equals `compile(world(), opts)`, and `take_ops()` applied to the plan
@@ -162,19 +182,20 @@ struct State {
     addr_owners: HashMap<IpAddr, usize>,
     ns_labels: HashMap<String, Labels>,
     peers: HashMap<PeerKey, Rc<BTreeSet<IpAddr>>>,
-    peer_rules: HashMap<PeerKey, BTreeSet<RuleKey>>,
-    rules: HashMap<RuleKey, Rc<Addrs>>,
+    /// The peer sets each rule names (fixed by the policy and `pod_families`).
+    rules: HashMap<RuleKey, Rc<Vec<PeerSet>>>,
+    /// Peer sets in the plan, with the number of atoms reading each (a set goes with the
+    /// last of them).
+    shared: HashMap<SetName, usize>,
     /// Local pods' (ingress, egress) classes.
     pods: HashMap<PodKey, [Option<ClassName>; 2]>,
     classes: HashMap<ClassName, ClassEntry>,
     atoms: HashMap<AtomName, AtomEntry>,
     policy_classes: HashMap<PolicyRef, BTreeSet<ClassName>>,
-    /// The atoms each contribution (by id) feeds.
-    contribution_atoms: HashMap<String, BTreeSet<AtomName>>,
     journal: Option<Journal>,
     /// The address families pods can have: those of the nodes' pod ranges (both when no
-    /// node has one). An atom gets a pod-address set only for these — in a single-stack
-    /// cluster half the sets, and the kernel looks every set up by name, walking the
+    /// node has one). A pod peer gets a set only for these — in a single-stack cluster
+    /// half the sets, and the kernel looks every set up by name, walking the
     /// table's list of them, once per message of a transaction. Fixed between whole-world
     /// replacements (a node's ranges change only through [`Compiler::set_world`]).
     pod_families: (bool, bool),
@@ -196,13 +217,36 @@ fn pod_key(e: &Endpoint) -> PodKey {
     (e.namespace.clone(), e.name.clone())
 }
 
-fn contribution_id(policy: &PolicyRef, dir: Direction, ri: usize) -> String {
-    let d = if dir == Direction::Ingress {
-        "in"
-    } else {
-        "eg"
+/// The key of `peer` (a pod peer) of a policy in namespace `policy_ns`.
+fn peer_key(policy_ns: &str, peer: &PolicyPeer) -> PeerKey {
+    let ns = match peer {
+        PolicyPeer::Pods {
+            namespace_selector: Some(_),
+            ..
+        } => "",
+        _ => policy_ns,
     };
-    format!("{policy}|{d}|{ri}")
+    (ns.to_string(), peer.clone())
+}
+
+/// What a peer set's name stands for, canonically (hashed into its [`PeerName`]): a pod
+/// peer's selectors and namespace (`""` with a namespace selector), or an ipBlock.
+fn pods_key((ns, peer): &PeerKey) -> String {
+    format!("pods|{ns}|{peer:?}")
+}
+
+fn block_key(b: &IpBlock) -> String {
+    format!("block|{}|{:?}", b.cidr, b.except)
+}
+
+/// "every address": the peer set of a rule without peers.
+const ALL_KEY: &str = "all";
+
+fn field_of_peers(dir: Direction) -> Field {
+    match dir {
+        Direction::Ingress => Field::Saddr,
+        Direction::Egress => Field::Daddr,
+    }
 }
 
 /// Whether a pod peer of a policy in `policy_ns` selects endpoint `e`.
@@ -241,13 +285,12 @@ impl Compiler {
                 addr_owners: HashMap::new(),
                 ns_labels: HashMap::new(),
                 peers: HashMap::new(),
-                peer_rules: HashMap::new(),
                 rules: HashMap::new(),
+                shared: HashMap::new(),
                 pods: HashMap::new(),
                 classes: HashMap::new(),
                 atoms: HashMap::new(),
                 policy_classes: HashMap::new(),
-                contribution_atoms: HashMap::new(),
                 journal: None,
                 pod_families: (true, true),
             },
@@ -848,9 +891,10 @@ impl State {
         Some(name)
     }
 
-    /// (Re)computes a class's port map and atoms from the current world. Atoms of regions
-    /// that stay keep their chains; only those whose contributions changed are refilled,
-    /// those of vanished regions go.
+    /// (Re)computes a class's port map and atoms from the current world. Regions whose
+    /// peer sets stay keep their atom; a region whose covering rules name other peer sets
+    /// jumps to another atom (an existing one, or a new chain of a few rules), and atoms no
+    /// class jumps to any more go.
     fn fill_class(&mut self, world: &World, name: ClassName) {
         let Some(entry) = self.classes.get(&name) else {
             return;
@@ -863,32 +907,33 @@ impl State {
             .filter_map(|r| self.policy_index.get(r).copied())
             .collect();
         let contributions = self.contributions(world, &pols, dir, &named);
+        // Derived sets other classes hold already: their elements as of this world (every
+        // class naming one computes the same, see `Source::Derived`).
+        let mut refreshed = std::collections::HashSet::new();
+        for c in &contributions {
+            for ps in c.sets.iter() {
+                if let Source::Derived(addrs) = &ps.source
+                    && self.shared.contains_key(&ps.name)
+                    && refreshed.insert(ps.name)
+                {
+                    self.set_elements(ps.name, addr_elements(addrs.iter().copied()));
+                }
+            }
+        }
         let mut elements = BTreeMap::new();
         let mut atoms = BTreeSet::new();
-        // Regions with the same coverage share one atom, named after the first of them.
-        let mut groups: BTreeMap<Vec<&str>, (Vec<Elem>, Vec<usize>)> = BTreeMap::new();
-        let regions = atoms_of(&contributions);
-        for (elem, coverage) in &regions {
-            let mut ids: Vec<&str> = coverage
-                .iter()
-                .map(|&i| contributions[i].id.as_str())
-                .collect();
-            ids.sort_unstable();
-            ids.dedup();
-            let g = groups
-                .entry(ids)
-                .or_insert_with(|| (Vec::new(), coverage.clone()));
-            g.0.push(*elem);
-        }
-        for (_, (elems, coverage)) in groups {
-            let Some(first) = elems.iter().min().copied() else {
-                continue;
-            };
-            let atom = self.atom(name, &first, &contributions, &coverage);
-            self.sync_atom(atom, &contributions, &coverage);
-            for e in elems {
-                elements.insert(e, Some(Verdict::Jump(atom.to_string())));
+        for (elem, coverage) in atoms_of(&contributions) {
+            // The union of the covering contributions' sets, in name order: the atom.
+            let mut sets: BTreeMap<String, &PeerSet> = BTreeMap::new();
+            for &i in &coverage {
+                for ps in contributions[i].sets.iter() {
+                    sets.entry(ps.name.to_string()).or_insert(ps);
+                }
             }
+            let sets: Vec<(String, PeerSet)> =
+                sets.into_iter().map(|(n, ps)| (n, ps.clone())).collect();
+            let atom = self.atom(world, dir, &sets);
+            elements.insert(elem, Some(Verdict::Jump(atom.to_string())));
             atoms.insert(atom);
         }
         let before = self
@@ -921,50 +966,6 @@ impl State {
         for a in gone {
             self.release_atom(a);
         }
-    }
-
-    /// Points an existing atom at the contributions of its coverage, refilling its sets
-    /// when they changed (a rule's addresses are recomputed as a new `Rc`).
-    fn sync_atom(&mut self, name: AtomName, contribs: &[Contribution], coverage: &[usize]) {
-        let Some(a) = self.atoms.get(&name) else {
-            return;
-        };
-        let same = a.contributions.len() == coverage.len()
-            && a.contributions
-                .iter()
-                .zip(coverage)
-                .all(|((id, _, addrs), &i)| {
-                    *id == contribs[i].id && Rc::ptr_eq(addrs, &contribs[i].addrs)
-                });
-        if same {
-            return;
-        }
-        let next: Vec<(String, Option<RuleKey>, Rc<Addrs>)> = coverage
-            .iter()
-            .map(|&i| {
-                let c = &contribs[i];
-                (c.id.clone(), c.rule.clone(), c.addrs.clone())
-            })
-            .collect();
-        let old_ids: BTreeSet<&String> = a.contributions.iter().map(|c| &c.0).collect();
-        let new_ids: BTreeSet<&String> = next.iter().map(|c| &c.0).collect();
-        let removed: Vec<String> = old_ids.difference(&new_ids).map(|s| (*s).clone()).collect();
-        let added: Vec<String> = new_ids.difference(&old_ids).map(|s| (*s).clone()).collect();
-        for id in removed {
-            if let Some(set) = self.contribution_atoms.get_mut(&id) {
-                set.remove(&name);
-                if set.is_empty() {
-                    self.contribution_atoms.remove(&id);
-                }
-            }
-        }
-        for id in added {
-            self.contribution_atoms.entry(id).or_default().insert(name);
-        }
-        if let Some(a) = self.atoms.get_mut(&name) {
-            a.contributions = next;
-        }
-        self.fill_atom(name);
     }
 
     /// Releases a class's atoms (its port map keeps pointing at them until refilled or
@@ -1013,23 +1014,50 @@ impl State {
         if a.classes > 0 {
             return;
         }
-        if let Some(a) = self.atoms.remove(&name) {
-            for (id, _, _) in &a.contributions {
-                if let Some(set) = self.contribution_atoms.get_mut(id) {
-                    set.remove(&name);
-                    if set.is_empty() {
-                        self.contribution_atoms.remove(id);
-                    }
-                }
-            }
-        }
+        let sets = self.atoms.remove(&name).map(|a| a.sets).unwrap_or_default();
+        // The chain before the sets it reads (the diff orders them so anyway).
         self.remove_chain(name.into());
-        for f in Family::ALL {
-            self.remove_set(SetName::AtomPods(name, f));
-            self.remove_set(SetName::AtomNets(name, f));
+        for set in sets {
+            self.release_set(set);
         }
     }
 
+    /// One more atom reads peer set `ps`: created and filled when it is the first.
+    fn acquire_set(&mut self, world: &World, ps: &PeerSet) {
+        let n = self.shared.entry(ps.name).or_default();
+        *n += 1;
+        if *n > 1 {
+            return;
+        }
+        self.set(ps.name);
+        let SetName::Peer(_, family) = ps.name else {
+            return;
+        };
+        let elements = match &ps.source {
+            Source::Pods(key) => {
+                let pods = self.pods_peer(world, key);
+                addr_elements(pods.iter().copied().filter(|a| Family::of(*a) == family))
+            }
+            Source::Nets(ranges) => ranges.iter().map(|r| (range_elem(*r), None)).collect(),
+            Source::Derived(addrs) => addr_elements(addrs.iter().copied()),
+        };
+        self.set_elements(ps.name, elements);
+    }
+
+    /// One atom less reads peer set `name`: removed with the last.
+    fn release_set(&mut self, name: SetName) {
+        let Some(n) = self.shared.get_mut(&name) else {
+            return;
+        };
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            self.shared.remove(&name);
+            self.remove_set(name);
+        }
+    }
+
+    /// The peer sets of `dir` rules of `policies` (ingress named ports resolved as
+    /// `named` says), each with the (protocol, port)s it covers.
     fn contributions(
         &mut self,
         world: &World,
@@ -1040,17 +1068,12 @@ impl State {
         let mut out = Vec::new();
         for &pi in pols {
             let policy = &world.policies[pi];
-            let pref = policy.reference();
             for (ri, rule) in policy.rules(dir).iter().enumerate() {
-                let id = contribution_id(&pref, dir, ri);
-                let rk: RuleKey = (pref.clone(), dir, ri);
-                let addrs = self.rule_addrs(world, pi, dir, ri);
+                let sets = self.rule_sets(world, pi, dir, ri);
                 if rule.ports.is_empty() {
                     out.push(Contribution {
-                        id,
-                        rule: Some(rk),
                         cover: Cover::All,
-                        addrs,
+                        sets,
                     });
                     continue;
                 }
@@ -1076,35 +1099,50 @@ impl State {
                 }
                 if !cover.is_empty() {
                     out.push(Contribution {
-                        id,
-                        rule: Some(rk),
                         cover: Cover::Ranges(cover),
-                        addrs: addrs.clone(),
+                        sets,
                     });
                 }
                 // Egress named ports resolve on each destination pod: one contribution per
-                // (name, number), holding the peer addresses of pods where it resolves so.
+                // (name, number), allowing, of each peer, the pods where it resolves so —
+                // a derived set per (peer, name, number), shared like the peer's own.
                 for (name, protocol) in egress_named {
-                    let mut by_port: BTreeMap<u16, BTreeSet<IpAddr>> = BTreeMap::new();
-                    for d in &world.endpoints {
-                        let Some(n) = d.named_port(&name, protocol) else {
-                            continue;
-                        };
-                        for a in &d.addresses {
-                            if self.rule_matches_addr(world, policy, rule, *a) {
-                                by_port.entry(n).or_default().insert(*a);
+                    let mut by_port: BTreeMap<u16, Vec<PeerSet>> = BTreeMap::new();
+                    for (peer_key, matcher) in self.rule_matchers(world, pi, dir, ri) {
+                        let mut per_port: BTreeMap<u16, BTreeSet<IpAddr>> = BTreeMap::new();
+                        for d in &world.endpoints {
+                            let Some(n) = d.named_port(&name, protocol) else {
+                                continue;
+                            };
+                            for a in &d.addresses {
+                                if matcher.matches(*a) {
+                                    per_port.entry(n).or_default().insert(*a);
+                                }
+                            }
+                        }
+                        for (n, addrs) in per_port {
+                            let key = format!("named|{name}/{}={n}|{peer_key}", protocol.as_str());
+                            let peer = PeerName::of(PeerKind::Pods, &key);
+                            for f in Family::ALL {
+                                let of: Vec<IpAddr> = addrs
+                                    .iter()
+                                    .copied()
+                                    .filter(|a| Family::of(*a) == f)
+                                    .collect();
+                                if of.is_empty() {
+                                    continue;
+                                }
+                                by_port.entry(n).or_default().push(PeerSet {
+                                    name: SetName::Peer(peer, f),
+                                    source: Source::Derived(Rc::new(of)),
+                                });
                             }
                         }
                     }
-                    for (n, pods) in by_port {
+                    for (n, sets) in by_port {
                         out.push(Contribution {
-                            id: format!("{pref}|eg|{ri}|{name}/{}={n}", protocol.as_str()),
-                            rule: None,
                             cover: Cover::Ranges(vec![(protocol.number(), n, n)]),
-                            addrs: Rc::new(Addrs {
-                                pods: vec![Rc::new(pods)],
-                                nets: Vec::new(),
-                            }),
+                            sets: Rc::new(sets),
                         });
                     }
                 }
@@ -1113,33 +1151,40 @@ impl State {
         out
     }
 
-    fn rule_matches_addr(
+    /// A rule's peers as address tests, each with its set key (egress named ports).
+    fn rule_matchers(
         &mut self,
         world: &World,
-        policy: &NetworkPolicy,
-        rule: &PolicyRule,
-        addr: IpAddr,
-    ) -> bool {
-        rule.peers.is_empty()
-            || rule.peers.iter().any(|peer| match peer {
-                PolicyPeer::IpBlock(b) => b.contains(addr),
-                PolicyPeer::Pods { .. } => self.pods_peer(world, policy, peer).contains(&addr),
-            })
+        pi: usize,
+        dir: Direction,
+        ri: usize,
+    ) -> Vec<(String, Matcher)> {
+        let policy = &world.policies[pi];
+        let rule = &policy.rules(dir)[ri];
+        if rule.peers.is_empty() {
+            return vec![(ALL_KEY.to_string(), Matcher::All)];
+        }
+        let mut out = Vec::new();
+        for peer in &rule.peers {
+            match peer {
+                PolicyPeer::IpBlock(b) => out.push((block_key(b), Matcher::Block(b.clone()))),
+                PolicyPeer::Pods { .. } => {
+                    let key = peer_key(&policy.namespace, peer);
+                    let pods = self.pods_peer(world, &key);
+                    out.push((pods_key(&key), Matcher::Pods(pods)));
+                }
+            }
+        }
+        out
     }
 
-    /// The addresses of the pods a pod peer selects (cached per namespace and peer).
-    fn pods_peer(
-        &mut self,
-        world: &World,
-        policy: &NetworkPolicy,
-        peer: &PolicyPeer,
-    ) -> Rc<BTreeSet<IpAddr>> {
-        let key: PeerKey = (policy.namespace.clone(), peer.clone());
-        if let Some(hit) = self.peers.get(&key) {
+    /// The addresses of the pods a pod peer selects (cached per peer key).
+    fn pods_peer(&mut self, world: &World, key: &PeerKey) -> Rc<BTreeSet<IpAddr>> {
+        if let Some(hit) = self.peers.get(key) {
             return hit.clone();
         }
-        let out = Rc::new(self.scan_peer(world, &key));
-        self.peers.insert(key, out.clone());
+        let out = Rc::new(self.scan_peer(world, key));
+        self.peers.insert(key.clone(), out.clone());
         out
     }
 
@@ -1154,170 +1199,119 @@ impl State {
             .collect()
     }
 
-    /// Everything a rule's peers allow (empty peers: every address).
-    fn rule_addrs(&mut self, world: &World, pi: usize, dir: Direction, ri: usize) -> Rc<Addrs> {
+    /// The peer sets of a rule's peers (empty peers: every address), per family.
+    fn rule_sets(
+        &mut self,
+        world: &World,
+        pi: usize,
+        dir: Direction,
+        ri: usize,
+    ) -> Rc<Vec<PeerSet>> {
         let policy = &world.policies[pi];
         let rk: RuleKey = (policy.reference(), dir, ri);
         if let Some(hit) = self.rules.get(&rk) {
             return hit.clone();
         }
         let rule = &policy.rules(dir)[ri];
-        let mut addrs = Addrs::default();
+        let mut sets = Vec::new();
+        let nets = |key: &str, ranges: Vec<Range>, sets: &mut Vec<PeerSet>| {
+            let peer = PeerName::of(PeerKind::Nets, key);
+            for f in Family::ALL {
+                let of: Vec<Range> = ranges
+                    .iter()
+                    .copied()
+                    .filter(|r| r.v6 == f.is_v6())
+                    .collect();
+                if of.is_empty() {
+                    continue;
+                }
+                sets.push(PeerSet {
+                    name: SetName::Peer(peer, f),
+                    source: Source::Nets(Rc::new(ranges::merge(of))),
+                });
+            }
+        };
         if rule.peers.is_empty() {
-            addrs.nets = vec![Range::everything(false), Range::everything(true)];
+            nets(
+                ALL_KEY,
+                vec![Range::everything(false), Range::everything(true)],
+                &mut sets,
+            );
         }
         for peer in &rule.peers {
             match peer {
-                PolicyPeer::IpBlock(b) => addrs.nets.extend(ranges::subtract(&b.cidr, &b.except)),
+                PolicyPeer::IpBlock(b) => nets(
+                    &block_key(b),
+                    ranges::subtract(&b.cidr, &b.except),
+                    &mut sets,
+                ),
                 PolicyPeer::Pods { .. } => {
-                    let pods = self.pods_peer(world, policy, peer);
-                    addrs.pods.push(pods);
-                    self.peer_rules
-                        .entry((policy.namespace.clone(), peer.clone()))
-                        .or_default()
-                        .insert(rk.clone());
+                    let key = peer_key(&policy.namespace, peer);
+                    let name = PeerName::of(PeerKind::Pods, &pods_key(&key));
+                    let (v4, v6) = self.pod_families;
+                    for (f, on) in [(Family::V4, v4), (Family::V6, v6)] {
+                        if on {
+                            sets.push(PeerSet {
+                                name: SetName::Peer(name, f),
+                                source: Source::Pods(key.clone()),
+                            });
+                        }
+                    }
                 }
             }
         }
-        let addrs = Rc::new(addrs);
-        self.rules.insert(rk, addrs.clone());
-        addrs
+        let sets = Rc::new(sets);
+        self.rules.insert(rk, sets.clone());
+        sets
     }
 
-    /// The atom chain of `class`'s port `region` (the first of the regions with this
-    /// coverage), allowing the union of the `coverage` contributions (created, with its
-    /// sets; referenced by nobody yet: the class counts itself in).
+    /// The atom chain of `dir` that allows the union of `sets` (name-ordered, distinct):
+    /// created unless some class has it already, with a reference on each of its sets;
+    /// referenced by no class yet (the class counts itself in).
     ///
-    /// Its name stands for (class, region, which CIDR sets it needs), not for its
-    /// contributions: a rule that starts or stops covering the region, or a peer that
-    /// moves, changes the atom's elements, not its name, so such a change is a few
-    /// elements and no chain (unless it splits or joins regions of equal coverage). The CIDR sets exist only for families some covering rule has
-    /// an ipBlock (or no peers) in — fixed by the policies, not by the pods — which keeps
-    /// the interval sets, that `nft` reads back on every change, few.
-    fn atom(
-        &mut self,
-        class: ClassName,
-        region: &Elem,
-        contribs: &[Contribution],
-        coverage: &[usize],
-    ) -> AtomName {
-        let dir = class.direction();
-        let nets = |v6: bool| {
-            coverage
-                .iter()
-                .any(|&i| contribs[i].addrs.nets.iter().any(|r| r.v6 == v6))
-        };
-        let shape = (nets(false), nets(true));
-        let pods = self.pod_families;
-        let name = AtomName::of(dir, &format!("{class}|{region:?}|{shape:?}|{pods:?}"));
+    /// Its name stands for the sets it reads, nothing else: its rules (one `accept` per set)
+    /// are fixed by its name, so a chain never changes once created. Peers that move change
+    /// their sets' elements, never an atom; a rule that starts or stops covering a region
+    /// makes the region jump to another atom — a new chain of a few rules at most, since
+    /// the sets exist already.
+    fn atom(&mut self, world: &World, dir: Direction, sets: &[(String, PeerSet)]) -> AtomName {
+        let key: Vec<&str> = sets.iter().map(|(n, _)| n.as_str()).collect();
+        let name = AtomName::of(dir, &key.join(","));
         if self.atoms.contains_key(&name) {
             return name;
         }
-        let field = if dir == Direction::Ingress {
-            Field::Saddr
-        } else {
-            Field::Daddr
-        };
+        let field = field_of_peers(dir);
         let mut rules = Vec::new();
-        for (f, with_nets, with_pods) in
-            [(Family::V4, shape.0, pods.0), (Family::V6, shape.1, pods.1)]
-        {
-            // One set per family: pod addresses in a hash set, or — when some rule has a
-            // CIDR of the family — pods and CIDRs together in one interval set (a pod is a
-            // one-address range). Fewer sets is what a change costs the kernel: it finds
-            // each set of a transaction by walking the table's list of them.
-            let set = if with_nets {
-                SetName::AtomNets(name, f)
-            } else if with_pods {
-                SetName::AtomPods(name, f)
-            } else {
+        for (set, ps) in sets {
+            self.acquire_set(world, ps);
+            let SetName::Peer(_, f) = ps.name else {
                 continue;
             };
-            self.set(set);
             rules.push(Rule::AddrIn {
                 v6: f.is_v6(),
                 field,
-                set: set.to_string(),
+                set: set.clone(),
                 verdict: Verdict::Accept,
             });
-        }
-        let contributions: Vec<(String, Option<RuleKey>, Rc<Addrs>)> = coverage
-            .iter()
-            .map(|&i| {
-                let c = &contribs[i];
-                (c.id.clone(), c.rule.clone(), c.addrs.clone())
-            })
-            .collect();
-        for (id, _, _) in &contributions {
-            self.contribution_atoms
-                .entry(id.clone())
-                .or_default()
-                .insert(name);
         }
         self.atoms.insert(
             name,
             AtomEntry {
                 classes: 0,
-                contributions,
+                sets: sets.iter().map(|(_, ps)| ps.name).collect(),
             },
         );
-        self.fill_atom(name);
         self.add_chain(name.into(), Chain { hook: None, rules });
         name
-    }
-
-    /// Sets an atom's address sets to the union of its contributions.
-    fn fill_atom(&mut self, name: AtomName) {
-        let Some(a) = self.atoms.get(&name) else {
-            return;
-        };
-        let mut pods = BTreeSet::new();
-        let mut nets: Vec<Range> = Vec::new();
-        for (_, _, addrs) in &a.contributions {
-            for set in &addrs.pods {
-                pods.extend(set.iter().copied());
-            }
-            nets.extend(addrs.nets.iter().copied());
-        }
-        let names = [
-            SetName::AtomPods(name, Family::V4),
-            SetName::AtomNets(name, Family::V4),
-            SetName::AtomPods(name, Family::V6),
-            SetName::AtomNets(name, Family::V6),
-        ];
-        // Pods go into the family's interval set when the atom has one (see `atom`).
-        let interval = |v6: bool| {
-            let nets = names[usize::from(v6) * 2 + 1];
-            self.plan.sets.contains_key(&nets.to_string())
-        };
-        let (interval4, interval6) = (interval(false), interval(true));
-        // Collected whole rather than inserted one by one: see `set_elements`.
-        let mut sets: [Vec<(Elem, Option<Verdict>)>; 4] = Default::default();
-        for p in pods {
-            let v6 = p.is_ipv6();
-            if if v6 { interval6 } else { interval4 } {
-                let (_, x) = ranges::addr_u128(p);
-                nets.push(Range { v6, lo: x, hi: x });
-            } else {
-                sets[usize::from(v6) * 2].push((Elem::addr(p), None));
-            }
-        }
-        for r in ranges::merge(nets) {
-            sets[usize::from(r.v6) * 2 + 1].push((range_elem(r), None));
-        }
-        for (set, elements) in names.into_iter().zip(sets) {
-            self.set_elements(set, elements.into_iter().collect());
-        }
     }
 
     // ---- changes ----
 
     /// After endpoint `old` became `new` (either may be `None`) in `world`: patches the
-    /// peer sets that select either, recomputes the rules with those peers and the atoms
-    /// they feed, and rebuilds classes with egress named ports when named ports may move.
-    /// The pod's own elements and classes are the caller's.
+    /// peer sets that select either (elements only: atoms read them by name), and rebuilds
+    /// classes with egress named ports when named ports may move. The pod's own elements and
+    /// classes are the caller's.
     fn endpoint_changed(&mut self, world: &World, old: Option<&Endpoint>, new: Option<&Endpoint>) {
-        let mut changed_peers = Vec::new();
         let selects = |ns: &str, peer: &PolicyPeer, e: Option<&Endpoint>| {
             e.is_some_and(|e| peer_selects(&self.ns_labels, ns, peer, e))
         };
@@ -1328,6 +1322,12 @@ impl State {
                 let (was, is) = (selects(&key.0, &key.1, old), selects(&key.0, &key.1, new));
                 (was || is).then(|| (key.clone(), was, is))
             })
+            .collect();
+        // Only these addresses can enter or leave a peer's set: no other pod changed.
+        let touched: BTreeSet<IpAddr> = old
+            .into_iter()
+            .chain(new)
+            .flat_map(|e| e.addresses.iter().copied())
             .collect();
         for (key, was, is) in candidates {
             let Some(current) = self.peers.get(&key) else {
@@ -1356,43 +1356,22 @@ impl State {
                 }
                 s
             };
-            if next != **current {
-                self.peers.insert(key.clone(), Rc::new(next));
-                changed_peers.push(key);
-            }
-        }
-        let mut changed_rules = BTreeSet::new();
-        for key in &changed_peers {
-            if let Some(rules) = self.peer_rules.get(key) {
-                changed_rules.extend(rules.iter().cloned());
-            }
-        }
-        let mut dirty_atoms = BTreeSet::new();
-        for rk in changed_rules {
-            if self.rules.remove(&rk).is_none() {
+            if next == **current {
                 continue;
             }
-            let Some(&pi) = self.policy_index.get(&rk.0) else {
-                continue;
-            };
-            if rk.2 >= world.policies[pi].rules(rk.1).len() {
-                continue;
-            }
-            let addrs = self.rule_addrs(world, pi, rk.1, rk.2);
-            let id = contribution_id(&rk.0, rk.1, rk.2);
-            for atom in self.contribution_atoms.get(&id).into_iter().flatten() {
-                if let Some(a) = self.atoms.get_mut(atom) {
-                    for c in a.contributions.iter_mut() {
-                        if c.1.as_ref() == Some(&rk) {
-                            c.2 = addrs.clone();
-                        }
-                    }
-                    dirty_atoms.insert(*atom);
+            let peer = PeerName::of(PeerKind::Pods, &pods_key(&key));
+            for &a in &touched {
+                let set = SetName::Peer(peer, Family::of(a));
+                if !self.shared.contains_key(&set) {
+                    continue;
+                }
+                if next.contains(&a) {
+                    self.elem(set, Elem::addr(a), None);
+                } else {
+                    self.unelem(set, &Elem::addr(a));
                 }
             }
-        }
-        for atom in dirty_atoms {
-            self.fill_atom(atom);
+            self.peers.insert(key, Rc::new(next));
         }
         let named =
             old.is_some_and(|o| !o.ports.is_empty()) || new.is_some_and(|n| !n.ports.is_empty());
@@ -1453,6 +1432,28 @@ impl State {
         }
     }
 }
+/// A peer's address test (egress named ports: which of the pods with a port it allows).
+enum Matcher {
+    All,
+    Block(IpBlock),
+    Pods(Rc<BTreeSet<IpAddr>>),
+}
+
+impl Matcher {
+    fn matches(&self, a: IpAddr) -> bool {
+        match self {
+            Matcher::All => true,
+            Matcher::Block(b) => b.contains(a),
+            Matcher::Pods(pods) => pods.contains(&a),
+        }
+    }
+}
+
+/// Single addresses as a set's elements, collected at once (see `set_elements`).
+fn addr_elements(addrs: impl Iterator<Item = IpAddr>) -> BTreeMap<Elem, Option<Verdict>> {
+    addrs.map(|a| (Elem::addr(a), None)).collect()
+}
+
 pub(crate) fn range_elem(r: Range) -> Elem {
     match (ranges::u128_addr(r.v6, r.lo), ranges::u128_addr(r.v6, r.hi)) {
         (IpAddr::V4(a), IpAddr::V4(b)) => Elem::V4(a, b),

@@ -12,7 +12,7 @@
 //! # Order
 //!
 //! 1. the table (first plan only), new sets (empty);
-//! 2. widening elements: addresses into atoms' peer sets, self pairs, pod ranges;
+//! 2. widening elements: addresses into peer sets, self pairs, pod ranges;
 //! 3. new chains, leaves first (atoms, then classes, then base chains), so every jump target
 //!    exists before anything jumps to it;
 //! 4. class port maps: new and changed entries (now pointing at complete atoms);

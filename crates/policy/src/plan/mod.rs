@@ -20,13 +20,22 @@
 //!   ip daddr @denied_in4 drop                    denied: counted per pod (element counter;
 //!   ip6 daddr @denied_in6 drop                     egress classes: saddr, @denied_out4/6)
 //!   counter drop                                 (anything else the class denies)
-//! chain ai_<h> / ae_<h>   one per *atom*: the union of a class's rules that allow a port region
-//!   ip saddr @ai_<h>_a4 accept                   pod addresses (hash), or, when some
-//!     or @ai_<h>_n4                              covering rule has an IPv4 CIDR, pods and
-//!                                                ipBlocks minus excepts in one interval set
-//!   (same for ip6, only in clusters with IPv6    no match: back to the class, which drops
-//!   pod ranges or IPv6 CIDRs; egress atoms test daddr)
+//! chain ai_<h> / ae_<h>   one per *atom*: the union of the peer sets a port region allows
+//!   ip saddr @pp_<h>4 accept                     one rule per distinct peer set covering the
+//!   ip saddr @pn_<h>4 accept                     region (egress atoms test daddr); no match:
+//!   ip6 saddr @pp_<h>6 accept …                  back to the class, which drops
+//! set pp_<h>4 / pp_<h>6   one per distinct pod peer (and family): its pods' addresses (hash)
+//! set pn_<h>4 / pn_<h>6   one per distinct ipBlock (its CIDR minus excepts) or "every
+//!                         address" (a rule without peers): an interval set
 //! ```
+//! Peer sets are **shared by the whole table**: every class and atom whose rules name the
+//! same peer reads the same set. A pod peer's set stands for its selectors and, only when it
+//! has no namespace selector, the policy's namespace (`env In [prod]` across namespaces is
+//! one set), so a pod address is in the table once per distinct peer selecting it, not once
+//! per class and port region. Pod peers get sets for the families of the nodes' pod ranges
+//! only. An egress rule with a named port allows, for each number the name resolves to on
+//! some pod, each peer's pods where it resolves so: a derived `pp_` set per (peer, name,
+//! number), shared the same way.
 //! Node-originated packets (kubelet probes) leave through `output`, where weft filters
 //! nothing: traffic from a pod's own node is always allowed.
 //!
@@ -36,16 +45,29 @@
 //! costs, per direction, one hash lookup in `@out4`/`@in4` (miss: not isolated, done), one
 //! lookup in the class's port map (an interval map with as many entries as the class has
 //! distinct port boundaries, independent of pods and of how many policies share them), and
-//! one lookup in the atom (a hash set of pod addresses, or an interval set of pods and CIDRs).
-//! No chain has a number of rules that grows with pods, policies or rules: adding a policy
-//! adds elements to sets and maybe new classes and atoms, never rules to a path.
+//! in the atom one lookup per rule until one accepts: as many as the distinct peers (times
+//! families present) of the rules covering that port region — a hash lookup for a pod peer,
+//! an interval lookup for an ipBlock. Before 2026-12-07 that was one lookup in a set of the
+//! atom's own (their union), paid for with a copy of every peer's addresses per class and
+//! region (760k elements at `weftctl bench scale`, and thousands of elements to write when a
+//! policy made a new class). So the per-packet cost grows with the number of distinct peers
+//! admitting one port of one pod's class — what its policies name, not the pods, the other
+//! policies or the cluster's size — and a packet of the other family skips the rules of the
+//! other family at the `nfproto` test. No chain has a number of rules that grows with pods;
+//! adding a policy adds at most new classes and atoms (chains of a few rules) and peer sets
+//! for peers nobody named before.
 //!
 //! # Updates
 //!
 //! Chains never change once created: a chain's rules are fixed by its name (names are
-//! hashes of what a class or atom stands for), so a change is only set elements, plus new
-//! chains for a new class or atom and deleted ones for a vanished class. See [`diff`] for the
-//! operations and their order.
+//! hashes of what a class or atom stands for: a class of its policies, an atom of the peer
+//! sets its rules read, in name order), so a change is only set elements, plus new chains
+//! for a new class or atom and deleted ones for a vanished class or atom. A pod that moves
+//! changes elements of the peer sets selecting it; a policy changes which atoms its classes'
+//! port maps jump to (existing or new ones, never edited); peer sets are created with the
+//! first atom that reads them and deleted with the last. See [`diff`] for the operations
+//! and their order: sets before the chains that read them are added, chains before their
+//! sets are deleted.
 //!
 //! [`World`]: crate::World
 
@@ -69,7 +91,9 @@ pub use compile::{Compiler, PlanOptions, compile};
 pub use diff::{ApplyError, Op, diff};
 #[cfg(feature = "bench")]
 pub use linear::compile_linear;
-pub use names::{AtomName, BaseChain, ChainName, ClassName, Family, NameError, SetName};
+pub use names::{
+    AtomName, BaseChain, ChainName, ClassName, Family, NameError, PeerKind, PeerName, SetName,
+};
 pub use render::{Pieces, render, render_ops, render_pieces};
 
 /// The default table name (family `inet`).

@@ -11,7 +11,8 @@
 //! ci_<h> ce_<h>                                 class chains          ClassName
 //! ci_<h>_ports                                  a class's port map    SetName::Ports
 //! ai_<h> ae_<h>                                 atom chains           AtomName
-//! ai_<h>_a4 / ai_<h>_n4 (and …6)                an atom's addresses   SetName::AtomPods / AtomNets
+//! pp_<h>4 / pn_<h>4 (and …6)                    a peer's addresses,   SetName::Peer (PeerName)
+//!                                               shared by the table
 //! li_<h> le_<h>                                 linear plans' chains  ChainName::Linear
 //! ```
 //!
@@ -267,6 +268,81 @@ impl PartialOrd for AtomName {
     }
 }
 
+/// What a peer set holds, and so its type: pod addresses in a hash set, or CIDRs in an
+/// interval set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PeerKind {
+    /// `pp_<h>`: the addresses of the pods a pod peer selects (or, for an egress named
+    /// port, of those of them whose port resolves to one number).
+    Pods,
+    /// `pn_<h>`: an ipBlock minus its excepts, or every address (a rule without peers).
+    Nets,
+}
+
+/// A peer set, `pp_<h>` or `pn_<h>` (the family digit follows, see [`SetName::Peer`]): the
+/// addresses one distinct peer allows, shared by every class and atom whose rules name
+/// that peer. `<h>` hashes what the peer is (its selectors, and the policy's namespace only
+/// when it has no namespace selector), never which policy or class uses it.
+///
+/// Ordered as the rendered names are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PeerName {
+    kind: PeerKind,
+    hash: u64,
+}
+
+impl PeerName {
+    /// The peer set standing for `key` (a canonical description of the peer).
+    pub(crate) fn of(kind: PeerKind, key: &str) -> PeerName {
+        PeerName {
+            kind,
+            hash: hash(key),
+        }
+    }
+
+    pub fn kind(self) -> PeerKind {
+        self.kind
+    }
+
+    fn prefix(self) -> &'static str {
+        match self.kind {
+            PeerKind::Pods => "pp_",
+            PeerKind::Nets => "pn_",
+        }
+    }
+}
+
+impl fmt::Display for PeerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{:016x}", self.prefix(), self.hash)
+    }
+}
+
+impl FromStr for PeerName {
+    type Err = NameError;
+
+    fn from_str(s: &str) -> Result<PeerName, NameError> {
+        for (kind, prefix) in [(PeerKind::Pods, "pp_"), (PeerKind::Nets, "pn_")] {
+            if let Some(hash) = parse_hash(s, prefix) {
+                return Ok(PeerName { kind, hash });
+            }
+        }
+        refuse(s, "peer set")
+    }
+}
+
+impl Ord for PeerName {
+    fn cmp(&self, other: &PeerName) -> std::cmp::Ordering {
+        (self.prefix(), self.hash).cmp(&(other.prefix(), other.hash))
+    }
+}
+
+impl PartialOrd for PeerName {
+    fn partial_cmp(&self, other: &PeerName) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 /// The name of a chain of a policy table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ChainName {
@@ -362,10 +438,9 @@ pub enum SetName {
     Denied(Direction, Family),
     /// `<class>_ports`: (protocol, port) → jump an atom.
     Ports(ClassName),
-    /// `<atom>_a4`: pod addresses an atom allows (no CIDR of that family in its rules).
-    AtomPods(AtomName, Family),
-    /// `<atom>_n4`: pods and CIDRs an atom allows, in one interval set.
-    AtomNets(AtomName, Family),
+    /// `pp_<h>4` / `pn_<h>4`: the addresses of one family a peer allows, shared by every
+    /// atom whose rules name the peer (atoms read them, `ip saddr @pp_<h>4 accept`).
+    Peer(PeerName, Family),
 }
 
 impl SetName {
@@ -377,17 +452,16 @@ impl SetName {
             SetName::PodMap(..) => Role::PodMap,
             SetName::Denied(..) => Role::Counted,
             SetName::Ports(_) => Role::PortMap,
-            SetName::AtomPods(..) | SetName::AtomNets(..) => Role::Peers,
+            SetName::Peer(..) => Role::Peers,
         }
     }
 
     /// An empty set of the type this name stands for.
     pub fn spec(self) -> Set {
         let (key, interval, map) = match self {
-            SetName::Known(f) | SetName::Denied(_, f) | SetName::AtomPods(_, f) => {
-                (f.key(), false, false)
-            }
-            SetName::Blocks(f) | SetName::AtomNets(_, f) => (f.key(), true, false),
+            SetName::Known(f) | SetName::Denied(_, f) => (f.key(), false, false),
+            SetName::Peer(p, f) => (f.key(), p.kind() == PeerKind::Nets, false),
+            SetName::Blocks(f) => (f.key(), true, false),
             SetName::SelfPairs(Family::V4) => (KeyType::Ipv4Pair, false, false),
             SetName::SelfPairs(Family::V6) => (KeyType::Ipv6Pair, false, false),
             SetName::PodMap(_, f) => (f.key(), false, true),
@@ -424,8 +498,7 @@ impl fmt::Display for SetName {
                 write!(f, "denied_{}{}", by_dir(*d, "in", "out"), fam.digit())
             }
             SetName::Ports(c) => write!(f, "{c}_ports"),
-            SetName::AtomPods(a, fam) => write!(f, "{a}_a{}", fam.digit()),
-            SetName::AtomNets(a, fam) => write!(f, "{a}_n{}", fam.digit()),
+            SetName::Peer(p, fam) => write!(f, "{p}{}", fam.digit()),
         }
     }
 }
@@ -452,14 +525,12 @@ impl FromStr for SetName {
             "out" => SetName::PodMap(egress, fam),
             "denied_in" => SetName::Denied(ingress, fam),
             "denied_out" => SetName::Denied(egress, fam),
-            _ => {
-                let atom = |suffix| stem.strip_suffix(suffix).and_then(|a| a.parse().ok());
-                match (atom("_a"), atom("_n")) {
-                    (Some(a), _) => SetName::AtomPods(a, fam),
-                    (_, Some(a)) => SetName::AtomNets(a, fam),
-                    _ => return refuse(s, "set"),
-                }
-            }
+            // Before 2026-12-07 atoms had sets of their own (`ai_<h>_a4`, `ai_<h>_n4`): such
+            // names (in a restored plan, or a table an older agent left) are foreign now.
+            _ => match stem.parse() {
+                Ok(p) => SetName::Peer(p, fam),
+                Err(_) => return refuse(s, "set"),
+            },
         };
         Ok(name)
     }
@@ -482,16 +553,15 @@ mod tests {
         for f in Family::ALL {
             out.extend([SetName::Known(f), SetName::Blocks(f), SetName::SelfPairs(f)]);
             for d in [Direction::Ingress, Direction::Egress] {
-                out.extend([
-                    SetName::PodMap(d, f),
-                    SetName::Denied(d, f),
-                    SetName::AtomPods(atom(d, "x"), f),
-                    SetName::AtomNets(atom(d, "y"), f),
-                ]);
+                out.extend([SetName::PodMap(d, f), SetName::Denied(d, f)]);
             }
         }
         for d in [Direction::Ingress, Direction::Egress] {
             out.push(SetName::Ports(class(d, "z")));
+        }
+        for f in Family::ALL {
+            out.push(SetName::Peer(PeerName::of(PeerKind::Pods, "x"), f));
+            out.push(SetName::Peer(PeerName::of(PeerKind::Nets, "y"), f));
         }
         out
     }
@@ -531,12 +601,12 @@ mod tests {
         assert_eq!(rendered(SetName::Ports(c)), format!("ci_{h}_ports"));
         assert_eq!(a.to_string(), format!("ae_{h}"));
         assert_eq!(
-            rendered(SetName::AtomPods(a, Family::V4)),
-            format!("ae_{h}_a4")
+            rendered(SetName::Peer(PeerName::of(PeerKind::Pods, "k"), Family::V4)),
+            format!("pp_{h}4")
         );
         assert_eq!(
-            rendered(SetName::AtomNets(a, Family::V6)),
-            format!("ae_{h}_n6")
+            rendered(SetName::Peer(PeerName::of(PeerKind::Nets, "k"), Family::V6)),
+            format!("pn_{h}6")
         );
         assert_eq!(
             ChainName::Base(BaseChain::PodEgressLocal).to_string(),
@@ -597,6 +667,17 @@ mod tests {
             &format!("ai_{}_a4", &h[1..]),
             &format!("ai_{h}0_a4"),
             "ai_+123456789abcdef_a4",
+            // The atoms' own sets of before 2026-12-07.
+            &format!("ai_{h}_a4"),
+            &format!("ae_{h}_n6"),
+            // Peer sets: a family digit, 16 lowercase hex digits, a known kind.
+            &format!("pp_{h}"),
+            &format!("pp_{h}5"),
+            &format!("pp_{}4", h.to_uppercase()),
+            &format!("pp_{}4", &h[1..]),
+            &format!("px_{h}4"),
+            &format!("pp_{h}_a4"),
+            "pp_+123456789abcdef4",
         ] {
             assert!(s.parse::<SetName>().is_err(), "set {s:?} accepted");
         }
@@ -612,6 +693,8 @@ mod tests {
             &format!("ae_{}", &h[..15]),
             &format!("lx_{h}"),
             "ci_-123456789abcdef",
+            &format!("pp_{h}4"),
+            &format!("pn_{h}"),
         ] {
             assert!(s.parse::<ChainName>().is_err(), "chain {s:?} accepted");
         }
@@ -661,5 +744,43 @@ mod tests {
         );
         let spec = SetName::SelfPairs(Family::V6).spec();
         assert_eq!((spec.key, spec.interval), (KeyType::Ipv6Pair, false));
+        let spec = SetName::Peer(PeerName::of(PeerKind::Pods, "p"), Family::V6).spec();
+        assert_eq!(
+            (spec.key, spec.interval, spec.map, spec.role),
+            (KeyType::Ipv6, false, false, Role::Peers)
+        );
+        let spec = SetName::Peer(PeerName::of(PeerKind::Nets, "p"), Family::V4).spec();
+        assert_eq!(
+            (spec.key, spec.interval, spec.map, spec.role),
+            (KeyType::Ipv4, true, false, Role::Peers)
+        );
+    }
+
+    #[test]
+    fn peer_names_order_and_parse_apart_from_every_other_name() {
+        let a = PeerName::of(PeerKind::Pods, "a");
+        let b = PeerName::of(PeerKind::Nets, "a");
+        assert_ne!(a, b);
+        assert_eq!(a.to_string().parse::<PeerName>(), Ok(a));
+        assert_eq!(b.to_string().parse::<PeerName>(), Ok(b));
+        assert!(a.to_string().parse::<SetName>().is_err(), "no family digit");
+        let mut peers: Vec<PeerName> = (0..40)
+            .flat_map(|i| [PeerKind::Pods, PeerKind::Nets].map(|k| PeerName::of(k, &i.to_string())))
+            .collect();
+        peers.sort();
+        let names: Vec<String> = peers.iter().map(ToString::to_string).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+        // No other kind of name takes a peer set's prefix.
+        for n in every_set() {
+            let s = n.to_string();
+            let peer = matches!(n, SetName::Peer(..));
+            assert_eq!(s.starts_with("pp_") || s.starts_with("pn_"), peer, "{s}");
+        }
+        for n in every_chain() {
+            let s = n.to_string();
+            assert!(!s.starts_with("pp_") && !s.starts_with("pn_"), "{s}");
+        }
     }
 }
