@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use weft_nft::counters;
-use weft_policy::plan::{Family, SetName};
+use weft_policy::plan::{Family, PeerKind, SetName};
 
 use crate::bench::error::{BenchError, Result};
 
@@ -20,7 +20,7 @@ fn nft_err(what: String) -> impl FnOnce(weft_nft::Error) -> BenchError {
     }
 }
 
-/// Every address held by the table's peer sets (atoms' pod sets), with the sets holding it.
+/// Every address held by the table's peer sets (pod peers' sets), with the sets holding it.
 pub fn peer_sets() -> Result<BTreeMap<IpAddr, Vec<String>>> {
     let names = counters::set_names(TABLE).map_err(nft_err("listing the policy sets".into()))?;
     let mut out: BTreeMap<IpAddr, Vec<String>> = BTreeMap::new();
@@ -36,10 +36,10 @@ pub fn peer_sets() -> Result<BTreeMap<IpAddr, Vec<String>>> {
     Ok(out)
 }
 
-/// An atom's address set: `<atom>_a4` / `_a6` (hash sets of pod addresses; `_n4` interval
-/// sets only appear with ipBlocks, which this world has none of).
+/// A pod peer's address set, `pp_<h>4` / `pp_<h>6` (hash sets of pod addresses shared by
+/// the table's atoms; `pn_` interval sets hold ipBlocks, which this world has none of).
 fn is_peer_set(name: &str) -> bool {
-    name.ends_with("_a4") || name.ends_with("_a6")
+    matches!(name.parse(), Ok(SetName::Peer(p, _)) if p.kind() == PeerKind::Pods)
 }
 
 /// Whether `set` holds `addr` (one dump of that set).
