@@ -387,8 +387,34 @@ impl Socket {
         if len <= DEFAULT_FITS {
             return;
         }
-        let size = libc::c_int::try_from(len.saturating_mul(2)).unwrap_or(libc::c_int::MAX);
-        for opt in [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF] {
+        self.grow_buffer(
+            [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF],
+            len.saturating_mul(2),
+        );
+    }
+
+    /// Every message of a batch asks for an ACK, and the kernel queues them all on this
+    /// socket before our send() returns: past the default receive buffer (~200 KiB, a few
+    /// hundred ACKs at their ~700-byte skb truesize) the rest are dropped and the socket
+    /// reports ENOBUFS, as a plan of thousands of sets did. Room for every ACK, as nft sizes
+    /// its own receive buffer by the number of commands; best effort, like the send side.
+    fn fit_receive_buffer(&self, messages: usize) {
+        const ACK_TRUESIZE: usize = 1024;
+        const DEFAULT_FITS: usize = 128;
+        if messages <= DEFAULT_FITS {
+            return;
+        }
+        self.grow_buffer(
+            [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF],
+            messages.saturating_mul(ACK_TRUESIZE),
+        );
+    }
+
+    /// Sets the first of `opts` the kernel accepts (the FORCE variant needs CAP_NET_ADMIN,
+    /// which weft has; the plain one is capped at the sysctl maximum).
+    fn grow_buffer(&self, opts: [libc::c_int; 2], bytes: usize) {
+        let size = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        for opt in opts {
             // SAFETY: setsockopt with a c_int option value.
             let rc = unsafe {
                 libc::setsockopt(
@@ -475,6 +501,7 @@ impl Socket {
         finish_msg(&mut buf, e);
         self.seq = end_seq + 1;
         self.fit_send_buffer(buf.len());
+        self.fit_receive_buffer(ops.len());
         self.send(&buf)?;
         let mut remaining: HashSet<u32> = ops.keys().copied().collect();
         let mut failures: Vec<(u32, i32)> = Vec::new();
