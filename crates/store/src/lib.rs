@@ -187,6 +187,25 @@ pub trait Datastore: Send + Sync + 'static {
     /// Nodes, blocks, policy objects and endpoints, all at one revision (one read).
     fn policy_view(&self) -> impl Future<Output = Result<PolicyView, StoreError>> + Send;
 
+    /// [`Datastore::policy_view`] with the objects handed to `each` one at a time (in an
+    /// order of the store's choosing) instead of collected: the returned view's `objects`
+    /// is empty. A reader
+    /// that keeps only what it makes of each object (weftd parses them) then never holds
+    /// every object's JSON at once — at 10,000 pods that whole list is ~25 MiB. The
+    /// default collects the view and hands its objects over.
+    fn policy_view_each<F: FnMut(StoredObject) + Send>(
+        &self,
+        mut each: F,
+    ) -> impl Future<Output = Result<PolicyView, StoreError>> + Send {
+        async move {
+            let mut pv = self.policy_view().await?;
+            for o in std::mem::take(&mut pv.objects) {
+                each(o);
+            }
+            Ok(pv)
+        }
+    }
+
     /// The PodLabels object of `namespace/name` read from the source of truth now, for a pod
     /// whose CNI ADD can come before the datastore's watch reports it (Kubernetes). Stores
     /// whose pod objects are written before the ADD answer None: their view already has it.
@@ -308,6 +327,12 @@ impl Datastore for AnyStore {
     }
     async fn policy_view(&self) -> Result<PolicyView, StoreError> {
         dispatch!(self, s => s.policy_view().await)
+    }
+    async fn policy_view_each<F: FnMut(StoredObject) + Send>(
+        &self,
+        each: F,
+    ) -> Result<PolicyView, StoreError> {
+        dispatch!(self, s => s.policy_view_each(each).await)
     }
     async fn fetch_pod(
         &self,
@@ -434,6 +459,12 @@ impl<T: Datastore> Datastore for Arc<T> {
     }
     fn policy_view(&self) -> impl Future<Output = Result<PolicyView, StoreError>> + Send {
         (**self).policy_view()
+    }
+    fn policy_view_each<F: FnMut(StoredObject) + Send>(
+        &self,
+        each: F,
+    ) -> impl Future<Output = Result<PolicyView, StoreError>> + Send {
+        (**self).policy_view_each(each)
     }
     fn fetch_pod(
         &self,

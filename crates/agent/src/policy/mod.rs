@@ -67,7 +67,7 @@ pub use error::Error;
 use endpoints::Local;
 use feed::Touched;
 use persist::Persisted;
-use view::{ParseCache, View};
+use view::View;
 
 /// How long events are gathered before one load and one transaction, when they follow an
 /// apply closely (a burst): at most one apply per this much time while events keep coming.
@@ -107,7 +107,6 @@ pub struct Policy {
     /// (events already queued may predate the load; folding them in would step back).
     rewatch: Option<Revision>,
     last_error: Option<String>,
-    parse_cache: ParseCache,
     /// How long the last load, compile+diff and nft transaction took.
     timing: Timing,
     /// The same, for the last apply that committed a transaction.
@@ -190,7 +189,6 @@ impl Policy {
             rewatch: None,
             last_error: None,
             published: BTreeMap::new(),
-            parse_cache: ParseCache::new(),
             timing: Timing::default(),
             last_change: Timing::default(),
             touched: Touched::everything(),
@@ -284,7 +282,7 @@ impl Policy {
         // the view: not folded in (a load follows).
         self.touched.event(&ev);
         let folded = match &mut self.view {
-            Some(v) if self.rewatch.is_none() => v.apply_event(ev, &mut self.parse_cache),
+            Some(v) if self.rewatch.is_none() => v.apply_event(ev),
             _ => false,
         };
         if folded {
@@ -328,7 +326,7 @@ impl Policy {
             return true;
         };
         match view.endpoint(&self.node, &self.local, namespace, name) {
-            Some(ep) => view.policies.iter().any(|p| p.selects(&ep)),
+            Some(ep) => view.policies().any(|p| p.selects(&ep)),
             None => true,
         }
     }
@@ -374,7 +372,7 @@ impl Policy {
             return Ok(());
         }
         let started = std::time::Instant::now();
-        let loaded = View::load(store, &mut self.parse_cache).await;
+        let loaded = View::load(store, self.view.as_ref()).await;
         self.timing = Timing {
             load_ms: ms(started),
             ..Timing::default()
@@ -816,7 +814,7 @@ impl Policy {
             match got {
                 Ok(Some(obj)) => {
                     if let Some(v) = &mut self.view {
-                        v.apply_event(ObjectEvent::Put(obj), &mut self.parse_cache);
+                        v.apply_event(ObjectEvent::Put(obj));
                     }
                 }
                 Ok(None) => {}
@@ -939,7 +937,7 @@ impl Policy {
             revision: self.applied_revision,
             view_loaded: self.view.is_some(),
             in_sync: self.in_sync(),
-            policies: self.view.as_ref().map_or(0, |v| v.policies.len()),
+            policies: self.view.as_ref().map_or(0, |v| v.policies().count()),
             endpoints: self.local.len(),
             classes: self.plan().classes.len(),
             chains: self.plan().chains.len(),

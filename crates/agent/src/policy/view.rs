@@ -2,8 +2,10 @@
 //! NetworkPolicies, PodLabels, every node's published endpoints, the nodes and their blocks;
 //! and the [`World`] built from it plus this node's own endpoint files.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
+use std::sync::{Arc, LazyLock};
 
 use ipnet::IpNet;
 use weft_policy::{Namespace, NetworkPolicy, Node, Object, ParseOptions, PodLabels, World};
@@ -12,49 +14,97 @@ use weft_store::{Datastore, EndpointRecord, ObjectEvent, ObjectKind, Revision, S
 use super::endpoints::Local;
 use crate::log;
 
+/// Objects are kept by kind, namespace and name (the datastore's key).
+type Key = (ObjectKind, String, String);
+
+/// A stored object as parsed, and the fingerprint of the JSON it was parsed from: a load
+/// parses only objects whose JSON changed (parsing and validating thousands of policies on
+/// every load would dominate the time to apply one). The JSON itself is not kept — at
+/// 10,000 pods a copy of every object's `serde_json::Value` was ~25 MiB — and the parsed
+/// objects are shared (`Arc`) between the view a load replaces and the next one.
+#[derive(Debug, Clone)]
+struct Parsed {
+    fingerprint: Fingerprint,
+    objects: Arc<[Object]>,
+}
+
+/// 128 bits of two SipHash states keyed at random once per process: a changed object is
+/// taken for unchanged only on a collision, which a writer of objects cannot aim for
+/// without the keys.
+type Fingerprint = (u64, u64);
+
+static KEYS: LazyLock<(std::hash::RandomState, std::hash::RandomState)> =
+    LazyLock::new(|| (std::hash::RandomState::new(), std::hash::RandomState::new()));
+
+/// Hashes what it is written: `serde_json::to_writer` into it needs no buffer.
+struct FingerprintWriter(std::hash::DefaultHasher, std::hash::DefaultHasher);
+
+impl std::io::Write for FingerprintWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf);
+        self.1.write(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The fingerprint of `value` as compact JSON (serde_json's maps are ordered: equal values
+/// give equal text).
+fn fingerprint(value: &serde_json::Value) -> Fingerprint {
+    let mut w = FingerprintWriter(KEYS.0.build_hasher(), KEYS.1.build_hasher());
+    // Writing to a hasher cannot fail, and a Value always serializes.
+    let _ = serde_json::to_writer(&mut w, value);
+    (w.0.finish(), w.1.finish())
+}
+
 /// Everything the datastore says, as of (at least) `revision`.
 #[derive(Debug, Clone, Default)]
 pub struct View {
     /// The datastore revision the whole view was read at.
     pub revision: Revision,
-    pub namespaces: Vec<Namespace>,
-    pub policies: Vec<NetworkPolicy>,
-    pub pod_labels: Vec<PodLabels>,
+    /// Every readable stored object, parsed.
+    objects: BTreeMap<Key, Parsed>,
     pub endpoints: Vec<EndpointRecord>,
     /// Node → (underlay addresses, blocks it owns).
     pub nodes: BTreeMap<String, (Vec<IpAddr>, Vec<IpNet>)>,
 }
 
-/// Parsed objects by kind, namespace and name, with the JSON they were parsed from: a load
-/// parses only objects whose stored JSON changed (parsing and validating thousands of
-/// policies on every change would dominate the time to apply one).
-pub type ParseCache = HashMap<(ObjectKind, String, String), (serde_json::Value, Vec<Object>)>;
-
 impl View {
-    pub async fn load<S: Datastore>(store: &S, cache: &mut ParseCache) -> Result<View, StoreError> {
+    /// Reads the whole view; objects whose JSON is the same as in `previous` are taken from
+    /// it instead of parsed again. The objects come one at a time
+    /// ([`Datastore::policy_view_each`]): only their parsed form is kept.
+    pub async fn load<S: Datastore>(store: &S, previous: Option<&View>) -> Result<View, StoreError> {
+        let mut objects = BTreeMap::new();
         // One read, one revision: the view is a state the datastore really was in.
-        let pv = store.policy_view().await?;
+        let pv = store
+            .policy_view_each(|o| {
+                let fingerprint = fingerprint(&o.value);
+                let key = (o.kind, o.namespace, o.name);
+                if let Some(p) = previous.and_then(|v| v.objects.get(&key))
+                    && p.fingerprint == fingerprint
+                {
+                    objects.insert(key, p.clone());
+                    return;
+                }
+                if let Some(parsed) = parse(&key, &o.value) {
+                    objects.insert(
+                        key,
+                        Parsed {
+                            fingerprint,
+                            objects: parsed.into(),
+                        },
+                    );
+                }
+            })
+            .await?;
         let mut v = View {
             revision: pv.snapshot.revision,
+            objects,
             endpoints: pv.endpoints,
-            ..View::default()
+            nodes: BTreeMap::new(),
         };
-        let mut seen = HashSet::new();
-        for o in pv.objects {
-            let key = (o.kind, o.namespace.clone(), o.name.clone());
-            seen.insert(key.clone());
-            if let Some((json, parsed)) = cache.get(&key)
-                && *json == o.value
-            {
-                v.add(parsed.clone());
-                continue;
-            }
-            if let Some(parsed) = parse(&o) {
-                v.add(parsed.clone());
-                cache.insert(key, (o.value, parsed));
-            }
-        }
-        cache.retain(|k, _| seen.contains(k));
         for n in &pv.snapshot.nodes {
             let underlay: Vec<IpAddr> = n
                 .underlay_v4
@@ -73,19 +123,24 @@ impl View {
     /// Folds one event of the object watch into the view (the view then is the datastore's
     /// state as of that event, as long as every event since the view's load is folded in
     /// order). False for `Resync`: the caller must load the view again.
-    pub fn apply_event(&mut self, ev: ObjectEvent, cache: &mut ParseCache) -> bool {
+    pub fn apply_event(&mut self, ev: ObjectEvent) -> bool {
         match ev {
             ObjectEvent::Resync => return false,
             ObjectEvent::Put(o) => {
-                self.remove_object(o.kind, &o.namespace, &o.name);
-                let key = (o.kind, o.namespace.clone(), o.name.clone());
-                match parse(&o) {
+                let key = (o.kind, o.namespace, o.name);
+                match parse(&key, &o.value) {
                     Some(parsed) => {
-                        self.add(parsed.clone());
-                        cache.insert(key, (o.value, parsed));
+                        let fingerprint = fingerprint(&o.value);
+                        self.objects.insert(
+                            key,
+                            Parsed {
+                                fingerprint,
+                                objects: parsed.into(),
+                            },
+                        );
                     }
                     None => {
-                        cache.remove(&key);
+                        self.objects.remove(&key);
                     }
                 }
             }
@@ -94,8 +149,7 @@ impl View {
                 namespace,
                 name,
             } => {
-                self.remove_object(kind, &namespace, &name);
-                cache.remove(&(kind, namespace, name));
+                self.objects.remove(&(kind, namespace, name));
             }
             ObjectEvent::EndpointPut(rec) => {
                 self.remove_endpoint(&rec.node, &rec.namespace, &rec.name);
@@ -110,31 +164,56 @@ impl View {
         true
     }
 
-    fn remove_object(&mut self, kind: ObjectKind, namespace: &str, name: &str) {
-        match kind {
-            ObjectKind::Namespace => self.namespaces.retain(|n| n.name != name),
-            ObjectKind::NetworkPolicy => self
-                .policies
-                .retain(|p| !(p.namespace == namespace && p.name == name)),
-            ObjectKind::PodLabels => self
-                .pod_labels
-                .retain(|p| !(p.namespace == namespace && p.name == name)),
-        }
-    }
-
     fn remove_endpoint(&mut self, node: &str, namespace: &str, name: &str) {
         self.endpoints
             .retain(|e| !(e.node == node && e.namespace == namespace && e.name == name));
     }
 
-    fn add(&mut self, objects: Vec<Object>) {
-        for obj in objects {
-            match obj {
-                Object::Namespace(n) => self.namespaces.push(n),
-                Object::NetworkPolicy(p) => self.policies.push(p),
-                Object::PodLabels(p) => self.pod_labels.push(p),
-            }
-        }
+    /// The parsed objects stored under `kind`, in key order.
+    fn of_kind(&self, kind: ObjectKind) -> impl Iterator<Item = &Object> {
+        self.objects
+            .range((kind, String::new(), String::new())..)
+            .take_while(move |(k, _)| k.0 == kind)
+            .flat_map(|(_, p)| p.objects.iter())
+    }
+
+    pub fn namespaces(&self) -> impl Iterator<Item = &Namespace> {
+        self.of_kind(ObjectKind::Namespace).filter_map(|o| match o {
+            Object::Namespace(n) => Some(n),
+            _ => None,
+        })
+    }
+
+    pub fn policies(&self) -> impl Iterator<Item = &NetworkPolicy> {
+        self.of_kind(ObjectKind::NetworkPolicy)
+            .filter_map(|o| match o {
+                Object::NetworkPolicy(p) => Some(p),
+                _ => None,
+            })
+    }
+
+    fn all_pod_labels(&self) -> impl Iterator<Item = &PodLabels> {
+        self.of_kind(ObjectKind::PodLabels).filter_map(|o| match o {
+            Object::PodLabels(p) => Some(p),
+            _ => None,
+        })
+    }
+
+    /// The PodLabels object of pod `namespace/name`.
+    fn pod_labels(&self, namespace: &str, name: &str) -> Option<&PodLabels> {
+        let key = (
+            ObjectKind::PodLabels,
+            namespace.to_string(),
+            name.to_string(),
+        );
+        self.objects
+            .get(&key)?
+            .objects
+            .iter()
+            .find_map(|o| match o {
+                Object::PodLabels(p) if p.namespace == namespace && p.name == name => Some(p),
+                _ => None,
+            })
     }
 
     /// This node's pods from its endpoint files (the datastore's copy of them may lag) and
@@ -187,28 +266,30 @@ impl View {
         name: &str,
     ) -> Option<weft_policy::Endpoint> {
         let pods = self.running(me, local, Some((namespace, name)));
-        let labels: Vec<PodLabels> = self
-            .pod_labels
-            .iter()
-            .filter(|p| p.namespace == namespace && p.name == name)
-            .take(1)
-            .cloned()
-            .collect();
+        let labels: Vec<PodLabels> = self.pod_labels(namespace, name).cloned().into_iter().collect();
         weft_policy::join_endpoints(&pods, &labels).pop()
     }
 
     /// Whether the view has the labels of pod `namespace/name`.
     pub fn has_pod_labels(&self, namespace: &str, name: &str) -> bool {
-        self.pod_labels
-            .iter()
-            .any(|p| p.namespace == namespace && p.name == name)
+        self.pod_labels(namespace, name).is_some()
     }
 
     /// The policy `namespace/name`, if the view holds it.
     pub fn policy(&self, namespace: &str, name: &str) -> Option<&NetworkPolicy> {
-        self.policies
+        let key = (
+            ObjectKind::NetworkPolicy,
+            namespace.to_string(),
+            name.to_string(),
+        );
+        self.objects
+            .get(&key)?
+            .objects
             .iter()
-            .find(|p| p.namespace == namespace && p.name == name)
+            .find_map(|o| match o {
+                Object::NetworkPolicy(p) if p.namespace == namespace && p.name == name => Some(p),
+                _ => None,
+            })
     }
 
     /// The world this node enforces: the datastore's view, with this node's pods taken from
@@ -234,7 +315,7 @@ impl View {
             }
         }
         World {
-            namespaces: self.namespaces.clone(),
+            namespaces: self.namespaces().cloned().collect(),
             nodes: nodes
                 .into_iter()
                 .map(|(name, (underlay, blocks))| Node {
@@ -243,24 +324,73 @@ impl View {
                     pod_cidrs: blocks,
                 })
                 .collect(),
-            endpoints: weft_policy::join_endpoints(&pods, &self.pod_labels),
-            policies: self.policies.clone(),
+            endpoints: join(&pods, self.all_pod_labels()),
+            policies: self.policies().cloned().collect(),
         }
     }
 }
 
+/// [`weft_policy::join_endpoints`] over borrowed labels: the world's endpoints are then the
+/// only copy of the labels it adds, not a second one made for the join.
+fn join<'a>(
+    pods: &[weft_policy::RunningPod],
+    labels: impl Iterator<Item = &'a PodLabels>,
+) -> Vec<weft_policy::Endpoint> {
+    // The first object of a name wins, as in join_endpoints.
+    let mut by_name: HashMap<(&str, &str), (&PodLabels, bool)> = HashMap::new();
+    let mut order = Vec::new();
+    for p in labels {
+        let k = (p.namespace.as_str(), p.name.as_str());
+        if !by_name.contains_key(&k) {
+            by_name.insert(k, (p, false));
+            order.push(k);
+        }
+    }
+    let mut out = Vec::with_capacity(pods.len() + order.len());
+    for pod in pods {
+        let record = by_name
+            .get_mut(&(pod.namespace.as_str(), pod.name.as_str()))
+            .map(|(r, used)| {
+                *used = true;
+                *r
+            });
+        out.push(weft_policy::Endpoint {
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            labels: record.map_or_else(|| pod.fallback_labels.clone(), |r| r.labels.clone()),
+            node: pod.node.clone(),
+            addresses: pod.addresses.clone(),
+            ports: record.map(|r| r.ports.clone()).unwrap_or_default(),
+        });
+    }
+    for k in order {
+        if let Some((p, false)) = by_name.get(&k) {
+            out.push(weft_policy::Endpoint {
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+                labels: p.labels.clone(),
+                node: String::new(),
+                addresses: Vec::new(),
+                ports: p.ports.clone(),
+            });
+        }
+    }
+    out.sort();
+    out
+}
+
 /// A stored object, parsed. weftctl validated it before writing; an object that no longer
 /// parses (a newer weftctl, a hand edit) is skipped loudly rather than stopping policy.
-fn parse(o: &weft_store::StoredObject) -> Option<Vec<Object>> {
-    match weft_policy::parse(&o.value.to_string(), &ParseOptions::default()) {
+fn parse(key: &Key, value: &serde_json::Value) -> Option<Vec<Object>> {
+    match weft_policy::parse(&value.to_string(), &ParseOptions::default()) {
         Ok(parsed) => Some(parsed),
         Err(e) => {
             log::error(
                 "stored policy object unreadable; ignored",
                 &[
-                    ("kind", o.kind.name().into()),
-                    ("namespace", o.namespace.clone().into()),
-                    ("name", o.name.clone().into()),
+                    ("kind", key.0.name().into()),
+                    ("namespace", key.1.clone().into()),
+                    ("name", key.2.clone().into()),
                     ("error", e.to_string().into()),
                 ],
             );
@@ -319,12 +449,19 @@ mod tests {
                 vec!["10.244.0.64/26".parse().unwrap()],
             ),
         );
-        v.pod_labels = vec![PodLabels {
-            namespace: "shop".into(),
-            name: "web".into(),
-            labels: [("app".to_string(), "web".to_string())].into(),
-            ports: Default::default(),
-        }];
+        v.objects.insert(
+            (ObjectKind::PodLabels, "shop".into(), "web".into()),
+            Parsed {
+                fingerprint: (0, 0),
+                objects: vec![Object::PodLabels(PodLabels {
+                    namespace: "shop".into(),
+                    name: "web".into(),
+                    labels: [("app".to_string(), "web".to_string())].into(),
+                    ports: Default::default(),
+                })]
+                .into(),
+            },
+        );
         let mut local = Local::new();
         let f = file("c1", "web", "10.244.0.2");
         local.insert((f.container_id.clone(), f.ifname.clone()), f);

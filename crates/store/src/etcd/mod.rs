@@ -720,6 +720,18 @@ impl Datastore for EtcdStore {
     }
 
     async fn policy_view(&self) -> Result<PolicyView, StoreError> {
+        let mut objects = Vec::new();
+        let mut view = self.policy_view_each(|o| objects.push(o)).await?;
+        objects
+            .sort_by(|a, b| (a.kind, &a.namespace, &a.name).cmp(&(b.kind, &b.namespace, &b.name)));
+        view.objects = objects;
+        Ok(view)
+    }
+
+    async fn policy_view_each<F: FnMut(StoredObject) + Send>(
+        &self,
+        mut each: F,
+    ) -> Result<PolicyView, StoreError> {
         let keys = &self.inner.keys;
         let (revision, kvs) = self.list("policy_view", &keys.root(), false).await?;
         let mut view = PolicyView {
@@ -732,16 +744,17 @@ impl Datastore for EtcdStore {
             objects: Vec::new(),
             endpoints: Vec::new(),
         };
-        for kv in &kvs {
+        // Each pair is dropped once read: the raw list shrinks while the view grows.
+        for kv in kvs {
             match keys.classify(kv.key()) {
                 KeyKind::Config => {
                     view.snapshot.config = Some(parse_config(&keys.config(), kv.value())?);
                 }
                 KeyKind::Node(name) => view.snapshot.nodes.extend(parse_node(&name, kv.value())),
-                KeyKind::Block(b) => view.snapshot.blocks.push(block_owner(b, kv)),
+                KeyKind::Block(b) => view.snapshot.blocks.push(block_owner(b, &kv)),
                 KeyKind::Object(kind, namespace, name) => {
                     if let Ok(value) = serde_json::from_slice(kv.value()) {
-                        view.objects.push(StoredObject {
+                        each(StoredObject {
                             kind,
                             namespace,
                             name,
@@ -757,8 +770,6 @@ impl Datastore for EtcdStore {
             }
         }
         view.snapshot.blocks.sort_by_key(|b| b.block);
-        view.objects
-            .sort_by(|a, b| (a.kind, &a.namespace, &a.name).cmp(&(b.kind, &b.namespace, &b.name)));
         view.endpoints.sort();
         Ok(view)
     }

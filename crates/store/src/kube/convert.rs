@@ -152,22 +152,23 @@ pub fn policy_json(p: &NetworkPolicy) -> Option<(String, String, Value)> {
     ))
 }
 
-/// What weft reads of a Pod.
+/// What weft reads of a Pod, and no more: the mirror holds one per pod of the cluster,
+/// keyed by namespace and name. Its PodLabels object ([`PodView::labels_json`]) is built
+/// when read, not kept: as a `serde_json::Value` it is ~2.5 KiB a pod, ten times this.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PodView {
-    pub namespace: String,
-    pub name: String,
     pub node: String,
     pub addresses: Vec<IpAddr>,
-    /// The PodLabels object (labels and named container ports).
-    pub labels: Value,
+    /// Sorted by key: a pod's few labels as a list cost a third of a `BTreeMap` (whose
+    /// smallest node has room for eleven).
+    pub labels: Vec<(String, String)>,
+    /// Named container ports: name, number, protocol.
+    pub ports: Vec<(String, i32, String)>,
 }
 
 /// Host-network pods carry the node's addresses and no policy applies to them: not a pod of
 /// the pod network. Finished pods hold no address any more.
 pub fn pod_view(p: &Pod) -> Option<PodView> {
-    let name = p.metadata.name.clone()?;
-    let namespace = p.metadata.namespace.clone()?;
     let spec = p.spec.as_ref()?;
     if spec.host_network == Some(true) {
         return None;
@@ -193,46 +194,68 @@ pub fn pod_view(p: &Pod) -> Option<PodView> {
     for c in &spec.containers {
         for port in c.ports.iter().flatten() {
             if let Some(pname) = &port.name {
-                ports.push(json!({
-                    "name": pname,
-                    "containerPort": port.container_port,
-                    "protocol": port.protocol.clone().unwrap_or_else(|| "TCP".into()),
-                }));
+                ports.push((
+                    pname.clone(),
+                    port.container_port,
+                    port.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                ));
             }
         }
     }
-    let mut labels = json!({
-        "apiVersion": "weft.dev/v1",
-        "kind": "PodLabels",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": p.metadata.labels.clone().unwrap_or_default(),
-        },
-    });
-    if !ports.is_empty() {
-        labels["spec"] = json!({ "ports": ports });
-    }
     Some(PodView {
         node: spec.node_name.clone().unwrap_or_default(),
-        namespace,
-        name,
         addresses,
-        labels,
+        labels: p
+            .metadata
+            .labels
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        ports,
     })
 }
 
 impl PodView {
     /// The endpoint a scheduled pod with an address is.
-    pub fn endpoint(&self) -> Option<EndpointRecord> {
+    pub fn endpoint(&self, namespace: &str, name: &str) -> Option<EndpointRecord> {
         (!self.node.is_empty() && !self.addresses.is_empty()).then(|| EndpointRecord {
             node: self.node.clone(),
-            namespace: self.namespace.clone(),
-            name: self.name.clone(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
             container_id: String::new(),
             ifname: String::new(),
             addresses: self.addresses.clone(),
         })
+    }
+
+    /// The pod's PodLabels object (labels and named container ports).
+    pub fn labels_json(&self, namespace: &str, name: &str) -> Value {
+        let map: serde_json::Map<String, Value> = self
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        let mut labels = json!({
+            "apiVersion": "weft.dev/v1",
+            "kind": "PodLabels",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": map,
+            },
+        });
+        if !self.ports.is_empty() {
+            let ports: Vec<Value> = self
+                .ports
+                .iter()
+                .map(|(name, port, protocol)| {
+                    json!({"name": name, "containerPort": port, "protocol": protocol})
+                })
+                .collect();
+            labels["spec"] = json!({ "ports": ports });
+        }
+        labels
     }
 }
 

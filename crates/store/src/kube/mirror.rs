@@ -36,8 +36,8 @@ const FANOUT: usize = 1024;
 
 /// The log's changes after a revision, or None when the log no longer reaches back to it.
 pub(crate) type Since = (
-    Option<Vec<(Revision, Change)>>,
-    broadcast::Receiver<(Revision, Change)>,
+    Option<Vec<(Revision, Arc<Change>)>>,
+    broadcast::Receiver<(Revision, Arc<Change>)>,
 );
 
 #[derive(Clone, Debug)]
@@ -85,8 +85,9 @@ pub(crate) struct State {
     pub synced: BTreeSet<Kind>,
     /// Keys seen since the last `Init` of each kind: what a relist did not list is gone.
     relisting: BTreeMap<Kind, BTreeSet<String>>,
-    log: VecDeque<(Revision, Change)>,
-    tx: broadcast::Sender<(Revision, Change)>,
+    /// Shared with the broadcast: one copy of each change, however many hold it.
+    log: VecDeque<(Revision, Arc<Change>)>,
+    tx: broadcast::Sender<(Revision, Arc<Change>)>,
     /// Woken when a Node goes: its blocks are swept at once, not at the next round.
     pub node_gone: Arc<Notify>,
 }
@@ -111,6 +112,7 @@ impl State {
     }
 
     fn emit(&mut self, c: Change) {
+        let c = Arc::new(c);
         self.rev += 1;
         if self.log.len() == LOG_LEN {
             self.log.pop_front();
@@ -402,7 +404,7 @@ impl State {
         self.local
             .get(key)
             .cloned()
-            .or_else(|| self.pods.get(key).and_then(PodView::endpoint))
+            .or_else(|| self.pods.get(key).and_then(|p| p.endpoint(&key.0, &key.1)))
     }
 
     fn endpoint_changes(&mut self, before: Option<EndpointRecord>, key: &(String, String)) {
@@ -429,17 +431,22 @@ impl State {
             return;
         };
         self.seen(Kind::Pods, format!("{ns}/{name}"));
-        let key = (ns.clone(), name.clone());
+        let key = (ns, name);
         let Some(view) = convert::pod_view(p) else {
             // Host network: not (or no longer) a pod of the pod network.
-            self.remove_pod(&ns, &name);
+            self.remove_pod(&key.0, &key.1);
             return;
         };
         let before = self.endpoint(&key);
-        let old = self.pods.insert(key.clone(), view.clone());
-        if old.as_ref().map(|o| &o.labels) != Some(&view.labels) {
-            self.put_object(ObjectKind::PodLabels, &ns, &name, view.labels);
+        let labels_changed = self
+            .pods
+            .get(&key)
+            .is_none_or(|o| (&o.labels, &o.ports) != (&view.labels, &view.ports));
+        if labels_changed {
+            let value = view.labels_json(&key.0, &key.1);
+            self.put_object(ObjectKind::PodLabels, &key.0, &key.1, value);
         }
+        self.pods.insert(key.clone(), view);
         self.endpoint_changes(before, &key);
     }
 
@@ -479,24 +486,36 @@ impl State {
     }
 
     pub fn objects(&self, kind: ObjectKind) -> Vec<StoredObject> {
-        let obj = |namespace: &str, name: &str, value: &Value| StoredObject {
+        let mut list = Vec::new();
+        self.each_object(kind, &mut |o| list.push(o));
+        list
+    }
+
+    /// Every object of `kind`, sorted by namespace and name, built one at a time (a pod's
+    /// PodLabels object exists only while it is handed over).
+    pub fn each_object(&self, kind: ObjectKind, each: &mut dyn FnMut(StoredObject)) {
+        let obj = |namespace: &str, name: &str, value: Value| StoredObject {
             kind,
             namespace: namespace.to_string(),
             name: name.to_string(),
-            value: value.clone(),
+            value,
         };
         match kind {
-            ObjectKind::Namespace => self.namespaces.iter().map(|(n, v)| obj("", n, v)).collect(),
-            ObjectKind::NetworkPolicy => self
-                .policies
-                .iter()
-                .map(|((ns, n), v)| obj(ns, n, v))
-                .collect(),
-            ObjectKind::PodLabels => self
-                .pods
-                .iter()
-                .map(|((ns, n), p)| obj(ns, n, &p.labels))
-                .collect(),
+            ObjectKind::Namespace => {
+                for (n, v) in &self.namespaces {
+                    each(obj("", n, v.clone()));
+                }
+            }
+            ObjectKind::NetworkPolicy => {
+                for ((ns, n), v) in &self.policies {
+                    each(obj(ns, n, v.clone()));
+                }
+            }
+            ObjectKind::PodLabels => {
+                for ((ns, n), p) in &self.pods {
+                    each(obj(ns, n, p.labels_json(ns, n)));
+                }
+            }
         }
     }
 }

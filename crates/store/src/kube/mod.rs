@@ -24,6 +24,7 @@
 pub mod configmap;
 mod convert;
 mod mirror;
+mod slim;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -59,6 +60,7 @@ use crate::model::{EndpointRecord, NodeRecord, PolicyView, Snapshot, WatchEvent}
 use crate::objects::{ObjectEvent, ObjectKind, StoredObject, check_endpoint_names, check_names};
 use crate::{Datastore, LeaseId, Revision, validate_node_name};
 use mirror::{BlockEntry, Change, Kind, State};
+use slim::{SlimNode, SlimPod};
 
 /// The ConfigMap that holds the cluster config.
 pub const CONFIG_MAP: &str = "weft-config";
@@ -67,6 +69,8 @@ const SYNC_WAIT: Duration = Duration::from_secs(10);
 /// Rounds of a compare-and-swap loop before giving up (each lost round means someone else
 /// wrote the same object meanwhile).
 const CAS_ROUNDS: usize = 16;
+/// Objects per page of a watch's list.
+const LIST_PAGE: u32 = 500;
 /// How often orphaned blocks (their Node gone) are looked for, besides at each Node delete.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -219,10 +223,12 @@ impl KubeStore {
             state: state.clone(),
             errors: errors.clone(),
         };
+        // Nodes and Pods are watched as slim types (`slim`): only the fields weft reads are
+        // decoded, so a list page holds names, labels and addresses, not whole objects.
         tasks.push(w(Kind::Nodes, "nodes").spawn(
-            Api::<Node>::all(client.clone()),
-            |s, n: &Node| s.upsert_node(n),
-            |s, n: &Node| s.remove_node(n.metadata.name.as_deref().unwrap_or_default()),
+            Api::<SlimNode>::all(client.clone()),
+            |s, n: &SlimNode| s.upsert_node(&n.to_node()),
+            |s, n: &SlimNode| s.remove_node(n.meta().name.as_deref().unwrap_or_default()),
         ));
         if ipam == IpamMode::Weft {
             tasks.push(w(Kind::Blocks, "weftblocks").spawn(
@@ -253,12 +259,12 @@ impl KubeStore {
             },
         ));
         tasks.push(w(Kind::Pods, "pods").spawn(
-            Api::<Pod>::all(client.clone()),
-            |s, p: &Pod| s.upsert_pod(p),
-            |s, p: &Pod| {
+            Api::<SlimPod>::all(client.clone()),
+            |s, p: &SlimPod| s.upsert_pod(&p.to_pod()),
+            |s, p: &SlimPod| {
                 s.remove_pod(
-                    p.metadata.namespace.as_deref().unwrap_or_default(),
-                    p.metadata.name.as_deref().unwrap_or_default(),
+                    p.meta().namespace.as_deref().unwrap_or_default(),
+                    p.meta().name.as_deref().unwrap_or_default(),
                 )
             },
         ));
@@ -531,7 +537,7 @@ impl KubeStore {
     fn subscribe<T: Clone + Send + 'static>(
         &self,
         from: Revision,
-        pick: fn(Change) -> Option<T>,
+        pick: fn(&Change) -> Option<T>,
         resync: T,
     ) -> mpsc::Receiver<T> {
         let (tx, rx) = mpsc::channel(1024);
@@ -547,7 +553,7 @@ impl KubeStore {
                 Some(list) => {
                     for (rev, c) in list {
                         last = rev;
-                        if let Some(ev) = pick(c)
+                        if let Some(ev) = pick(&c)
                             && tx.send(ev).await.is_err()
                         {
                             return;
@@ -562,7 +568,7 @@ impl KubeStore {
                             continue;
                         }
                         last = rev;
-                        if let Some(ev) = pick(c)
+                        if let Some(ev) = pick(&c)
                             && tx.send(ev).await.is_err()
                         {
                             return;
@@ -607,10 +613,13 @@ impl KubeStore {
             Some(p) => st.upsert_pod(&p),
             None => return Ok(None),
         }
-        Ok(st
-            .objects(ObjectKind::PodLabels)
-            .into_iter()
-            .find(|o| o.namespace == namespace && o.name == name))
+        let key = (namespace.to_string(), name.to_string());
+        Ok(st.pods.get(&key).map(|p| StoredObject {
+            kind: ObjectKind::PodLabels,
+            namespace: key.0.clone(),
+            name: key.1.clone(),
+            value: p.labels_json(&key.0, &key.1),
+        }))
     }
 }
 
@@ -687,9 +696,15 @@ impl Watch {
             // Bookmarks (the default) keep the resourceVersion fresh on quiet kinds, so a
             // reconnect resumes instead of relisting; a relist, when the server says the
             // version expired, is folded in as a diff (mirror::State::init_done).
-            let mut events = watcher(api, watcher::Config::default())
-                .default_backoff()
-                .boxed();
+            //
+            // Lists are paginated, 500 objects a page, each page folded into the mirror and
+            // dropped before the next is read. The list semantic stays `MostRecent`: with
+            // `Any` (resourceVersion=0) the API server answers from its watch cache and
+            // ignores the limit, one page of the whole kind.
+            let config = watcher::Config::default()
+                .list_semantic(watcher::ListSemantic::MostRecent)
+                .page_size(LIST_PAGE);
+            let mut events = watcher(api, config).default_backoff().boxed();
             while let Some(ev) = events.next().await {
                 match ev {
                     Ok(ev) => {
@@ -1034,7 +1049,7 @@ impl Datastore for KubeStore {
         Ok(self.subscribe(
             from,
             |c| match c {
-                Change::Store(e) => Some(e),
+                Change::Store(e) => Some(e.clone()),
                 Change::Object(_) => None,
             },
             WatchEvent::Resync,
@@ -1184,7 +1199,7 @@ impl Datastore for KubeStore {
         Ok(self.subscribe(
             from,
             |c| match c {
-                Change::Object(e) => Some(e),
+                Change::Object(e) => Some(e.clone()),
                 Change::Store(_) => None,
             },
             ObjectEvent::Resync,
@@ -1214,6 +1229,16 @@ impl Datastore for KubeStore {
     }
 
     async fn policy_view(&self) -> Result<PolicyView, StoreError> {
+        let mut objects = Vec::new();
+        let mut view = self.policy_view_each(|o| objects.push(o)).await?;
+        view.objects = objects;
+        Ok(view)
+    }
+
+    async fn policy_view_each<F: FnMut(StoredObject) + Send>(
+        &self,
+        mut each: F,
+    ) -> Result<PolicyView, StoreError> {
         let config = self.config().await?;
         self.synced(
             "policy_view",
@@ -1227,13 +1252,12 @@ impl Datastore for KubeStore {
         )
         .await?;
         let st = self.state();
-        let mut objects = Vec::new();
         for k in ObjectKind::ALL {
-            objects.extend(st.objects(k));
+            st.each_object(k, &mut each);
         }
         Ok(PolicyView {
             snapshot: self.snapshot_locked(&st, config),
-            objects,
+            objects: Vec::new(),
             endpoints: st.endpoints(),
         })
     }
