@@ -75,7 +75,10 @@ impl View {
     /// Reads the whole view; objects whose JSON is the same as in `previous` are taken from
     /// it instead of parsed again. The objects come one at a time
     /// ([`Datastore::policy_view_each`]): only their parsed form is kept.
-    pub async fn load<S: Datastore>(store: &S, previous: Option<&View>) -> Result<View, StoreError> {
+    pub async fn load<S: Datastore>(
+        store: &S,
+        previous: Option<&View>,
+    ) -> Result<View, StoreError> {
         let mut objects = BTreeMap::new();
         // One read, one revision: the view is a state the datastore really was in.
         let pv = store
@@ -266,7 +269,11 @@ impl View {
         name: &str,
     ) -> Option<weft_policy::Endpoint> {
         let pods = self.running(me, local, Some((namespace, name)));
-        let labels: Vec<PodLabels> = self.pod_labels(namespace, name).cloned().into_iter().collect();
+        let labels: Vec<PodLabels> = self
+            .pod_labels(namespace, name)
+            .cloned()
+            .into_iter()
+            .collect();
         weft_policy::join_endpoints(&pods, &labels).pop()
     }
 
@@ -341,8 +348,8 @@ fn join<'a>(
     let mut order = Vec::new();
     for p in labels {
         let k = (p.namespace.as_str(), p.name.as_str());
-        if !by_name.contains_key(&k) {
-            by_name.insert(k, (p, false));
+        if let std::collections::hash_map::Entry::Vacant(e) = by_name.entry(k) {
+            e.insert((p, false));
             order.push(k);
         }
     }
