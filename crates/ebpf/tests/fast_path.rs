@@ -11,48 +11,17 @@
 //! - reopening the pins (a weftd restart) attaches nothing again; detach and `remove_all`
 //!   leave no link, pin, program or qdisc.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use weft_ebpf::{Counters, Datapath, EndpointValue, FLAG_POLICED};
 use weft_testkit::TestNs;
 
-/// The pin directory of this test process, removed on drop (also on a panic).
-struct Pins(PathBuf);
-
-impl Pins {
-    fn new(tag: &str) -> Pins {
-        let p = PathBuf::from(format!(
-            "/sys/fs/bpf/weft-test-{tag}-{}",
-            std::process::id()
-        ));
-        let _ = weft_ebpf::remove_all(&p);
-        Pins(p)
-    }
-}
-
-impl Drop for Pins {
-    fn drop(&mut self) {
-        let _ = weft_ebpf::remove_all(&self.0);
-    }
-}
-
-fn mac_of(ns: &TestNs, dev: &str) -> [u8; 6] {
-    let out = ns.ip(&["-o", "link", "show", dev]);
-    let mac = out
-        .split_whitespace()
-        .skip_while(|w| *w != "link/ether")
-        .nth(1)
-        .expect("link/ether");
-    weft_ebpf::parse_mac(mac).expect("mac")
-}
-
-fn ifindex(ns: &TestNs, dev: &str) -> u32 {
-    let out = ns.ip(&["-o", "link", "show", dev]);
-    out.split(':').next().unwrap().trim().parse().unwrap()
-}
+use common::{Pins, ifindex, mac_of};
 
 fn ping(from: &TestNs, to: &str) -> bool {
     from.exec(&["ping", "-c", "2", "-i", "0.05", "-W", "1", "-q", to])
