@@ -20,18 +20,13 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
-use weft_ebpf::{Counters, Datapath, EndpointValue, FLAG_POLICED, PeerValue};
+use weft_ebpf::{Datapath, EndpointValue, FLAG_POLICED, PeerValue};
 use weft_testkit::TestNs;
 
-use common::{Pins, ifindex, mac_of};
+use common::{Pins, counters, ifindex, mac_of, serve, tcp};
 
 fn ping(from: &TestNs, to: &str) -> (bool, String) {
     from.exec(&["ping", "-c", "2", "-i", "0.05", "-W", "1", to])
-}
-
-fn counters(node: &TestNs, dir: &Path) -> Counters {
-    let dir = dir.to_path_buf();
-    node.run(move || Datapath::open(&dir).unwrap().counters().unwrap())
 }
 
 /// A node: forwarding on, a bridge `br0` with `gw/24` for its pods.
@@ -96,29 +91,6 @@ fn set_up(
     });
 }
 
-/// A TCP server in `ns` on `addr`: answers each connection's line with the address the
-/// connection came from. Runs until the namespace goes (the thread is left to end with
-/// the process).
-fn serve(ns: &TestNs, addr: &'static str) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    ns.spawn(move || {
-        let l = TcpListener::bind(addr).unwrap();
-        tx.send(()).unwrap();
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let peer = s
-                .peer_addr()
-                .map(|p| p.ip().to_string())
-                .unwrap_or_default();
-            let mut line = String::new();
-            if BufReader::new(&s).read_line(&mut line).is_ok() {
-                let _ = writeln!(s, "{peer}");
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(5)).expect("server up");
-}
-
 /// A TCP sink in `ns` on `addr`: reads each connection to its end and answers the count.
 fn sink(ns: &TestNs, addr: &'static str) {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -156,23 +128,6 @@ fn bulk(ns: &TestNs, to: &'static str, bytes: usize) -> Result<usize, String> {
             .read_line(&mut line)
             .map_err(|e| e.to_string())?;
         line.trim().parse().map_err(|e| format!("{line:?}: {e}"))
-    })
-}
-
-/// Connects from `ns` to `to` and returns what the server saw as the client's address.
-fn tcp(ns: &TestNs, to: &'static str) -> Result<String, String> {
-    ns.run(move || {
-        let to: SocketAddr = to.parse().unwrap();
-        let mut s =
-            TcpStream::connect_timeout(&to, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(2)))
-            .map_err(|e| e.to_string())?;
-        writeln!(s, "hello").map_err(|e| e.to_string())?;
-        let mut line = String::new();
-        BufReader::new(&s)
-            .read_line(&mut line)
-            .map_err(|e| e.to_string())?;
-        Ok(line.trim().to_string())
     })
 }
 
