@@ -204,19 +204,25 @@ impl View {
 
     /// The PodLabels object of pod `namespace/name`.
     fn pod_labels(&self, namespace: &str, name: &str) -> Option<&PodLabels> {
-        let key = (
-            ObjectKind::PodLabels,
-            namespace.to_string(),
-            name.to_string(),
-        );
-        self.objects
-            .get(&key)?
-            .objects
-            .iter()
+        self.named(ObjectKind::PodLabels, namespace, name)
             .find_map(|o| match o {
                 Object::PodLabels(p) if p.namespace == namespace && p.name == name => Some(p),
                 _ => None,
             })
+    }
+
+    /// The parsed objects stored under `kind`'s key for `namespace/name` (none if absent).
+    fn named(
+        &self,
+        kind: ObjectKind,
+        namespace: &str,
+        name: &str,
+    ) -> impl Iterator<Item = &Object> {
+        let key = (kind, namespace.to_string(), name.to_string());
+        self.objects
+            .get(&key)
+            .into_iter()
+            .flat_map(|entry| entry.objects.iter())
     }
 
     /// This node's pods from its endpoint files (the datastore's copy of them may lag) and
@@ -284,15 +290,7 @@ impl View {
 
     /// The policy `namespace/name`, if the view holds it.
     pub fn policy(&self, namespace: &str, name: &str) -> Option<&NetworkPolicy> {
-        let key = (
-            ObjectKind::NetworkPolicy,
-            namespace.to_string(),
-            name.to_string(),
-        );
-        self.objects
-            .get(&key)?
-            .objects
-            .iter()
+        self.named(ObjectKind::NetworkPolicy, namespace, name)
             .find_map(|o| match o {
                 Object::NetworkPolicy(p) if p.namespace == namespace && p.name == name => Some(p),
                 _ => None,
