@@ -491,9 +491,11 @@ fn randomized_sequences_stay_equal() {
     for seed in 0..10u64 {
         let mut r = Rng::new(1000 + seed);
         let mut w = random_world(&mut r);
-        // Seeds 2, 5, 8: class chains with deny logging (a `limit … log` rule).
+        // Seeds 2, 5, 8: class chains with deny logging (a `limit … log` rule). Seeds 0,
+        // 4, 8: a union atom for every port region (`pu_`/`nu_` sets patched and recut).
         let o = PlanOptions {
             log_per_second: (seed % 3 == 2).then_some(3),
+            union_above: if seed % 4 == 0 { 0 } else { opts().union_above },
             ..opts()
         };
         let mut cur = plan::compile(&w, &o);

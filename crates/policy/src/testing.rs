@@ -124,11 +124,22 @@ use crate::{Party, evaluate_addrs};
 
 /// One plan per node: `compile` (or `compile_linear` when `linear`).
 pub fn plans(world: &World, linear: bool) -> Map<String, Plan> {
+    plans_tuned(world, linear, |_| {})
+}
+
+/// [`plans`] with `tune` applied to each node's options (e.g. a low
+/// [`PlanOptions::union_above`], so that every port region becomes a union atom).
+pub fn plans_tuned(
+    world: &World,
+    linear: bool,
+    tune: impl Fn(&mut PlanOptions),
+) -> Map<String, Plan> {
     world
         .nodes
         .iter()
         .map(|n| {
-            let o = PlanOptions::new(&n.name);
+            let mut o = PlanOptions::new(&n.name);
+            tune(&mut o);
             let p = if linear {
                 plan::compile_linear(world, &o)
             } else {

@@ -10,7 +10,21 @@ fn agree(seed: u64, linear: bool) -> (usize, usize) {
 }
 
 fn agree_on(seed: u64, linear: bool, w: weft_policy::World) -> (usize, usize) {
-    let p = plans(&w, linear);
+    agree_tuned(seed, linear, w, usize::MAX)
+}
+
+/// `union_above`: see `PlanOptions::union_above` (`usize::MAX`: the default).
+fn agree_tuned(
+    seed: u64,
+    linear: bool,
+    w: weft_policy::World,
+    union_above: usize,
+) -> (usize, usize) {
+    let p = if union_above == usize::MAX {
+        plans(&w, linear)
+    } else {
+        plans_tuned(&w, linear, |o| o.union_above = union_above)
+    };
     let addrs = probe_addresses(&w);
     let mut n = 0;
     let mut allowed = 0;
@@ -25,7 +39,7 @@ fn agree_on(seed: u64, linear: bool, w: weft_policy::World) -> (usize, usize) {
                     let walked = walk(&w, &p, src, dst, proto, port);
                     assert_eq!(
                         walked, v.allowed,
-                        "seed {seed} (linear: {linear}): {src} -> {dst} {port}/{proto}: plan says {walked}, evaluator:\n{v}\nworld: {w:#?}"
+                        "seed {seed} (linear: {linear}, union above {union_above}): {src} -> {dst} {port}/{proto}: plan says {walked}, evaluator:\n{v}\nworld: {w:#?}"
                     );
                     n += 1;
                     allowed += usize::from(v.allowed);
@@ -84,4 +98,25 @@ fn single_stack_plans_agree_with_the_evaluator() {
         }
         agree_on(seed, false, w);
     }
+}
+
+/// Union atoms (a port region's peers merged into sets of its own) enforce what shared
+/// peer sets do: every region a union atom (0), or those of more than one set (1).
+#[test]
+fn union_atom_plans_agree_with_the_evaluator() {
+    let mut unions = 0;
+    for seed in 30_000..30_040 {
+        for union_above in [0, 1] {
+            let mut r = Rng::new(seed);
+            let w = random_world(&mut r);
+            let p = plans_tuned(&w, false, |o| o.union_above = union_above);
+            unions += p
+                .values()
+                .flat_map(|plan| plan.sets.keys())
+                .filter(|s| s.starts_with("pu_") || s.starts_with("nu_"))
+                .count();
+            agree_tuned(seed, false, w, union_above);
+        }
+    }
+    assert!(unions > 40, "only {unions} union sets in 80 worlds");
 }

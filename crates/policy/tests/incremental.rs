@@ -132,13 +132,30 @@ fn change(r: &mut Rng, c: &mut Compiler, next_pod: &mut usize) -> String {
 
 #[test]
 fn every_change_equals_a_full_compile() {
+    every_change_equals_a_full_compile_with(0..60, |_| {});
+}
+
+/// Union atoms kept up to date change by change: every region one (0), or those of more
+/// than one peer set (1), so regions also move between union and shared atoms.
+#[test]
+fn every_change_equals_a_full_compile_with_union_atoms() {
+    every_change_equals_a_full_compile_with(100..130, |o| o.union_above = 0);
+    every_change_equals_a_full_compile_with(200..230, |o| o.union_above = 1);
+}
+
+fn every_change_equals_a_full_compile_with(
+    seeds: std::ops::Range<u64>,
+    tune: impl Fn(&mut PlanOptions),
+) {
     // A fixed number of worlds, not a time budget (see tests/diff.rs).
     let mut changes = 0;
-    for seed in 0..60u64 {
+    let worlds = seeds.end - seeds.start;
+    for seed in seeds {
         let mut r = Rng::new(seed);
         let w: World = random_world(&mut r);
         for node in ["a", "b"] {
-            let opts = PlanOptions::new(node);
+            let mut opts = PlanOptions::new(node);
+            tune(&mut opts);
             let mut c = Compiler::new(w.clone(), opts.clone());
             assert_eq!(c.plan(), &plan::compile(&w, &opts), "seed {seed}: fresh");
             let mut next_pod = 20;
@@ -178,7 +195,10 @@ fn every_change_equals_a_full_compile() {
             }
         }
     }
-    assert!(changes > 1000, "only {changes} changes checked");
+    assert!(
+        changes as u64 > worlds * 2 * 15 * 9 / 10,
+        "only {changes} changes checked"
+    );
 }
 
 /// A policy whose peers other policies name already: the peers' address sets are shared by

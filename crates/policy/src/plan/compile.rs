@@ -13,7 +13,10 @@
 //!   (and, for ingress, resolving the policies' named ports the same way); one chain each;
 //! - an **atom** is the union of the peer sets of the contributions covering some (protocol,
 //!   port) region of a class: one chain per distinct union, one `accept` rule per set,
-//!   shared by every class and region with that union.
+//!   shared by every class and region with that union — or, for a region of more than
+//!   [`PlanOptions::union_above`] sets, a **union atom** of that class and region, whose
+//!   sets of its own merge the peers' addresses (counted per address, so a peer leaving
+//!   takes out only what no other peer of the region holds).
 //!
 //! Names are stable hashes of what they stand for (FNV-1a of a canonical string, typed as
 //! [`ClassName`], [`AtomName`] and [`PeerName`], rendered and parsed in module `names`): a
@@ -61,7 +64,19 @@ pub struct PlanOptions {
     /// whose conntrack entry carries [`CUT_MARK`](super::CUT_MARK) (flows a change denied
     /// while they were established; the agent marks them).
     pub cut_established: bool,
+    /// A port region whose rules name more than this many peer sets gets a *union atom*:
+    /// its peers merged into sets of its own (`pu_`/`nu_`), one lookup per family and kind
+    /// instead of one per peer set, at the price of a copy of those peers' addresses. A few
+    /// peers per region keep reading the shared sets. [`UNION_ABOVE`] by default; tests set
+    /// it low to drive every path through unions.
+    pub union_above: usize,
 }
+
+/// See [`PlanOptions::union_above`]. Eight hash lookups cost a new flow's first packet
+/// about what one set lookup and a jump do; a region of hundreds of peers (one port that
+/// many policies open to peers of their own) costs hundreds, and its chain as many rules
+/// for the kernel to resolve by name on every edit.
+pub const UNION_ABOVE: usize = 8;
 
 impl PlanOptions {
     pub fn new(node: &str) -> PlanOptions {
@@ -70,6 +85,7 @@ impl PlanOptions {
             node: node.to_string(),
             log_per_second: None,
             cut_established: false,
+            union_above: UNION_ABOVE,
         }
     }
 }
@@ -90,7 +106,7 @@ struct PeerSet {
 enum Source {
     /// The pods a pod peer selects: [`State::peers`], which every endpoint change patches
     /// (and the set with it, while it exists).
-    Pods(PeerKey),
+    Pods(Rc<PeerKey>),
     /// Fixed ranges of the set's family: an ipBlock minus its excepts, or every address.
     Nets(Rc<Vec<Range>>),
     /// Pod addresses of the set's family computed with the contribution: an egress named
@@ -135,13 +151,24 @@ struct ClassEntry {
     egress_named: bool,
 }
 
-/// An atom chain the plan holds (shared by every class with a region allowing exactly the
-/// union of the same peer sets).
+/// An atom chain the plan holds: shared by every class with a region allowing exactly the
+/// union of the same peer sets, or a union atom of one class's region.
 struct AtomEntry {
     /// Classes whose port map jumps here (it goes when none is left).
     classes: usize,
-    /// The peer sets its rules read (each holds one reference to them).
+    /// The shared peer sets its rules read (each holds one reference to them).
     sets: Vec<SetName>,
+    /// A union atom: the peer sets merged into its own sets (it reads no shared set).
+    union: Option<Union>,
+}
+
+/// What a union atom merges.
+#[derive(Default)]
+struct Union {
+    /// The peer sets, in name order.
+    members: Vec<PeerSet>,
+    /// How many members hold each pod address (it leaves the union with the last).
+    counts: HashMap<IpAddr, i64>,
 }
 
 /// An incremental compiler: it holds a [`World`] and the [`Plan`] that [`compile`] would
@@ -187,6 +214,9 @@ struct State {
     /// Peer sets in the plan, with the number of atoms reading each (a set goes with the
     /// last of them).
     shared: HashMap<SetName, usize>,
+    /// Pod peer sets merged into union atoms, with those atoms: a pod entering or leaving
+    /// the peer patches their unions (whether the shared set exists or not).
+    union_index: HashMap<SetName, BTreeSet<AtomName>>,
     /// Local pods' (ingress, egress) classes.
     pods: HashMap<PodKey, [Option<ClassName>; 2]>,
     classes: HashMap<ClassName, ClassEntry>,
@@ -287,6 +317,7 @@ impl Compiler {
                 peers: HashMap::new(),
                 rules: HashMap::new(),
                 shared: HashMap::new(),
+                union_index: HashMap::new(),
                 pods: HashMap::new(),
                 classes: HashMap::new(),
                 atoms: HashMap::new(),
@@ -923,16 +954,25 @@ impl State {
         let mut elements = BTreeMap::new();
         let mut atoms = BTreeSet::new();
         for (elem, coverage) in atoms_of(&contributions) {
-            // The union of the covering contributions' sets, in name order: the atom.
-            let mut sets: BTreeMap<String, &PeerSet> = BTreeMap::new();
-            for &i in &coverage {
-                for ps in contributions[i].sets.iter() {
-                    sets.entry(ps.name.to_string()).or_insert(ps);
-                }
-            }
-            let sets: Vec<(String, PeerSet)> =
-                sets.into_iter().map(|(n, ps)| (n, ps.clone())).collect();
-            let atom = self.atom(world, dir, &sets);
+            // The union of the covering contributions' sets, in name order (peer sets'
+            // names are a fixed-width hash between a kind's prefix and a family digit, so
+            // (peer, family) orders them as their names do): the atom.
+            let mut sets: Vec<&PeerSet> = coverage
+                .iter()
+                .flat_map(|&i| contributions[i].sets.iter())
+                .collect();
+            sets.sort_unstable_by_key(|ps| order(ps));
+            sets.dedup_by_key(|ps| ps.name);
+            let atom = if sets.len() > self.opts.union_above {
+                let members = sets.into_iter().cloned().collect();
+                self.union_atom(world, name, &elem, members)
+            } else {
+                let sets: Vec<(String, PeerSet)> = sets
+                    .into_iter()
+                    .map(|ps| (ps.name.to_string(), ps.clone()))
+                    .collect();
+                self.atom(world, dir, &sets)
+            };
             elements.insert(elem, Some(Verdict::Jump(atom.to_string())));
             atoms.insert(atom);
         }
@@ -1014,11 +1054,19 @@ impl State {
         if a.classes > 0 {
             return;
         }
-        let sets = self.atoms.remove(&name).map(|a| a.sets).unwrap_or_default();
+        let Some(entry) = self.atoms.remove(&name) else {
+            return;
+        };
         // The chain before the sets it reads (the diff orders them so anyway).
         self.remove_chain(name.into());
-        for set in sets {
+        for set in entry.sets {
             self.release_set(set);
+        }
+        if let Some(u) = entry.union {
+            self.unindex_union(name, &u.members);
+            for (kind, f) in union_parts(&u.members) {
+                self.remove_set(union_set(name, kind, f));
+            }
         }
     }
 
@@ -1246,7 +1294,7 @@ impl State {
                     &mut sets,
                 ),
                 PolicyPeer::Pods { .. } => {
-                    let key = peer_key(&policy.namespace, peer);
+                    let key = Rc::new(peer_key(&policy.namespace, peer));
                     let name = PeerName::of(PeerKind::Pods, &pods_key(&key));
                     let (v4, v6) = self.pod_families;
                     for (f, on) in [(Family::V4, v4), (Family::V6, v6)] {
@@ -1299,10 +1347,233 @@ impl State {
             AtomEntry {
                 classes: 0,
                 sets: sets.iter().map(|(_, ps)| ps.name).collect(),
+                union: None,
             },
         );
         self.add_chain(name.into(), Chain { hook: None, rules });
         name
+    }
+
+    /// The union atom of `class`'s port region `region`, merging `members` (name-ordered,
+    /// distinct, more than [`PlanOptions::union_above`]): created unless the class has it
+    /// already, its sets made to hold exactly the members' addresses.
+    ///
+    /// Named after its class, its region and which of its sets exist (pod addresses and
+    /// CIDRs, per family: fixed by the members' names), so its rules — one `accept` per
+    /// set of its own — are fixed by its name, like a shared atom's. Unlike one, it stays
+    /// when a rule starts or stops covering its region: an edited policy patches its sets'
+    /// elements (what the rule's peers add or take away) instead of making a chain of
+    /// hundreds of rules, and a new flow's first packet meets at most four lookups.
+    fn union_atom(
+        &mut self,
+        world: &World,
+        class: ClassName,
+        region: &Elem,
+        members: Vec<PeerSet>,
+    ) -> AtomName {
+        let parts = union_parts(&members);
+        let dir = class.direction();
+        let name = AtomName::of(dir, &format!("union|{class}|{region:?}|{parts:?}"));
+        if !self.atoms.contains_key(&name) {
+            let field = field_of_peers(dir);
+            let mut rules = Vec::new();
+            for &(kind, f) in &parts {
+                let set = union_set(name, kind, f);
+                self.set(set);
+                rules.push(Rule::AddrIn {
+                    v6: f.is_v6(),
+                    field,
+                    set: set.to_string(),
+                    verdict: Verdict::Accept,
+                });
+            }
+            self.atoms.insert(
+                name,
+                AtomEntry {
+                    classes: 0,
+                    sets: Vec::new(),
+                    union: Some(Union::default()),
+                },
+            );
+            self.add_chain(name.into(), Chain { hook: None, rules });
+        }
+        self.set_union_members(world, name, members);
+        name
+    }
+
+    /// Makes union atom `atom` merge `members`: the pod addresses of members that joined
+    /// or left are counted in or out (an address leaves with the last member holding it),
+    /// CIDRs are merged again when an ipBlock joined or left, and endpoint changes of its
+    /// pod peers reach it from now on. Only elements that change are journalled.
+    fn set_union_members(&mut self, world: &World, atom: AtomName, members: Vec<PeerSet>) {
+        let Some(old) = self.atoms.get(&atom).and_then(|a| a.union.as_ref()) else {
+            return;
+        };
+        // Pod peers are kept current by `endpoint_changed`; derived sets only by refills,
+        // so a derived member counts out what it held and in what it holds now.
+        let derived = |m: &PeerSet| matches!(m.source, Source::Derived(_));
+        if old.members.len() == members.len()
+            && old
+                .members
+                .iter()
+                .zip(&members)
+                .all(|(a, b)| a.name == b.name)
+            && !members.iter().any(derived)
+        {
+            return;
+        }
+        let stays = |m: &PeerSet, other: &[PeerSet]| {
+            !matches!(m.source, Source::Derived(_))
+                && other.binary_search_by(|o| order(o).cmp(&order(m))).is_ok()
+        };
+        let gone: Vec<PeerSet> = old
+            .members
+            .iter()
+            .filter(|m| !stays(m, &members))
+            .cloned()
+            .collect();
+        let joined: Vec<PeerSet> = members
+            .iter()
+            .filter(|m| !stays(m, &old.members))
+            .cloned()
+            .collect();
+        if gone.is_empty() && joined.is_empty() {
+            return;
+        }
+        self.unindex_union(atom, &gone);
+        for m in &joined {
+            if let Source::Pods(_) = m.source {
+                self.union_index.entry(m.name).or_default().insert(atom);
+            }
+        }
+        let mut moved: BTreeMap<IpAddr, i64> = BTreeMap::new();
+        for (list, step) in [(&gone, -1), (&joined, 1)] {
+            for m in list {
+                for a in self.member_addrs(world, m) {
+                    *moved.entry(a).or_default() += step;
+                }
+            }
+        }
+        let nets_moved = gone
+            .iter()
+            .chain(&joined)
+            .any(|m| matches!(m.source, Source::Nets(_)));
+        if let Some(u) = self.atoms.get_mut(&atom).and_then(|a| a.union.as_mut()) {
+            u.members = members;
+        }
+        self.count_in_union(atom, moved);
+        if nets_moved {
+            for (kind, f) in self.union_parts_of(atom) {
+                if kind.holds_ranges() {
+                    let elements = self.union_nets(atom, f);
+                    self.set_elements(union_set(atom, kind, f), elements);
+                }
+            }
+        }
+    }
+
+    /// Adds `moved[a]` to the number of union atom `atom`'s members holding pod address
+    /// `a`; an address enters its set at one and leaves at zero.
+    fn count_in_union(&mut self, atom: AtomName, moved: BTreeMap<IpAddr, i64>) {
+        let mut enter = Vec::new();
+        let mut leave = Vec::new();
+        let Some(u) = self.atoms.get_mut(&atom).and_then(|a| a.union.as_mut()) else {
+            return;
+        };
+        for (a, step) in moved {
+            if step == 0 {
+                continue;
+            }
+            let n = u.counts.entry(a).or_default();
+            let was = *n;
+            *n = (*n + step).max(0);
+            match (was, *n) {
+                (0, 1..) => enter.push(a),
+                (1.., 0) => leave.push(a),
+                _ => {}
+            }
+            if *n == 0 {
+                u.counts.remove(&a);
+            }
+        }
+        for f in Family::ALL {
+            let set = union_set(atom, PeerKind::PodUnion, f);
+            let empty = self
+                .plan
+                .sets
+                .get(&set.to_string())
+                .is_none_or(|s| s.elements.is_empty());
+            if empty && leave.is_empty() {
+                // A new set is moved in whole (see `set_elements`).
+                let all = enter.iter().copied().filter(|a| Family::of(*a) == f);
+                self.set_elements(set, addr_elements(all));
+                continue;
+            }
+            for &a in leave.iter().filter(|a| Family::of(**a) == f) {
+                self.unelem(set, &Elem::addr(a));
+            }
+            for &a in enter.iter().filter(|a| Family::of(**a) == f) {
+                self.elem(set, Elem::addr(a), None);
+            }
+        }
+    }
+
+    fn unindex_union(&mut self, atom: AtomName, members: &[PeerSet]) {
+        for m in members {
+            if let Some(atoms) = self.union_index.get_mut(&m.name) {
+                atoms.remove(&atom);
+                if atoms.is_empty() {
+                    self.union_index.remove(&m.name);
+                }
+            }
+        }
+    }
+
+    /// The pod addresses a member of a union holds (none for an ipBlock).
+    fn member_addrs(&mut self, world: &World, m: &PeerSet) -> Vec<IpAddr> {
+        let SetName::Peer(_, f) = m.name else {
+            return Vec::new();
+        };
+        match &m.source {
+            Source::Pods(key) => {
+                let pods = self.pods_peer(world, key);
+                pods.iter()
+                    .copied()
+                    .filter(|a| Family::of(*a) == f)
+                    .collect()
+            }
+            Source::Derived(d) => d.to_vec(),
+            Source::Nets(_) => Vec::new(),
+        }
+    }
+
+    fn union_parts_of(&self, atom: AtomName) -> BTreeSet<(PeerKind, Family)> {
+        self.atoms
+            .get(&atom)
+            .and_then(|a| a.union.as_ref())
+            .map(|u| union_parts(&u.members))
+            .unwrap_or_default()
+    }
+
+    /// A union atom's ipBlocks of family `f`, merged into disjoint intervals.
+    fn union_nets(&self, atom: AtomName, f: Family) -> BTreeMap<Elem, Option<Verdict>> {
+        let Some(u) = self.atoms.get(&atom).and_then(|a| a.union.as_ref()) else {
+            return BTreeMap::new();
+        };
+        let ranges: Vec<Range> = u
+            .members
+            .iter()
+            .filter(|m| matches!(m.name, SetName::Peer(_, g) if g == f))
+            .filter_map(|m| match &m.source {
+                Source::Nets(r) => Some(r.iter().copied()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        ranges::merge(ranges)
+            .into_iter()
+            .map(|r| (range_elem(r), None))
+            .collect()
     }
 
     // ---- changes ----
@@ -1329,8 +1600,10 @@ impl State {
             .chain(new)
             .flat_map(|e| e.addresses.iter().copied())
             .collect();
+        // Union atoms' counts of the addresses that entered or left a member.
+        let mut unions: BTreeMap<AtomName, BTreeMap<IpAddr, i64>> = BTreeMap::new();
         for (key, was, is) in candidates {
-            let Some(current) = self.peers.get(&key) else {
+            let Some(current) = self.peers.get(&key).cloned() else {
                 continue;
             };
             // Another pod holding one of the old addresses would keep it in: rescan then.
@@ -1345,7 +1618,7 @@ impl State {
             let next = if shared {
                 self.scan_peer(world, &key)
             } else {
-                let mut s = (**current).clone();
+                let mut s = (*current).clone();
                 if let (true, Some(o)) = (was, old) {
                     for a in &o.addresses {
                         s.remove(a);
@@ -1356,12 +1629,20 @@ impl State {
                 }
                 s
             };
-            if next == **current {
+            if next == *current {
                 continue;
             }
             let peer = PeerName::of(PeerKind::Pods, &pods_key(&key));
             for &a in &touched {
                 let set = SetName::Peer(peer, Family::of(a));
+                let step = i64::from(next.contains(&a)) - i64::from(current.contains(&a));
+                if step != 0
+                    && let Some(atoms) = self.union_index.get(&set)
+                {
+                    for &atom in atoms {
+                        *unions.entry(atom).or_default().entry(a).or_default() += step;
+                    }
+                }
                 if !self.shared.contains_key(&set) {
                     continue;
                 }
@@ -1372,6 +1653,9 @@ impl State {
                 }
             }
             self.peers.insert(key, Rc::new(next));
+        }
+        for (atom, moved) in unions {
+            self.count_in_union(atom, moved);
         }
         let named =
             old.is_some_and(|o| !o.ports.is_empty()) || new.is_some_and(|n| !n.ports.is_empty());
@@ -1447,6 +1731,32 @@ impl Matcher {
             Matcher::Pods(pods) => pods.contains(&a),
         }
     }
+}
+
+/// Which sets a union atom of `members` has: pod addresses (pod peers, derived sets) and
+/// CIDRs, per family present among them.
+fn union_parts(members: &[PeerSet]) -> BTreeSet<(PeerKind, Family)> {
+    members
+        .iter()
+        .filter_map(|m| match (m.name, &m.source) {
+            (SetName::Peer(_, f), Source::Nets(_)) => Some((PeerKind::NetUnion, f)),
+            (SetName::Peer(_, f), _) => Some((PeerKind::PodUnion, f)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Where a peer set sorts among an atom's: as its name does (see `fill_class`).
+fn order(ps: &PeerSet) -> (Option<PeerName>, Option<Family>) {
+    match ps.name {
+        SetName::Peer(p, f) => (Some(p), Some(f)),
+        _ => (None, None),
+    }
+}
+
+/// Union atom `atom`'s set of `kind` (pod addresses or CIDRs) and family `f`.
+fn union_set(atom: AtomName, kind: PeerKind, f: Family) -> SetName {
+    SetName::Peer(PeerName::of(kind, &atom.to_string()), f)
 }
 
 /// Single addresses as a set's elements, collected at once (see `set_elements`).

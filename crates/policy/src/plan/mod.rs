@@ -24,9 +24,14 @@
 //!   ip saddr @pp_<h>4 accept                     one rule per distinct peer set covering the
 //!   ip saddr @pn_<h>4 accept                     region (egress atoms test daddr); no match:
 //!   ip6 saddr @pp_<h>6 accept …                  back to the class, which drops
+//!   — or, a *union atom* (a region of more than `union_above` peer sets, 8 by default):
+//!   ip saddr @pu_<h>4 accept                     the region's pod peers merged, and
+//!   ip saddr @nu_<h>4 accept                     its ipBlocks merged (per family present)
 //! set pp_<h>4 / pp_<h>6   one per distinct pod peer (and family): its pods' addresses (hash)
 //! set pn_<h>4 / pn_<h>6   one per distinct ipBlock (its CIDR minus excepts) or "every
 //!                         address" (a rule without peers): an interval set
+//! set pu_<h>4 / nu_<h>4   a union atom's own: its pod peers' addresses (hash, each counted
+//!                         by how many of its peers hold it), its CIDRs (interval)
 //! ```
 //! Peer sets are **shared by the whole table**: every class and atom whose rules name the
 //! same peer reads the same set. A pod peer's set stands for its selectors and, only when it
@@ -56,13 +61,16 @@
 //! policies or the cluster's size — and a packet of the other family skips the rules of the
 //! other family at the `nfproto` test.
 //!
-//! The worst case is a port many policies open to peers of their own: in `weftctl bench
-//! policy`'s world at 10,000 rules (1,000 policies, each naming its own few pods and a /24
-//! on the same server pod) the server's atoms have up to 295 rules (before: one lookup), and
-//! the table 2,029 sets and 7,065 elements (88 and 12,523 in docs/benchmarks.md's figures of
-//! 2026-11-24) — a new connection's first packet pays up to 295 set lookups there. A future step could give an atom whose
-//! sets pass some count a union set of its own again (named after the sets, so still fixed
-//! by its name), kept up to date from the peer sets' changes.
+//! That holds up to `union_above` sets per region. A port many policies open to peers of
+//! their own would otherwise be the worst case: in `weftctl bench policy`'s world at 10,000
+//! rules (1,000 policies, each naming its own few pods and a /24 on the same server pod)
+//! the server's regions are covered by up to 295 peer sets — as many rules, and lookups for
+//! a new connection's first packet, and a table of 2,029 sets for every edit's kernel
+//! commit to search by name. Such a region gets a **union atom** instead: its peers'
+//! addresses merged into sets of its own (`pu_`: pod addresses, `nu_`: CIDRs, per family),
+//! at most four lookups, at the price of one copy of the region's peers' addresses. That
+//! world then has 151 sets and 198 rules. Regions of a few peer sets (the common case, and
+//! all of `weftctl bench scale`'s) keep reading the shared sets, which cost no copy.
 //!
 //! No chain has a number of rules that grows with pods; adding a policy adds at most new
 //! classes and atoms (chains of a few rules) and peer sets for peers nobody named before.
@@ -71,8 +79,11 @@
 //!
 //! Chains never change once created: a chain's rules are fixed by its name (names are
 //! hashes of what a class or atom stands for: a class of its policies, an atom of the peer
-//! sets its rules read, in name order), so a change is only set elements, plus new chains
-//! for a new class or atom and deleted ones for a vanished class or atom. A pod that moves
+//! sets its rules read, in name order, a union atom of its class, its region and which of
+//! its own sets exist), so a change is only set elements, plus new chains for a new class
+//! or atom and deleted ones for a vanished class or atom. A rule joining or leaving a
+//! union atom's region changes its sets' elements — the addresses its peers add or take
+//! away — and not its chain. A pod that moves
 //! changes elements of the peer sets selecting it; a policy changes which atoms its classes'
 //! port maps jump to (existing or new ones, never edited); peer sets are created with the
 //! first atom that reads them and deleted with the last. See [`diff`] for the operations
@@ -97,7 +108,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Direction, PolicyRef};
 
-pub use compile::{Compiler, PlanOptions, compile};
+pub use compile::{Compiler, PlanOptions, UNION_ABOVE, compile};
 pub use diff::{ApplyError, Op, diff};
 #[cfg(feature = "bench")]
 pub use linear::compile_linear;

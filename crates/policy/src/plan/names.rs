@@ -13,6 +13,8 @@
 //! ai_<h> ae_<h>                                 atom chains           AtomName
 //! pp_<h>4 / pn_<h>4 (and …6)                    a peer's addresses,   SetName::Peer (PeerName)
 //!                                               shared by the table
+//! pu_<h>4 / nu_<h>4 (and …6)                    one union atom's      SetName::Peer (PeerName)
+//!                                               peers, merged
 //! li_<h> le_<h>                                 linear plans' chains  ChainName::Linear
 //! ```
 //!
@@ -277,6 +279,30 @@ pub enum PeerKind {
     Pods,
     /// `pn_<h>`: an ipBlock minus its excepts, or every address (a rule without peers).
     Nets,
+    /// `pu_<h>`: a union atom's pod peers merged into one set (see
+    /// [`PlanOptions::union_above`](super::PlanOptions::union_above)), owned by that atom.
+    PodUnion,
+    /// `nu_<h>`: a union atom's ipBlocks merged into one interval set.
+    NetUnion,
+}
+
+impl PeerKind {
+    const ALL: [PeerKind; 4] = [
+        PeerKind::Pods,
+        PeerKind::Nets,
+        PeerKind::PodUnion,
+        PeerKind::NetUnion,
+    ];
+
+    /// CIDRs (an interval set) rather than single pod addresses (a hash set).
+    pub fn holds_ranges(self) -> bool {
+        matches!(self, PeerKind::Nets | PeerKind::NetUnion)
+    }
+
+    /// Pod addresses: a pod peer's own set or a union of them.
+    pub fn holds_pods(self) -> bool {
+        !self.holds_ranges()
+    }
 }
 
 /// A peer set, `pp_<h>` or `pn_<h>` (the family digit follows, see [`SetName::Peer`]): the
@@ -308,6 +334,8 @@ impl PeerName {
         match self.kind {
             PeerKind::Pods => "pp_",
             PeerKind::Nets => "pn_",
+            PeerKind::PodUnion => "pu_",
+            PeerKind::NetUnion => "nu_",
         }
     }
 }
@@ -322,7 +350,8 @@ impl FromStr for PeerName {
     type Err = NameError;
 
     fn from_str(s: &str) -> Result<PeerName, NameError> {
-        for (kind, prefix) in [(PeerKind::Pods, "pp_"), (PeerKind::Nets, "pn_")] {
+        for kind in PeerKind::ALL {
+            let prefix = PeerName { kind, hash: 0 }.prefix();
             if let Some(hash) = parse_hash(s, prefix) {
                 return Ok(PeerName { kind, hash });
             }
@@ -331,9 +360,22 @@ impl FromStr for PeerName {
     }
 }
 
+impl PeerName {
+    /// Where its prefix sorts among the kinds' prefixes (`nu_` < `pn_` < `pp_` < `pu_`):
+    /// compilers sort thousands of these per change, comparing strings was their cost.
+    fn rank(self) -> u8 {
+        match self.kind {
+            PeerKind::NetUnion => 0,
+            PeerKind::Nets => 1,
+            PeerKind::Pods => 2,
+            PeerKind::PodUnion => 3,
+        }
+    }
+}
+
 impl Ord for PeerName {
     fn cmp(&self, other: &PeerName) -> std::cmp::Ordering {
-        (self.prefix(), self.hash).cmp(&(other.prefix(), other.hash))
+        (self.rank(), self.hash).cmp(&(other.rank(), other.hash))
     }
 }
 
@@ -460,7 +502,7 @@ impl SetName {
     pub fn spec(self) -> Set {
         let (key, interval, map) = match self {
             SetName::Known(f) | SetName::Denied(_, f) => (f.key(), false, false),
-            SetName::Peer(p, f) => (f.key(), p.kind() == PeerKind::Nets, false),
+            SetName::Peer(p, f) => (f.key(), p.kind().holds_ranges(), false),
             SetName::Blocks(f) => (f.key(), true, false),
             SetName::SelfPairs(Family::V4) => (KeyType::Ipv4Pair, false, false),
             SetName::SelfPairs(Family::V6) => (KeyType::Ipv6Pair, false, false),
@@ -560,8 +602,9 @@ mod tests {
             out.push(SetName::Ports(class(d, "z")));
         }
         for f in Family::ALL {
-            out.push(SetName::Peer(PeerName::of(PeerKind::Pods, "x"), f));
-            out.push(SetName::Peer(PeerName::of(PeerKind::Nets, "y"), f));
+            for k in PeerKind::ALL {
+                out.push(SetName::Peer(PeerName::of(k, "x"), f));
+            }
         }
         out
     }
@@ -607,6 +650,20 @@ mod tests {
         assert_eq!(
             rendered(SetName::Peer(PeerName::of(PeerKind::Nets, "k"), Family::V6)),
             format!("pn_{h}6")
+        );
+        assert_eq!(
+            rendered(SetName::Peer(
+                PeerName::of(PeerKind::PodUnion, "k"),
+                Family::V4
+            )),
+            format!("pu_{h}4")
+        );
+        assert_eq!(
+            rendered(SetName::Peer(
+                PeerName::of(PeerKind::NetUnion, "k"),
+                Family::V6
+            )),
+            format!("nu_{h}6")
         );
         assert_eq!(
             ChainName::Base(BaseChain::PodEgressLocal).to_string(),
@@ -677,6 +734,8 @@ mod tests {
             &format!("pp_{}4", &h[1..]),
             &format!("px_{h}4"),
             &format!("pp_{h}_a4"),
+            &format!("pu_{h}"),
+            &format!("nu_{}4", &h[1..]),
             "pp_+123456789abcdef4",
         ] {
             assert!(s.parse::<SetName>().is_err(), "set {s:?} accepted");
@@ -754,6 +813,10 @@ mod tests {
             (spec.key, spec.interval, spec.map, spec.role),
             (KeyType::Ipv4, true, false, Role::Peers)
         );
+        let spec = SetName::Peer(PeerName::of(PeerKind::PodUnion, "p"), Family::V4).spec();
+        assert_eq!((spec.key, spec.interval), (KeyType::Ipv4, false));
+        let spec = SetName::Peer(PeerName::of(PeerKind::NetUnion, "p"), Family::V6).spec();
+        assert_eq!((spec.key, spec.interval), (KeyType::Ipv6, true));
     }
 
     #[test]
@@ -765,7 +828,7 @@ mod tests {
         assert_eq!(b.to_string().parse::<PeerName>(), Ok(b));
         assert!(a.to_string().parse::<SetName>().is_err(), "no family digit");
         let mut peers: Vec<PeerName> = (0..40)
-            .flat_map(|i| [PeerKind::Pods, PeerKind::Nets].map(|k| PeerName::of(k, &i.to_string())))
+            .flat_map(|i| PeerKind::ALL.map(|k| PeerName::of(k, &i.to_string())))
             .collect();
         peers.sort();
         let names: Vec<String> = peers.iter().map(ToString::to_string).collect();
@@ -773,14 +836,19 @@ mod tests {
         sorted.sort();
         assert_eq!(names, sorted);
         // No other kind of name takes a peer set's prefix.
+        let peer_prefix = |s: &str| {
+            ["pp_", "pn_", "pu_", "nu_"]
+                .iter()
+                .any(|p| s.starts_with(p))
+        };
         for n in every_set() {
             let s = n.to_string();
             let peer = matches!(n, SetName::Peer(..));
-            assert_eq!(s.starts_with("pp_") || s.starts_with("pn_"), peer, "{s}");
+            assert_eq!(peer_prefix(&s), peer, "{s}");
         }
         for n in every_chain() {
             let s = n.to_string();
-            assert!(!s.starts_with("pp_") && !s.starts_with("pn_"), "{s}");
+            assert!(!peer_prefix(&s), "{s}");
         }
     }
 }

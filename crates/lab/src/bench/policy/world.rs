@@ -380,17 +380,29 @@ mod tests {
     fn change_costs_at_10000() {
         let w = world(10_000, true);
         let mut c = plan::Compiler::new(w, PlanOptions::new(NODE));
+        let p = c.plan();
+        let rules: usize = p.chains.values().map(|c| c.rules.len()).sum();
+        eprintln!(
+            "{} sets, {} chains, {rules} rules",
+            p.sets.len(),
+            p.chains.len()
+        );
         let k = edit_target(10_000);
         let t = std::time::Instant::now();
+        let mut weight = 0;
         for j in 0..200 {
             c.upsert_policy(allow_policy(
                 k,
                 if j % 2 == 0 { 1 + j / 2 % 7 } else { 0 },
                 true,
             ));
-            let _ = c.take_ops();
+            weight += c.take_ops().iter().map(plan::Op::weight).sum::<usize>();
         }
-        eprintln!("edit: {:?} each", t.elapsed() / 200);
+        eprintln!(
+            "edit: {:?} each, {} op weight",
+            t.elapsed() / 200,
+            weight / 200
+        );
         let t = std::time::Instant::now();
         for j in 0..200 {
             let (ns, name) = relabel_target(j / 2);

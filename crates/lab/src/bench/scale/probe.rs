@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use weft_nft::counters;
-use weft_policy::plan::{Family, PeerKind, SetName};
+use weft_policy::plan::{Family, SetName};
 
 use crate::bench::error::{BenchError, Result};
 
@@ -36,10 +36,11 @@ pub fn peer_sets() -> Result<BTreeMap<IpAddr, Vec<String>>> {
     Ok(out)
 }
 
-/// A pod peer's address set, `pp_<h>4` / `pp_<h>6` (hash sets of pod addresses shared by
-/// the table's atoms; `pn_` interval sets hold ipBlocks, which this world has none of).
+/// A set of pod addresses: a pod peer's, `pp_<h>4` / `pp_<h>6` (shared by the table's
+/// atoms), or a union atom's, `pu_<h>4` / `pu_<h>6` (`pn_`/`nu_` interval sets hold
+/// ipBlocks, which this world has none of).
 fn is_peer_set(name: &str) -> bool {
-    matches!(name.parse(), Ok(SetName::Peer(p, _)) if p.kind() == PeerKind::Pods)
+    matches!(name.parse(), Ok(SetName::Peer(p, _)) if p.kind().holds_pods())
 }
 
 /// Whether `set` holds `addr` (one dump of that set).
