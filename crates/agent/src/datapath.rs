@@ -11,12 +11,13 @@
 //!   Flags are raised before a commit and lowered after it, so no packet of a pod the
 //!   kernel's policy selects skips it.
 //!
-//! - once the backend is up, the uplink program goes on the underlay interface (the one
-//!   holding the node's underlay address), and the peer map follows weft's own routes out
-//!   of it (`proto 87` with a next hop on the uplink: host-gw peers; VXLAN peers go through
-//!   `weft.vx` and stay on the kernel path), re-read after every batch of peer changes and
-//!   every resync. Without the uplink program the peer map is kept empty, so no flow leaves
-//!   by the fast path whose replies would arrive by the kernel's.
+//! - once the backend is up, the arrival program goes on the underlay interface (the one
+//!   holding the node's underlay address) and on `weft.vx` while it exists, and the peer
+//!   map follows weft's own routes (`proto 87`) out of a device with the program: host-gw
+//!   peers (a next hop out of the uplink) and VXLAN peers (the peer's VTEP address, onlink,
+//!   out of `weft.vx`). It is re-read after every batch of peer changes and every resync.
+//!   A route out of a device without the program stays out of the map, so no flow leaves by
+//!   the fast path whose replies would arrive by the kernel's.
 //!
 //! If the fast path cannot be loaded or attached at start-up, weftd logs an error, says so in
 //! its status and runs as `nft`: every pod keeps the kernel path, never an unpoliced one.
@@ -33,7 +34,7 @@ use std::path::PathBuf;
 
 use clap::ValueEnum;
 use weft_ebpf::{EndpointValue, FLAG_POLICED, PeerValue};
-use weft_proto::{DatapathStatus, EndpointFile};
+use weft_proto::{DatapathStatus, EndpointFile, MapFill};
 
 use crate::log;
 
@@ -57,8 +58,10 @@ pub struct Datapath {
     requested: Kind,
     pin_dir: PathBuf,
     fast: Option<weft_ebpf::Datapath>,
-    /// The underlay interface with the uplink program: name, ifindex.
+    /// The underlay interface with the arrival program: name, ifindex.
     uplink: Option<(String, u32)>,
+    /// `weft.vx`'s ifindex, while it exists with the arrival program on it.
+    tunnel: Option<u32>,
     /// Why `ebpf` was asked for and `nft` runs.
     error: Option<String>,
 }
@@ -79,6 +82,7 @@ impl Datapath {
             pin_dir,
             fast: None,
             uplink: None,
+            tunnel: None,
             error: None,
         };
         match requested {
@@ -266,13 +270,36 @@ impl Datapath {
     }
 
     /// Makes the peer map what weft's routes say: every IPv4 route weft programmed with a
-    /// next hop out of the uplink (a host-gw peer's block), nothing else.
+    /// next hop out of the uplink (a host-gw peer's block) or out of `weft.vx` (a VXLAN
+    /// peer's), each only while that device has the arrival program; nothing else. The
+    /// program follows `weft.vx` first: the backend makes it, and remakes it when its
+    /// identity changes (a new ifindex, whose link must be made anew).
     pub fn sync_peers(&mut self) {
         let Some(fast) = &mut self.fast else {
             return;
         };
+        let tunnel = match sync_tunnel(fast) {
+            Ok(t) => t,
+            Err(e) => {
+                log::error(
+                    "eBPF datapath: arrival program not on the VXLAN device; VXLAN peers keep the kernel path",
+                    &[("device", weft_backend::DEVICE.into()), ("error", e.into())],
+                );
+                None
+            }
+        };
+        if tunnel.is_some() && tunnel != self.tunnel {
+            log::info(
+                "eBPF datapath: VXLAN device attached",
+                &[
+                    ("device", weft_backend::DEVICE.into()),
+                    ("programId", fast.uplink_program_id().into()),
+                ],
+            );
+        }
+        self.tunnel = tunnel;
         let uplink = self.uplink.as_ref().map(|(_, i)| *i);
-        if let Err(e) = sync_peers(fast, uplink) {
+        if let Err(e) = sync_peers(fast, uplink, tunnel) {
             log::error("eBPF datapath: peer map not synced", &[("error", e.into())]);
         }
     }
@@ -296,7 +323,21 @@ impl Datapath {
                     .count();
             }
             st.uplink = self.uplink.as_ref().map(|(n, _)| n.clone());
+            st.tunnel = self.tunnel.map(|_| weft_backend::DEVICE.to_owned());
             st.peers = fast.peers().map(|p| p.len()).unwrap_or(0);
+            match fast.map_fill() {
+                Ok(maps) => {
+                    st.maps = maps
+                        .into_iter()
+                        .map(|m| MapFill {
+                            name: m.name.to_owned(),
+                            entries: m.entries,
+                            max_entries: m.max_entries,
+                        })
+                        .collect()
+                }
+                Err(e) => st.error = Some(format!("map fill unreadable: {e}")),
+            }
             match fast.counters() {
                 Ok(c) => {
                     st.redirected = c.redirected;
@@ -412,7 +453,7 @@ fn attach_uplink(
         .ok_or_else(|| format!("underlay interface #{index} not found"))?
         .name;
     for old in fast.uplinks().map_err(|e| e.to_string())? {
-        if old != name {
+        if old != name && old != weft_backend::DEVICE {
             fast.detach_uplink(&old).map_err(|e| e.to_string())?;
         }
     }
@@ -420,17 +461,42 @@ fn attach_uplink(
     Ok((name, index))
 }
 
-/// The peer map from weft's routes (`uplink`: the uplink's ifindex; none: emptied).
-fn sync_peers(fast: &mut weft_ebpf::Datapath, uplink: Option<u32>) -> Result<(), String> {
+/// The arrival program on `weft.vx` when it exists (its ifindex), its link gone when not.
+fn sync_tunnel(fast: &mut weft_ebpf::Datapath) -> Result<Option<u32>, String> {
+    let mut nl = weft_net::Handle::new().map_err(|e| e.to_string())?;
+    let dev = weft_backend::DEVICE;
+    match nl.link_by_name(dev).map_err(|e| e.to_string())? {
+        Some(link) => {
+            fast.attach_uplink(dev).map_err(|e| e.to_string())?;
+            Ok(Some(link.index))
+        }
+        None => {
+            fast.detach_uplink(dev).map_err(|e| e.to_string())?;
+            Ok(None)
+        }
+    }
+}
+
+/// The peer map from weft's routes out of `uplink` (host-gw) and `tunnel` (VXLAN), the
+/// ifindexes of the devices with the arrival program; neither: emptied.
+fn sync_peers(
+    fast: &mut weft_ebpf::Datapath,
+    uplink: Option<u32>,
+    tunnel: Option<u32>,
+) -> Result<(), String> {
     let mut want: BTreeMap<(Ipv4Addr, u8), PeerValue> = BTreeMap::new();
-    if let Some(uplink) = uplink {
+    let devices: Vec<u32> = uplink.into_iter().chain(tunnel).collect();
+    if !devices.is_empty() {
         let mut nl = weft_net::Handle::new().map_err(|e| e.to_string())?;
         let routes = nl
             .routes_by_protocol(false, weft_backend::RTPROT_WEFT)
             .map_err(|e| e.to_string())?;
         for r in routes {
-            // The main table's routes with a next hop out of the uplink: host-gw peers.
-            if !matches!(r.table, None | Some(254)) || r.oif != Some(uplink) {
+            // The main table's routes with a next hop out of a device with the program.
+            let Some(oif) = r.oif.filter(|i| devices.contains(i)) else {
+                continue;
+            };
+            if !matches!(r.table, None | Some(254)) {
                 continue;
             }
             let (IpNet::V4(dst), Some(IpAddr::V4(gateway))) = (r.dst, r.gateway) else {
@@ -440,7 +506,7 @@ fn sync_peers(fast: &mut weft_ebpf::Datapath, uplink: Option<u32>) -> Result<(),
                 (dst.network(), dst.prefix_len()),
                 PeerValue {
                     gateway,
-                    ifindex: uplink,
+                    ifindex: oif,
                 },
             );
         }

@@ -10,7 +10,10 @@
 //! - DEL detaches; `--datapath nft` removes every pin and program;
 //! - a fast path that cannot be loaded at start-up falls back to nft, loudly;
 //! - with host-gw, the uplink program sits on the underlay interface and the peer map holds
-//!   the peer's block as weft routed it; a restart keeps that link, `nft` removes it.
+//!   the peer's block as weft routed it; with VXLAN the program sits on `weft.vx` as well and
+//!   the block's entry names the peer's VTEP address on it; a restart keeps those links,
+//!   `nft` removes them;
+//! - the status gives each map's fill level.
 //!
 //! Needs the plugin binaries next to weftd (`cargo build -p weft-plugin`).
 
@@ -197,6 +200,14 @@ impl Pod {
     }
 }
 
+/// A map's fill level in weftd's status: (entries, max entries).
+fn fill(dp: &DatapathStatus, map: &str) -> Option<(u32, u32)> {
+    dp.maps
+        .iter()
+        .find(|m| m.name == map)
+        .map(|m| (m.entries, m.max_entries))
+}
+
 fn conflist(dir: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(dir.join("net.d/10-weft.conflist")).unwrap()).unwrap()
 }
@@ -245,6 +256,8 @@ fn same_node_pods_take_the_fast_path_policed_ones_and_the_node_do_not() {
             let c = Pod::add(&dir, "vault", "c");
             let dp = datapath(&dir);
             assert_eq!((dp.attached, dp.endpoints, dp.policed), (3, 3, 0), "{dp:?}");
+            assert_eq!(fill(&dp, "weft_endpoints"), Some((3, 65536)), "{dp:?}");
+            assert_eq!(fill(&dp, "weft_peers"), Some((0, 16384)), "{dp:?}");
 
             // Pod → pod: redirected, both ways.
             let before = datapath(&dir);
@@ -260,6 +273,11 @@ fn same_node_pods_take_the_fast_path_policed_ones_and_the_node_do_not() {
             let after = datapath(&dir);
             assert_eq!(after.redirected, before.redirected, "{after:?}");
             assert!(after.passed >= before.passed + 2, "{before:?} → {after:?}");
+            let flows = fill(&after, "weft_kernel_flows");
+            assert!(
+                flows.is_some_and(|(n, max)| n >= 1 && max == 65536),
+                "a → node is a kernel flow: {after:?}"
+            );
 
             // A restart under a policy that isolates vault/c (deny all ingress).
             let (prog, pin_a) = (after.program_id, link_pin(pins, &a.veth));
@@ -372,63 +390,95 @@ fn put_peer(dir: &Path, config: &str) -> ipnet::IpNet {
 
 #[test]
 fn host_gw_peers_are_in_the_peer_map_and_the_uplink_program_on_the_underlay() {
-    const HOST_GW: &str = r#"{"cidrV4":"10.96.0.0/24","blockSizeV4":26,"backend":"host-gw"}"#;
+    peers_in_the_peer_map_and_the_arrival_programs("host-gw");
+}
+
+#[test]
+fn vxlan_peers_are_in_the_peer_map_and_the_arrival_program_on_weft_vx() {
+    peers_in_the_peer_map_and_the_arrival_programs("vxlan");
+}
+
+/// A peer with one block: its route in the peer map as weft programmed it (host-gw: via the
+/// peer's underlay address out of eth0; VXLAN: via its VTEP address, onlink, out of
+/// `weft.vx`), the arrival program on eth0 (and `weft.vx`); a restart keeps those links,
+/// `nft` removes them.
+fn peers_in_the_peer_map_and_the_arrival_programs(backend: &'static str) {
+    let config = format!(r#"{{"cidrV4":"10.96.0.0/24","blockSizeV4":26,"backend":"{backend}"}}"#);
     let node = TestNs::with_prefix("wtdq");
-    let tmp = TempDir::new("agent-datapath-gw");
-    let pins = Pins::tagged("gw");
+    let tmp = TempDir::new("agent-datapath-peers");
+    let pins = Pins::tagged(if backend == "vxlan" { "vx" } else { "gw" });
     let (dir, pin_dir) = (tmp.path().to_path_buf(), pins.0.clone());
     node.open()
         .run(move || {
             let pins = pin_dir.as_path();
-            let block = put_peer(&dir, HOST_GW);
-            let mut agent = start_with(&dir, "ebpf", pins, HOST_GW);
+            let block = put_peer(&dir, &config);
+            let mut agent = start_with(&dir, "ebpf", pins, &config);
             wait_until(&mut agent, "the peer's block in the peer map", || {
                 datapath(&dir).peers == 1
             });
             let dp = datapath(&dir);
             assert_eq!(dp.uplink.as_deref(), Some("eth0"), "{dp:?}");
-            assert!(
-                !weft_ebpf::tcx_ingress_programs("eth0").unwrap().is_empty(),
-                "the uplink program is on eth0"
-            );
+            assert_eq!(fill(&dp, "weft_peers"), Some((1, 16384)), "{dp:?}");
             let route = std::process::Command::new("ip")
                 .args(["route", "show", &block.to_string()])
                 .output()
                 .unwrap();
             let route = String::from_utf8_lossy(&route.stdout).into_owned();
-            assert!(
-                route.contains("via 192.0.2.20 dev eth0 proto 87"),
-                "weft's host-gw route: {route}"
-            );
+            // The arrival devices and the route the peer map must mirror.
+            let (devices, via): (&[&str], String) = if backend == "vxlan" {
+                assert_eq!(dp.tunnel.as_deref(), Some("weft.vx"), "{dp:?}");
+                (
+                    &["eth0", "weft.vx"],
+                    format!("via {} dev weft.vx proto 87", block.network()),
+                )
+            } else {
+                assert_eq!(dp.tunnel, None, "{dp:?}");
+                (&["eth0"], "via 192.0.2.20 dev eth0 proto 87".to_owned())
+            };
+            assert!(route.contains(&via), "weft's {backend} route: {route}");
+            for dev in devices {
+                assert!(
+                    !weft_ebpf::tcx_ingress_programs(dev).unwrap().is_empty(),
+                    "the arrival program is on {dev}"
+                );
+            }
             let a = Pod::add(&dir, "shop", "a");
-            assert!(a.ping("192.0.2.10"), "a → node with the uplink program on");
+            assert!(
+                a.ping("192.0.2.10"),
+                "a → node with the arrival programs on"
+            );
 
-            // A restart re-uses the uplink's link.
-            let pin = std::fs::metadata(pins.join("uplinks/eth0"))
-                .ok()
-                .map(|m| m.ino());
-            assert!(pin.is_some(), "uplinks/eth0 is pinned");
+            // A restart re-uses the links.
+            let pin_names: Vec<String> = devices
+                .iter()
+                .map(|d| format!("uplinks/{}", d.replace('.', "%2e")))
+                .collect();
+            let inodes = |pins: &Path| -> Vec<Option<u64>> {
+                pin_names
+                    .iter()
+                    .map(|p| std::fs::metadata(pins.join(p)).ok().map(|m| m.ino()))
+                    .collect()
+            };
+            let before = inodes(pins);
+            assert!(before.iter().all(Option::is_some), "pinned: {pin_names:?}");
             drop(agent);
-            agent = start_with(&dir, "ebpf", pins, HOST_GW);
+            agent = start_with(&dir, "ebpf", pins, &config);
             wait_until(&mut agent, "peer map after restart", || {
                 datapath(&dir).peers == 1
             });
-            assert_eq!(
-                std::fs::metadata(pins.join("uplinks/eth0"))
-                    .ok()
-                    .map(|m| m.ino()),
-                pin,
-                "the uplink's link is the one pinned before"
-            );
+            assert_eq!(inodes(pins), before, "the links are the ones pinned before");
 
-            // nft: no program on the uplink, no pins.
+            // nft: no program on the arrival devices, no pins.
             drop(agent);
-            let agent = start_with(&dir, "nft", pins, HOST_GW);
+            let agent = start_with(&dir, "nft", pins, &config);
             assert!(!pins.exists(), "the pins are gone");
-            assert_eq!(
-                weft_ebpf::tcx_ingress_programs("eth0").unwrap(),
-                Vec::<u32>::new()
-            );
+            for dev in devices {
+                assert_eq!(
+                    weft_ebpf::tcx_ingress_programs(dev).unwrap(),
+                    Vec::<u32>::new(),
+                    "{dev}"
+                );
+            }
             drop(agent);
             a.del(&dir);
         })

@@ -138,8 +138,11 @@ pub fn render(st: &Status) -> String {
             );
             let _ = write!(
                 out,
-                "; uplink {} with {} peer blocks: {} to peers, {} from peers, {} kernel flows",
+                "; uplink {}{} with {} peer blocks: {} to peers, {} from peers, {} kernel flows",
                 d.uplink.as_deref().unwrap_or("none"),
+                d.tunnel
+                    .as_deref()
+                    .map_or_else(String::new, |t| format!(" and {t}")),
                 d.peers,
                 d.to_peer,
                 d.from_peer,
@@ -147,6 +150,14 @@ pub fn render(st: &Status) -> String {
             );
         }
         let _ = writeln!(out);
+        if !d.maps.is_empty() {
+            let maps: Vec<String> = d
+                .maps
+                .iter()
+                .map(|m| format!("{} {}/{}", m.name, m.entries, m.max_entries))
+                .collect();
+            let _ = writeln!(out, "  datapath maps: {}", maps.join(", "));
+        }
         if let Some(e) = &d.error {
             let _ = writeln!(out, "  datapath ERROR: {e}");
         }
@@ -268,6 +279,27 @@ mod tests {
         assert!(
             !t.contains("shop/web"),
             "pods with nothing denied are not listed: {t}"
+        );
+    }
+
+    #[test]
+    fn ebpf_text_names_the_arrival_devices_and_each_maps_fill() {
+        let st: Status = serde_json::from_value(json!({
+            "node": "n1",
+            "datapath": {"requested": "ebpf", "active": "ebpf", "programId": 7, "attached": 2,
+                "endpoints": 2, "uplink": "eth0", "tunnel": "weft.vx", "peers": 3,
+                "maps": [{"name": "weft_endpoints", "entries": 2, "maxEntries": 65536},
+                         {"name": "weft_kernel_flows", "entries": 65536, "maxEntries": 65536}]}
+        }))
+        .unwrap();
+        let t = render(&st);
+        assert!(
+            t.contains("uplink eth0 and weft.vx with 3 peer blocks"),
+            "{t}"
+        );
+        assert!(
+            t.contains("datapath maps: weft_endpoints 2/65536, weft_kernel_flows 65536/65536"),
+            "{t}"
         );
     }
 

@@ -8,9 +8,12 @@
 //     bpf_redirect_peer (no bridge, no netfilter, no second backlog pass);
 //   - to a pod on a peer node (its block in weft_peers, which weftd fills from the routes it
 //     programs): bpf_fib_lookup, and only if the FIB picks weft's route to that very peer
-//     (same uplink, same next hop), out of the uplink with bpf_redirect_neigh.
-// weft_from_uplink, on the node's uplink, takes an IPv4 packet from a pod on a peer node to
-// a known, unpoliced local pod and delivers it with bpf_redirect_peer.
+//     (same device, same next hop), out with bpf_redirect_neigh: for a host-gw peer out of
+//     the uplink to the peer node; for a VXLAN peer into weft.vx to the peer's VTEP address,
+//     whose neighbour and FDB entries (weft's, as for the kernel path) give the tunnel's
+//     destination.
+// weft_from_uplink, on the node's uplink and on weft.vx, takes an IPv4 packet from a pod on
+// a peer node to a known, unpoliced local pod and delivers it with bpf_redirect_peer.
 //
 // Both do to the packet what the kernel's forwarding would (TTL down by one, the frame
 // rewritten as the next hop sends it). Everything else — ARP, IPv6, broadcast, fragments,
@@ -74,15 +77,16 @@ struct {
 } weft_endpoints SEC(".maps");
 
 // Must match weft_ebpf::PeerKey / PeerValue: a peer node's pod block and the route weft
-// programmed to it (host-gw: via the peer's address, out of the uplink).
+// programmed to it (host-gw: via the peer's address, out of the uplink; VXLAN: via the
+// peer's VTEP address, onlink, out of weft.vx).
 struct weft_peer_key {
 	__u32 prefixlen;
 	__u32 addr; // network byte order
 };
 
 struct weft_peer {
-	__u32 gateway; // the peer node's address, network byte order: the route's next hop
-	__u32 ifindex; // the uplink the route goes out of
+	__u32 gateway; // the route's next hop (peer node, or its VTEP), network byte order
+	__u32 ifindex; // the device the route goes out of (the uplink, or weft.vx)
 };
 
 struct {
@@ -113,7 +117,8 @@ struct {
 
 // Decisions, per CPU. Slots (weft_ebpf::Counters reads them by these numbers):
 //   [0] local pod → local pod, bpf_redirect_peer
-//   [1] passed to the kernel path (either program, any reason)
+//   [1] a pod's packet passed to the kernel path (from a local pod, or from a peer's pod
+//       to a local one; any reason)
 //   [2] local pod → peer node, bpf_redirect_neigh
 //   [3] peer node → local pod, bpf_redirect_peer (on the uplink)
 //   [4] passed because the flow belongs to the kernel path (weft_kernel_flows; also in [1])
@@ -247,7 +252,9 @@ static __always_inline int deliver_routed(struct __sk_buff *skb, struct weft_end
 	return count(stat, bpf_redirect_peer(ifindex, 0));
 }
 
-// To a pod on a peer node (host-gw): only along the route weft programmed to that peer.
+// To a pod on a peer node (host-gw or VXLAN): only along the route weft programmed to that
+// peer. Into weft.vx the neighbour lookup finds the peer VTEP's MAC, the VXLAN device's FDB
+// the peer node: the same entries, and the same encapsulation, as the kernel path's.
 static __always_inline int to_peer(struct __sk_buff *skb, struct iphdr *ip, struct weft_peer *peer,
 				   __u16 sport, __u16 dport)
 {
@@ -349,16 +356,19 @@ int weft_from_pod(struct __sk_buff *skb)
 	return deliver_routed(skb, dst, ip->ttl, STAT_LOCAL);
 }
 
-// On the node's uplink: packets from pods on peer nodes to local pods.
+// Where packets from peer nodes arrive: the uplink (host-gw), and weft.vx (VXLAN, once the
+// kernel has taken the tunnel's headers off). Packets from pods on peer nodes to local pods
+// are delivered; the rest is the node's own traffic (the tunnel's outer packets among it)
+// and goes on uncounted: [1] counts pod packets the fast path declined, not the node's.
 SEC("classifier")
 int weft_from_uplink(struct __sk_buff *skb)
 {
 	// Frames for another host (a promiscuous or bridged uplink) are not ours to route.
 	if (skb->pkt_type != PACKET_HOST)
-		return pass();
+		return TC_ACT_OK;
 	struct iphdr *ip = plain_ipv4(skb);
 	if (!ip)
-		return pass();
+		return TC_ACT_OK;
 	void *data_end = (void *)(long)skb->data_end;
 	__u32 daddr = ip->daddr;
 	__u8 proto = ip->protocol;
@@ -366,7 +376,7 @@ int weft_from_uplink(struct __sk_buff *skb)
 
 	struct weft_endpoint *dst = bpf_map_lookup_elem(&weft_endpoints, &daddr);
 	if (!dst)
-		return pass();
+		return TC_ACT_OK;
 	// From a pod on a peer node only: a peer node's own traffic (a host-network pod, a
 	// NodePort forwarded with its source translated) is the node's, not the fast path's.
 	struct weft_peer_key k = {.prefixlen = 32, .addr = ip->saddr};

@@ -10,10 +10,11 @@
 //!
 //! - `weft_from_pod` on each pod's host veth: IPv4 from a known, unpoliced pod to a local
 //!   unpoliced pod is handed over with `bpf_redirect_peer`; to a pod on a peer node (a block
-//!   in `weft_peers`) it goes out of the uplink with `bpf_fib_lookup` + `bpf_redirect_neigh`,
-//!   if the FIB picks weft's route to that peer;
-//! - `weft_from_uplink` on the node's uplink: IPv4 from a pod on a peer node to a local
-//!   unpoliced pod is delivered with `bpf_redirect_peer`.
+//!   in `weft_peers`) it goes out with `bpf_fib_lookup` + `bpf_redirect_neigh`, if the FIB
+//!   picks weft's route to that peer: out of the uplink (host-gw), or into `weft.vx`
+//!   (VXLAN), whose own neighbour and FDB entries encapsulate it as on the kernel path;
+//! - `weft_from_uplink` on the node's uplink and on `weft.vx`: IPv4 from a pod on a peer
+//!   node to a local unpoliced pod is delivered with `bpf_redirect_peer`.
 //!
 //! Everything else goes on down the kernel path (`TC_ACT_OK`), and so does every packet of
 //! a connection the kernel path carries (`weft_kernel_flows`, e.g. the replies of a Service's
@@ -23,14 +24,15 @@
 //!
 //! ```text
 //! weft_endpoints        hash: pod IPv4 (network order) → EndpointValue
-//! weft_peers            LPM trie: peer pod block → PeerValue (next hop, uplink)
+//! weft_peers            LPM trie: peer pod block → PeerValue (next hop, device)
 //! weft_kernel_flows     LRU hash: (pod IPv4, port, protocol) of kernel-path connections
 //! weft_stats            per-CPU array, slots as in Counters: [0] local redirect,
 //!                       [1] passed, [2] to a peer, [3] from a peer, [4] kernel flow
 //! from_pod-<hash>       the programs; <hash> is the object's, so an upgraded weftd loads
 //! from_uplink-<hash>    its own and moves every attachment over atomically
 //! links/<host ifname>   one tcx link per attached pod veth
-//! uplinks/<ifname>      one tcx link per attached uplink
+//! uplinks/<ifname>      one tcx link per attached arrival device (uplink, weft.vx);
+//!                       a dot in a name is pinned as %2e (bpffs refuses dots)
 //! ```
 //!
 //! The pins keep everything in the kernel across weftd restarts: a restarted weftd reopens
@@ -67,6 +69,7 @@ const UPLINK_PROG_PIN: &str = "from_uplink-";
 const ENDPOINTS: &str = "weft_endpoints";
 const PEERS: &str = "weft_peers";
 const STATS: &str = "weft_stats";
+const KERNEL_FLOWS: &str = "weft_kernel_flows";
 const LINKS: &str = "links";
 const UPLINKS: &str = "uplinks";
 /// `statfs(2)` magic of bpffs.
@@ -93,13 +96,14 @@ unsafe impl aya::Pod for EndpointValue {}
 
 /// A peer node's pod block in `weft_peers`: the route weft programmed to it; the layout of
 /// `struct weft_peer` in the C. The programs send to the block only when the FIB picks
-/// exactly this next hop and uplink.
+/// exactly this next hop and device.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerValue {
-    /// The peer node's address (the route's next hop).
+    /// The route's next hop: the peer node's address (host-gw), or its VTEP address on
+    /// `weft.vx` (VXLAN).
     pub gateway: Ipv4Addr,
-    /// The uplink the route goes out of.
+    /// The device the route goes out of: the uplink, or `weft.vx`.
     pub ifindex: u32,
 }
 
@@ -119,7 +123,8 @@ unsafe impl aya::Pod for PeerRaw {}
 pub struct Counters {
     /// [0] Delivered from a local pod to a local pod by `bpf_redirect_peer`.
     pub redirected: u64,
-    /// [1] Handed on to the kernel path (both programs, any reason).
+    /// [1] A pod's packet handed on to the kernel path (from a local pod, or from a peer's
+    /// pod to a local one; any reason). The node's own traffic is not counted.
     pub passed: u64,
     /// [2] Sent from a local pod to a peer node by `bpf_redirect_neigh`.
     pub to_peer: u64,
@@ -127,6 +132,16 @@ pub struct Counters {
     pub from_peer: u64,
     /// [4] Passed because the flow belongs to the kernel path (also counted in `passed`).
     pub kernel_flow: u64,
+}
+
+/// How full one of the fast path's maps is: a full endpoint map leaves new pods on the
+/// kernel path, a full peer map new peers, and a full kernel-flow map evicts the oldest
+/// flows (whose replies could then take the fast path past conntrack).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapFill {
+    pub name: &'static str,
+    pub entries: u32,
+    pub max_entries: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -422,7 +437,7 @@ impl Datapath {
         if ifname.is_empty() || ifname.contains('/') || ifname.starts_with('.') {
             return Err(Error::BadInterface(ifname.to_string()));
         }
-        Ok(self.dir.join(role.links_dir()).join(ifname))
+        Ok(self.dir.join(role.links_dir()).join(pin_name(ifname)))
     }
 
     /// Whether our pod program is attached on tcx ingress of `host_if` (in this thread's
@@ -492,7 +507,7 @@ impl Datapath {
         Ok(self
             .link_pins(role)?
             .iter()
-            .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_string))
+            .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(ifname_of_pin))
             .collect())
     }
 
@@ -573,6 +588,35 @@ impl Datapath {
         Ok(out)
     }
 
+    /// The fill level of each map with entries (the stats array is always full). Counting
+    /// walks the keys: one syscall per entry, for status, not for a hot path.
+    pub fn map_fill(&self) -> Result<Vec<MapFill>, Error> {
+        let max = |name: &'static str| -> Result<u32, Error> {
+            let info = aya::maps::MapInfo::from_pin(self.dir.join(name)).map_err(map_err(name))?;
+            Ok(info.max_entries())
+        };
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let flows: HashMap<MapData, [u8; 8], u8> =
+            HashMap::try_from(open_map(&self.dir, KERNEL_FLOWS)?).map_err(map_err(KERNEL_FLOWS))?;
+        Ok(vec![
+            MapFill {
+                name: ENDPOINTS,
+                entries: count(self.endpoints.keys().count()),
+                max_entries: max(ENDPOINTS)?,
+            },
+            MapFill {
+                name: PEERS,
+                entries: count(self.peers.keys().count()),
+                max_entries: max(PEERS)?,
+            },
+            MapFill {
+                name: KERNEL_FLOWS,
+                entries: count(flows.keys().count()),
+                max_entries: max(KERNEL_FLOWS)?,
+            },
+        ])
+    }
+
     /// The decision counters, summed over CPUs. A slot the pinned map lacks (a map pinned
     /// by an older build, with fewer slots) reads as zero.
     pub fn counters(&self) -> Result<Counters, Error> {
@@ -591,6 +635,16 @@ impl Datapath {
             kernel_flow: sum(4)?,
         })
     }
+}
+
+/// The pin name of an interface's link. bpffs refuses names with a dot (`weft.vx`): dots
+/// are escaped as `%2e`, and `%` as `%25` so that every name comes back unchanged.
+fn pin_name(ifname: &str) -> String {
+    ifname.replace('%', "%25").replace('.', "%2e")
+}
+
+fn ifname_of_pin(pin: &str) -> String {
+    pin.replace("%2e", ".").replace("%25", "%")
 }
 
 fn peer_key(addr: Ipv4Addr, prefix: u8) -> Key<u32> {
@@ -742,6 +796,16 @@ mod tests {
         assert_eq!(std::mem::size_of::<EndpointValue>(), 20);
         assert_eq!(std::mem::size_of::<PeerRaw>(), 8);
         assert_eq!(std::mem::size_of::<Key<u32>>(), 8);
+    }
+
+    #[test]
+    fn pin_names_have_no_dot_and_give_the_name_back() {
+        for name in ["weft.vx", "veth1a2b", "a%2eb", "x.%.y", "%"] {
+            let pin = pin_name(name);
+            assert!(!pin.contains('.'), "{pin}");
+            assert_eq!(ifname_of_pin(&pin), name);
+        }
+        assert_eq!(pin_name("weft.vx"), "weft%2evx");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The cross-node (host-gw) fast path on a real kernel (root). Two "nodes" are namespaces of
+//! The cross-node fast path on a real kernel (root), host-gw and VXLAN. Two "nodes" are namespaces of
 //! this test (`wtxn…`) joined by a veth underlay (`u1` ↔ `u2`), each with a bridge and pods
 //! in namespaces of their own (`wtxp…`), routes to the peer's pod block via the peer as
 //! weftd programs them (`proto 87`), and an "outside" namespace (`wtxo…`) behind node 1,
@@ -12,6 +12,12 @@
 //!   makes it) keep the kernel path; the Service's replies from B are handed to conntrack on
 //!   node 1, which undoes the NAT;
 //! - `remove_all` leaves no link on the uplinks.
+//!
+//! The VXLAN variant builds each node's `weft.vx` as the VXLAN backend does (neighbour, FDB
+//! and onlink route to the peer's VTEP) and shows pod ↔ pod going into the tunnel by
+//! `bpf_redirect_neigh` and out of it by `bpf_redirect_peer`, MTU-sized DF packets and a
+//! GSO stream whole, a too-large DF packet answered by the kernel path with the tunnel's
+//! MTU, the outer packets untouched by the underlay's program, and a policed pod's drop.
 
 mod common;
 
@@ -362,6 +368,288 @@ fn pods_on_two_host_gw_nodes_take_the_fast_path_policed_and_nat_do_not() {
     assert_eq!(
         tcp(&a, "10.97.2.2:8080").as_deref(),
         Ok("10.97.1.2"),
+        "the kernel path alone still carries A → B"
+    );
+}
+
+/// The rest of a VXLAN node as weftd's VXLAN backend makes it: `weft.vx` up with the node's
+/// VTEP address `vtep`, and for the peer the permanent neighbour entry of its VTEP address, the FDB entry to its
+/// underlay address and the onlink route to its block (`proto 87`).
+fn vxlan_node(node: &TestNs, vtep: &str, peer: (&str, &str, &str, [u8; 6])) {
+    let (block, peer_vtep, peer_underlay, peer_mac) = peer;
+    let mac = peer_mac.map(|b| format!("{b:02x}")).join(":");
+    node.ip(&["link", "set", "weft.vx", "up"]);
+    node.ip(&["addr", "add", &format!("{vtep}/32"), "dev", "weft.vx"]);
+    node.ip(&[
+        "neigh",
+        "replace",
+        peer_vtep,
+        "lladdr",
+        &mac,
+        "dev",
+        "weft.vx",
+        "nud",
+        "permanent",
+    ]);
+    node.exec_ok(&[
+        "bridge",
+        "fdb",
+        "append",
+        &mac,
+        "dev",
+        "weft.vx",
+        "dst",
+        peer_underlay,
+    ]);
+    node.ip(&[
+        "route", "add", block, "via", peer_vtep, "dev", "weft.vx", "onlink", "proto", "87",
+    ]);
+}
+
+/// Makes `weft.vx` on `node` over `uplink` with local address `underlay`.
+fn vxlan_device(node: &TestNs, uplink: &str, underlay: &str) {
+    node.ip(&[
+        "link",
+        "add",
+        "weft.vx",
+        "type",
+        "vxlan",
+        "id",
+        "1",
+        "local",
+        underlay,
+        "dev",
+        uplink,
+        "dstport",
+        "8472",
+        "nolearning",
+        "df",
+        "inherit",
+    ]);
+}
+
+/// A bridged pod as [`pod`] makes it, with the pod MTU of a VXLAN cluster (the underlay's
+/// 1500 less VXLAN's 50) on both ends of its veth.
+fn vxlan_pod(node: &TestNs, host: &str, addr: &str, gw: &str) -> TestNs {
+    let p = pod(node, host, addr, gw);
+    node.ip(&["link", "set", host, "mtu", "1450"]);
+    p.ip(&["link", "set", "eth0", "mtu", "1450"]);
+    p
+}
+
+#[test]
+fn pods_on_two_vxlan_nodes_take_the_fast_path_through_weft_vx() {
+    weft_testkit::require_root!();
+    let pins1 = Pins::new("xv1");
+    let pins2 = Pins::new("xv2");
+    let n1 = node("10.98.1.1");
+    let n2 = node("10.98.2.1");
+    n1.ip(&[
+        "link", "add", "u1", "type", "veth", "peer", "name", "u2", "netns", &n2.name,
+    ]);
+    n1.ip(&["addr", "add", "192.168.98.1/24", "dev", "u1"]);
+    n2.ip(&["addr", "add", "192.168.98.2/24", "dev", "u2"]);
+    n1.ip(&["link", "set", "u1", "up"]);
+    n2.ip(&["link", "set", "u2", "up"]);
+    vxlan_device(&n1, "u1", "192.168.98.1");
+    vxlan_device(&n2, "u2", "192.168.98.2");
+    let (vx1, vx2) = (mac_of(&n1, "weft.vx"), mac_of(&n2, "weft.vx"));
+    vxlan_node(
+        &n1,
+        "10.98.1.0",
+        ("10.98.2.0/24", "10.98.2.0", "192.168.98.2", vx2),
+    );
+    vxlan_node(
+        &n2,
+        "10.98.2.0",
+        ("10.98.1.0/24", "10.98.1.0", "192.168.98.1", vx1),
+    );
+
+    let a = vxlan_pod(&n1, "hA", "10.98.1.2", "10.98.1.1");
+    let p = vxlan_pod(&n1, "hP", "10.98.1.3", "10.98.1.1");
+    let b = vxlan_pod(&n2, "hB", "10.98.2.2", "10.98.2.1");
+    let (br1, br2) = (mac_of(&n1, "br0"), mac_of(&n2, "br0"));
+    set_up(
+        &n1,
+        &pins1.0,
+        vec![
+            (
+                "10.98.1.2",
+                "hA",
+                ifindex(&n1, "hA"),
+                mac_of(&a, "eth0"),
+                br1,
+                0,
+            ),
+            (
+                "10.98.1.3",
+                "hP",
+                ifindex(&n1, "hP"),
+                mac_of(&p, "eth0"),
+                br1,
+                FLAG_POLICED,
+            ),
+        ],
+        ("10.98.2.0", 24, "10.98.2.0"),
+        "weft.vx",
+    );
+    set_up(
+        &n2,
+        &pins2.0,
+        vec![(
+            "10.98.2.2",
+            "hB",
+            ifindex(&n2, "hB"),
+            mac_of(&b, "eth0"),
+            br2,
+            0,
+        )],
+        ("10.98.1.0", 24, "10.98.1.0"),
+        "weft.vx",
+    );
+    // weftd puts the arrival program on the underlay too: the tunnel's outer packets cross
+    // it, are the node's own, and go on untouched and uncounted.
+    for (n, dir, u) in [(&n1, &pins1.0, "u1"), (&n2, &pins2.0, "u2")] {
+        let dir = dir.clone();
+        n.run(move || assert!(Datapath::open(&dir).unwrap().attach_uplink(u).unwrap()));
+    }
+    serve(&b, "10.98.2.2:8080");
+
+    // A ↔ B: into weft.vx by redirect_neigh, out of it by redirect_peer; two routed hops.
+    let (b1, b2) = (counters(&n1, &pins1.0), counters(&n2, &pins2.0));
+    let (ok, text) = ping(&a, "10.98.2.2");
+    assert!(ok, "A → B: {text}");
+    assert!(text.contains("ttl=62"), "two routed hops: {text}");
+    let (c1, c2) = (counters(&n1, &pins1.0), counters(&n2, &pins2.0));
+    assert!(c1.to_peer >= b1.to_peer + 2, "n1 out: {b1:?} → {c1:?}");
+    assert!(c2.from_peer >= b2.from_peer + 2, "n2 in: {b2:?} → {c2:?}");
+    assert!(c2.to_peer >= b2.to_peer + 2, "n2 out: {b2:?} → {c2:?}");
+    assert!(c1.from_peer >= b1.from_peer + 2, "n1 in: {b1:?} → {c1:?}");
+    // The outer packets cross both underlay programs uncounted: ten pings make ten outer
+    // packets arrive on each node, while `passed` grows at most by the pods' own chatter
+    // (an ARP refresh, IPv6 neighbour discovery).
+    let (ok, text) = a.exec(&["ping", "-c", "10", "-i", "0.02", "-W", "1", "10.98.2.2"]);
+    assert!(ok, "A → B: {text}");
+    let (d1, d2) = (counters(&n1, &pins1.0), counters(&n2, &pins2.0));
+    assert!(d1.to_peer >= c1.to_peer + 10, "n1 out: {c1:?} → {d1:?}");
+    assert!(d1.passed <= c1.passed + 3, "n1: {c1:?} → {d1:?}");
+    assert!(d2.passed <= c2.passed + 3, "n2: {c2:?} → {d2:?}");
+
+    // MTU-sized packets with DF (1422 + 8 + 20 = the pod MTU, 1450) cross the tunnel whole,
+    // on the fast path both ways.
+    let (b1, b2) = (d1, d2);
+    let (ok, text) = a.exec(&[
+        "ping",
+        "-c",
+        "2",
+        "-i",
+        "0.05",
+        "-W",
+        "1",
+        "-M",
+        "do",
+        "-s",
+        "1422",
+        "10.98.2.2",
+    ]);
+    assert!(ok, "MTU-sized DF ping A → B: {text}");
+    assert!(text.contains("1430 bytes from 10.98.2.2"), "{text}");
+    let (c1, c2) = (counters(&n1, &pins1.0), counters(&n2, &pins2.0));
+    assert!(c1.to_peer >= b1.to_peer + 2, "n1 out: {b1:?} → {c1:?}");
+    assert!(c2.from_peer >= b2.from_peer + 2, "n2 in: {b2:?} → {c2:?}");
+    assert!(c2.to_peer >= b2.to_peer + 2, "n2 out: {b2:?} → {c2:?}");
+
+    // TCP, and a bulk stream whose GSO packets the tunnel segments as on the kernel path.
+    assert_eq!(tcp(&a, "10.98.2.2:8080").as_deref(), Ok("10.98.1.2"));
+    sink(&b, "10.98.2.2:8082");
+    let (b1, b2) = (counters(&n1, &pins1.0), counters(&n2, &pins2.0));
+    assert_eq!(bulk(&a, "10.98.2.2:8082", 16 << 20), Ok(16 << 20));
+    let (c1, c2) = (counters(&n1, &pins1.0), counters(&n2, &pins2.0));
+    assert!(c1.to_peer >= b1.to_peer + 20, "n1 out: {b1:?} → {c1:?}");
+    assert!(c2.from_peer >= b2.from_peer + 20, "n2 in: {b2:?} → {c2:?}");
+    assert!(
+        c1.passed <= b1.passed + 4,
+        "nothing of the stream passed on n1: {b1:?} → {c1:?}"
+    );
+    assert!(c2.passed <= b2.passed + 4, "nor on n2: {b2:?} → {c2:?}");
+
+    // A pod whose MTU is above the tunnel's (a misconfigured one): its too-large DF packet
+    // fails the FIB's MTU check, passes to the kernel path, and is answered there with
+    // "fragmentation needed" and the tunnel's MTU, never dropped in silence.
+    let o = pod(&n1, "hO", "10.98.1.4", "10.98.1.1");
+    let (oh, om) = (ifindex(&n1, "hO"), mac_of(&o, "eth0"));
+    let dir = pins1.0.clone();
+    n1.run(move || {
+        let mut dp = Datapath::open(&dir).unwrap();
+        let v = EndpointValue {
+            ifindex: oh,
+            flags: 0,
+            mac: om,
+            gw_mac: br1,
+        };
+        dp.insert("10.98.1.4".parse().unwrap(), v).unwrap();
+        assert!(dp.attach("hO").unwrap());
+    });
+    let b1 = counters(&n1, &pins1.0);
+    let (ok, text) = o.exec(&[
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "1",
+        "-M",
+        "do",
+        "-s",
+        "1472",
+        "10.98.2.2",
+    ]);
+    assert!(!ok, "1500 bytes with DF do not fit the tunnel: {text}");
+    assert!(
+        text.contains("mtu = 1450"),
+        "the kernel path says why: {text}"
+    );
+    let c1 = counters(&n1, &pins1.0);
+    assert_eq!(c1.to_peer, b1.to_peer, "{b1:?} → {c1:?}");
+    assert!(c1.passed > b1.passed, "{b1:?} → {c1:?}");
+    assert!(
+        ping(&o, "10.98.2.2").0,
+        "small packets of O take the tunnel"
+    );
+
+    // Policed P: its traffic keeps n1's kernel path, where a drop still drops.
+    n1.exec_ok(&["nft", "add table ip wtxv"]);
+    n1.exec_ok(&[
+        "nft",
+        "add chain ip wtxv wtfwd { type filter hook forward priority 0 ; }",
+    ]);
+    n1.exec_ok(&["nft", "add rule ip wtxv wtfwd ip saddr 10.98.1.3 drop"]);
+    let b1 = counters(&n1, &pins1.0);
+    assert!(!ping(&p, "10.98.2.2").0, "the policed pod's drop holds");
+    n1.exec_ok(&["nft", "delete table ip wtxv"]);
+    assert_eq!(tcp(&p, "10.98.2.2:8080").as_deref(), Ok("10.98.1.3"));
+    let c1 = counters(&n1, &pins1.0);
+    assert_eq!(
+        (c1.to_peer, c1.from_peer),
+        (b1.to_peer, b1.from_peer),
+        "P's packets and B's replies to P stay on n1's kernel path: {b1:?} → {c1:?}"
+    );
+
+    // Uninstall: no link on the underlay, the tunnel or the veths, no pins.
+    for (n, pins, devs) in [
+        (&n1, &pins1, &["u1", "weft.vx", "hA", "hP", "hO"][..]),
+        (&n2, &pins2, &["u2", "weft.vx", "hB"][..]),
+    ] {
+        assert!(weft_ebpf::remove_all(&pins.0).unwrap());
+        assert!(!pins.0.exists());
+        for dev in devs {
+            let dev = dev.to_string();
+            let progs = n.run(move || weft_ebpf::tcx_ingress_programs(&dev).unwrap());
+            assert!(progs.is_empty(), "{progs:?}");
+        }
+    }
+    assert_eq!(
+        tcp(&a, "10.98.2.2:8080").as_deref(),
+        Ok("10.98.1.2"),
         "the kernel path alone still carries A → B"
     );
 }

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 pub use endpoint::{EndpointFile, EndpointMode, NetnsRecord, endpoint_path, endpoints_dir};
 pub use status::{
     ApplyMode, ApplyTiming, CommitVia, DatapathStatus, DeniedClass, DeniedPod, Direction, LastCut,
-    PolicyStatus, Status,
+    MapFill, PolicyStatus, Status,
 };
 
 /// The longest request line weftd reads, newline included. The largest real request (an

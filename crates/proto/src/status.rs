@@ -55,7 +55,10 @@ pub struct DatapathStatus {
     pub passed: u64,
     /// The uplink the arrival program is attached to (`ebpf` only).
     pub uplink: Option<String>,
-    /// Peer pod blocks in the peer map: host-gw routes weft programmed to peers.
+    /// The VXLAN device the arrival program is attached to (`weft.vx`, while it exists).
+    pub tunnel: Option<String>,
+    /// Peer pod blocks in the peer map: the host-gw and VXLAN routes weft programmed to
+    /// peers.
     pub peers: usize,
     /// Sent to a pod on a peer node by `bpf_redirect_neigh`.
     pub to_peer: u64,
@@ -64,6 +67,17 @@ pub struct DatapathStatus {
     /// Passed because the connection is the kernel path's (a Service's NAT, say); also
     /// counted in `passed`.
     pub kernel_flow: u64,
+    /// How full each BPF map is (`ebpf` only).
+    pub maps: Vec<MapFill>,
+}
+
+/// One BPF map's fill level.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MapFill {
+    pub name: String,
+    pub entries: u32,
+    pub max_entries: u32,
 }
 
 /// NetworkPolicy on this node: the plan in the kernel and what it denied.
