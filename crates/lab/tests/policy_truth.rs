@@ -1,5 +1,5 @@
 //! The NetworkPolicy truth table. One two-node lab per variant (VXLAN + bridge, host-gw +
-//! ptp on etcd; VXLAN + bridge on the Kubernetes API), seven pods in three namespaces (each
+//! ptp on etcd, each also on `--datapath ebpf`; VXLAN + bridge on the Kubernetes API), seven pods in three namespaces (each
 //! namespace on both nodes), echo listeners on four TCP and two UDP ports and raw SCTP
 //! receivers in every pod, on both nodes and on the outside host, started once. For every
 //! scenario and in-place edit of `truth::scenarios` the manifests are applied with `weftctl
@@ -499,6 +499,43 @@ fn truth_table_kube_vxlan_bridge() {
     truth_table(&["--datastore", "kubernetes"]);
 }
 
+/// The same on the eBPF datapath: unpoliced pods take the fast path, policed ones nftables.
+#[test]
+fn truth_table_vxlan_bridge_ebpf() {
+    truth_table(&["--datapath", "ebpf"]);
+}
+
+/// host-gw and ptp on the eBPF datapath.
+#[test]
+fn truth_table_hostgw_ptp_ebpf() {
+    truth_table(&[
+        "--backend",
+        "host-gw",
+        "--mode",
+        "ptp",
+        "--datapath",
+        "ebpf",
+    ]);
+}
+
+/// On `--datapath ebpf` the table proves something about the fast path only if the fast
+/// path carried its traffic: with no policy every node's weftd runs `ebpf` and its programs
+/// redirected pod packets on the node, to peers and from peers.
+fn fast_path_carried_the_open_matrix(lab: &Lab) {
+    for node in NODES {
+        let json: Value =
+            serde_json::from_str(&lab.ok(&["status"], &[node, "-o", "json"])).unwrap();
+        let dp = &json[0]["status"]["datapath"];
+        assert_eq!(dp["active"], "ebpf", "{node}: {dp}");
+        for counter in ["redirected", "toPeer", "fromPeer"] {
+            assert!(
+                dp[counter].as_u64().is_some_and(|n| n > 0),
+                "{node}: no packet {counter} on the fast path: {dp}"
+            );
+        }
+    }
+}
+
 fn truth_table(lab_args: &[&str]) {
     let start = Instant::now();
     probe::raise_fd_limit();
@@ -538,6 +575,9 @@ fn truth_table(lab_args: &[&str]) {
         f.flows.len(),
         bad.join("\n")
     );
+    if lab_args.contains(&"ebpf") {
+        fast_path_carried_the_open_matrix(&f.lab);
+    }
 
     // Bad input applies nothing: a file whose deny-everything policies are valid but whose
     // last document is not is refused whole, and every cell stays open. kubectl applies a
