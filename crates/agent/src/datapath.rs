@@ -7,9 +7,13 @@
 //!   is left as it is: a restart re-attaches nothing);
 //! - `attach` (before the plugin's ADD returns) and `detach` (DEL) do the same for one pod;
 //! - after each policy change the `policed` flags follow the policy state: a pod selected by
-//!   a NetworkPolicy keeps the nftables path, so policy stays exact in this first slice.
-//!   Flags are raised before a commit and lowered after it, so no packet of a pod the
-//!   kernel's policy selects skips it.
+//!   a NetworkPolicy keeps the nftables path for its new connections, so policy stays exact
+//!   in this first slice. Flags are raised before a commit and lowered after it, so no new
+//!   connection of a pod the kernel's policy selects skips it. Its established connections
+//!   stay where they are, as conntrack keeps them on the kernel path; with
+//!   `--policy-cut-established` each fast connection is judged against the plan after every
+//!   change, as conntrack's entries are, and the denied ones are marked cut (dropped both
+//!   ways by the programs) until a change allows them again.
 //!
 //! - once the backend is up, the arrival program goes on the underlay interface (the one
 //!   holding the node's underlay address) and on `weft.vx` while it exists, and the peer
@@ -33,7 +37,7 @@ use ipnet::IpNet;
 use std::path::PathBuf;
 
 use clap::ValueEnum;
-use weft_ebpf::{EndpointValue, FLAG_POLICED, PeerValue};
+use weft_ebpf::{EndpointValue, Established, FLAG_POLICED, PeerValue};
 use weft_proto::{DatapathStatus, EndpointFile, MapFill};
 
 use crate::log;
@@ -71,10 +75,13 @@ pub type Policed<'a> = &'a dyn Fn(&EndpointFile) -> bool;
 
 impl Datapath {
     /// Brings the datapath up for the pods of `pods` (all treated as policed until the
-    /// policy view says otherwise: weftd has not loaded it yet).
+    /// policy view says otherwise: weftd has not loaded it yet). A pod that becomes policed
+    /// keeps its established fast connections; with `cut_established`
+    /// (`--policy-cut-established`) only those [`Datapath::cut`] finds the plan allows.
     pub fn start<'a>(
         requested: Kind,
         pin_dir: PathBuf,
+        cut_established: bool,
         pods: impl Iterator<Item = &'a EndpointFile>,
     ) -> Datapath {
         let mut dp = Datapath {
@@ -99,7 +106,7 @@ impl Datapath {
             },
             Kind::Ebpf => {
                 let pods: Vec<&EndpointFile> = pods.collect();
-                if let Err(e) = dp.bring_up(&pods) {
+                if let Err(e) = dp.bring_up(&pods, cut_established) {
                     log::error(
                         "datapath ebpf failed at start-up; running as nft (every pod on the kernel path)",
                         &[("error", e.clone().into())],
@@ -120,8 +127,14 @@ impl Datapath {
         dp
     }
 
-    fn bring_up(&mut self, pods: &[&EndpointFile]) -> Result<(), String> {
+    fn bring_up(&mut self, pods: &[&EndpointFile], cut_established: bool) -> Result<(), String> {
         let mut fast = weft_ebpf::Datapath::open(&self.pin_dir).map_err(|e| e.to_string())?;
+        fast.set_established(if cut_established {
+            Established::KeepUnlessCut
+        } else {
+            Established::Keep
+        })
+        .map_err(|e| e.to_string())?;
         // Pods gone while weftd was down: their entries and links.
         prune(&mut fast, pods)?;
         let all_policed = |_: &EndpointFile| true;
@@ -304,6 +317,27 @@ impl Datapath {
         }
     }
 
+    /// `--policy-cut-established`, after a committed change: the fast connections the plan
+    /// denies are marked cut (their packets dropped, both ways), and cut ones it allows again
+    /// are released, each judged as its first packet would be, as conntrack's entries are
+    /// (policy::cut). ICMP, which has no ports, is never cut there either.
+    pub fn cut(&mut self, plan: &weft_policy::plan::Plan) {
+        let Some(fast) = &mut self.fast else {
+            return;
+        };
+        match cut_fast_conns(fast, plan) {
+            Ok((0, 0)) => {}
+            Ok((cut, released)) => log::info(
+                "eBPF datapath: established fast connections of denied flows cut",
+                &[("cut", cut.into()), ("released", released.into())],
+            ),
+            Err(e) => log::error(
+                "eBPF datapath: cutting established fast connections failed",
+                &[("error", e.into())],
+            ),
+        }
+    }
+
     pub fn status(&self) -> DatapathStatus {
         let mut st = DatapathStatus {
             requested: self.requested.as_str().into(),
@@ -345,12 +379,45 @@ impl Datapath {
                     st.to_peer = c.to_peer;
                     st.from_peer = c.from_peer;
                     st.kernel_flow = c.kernel_flow;
+                    st.kept = c.kept;
+                    st.cut = c.cut;
                 }
                 Err(e) => st.error = Some(format!("counters unreadable: {e}")),
             }
         }
         st
     }
+}
+
+/// Marks cut the fast connections `plan` denies and releases the cut ones it allows:
+/// (cut, released).
+fn cut_fast_conns(
+    fast: &mut weft_ebpf::Datapath,
+    plan: &weft_policy::plan::Plan,
+) -> Result<(usize, usize), String> {
+    let (mut cut, mut released) = (0, 0);
+    for c in fast.fast_conns().map_err(|e| e.to_string())? {
+        if !weft_nft::conntrack::has_ports(c.protocol) {
+            continue;
+        }
+        // Pod to pod: the forward hook on this node, whichever end is local.
+        let denied = crate::policy::cut::denies(
+            plan,
+            weft_policy::plan::HookPoint::Forward,
+            IpAddr::V4(c.orig.0),
+            IpAddr::V4(c.resp.0),
+            c.protocol,
+            c.resp.1,
+        );
+        if denied != c.cut && fast.set_cut(&c.key, denied).map_err(|e| e.to_string())? {
+            if denied {
+                cut += 1;
+            } else {
+                released += 1;
+            }
+        }
+    }
+    Ok((cut, released))
 }
 
 fn prune(fast: &mut weft_ebpf::Datapath, pods: &[&EndpointFile]) -> Result<(), String> {

@@ -181,7 +181,12 @@ pub async fn run(s: Settings) -> Result<(), Error> {
     policy.restore().await;
     // With the restored plan in the kernel, before any pod is attached: the pods of the
     // endpoint files start policed (nftables path) until the view is loaded.
-    let datapath = Datapath::start(s.datapath, s.bpf_pin_dir.clone(), policy.local_endpoints());
+    let datapath = Datapath::start(
+        s.datapath,
+        s.bpf_pin_dir.clone(),
+        s.policy_cut_established,
+        policy.local_endpoints(),
+    );
     let store = connect(&s).await?;
     let cfg = match &s.cluster_config {
         Some(c) => retry("cluster config", || store.init_config(c)).await?,
@@ -351,6 +356,9 @@ impl Node {
             .flush(&self.store, self.lease, &blocks, &underlay, load)
             .await;
         self.sync_policed(false);
+        if let Some(plan) = self.policy.cut_due() {
+            self.datapath.cut(plan);
+        }
         match &r {
             Ok(()) => {}
             // An outage the node already reported: a load is retried every few seconds

@@ -138,7 +138,7 @@ pub fn render(st: &Status) -> String {
             );
             let _ = write!(
                 out,
-                "; uplink {}{} with {} peer blocks: {} to peers, {} from peers, {} kernel flows",
+                "; uplink {}{} with {} peer blocks: {} to peers, {} from peers, {} kernel flows, {} kept established, {} cut",
                 d.uplink.as_deref().unwrap_or("none"),
                 d.tunnel
                     .as_deref()
@@ -146,7 +146,9 @@ pub fn render(st: &Status) -> String {
                 d.peers,
                 d.to_peer,
                 d.from_peer,
-                d.kernel_flow
+                d.kernel_flow,
+                d.kept,
+                d.cut
             );
         }
         let _ = writeln!(out);

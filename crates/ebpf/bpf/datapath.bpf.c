@@ -21,6 +21,18 @@
 // (kube-proxy's NAT), every packet of a policed pod — returns TC_ACT_OK and continues down
 // today's path (bridge/ptp, routing, nftables policy and NAT).
 //
+// A pod's policed flag moves its new connections to nftables, not its established ones:
+// a connection the fast path carried while neither end was policed is in weft_fast_conns
+// (one entry for both directions), and while weftd keeps established connections (the
+// default; not with --policy-cut-established) its packets go on by the fast path after
+// either end becomes policed, as conntrack would keep them on the kernel path: they were
+// judged, allowed, on their first packet. A TCP SYN is always a new connection, and an
+// entry idle for longer than conntrack would keep the connection (TCP 2 h, UDP 120 s,
+// ICMP 30 s) is gone for policed pods. With --policy-cut-established weftd judges each
+// entry against the plan after every policy change, as it does conntrack's, and marks the
+// denied ones WEFT_CONN_CUT: their packets are dropped, both ways, until a later change
+// allows them again or they go quiet.
+//
 // Connections the kernel tracks stay with the kernel. A pod's packet that takes the kernel
 // path (to a Service address, to the outside, ...) records the pod's address, source port
 // and protocol in weft_kernel_flows; a packet to or from that address and port is then never
@@ -42,6 +54,15 @@
 #include <bpf/bpf_helpers.h>
 
 #define WEFT_EP_POLICED 1u
+// weft_config[0]: policed pods' established fast connections stay on the fast path, and
+// (--policy-cut-established) those weftd marked WEFT_CONN_CUT are dropped.
+#define WEFT_CFG_KEEP_ESTABLISHED 1u
+#define WEFT_CFG_CUT 2u
+// weft_conn.flags: the plan denies the connection (weftd's sweep after a policy change).
+#define WEFT_CONN_CUT 1u
+#define NSEC_PER_SEC 1000000000ull
+#define TCP_FLAG_SYN 0x02
+#define TCP_FLAG_ACK 0x10
 #define AF_INET 2
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
@@ -115,6 +136,42 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } weft_kernel_flows SEC(".maps");
 
+// weftd's settings for the programs: [0] WEFT_CFG_* flags.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weft_config SEC(".maps");
+
+// A connection the fast path carried, both directions under one key: the end with the
+// lower (address, port) first. Must match weft_ebpf::ConnKey / Conn.
+struct weft_conn_key {
+	__u32 lo_addr;
+	__u32 hi_addr;
+	__u16 lo_port;
+	__u16 hi_port;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct weft_conn {
+	__u64 seen;	  // bpf_ktime_get_ns of its last packet, refreshed at most once a second
+	__u32 orig_addr; // the end that opened it: a SYN's source, else the first packet's
+	__u16 orig_port;
+	__u8 flags; // WEFT_CONN_*
+	__u8 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct weft_conn_key);
+	__type(value, struct weft_conn);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weft_fast_conns SEC(".maps");
+
 // Decisions, per CPU. Slots (weft_ebpf::Counters reads them by these numbers):
 //   [0] local pod → local pod, bpf_redirect_peer
 //   [1] a pod's packet passed to the kernel path (from a local pod, or from a peer's pod
@@ -122,14 +179,19 @@ struct {
 //   [2] local pod → peer node, bpf_redirect_neigh
 //   [3] peer node → local pod, bpf_redirect_peer (on the uplink)
 //   [4] passed because the flow belongs to the kernel path (weft_kernel_flows; also in [1])
+//   [5] a policed pod's packet found to belong to an established fast connection
+//       (weft_fast_conns), so not passed for being policed
+//   [6] dropped: a packet of a fast connection the plan denies (--policy-cut-established)
 #define STAT_LOCAL 0
 #define STAT_PASSED 1
 #define STAT_TO_PEER 2
 #define STAT_FROM_PEER 3
 #define STAT_KERNEL_FLOW 4
+#define STAT_KEPT 5
+#define STAT_CUT 6
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 5);
+	__uint(max_entries, 7);
 	__type(key, __u32);
 	__type(value, __u64);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -161,13 +223,24 @@ static __always_inline int mac_eq(const __u8 *a, const __u8 *b)
 }
 
 // The ports of a packet the fast path may carry: TCP, UDP, or an ICMP echo (its identifier
-// on both sides). Anything else (other ICMP, which may be an error about a NATed flow; other
-// protocols) has none and stays on the kernel path. The IP header is 20 bytes (checked).
-static __always_inline int l4_ports(struct iphdr *ip, void *data_end, __u16 *sport, __u16 *dport)
+// on both sides), and a TCP segment's flags (0 for the others). Anything else (other ICMP,
+// which may be an error about a NATed flow; other protocols) has none and stays on the
+// kernel path. The IP header is 20 bytes (checked).
+static __always_inline int l4_ports(struct iphdr *ip, void *data_end, __u16 *sport, __u16 *dport,
+				    __u8 *tcp_flags)
 {
 	void *l4 = (void *)(ip + 1);
+	*tcp_flags = 0;
 	switch (ip->protocol) {
-	case IPPROTO_TCP:
+	case IPPROTO_TCP: {
+		__u8 *t = l4;
+		if ((void *)(t + 14) > data_end)
+			return -1;
+		*sport = *(__u16 *)t;
+		*dport = *(__u16 *)(t + 2);
+		*tcp_flags = t[13];
+		return 0;
+	}
 	case IPPROTO_UDP: {
 		__u16 *p = l4;
 		if ((void *)(p + 2) > data_end)
@@ -203,6 +276,101 @@ static __always_inline void record_kernel_flow(__u32 addr, __u16 port, __u8 prot
 	// Already there is the common case: a lookup first saves the LRU a write per packet.
 	if (!bpf_map_lookup_elem(&weft_kernel_flows, &k))
 		bpf_map_update_elem(&weft_kernel_flows, &k, &one, BPF_ANY);
+}
+
+static __always_inline void conn_key(struct weft_conn_key *k, __u32 saddr, __u32 daddr,
+				     __u16 sport, __u16 dport, __u8 proto)
+{
+	// Any total order of the ends will do: the numbers as they are in the packet.
+	int fwd = saddr < daddr || (saddr == daddr && sport <= dport);
+	k->lo_addr = fwd ? saddr : daddr;
+	k->hi_addr = fwd ? daddr : saddr;
+	k->lo_port = fwd ? sport : dport;
+	k->hi_port = fwd ? dport : sport;
+	k->proto = proto;
+	k->pad[0] = k->pad[1] = k->pad[2] = 0;
+}
+
+// How long conntrack keeps an idle connection of the protocol, in its default settings
+// (an established TCP one far longer, 5 days: 2 h keeps the map from holding dead ones).
+static __always_inline __u64 conn_timeout(__u8 proto)
+{
+	switch (proto) {
+	case IPPROTO_TCP:
+		return 7200 * NSEC_PER_SEC;
+	case IPPROTO_UDP:
+		return 120 * NSEC_PER_SEC;
+	}
+	return 30 * NSEC_PER_SEC;
+}
+
+static __always_inline int is_syn(__u8 tcp_flags)
+{
+	return (tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
+}
+
+// Where a policed pod's packet goes: TC_ACT_OK (counted as passed) for a new connection,
+// which nftables judges; TC_ACT_SHOT for one weftd cut; -1 to carry on by the fast path, for
+// a connection the fast path carried before (judged, allowed, on its first packet).
+static __always_inline int policed_gate(struct weft_conn_key *k, __u8 tcp_flags)
+{
+	if (is_syn(tcp_flags))
+		return pass();
+	__u32 zero = 0;
+	__u32 *cfg = bpf_map_lookup_elem(&weft_config, &zero);
+	if (!cfg || !(*cfg & WEFT_CFG_KEEP_ESTABLISHED))
+		return pass();
+	__u32 cfg_flags = *cfg;
+	struct weft_conn *c = bpf_map_lookup_elem(&weft_fast_conns, k);
+	if (!c)
+		return pass();
+	__u64 now = bpf_ktime_get_ns();
+	__u64 last = c->seen;
+	if (now - last > conn_timeout(k->proto))
+		return pass();
+	// A cut connection lives while it keeps sending, as its conntrack entry would.
+	if (now - last > NSEC_PER_SEC)
+		c->seen = now;
+	if ((c->flags & WEFT_CONN_CUT) && (cfg_flags & WEFT_CFG_CUT))
+		return count(STAT_CUT, TC_ACT_SHOT);
+	count(STAT_KEPT, 0);
+	return -1;
+}
+
+// A packet the fast path carries for unpoliced pods: its connection is (still) a fast one.
+// A SYN starts it anew; the first packet seen names the end that opened it (a SYN-ACK's
+// destination), as conntrack's original direction does.
+static __always_inline void record_fast(struct weft_conn_key *k, __u32 saddr, __u16 sport,
+					__u32 daddr, __u16 dport, __u8 tcp_flags)
+{
+	__u64 now = bpf_ktime_get_ns();
+	struct weft_conn *c = bpf_map_lookup_elem(&weft_fast_conns, k);
+	if (c && !is_syn(tcp_flags)) {
+		if (now - c->seen > NSEC_PER_SEC)
+			c->seen = now;
+		return;
+	}
+	int synack = (tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == (TCP_FLAG_SYN | TCP_FLAG_ACK);
+	struct weft_conn v = {};
+	v.seen = now;
+	v.orig_addr = synack ? daddr : saddr;
+	v.orig_port = synack ? dport : sport;
+	bpf_map_update_elem(&weft_fast_conns, k, &v, BPF_ANY);
+}
+
+// The connection of a packet, as the fast path keeps it.
+struct pkt_conn {
+	struct weft_conn_key key;
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport;
+	__u16 dport;
+	__u8 tcp_flags;
+};
+
+static __always_inline void record(struct pkt_conn *pc)
+{
+	record_fast(&pc->key, pc->saddr, pc->sport, pc->daddr, pc->dport, pc->tcp_flags);
 }
 
 // An IPv4 packet the fast path could take: no fragment (all of a datagram's fragments keep
@@ -256,7 +424,7 @@ static __always_inline int deliver_routed(struct __sk_buff *skb, struct weft_end
 // peer. Into weft.vx the neighbour lookup finds the peer VTEP's MAC, the VXLAN device's FDB
 // the peer node: the same entries, and the same encapsulation, as the kernel path's.
 static __always_inline int to_peer(struct __sk_buff *skb, struct iphdr *ip, struct weft_peer *peer,
-				   __u16 sport, __u16 dport)
+				   __u16 sport, __u16 dport, struct pkt_conn *rec)
 {
 	struct bpf_fib_lookup fib = {};
 	fib.family = AF_INET;
@@ -288,6 +456,8 @@ static __always_inline int to_peer(struct __sk_buff *skb, struct iphdr *ip, stru
 		return pass();
 	if (decrement_ttl(skb, ttl))
 		return pass();
+	if (rec)
+		record(rec);
 	struct bpf_redir_neigh nh = {};
 	nh.nh_family = AF_INET;
 	nh.ipv4_nh = gateway;
@@ -306,7 +476,8 @@ int weft_from_pod(struct __sk_buff *skb)
 	__u32 daddr = ip->daddr;
 	__u8 proto = ip->protocol;
 	__u16 sport, dport;
-	if (l4_ports(ip, data_end, &sport, &dport))
+	__u8 tcp_flags;
+	if (l4_ports(ip, data_end, &sport, &dport, &tcp_flags))
 		return pass();
 
 	// The source must be the pod behind this very veth: a packet of one pod with another
@@ -328,15 +499,29 @@ int weft_from_pod(struct __sk_buff *skb)
 			return pass();
 		}
 	}
-	if (src_flags & WEFT_EP_POLICED)
-		return pass();
+	struct pkt_conn pc = {.saddr = saddr, .daddr = daddr, .sport = sport, .dport = dport,
+			      .tcp_flags = tcp_flags};
+	conn_key(&pc.key, saddr, daddr, sport, dport, proto);
+	// A policed end: nftables judges its new connections; its established fast ones stay.
+	int policed = src_flags & WEFT_EP_POLICED;
+	if (policed) {
+		int v = policed_gate(&pc.key, tcp_flags);
+		if (v >= 0)
+			return v;
+	}
 	if (kernel_flow(saddr, sport, proto))
 		return pass_kernel_flow();
 	if (peer)
-		return to_peer(skb, ip, peer, sport, dport);
+		return to_peer(skb, ip, peer, sport, dport, policed ? 0 : &pc);
 
-	if (dst->flags & WEFT_EP_POLICED)
-		return pass();
+	if (dst->flags & WEFT_EP_POLICED) {
+		if (!policed) {
+			int v = policed_gate(&pc.key, tcp_flags);
+			if (v >= 0)
+				return v;
+		}
+		policed = 1;
+	}
 	// The reply of a connection dst made on the kernel path (to a Service that chose this
 	// pod): conntrack must see it to undo the NAT.
 	if (kernel_flow(daddr, dport, proto))
@@ -349,10 +534,13 @@ int weft_from_pod(struct __sk_buff *skb)
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > (void *)(long)skb->data_end)
 		return pass();
-	if (mac_eq(eth->h_dest, dst->mac))
-		return count(STAT_LOCAL, bpf_redirect_peer(dst->ifindex, 0));
-	if (ip->ttl <= 1)
+	int same_subnet = mac_eq(eth->h_dest, dst->mac);
+	if (!same_subnet && ip->ttl <= 1)
 		return pass();
+	if (!policed)
+		record(&pc);
+	if (same_subnet)
+		return count(STAT_LOCAL, bpf_redirect_peer(dst->ifindex, 0));
 	return deliver_routed(skb, dst, ip->ttl, STAT_LOCAL);
 }
 
@@ -371,25 +559,36 @@ int weft_from_uplink(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	void *data_end = (void *)(long)skb->data_end;
 	__u32 daddr = ip->daddr;
+	__u32 saddr = ip->saddr;
 	__u8 proto = ip->protocol;
 	__u16 sport, dport;
+	__u8 tcp_flags;
 
 	struct weft_endpoint *dst = bpf_map_lookup_elem(&weft_endpoints, &daddr);
 	if (!dst)
 		return TC_ACT_OK;
 	// From a pod on a peer node only: a peer node's own traffic (a host-network pod, a
 	// NodePort forwarded with its source translated) is the node's, not the fast path's.
-	struct weft_peer_key k = {.prefixlen = 32, .addr = ip->saddr};
+	struct weft_peer_key k = {.prefixlen = 32, .addr = saddr};
 	if (!bpf_map_lookup_elem(&weft_peers, &k))
 		return pass();
-	if (dst->flags & WEFT_EP_POLICED)
+	if (l4_ports(ip, data_end, &sport, &dport, &tcp_flags))
 		return pass();
-	if (l4_ports(ip, data_end, &sport, &dport))
-		return pass();
+	struct pkt_conn pc = {.saddr = saddr, .daddr = daddr, .sport = sport, .dport = dport,
+			      .tcp_flags = tcp_flags};
+	conn_key(&pc.key, saddr, daddr, sport, dport, proto);
+	int policed = dst->flags & WEFT_EP_POLICED;
+	if (policed) {
+		int v = policed_gate(&pc.key, tcp_flags);
+		if (v >= 0)
+			return v;
+	}
 	if (kernel_flow(daddr, dport, proto))
 		return pass_kernel_flow();
 	if (ip->ttl <= 1)
 		return pass();
+	if (!policed)
+		record(&pc);
 	return deliver_routed(skb, dst, ip->ttl, STAT_FROM_PEER);
 }
 

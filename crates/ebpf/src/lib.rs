@@ -26,8 +26,15 @@
 //! weft_endpoints        hash: pod IPv4 (network order) → EndpointValue
 //! weft_peers            LPM trie: peer pod block → PeerValue (next hop, device)
 //! weft_kernel_flows     LRU hash: (pod IPv4, port, protocol) of kernel-path connections
+//! weft_fast_conns       LRU hash: connections the fast path carried (both directions under
+//!                       one key) → when last seen, the end that opened it, cut; policed
+//!                       pods' established ones stay, cut ones are dropped
+//! weft_config           array: [0] flags (1: keep policed pods' established connections,
+//!                       2: drop those marked cut)
 //! weft_stats            per-CPU array, slots as in Counters: [0] local redirect,
-//!                       [1] passed, [2] to a peer, [3] from a peer, [4] kernel flow
+//!                       [1] passed, [2] to a peer, [3] from a peer, [4] kernel flow,
+//!                       [5] kept (a policed pod's established fast connection),
+//!                       [6] dropped as cut
 //! from_pod-<hash>       the programs; <hash> is the object's, so an upgraded weftd loads
 //! from_uplink-<hash>    its own and moves every attachment over atomically
 //! links/<host ifname>   one tcx link per attached pod veth
@@ -70,6 +77,91 @@ const ENDPOINTS: &str = "weft_endpoints";
 const PEERS: &str = "weft_peers";
 const STATS: &str = "weft_stats";
 const KERNEL_FLOWS: &str = "weft_kernel_flows";
+const FAST_CONNS: &str = "weft_fast_conns";
+const CONFIG: &str = "weft_config";
+/// `weft_config[0]` bits: policed pods' established fast connections stay on the fast path;
+/// those marked cut are dropped.
+const CFG_KEEP_ESTABLISHED: u32 = 1;
+const CFG_CUT: u32 = 2;
+/// `weft_conn.flags`: the plan denies the connection.
+const CONN_CUT: u8 = 1;
+
+/// What a pod that becomes policed does with the connections the fast path carried for it
+/// (`weft_config`). A new connection of a policed pod always meets nftables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Established {
+    /// Every packet of a policed pod meets nftables, which takes a connection it has not
+    /// seen as new. What an unconfigured map means.
+    Rejudge,
+    /// They stay on the fast path, as conntrack keeps established connections (weftd's
+    /// default).
+    Keep,
+    /// They stay, except those marked cut ([`Datapath::set_cut`]), whose packets are
+    /// dropped both ways (`--policy-cut-established`).
+    KeepUnlessCut,
+}
+
+/// `struct weft_conn_key`: both ends of a connection, the lower (address, port) first, all
+/// as in the packet (network order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    lo_addr: u32,
+    hi_addr: u32,
+    lo_port: u16,
+    hi_port: u16,
+    proto: u8,
+    pad: [u8; 3],
+}
+
+// SAFETY: integers and a byte array, no padding (4 + 4 + 2 + 2 + 1 + 3 = 16).
+unsafe impl aya::Pod for ConnKey {}
+
+/// `struct weft_conn`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct ConnRaw {
+    seen: u64,
+    orig_addr: u32,
+    orig_port: u16,
+    flags: u8,
+    pad: u8,
+}
+
+// SAFETY: integers, no padding (8 + 4 + 2 + 1 + 1 = 16).
+unsafe impl aya::Pod for ConnRaw {}
+
+/// A connection the fast path carried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FastConn {
+    pub key: ConnKey,
+    /// The protocol (6, 17, 1).
+    pub protocol: u8,
+    /// The end that opened it (a SYN's source, else the first packet's): address and port
+    /// (the ICMP echo identifier for ICMP).
+    pub orig: (Ipv4Addr, u16),
+    /// The other end.
+    pub resp: (Ipv4Addr, u16),
+    /// Marked cut: its packets are dropped under [`Established::KeepUnlessCut`].
+    pub cut: bool,
+}
+
+impl FastConn {
+    fn of(key: ConnKey, v: &ConnRaw) -> FastConn {
+        let end = |a: u32, p: u16| (Ipv4Addr::from(a.to_ne_bytes()), u16::from_be(p));
+        let lo = end(key.lo_addr, key.lo_port);
+        let hi = end(key.hi_addr, key.hi_port);
+        let orig = end(v.orig_addr, v.orig_port);
+        let resp = if orig == lo { hi } else { lo };
+        FastConn {
+            key,
+            protocol: key.proto,
+            orig,
+            resp,
+            cut: v.flags & CONN_CUT != 0,
+        }
+    }
+}
 const LINKS: &str = "links";
 const UPLINKS: &str = "uplinks";
 /// `statfs(2)` magic of bpffs.
@@ -132,6 +224,11 @@ pub struct Counters {
     pub from_peer: u64,
     /// [4] Passed because the flow belongs to the kernel path (also counted in `passed`).
     pub kernel_flow: u64,
+    /// [5] A policed pod's packet found to belong to a connection the fast path carried
+    /// before, which stays there.
+    pub kept: u64,
+    /// [6] Dropped: a packet of a fast connection marked cut.
+    pub cut: u64,
 }
 
 /// How full one of the fast path's maps is: a full endpoint map leaves new pods on the
@@ -588,6 +685,79 @@ impl Datapath {
         Ok(out)
     }
 
+    /// What a pod that becomes policed does with its established fast connections.
+    pub fn set_established(&mut self, mode: Established) -> Result<(), Error> {
+        let mut cfg: aya::maps::Array<MapData, u32> =
+            aya::maps::Array::try_from(open_map(&self.dir, CONFIG)?).map_err(map_err(CONFIG))?;
+        let flags = match mode {
+            Established::Rejudge => 0,
+            Established::Keep => CFG_KEEP_ESTABLISHED,
+            Established::KeepUnlessCut => CFG_KEEP_ESTABLISHED | CFG_CUT,
+        };
+        cfg.set(0, flags, 0).map_err(map_err(CONFIG))
+    }
+
+    /// The mode `weft_config` holds.
+    pub fn established(&self) -> Result<Established, Error> {
+        let cfg: aya::maps::Array<MapData, u32> =
+            aya::maps::Array::try_from(open_map(&self.dir, CONFIG)?).map_err(map_err(CONFIG))?;
+        let flags = cfg.get(&0, 0).map_err(map_err(CONFIG))?;
+        Ok(if flags & CFG_KEEP_ESTABLISHED == 0 {
+            Established::Rejudge
+        } else if flags & CFG_CUT == 0 {
+            Established::Keep
+        } else {
+            Established::KeepUnlessCut
+        })
+    }
+
+    fn conns_map(&self) -> Result<HashMap<MapData, ConnKey, ConnRaw>, Error> {
+        HashMap::try_from(open_map(&self.dir, FAST_CONNS)?).map_err(map_err(FAST_CONNS))
+    }
+
+    /// Every connection in `weft_fast_conns` (one syscall or two per entry).
+    pub fn fast_conns(&self) -> Result<Vec<FastConn>, Error> {
+        let conns = self.conns_map()?;
+        let mut out = Vec::new();
+        for kv in conns.iter() {
+            match kv {
+                Ok((k, v)) => out.push(FastConn::of(k, &v)),
+                // Evicted between the key walk and the lookup.
+                Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(FAST_CONNS)(e)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Marks a connection cut, or clears the mark; a connection gone already (evicted,
+    /// idle) is fine. Returns whether an entry changed.
+    pub fn set_cut(&mut self, key: &ConnKey, cut: bool) -> Result<bool, Error> {
+        let mut conns = self.conns_map()?;
+        let mut v = match conns.get(key, 0) {
+            Ok(v) => v,
+            Err(MapError::KeyNotFound) => return Ok(false),
+            Err(e) => return Err(map_err(FAST_CONNS)(e)),
+        };
+        let flags = if cut {
+            v.flags | CONN_CUT
+        } else {
+            v.flags & !CONN_CUT
+        };
+        if flags == v.flags {
+            return Ok(false);
+        }
+        v.flags = flags;
+        // BPF_EXIST: an entry evicted meanwhile is not brought back.
+        match conns.insert(key, v, 2) {
+            Ok(()) => Ok(true),
+            Err(MapError::SyscallError(e)) if e.io_error.kind() == io::ErrorKind::NotFound => {
+                Ok(false)
+            }
+            Err(e) => Err(map_err(FAST_CONNS)(e)),
+        }
+    }
+
     /// The fill level of each map with entries (the stats array is always full). Counting
     /// walks the keys: one syscall per entry, for status, not for a hot path.
     pub fn map_fill(&self) -> Result<Vec<MapFill>, Error> {
@@ -598,6 +768,7 @@ impl Datapath {
         let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         let flows: HashMap<MapData, [u8; 8], u8> =
             HashMap::try_from(open_map(&self.dir, KERNEL_FLOWS)?).map_err(map_err(KERNEL_FLOWS))?;
+        let conns = self.conns_map()?;
         Ok(vec![
             MapFill {
                 name: ENDPOINTS,
@@ -613,6 +784,11 @@ impl Datapath {
                 name: KERNEL_FLOWS,
                 entries: count(flows.keys().count()),
                 max_entries: max(KERNEL_FLOWS)?,
+            },
+            MapFill {
+                name: FAST_CONNS,
+                entries: count(conns.keys().count()),
+                max_entries: max(FAST_CONNS)?,
             },
         ])
     }
@@ -633,6 +809,8 @@ impl Datapath {
             to_peer: sum(2)?,
             from_peer: sum(3)?,
             kernel_flow: sum(4)?,
+            kept: sum(5)?,
+            cut: sum(6)?,
         })
     }
 }
@@ -796,6 +974,8 @@ mod tests {
         assert_eq!(std::mem::size_of::<EndpointValue>(), 20);
         assert_eq!(std::mem::size_of::<PeerRaw>(), 8);
         assert_eq!(std::mem::size_of::<Key<u32>>(), 8);
+        assert_eq!(std::mem::size_of::<ConnKey>(), 16);
+        assert_eq!(std::mem::size_of::<ConnRaw>(), 16);
     }
 
     #[test]

@@ -9,11 +9,18 @@
 //! - pod → "Service" DNATed to a pod on the same node: the backend's replies are left to
 //!   conntrack (a kernel-path flow), which gives them the Service's address back;
 //! - reopening the pins (a weftd restart) attaches nothing again; detach and `remove_all`
-//!   leave no link, pin, program or qdisc.
+//!   leave no link, pin, program or qdisc;
+//! - a pod policed mid-connection keeps that connection on the fast path while established
+//!   connections are kept (its new ones meet nftables); marked cut, its packets are dropped
+//!   until released; rejudged, it meets nftables' verdict.
 
 mod common;
 
-use weft_ebpf::{Datapath, EndpointValue, FLAG_POLICED};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use weft_ebpf::{Datapath, EndpointValue, Established, FLAG_POLICED, FastConn};
 use weft_testkit::TestNs;
 
 use common::{Pins, counters, ifindex, mac_of, serve, tcp};
@@ -34,10 +41,19 @@ fn pod(node: &TestNs, host: &str) -> TestNs {
     p
 }
 
-#[test]
-fn same_node_traffic_is_redirected_policed_and_node_traffic_is_not() {
-    weft_testkit::require_root!();
-    let pins = Pins::new("fp");
+/// The node of these tests: a bridge `br0` (10.98.0.1/24) with pods A (10.98.0.2) and B
+/// (10.98.0.3), and C (10.98.1.2/32) routed as weft's ptp mode does it; all three in the
+/// endpoint map, unpoliced, and attached.
+struct World {
+    pins: Pins,
+    node: TestNs,
+    a: TestNs,
+    b: TestNs,
+    c: TestNs,
+}
+
+fn world(tag: &str) -> World {
+    let pins = Pins::new(tag);
     let node = TestNs::new("wteb");
     node.exec_ok(&["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
     node.ip(&["link", "add", "br0", "type", "bridge"]);
@@ -104,6 +120,22 @@ fn same_node_traffic_is_redirected_policed_and_node_traffic_is_not() {
             assert!(dp.is_attached(h).unwrap());
         }
     });
+
+    World {
+        pins,
+        node,
+        a,
+        b,
+        c,
+    }
+}
+
+#[test]
+fn same_node_traffic_is_redirected_policed_and_node_traffic_is_not() {
+    weft_testkit::require_root!();
+    let World {
+        pins, node, a, b, ..
+    } = world("fp");
 
     // Bridged pod → pod: every IPv4 packet both ways by redirect (ARP passes).
     let before = counters(&node, &pins.0);
@@ -254,4 +286,198 @@ fn a_pin_dir_off_bpffs_fails_to_load() {
     let dir = weft_testkit::TempDir::new("weft-ebpf-notbpffs");
     let err = Datapath::open(&dir.path().join("pins")).unwrap_err();
     assert!(matches!(err, weft_ebpf::Error::NotBpffs { .. }), "{err}");
+}
+
+/// A TCP server in `ns` on `addr` that answers every line of every connection with itself.
+fn echo_lines(ns: &TestNs, addr: &'static str) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    ns.spawn(move || {
+        let l = std::net::TcpListener::bind(addr).unwrap();
+        tx.send(()).unwrap();
+        for s in l.incoming() {
+            let Ok(s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut w = &s;
+                for line in BufReader::new(&s).lines() {
+                    let Ok(line) = line else { return };
+                    if writeln!(w, "{line}").is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(5)).expect("echo up");
+}
+
+/// One line there and back on `s`; an error when the answer does not come within a second.
+fn roundtrip(s: &TcpStream, line: &str) -> Result<(), String> {
+    let mut w = s;
+    writeln!(w, "{line}").map_err(|e| e.to_string())?;
+    let mut got = String::new();
+    BufReader::new(s)
+        .read_line(&mut got)
+        .map_err(|e| e.to_string())?;
+    if got.trim() == line {
+        Ok(())
+    } else {
+        Err(format!("answered {got:?}"))
+    }
+}
+
+/// A connection from `ns` to `to`, opened inside `ns` (the socket stays in its namespace).
+fn connect(ns: &TestNs, to: &'static str) -> Result<TcpStream, String> {
+    ns.run(move || {
+        let s = TcpStream::connect_timeout(&to.parse().unwrap(), Duration::from_secs(1))
+            .map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(1)))
+            .map_err(|e| e.to_string())?;
+        Ok(s)
+    })
+}
+
+fn set_policed(node: &TestNs, dir: &std::path::Path, addr: &'static str) {
+    let dir = dir.to_path_buf();
+    node.run(move || {
+        let mut dp = Datapath::open(&dir).unwrap();
+        let addr = addr.parse().unwrap();
+        let (_, v) = dp
+            .endpoints()
+            .unwrap()
+            .into_iter()
+            .find(|(a, _)| *a == addr)
+            .unwrap();
+        let v = EndpointValue {
+            flags: FLAG_POLICED,
+            ..v
+        };
+        dp.insert(addr, v).unwrap();
+    });
+}
+
+fn established(node: &TestNs, dir: &std::path::Path, mode: Established) {
+    let dir = dir.to_path_buf();
+    node.run(move || {
+        let mut dp = Datapath::open(&dir).unwrap();
+        dp.set_established(mode).unwrap();
+        assert_eq!(dp.established().unwrap(), mode);
+    });
+}
+
+/// The fast connections with an end on `port`.
+fn conns_on(node: &TestNs, dir: &std::path::Path, port: u16) -> Vec<FastConn> {
+    let dir = dir.to_path_buf();
+    node.run(move || {
+        let dp = Datapath::open(&dir).unwrap();
+        let mut all = dp.fast_conns().unwrap();
+        all.retain(|c| c.orig.1 == port || c.resp.1 == port);
+        all
+    })
+}
+
+fn set_cut(node: &TestNs, dir: &std::path::Path, conn: FastConn, cut: bool) {
+    let dir = dir.to_path_buf();
+    node.run(move || {
+        let mut dp = Datapath::open(&dir).unwrap();
+        assert!(dp.set_cut(&conn.key, cut).unwrap(), "the mark changed");
+        assert!(!dp.set_cut(&conn.key, cut).unwrap(), "set once only");
+    });
+}
+
+/// A pod that becomes policed mid-connection: nftables (here a drop of every new connection
+/// to C, which conntrack also calls a connection it meets mid-stream) judges its new
+/// connections; its established one stays on the fast path while established connections
+/// are kept. Marked cut (weftd's sweep under `--policy-cut-established`) its packets are
+/// dropped until the mark is cleared; with `Rejudge` it meets nftables' drop.
+#[test]
+fn a_pod_policed_mid_connection_keeps_it_unless_it_is_cut() {
+    weft_testkit::require_root!();
+    let World {
+        pins, node, a, c, ..
+    } = world("ke");
+    established(&node, &pins.0, Established::Keep);
+    echo_lines(&c, "10.98.1.2:8090");
+    let conn = connect(&a, "10.98.1.2:8090").expect("A → C");
+    let before = counters(&node, &pins.0);
+    roundtrip(&conn, "unpoliced").expect("A → C, unpoliced");
+    let after = counters(&node, &pins.0);
+    assert!(
+        after.redirected >= before.redirected + 2,
+        "{before:?} → {after:?}"
+    );
+
+    // C is now selected by a policy whose rules deny A's new connections.
+    node.exec_ok(&["nft", "add table inet wtebk"]);
+    node.exec_ok(&[
+        "nft", "add", "chain", "inet", "wtebk", "wtfwd", "{", "type", "filter", "hook", "forward",
+        "priority", "0", ";", "}",
+    ]);
+    node.exec_ok(&[
+        "nft",
+        "add rule inet wtebk wtfwd ip daddr 10.98.1.2 ct state new drop",
+    ]);
+    set_policed(&node, &pins.0, "10.98.1.2");
+    let before = counters(&node, &pins.0);
+    for i in 0..5 {
+        roundtrip(&conn, &format!("kept {i}")).expect("the established connection goes on");
+    }
+    let after = counters(&node, &pins.0);
+    assert!(after.kept >= before.kept + 10, "{before:?} → {after:?}");
+    assert!(
+        after.redirected >= before.redirected + 10,
+        "{before:?} → {after:?}"
+    );
+    assert!(
+        connect(&a, "10.98.1.2:8090").is_err(),
+        "a new connection meets the policy"
+    );
+    // Its SYN passed (the 5-tuple is new); the SYN of a reused 5-tuple is new too.
+    let later = counters(&node, &pins.0);
+    assert!(later.passed > after.passed, "{after:?} → {later:?}");
+
+    // The table knows who opened it: A, from its own port, to C:8090.
+    let conns = conns_on(&node, &pins.0, 8090);
+    let local = conn.local_addr().unwrap();
+    assert_eq!(conns.len(), 1, "{conns:?}");
+    let fc = conns[0];
+    assert_eq!(
+        (fc.protocol, fc.orig, fc.resp, fc.cut),
+        (
+            6,
+            ("10.98.0.2".parse().unwrap(), local.port()),
+            ("10.98.1.2".parse().unwrap(), 8090),
+            false
+        ),
+        "{fc:?}"
+    );
+
+    // Cut (the plan denies it): dropped both ways while marked; a mark without
+    // KeepUnlessCut drops nothing.
+    set_cut(&node, &pins.0, fc, true);
+    roundtrip(&conn, "marked").expect("Keep ignores the mark");
+    established(&node, &pins.0, Established::KeepUnlessCut);
+    let before = counters(&node, &pins.0);
+    assert!(roundtrip(&conn, "cut").is_err(), "a cut connection stops");
+    let after = counters(&node, &pins.0);
+    assert!(after.cut > before.cut, "{before:?} → {after:?}");
+    // Released: TCP's next retransmission gets through, and the connection goes on.
+    set_cut(&node, &pins.0, fc, false);
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut late = String::new();
+    BufReader::new(&conn).read_line(&mut late).unwrap();
+    assert_eq!(late.trim(), "cut", "the held line, retransmitted");
+    roundtrip(&conn, "released").expect("a released connection goes on");
+    conn.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+
+    // Rejudged: the next packet meets nftables, which drops it.
+    established(&node, &pins.0, Established::Rejudge);
+    let before = counters(&node, &pins.0);
+    assert!(
+        roundtrip(&conn, "cut").is_err(),
+        "the connection is judged again, and denied"
+    );
+    let after = counters(&node, &pins.0);
+    assert_eq!(after.kept, before.kept, "{before:?} → {after:?}");
+    assert!(after.passed > before.passed, "{before:?} → {after:?}");
+    node.exec_ok(&["nft", "delete table inet wtebk"]);
 }

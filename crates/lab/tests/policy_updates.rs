@@ -224,10 +224,19 @@ fn never_interrupted(s: &Spec, cut: bool) -> bool {
     (0..5).all(|step| expected(s, step, cut) == Some(true))
 }
 
-fn lab_with_pods(cut: bool, mode: &str) -> Lab {
+fn lab_with_pods(cut: bool, mode: &str, datapath: &str) -> Lab {
     require_cluster_binaries();
     let lab = Lab::new();
-    let mut args = vec!["--nodes", "2", "--pods-per-node", "0", "--mode", mode];
+    let mut args = vec![
+        "--nodes",
+        "2",
+        "--pods-per-node",
+        "0",
+        "--mode",
+        mode,
+        "--datapath",
+        datapath,
+    ];
     if cut {
         args.push("--policy-cut-established");
     }
@@ -296,8 +305,8 @@ fn probe_step(lab: &Lab, step: usize) {
     );
 }
 
-fn updates_under_traffic(cut: bool, mode: &str) {
-    let lab = lab_with_pods(cut, mode);
+fn updates_under_traffic(cut: bool, mode: &str, datapath: &str) {
+    let lab = lab_with_pods(cut, mode, datapath);
     lab.apply(&format!("{DB}---\n{CACHE}"));
     lab.policy_sync();
     let flows: Vec<(&Spec, Running)> = FLOWS
@@ -425,19 +434,67 @@ fn updates_under_traffic(cut: bool, mode: &str) {
         "{mode}, cut {cut}: {whole} flows never interrupted: {datagrams} datagrams and {bytes} bytes, none lost"
     );
     assert!(wrong.is_empty(), "(cut: {cut})\n{}", wrong.join("\n"));
+    if datapath == "ebpf" {
+        fast_path_took_part(&lab, cut);
+    }
+}
+
+/// On `--datapath ebpf` the run proves something about the fast path only if it carried
+/// flows and held on to them through the changes: packets redirected on every node, and
+/// flows of pods that became policed kept established (by default) or cut (with the cut).
+fn fast_path_took_part(lab: &Lab, cut: bool) {
+    let (mut kept, mut dropped) = (0, 0);
+    for node in ["n1", "n2"] {
+        let dp = &lab.weftd_status(node)["datapath"];
+        assert_eq!(dp["active"], "ebpf", "{node}: {dp}");
+        let n = |k: &str| dp[k].as_u64().unwrap_or(0);
+        assert!(
+            n("redirected") + n("toPeer") + n("fromPeer") > 0,
+            "{node}: nothing on the fast path: {dp}"
+        );
+        kept += n("kept");
+        dropped += n("cut");
+    }
+    eprintln!("ebpf, cut {cut}: {kept} packets kept established, {dropped} dropped as cut");
+    if cut {
+        assert!(dropped > 0, "no fast connection was cut");
+    } else {
+        assert!(
+            kept > 0,
+            "no established fast connection outlived its pod's policing"
+        );
+        assert_eq!(dropped, 0, "cut without the option");
+    }
 }
 
 #[test]
 fn updates_flip_exactly_the_affected_flows_and_established_ones_keep_going() {
-    updates_under_traffic(false, "bridge");
+    updates_under_traffic(false, "bridge", "nft");
 }
 
 #[test]
 fn updates_flip_exactly_the_affected_flows_in_ptp_mode() {
-    updates_under_traffic(false, "ptp");
+    updates_under_traffic(false, "ptp", "nft");
 }
 
 #[test]
 fn with_cut_established_newly_denied_connections_stop_and_the_others_lose_nothing() {
-    updates_under_traffic(true, "bridge");
+    updates_under_traffic(true, "bridge", "nft");
+}
+
+/// On the eBPF datapath: flows of unpoliced pods run on the fast path until a change
+/// polices one of their ends; established ones stay there.
+#[test]
+fn updates_flip_exactly_the_affected_flows_on_ebpf() {
+    updates_under_traffic(false, "bridge", "ebpf");
+}
+
+#[test]
+fn updates_flip_exactly_the_affected_flows_in_ptp_mode_on_ebpf() {
+    updates_under_traffic(false, "ptp", "ebpf");
+}
+
+#[test]
+fn with_cut_established_on_ebpf_newly_denied_connections_stop() {
+    updates_under_traffic(true, "bridge", "ebpf");
 }

@@ -67,6 +67,11 @@ pub struct DatapathStatus {
     /// Passed because the connection is the kernel path's (a Service's NAT, say); also
     /// counted in `passed`.
     pub kernel_flow: u64,
+    /// A policed pod's packets found to belong to a connection the fast path carried before
+    /// the pod was policed, which stays there (not with `--policy-cut-established`).
+    pub kept: u64,
+    /// Packets dropped because their fast connection was cut (`--policy-cut-established`).
+    pub cut: u64,
     /// How full each BPF map is (`ebpf` only).
     pub maps: Vec<MapFill>,
 }

@@ -124,13 +124,26 @@ pub fn denied(plan: &Plan, e: &CtEntry, local: &HashSet<IpAddr>) -> bool {
     } else {
         HookPoint::Forward
     };
+    denies(plan, hook, e.orig.src, dst, e.orig.protocol, e.reply.sport)
+}
+
+/// Whether the plan denies a new connection from `src` to `dst`:`port` at `hook`. A plan
+/// that cannot be walked is one the kernel took: then the connection is kept rather than
+/// guessed at.
+pub fn denies(
+    plan: &Plan,
+    hook: HookPoint,
+    src: IpAddr,
+    dst: IpAddr,
+    protocol: u8,
+    port: u16,
+) -> bool {
     let pkt = Packet {
-        src: e.orig.src,
+        src,
         dst,
-        protocol: e.orig.protocol,
-        port: e.reply.sport,
+        protocol,
+        port,
     };
-    // A plan that cannot be walked is one the kernel took; keep the entry rather than guess.
     matches!(plan.walk(hook, &pkt), Ok(false))
 }
 

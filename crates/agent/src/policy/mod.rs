@@ -123,6 +123,9 @@ pub struct Policy {
     /// `--policy-cut-established`, and what its last sweep did.
     cut_established: bool,
     last_cut: Result<cut::Sweep, Error>,
+    /// A cut ran since [`Policy::cut_due`] was last asked: the eBPF datapath's fast
+    /// connections are to be judged against the plan too.
+    cut_pending: bool,
 }
 
 /// The plan the kernel's table holds and how the next apply gets there. One value rather
@@ -196,6 +199,7 @@ impl Policy {
             fed_node: None,
             cut_established: s.policy_cut_established,
             last_cut: Ok(cut::Sweep::default()),
+            cut_pending: false,
         }
     }
 
@@ -409,6 +413,12 @@ impl Policy {
         self.enforced.plan()
     }
 
+    /// After a change that cut conntrack's entries (`--policy-cut-established`), once: the
+    /// plan the eBPF datapath's fast connections are to be judged against.
+    pub fn cut_due(&mut self) -> Option<&Plan> {
+        std::mem::take(&mut self.cut_pending).then(|| self.enforced.plan())
+    }
+
     /// Bring the compiler to the current view for this node and commit the difference.
     ///
     /// While the kernel is known to hold the compiler's plan, only what changed is fed to it
@@ -575,6 +585,7 @@ impl Policy {
         self.last_error = None;
         if changed && self.cut_established {
             self.cut().await;
+            self.cut_pending = true;
         }
         Ok(())
     }
