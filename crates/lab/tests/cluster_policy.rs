@@ -18,6 +18,10 @@ spec: {podSelector: {}, policyTypes: [Ingress]}
 
 /// A 2-node lab with pods a, b on n1 and c on n2, all in namespace `shop`.
 fn shop_lab(mode: &str) -> Lab {
+    shop_lab_on(mode, "nft")
+}
+
+fn shop_lab_on(mode: &str, datapath: &str) -> Lab {
     require_cluster_binaries();
     let lab = Lab::new();
     lab.up_ok(&[
@@ -28,6 +32,8 @@ fn shop_lab(mode: &str) -> Lab {
         "--no-ipv6",
         "--mode",
         mode,
+        "--datapath",
+        datapath,
     ]);
     lab.add_app_pods(
         "shop",
@@ -188,7 +194,19 @@ spec:
 
 #[test]
 fn restarting_weftd_opens_no_denied_flow_and_drops_no_allowed_one() {
-    let lab = shop_lab("bridge");
+    restarting_weftd_keeps_policy("nft");
+}
+
+/// On the eBPF datapath a restarted weftd takes every pod for policed until its view is
+/// loaded: the allowed flows, established, stay on the fast path, the denied ones stay
+/// with nftables.
+#[test]
+fn restarting_weftd_on_ebpf_opens_no_denied_flow_and_drops_no_allowed_one() {
+    restarting_weftd_keeps_policy("ebpf");
+}
+
+fn restarting_weftd_keeps_policy(datapath: &str) {
+    let lab = shop_lab_on("bridge", datapath);
     lab.apply(ALLOW_WEB_TO_DB);
     lab.policy_sync();
     let addr = |p: &str| lab.pod_addr(p, false).unwrap();

@@ -1,6 +1,7 @@
 //! weftd restarted (SIGTERM, then SIGKILL + start) on both ends of continuous cross-node pod
 //! traffic: every datagram arrives, and the kernel state weftd owns is the same afterwards,
-//! down to the VXLAN device's ifindex (adopted, not recreated).
+//! down to the VXLAN device's ifindex (adopted, not recreated). On `--datapath ebpf` too:
+//! the flows cross on the fast path throughout, under the same pinned programs.
 
 mod lab_support;
 
@@ -19,10 +20,19 @@ fn weftd_pid(lab: &Lab, node: &str) -> u32 {
         .unwrap()
 }
 
-fn restarts_under_traffic(backend: &str) {
+fn restarts_under_traffic(backend: &str, datapath: &str) {
     require_cluster_binaries();
     let lab = Lab::new();
-    lab.up_ok(&["--nodes", "2", "--pods-per-node", "1", "--backend", backend]);
+    lab.up_ok(&[
+        "--nodes",
+        "2",
+        "--pods-per-node",
+        "1",
+        "--backend",
+        backend,
+        "--datapath",
+        datapath,
+    ]);
     let nodes = ["n1", "n2"];
     let kernel_before: Vec<_> = nodes.iter().map(|n| lab.kernel(n)).collect();
     let vx_before: Vec<_> = nodes
@@ -38,6 +48,7 @@ fn restarts_under_traffic(backend: &str) {
 
     // 1 datagram per ms each way, IPv4 and IPv6.
     let flows = flows_between(&lab, "n1-p1", "n2-p1", 7001, Duration::from_millis(1));
+    let ebpf = datapath == "ebpf";
     assert_eq!(flows.len(), 4);
     let flowing = |n: u64| {
         for f in &flows {
@@ -45,6 +56,17 @@ fn restarts_under_traffic(backend: &str) {
         }
     };
     flowing(100);
+    // The eBPF datapath's programs and what they carried: (program ids, packets to peers).
+    let fast = |node: &str| {
+        let dp = lab.weftd_status(node)["datapath"].clone();
+        assert_eq!(dp["active"], "ebpf", "{node}: {dp}");
+        (dp["programId"].as_u64(), dp["toPeer"].as_u64().unwrap_or(0))
+    };
+    let fast_before: Vec<_> = if ebpf {
+        nodes.iter().map(|n| fast(n)).collect()
+    } else {
+        Vec::new()
+    };
     for (kill, how) in [(false, "SIGTERM"), (true, "SIGKILL")] {
         for node in nodes {
             let pid = weftd_pid(&lab, node);
@@ -60,6 +82,16 @@ fn restarts_under_traffic(backend: &str) {
             );
             // Traffic goes on through the restarted agent's first moments.
             flowing(200);
+        }
+    }
+    if ebpf {
+        for (n, (prog, to_peer)) in nodes.iter().zip(&fast_before) {
+            let (prog_after, to_peer_after) = fast(n);
+            assert_eq!(prog_after, *prog, "{n}: the pinned program was kept");
+            assert!(
+                to_peer_after > to_peer + 1000,
+                "{n}: the flows went on by the fast path: {to_peer} → {to_peer_after}"
+            );
         }
     }
     let reports = assert_no_loss(flows, &format!("{backend}, weftd restarts"));
@@ -84,12 +116,24 @@ fn restarts_under_traffic(backend: &str) {
 
 #[test]
 fn weftd_restarts_lose_no_packet_vxlan() {
-    restarts_under_traffic("vxlan");
+    restarts_under_traffic("vxlan", "nft");
 }
 
 #[test]
 fn weftd_restarts_lose_no_packet_host_gw() {
-    restarts_under_traffic("host-gw");
+    restarts_under_traffic("host-gw", "nft");
+}
+
+/// On the eBPF datapath the IPv4 flows cross the nodes on the fast path, and a restarted
+/// weftd reopens the pinned programs and maps under them.
+#[test]
+fn weftd_restarts_lose_no_packet_vxlan_ebpf() {
+    restarts_under_traffic("vxlan", "ebpf");
+}
+
+#[test]
+fn weftd_restarts_lose_no_packet_host_gw_ebpf() {
+    restarts_under_traffic("host-gw", "ebpf");
 }
 
 /// weftd down for longer than its lease: its blocks expire, and once no never-used block
