@@ -13,12 +13,14 @@
 //!   the peer's block as weft routed it; with VXLAN the program sits on `weft.vx` as well and
 //!   the block's entry names the peer's VTEP address on it; a restart keeps those links,
 //!   `nft` removes them;
-//! - the status gives each map's fill level.
+//! - the status gives each map's fill level;
+//! - a port mapping (portmap chained after weft) works, its NATed replies on the kernel path.
 //!
 //! Needs the plugin binaries next to weftd (`cargo build -p weft-plugin`).
 
 mod support;
 
+use std::io::Write as _;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -141,14 +143,32 @@ fn datapath(dir: &Path) -> DatapathStatus {
 struct Pod {
     ns: weft_testkit::TestNs,
     att: Attachment,
+    /// The conflist it was ADDed with (its DEL takes the same).
+    conflist: Value,
     address: String,
     veth: String,
+}
+
+/// weft's plugins, then the reference ones (portmap).
+fn runtime() -> Runtime {
+    Runtime::new(vec![plugin_dir(), PathBuf::from("/usr/lib/cni")])
 }
 
 impl Pod {
     /// ADDs pod `namespace/name` through weftd's conflist, as containerd would. Call on a
     /// thread inside the node's namespace.
     fn add(dir: &Path, namespace: &str, name: &str) -> Pod {
+        Pod::add_with(dir, namespace, name, conflist(dir), serde_json::Map::new())
+    }
+
+    /// The same through `conflist`, with the runtime's capability arguments `caps`.
+    fn add_with(
+        dir: &Path,
+        namespace: &str,
+        name: &str,
+        conflist: Value,
+        caps: serde_json::Map<String, Value>,
+    ) -> Pod {
         let ns = weft_testkit::TestNs::new("wtdpp");
         let att = Attachment {
             container_id: format!("c-{name}-{}", ns.name),
@@ -157,10 +177,10 @@ impl Pod {
             cni_args: Some(format!(
                 "IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name}"
             )),
-            ..Attachment::default()
+            capability_args: caps,
         };
-        let result = Runtime::new(vec![plugin_dir()])
-            .add(&conflist(dir), &att)
+        let result = runtime()
+            .add(&conflist, &att)
             .unwrap_or_else(|e| panic!("ADD {name}: {e}\n{}", e.stderr));
         let address = result["ips"][0]["address"]
             .as_str()
@@ -182,14 +202,15 @@ impl Pod {
         Pod {
             ns,
             att,
+            conflist,
             address,
             veth,
         }
     }
 
-    fn del(&self, dir: &Path) {
-        Runtime::new(vec![plugin_dir()])
-            .del(&conflist(dir), &self.att, None)
+    fn del(&self, _dir: &Path) {
+        runtime()
+            .del(&self.conflist, &self.att, None)
             .unwrap_or_else(|e| panic!("DEL: {e}\n{}", e.stderr));
     }
 
@@ -481,6 +502,86 @@ fn peers_in_the_peer_map_and_the_arrival_programs(backend: &'static str) {
             }
             drop(agent);
             a.del(&dir);
+        })
+        .expect("node namespace");
+}
+
+/// A port mapping in the chain (the reference portmap after weft, as a runtime with
+/// `hostPort` pods has it): pod a → the node's address:18080 is DNATed by the kernel to b's
+/// 8080, and b's replies, though addressed to a local pod, must reach conntrack to be given
+/// the node's address back. They pass as a kernel-path flow; without that a's socket would
+/// take them for strangers and the connection would never open.
+#[test]
+fn a_port_mapping_in_the_chain_works_on_the_fast_path() {
+    let node = TestNs::with_prefix("wtdm");
+    let tmp = TempDir::new("agent-datapath-portmap");
+    let pins = Pins::tagged("pm");
+    let (dir, pin_dir) = (tmp.path().to_path_buf(), pins.0.clone());
+    node.open()
+        .run(move || {
+            let mut agent = start(&dir, "ebpf", &pin_dir);
+            let mut chain = conflist(&dir);
+            // Debian's reference plugins (v1.1.1) speak up to CNI 1.0.0.
+            chain["cniVersion"] = json!("1.0.0");
+            chain["plugins"]
+                .as_array_mut()
+                .unwrap()
+                // No hairpin masquerade: b's replies go to a's own address, the case that
+                // needs care (with it they go to the node, the kernel path anyway).
+                .push(
+                    json!({"type": "portmap", "capabilities": {"portMappings": true},
+                    "snat": false}),
+                );
+            let mut caps = serde_json::Map::new();
+            caps.insert(
+                "portMappings".into(),
+                json!([{"hostPort": 18080, "containerPort": 8080, "protocol": "tcp"}]),
+            );
+            let b = Pod::add_with(&dir, "shop", "b", chain.clone(), caps);
+            let a = Pod::add_with(&dir, "shop", "a", chain, serde_json::Map::new());
+            b.ns.spawn(|| {
+                let l = std::net::TcpListener::bind("0.0.0.0:8080").unwrap();
+                for s in l.incoming() {
+                    let Ok(mut s) = s else { continue };
+                    let peer = s
+                        .peer_addr()
+                        .map(|p| p.ip().to_string())
+                        .unwrap_or_default();
+                    let _ = writeln!(s, "{peer}");
+                }
+            });
+            wait_until(&mut agent, "b's listener", || {
+                b.ns.run(|| std::net::TcpStream::connect("127.0.0.1:8080").is_ok())
+            });
+            let before = datapath(&dir);
+            let seen = a.ns.run(|| -> Result<String, String> {
+                let mut s = std::net::TcpStream::connect_timeout(
+                    &"192.0.2.10:18080".parse().unwrap(),
+                    Duration::from_secs(2),
+                )
+                .map_err(|e| e.to_string())?;
+                s.set_read_timeout(Some(Duration::from_secs(2)))
+                    .map_err(|e| e.to_string())?;
+                let mut line = String::new();
+                std::io::Read::read_to_string(&mut s, &mut line).map_err(|e| e.to_string())?;
+                Ok(line.trim().to_string())
+            });
+            let after = datapath(&dir);
+            assert_eq!(
+                seen.as_deref(),
+                Ok(a.address.as_str()),
+                "b answers a, through the node's port"
+            );
+            assert!(
+                after.kernel_flow >= before.kernel_flow + 2,
+                "b's replies passed as a kernel flow: {before:?} → {after:?}"
+            );
+            // The pods' own traffic still takes the fast path.
+            assert!(a.ping(&b.address), "a → b");
+            assert!(datapath(&dir).redirected >= after.redirected + 4);
+            a.del(&dir);
+            b.del(&dir);
+            drop(agent);
         })
         .expect("node namespace");
 }
