@@ -8,6 +8,7 @@
 //! | same node | lab `wtb<pid>h` pod a → pod b, both on n1 (bridge `weft0`) |
 //! | same node, eBPF (`--datapath ebpf`) | lab `wtb<pid>e` (weftd `--datapath ebpf`) pod a → pod b on n1 |
 //! | host-gw, eBPF (`--datapath ebpf`) | lab `wtb<pid>e` pod a (n1) → pod c (n2) |
+//! | VXLAN, eBPF (`--datapath ebpf`) | lab `wtb<pid>x` (vxlan, weftd `--datapath ebpf`) pod a (n1) → pod c (n2) |
 //! | host-gw | lab `wtb<pid>h` pod a (n1) → pod c (n2) |
 //! | VXLAN | lab `wtb<pid>v` pod a (n1) → pod c (n2) |
 //! | hand-built VXLAN (baseline) | `wtb<pid>nx1` → `wtb<pid>nx2`, kernel vxlan over one veth |
@@ -59,8 +60,8 @@ pub struct DataplaneArgs {
     /// Where weftd, weft and weft-ipam are, for the labs [default: weftctl's own directory].
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
-    /// `ebpf` adds the same-node and cross-node host-gw paths on weftd's eBPF datapath (a
-    /// third lab), measured in the same rounds as the others.
+    /// `ebpf` adds the same-node and cross-node host-gw and VXLAN paths on weftd's eBPF
+    /// datapath (two more labs), measured in the same rounds as the others.
     #[arg(long, default_value = "nft", value_parser = ["nft", "ebpf"])]
     pub datapath: String,
 }
@@ -74,6 +75,7 @@ pub enum Kind {
     HostGw,
     HostGwEbpf,
     Vxlan,
+    VxlanEbpf,
     HandVxlan,
     Underlay,
     LabVxlan,
@@ -89,6 +91,7 @@ impl Kind {
             Kind::HostGw => "cross-node host-gw",
             Kind::HostGwEbpf => "cross-node host-gw, eBPF",
             Kind::Vxlan => "cross-node VXLAN",
+            Kind::VxlanEbpf => "cross-node VXLAN, eBPF",
             Kind::HandVxlan => "hand-built VXLAN (baseline)",
             Kind::Underlay => "lab underlay n1->n2 (info)",
             Kind::LabVxlan => "kernel VXLAN, lab underlay (info)",
@@ -156,6 +159,21 @@ fn run_inner(args: &DataplaneArgs) -> Result<()> {
             "host-gw",
             args.bin_dir.as_deref(),
             &pods,
+            &["--datapath", "ebpf"],
+        )?)
+    } else {
+        None
+    };
+    signal::check()?;
+    let ebpf_vx = if args.datapath == "ebpf" {
+        eprintln!(
+            "weftctl: bench dataplane: lab wtb{pid}x (--datapath ebpf, vxlan, pod a on n1, c on n2)"
+        );
+        Some(Lab::up(
+            &format!("wtb{pid}x"),
+            "vxlan",
+            args.bin_dir.as_deref(),
+            &[("a", 1), ("c", 2)],
             &["--datapath", "ebpf"],
         )?)
     } else {
@@ -250,6 +268,22 @@ fn run_inner(args: &DataplaneArgs) -> Result<()> {
             },
         );
     }
+    if let Some(x) = &ebpf_vx {
+        let (xa, xc) = (x.pod("a")?, x.pod("c")?);
+        let at = paths
+            .iter()
+            .position(|p| p.kind == Kind::Vxlan)
+            .map_or(paths.len(), |i| i + 1);
+        paths.insert(
+            at,
+            Path {
+                kind: Kind::VxlanEbpf,
+                client_ns: xa.netns.clone(),
+                server_ns: xc.netns.clone(),
+                addr: xc.addr.clone(),
+            },
+        );
+    }
 
     let mut servers: Vec<Daemon> = Vec::new();
     for (i, p) in paths.iter().enumerate() {
@@ -287,6 +321,9 @@ fn run_inner(args: &DataplaneArgs) -> Result<()> {
 
     drop(servers);
     vx.down()?;
+    if let Some(x) = ebpf_vx {
+        x.down()?;
+    }
     if let Some(e) = ebpf {
         e.down()?;
     }
