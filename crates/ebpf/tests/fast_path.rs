@@ -133,8 +133,14 @@ fn world(tag: &str) -> World {
 #[test]
 fn same_node_traffic_is_redirected_policed_and_node_traffic_is_not() {
     weft_testkit::require_root!();
+    // C is bound though only addressed: a field left to `..` would be dropped here, and
+    // its namespace with it.
     let World {
-        pins, node, a, b, ..
+        pins,
+        node,
+        a,
+        b,
+        c: _c,
     } = world("fp");
 
     // Bridged pod → pod: every IPv4 packet both ways by redirect (ARP passes).
