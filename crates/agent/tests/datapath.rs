@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::{TestNs, Weftd, weftd_command};
 use weft_cni::runtime::{Attachment, Runtime};
+use weft_ebpf::testing::ScratchPins as Pins;
 use weft_proto::{DatapathStatus, Request, ask};
 use weft_store::{Datastore, Family, LocalStore, NodeRecord, ObjectKind};
 use weft_testkit::TempDir;
@@ -46,37 +47,6 @@ fn plugin_dir() -> PathBuf {
         dir.join("weft").display()
     );
     dir
-}
-
-/// This process's pin directory on the host's bpffs, removed on drop (also on a panic).
-struct Pins(PathBuf);
-
-impl Pins {
-    fn new() -> Pins {
-        let p = PathBuf::from(format!(
-            "/sys/fs/bpf/weft-test-agent-{}",
-            std::process::id()
-        ));
-        let _ = weft_ebpf::remove_all(&p);
-        Pins(p)
-    }
-}
-
-impl Pins {
-    fn tagged(tag: &str) -> Pins {
-        let p = PathBuf::from(format!(
-            "/sys/fs/bpf/weft-test-agent-{tag}-{}",
-            std::process::id()
-        ));
-        let _ = weft_ebpf::remove_all(&p);
-        Pins(p)
-    }
-}
-
-impl Drop for Pins {
-    fn drop(&mut self) {
-        let _ = weft_ebpf::remove_all(&self.0);
-    }
 }
 
 /// weftd with `--datapath`, its pins in `pins`. Call on a thread inside the node namespace.
@@ -260,7 +230,7 @@ fn put_policy(dir: &Path, namespace: &str, policy: Value) {
 fn same_node_pods_take_the_fast_path_policed_ones_and_the_node_do_not() {
     let node = TestNs::with_prefix("wtdp");
     let tmp = TempDir::new("agent-datapath");
-    let pins = Pins::new();
+    let pins = Pins::new("agent");
     let (dir, pin_dir) = (tmp.path().to_path_buf(), pins.0.clone());
     node.open()
         .run(move || {
@@ -427,7 +397,11 @@ fn peers_in_the_peer_map_and_the_arrival_programs(backend: &'static str) {
     let config = format!(r#"{{"cidrV4":"10.96.0.0/24","blockSizeV4":26,"backend":"{backend}"}}"#);
     let node = TestNs::with_prefix("wtdq");
     let tmp = TempDir::new("agent-datapath-peers");
-    let pins = Pins::tagged(if backend == "vxlan" { "vx" } else { "gw" });
+    let pins = Pins::new(if backend == "vxlan" {
+        "agent-vx"
+    } else {
+        "agent-gw"
+    });
     let (dir, pin_dir) = (tmp.path().to_path_buf(), pins.0.clone());
     node.open()
         .run(move || {
@@ -515,7 +489,7 @@ fn peers_in_the_peer_map_and_the_arrival_programs(backend: &'static str) {
 fn a_port_mapping_in_the_chain_works_on_the_fast_path() {
     let node = TestNs::with_prefix("wtdm");
     let tmp = TempDir::new("agent-datapath-portmap");
-    let pins = Pins::tagged("pm");
+    let pins = Pins::new("agent-pm");
     let (dir, pin_dir) = (tmp.path().to_path_buf(), pins.0.clone());
     node.open()
         .run(move || {

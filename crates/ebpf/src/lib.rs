@@ -965,6 +965,34 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     parts.next().is_none().then_some(out)
 }
 
+/// What the tests of this crate and of weftd's share; not for production use.
+#[doc(hidden)]
+pub mod testing {
+    use std::path::PathBuf;
+
+    /// A pin directory of the calling process's own on the host's bpffs
+    /// (`/sys/fs/bpf/weft-test-<tag>-<pid>`): emptied when made, removed with everything
+    /// pinned in it on drop, also on a panic.
+    pub struct ScratchPins(pub PathBuf);
+
+    impl ScratchPins {
+        pub fn new(tag: &str) -> ScratchPins {
+            let p = PathBuf::from(format!(
+                "/sys/fs/bpf/weft-test-{tag}-{}",
+                std::process::id()
+            ));
+            let _ = super::remove_all(&p);
+            ScratchPins(p)
+        }
+    }
+
+    impl Drop for ScratchPins {
+        fn drop(&mut self) {
+            let _ = super::remove_all(&self.0);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

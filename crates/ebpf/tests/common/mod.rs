@@ -5,31 +5,13 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use weft_ebpf::{Counters, Datapath};
 use weft_testkit::TestNs;
 
-/// A pin directory of this test process, removed on drop (also on a panic).
-pub struct Pins(pub PathBuf);
-
-impl Pins {
-    pub fn new(tag: &str) -> Pins {
-        let p = PathBuf::from(format!(
-            "/sys/fs/bpf/weft-test-{tag}-{}",
-            std::process::id()
-        ));
-        let _ = weft_ebpf::remove_all(&p);
-        Pins(p)
-    }
-}
-
-impl Drop for Pins {
-    fn drop(&mut self) {
-        let _ = weft_ebpf::remove_all(&self.0);
-    }
-}
+pub use weft_ebpf::testing::ScratchPins as Pins;
 
 pub fn mac_of(ns: &TestNs, dev: &str) -> [u8; 6] {
     let out = ns.ip(&["-o", "link", "show", dev]);
