@@ -26,7 +26,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
-use weft_ebpf::{Datapath, EndpointValue, FLAG_POLICED, PeerValue};
+use weft_ebpf::{Counters, Datapath, EndpointValue, FLAG_POLICED, PeerValue};
 use weft_testkit::TestNs;
 
 use common::{Pins, counters, ifindex, mac_of, serve, tcp};
@@ -61,6 +61,37 @@ fn pod(node: &TestNs, host: &str, addr: &str, gw: &str) -> TestNs {
 /// One pod as weftd records it: address, host veth, its ifindex, the pod's MAC, its
 /// gateway's MAC, flags.
 type PodEntry = (&'static str, &'static str, u32, [u8; 6], [u8; 6], u32);
+
+/// At least `n` packets each way took the fast path across: out of node 1 and into node 2,
+/// out of node 2 and into node 1 (counters before and after, node 1's first).
+#[track_caller]
+fn crossed(n: u64, before: (Counters, Counters), after: (Counters, Counters)) {
+    let ((b1, b2), (c1, c2)) = (before, after);
+    assert!(c1.to_peer >= b1.to_peer + n, "n1 out: {b1:?} → {c1:?}");
+    assert!(c2.from_peer >= b2.from_peer + n, "n2 in: {b2:?} → {c2:?}");
+    assert!(c2.to_peer >= b2.to_peer + n, "n2 out: {b2:?} → {c2:?}");
+    assert!(c1.from_peer >= b1.from_peer + n, "n1 in: {b1:?} → {c1:?}");
+}
+
+/// `pod`'s entry as weftd records it: behind host veth `host` on `node`, with gateway MAC
+/// `gw`.
+fn entry(
+    node: &TestNs,
+    pod: &TestNs,
+    host: &'static str,
+    addr: &'static str,
+    gw: [u8; 6],
+    flags: u32,
+) -> PodEntry {
+    (
+        addr,
+        host,
+        ifindex(node, host),
+        mac_of(pod, "eth0"),
+        gw,
+        flags,
+    )
+}
 
 /// weftd's part on `node`: the pods in the endpoint map and attached, the peer's block in
 /// the peer map, the uplink program on `uplink`.
@@ -214,22 +245,8 @@ fn pods_on_two_host_gw_nodes_take_the_fast_path_policed_and_nat_do_not() {
         &n1,
         &pins1.0,
         vec![
-            (
-                "10.97.1.2",
-                "hA",
-                ifindex(&n1, "hA"),
-                mac_of(&a, "eth0"),
-                br1,
-                0,
-            ),
-            (
-                "10.97.1.3",
-                "hP",
-                ifindex(&n1, "hP"),
-                mac_of(&p, "eth0"),
-                br1,
-                FLAG_POLICED,
-            ),
+            entry(&n1, &a, "hA", "10.97.1.2", br1, 0),
+            entry(&n1, &p, "hP", "10.97.1.3", br1, FLAG_POLICED),
         ],
         ("10.97.2.0", 24, "192.168.97.2"),
         "u1",
@@ -237,14 +254,7 @@ fn pods_on_two_host_gw_nodes_take_the_fast_path_policed_and_nat_do_not() {
     set_up(
         &n2,
         &pins2.0,
-        vec![(
-            "10.97.2.2",
-            "hB",
-            ifindex(&n2, "hB"),
-            mac_of(&b, "eth0"),
-            br2,
-            0,
-        )],
+        vec![entry(&n2, &b, "hB", "10.97.2.2", br2, 0)],
         ("10.97.1.0", 24, "192.168.97.1"),
         "u2",
     );
@@ -256,20 +266,14 @@ fn pods_on_two_host_gw_nodes_take_the_fast_path_policed_and_nat_do_not() {
     assert!(ok, "A → B: {text}");
     assert!(text.contains("ttl=62"), "two routed hops: {text}");
     let (c1, c2) = (counters(&n1, &pins1.0), counters(&n2, &pins2.0));
-    assert!(c1.to_peer >= b1.to_peer + 2, "n1 out: {b1:?} → {c1:?}");
-    assert!(c2.from_peer >= b2.from_peer + 2, "n2 in: {b2:?} → {c2:?}");
-    assert!(c2.to_peer >= b2.to_peer + 2, "n2 out: {b2:?} → {c2:?}");
-    assert!(c1.from_peer >= b1.from_peer + 2, "n1 in: {b1:?} → {c1:?}");
+    crossed(2, (b1, b2), (c1, c2));
 
     // TCP A → B: connects, and B sees A's own address.
     let (b1, b2) = (c1, c2);
     assert_eq!(tcp(&a, "10.97.2.2:8080").as_deref(), Ok("10.97.1.2"));
     let (c1, c2) = (counters(&n1, &pins1.0), counters(&n2, &pins2.0));
     // SYN, ACK, data, FIN at least each way.
-    assert!(c1.to_peer >= b1.to_peer + 3, "n1 out: {b1:?} → {c1:?}");
-    assert!(c1.from_peer >= b1.from_peer + 3, "n1 in: {b1:?} → {c1:?}");
-    assert!(c2.to_peer >= b2.to_peer + 3, "n2 out: {b2:?} → {c2:?}");
-    assert!(c2.from_peer >= b2.from_peer + 3, "n2 in: {b2:?} → {c2:?}");
+    crossed(3, (b1, b2), (c1, c2));
 
     // Bulk TCP: the pods' GSO packets (far above the uplink's MTU) take the fast path too,
     // to be segmented on the uplink as the kernel path would.
@@ -473,22 +477,8 @@ fn pods_on_two_vxlan_nodes_take_the_fast_path_through_weft_vx() {
         &n1,
         &pins1.0,
         vec![
-            (
-                "10.98.1.2",
-                "hA",
-                ifindex(&n1, "hA"),
-                mac_of(&a, "eth0"),
-                br1,
-                0,
-            ),
-            (
-                "10.98.1.3",
-                "hP",
-                ifindex(&n1, "hP"),
-                mac_of(&p, "eth0"),
-                br1,
-                FLAG_POLICED,
-            ),
+            entry(&n1, &a, "hA", "10.98.1.2", br1, 0),
+            entry(&n1, &p, "hP", "10.98.1.3", br1, FLAG_POLICED),
         ],
         ("10.98.2.0", 24, "10.98.2.0"),
         "weft.vx",
@@ -496,14 +486,7 @@ fn pods_on_two_vxlan_nodes_take_the_fast_path_through_weft_vx() {
     set_up(
         &n2,
         &pins2.0,
-        vec![(
-            "10.98.2.2",
-            "hB",
-            ifindex(&n2, "hB"),
-            mac_of(&b, "eth0"),
-            br2,
-            0,
-        )],
+        vec![entry(&n2, &b, "hB", "10.98.2.2", br2, 0)],
         ("10.98.1.0", 24, "10.98.1.0"),
         "weft.vx",
     );
@@ -521,10 +504,7 @@ fn pods_on_two_vxlan_nodes_take_the_fast_path_through_weft_vx() {
     assert!(ok, "A → B: {text}");
     assert!(text.contains("ttl=62"), "two routed hops: {text}");
     let (c1, c2) = (counters(&n1, &pins1.0), counters(&n2, &pins2.0));
-    assert!(c1.to_peer >= b1.to_peer + 2, "n1 out: {b1:?} → {c1:?}");
-    assert!(c2.from_peer >= b2.from_peer + 2, "n2 in: {b2:?} → {c2:?}");
-    assert!(c2.to_peer >= b2.to_peer + 2, "n2 out: {b2:?} → {c2:?}");
-    assert!(c1.from_peer >= b1.from_peer + 2, "n1 in: {b1:?} → {c1:?}");
+    crossed(2, (b1, b2), (c1, c2));
     // The outer packets cross both underlay programs uncounted: ten pings make ten outer
     // packets arrive on each node, while `passed` grows at most by the pods' own chatter
     // (an ARP refresh, IPv6 neighbour discovery).
@@ -555,9 +535,7 @@ fn pods_on_two_vxlan_nodes_take_the_fast_path_through_weft_vx() {
     assert!(ok, "MTU-sized DF ping A → B: {text}");
     assert!(text.contains("1430 bytes from 10.98.2.2"), "{text}");
     let (c1, c2) = (counters(&n1, &pins1.0), counters(&n2, &pins2.0));
-    assert!(c1.to_peer >= b1.to_peer + 2, "n1 out: {b1:?} → {c1:?}");
-    assert!(c2.from_peer >= b2.from_peer + 2, "n2 in: {b2:?} → {c2:?}");
-    assert!(c2.to_peer >= b2.to_peer + 2, "n2 out: {b2:?} → {c2:?}");
+    crossed(2, (b1, b2), (c1, c2));
 
     // TCP, and a bulk stream whose GSO packets the tunnel segments as on the kernel path.
     assert_eq!(tcp(&a, "10.98.2.2:8080").as_deref(), Ok("10.98.1.2"));

@@ -201,25 +201,7 @@ fn same_node_traffic_is_redirected_policed_and_node_traffic_is_not() {
     node.exec_ok(&["nft", "delete table ip wtebnat"]);
 
     // C policed: its packets keep the kernel path, where a drop still drops.
-    let dir = pins.0.clone();
-    node.run(move || {
-        let mut dp = Datapath::open(&dir).unwrap();
-        let addr = "10.98.1.2".parse().unwrap();
-        let (_, v) = dp
-            .endpoints()
-            .unwrap()
-            .into_iter()
-            .find(|(a, _)| *a == addr)
-            .unwrap();
-        dp.insert(
-            addr,
-            EndpointValue {
-                flags: FLAG_POLICED,
-                ..v
-            },
-        )
-        .unwrap();
-    });
+    set_policed(&node, &pins.0, "10.98.1.2");
     node.exec_ok(&["nft", "add table inet wteb"]);
     node.exec_ok(&[
         "nft", "add", "chain", "inet", "wteb", "wtfwd", "{", "type", "filter", "hook", "forward",
