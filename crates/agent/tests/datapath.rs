@@ -20,7 +20,6 @@
 
 mod support;
 
-use std::io::Write as _;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -493,7 +492,7 @@ fn a_port_mapping_in_the_chain_works_on_the_fast_path() {
     let (dir, pin_dir) = (tmp.path().to_path_buf(), pins.0.clone());
     node.open()
         .run(move || {
-            let mut agent = start(&dir, "ebpf", &pin_dir);
+            let agent = start(&dir, "ebpf", &pin_dir);
             let mut chain = conflist(&dir);
             // Debian's reference plugins (v1.1.1) speak up to CNI 1.0.0.
             chain["cniVersion"] = json!("1.0.0");
@@ -513,33 +512,9 @@ fn a_port_mapping_in_the_chain_works_on_the_fast_path() {
             );
             let b = Pod::add_with(&dir, "shop", "b", chain.clone(), caps);
             let a = Pod::add_with(&dir, "shop", "a", chain, serde_json::Map::new());
-            b.ns.spawn(|| {
-                let l = std::net::TcpListener::bind("0.0.0.0:8080").unwrap();
-                for s in l.incoming() {
-                    let Ok(mut s) = s else { continue };
-                    let peer = s
-                        .peer_addr()
-                        .map(|p| p.ip().to_string())
-                        .unwrap_or_default();
-                    let _ = writeln!(s, "{peer}");
-                }
-            });
-            wait_until(&mut agent, "b's listener", || {
-                b.ns.run(|| std::net::TcpStream::connect("127.0.0.1:8080").is_ok())
-            });
+            weft_testkit::tcp::serve_peer_address(&b.ns, "0.0.0.0:8080");
             let before = datapath(&dir);
-            let seen = a.ns.run(|| -> Result<String, String> {
-                let mut s = std::net::TcpStream::connect_timeout(
-                    &"192.0.2.10:18080".parse().unwrap(),
-                    Duration::from_secs(2),
-                )
-                .map_err(|e| e.to_string())?;
-                s.set_read_timeout(Some(Duration::from_secs(2)))
-                    .map_err(|e| e.to_string())?;
-                let mut line = String::new();
-                std::io::Read::read_to_string(&mut s, &mut line).map_err(|e| e.to_string())?;
-                Ok(line.trim().to_string())
-            });
+            let seen = weft_testkit::tcp::peer_address_seen(&a.ns, "192.0.2.10:18080");
             let after = datapath(&dir);
             assert_eq!(
                 seen.as_deref(),

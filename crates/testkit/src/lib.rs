@@ -5,7 +5,8 @@
 //! inspect the kernel with; [`is_root`], [`assert_root`] and [`require_root!`]; [`temp_dir`]
 //! and [`TempDir`]; [`Rng`], the replayable PRNG of randomized tests; and [`etcd`], a real
 //! etcd on loopback and a test PKI; [`kube`], a real kube-apiserver (and controller manager)
-//! on top of such an etcd. (NetworkPolicy worlds are `weft_policy::testing`: they
+//! on top of such an etcd; [`tcp`], a server that tells a client where it saw it from.
+//! (NetworkPolicy worlds are `weft_policy::testing`: they
 //! are made of weft-policy's types.) And the guard that keeps a fresh machine passing:
 //! [`execwatch`] records every program a command and its descendants execute (the kernel's
 //! `sched_process_exec` tracepoint), [`installs`] tells which Debian package each comes from
@@ -23,6 +24,7 @@ pub mod execwatch;
 pub mod installs;
 pub mod kube;
 mod netns;
+pub mod tcp;
 
 use std::io;
 use std::path::{Path, PathBuf};
