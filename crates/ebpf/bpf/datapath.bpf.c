@@ -89,9 +89,15 @@ struct weft_endpoint {
 	__u8 gw_mac[6]; // the MAC the pod sees as its gateway's: routed packets come from it
 };
 
+// Not preallocated: in a preallocated hash an update frees the replaced element to a free
+// list at once, and the next update may refill it while a program on another CPU still
+// reads it, which would redirect a packet with another pod's ifindex and MAC. Without
+// preallocation replaced elements are freed after an RCU grace period, so a reader sees
+// the old entry or the new one, whole.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u32); // IPv4 address, network byte order (as in the packet)
 	__type(value, struct weft_endpoint);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
