@@ -292,7 +292,18 @@ impl Datapath {
             return;
         };
         let tunnel = match sync_tunnel(fast) {
-            Ok(t) => t,
+            Ok((t, fresh)) => {
+                if fresh {
+                    log::info(
+                        "eBPF datapath: VXLAN device attached",
+                        &[
+                            ("device", weft_backend::DEVICE.into()),
+                            ("programId", fast.uplink_program_id().into()),
+                        ],
+                    );
+                }
+                t
+            }
             Err(e) => {
                 log::error(
                     "eBPF datapath: arrival program not on the VXLAN device; VXLAN peers keep the kernel path",
@@ -301,15 +312,6 @@ impl Datapath {
                 None
             }
         };
-        if tunnel.is_some() && tunnel != self.tunnel {
-            log::info(
-                "eBPF datapath: VXLAN device attached",
-                &[
-                    ("device", weft_backend::DEVICE.into()),
-                    ("programId", fast.uplink_program_id().into()),
-                ],
-            );
-        }
         self.tunnel = tunnel;
         let uplink = self.uplink.as_ref().map(|(_, i)| *i);
         if let Err(e) = sync_peers(fast, uplink, tunnel) {
@@ -528,18 +530,19 @@ fn attach_uplink(
     Ok((name, index))
 }
 
-/// The arrival program on `weft.vx` when it exists (its ifindex), its link gone when not.
-fn sync_tunnel(fast: &mut weft_ebpf::Datapath) -> Result<Option<u32>, String> {
+/// The arrival program on `weft.vx` when it exists (its ifindex, and whether it was
+/// attached just now), its link gone when not.
+fn sync_tunnel(fast: &mut weft_ebpf::Datapath) -> Result<(Option<u32>, bool), String> {
     let mut nl = weft_net::Handle::new().map_err(|e| e.to_string())?;
     let dev = weft_backend::DEVICE;
     match nl.link_by_name(dev).map_err(|e| e.to_string())? {
         Some(link) => {
-            fast.attach_uplink(dev).map_err(|e| e.to_string())?;
-            Ok(Some(link.index))
+            let fresh = fast.attach_uplink(dev).map_err(|e| e.to_string())?;
+            Ok((Some(link.index), fresh))
         }
         None => {
             fast.detach_uplink(dev).map_err(|e| e.to_string())?;
-            Ok(None)
+            Ok((None, false))
         }
     }
 }
