@@ -625,6 +625,12 @@ fn pods_on_two_vxlan_nodes_take_the_fast_path_through_weft_vx() {
             assert!(progs.is_empty(), "{progs:?}");
         }
     }
+    // The kernel path has never carried A ↔ B, so its neighbours are unresolved: a ping
+    // first, so a loaded machine's slow resolution is not taken for a broken path.
+    assert!(
+        ping(&a, "10.98.2.2").0,
+        "the kernel path alone carries A → B"
+    );
     assert_eq!(
         tcp(&a, "10.98.2.2:8080").as_deref(),
         Ok("10.98.1.2"),
