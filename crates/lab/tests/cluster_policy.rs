@@ -197,14 +197,6 @@ fn restarting_weftd_opens_no_denied_flow_and_drops_no_allowed_one() {
     restarting_weftd_keeps_policy("nft");
 }
 
-/// On the eBPF datapath a restarted weftd takes every pod for policed until its view is
-/// loaded: the allowed flows, established, stay on the fast path, the denied ones stay
-/// with nftables.
-#[test]
-fn restarting_weftd_on_ebpf_opens_no_denied_flow_and_drops_no_allowed_one() {
-    restarting_weftd_keeps_policy("ebpf");
-}
-
 fn restarting_weftd_keeps_policy(datapath: &str) {
     let lab = shop_lab_on("bridge", datapath);
     lab.apply(ALLOW_WEB_TO_DB);
