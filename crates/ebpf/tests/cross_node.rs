@@ -22,7 +22,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
@@ -144,17 +144,10 @@ fn set_up(
 
 /// A TCP sink in `ns` on `addr`: reads each connection to its end and answers the count.
 fn sink(ns: &TestNs, addr: &'static str) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    ns.spawn(move || {
-        let l = TcpListener::bind(addr).unwrap();
-        tx.send(()).unwrap();
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let n = std::io::copy(&mut s, &mut std::io::sink()).unwrap_or(0);
-            let _ = writeln!(s, "{n}");
-        }
+    weft_testkit::tcp::listen(ns, addr, |mut s| {
+        let n = std::io::copy(&mut s, &mut std::io::sink()).unwrap_or(0);
+        let _ = writeln!(s, "{n}");
     });
-    rx.recv_timeout(Duration::from_secs(5)).expect("sink up");
 }
 
 /// Sends `bytes` from `ns` to the sink at `to` and returns the count it read.

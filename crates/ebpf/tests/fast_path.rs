@@ -278,24 +278,17 @@ fn a_pin_dir_off_bpffs_fails_to_load() {
 
 /// A TCP server in `ns` on `addr` that answers every line of every connection with itself.
 fn echo_lines(ns: &TestNs, addr: &'static str) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    ns.spawn(move || {
-        let l = std::net::TcpListener::bind(addr).unwrap();
-        tx.send(()).unwrap();
-        for s in l.incoming() {
-            let Ok(s) = s else { continue };
-            std::thread::spawn(move || {
-                let mut w = &s;
-                for line in BufReader::new(&s).lines() {
-                    let Ok(line) = line else { return };
-                    if writeln!(w, "{line}").is_err() {
-                        return;
-                    }
+    weft_testkit::tcp::listen(ns, addr, |s| {
+        std::thread::spawn(move || {
+            let mut w = &s;
+            for line in BufReader::new(&s).lines() {
+                let Ok(line) = line else { return };
+                if writeln!(w, "{line}").is_err() {
+                    return;
                 }
-            });
-        }
+            }
+        });
     });
-    rx.recv_timeout(Duration::from_secs(5)).expect("echo up");
 }
 
 /// One line there and back on `s`; an error when the answer does not come within a second.

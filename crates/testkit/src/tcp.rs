@@ -8,26 +8,34 @@ use std::time::Duration;
 
 use crate::TestNs;
 
-/// A TCP server in `ns` on `addr` answering each connection's first line with the
-/// client's address; returns once it listens. Its thread ends with the process.
-pub fn serve_peer_address(ns: &TestNs, addr: &'static str) {
+/// A TCP server in `ns` on `addr` that hands each connection to `handle`, on the
+/// listener's own thread; returns once it listens. The thread ends with the process.
+pub fn listen(ns: &TestNs, addr: &'static str, handle: impl Fn(TcpStream) + Send + 'static) {
     let (tx, rx) = std::sync::mpsc::channel();
     ns.spawn(move || {
         let l = TcpListener::bind(addr).unwrap();
         tx.send(()).unwrap();
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let peer = s
-                .peer_addr()
-                .map(|p| p.ip().to_string())
-                .unwrap_or_default();
-            let mut line = String::new();
-            if BufReader::new(&s).read_line(&mut line).is_ok() {
-                let _ = writeln!(s, "{peer}");
-            }
+        for s in l.incoming().flatten() {
+            handle(s);
         }
     });
-    rx.recv_timeout(Duration::from_secs(5)).expect("server up");
+    rx.recv_timeout(Duration::from_secs(5))
+        .unwrap_or_else(|_| panic!("no listener on {addr}"));
+}
+
+/// A TCP server in `ns` on `addr` answering each connection's first line with the
+/// client's address; returns once it listens.
+pub fn serve_peer_address(ns: &TestNs, addr: &'static str) {
+    listen(ns, addr, |mut s| {
+        let peer = s
+            .peer_addr()
+            .map(|p| p.ip().to_string())
+            .unwrap_or_default();
+        let mut line = String::new();
+        if BufReader::new(&s).read_line(&mut line).is_ok() {
+            let _ = writeln!(s, "{peer}");
+        }
+    });
 }
 
 /// Connects from `ns` to a [`serve_peer_address`] server at `to` (2 s to connect and to
